@@ -1,0 +1,62 @@
+"""Shared set-up for the ratio benchmarks: a real gateway with echo deployed, and the bare baseline server."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dcf_jupyter.client import Client  # noqa: E402
+from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402
+
+
+@contextlib.contextmanager
+def gateway_with(*functions: str) -> Iterator[str]:
+    """A gateway on a free loopback port with functions/<name> deployed; yields its address."""
+    with tempfile.TemporaryDirectory(prefix="dcf-bench-") as tmp:
+        running, _ = start_detached(Path(tmp) / "state", "127.0.0.1", 0)
+        try:
+            with Client(running.address) as client:
+                for name in functions:
+                    client.deploy(ROOT / "functions" / name)
+            yield running.address
+        finally:
+            stop_gateway(Path(tmp) / "state")
+
+
+@contextlib.contextmanager
+def bare_server(aio: bool = False) -> Iterator[str]:
+    """The baseline grpcio server in its own process; yields its address."""
+    with tempfile.TemporaryDirectory(prefix="dcf-bare-") as tmp:
+        port_file = Path(tmp) / "port"
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), str(port_file)] + (["--aio"] if aio else [])
+        process = subprocess.Popen(cmd)
+        try:
+            deadline = time.monotonic() + 20
+            while not (port_file.exists() and port_file.read_text()):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bare server did not start")
+                time.sleep(0.02)
+            yield f"127.0.0.1:{port_file.read_text()}"
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def median(values: list[float]) -> float:
+    """The median."""
+    return statistics.median(values)

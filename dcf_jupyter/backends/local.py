@@ -1,0 +1,309 @@
+"""The embedded default backend: each replica is a worker subprocess on this machine.
+
+Replicas talk to the gateway over the framed link on a Unix socket. A replica
+that dies is restarted with exponential back-off; calls in flight on it fail
+with UNAVAILABLE and later calls go to the restarted (or another) replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from ..link import AsyncLink
+from .base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica, WorkerLink
+
+LOG_ROTATE_BYTES = 16 * 1024 * 1024
+STOP_GRACE_S = 3.0
+BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_RESET_S = 0.1, 10.0, 30.0
+
+
+def tail_text(path: Path, lines: int, max_bytes: int = 1 << 20) -> str:
+    """The last `lines` lines of a text file (reading at most `max_bytes` from its end)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else text
+
+
+class LocalBackend(Backend):
+    """Runs replicas as `python -m dcf_jupyter.worker` subprocesses."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        socket_dir: Path,
+        *,
+        max_message: int,
+        start_timeout: float = 600.0,
+        python: str = sys.executable,
+    ) -> None:
+        # Unix socket paths are limited to ~100 bytes, so sockets live in a short
+        # private temp folder rather than in the (possibly deep) state dir.
+        self.socket_dir = socket_dir
+        self.max_message = max_message
+        self.start_timeout = start_timeout
+        self.python = python
+
+    def create(self, spec: DeploymentSpec) -> "LocalDeployment":
+        return LocalDeployment(self, spec)
+
+
+class LocalDeployment(Deployment):
+    """The replicas of one function revision."""
+
+    def __init__(self, backend: LocalBackend, spec: DeploymentSpec) -> None:
+        super().__init__(spec)
+        self.backend = backend
+        self._replicas: list[_Replica] = []
+        self._ready: list[_Replica] = []
+        self._next = 0
+        self._changed = asyncio.Event()
+
+    @property
+    def replicas(self) -> int:
+        return len(self._replicas)
+
+    @property
+    def ready_replicas(self) -> int:
+        return len(self._ready)
+
+    async def start(self) -> None:
+        await self.scale(self.spec.replicas)
+
+    async def scale(self, replicas: int) -> None:
+        while len(self._replicas) > replicas:
+            await self._replicas.pop().stop()
+        new = [_Replica(self, index) for index in range(len(self._replicas), replicas)]
+        self._replicas.extend(new)
+        for replica in new:
+            replica.start()
+        results = await asyncio.gather(*(r.first_start for r in new), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for replica in new:
+                self._replicas.remove(replica)
+            await asyncio.gather(*(r.stop() for r in new))
+            failure = failures[0]
+            if isinstance(failure, DeployFailed):
+                raise failure
+            raise DeployFailed(f"{type(failure).__name__}: {failure}")
+        self.spec.replicas = replicas
+        self._signal()
+
+    async def stop(self) -> None:
+        replicas, self._replicas = self._replicas, []
+        await asyncio.gather(*(r.stop() for r in replicas))
+        self._signal()
+
+    async def pick(self, timeout: float) -> WorkerLink:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ready = self._ready
+            if ready:
+                self._next = (self._next + 1) % len(ready)
+                link = ready[self._next].link
+                if link is not None and link.is_open:
+                    return link
+            if not self._replicas:
+                raise NoReplica(f"{self.spec.name} is scaled to 0 replicas")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                detail = f" (last error: {self.last_error})" if self.last_error else ""
+                raise NoReplica(f"no replica of {self.spec.name} became ready within {timeout:g}s{detail}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def _signal(self) -> None:
+        self._ready = [r for r in self._replicas if r.link is not None and r.link.is_open]
+        self._changed.set()
+
+
+class _Replica:
+    """One worker process, supervised: restarted when it dies until stopped."""
+
+    def __init__(self, deployment: LocalDeployment, index: int) -> None:
+        self.deployment = deployment
+        self.index = index
+        self.link: AsyncLink | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self.first_start: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
+        self._lifeline: int | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name=f"dcf-replica-{self.deployment.spec.name}-{self.index}")
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = BACKOFF_FIRST_S
+        while not self._stopping:
+            started = loop.time()
+            try:
+                await self._launch()
+            except DeployFailed as failure:
+                self.deployment.last_error = failure.message
+                if not self.first_start.done():
+                    self.first_start.set_exception(failure)
+                    return
+                self._note(f"restart failed: {failure.message}")
+            else:
+                if not self.first_start.done():
+                    self.first_start.set_result(None)
+                self.deployment._signal()
+                code = await self._wait_exit()
+                self.deployment._signal()
+                if self._stopping:
+                    return
+                self.deployment.last_error = f"replica {self.index} exited with code {code}"
+                self._note(f"replica {self.index} exited with code {code}; restarting in {backoff:.1f}s")
+                if loop.time() - started > HEALTHY_RESET_S:
+                    backoff = BACKOFF_FIRST_S
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _note(self, message: str) -> None:
+        """A gateway line in the function's log, so `dcf function log` explains restarts."""
+        with contextlib.suppress(OSError), open(self.deployment.spec.log_path, "a", encoding="utf-8") as log:
+            log.write(f"[dcf-gateway] {message}\n")
+
+    def _environment(self) -> dict[str, str]:
+        spec = self.deployment.spec
+        env = dict(os.environ)
+        env.update(spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["DCF_FUNCTION_NAME"] = spec.name
+        env["DCF_REPLICA"] = str(self.index)
+        if spec.limits.gpus == 0:
+            # As in a container without a GPU request: frameworks must not grab GPUs.
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        elif "CUDA_VISIBLE_DEVICES" not in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.limits.gpus))
+        return env
+
+    async def _launch(self) -> None:
+        spec = self.deployment.spec
+        backend = self.deployment.backend
+        sock = backend.socket_dir / f"{spec.name}.{spec.revision}.{self.index}.{secrets.token_hex(3)}.sock"
+        status_r, status_w = os.pipe()
+        life_r, life_w = os.pipe()
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            if spec.log_path.stat().st_size > LOG_ROTATE_BYTES:
+                spec.log_path.replace(spec.log_path.with_suffix(".log.1"))
+        command = [
+            backend.python, "-u", "-m", "dcf_jupyter.worker", str(spec.source_dir),
+            "--name", spec.name, "--socket", str(sock),
+            "--status-fd", str(status_w), "--lifeline-fd", str(life_r),
+            "--max-message-size", str(backend.max_message), "--concurrency", str(spec.concurrency),
+        ]
+        try:
+            with open(spec.log_path, "ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    pass_fds=(status_w, life_r),
+                    env=self._environment(),
+                    cwd=str(spec.source_dir),
+                )
+        except OSError as exc:
+            for fd in (status_r, status_w, life_r, life_w):
+                os.close(fd)
+            raise DeployFailed(f"cannot start a worker process: {exc}") from None
+        os.close(status_w)
+        os.close(life_r)
+        self._close_lifeline()
+        self._lifeline = life_w
+        status = await self._read_status(status_r)
+        if not status.get("ready"):
+            await self._kill()
+            raise DeployFailed(str(status.get("error") or "the worker did not start"), str(status.get("traceback") or ""))
+        try:
+            self.link = await AsyncLink.connect(str(sock), backend.max_message + 1024)
+        except OSError as exc:
+            await self._kill()
+            raise DeployFailed(f"cannot connect to the worker: {exc}") from None
+
+    async def _read_status(self, fd: int) -> dict[str, object]:
+        """The worker's readiness line; a worker that exits first reports through its log tail."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb"))
+        timeout = self.deployment.backend.start_timeout
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except asyncio.TimeoutError:
+            return {"ready": False, "error": f"the Handler was not ready after {timeout:g}s"}
+        finally:
+            transport.close()
+        if line:
+            try:
+                return json.loads(line)
+            except ValueError:
+                return {"ready": False, "error": f"the worker sent a bad status line: {line[:200]!r}"}
+        assert self.process is not None
+        code = await self.process.wait()
+        tail = tail_text(self.deployment.spec.log_path, 15).rstrip()
+        return {"ready": False, "error": f"the worker exited with code {code} before it was ready", "traceback": tail}
+
+    async def _wait_exit(self) -> int:
+        """Wait until the process exits or its link drops (then end the process); its exit code."""
+        assert self.process is not None and self.link is not None
+        exited = asyncio.ensure_future(self.process.wait())
+        await asyncio.wait({exited, self.link.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            await self._kill()
+        self.link.close()
+        return await exited
+
+    async def _kill(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lifeline)
+            self._lifeline = None
+
+    async def stop(self) -> None:
+        """Stop supervising and end the process (SIGTERM, then SIGKILL after a grace period)."""
+        self._stopping = True
+        if self.link is not None:
+            self.link.close()
+        await self._kill()
+        self._close_lifeline()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.first_start.done():
+            self.first_start.set_exception(DeployFailed("stopped before it was ready"))
+            self.first_start.exception()  # retrieved: nobody else may wait on it

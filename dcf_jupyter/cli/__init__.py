@@ -1,0 +1,5 @@
+"""The dcf command line."""
+
+
+def main() -> None:
+    raise SystemExit("not yet")

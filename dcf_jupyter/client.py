@@ -1,0 +1,384 @@
+"""The Python client: everything the CLI, the magics and the widgets do goes through here.
+
+    from dcf_jupyter import client
+    client.call("hello-dcf", b"hi")            # -> "Hello DCF"
+    for out in client.stream("echo", frames):  # bidi stream, replies in order
+        ...
+
+Module-level functions use a shared `Client` for the resolved address
+(argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway, then 127.0.0.1:32222).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import grpc
+
+from .errors import (
+    DcfError,
+    DeployError,
+    FunctionError,
+    FunctionExists,
+    FunctionNotFound,
+    GatewayUnavailable,
+    InvalidArgument,
+    Unauthenticated,
+)
+from .handler import BINARY, JSON, TEXT
+from .protocol import gateway_pb2 as pb
+from .protocol import gateway_pb2_grpc as pb_grpc
+from .settings import ENV_TOKEN, grpc_options, resolve_address
+from .settings import max_message_size as default_max_message_size
+from .source import pack_folder
+from .spec import FunctionSpec, load_config
+
+TRACEBACK_KEY = "dcf-traceback-bin"
+ORIGIN_KEY = "dcf-origin"
+MANAGEMENT_TIMEOUT_S = 30.0
+
+__all__ = [
+    "Client",
+    "FunctionInfo",
+    "Reply",
+    "call",
+    "default_client",
+    "delete",
+    "deploy",
+    "list_functions",
+    "logs",
+    "stream",
+]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A function's reply with what the handler returned: text, JSON or bytes."""
+
+    data: bytes
+    content_type: str = BINARY
+
+    @property
+    def is_text(self) -> bool:
+        """True when the handler returned a str."""
+        return self.content_type == TEXT
+
+    @property
+    def is_json(self) -> bool:
+        """True when the handler returned a JSON-able object."""
+        return self.content_type == JSON
+
+    def value(self) -> bytes | str:
+        """str for text and JSON replies, bytes otherwise (what `call` returns)."""
+        return self.data.decode("utf-8", "replace") if self.content_type in (TEXT, JSON) else self.data
+
+    def json(self) -> Any:
+        """The reply parsed as JSON."""
+        return json.loads(self.data)
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """A deployed function as the gateway reports it."""
+
+    name: str
+    image: str
+    invocations: int
+    replicas: int
+    available_replicas: int
+    status: str
+    backend: str
+    error: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_pb(cls, fn: pb.Function) -> "FunctionInfo":
+        """Convert the wire message."""
+        return cls(
+            name=fn.Name, image=fn.Image, invocations=fn.InvocationCount, replicas=fn.Replicas,
+            available_replicas=fn.AvailableReplicas, status=fn.Status or "Ready", backend=fn.Backend,
+            error=fn.Error, annotations=dict(fn.Annotations), labels=dict(fn.Labels),
+        )
+
+
+def to_bytes(data: Any) -> bytes:
+    """Request payload: bytes as is, str as UTF-8, other objects as JSON."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if data is None:
+        return b""
+    return json.dumps(data).encode("utf-8")
+
+
+def _error(exc: grpc.RpcError, address: str, subject: str = "") -> DcfError:
+    """The DcfError for a failed RPC."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else "") or str(code)
+    trailing = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
+    origin = trailing.get(ORIGIN_KEY, "")
+    remote_tb = trailing.get(TRACEBACK_KEY, b"")
+    if isinstance(remote_tb, bytes):
+        remote_tb = remote_tb.decode("utf-8", "replace")
+    if origin == "function" or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return FunctionError(details, code=code.name, remote_traceback=remote_tb)
+    if code == grpc.StatusCode.UNAVAILABLE and not origin:
+        return GatewayUnavailable(
+            f"no DCF gateway answers at {address} ({details}); start one with `dcf gateway start --detach` "
+            "or point DCF_GATEWAY / --gateway at a running one"
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        return FunctionNotFound(details)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return FunctionExists(details)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE):
+        return InvalidArgument(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        error = DeployError(details)
+        error.remote_traceback = remote_tb  # type: ignore[attr-defined]
+        return error
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return Unauthenticated(details)
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return DcfError(f"the gateway at {address} does not implement {subject or 'this call'} "
+                        f"(an original DCF gateway?): {details}")
+    return FunctionError(details, code=code.name, remote_traceback=remote_tb) if origin else DcfError(
+        f"{subject or 'the call'} failed: {code.name}: {details}")
+
+
+class Client:
+    """A connection to one gateway; thread-safe, cheap to keep, close when done (or use `with`)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        max_message_size: int | None = None,
+        config_gateway: str | None = None,
+    ) -> None:
+        self.address = resolve_address(address, config_gateway)
+        self.max_message_size = max_message_size or default_max_message_size()
+        self._token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        self._channel = grpc.insecure_channel(self.address, options=grpc_options(self.max_message_size))
+        self._stub = pb_grpc.GatewayStub(self._channel)
+        self._raw_invoke = self._channel.unary_unary(
+            "/pb.Gateway/InvokeBytes",
+            request_serializer=pb.InvokeServiceRequest.SerializeToString,
+            response_deserializer=pb.Messages.FromString,
+        )
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.address!r})"
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("authorization", f"Bearer {self._token}"),) if self._token else None
+
+    # --- invoking ---------------------------------------------------------------
+
+    def call_reply(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Reply:
+        """Call a function once; the reply with its content type."""
+        request = pb.InvokeServiceRequest(Service=name, Input=to_bytes(data))
+        try:
+            reply = self._raw_invoke(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address, f"calling {name!r}") from None
+        return Reply(reply.Output, reply.ContentType or BINARY)
+
+    def call(self, name: str, data: Any = b"", *, timeout: float | None = None) -> bytes | str:
+        """Call a function once: str when the handler returned text or JSON, bytes when it returned bytes."""
+        return self.call_reply(name, data, timeout=timeout).value()
+
+    def invoke(self, name: str, data: Any = b"", *, timeout: float | None = None) -> str:
+        """DCF's classic Invoke: the reply as a string (binary replies arrive base64-encoded)."""
+        try:
+            return self._stub.Invoke(
+                pb.InvokeServiceRequest(Service=name, Input=to_bytes(data)), timeout=timeout, metadata=self._metadata
+            ).Msg
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address, f"calling {name!r}") from None
+
+    def stream(self, name: str, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
+        """Bidirectional stream (DCF's Invokes): one reply per input, in order, as they arrive."""
+
+        def requests() -> Iterator[pb.InvokeServiceRequest]:
+            for item in inputs:
+                yield pb.InvokeServiceRequest(Service=name, Input=to_bytes(item))
+
+        replies = self._stub.Invokes(requests(), timeout=timeout, metadata=self._metadata)
+        try:
+            for reply in replies:
+                yield reply.Output
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address, f"streaming to {name!r}") from None
+        finally:
+            replies.cancel()
+
+    def call_stream(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Iterator[Reply]:
+        """Server streaming: one call whose handler yields several replies."""
+        replies = self._stub.InvokeStream(
+            pb.InvokeServiceRequest(Service=name, Input=to_bytes(data)), timeout=timeout, metadata=self._metadata
+        )
+        try:
+            for reply in replies:
+                yield Reply(reply.Output, reply.ContentType or BINARY)
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address, f"calling {name!r}") from None
+        finally:
+            replies.cancel()
+
+    # --- managing ---------------------------------------------------------------
+
+    def _manage(self, rpc: str, request: Any, subject: str, timeout: float | None = MANAGEMENT_TIMEOUT_S) -> Any:
+        try:
+            return getattr(self._stub, rpc)(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address, subject) from None
+
+    def deploy_spec(
+        self, spec: FunctionSpec, *, update: bool = True, replace: bool = False, backend: str | None = None,
+        replicas: int | None = None, env: dict[str, str] | None = None, timeout: float | None = None,
+    ) -> str:
+        """Deploy one function of a loaded config; returns the gateway's message.
+
+        An existing function is updated in place (its old replicas serve until the new
+        ones are ready) unless `update` is False (then FunctionExists) or `replace`
+        is True (deleted first, as `faas-cli deploy --replace`).
+        """
+        if spec.root is None:
+            raise DeployError(f"{spec.name}: the function has no folder to deploy")
+        request = pb.CreateFunctionRequest(
+            Service=spec.name,
+            Image=spec.image,
+            EnvVars=env or {},
+            Labels=spec.labels,
+            Annotations=spec.annotations,
+            Limits=pb.FunctionResources(Memory=spec.limits.memory, CPU=spec.limits.cpu, GPU=spec.limits.gpu),
+            Source=pack_folder(spec.root, limit=self.max_message_size - 64 * 1024),
+            Backend=backend or spec.backend,
+            Replicas=replicas or spec.replicas,
+        )
+        if replace:
+            try:
+                self.delete(spec.name)
+            except FunctionNotFound:
+                pass
+        try:
+            return self._manage("Deploy", request, f"deploying {spec.name!r}", timeout).Msg
+        except FunctionExists:
+            if not update:
+                raise
+        return self._manage("Update", request, f"updating {spec.name!r}", timeout).Msg
+
+    def deploy(self, folder: str | Path, name: str | None = None, **options: Any) -> str:
+        """Deploy the function folder (or config.yaml) at `folder`; `name` picks one of several."""
+        config = load_config(folder)
+        return self.deploy_spec(config.function(name), **options)
+
+    def list(self) -> list[FunctionInfo]:
+        """Deployed functions."""
+        reply = self._manage("List", pb.Empty(), "listing functions")
+        return [FunctionInfo.from_pb(fn) for fn in reply.Functions]
+
+    def get(self, name: str) -> FunctionInfo:
+        """One deployed function (FunctionNotFound if it is not)."""
+        return FunctionInfo.from_pb(self._manage("GetMeta", pb.FunctionRequest(FunctionName=name), f"reading {name!r}"))
+
+    def logs(self, name: str, lines: int = 200) -> str:
+        """The last `lines` lines of the function's log (its workers' stdout and stderr)."""
+        return self._manage("GetLog", pb.FunctionRequest(FunctionName=name, Lines=lines), f"reading logs of {name!r}").Msg
+
+    def delete(self, name: str) -> str:
+        """Stop and remove a function."""
+        return self._manage("Delete", pb.DeleteFunctionRequest(FunctionName=name), f"deleting {name!r}").Msg
+
+    def scale(self, name: str, replicas: int, *, timeout: float | None = None) -> str:
+        """Run `replicas` replicas of a function."""
+        request = pb.ScaleServiceRequest(ServiceName=name, Replicas=replicas)
+        return self._manage("ReplicaUpdate", request, f"scaling {name!r}", timeout).Msg
+
+    def info(self) -> dict[str, Any]:
+        """What the gateway says about itself (version, backends, address...)."""
+        text = self._manage("Info", pb.Empty(), "asking for gateway info").Msg
+        try:
+            return dict(json.loads(text))
+        except ValueError:
+            return {"info": text}
+
+    def health(self, timeout: float = 2.0) -> bool:
+        """True if a gateway answers HealthCheck within `timeout` seconds."""
+        try:
+            return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=self._metadata).Msg == "OK"
+        except grpc.RpcError:
+            return False
+
+
+# --- module-level convenience -----------------------------------------------------
+
+_clients: dict[str, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def default_client(address: str | None = None) -> Client:
+    """A shared Client for the resolved address."""
+    resolved = resolve_address(address)
+    with _clients_lock:
+        client = _clients.get(resolved)
+        if client is None:
+            client = _clients[resolved] = Client(resolved)
+        return client
+
+
+def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None) -> bytes | str:
+    """Call a function once (see Client.call)."""
+    return default_client(gateway).call(name, data, timeout=timeout)
+
+
+def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None) -> Iterator[bytes]:
+    """Stream inputs to a function, yielding its replies in order (see Client.stream)."""
+    return default_client(gateway).stream(name, inputs)
+
+
+def deploy(folder: str | Path, name: str | None = None, *, gateway: str | None = None, **options: Any) -> str:
+    """Deploy a function folder (see Client.deploy)."""
+    return default_client(gateway).deploy(folder, name, **options)
+
+
+def list_functions(*, gateway: str | None = None) -> builtins.list[FunctionInfo]:
+    """Deployed functions."""
+    return default_client(gateway).list()
+
+
+def logs(name: str, lines: int = 200, *, gateway: str | None = None) -> str:
+    """A function's recent log lines."""
+    return default_client(gateway).logs(name, lines)
+
+
+def delete(name: str, *, gateway: str | None = None) -> str:
+    """Stop and remove a function."""
+    return default_client(gateway).delete(name)
+
+
+# The issue-tracker API names this one `list`; keep the builtin usable above.
+list = list_functions  # noqa: A001

@@ -1,0 +1,71 @@
+"""python -m dcf_jupyter.gateway: run a gateway in the foreground (what `dcf gateway start` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Coroutine
+
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size
+from .app import GatewayOptions, GatewayStartError, run_gateway
+
+
+def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
+    """Run `coro` on uvloop when asked (or, with "auto", when installed), else on asyncio's loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if loop == "uvloop":
+                raise GatewayStartError("--loop uvloop asked for, but uvloop is not installed") from None
+    if factory is None:
+        asyncio.run(coro)
+    elif sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(coro)
+    else:
+        loop_ = factory()
+        try:
+            asyncio.set_event_loop(loop_)
+            loop_.run_until_complete(coro)
+        finally:
+            loop_.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m dcf_jupyter.gateway", description=__doc__)
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--max-message-size", type=int, default=max_message_size())
+    parser.add_argument("--backend", default="local", help="default backend for deploys that name none")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop: uvloop (faster hops) when installed, else asyncio")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    options = GatewayOptions(
+        state_dir=args.state_dir or default_state_dir(),
+        host=args.host,
+        port=args.port,
+        max_message=args.max_message_size,
+        default_backend=args.backend,
+    )
+    try:
+        run_event_loop(run_gateway(options), args.loop)
+    except GatewayStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Running a gateway process: bind, lock the state dir, restore functions, serve until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from .. import __version__
+from ..backends.local import LocalBackend
+from ..errors import DcfError
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, grpc_options
+from .server import Gateway
+
+log = logging.getLogger("dcf.gateway")
+
+GATEWAY_FILE = "gateway.json"
+LOCK_FILE = "gateway.lock"
+FLUSH_EVERY_S = 2.0
+
+
+class GatewayStartError(DcfError):
+    """The gateway could not start (port taken, state dir in use...)."""
+
+
+@dataclass
+class GatewayOptions:
+    """How to run a gateway."""
+
+    state_dir: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_message: int = 64 * 1024 * 1024
+    default_backend: str = "local"
+    ready_timeout: float = 30.0
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts bracketed."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def read_gateway_file(state_dir: Path) -> dict[str, object] | None:
+    """What a running gateway wrote about itself (pid, address...), or None."""
+    try:
+        return json.loads((state_dir / GATEWAY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    handle = open(state_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        other = read_gateway_file(state_dir) or {}
+        raise GatewayStartError(
+            f"another gateway (pid {other.get('pid', '?')}, {other.get('address', '?')}) is using {state_dir}; "
+            "stop it with `dcf gateway stop` or pass another --state-dir"
+        ) from None
+    return handle
+
+
+async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or until the task is cancelled); `started` gets the bound address."""
+    state_dir = options.state_dir.expanduser().resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_state_dir(state_dir)
+    socket_dir = Path(tempfile.mkdtemp(prefix="dcf-"))
+    backends = {"local": LocalBackend(socket_dir, max_message=options.max_message)}
+    gateway = Gateway(
+        state_dir,
+        backends,
+        default_backend=options.default_backend,
+        max_message=options.max_message,
+        ready_timeout=options.ready_timeout,
+    )
+    server = grpc.aio.server(options=grpc_options(options.max_message))
+    server.add_generic_rpc_handlers((gateway.rpc_handlers(),))
+    try:
+        try:
+            port = server.add_insecure_port(format_address(options.host, options.port))
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise GatewayStartError(
+                f"cannot listen on {format_address(options.host, options.port)}: the port is in use or the "
+                "address is not local (is a gateway already running? try `dcf gateway status`)"
+            )
+        for warning in gateway.registry.load():
+            log.warning("%s", warning)
+        await server.start()
+        address = format_address(options.host, port)
+        gateway.address = address
+        info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),
+                "started": time.time(), "version": __version__}
+        (state_dir / GATEWAY_FILE).write_text(json.dumps(info))
+        log.info("DCF gateway %s listening on %s (state dir %s)", __version__, address, state_dir)
+        if started is not None and not started.done():
+            started.set_result(address)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+        async def flush_counters() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_EVERY_S)
+                gateway.registry.flush()
+
+        restoring = asyncio.create_task(gateway.restore())
+        flushing = asyncio.create_task(flush_counters())
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            for task in (restoring, flushing):
+                task.cancel()
+            await server.stop(grace=1.0)
+            await gateway.close()
+            with contextlib.suppress(FileNotFoundError):
+                (state_dir / GATEWAY_FILE).unlink()
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        lock.close()

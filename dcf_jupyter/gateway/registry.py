@@ -1,0 +1,102 @@
+"""The gateway's persistent record of deployed functions (registry.json in the state dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..spec import Resources
+
+REGISTRY_FILE = "registry.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FunctionRecord:
+    """What the gateway remembers of a deployed function, enough to start it again after a restart."""
+
+    name: str
+    backend: str
+    revision: int
+    replicas: int = 1
+    image: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1
+    timeout: float | None = None
+    invocations: int = 0
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def resources(self) -> Resources:
+        """`limits` as a Resources value."""
+        return Resources(**{k: self.limits.get(k, "") for k in ("memory", "cpu", "gpu")})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FunctionRecord":
+        """Rebuild from registry.json, ignoring fields this version does not know."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class Registry:
+    """Function records, loaded from and saved to `state_dir/registry.json` (atomically)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / REGISTRY_FILE
+        self.records: dict[str, FunctionRecord] = {}
+        self._dirty = False
+
+    def load(self) -> list[str]:
+        """Read the file if there is one; returns warnings about records that could not be read."""
+        if not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            broken = self.path.with_suffix(f".broken-{int(time.time())}.json")
+            self.path.replace(broken)
+            return [f"{self.path} was unreadable ({exc}); moved it to {broken.name} and started empty"]
+        warnings = []
+        for name, raw in (data.get("functions") or {}).items():
+            try:
+                self.records[name] = FunctionRecord.from_dict(raw)
+            except TypeError as exc:
+                warnings.append(f"skipped function {name!r} in {self.path.name}: {exc}")
+        return warnings
+
+    def save(self) -> None:
+        """Write every record now."""
+        data = {"version": FORMAT_VERSION, "functions": {n: asdict(r) for n, r in sorted(self.records.items())}}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.path)
+        self._dirty = False
+
+    def put(self, record: FunctionRecord) -> None:
+        """Add or replace a record and save."""
+        record.updated = time.time()
+        self.records[record.name] = record
+        self.save()
+
+    def remove(self, name: str) -> None:
+        """Forget a function and save."""
+        if self.records.pop(name, None) is not None:
+            self.save()
+
+    def count(self, record: FunctionRecord, calls: int = 1) -> None:
+        """Add invocations; saved by the next `flush` (not per call: that is the hot path)."""
+        record.invocations += calls
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Save if counters changed since the last save."""
+        if self._dirty:
+            self.save()

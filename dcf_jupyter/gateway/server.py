@@ -1,0 +1,527 @@
+"""The gateway: DCF's gRPC service `pb.Gateway`, routing calls to function replicas on a backend.
+
+Invoke replies travel as the bytes the worker serialized (no decode/re-encode
+here); `Invokes` pipelines a bounded window of frames per stream to one replica
+and returns replies in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from .. import __version__
+from ..backends.base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica
+from ..backends.local import tail_text
+from ..errors import ConfigError, InvalidArgument, InvalidName
+from ..link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
+from ..protocol import SERVICE
+from ..protocol import gateway_pb2 as pb
+from ..source import unpack_source
+from ..spec import MAX_REPLICAS, load_config, validate_name
+from ..worker import ORIGIN_KEY, TRACEBACK_KEY
+from .registry import FunctionRecord, Registry
+
+log = logging.getLogger("dcf.gateway")
+
+DEFAULT_LOG_LINES = 200
+MAX_LOG_LINES = 100_000
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class Abort(Exception):
+    """Ends an RPC with a status; `origin` tells clients whether the gateway or the function failed."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, traceback: str = "", origin: str = "gateway") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.traceback = traceback
+        self.origin = origin
+
+    @classmethod
+    def from_call(cls, failure: CallFailed) -> "Abort":
+        return cls(_CODES.get(failure.code, grpc.StatusCode.INTERNAL), failure.message,
+                   traceback=failure.traceback, origin="function")
+
+    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        md: tuple[tuple[str, str | bytes], ...] = ((ORIGIN_KEY, self.origin),)
+        if self.traceback:
+            md += ((TRACEBACK_KEY, self.traceback.encode("utf-8")),)
+        return md
+
+
+def _unexpected(exc: BaseException) -> Abort:
+    log.exception("internal error")
+    return Abort(grpc.StatusCode.INTERNAL, f"gateway error: {type(exc).__name__}: {exc}")
+
+
+def _unary(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: "Gateway", request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except Abort as abort:
+            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a bare traceback as a status
+            abort = _unexpected(exc)
+            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
+
+    return wrapper
+
+
+def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: "Gateway", request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except Abort as abort:
+            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            abort = _unexpected(exc)
+            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
+
+    return wrapper
+
+
+def _link_lost(name: str, exc: LinkClosed) -> Abort:
+    return Abort(grpc.StatusCode.UNAVAILABLE,
+                 f"the worker of {name!r} stopped during the call ({exc}); it is being restarted, try again",
+                 origin="function")
+
+
+class Gateway:
+    """Routes calls and manages functions; one instance per gateway process."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        backends: dict[str, Backend],
+        *,
+        default_backend: str = "local",
+        max_message: int,
+        address: str = "",
+        ready_timeout: float = 30.0,
+        stream_window: int = 32,
+    ) -> None:
+        self.state_dir = state_dir
+        self.backends = backends
+        self.default_backend = default_backend
+        self.max_message = max_message
+        self.address = address
+        self.ready_timeout = ready_timeout
+        self.stream_window = stream_window
+        self.registry = Registry(state_dir)
+        self.deployments: dict[str, Deployment] = {}
+        self.start_errors: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.started = time.time()
+
+    # --- paths --------------------------------------------------------------
+
+    def function_dir(self, name: str) -> Path:
+        """Where a function's unpacked revisions live (name already validated)."""
+        return self.state_dir / "functions" / name
+
+    def log_path(self, name: str) -> Path:
+        """The function's log file (all replicas and revisions)."""
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Start every function of the registry again (after a gateway restart), in parallel."""
+        await asyncio.gather(*(self._restore_one(r) for r in list(self.registry.records.values())))
+
+    async def _restore_one(self, record: FunctionRecord) -> None:
+        async with self._lock(record.name):
+            try:
+                deployment = self._create(record)
+                await deployment.start()
+            except (DeployFailed, KeyError, ConfigError) as exc:
+                message = exc.message if isinstance(exc, DeployFailed) else str(exc)
+                self.start_errors[record.name] = message
+                log.error("could not restart %s: %s", record.name, message)
+                return
+            self.deployments[record.name] = deployment
+            self.start_errors.pop(record.name, None)
+            log.info("restarted %s (revision %d, %d replica(s))", record.name, record.revision, record.replicas)
+
+    async def close(self) -> None:
+        """Stop every replica and save the registry."""
+        deployments, self.deployments = self.deployments, {}
+        await asyncio.gather(*(d.stop() for d in deployments.values()), return_exceptions=True)
+        self.registry.flush()
+        for backend in self.backends.values():
+            await backend.close()
+
+    def _create(self, record: FunctionRecord) -> Deployment:
+        backend = self.backends.get(record.backend)
+        if backend is None:
+            raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
+        return backend.create(
+            DeploymentSpec(
+                name=record.name,
+                revision=record.revision,
+                source_dir=self.function_dir(record.name) / f"rev-{record.revision}",
+                log_path=self.log_path(record.name),
+                image=record.image,
+                env=dict(record.env),
+                limits=record.resources,
+                replicas=record.replicas,
+                concurrency=record.concurrency,
+            )
+        )
+
+    # --- routing --------------------------------------------------------------
+
+    def _route(self, name: str) -> tuple[FunctionRecord, Deployment]:
+        if not name:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "no function named: set InvokeServiceRequest.Service")
+        record = self.registry.records.get(name)
+        if record is None:
+            try:
+                validate_name(name)
+            except InvalidName as exc:
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            deployed = ", ".join(sorted(self.registry.records)) or "none"
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed (deployed: {deployed})")
+        deployment = self.deployments.get(name)
+        if deployment is None:
+            error = self.start_errors.get(name)
+            if error:
+                raise Abort(grpc.StatusCode.UNAVAILABLE, f"function {name!r} failed to start: {error}")
+            raise Abort(grpc.StatusCode.UNAVAILABLE, f"function {name!r} is still starting; try again shortly")
+        return record, deployment
+
+    async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        timeout = self.ready_timeout if remaining is None else min(self.ready_timeout, max(remaining, 0.0))
+        try:
+            return await deployment.pick(timeout)
+        except NoReplica as exc:
+            raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+
+    async def _call(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext, form: int) -> bytes:
+        record, deployment = self._route(request.Service)
+        link = await self._pick(record, deployment, context)
+        self.registry.count(record)
+        try:
+            return await link.call(form, request.Input)
+        except CallFailed as failure:
+            raise Abort.from_call(failure) from None
+        except LinkClosed as exc:
+            raise _link_lost(record.name, exc) from None
+
+    # --- invoke RPCs (replies are worker-serialized bytes) ---------------------
+
+    @_unary
+    async def Invoke(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(request, context, FORM_MESSAGE)
+
+    @_unary
+    async def InvokeBytes(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(request, context, FORM_MESSAGES)
+
+    @_streaming
+    async def InvokeStream(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        record, deployment = self._route(request.Service)
+        link = await self._pick(record, deployment, context)
+        self.registry.count(record)
+        try:
+            async for item in link.stream(request.Input):
+                yield item
+        except CallFailed as failure:
+            raise Abort.from_call(failure) from None
+        except LinkClosed as exc:
+            raise _link_lost(record.name, exc) from None
+
+    @_streaming
+    async def Invokes(
+        self, requests: AsyncIterator[pb.InvokeServiceRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Bidi stream: each request is one call, replies in request order.
+
+        The stream is bound to the function (and replica) named by its first
+        message. At most `stream_window` calls are in flight: past that the
+        gateway stops reading, so gRPC flow control slows the sender instead of
+        memory growing.
+        """
+        window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.stream_window)
+        bound: list[Any] = []  # [record, link] once the first message arrived
+
+        async def pump() -> None:
+            try:
+                async for request in requests:
+                    if not bound:
+                        record, deployment = self._route(request.Service)
+                        bound.extend((record, await self._pick(record, deployment, context)))
+                    record, link = bound
+                    if request.Service and request.Service != record.name:
+                        raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"this stream calls {record.name!r}; open another stream for {request.Service!r}")
+                    self.registry.count(record)
+                    await window.put(link.submit(FORM_MESSAGES, request.Input))
+                await window.put(None)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the replying side
+                await window.put(exc)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while True:
+                item = await window.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, LinkClosed):
+                        raise _link_lost(bound[0].name, item)
+                    raise item
+                _, future = item
+                try:
+                    yield await future
+                except CallFailed as failure:
+                    raise Abort.from_call(failure) from None
+                except LinkClosed as exc:
+                    raise _link_lost(bound[0].name, exc) from None
+        finally:
+            pumping.cancel()
+            if bound:
+                link = bound[1]
+                while not window.empty():
+                    item = window.get_nowait()
+                    if isinstance(item, tuple):
+                        link.cancel(item[0])
+
+    # --- management RPCs ----------------------------------------------------------
+
+    @_unary
+    async def Deploy(self, request: pb.CreateFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        return await self._deploy(request, update=False)
+
+    @_unary
+    async def Update(self, request: pb.CreateFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        return await self._deploy(request, update=True)
+
+    async def _deploy(self, request: pb.CreateFunctionRequest, *, update: bool) -> pb.Message:
+        name = _valid_name(request.Service)
+        async with self._lock(name):
+            old = self.registry.records.get(name)
+            if old is not None and not update:
+                raise Abort(grpc.StatusCode.ALREADY_EXISTS,
+                            f"function {name!r} is already deployed; update it (Update RPC, "
+                            "`dcf function deploy --update`) or delete it first")
+            if old is None and update:
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed, so it cannot be updated")
+            if not request.Source:
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"the request for {name!r} carries no function source (only image {request.Image!r}); "
+                            "this gateway runs function folders: deploy with `dcf function deploy -f config.yaml`")
+            revision = (old.revision + 1) if old else 1
+            source_dir = self.function_dir(name) / f"rev-{revision}"
+            shutil.rmtree(source_dir, ignore_errors=True)
+            try:
+                unpack_source(request.Source, source_dir, max_bytes=16 * self.max_message)
+                spec = load_config(source_dir / "config.yaml").function(name)
+            except (InvalidArgument, ConfigError) as exc:
+                shutil.rmtree(source_dir, ignore_errors=True)
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).replace(str(source_dir) + "/", "")) from None
+            backend = request.Backend or spec.backend or self.default_backend
+            if backend not in self.backends:
+                shutil.rmtree(source_dir, ignore_errors=True)
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"unknown backend {backend!r} (this gateway has: {', '.join(self.backends)})")
+            limits = request.Limits if request.HasField("Limits") else None
+            replicas = request.Replicas or (old.replicas if old else spec.replicas)
+            if replicas > MAX_REPLICAS:
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {replicas}")
+            annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
+            record = FunctionRecord(
+                name=name,
+                backend=backend,
+                revision=revision,
+                replicas=replicas,
+                image=request.Image or spec.image,
+                env={**spec.environment, **request.EnvVars},
+                labels={**spec.labels, **request.Labels},
+                annotations={**annotations, **spec.annotations, **request.Annotations},
+                limits={"memory": limits.Memory, "cpu": limits.CPU, "gpu": limits.GPU} if limits else
+                {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
+                concurrency=spec.concurrency,
+                timeout=spec.timeout,
+                invocations=old.invocations if old else 0,
+                created=old.created if old else time.time(),
+            )
+            try:
+                deployment = self._create(record)
+                await deployment.start()
+            except DeployFailed as failure:
+                shutil.rmtree(source_dir, ignore_errors=True)
+                log.warning("deploy of %s failed: %s", name, failure.message)
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} did not start: {failure.message}",
+                            traceback=failure.traceback) from None
+            # The new revision is ready: switch calls to it, then retire the old one.
+            previous = self.deployments.get(name)
+            self.deployments[name] = deployment
+            self.start_errors.pop(name, None)
+            self.registry.put(record)
+            if previous is not None:
+                await previous.stop()
+            if old is not None:
+                shutil.rmtree(self.function_dir(name) / f"rev-{old.revision}", ignore_errors=True)
+            verb = "Updated" if old else "Deployed"
+            log.info("%s %s (revision %d, %d replica(s), %s)", verb.lower(), name, revision, replicas, backend)
+            plural = "s" if replicas != 1 else ""
+            return pb.Message(Msg=f"{verb}: {name} ({replicas} replica{plural} on the {backend} backend)")
+
+    @_unary
+    async def Delete(self, request: pb.DeleteFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        name = _valid_name(request.FunctionName)
+        async with self._lock(name):
+            if name not in self.registry.records:
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
+            deployment = self.deployments.pop(name, None)
+            if deployment is not None:
+                await deployment.stop()
+            self.registry.remove(name)
+            self.start_errors.pop(name, None)
+            shutil.rmtree(self.function_dir(name), ignore_errors=True)
+            for path in (self.log_path(name), self.log_path(name).with_suffix(".log.1")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        log.info("deleted %s", name)
+        return pb.Message(Msg=f"Deleted: {name}")
+
+    @_unary
+    async def ReplicaUpdate(self, request: pb.ScaleServiceRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        name = _valid_name(request.ServiceName)
+        if request.Replicas > MAX_REPLICAS:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {request.Replicas}")
+        async with self._lock(name):
+            record, deployment = self._route(name)
+            try:
+                await deployment.scale(request.Replicas)
+            except DeployFailed as failure:
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} could not scale: {failure.message}",
+                            traceback=failure.traceback) from None
+            record.replicas = request.Replicas
+            self.registry.put(record)
+        log.info("scaled %s to %d replica(s)", name, request.Replicas)
+        return pb.Message(Msg=f"Scaled: {name} to {request.Replicas} replica{'s' if request.Replicas != 1 else ''}")
+
+    def _function(self, record: FunctionRecord) -> pb.Function:
+        deployment = self.deployments.get(record.name)
+        error = self.start_errors.get(record.name, "")
+        if deployment is None:
+            status = "Failed" if error else "Not Ready"
+        else:
+            status = "Ready" if deployment.ready_replicas > 0 else "Not Ready"
+            error = "" if status == "Ready" else deployment.last_error
+        return pb.Function(
+            Name=record.name,
+            Image=record.image,
+            InvocationCount=record.invocations,
+            Replicas=record.replicas,
+            AvailableReplicas=deployment.ready_replicas if deployment else 0,
+            Annotations=record.annotations,
+            Labels=record.labels,
+            Status=status,
+            Backend=record.backend,
+            Error=error,
+        )
+
+    @_unary
+    async def List(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Functions:
+        return pb.Functions(Functions=[self._function(r) for _, r in sorted(self.registry.records.items())])
+
+    @_unary
+    async def GetMeta(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Function:
+        name = _valid_name(request.FunctionName)
+        record = self.registry.records.get(name)
+        if record is None:
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
+        return self._function(record)
+
+    @_unary
+    async def GetLog(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        name = _valid_name(request.FunctionName)
+        if name not in self.registry.records:
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
+        lines = min(request.Lines or DEFAULT_LOG_LINES, MAX_LOG_LINES)
+        text = await asyncio.to_thread(tail_text, self.log_path(name), lines)
+        return pb.Message(Msg=text)
+
+    @_unary
+    async def Info(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Message:
+        info = {
+            "name": "dcf-jupyter gateway",
+            "version": __version__,
+            "address": self.address,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "state_dir": str(self.state_dir),
+            "backends": sorted(self.backends),
+            "default_backend": self.default_backend,
+            "functions": len(self.registry.records),
+            "max_message_size": self.max_message,
+        }
+        return pb.Message(Msg=json.dumps(info))
+
+    @_unary
+    async def HealthCheck(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Message:
+        return pb.Message(Msg="OK")
+
+    # --- wiring -----------------------------------------------------------------
+
+    def rpc_handlers(self) -> grpc.GenericRpcHandler:
+        """The generic handler serving pb.Gateway; invoke replies are passed through unserialized."""
+        req = pb.InvokeServiceRequest.FromString
+
+        def unary(fn: Any, deserializer: Any, serializer: Any = None) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(fn, deserializer, serializer)
+
+        message = pb.Message.SerializeToString
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Invoke": unary(self.Invoke, req),
+                "InvokeBytes": unary(self.InvokeBytes, req),
+                "InvokeStream": grpc.unary_stream_rpc_method_handler(self.InvokeStream, req, None),
+                "Invokes": grpc.stream_stream_rpc_method_handler(self.Invokes, req, None),
+                "List": unary(self.List, pb.Empty.FromString, pb.Functions.SerializeToString),
+                "Deploy": unary(self.Deploy, pb.CreateFunctionRequest.FromString, message),
+                "Update": unary(self.Update, pb.CreateFunctionRequest.FromString, message),
+                "Delete": unary(self.Delete, pb.DeleteFunctionRequest.FromString, message),
+                "GetMeta": unary(self.GetMeta, pb.FunctionRequest.FromString, pb.Function.SerializeToString),
+                "GetLog": unary(self.GetLog, pb.FunctionRequest.FromString, message),
+                "ReplicaUpdate": unary(self.ReplicaUpdate, pb.ScaleServiceRequest.FromString, message),
+                "Info": unary(self.Info, pb.Empty.FromString, message),
+                "HealthCheck": unary(self.HealthCheck, pb.Empty.FromString, message),
+            },
+        )
+
+
+def _valid_name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except InvalidName as exc:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

@@ -1,0 +1,317 @@
+"""The gateway <-> local worker link: length-prefixed frames over a Unix socket.
+
+Every call crosses this hop, so it is kept lean: one long-lived connection per
+worker, calls multiplexed by id, payloads forwarded as they are (the worker
+replies with the serialized protobuf the gateway sends on unchanged).
+
+Frame: ``<u32 payload length><u64 call id><u8 kind><u8 arg>`` then the payload.
+
+gateway -> worker: CALL (arg = reply form), CANCEL.
+worker -> gateway: REPLY (a serialized pb.Message / pb.Messages), ITEM (one
+pb.Messages of a streamed reply), END (stream done), ERROR (arg = gRPC status
+code, payload = UTF-8 message, NUL, traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import struct
+import threading
+from typing import AsyncIterator, Callable
+
+HEADER = struct.Struct("<IQBB")
+
+CALL, CANCEL = 1, 2
+REPLY, ITEM, END, ERROR = 16, 17, 18, 19
+
+FORM_MESSAGE = 0  # Invoke: one pb.Message (string reply)
+FORM_MESSAGES = 1  # InvokeBytes, Invokes: one pb.Messages (bytes reply)
+FORM_STREAM = 2  # InvokeStream: several pb.Messages, then END
+
+# gRPC status codes used on the link (grpc.StatusCode values, kept numeric so the
+# worker side needs no grpc import to speak the link).
+INTERNAL, INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED = 13, 3, 14, 4, 1
+
+
+class CallFailed(Exception):
+    """A call ended with an error status: the handler raised, or the worker failed."""
+
+    def __init__(self, code: int, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.traceback = traceback
+
+    def encode(self) -> bytes:
+        """The ERROR frame payload."""
+        return self.message.encode("utf-8", "replace") + b"\0" + self.traceback.encode("utf-8", "replace")
+
+    @classmethod
+    def decode(cls, code: int, payload: bytes) -> "CallFailed":
+        """Rebuild from an ERROR frame."""
+        message, _, tb = payload.partition(b"\0")
+        return cls(code, message.decode("utf-8", "replace"), tb.decode("utf-8", "replace"))
+
+
+class LinkClosed(ConnectionError):
+    """The worker's connection went away (it exited or crashed)."""
+
+
+_END = object()
+
+
+class AsyncLink(asyncio.Protocol):
+    """The gateway's end: one connection to one worker, many concurrent calls."""
+
+    def __init__(self, max_frame: int) -> None:
+        self._max_frame = max_frame
+        self._buf = bytearray()
+        self._pending: dict[int, asyncio.Future[bytes] | asyncio.Queue[object]] = {}
+        self._ids = itertools.count(1)
+        self._transport: asyncio.Transport | None = None
+        self._lost_reason = "the worker closed the connection"
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def connect(cls, path: str, max_frame: int) -> "AsyncLink":
+        """Open a link to the worker listening on the Unix socket `path`."""
+        loop = asyncio.get_running_loop()
+        _, link = await loop.create_unix_connection(lambda: cls(max_frame), path)
+        return link
+
+    @property
+    def is_open(self) -> bool:
+        """True until the connection is lost or closed."""
+        return self._transport is not None and not self.closed.done()
+
+    # asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Any loop's transport (asyncio's, uvloop's) will do: only write/close/abort are used.
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        offset, size = 0, len(buf)
+        while size - offset >= HEADER.size:
+            length, call_id, kind, arg = HEADER.unpack_from(buf, offset)
+            if length > self._max_frame:
+                self._lost_reason = f"the worker sent a {length}-byte frame, over the {self._max_frame}-byte limit"
+                assert self._transport is not None
+                self._transport.abort()
+                return
+            start = offset + HEADER.size
+            end = start + length
+            if end > size:
+                break
+            self._dispatch(call_id, kind, arg, bytes(buf[start:end]))
+            offset = end
+        if offset:
+            del buf[:offset]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"{self._lost_reason} ({exc})" if exc else self._lost_reason
+        error = LinkClosed(reason)
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if isinstance(waiter, asyncio.Queue):
+                waiter.put_nowait(error)
+            elif not waiter.done():
+                waiter.set_exception(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _dispatch(self, call_id: int, kind: int, arg: int, payload: bytes) -> None:
+        if kind == ITEM:
+            queue = self._pending.get(call_id)
+            if isinstance(queue, asyncio.Queue):
+                queue.put_nowait(payload)
+            return
+        waiter = self._pending.pop(call_id, None)
+        if waiter is None:  # cancelled meanwhile: drop the late reply
+            return
+        if isinstance(waiter, asyncio.Queue):
+            waiter.put_nowait(_END if kind == END else CallFailed.decode(arg, payload) if kind == ERROR else payload)
+        elif not waiter.done():
+            if kind == REPLY:
+                waiter.set_result(payload)
+            else:
+                waiter.set_exception(CallFailed.decode(arg, payload))
+
+    # calls ------------------------------------------------------------------
+
+    def _send(self, call_id: int, kind: int, arg: int, payload: bytes = b"") -> None:
+        if not self.is_open:
+            raise LinkClosed(self._lost_reason)
+        assert self._transport is not None
+        self._transport.writelines((HEADER.pack(len(payload), call_id, kind, arg), payload))
+
+    def submit(self, form: int, payload: bytes) -> tuple[int, asyncio.Future[bytes]]:
+        """Send a unary call now; return its id and the future of its reply (for pipelining)."""
+        call_id = next(self._ids)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._send(call_id, CALL, form, payload)
+        self._pending[call_id] = future
+        return call_id, future
+
+    def cancel(self, call_id: int) -> None:
+        """Forget a call and tell the worker to skip it if it has not started."""
+        if self._pending.pop(call_id, None) is not None and self.is_open:
+            self._send(call_id, CANCEL, 0)
+
+    async def call(self, form: int, payload: bytes) -> bytes:
+        """One unary call: the serialized reply, or CallFailed / LinkClosed."""
+        call_id, future = self.submit(form, payload)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel(call_id)
+            raise
+
+    async def stream(self, payload: bytes) -> AsyncIterator[bytes]:
+        """A server-streaming call: each serialized item as it arrives."""
+        call_id = next(self._ids)
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self._send(call_id, CALL, FORM_STREAM, payload)
+        self._pending[call_id] = queue
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, bytes)
+                yield item
+        finally:
+            self.cancel(call_id)
+
+    def close(self) -> None:
+        """Close the connection; calls in flight fail with LinkClosed."""
+        self._lost_reason = "the link was closed"
+        if self._transport is not None:
+            self._transport.close()
+
+
+# --- worker side -------------------------------------------------------------
+
+Emit = Callable[[int, int, bytes], None]  # (kind, arg, payload) for one call
+Dispatch = Callable[[int, bytes, Emit], None]  # (form, payload, emit)
+
+
+class _FrameWriter:
+    """Writes whole frames to one connection from any thread."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def write(self, call_id: int, kind: int, arg: int, payload: bytes) -> None:
+        header = HEADER.pack(len(payload), call_id, kind, arg)
+        with self._lock:
+            sent = self._conn.sendmsg((header, payload))
+            total = len(header) + len(payload)
+            if sent < total:  # a large frame on a full socket buffer: send the rest
+                rest = (header + payload)[sent:] if sent < len(header) else memoryview(payload)[sent - len(header):]
+                self._conn.sendall(rest)
+
+
+class LinkServer:
+    """The worker's end: accepts the gateway's connection(s) on a Unix socket and serves frames.
+
+    `dispatch(form, payload, emit)` runs one call and reports through `emit`. With
+    `concurrency == 1` calls run on the connection's reader thread in arrival order
+    (no thread hand-off on the hot path); otherwise on a pool of that many threads.
+    """
+
+    def __init__(self, path: str, dispatch: Dispatch, *, max_frame: int, concurrency: int = 1) -> None:
+        self.path = path
+        self._dispatch = dispatch
+        self._max_frame = max_frame
+        self._concurrency = concurrency
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        self._sock.listen(8)
+        self._pool = None
+        if concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dcf-call")
+        # Pool mode only: calls read but not started yet, and those of them cancelled.
+        self._queued: set[int] = set()
+        self._cancelled: set[int] = set()
+        self._cancel_lock = threading.Lock()
+        self._closing = False
+
+    def serve_in_background(self) -> None:
+        """Accept connections on a daemon thread."""
+        threading.Thread(target=self._accept_loop, name="dcf-link-accept", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting; connections end when the process does."""
+        self._closing = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _accept_loop(self) -> None:
+        while not self._closing:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="dcf-link-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        writer = _FrameWriter(conn)
+        rfile = conn.makefile("rb", buffering=1 << 18)
+        try:
+            while True:
+                header = rfile.read(HEADER.size)
+                if len(header) < HEADER.size:
+                    return
+                length, call_id, kind, arg = HEADER.unpack(header)
+                if length > self._max_frame:
+                    return  # a broken peer; closing tells the gateway
+                payload = rfile.read(length) if length else b""
+                if len(payload) < length:
+                    return
+                if kind == CALL:
+                    if self._pool is None:
+                        self._run(writer, call_id, arg, payload)
+                    else:
+                        with self._cancel_lock:
+                            self._queued.add(call_id)
+                        self._pool.submit(self._run, writer, call_id, arg, payload)
+                elif kind == CANCEL and self._pool is not None:
+                    # Inline mode has nothing queued: every call read so far has run.
+                    with self._cancel_lock:
+                        if call_id in self._queued:
+                            self._cancelled.add(call_id)
+        except (OSError, ValueError):
+            return
+        finally:
+            rfile.close()
+            conn.close()
+
+    def _run(self, writer: _FrameWriter, call_id: int, form: int, payload: bytes) -> None:
+        if self._pool is not None:
+            with self._cancel_lock:
+                self._queued.discard(call_id)
+                if call_id in self._cancelled:
+                    self._cancelled.discard(call_id)
+                    return
+
+        def emit(kind: int, arg: int, data: bytes) -> None:
+            writer.write(call_id, kind, arg, data)
+
+        try:
+            self._dispatch(form, payload, emit)
+        except OSError:
+            pass  # the gateway went away mid-reply

@@ -1,0 +1,63 @@
+"""Defaults and where they can be overridden: gateway address, state dir, message limits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 32222
+DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+ENV_GATEWAY = "DCF_GATEWAY"
+ENV_STATE_DIR = "DCF_STATE_DIR"
+ENV_TOKEN = "DCF_TOKEN"
+ENV_MAX_MESSAGE_SIZE = "DCF_MAX_MESSAGE_SIZE"
+
+
+def normalize_address(address: str) -> str:
+    """'host' -> 'host:32222'; strips a scheme such as 'grpc://' users sometimes paste."""
+    address = address.strip()
+    for scheme in ("grpc://", "http://", "https://", "dns:///"):
+        if address.startswith(scheme):
+            address = address[len(scheme):]
+    address = address.rstrip("/")
+    if address.startswith("["):  # [::1]:port
+        return address if "]:" in address else f"{address}:{DEFAULT_PORT}"
+    return address if ":" in address else f"{address}:{DEFAULT_PORT}"
+
+
+def resolve_address(explicit: str | None = None, config_gateway: str | None = None) -> str:
+    """The gateway to talk to: explicit argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway, then the default."""
+    for candidate in (explicit, os.environ.get(ENV_GATEWAY), config_gateway):
+        if candidate and candidate.strip():
+            return normalize_address(candidate)
+    return DEFAULT_ADDRESS
+
+
+def max_message_size() -> int:
+    """Largest gRPC message sent or received: $DCF_MAX_MESSAGE_SIZE bytes, default 64 MiB."""
+    raw = os.environ.get(ENV_MAX_MESSAGE_SIZE, "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_MAX_MESSAGE_SIZE
+    except ValueError:
+        return DEFAULT_MAX_MESSAGE_SIZE
+
+
+def default_state_dir() -> Path:
+    """Where a gateway keeps its registry, function sources and logs: $DCF_STATE_DIR or the user data dir."""
+    explicit = os.environ.get(ENV_STATE_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("dcf-jupyter", appauthor=False))
+
+
+def grpc_options(max_message: int) -> list[tuple[str, int]]:
+    """Channel/server options every dcf-jupyter endpoint uses."""
+    return [
+        ("grpc.max_send_message_length", max_message),
+        ("grpc.max_receive_message_length", max_message),
+    ]

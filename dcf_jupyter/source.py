@@ -1,0 +1,80 @@
+"""A function folder as bytes: packed by the client for Deploy, unpacked safely by the gateway."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from .errors import ConfigError, InvalidArgument
+
+SKIP_DIRS = frozenset(
+    {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules",
+     ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+)
+SKIP_SUFFIXES = (".pyc", ".pyo")
+MAX_MEMBERS = 100_000
+
+
+def iter_source_files(root: Path) -> list[Path]:
+    """Files of a function folder that belong in its source (caches, VCS and venvs left out), sorted."""
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            if not name.endswith(SKIP_SUFFIXES):
+                files.append(Path(dirpath) / name)
+    return files
+
+
+def pack_folder(root: str | Path, *, limit: int) -> bytes:
+    """The folder as a gzip'd tar (reproducible: sorted, no owners, fixed mtimes); ConfigError past `limit` bytes."""
+    root = Path(root).resolve()
+    if not (root / "config.yaml").is_file():
+        raise ConfigError(f"{root} has no config.yaml; is it a function folder?")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6, dereference=True) as tar:
+        for path in iter_source_files(root):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o755 if info.mode & 0o111 else 0o644
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+            if buffer.tell() > limit:
+                break
+    data = buffer.getvalue()
+    if len(data) > limit:
+        raise ConfigError(
+            f"{root} packs to more than {limit // (1024 * 1024)} MiB; move large data (datasets, weights) "
+            "out of the function folder or install it from requirements.txt"
+        )
+    return data
+
+
+def unpack_source(data: bytes, dest: Path, *, max_bytes: int) -> None:
+    """Extract a packed function folder into `dest`; InvalidArgument for anything unsafe or oversized."""
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidArgument(f"the function source is not a gzip'd tar archive ({exc})") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise InvalidArgument(f"the function source archive is corrupt ({exc})") from None
+        if len(members) > MAX_MEMBERS:
+            raise InvalidArgument(f"the function source has more than {MAX_MEMBERS} files")
+        total = 0
+        for member in members:
+            path = PurePosixPath(member.name)
+            if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
+                raise InvalidArgument(f"the function source holds an unsafe entry {member.name!r}")
+            total += member.size
+            if total > max_bytes:
+                raise InvalidArgument(f"the function source unpacks to more than {max_bytes // (1024 * 1024)} MiB")
+        dest.mkdir(parents=True, exist_ok=True)
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(dest, members=members, **kwargs)  # noqa: S202 - members checked above

@@ -1,0 +1,461 @@
+"""config.yaml: read, validate and write function specs with DCF's keys.
+
+A file written by the original DCF CLI loads unchanged. Unknown keys are kept
+out of the model but reported as warnings; wrong types raise `ConfigError`
+naming the file and the key (``config.yaml: functions.echo.limits.gpu: ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, InvalidName
+from .runtimes import RUNTIMES, canonical_runtime
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_CONFIG_BYTES = 1 << 20
+DEFAULT_HANDLER_DIR = "./src"
+DEFAULT_HANDLER_FILE = "handler.py"
+DEFAULT_HANDLER_NAME = "Handler"
+MAX_REPLICAS = 64
+
+
+def validate_name(name: object) -> str:
+    """Return `name` if it is a lowercase DNS label (what DCF and Kubernetes accept), else raise InvalidName."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName("a function name must be a non-empty string")
+    if not NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid function name {name!r}: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (e.g. 'hello-dcf')"
+        )
+    return name
+
+
+@dataclass
+class HandlerRef:
+    """Where the Handler lives: `dir` (relative to config.yaml), `file` ('' means handler.py) and class `name`."""
+
+    dir: str = DEFAULT_HANDLER_DIR
+    file: str = ""
+    name: str = DEFAULT_HANDLER_NAME
+
+    @property
+    def filename(self) -> str:
+        """The handler file name, with DCF's empty default resolved."""
+        return self.file or DEFAULT_HANDLER_FILE
+
+
+_MEMORY_RE = re.compile(r"^(\d+(\.\d+)?)\s*([kmgtKMGT]i?[bB]?|[bB])?$")
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+@dataclass
+class Resources:
+    """DCF's FunctionResources: strings, empty meaning 'not set'."""
+
+    memory: str = ""
+    cpu: str = ""
+    gpu: str = ""
+
+    @property
+    def gpus(self) -> int:
+        """Number of GPUs asked for (0 when unset)."""
+        return int(self.gpu) if self.gpu else 0
+
+    @property
+    def cpus(self) -> float | None:
+        """CPUs asked for ('500m' is 0.5), None when unset."""
+        if not self.cpu:
+            return None
+        return float(self.cpu[:-1]) / 1000 if self.cpu.endswith("m") else float(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """Memory asked for in bytes ('2G' and '2Gi' both understood), None when unset."""
+        if not self.memory:
+            return None
+        m = _MEMORY_RE.match(self.memory)
+        assert m is not None  # validated on load
+        number, unit = float(m.group(1)), (m.group(3) or "").lower().rstrip("b")
+        base = 1024 if unit.endswith("i") else 1000
+        power = "bkmgt".index(unit[0]) if unit else 0
+        return int(number * base**power)
+
+    def is_empty(self) -> bool:
+        """True when nothing is set."""
+        return not (self.memory or self.cpu or self.gpu)
+
+
+@dataclass
+class FunctionSpec:
+    """One function of a config.yaml; `root` is the folder holding the config file."""
+
+    name: str
+    runtime: str = "python"
+    desc: str = ""
+    maintainer: str = ""
+    handler: HandlerRef = field(default_factory=HandlerRef)
+    docker_registry: str = ""
+    image: str = ""
+    limits: Resources = field(default_factory=Resources)
+    requests: Resources = field(default_factory=Resources)
+    build_args: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    build_packages: list[str] = field(default_factory=list)
+    skip_build: bool = False
+    replicas: int = 1
+    timeout: float | None = None
+    concurrency: int = 1
+    backend: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    root: Path | None = None
+
+    @property
+    def handler_dir(self) -> Path:
+        """Absolute folder of the handler file."""
+        return ((self.root or Path.cwd()) / self.handler.dir).resolve()
+
+    @property
+    def handler_path(self) -> Path:
+        """Absolute path of the handler file."""
+        return self.handler_dir / self.handler.filename
+
+    @property
+    def requirements_path(self) -> Path:
+        """requirements.txt beside src/ (DCF installs it at build)."""
+        return (self.root or Path.cwd()) / "requirements.txt"
+
+    @property
+    def build_arg_map(self) -> dict[str, str]:
+        """build_args as a mapping."""
+        return dict(arg.split("=", 1) for arg in self.build_args)
+
+    @property
+    def image_ref(self) -> str:
+        """The image tag to build or run: `image`, else registry/name, else name."""
+        if self.image:
+            return self.image
+        return f"{self.docker_registry}/{self.name}" if self.docker_registry else self.name
+
+
+@dataclass
+class ConfigFile:
+    """A whole config.yaml: its functions, the `dcf.gateway` address and load warnings."""
+
+    functions: dict[str, FunctionSpec]
+    gateway: str = ""
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def function(self, name: str | None = None) -> FunctionSpec:
+        """The function called `name`, or the only one when `name` is None."""
+        where = self.path.name if self.path else "config"
+        if name is None:
+            if len(self.functions) == 1:
+                return next(iter(self.functions.values()))
+            raise ConfigError(
+                f"{where} defines {len(self.functions)} functions ({', '.join(self.functions)}); name one"
+            )
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise ConfigError(
+                f"{where} has no function {name!r} (it defines: {', '.join(self.functions) or 'none'})"
+            ) from None
+
+
+# --- reading -----------------------------------------------------------------
+
+_FUNCTION_KEYS = {
+    "runtime", "desc", "maintainer", "handler", "docker_registry", "image", "limits", "requests",
+    "build_args", "environment", "build_packages", "skip_build", "replicas", "timeout",
+    "concurrency", "backend", "labels", "annotations", "lang", "secrets", "constraints",
+}
+_IGNORED_FUNCTION_KEYS = {"lang", "secrets", "constraints"}  # faas-style keys DCF files may carry
+
+
+class _Reader:
+    """Walks parsed YAML with a path for error messages."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.warnings: list[str] = []
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f"{self.source}: {key}: {message}")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {_kind(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise self.fail(key, f"keys must be strings, got {_kind(k)} {k!r}")
+        return value
+
+    def string(self, value: Any, key: str, *, max_len: int = 4096) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(key, f"expected a string, got {_kind(value)}")
+        text = str(value)
+        if len(text) > max_len:
+            raise self.fail(key, f"is {len(text)} characters long; the limit is {max_len}")
+        return text
+
+    def integer(self, value: Any, key: str, *, low: int, high: int, default: int) -> int:
+        if value is None or value == "":
+            return default
+        if isinstance(value, bool):
+            raise self.fail(key, f"expected a whole number, got {_kind(value)}")
+        try:
+            number = int(str(value))
+        except ValueError:
+            raise self.fail(key, f"expected a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise self.fail(key, f"must be between {low} and {high}, got {number}")
+        return number
+
+    def number(self, value: Any, key: str, *, low: float, high: float) -> float | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool):
+            raise self.fail(key, f"expected a number, got {_kind(value)}")
+        try:
+            number = float(str(value))
+        except ValueError:
+            raise self.fail(key, f"expected a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise self.fail(key, f"must be between {low:g} and {high:g}, got {number:g}")
+        return number
+
+    def string_list(self, value: Any, key: str) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of strings, got {_kind(value)}")
+        return [self.string(item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+    def env_map(self, value: Any, key: str) -> dict[str, str]:
+        """DCF writes `environment` as a list of "K=V"; a mapping is accepted too."""
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return {k: self.string(v, f"{key}.{k}") for k, v in self.mapping(value, key).items()}
+        result: dict[str, str] = {}
+        for i, item in enumerate(self.string_list(value, key)):
+            name, sep, val = item.partition("=")
+            if not sep or not name:
+                raise self.fail(f"{key}[{i}]", f"expected NAME=VALUE, got {item!r}")
+            result[name] = val
+        return result
+
+    def string_map(self, value: Any, key: str) -> dict[str, str]:
+        return {k: self.string(v, f"{key}.{k}") for k, v in self.mapping(value, key).items()}
+
+    def resources(self, value: Any, key: str) -> Resources:
+        data = self.mapping(value, key)
+        for k in data:
+            if k not in ("memory", "cpu", "gpu"):
+                self.warn(f"{key}.{k}", "unknown key, ignored (known: memory, cpu, gpu)")
+        res = Resources(
+            memory=self.string(data.get("memory"), f"{key}.memory").strip(),
+            cpu=self.string(data.get("cpu"), f"{key}.cpu").strip(),
+            gpu=self.string(data.get("gpu"), f"{key}.gpu").strip(),
+        )
+        if res.memory and not _MEMORY_RE.match(res.memory):
+            raise self.fail(f"{key}.memory", f"expected a size like '512M' or '2G', got {res.memory!r}")
+        if res.cpu and not re.match(r"^(\d+(\.\d+)?|\d+m)$", res.cpu):
+            raise self.fail(f"{key}.cpu", f"expected a CPU count like '1', '0.5' or '500m', got {res.cpu!r}")
+        if res.gpu and not re.match(r"^\d{1,2}$", res.gpu):
+            raise self.fail(f"{key}.gpu", f"expected a whole number of GPUs like '1', got {res.gpu!r}")
+        return res
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", bool: "a boolean", type(None): "nothing"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = None) -> ConfigFile:
+    """Parse config.yaml text; `source` names the file in errors, `root` is its folder."""
+    if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: the file is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    r = _Reader(source)
+    top = r.mapping(data, "(top level)")
+    for key in top:
+        if key not in ("functions", "dcf", "provider", "version"):
+            r.warn(key, "unknown top-level key, ignored (known: functions, dcf)")
+    functions_data = r.mapping(top.get("functions"), "functions")
+    if not functions_data:
+        raise r.fail("functions", "no functions defined; add one under 'functions:'")
+    functions: dict[str, FunctionSpec] = {}
+    for name, body in functions_data.items():
+        try:
+            validate_name(name)
+        except InvalidName as exc:
+            raise r.fail(f"functions.{name}", str(exc)) from None
+        functions[name] = _parse_function(r, name, body, root)
+    dcf = r.mapping(top.get("dcf"), "dcf")
+    for key in dcf:
+        if key != "gateway":
+            r.warn(f"dcf.{key}", "unknown key, ignored (known: gateway)")
+    gateway = r.string(dcf.get("gateway"), "dcf.gateway")
+    if not gateway and isinstance(top.get("provider"), dict):  # faas-cli style files
+        gateway = r.string(top["provider"].get("gateway"), "provider.gateway")
+    return ConfigFile(functions=functions, gateway=gateway, warnings=r.warnings)
+
+
+def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> FunctionSpec:
+    key = f"functions.{name}"
+    data = r.mapping(body, key)
+    for k in data:
+        if k not in _FUNCTION_KEYS:
+            r.warn(f"{key}.{k}", "unknown key, ignored")
+        elif k in _IGNORED_FUNCTION_KEYS:
+            r.warn(f"{key}.{k}", "not used by dcf-jupyter, ignored")
+    runtime = r.string(data.get("runtime"), f"{key}.runtime") or "python"
+    if canonical_runtime(runtime) is None:
+        raise r.fail(f"{key}.runtime", f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+    handler_data = r.mapping(data.get("handler"), f"{key}.handler")
+    for k in handler_data:
+        if k not in ("dir", "file", "name"):
+            r.warn(f"{key}.handler.{k}", "unknown key, ignored (known: dir, file, name)")
+    handler = HandlerRef(
+        dir=r.string(handler_data.get("dir"), f"{key}.handler.dir") or DEFAULT_HANDLER_DIR,
+        file=r.string(handler_data.get("file"), f"{key}.handler.file"),
+        name=r.string(handler_data.get("name"), f"{key}.handler.name") or DEFAULT_HANDLER_NAME,
+    )
+    if not handler.name.isidentifier():
+        raise r.fail(f"{key}.handler.name", f"expected a Python class name, got {handler.name!r}")
+    if Path(handler.filename).name != handler.filename or not handler.filename.endswith(".py"):
+        raise r.fail(f"{key}.handler.file", f"expected a .py file name inside handler.dir, got {handler.file!r}")
+    build_args = r.string_list(data.get("build_args"), f"{key}.build_args")
+    if isinstance(data.get("build_args"), dict):
+        build_args = [f"{k}={v}" for k, v in r.string_map(data["build_args"], f"{key}.build_args").items()]
+    for i, arg in enumerate(build_args):
+        if "=" not in arg or arg.startswith("="):
+            raise r.fail(f"{key}.build_args[{i}]", f"expected NAME=VALUE, got {arg!r}")
+    skip_build = data.get("skip_build", False)
+    if not isinstance(skip_build, bool):
+        raise r.fail(f"{key}.skip_build", f"expected true or false, got {_kind(skip_build)}")
+    return FunctionSpec(
+        name=name,
+        runtime=runtime,
+        desc=r.string(data.get("desc"), f"{key}.desc"),
+        maintainer=r.string(data.get("maintainer"), f"{key}.maintainer"),
+        handler=handler,
+        docker_registry=r.string(data.get("docker_registry"), f"{key}.docker_registry"),
+        image=r.string(data.get("image"), f"{key}.image"),
+        limits=r.resources(data.get("limits"), f"{key}.limits"),
+        requests=r.resources(data.get("requests"), f"{key}.requests"),
+        build_args=build_args,
+        environment=r.env_map(data.get("environment"), f"{key}.environment"),
+        build_packages=r.string_list(data.get("build_packages"), f"{key}.build_packages"),
+        skip_build=skip_build,
+        replicas=r.integer(data.get("replicas"), f"{key}.replicas", low=1, high=MAX_REPLICAS, default=1),
+        timeout=r.number(data.get("timeout"), f"{key}.timeout", low=0.001, high=7 * 24 * 3600),
+        concurrency=r.integer(data.get("concurrency"), f"{key}.concurrency", low=1, high=256, default=1),
+        backend=r.string(data.get("backend"), f"{key}.backend"),
+        labels=r.string_map(data.get("labels"), f"{key}.labels"),
+        annotations=r.string_map(data.get("annotations"), f"{key}.annotations"),
+        root=root,
+    )
+
+
+def load_config(path: str | Path) -> ConfigFile:
+    """Read and validate a config.yaml file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create one with `dcf function init NAME`)") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: the file is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    config = parse_config(text, source=str(path), root=path.parent.resolve())
+    config.path = path
+    return config
+
+
+# --- writing -----------------------------------------------------------------
+
+
+def function_to_dict(spec: FunctionSpec) -> dict[str, Any]:
+    """The DCF layout of one function; our own keys appear only when they differ from defaults."""
+    out: dict[str, Any] = {
+        "runtime": spec.runtime,
+        "desc": spec.desc,
+        "maintainer": spec.maintainer,
+        "handler": {"dir": spec.handler.dir, "file": spec.handler.file, "name": spec.handler.name},
+        "docker_registry": spec.docker_registry,
+        "image": spec.image,
+        "limits": {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
+        "build_args": list(spec.build_args),
+    }
+    if not spec.requests.is_empty():
+        out["requests"] = {"memory": spec.requests.memory, "cpu": spec.requests.cpu, "gpu": spec.requests.gpu}
+    if spec.environment:
+        out["environment"] = [f"{k}={v}" for k, v in spec.environment.items()]
+    if spec.build_packages:
+        out["build_packages"] = list(spec.build_packages)
+    if spec.skip_build:
+        out["skip_build"] = True
+    if spec.replicas != 1:
+        out["replicas"] = spec.replicas
+    if spec.timeout is not None:
+        out["timeout"] = spec.timeout
+    if spec.concurrency != 1:
+        out["concurrency"] = spec.concurrency
+    if spec.backend:
+        out["backend"] = spec.backend
+    if spec.labels:
+        out["labels"] = dict(spec.labels)
+    if spec.annotations:
+        out["annotations"] = dict(spec.annotations)
+    return out
+
+
+def dump_config(config: ConfigFile) -> str:
+    """config.yaml text in the key order the DCF CLI writes."""
+    data: dict[str, Any] = {"functions": {n: function_to_dict(s) for n, s in config.functions.items()}}
+    if config.gateway:
+        data["dcf"] = {"gateway": config.gateway}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def write_config(config: ConfigFile, path: str | Path) -> Path:
+    """Write `config` to `path` (atomically) and return the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dump_config(config), encoding="utf-8")
+    tmp.replace(path)
+    return path

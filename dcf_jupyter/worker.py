@@ -1,0 +1,282 @@
+"""The worker (DCF's "watcher"): one process, one Handler instance, serving calls.
+
+    python -m dcf_jupyter.worker FUNCTION_DIR --name NAME [--socket PATH] [--grpc HOST:PORT]
+
+It builds `Handler()` once, then serves the gateway's framed link on a Unix
+socket (`--socket`, local backend) and/or the DCF gRPC protocol (`--grpc`,
+containers and `dcf function run`). Readiness is reported only after
+`__init__` returned: a JSON line on `--status-fd`. A handler exception fails
+that one call (INVALID_ARGUMENT for ValueError, INTERNAL otherwise) and the
+worker keeps serving; the traceback goes to stderr, which is the function's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import link
+from .handler import (
+    HandlerCallable,
+    HandlerLoadError,
+    Request,
+    as_text,
+    collect_results,
+    encode_result,
+    format_user_traceback,
+    is_stream,
+    iter_results,
+    load_handler,
+)
+from .link import FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, CallFailed
+from .protocol import gateway_pb2 as pb
+from .settings import max_message_size
+
+TRACEBACK_KEY = "dcf-traceback-bin"
+ORIGIN_KEY = "dcf-origin"
+
+
+def _log(message: str) -> None:
+    print(f"[dcf-worker] {message}", file=sys.stderr, flush=True)
+
+
+class CallRunner:
+    """Runs the handler for one call and returns wire-ready (serialized protobuf) replies."""
+
+    def __init__(self, handler: HandlerCallable, service: str, concurrency: int = 1) -> None:
+        self._handler = handler
+        self.service = service
+        # The Handler instance is shared: at most `concurrency` calls run in it at once.
+        self._gate = threading.BoundedSemaphore(concurrency)
+
+    def unary(self, form: int, data: bytes) -> bytes:
+        """One call, one reply (a generator's items folded into it); raises CallFailed."""
+        try:
+            with self._gate:
+                result = self._handler(Request(data, self.service))
+                content_type, payload = collect_results(result) if is_stream(result) else encode_result(result)
+        except (Exception, SystemExit) as exc:
+            raise self._failure(exc) from None
+        if form == FORM_MESSAGE:
+            return pb.Message(Msg=as_text(content_type, payload)).SerializeToString()
+        return pb.Messages(Output=payload, ContentType=content_type).SerializeToString()
+
+    def stream(self, data: bytes) -> Iterator[bytes]:
+        """One call, a reply per generated item; raises CallFailed (possibly after some items)."""
+        with self._gate:
+            try:
+                result = self._handler(Request(data, self.service))
+                items = iter_results(result) if is_stream(result) else iter([encode_result(result)])
+                for content_type, payload in items:
+                    yield pb.Messages(Output=payload, ContentType=content_type).SerializeToString()
+            except (Exception, SystemExit) as exc:
+                raise self._failure(exc) from None
+
+    def _failure(self, exc: BaseException) -> CallFailed:
+        tb = format_user_traceback(exc)
+        _log(f"{self.service}: the handler raised {type(exc).__name__}: {exc}\n{tb.rstrip()}")
+        code = link.INVALID_ARGUMENT if isinstance(exc, ValueError) else link.INTERNAL
+        return CallFailed(code, f"{type(exc).__name__}: {exc}", tb)
+
+    def dispatch(self, form: int, data: bytes, emit: link.Emit) -> None:
+        """Serve one link call through `emit` (the link's dispatch callback)."""
+        try:
+            if form == FORM_STREAM:
+                for item in self.stream(data):
+                    emit(link.ITEM, 0, item)
+                emit(link.END, 0, b"")
+            else:
+                emit(link.REPLY, 0, self.unary(form, data))
+        except CallFailed as failure:
+            emit(link.ERROR, failure.code, failure.encode())
+
+
+# --- gRPC face (containers, `dcf function run`, DCF clients talking to a worker) ---
+
+
+def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_message: int) -> tuple[Any, int]:
+    """A started grpc.Server answering pb.Gateway's invoke RPCs with `runner`; returns (server, port)."""
+    import grpc
+
+    from .settings import grpc_options
+
+    codes = {code.value[0]: code for code in grpc.StatusCode}
+
+    def abort(context: grpc.ServicerContext, failure: CallFailed) -> None:
+        context.set_trailing_metadata(
+            ((TRACEBACK_KEY, failure.traceback.encode("utf-8")), (ORIGIN_KEY, "function"))
+        )
+        context.abort(codes.get(failure.code, grpc.StatusCode.INTERNAL), failure.message)
+
+    def unary(form: int) -> Any:
+        def handle(request: pb.InvokeServiceRequest, context: grpc.ServicerContext) -> bytes:
+            try:
+                return runner.unary(form, request.Input)
+            except CallFailed as failure:
+                abort(context, failure)
+                raise AssertionError("unreachable")
+
+        return handle
+
+    def invoke_stream(request: pb.InvokeServiceRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            yield from runner.stream(request.Input)
+        except CallFailed as failure:
+            abort(context, failure)
+
+    def invokes(requests: Iterator[pb.InvokeServiceRequest], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for request in requests:
+            try:
+                yield runner.unary(FORM_MESSAGES, request.Input)
+            except CallFailed as failure:
+                abort(context, failure)
+
+    def health(request: pb.Empty, context: grpc.ServicerContext) -> pb.Message:
+        return pb.Message(Msg="OK")
+
+    def info(request: pb.Empty, context: grpc.ServicerContext) -> pb.Message:
+        return pb.Message(Msg=json.dumps({"worker": runner.service, "pid": os.getpid()}))
+
+    req = pb.InvokeServiceRequest.FromString
+    empty = pb.Empty.FromString
+    reply = pb.Message.SerializeToString
+    handlers = grpc.method_handlers_generic_handler(
+        "pb.Gateway",
+        {
+            "Invoke": grpc.unary_unary_rpc_method_handler(unary(FORM_MESSAGE), req, None),
+            "InvokeBytes": grpc.unary_unary_rpc_method_handler(unary(FORM_MESSAGES), req, None),
+            "InvokeStream": grpc.unary_stream_rpc_method_handler(invoke_stream, req, None),
+            "Invokes": grpc.stream_stream_rpc_method_handler(invokes, req, None),
+            "HealthCheck": grpc.unary_unary_rpc_method_handler(health, empty, reply),
+            "Info": grpc.unary_unary_rpc_method_handler(info, empty, reply),
+        },
+    )
+    # Streams hold a thread each for their lifetime; keep spare threads so a
+    # stream never starves health checks. The runner's gate bounds the handler.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=concurrency + 8, thread_name_prefix="dcf-grpc"),
+        options=grpc_options(max_message),
+    )
+    server.add_generic_rpc_handlers((handlers,))
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    return server, port
+
+
+# --- process -------------------------------------------------------------------
+
+
+def _report(fd: int | None, status: dict[str, Any]) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, (json.dumps(status) + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _watch_lifeline(fd: int, stop: threading.Event) -> None:
+    """The gateway holds the other end: EOF means it is gone, so this worker must go too."""
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        pass
+    stop.set()
+
+
+def load_function_handler(function_dir: Path, name: str | None) -> tuple[HandlerCallable, str, int]:
+    """Read config.yaml in `function_dir`, load its Handler; returns (handler, name, concurrency)."""
+    from .spec import load_config
+
+    config = load_config(function_dir / "config.yaml")
+    spec = config.function(name)
+    for warning in config.warnings:
+        _log(f"warning: {warning}")
+    # Relative paths in handlers (the seed's demo files) resolve against src/.
+    os.chdir(spec.handler_dir)
+    handler = load_handler(spec.handler_dir, spec.handler.filename, spec.handler.name)
+    return handler, spec.name, spec.concurrency
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process."""
+    parser = argparse.ArgumentParser(prog="python -m dcf_jupyter.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("function_dir", type=Path, help="folder holding config.yaml")
+    parser.add_argument("--name", help="function in config.yaml (needed when it defines several)")
+    parser.add_argument("--socket", help="serve the framed link on this Unix socket path")
+    parser.add_argument("--grpc", help="serve the DCF gRPC protocol on HOST:PORT (port 0 picks one)")
+    parser.add_argument("--status-fd", type=int, help="write one JSON readiness line to this fd")
+    parser.add_argument("--lifeline-fd", type=int, help="exit when this fd reaches EOF")
+    parser.add_argument("--concurrency", type=int, help="calls run at once in the Handler (default: config)")
+    parser.add_argument("--max-message-size", type=int, default=max_message_size())
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    if args.lifeline_fd is not None:
+        threading.Thread(target=_watch_lifeline, args=(args.lifeline_fd, stop), daemon=True).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    started = time.monotonic()
+    _log(f"starting {args.name or args.function_dir.name} (pid {os.getpid()})")
+    try:
+        handler, name, concurrency = load_function_handler(args.function_dir.resolve(), args.name)
+    except HandlerLoadError as exc:
+        _log(f"cannot start: {exc}\n{exc.traceback_text.rstrip()}")
+        _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": exc.traceback_text})
+        return 3
+    except Exception as exc:  # noqa: BLE001 - config errors and the like: report, don't trace
+        _log(f"cannot start: {exc}")
+        _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": ""})
+        return 3
+    concurrency = args.concurrency or concurrency
+    runner = CallRunner(handler, name, concurrency)
+
+    link_server = grpc_srv = None
+    port = None
+    try:
+        if args.socket:
+            if os.path.exists(args.socket):
+                os.unlink(args.socket)
+            link_server = link.LinkServer(
+                args.socket, runner.dispatch, max_frame=args.max_message_size + 1024, concurrency=concurrency
+            )
+            link_server.serve_in_background()
+        if args.grpc:
+            grpc_srv, port = grpc_server(
+                runner, args.grpc, concurrency=concurrency, max_message=args.max_message_size
+            )
+    except OSError as exc:
+        _log(f"cannot listen: {exc}")
+        _report(args.status_fd, {"ready": False, "error": f"cannot listen: {exc}", "traceback": ""})
+        return 4
+    _log(f"ready in {time.monotonic() - started:.2f}s" + (f", gRPC on port {port}" if port else ""))
+    _report(args.status_fd, {"ready": True, "pid": os.getpid(), "grpc_port": port})
+
+    stop.wait()
+    _log("stopping")
+    if link_server is not None:
+        link_server.close()
+    if grpc_srv is not None:
+        grpc_srv.stop(grace=2).wait()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Handlers may hold threads or native state (TensorFlow) that make a normal
+    # interpreter shutdown hang or crash; nothing is left to clean up here.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
