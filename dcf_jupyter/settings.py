@@ -14,6 +14,8 @@ ENV_GATEWAY = "DCF_GATEWAY"
 ENV_STATE_DIR = "DCF_STATE_DIR"
 ENV_TOKEN = "DCF_TOKEN"
 ENV_MAX_MESSAGE_SIZE = "DCF_MAX_MESSAGE_SIZE"
+# Set by the local backend for a worker: a folder of packages to put first on sys.path.
+ENV_EXTRA_SITE = "DCF_EXTRA_SITE"
 
 
 def normalize_address(address: str) -> str:

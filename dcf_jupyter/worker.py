@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import site
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ from .handler import (
 )
 from .link import FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, CallFailed
 from .protocol import gateway_pb2 as pb
-from .settings import max_message_size
+from .settings import ENV_EXTRA_SITE, max_message_size
 
 TRACEBACK_KEY = "dcf-traceback-bin"
 ORIGIN_KEY = "dcf-origin"
@@ -229,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    extra_site = os.environ.get(ENV_EXTRA_SITE)
+    if extra_site:
+        # Packages the function asked for that the gateway's environment lacks
+        # (or has in another version): they go first, .pth files included.
+        before = list(sys.path)
+        site.addsitedir(extra_site)
+        sys.path[:] = [p for p in sys.path if p not in before] + before
     started = time.monotonic()
     _log(f"starting {args.name or args.function_dir.name} (pid {os.getpid()})")
     try:

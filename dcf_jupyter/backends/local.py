@@ -12,16 +12,23 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..link import AsyncLink
+from ..requirements import missing_requirements, read_requirements, requirements_key
+from ..settings import ENV_EXTRA_SITE
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica, WorkerLink
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 STOP_GRACE_S = 3.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_RESET_S = 0.1, 10.0, 30.0
+INSTALLED_MARKER = ".dcf-installed"
 
 
 def tail_text(path: Path, lines: int, max_bytes: int = 1 << 20) -> str:
@@ -38,6 +45,27 @@ def tail_text(path: Path, lines: int, max_bytes: int = 1 << 20) -> str:
     return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else text
 
 
+def _note(log_path: Path, message: str) -> None:
+    """A gateway line in the function's log, so `dcf function log` explains restarts and installs."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"[dcf-gateway] {message}\n")
+
+
+def _exit_future(process: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """A future of the process's exit code, fed by a thread of its own (not the loop's bounded executor)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def wait() -> None:
+        code = process.wait()
+        with contextlib.suppress(RuntimeError):  # the loop may be closed already
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(code))
+
+    threading.Thread(target=wait, name=f"dcf-wait-{process.pid}", daemon=True).start()
+    return future
+
+
 class LocalBackend(Backend):
     """Runs replicas as `python -m dcf_jupyter.worker` subprocesses."""
 
@@ -47,6 +75,7 @@ class LocalBackend(Backend):
         self,
         socket_dir: Path,
         *,
+        cache_dir: Path,
         max_message: int,
         start_timeout: float = 600.0,
         python: str = sys.executable,
@@ -54,12 +83,53 @@ class LocalBackend(Backend):
         # Unix socket paths are limited to ~100 bytes, so sockets live in a short
         # private temp folder rather than in the (possibly deep) state dir.
         self.socket_dir = socket_dir
+        self.cache_dir = cache_dir
         self.max_message = max_message
         self.start_timeout = start_timeout
         self.python = python
+        self._install_locks: dict[str, asyncio.Lock] = {}
 
     def create(self, spec: DeploymentSpec) -> "LocalDeployment":
         return LocalDeployment(self, spec)
+
+    async def prepare_requirements(self, spec: DeploymentSpec) -> Path | None:
+        """A folder with the function's requirements that this environment lacks (pip-installed once,
+        cached by their hash), or None when it has them all."""
+        try:
+            missing = missing_requirements(read_requirements(spec.source_dir / "requirements.txt"))
+        except ConfigError as exc:
+            raise DeployFailed(str(exc).replace(str(spec.source_dir) + "/", "")) from None
+        if not missing:
+            return None
+        target = self.cache_dir / requirements_key(missing)
+        async with self._install_locks.setdefault(target.name, asyncio.Lock()):
+            if (target / INSTALLED_MARKER).exists():
+                return target
+            await self._pip_install(spec, missing, target)
+        return target
+
+    async def _pip_install(self, spec: DeploymentSpec, lines: list[str], target: Path) -> None:
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        # Beside the original, so relative paths in it (--find-links ./wheels) mean the same.
+        wanted = spec.source_dir / ".dcf-missing-requirements.txt"
+        wanted.write_text("".join(f"{line}\n" for line in lines))
+        _note(spec.log_path, f"installing requirements missing here: {', '.join(lines)}")
+        command = [self.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                   "--target", str(partial), "-r", str(wanted)]
+        with open(spec.log_path, "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       cwd=str(spec.source_dir))
+        code = await _exit_future(process)
+        if code != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            tail = tail_text(spec.log_path, 6).strip()
+            raise DeployFailed(f"installing requirements.txt failed (pip exited with code {code})", tail)
+        (partial / INSTALLED_MARKER).touch()
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        _note(spec.log_path, f"requirements installed into {target}")
 
 
 class LocalDeployment(Deployment):
@@ -72,6 +142,7 @@ class LocalDeployment(Deployment):
         self._ready: list[_Replica] = []
         self._next = 0
         self._changed = asyncio.Event()
+        self.extra_site: Path | None = None
 
     @property
     def replicas(self) -> int:
@@ -82,6 +153,7 @@ class LocalDeployment(Deployment):
         return len(self._ready)
 
     async def start(self) -> None:
+        self.extra_site = await self.backend.prepare_requirements(self.spec)
         await self.scale(self.spec.replicas)
 
     async def scale(self, replicas: int) -> None:
@@ -141,7 +213,8 @@ class _Replica:
         self.deployment = deployment
         self.index = index
         self.link: AsyncLink | None = None
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._exit: asyncio.Future[int] | None = None
         self.first_start: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
         self._lifeline: int | None = None
@@ -179,9 +252,7 @@ class _Replica:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _note(self, message: str) -> None:
-        """A gateway line in the function's log, so `dcf function log` explains restarts."""
-        with contextlib.suppress(OSError), open(self.deployment.spec.log_path, "a", encoding="utf-8") as log:
-            log.write(f"[dcf-gateway] {message}\n")
+        _note(self.deployment.spec.log_path, message)
 
     def _environment(self) -> dict[str, str]:
         spec = self.deployment.spec
@@ -190,6 +261,8 @@ class _Replica:
         env["PYTHONUNBUFFERED"] = "1"
         env["DCF_FUNCTION_NAME"] = spec.name
         env["DCF_REPLICA"] = str(self.index)
+        if self.deployment.extra_site is not None:
+            env[ENV_EXTRA_SITE] = str(self.deployment.extra_site)
         if spec.limits.gpus == 0:
             # As in a container without a GPU request: frameworks must not grab GPUs.
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -213,13 +286,15 @@ class _Replica:
             "--status-fd", str(status_w), "--lifeline-fd", str(life_r),
             "--max-message-size", str(backend.max_message), "--concurrency", str(spec.concurrency),
         ]
+        # subprocess.Popen (vfork+exec) rather than the loop's spawn: libuv forks, and
+        # gRPC's fork handlers then crash the child now and then (seen ~1 in 25).
         try:
             with open(spec.log_path, "ab") as log:
-                self.process = await asyncio.create_subprocess_exec(
-                    *command,
-                    stdin=asyncio.subprocess.DEVNULL,
+                self.process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
                     stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
+                    stderr=subprocess.STDOUT,
                     pass_fds=(status_w, life_r),
                     env=self._environment(),
                     cwd=str(spec.source_dir),
@@ -230,6 +305,7 @@ class _Replica:
             raise DeployFailed(f"cannot start a worker process: {exc}") from None
         os.close(status_w)
         os.close(life_r)
+        self._exit = _exit_future(self.process)
         self._close_lifeline()
         self._lifeline = life_w
         status = await self._read_status(status_r)
@@ -259,33 +335,32 @@ class _Replica:
                 return json.loads(line)
             except ValueError:
                 return {"ready": False, "error": f"the worker sent a bad status line: {line[:200]!r}"}
-        assert self.process is not None
-        code = await self.process.wait()
+        assert self._exit is not None
+        code = await asyncio.shield(self._exit)
         tail = tail_text(self.deployment.spec.log_path, 15).rstrip()
         return {"ready": False, "error": f"the worker exited with code {code} before it was ready", "traceback": tail}
 
     async def _wait_exit(self) -> int:
         """Wait until the process exits or its link drops (then end the process); its exit code."""
-        assert self.process is not None and self.link is not None
-        exited = asyncio.ensure_future(self.process.wait())
-        await asyncio.wait({exited, self.link.closed}, return_when=asyncio.FIRST_COMPLETED)
-        if not exited.done():
+        assert self._exit is not None and self.link is not None
+        await asyncio.wait({self._exit, self.link.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._exit.done():
             await self._kill()
         self.link.close()
-        return await exited
+        return await asyncio.shield(self._exit)
 
     async def _kill(self) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
+        process, exited = self.process, self._exit
+        if process is None or exited is None or exited.done():
             return
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(exited), STOP_GRACE_S)
         except asyncio.TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+            await asyncio.shield(exited)
 
     def _close_lifeline(self) -> None:
         if self._lifeline is not None:

@@ -1,5 +1,39 @@
-"""The dcf command line."""
+"""The `dcf` command line (also installed as `dcf-cli`, the DCF CLI's name)."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ._common import AliasedGroup, CliState
+from .demo import demo
+from .function import call, function
+from .gateway import gateway
+from .runtime import runtime
+
+
+@click.group(cls=AliasedGroup, aliases={"fn": "function", "functions": "function", "runtimes": "runtime"},
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-g", "--gateway", "gateway_address", default=None, envvar=None,
+              help="gateway address host:port [default: $DCF_GATEWAY, config.yaml's dcf.gateway, 127.0.0.1:32222]")
+@click.version_option(__version__, prog_name="dcf")
+@click.pass_context
+def cli(ctx: click.Context, gateway_address: str | None) -> None:
+    """dcf-jupyter's DCF command line: serverless (GPU) functions on this machine or a gateway."""
+    ctx.obj = CliState(gateway=gateway_address)
+
+
+cli.add_command(function)
+cli.add_command(gateway)
+cli.add_command(runtime)
+cli.add_command(demo)
+# The DCF CLI also had `dcf-cli invoke NAME` at the top level.
+cli.add_command(call, name="invoke")
 
 
 def main() -> None:
-    raise SystemExit("not yet")
+    """Console-script entry point."""
+    cli(prog_name="dcf")
+
+
+__all__ = ["cli", "main"]

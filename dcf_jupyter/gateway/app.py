@@ -80,7 +80,7 @@ async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] |
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_state_dir(state_dir)
     socket_dir = Path(tempfile.mkdtemp(prefix="dcf-"))
-    backends = {"local": LocalBackend(socket_dir, max_message=options.max_message)}
+    backends = {"local": LocalBackend(socket_dir, cache_dir=state_dir / "envs", max_message=options.max_message)}
     gateway = Gateway(
         state_dir,
         backends,

@@ -1,0 +1,67 @@
+"""What `dcf function build` does for the local backend: check everything a deploy would trip over."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..requirements import missing_requirements, read_requirements
+from ..source import iter_source_files, pack_folder
+from ..spec import FunctionSpec
+
+
+@dataclass
+class CheckReport:
+    """The outcome of checking one function folder."""
+
+    spec: FunctionSpec
+    files: list[Path] = field(default_factory=list)
+    packed_bytes: int = 0
+    requirements: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def check_handler_source(source: str, filename: str, class_name: str) -> None:
+    """ConfigError if `source` does not parse or defines no `class_name` at top level (nothing is executed)."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        raise ConfigError(f"{filename}, line {exc.lineno}: syntax error: {exc.msg}") from None
+    if class_name not in _top_level_names(tree):
+        raise ConfigError(f"{filename} defines no {class_name!r}; write `class {class_name}:` with a __call__(self, req)")
+
+
+def check_function(spec: FunctionSpec, *, max_bytes: int) -> CheckReport:
+    """Check a function folder without running it: handler file, its syntax, requirements, packed size."""
+    if spec.root is None:
+        raise ConfigError(f"{spec.name}: no function folder")
+    path = spec.handler_path
+    if not path.is_file():
+        shown = path.relative_to(spec.root) if path.is_relative_to(spec.root) else path
+        raise ConfigError(f"functions.{spec.name}.handler: no handler file at {shown} (set handler.dir / handler.file)")
+    check_handler_source(path.read_text(encoding="utf-8"), str(path.relative_to(spec.root)), spec.handler.name)
+    requirements = read_requirements(spec.requirements_path)
+    packed = pack_folder(spec.root, limit=max_bytes)
+    return CheckReport(
+        spec=spec,
+        files=iter_source_files(spec.root),
+        packed_bytes=len(packed),
+        requirements=requirements,
+        missing=missing_requirements(requirements),
+    )

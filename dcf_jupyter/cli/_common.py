@@ -1,0 +1,115 @@
+"""What every CLI command shares: the aliasing group, error reporting, the client for -g/--gateway."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from ..client import Client
+from ..errors import DcfError, DeployError, FunctionError
+from ..spec import ConfigFile, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliState:
+    """Global options."""
+
+    gateway: str | None = None
+
+    def client(self, config: ConfigFile | None = None) -> Client:
+        """A client for -g, else $DCF_GATEWAY, else the config's dcf.gateway, else the default."""
+        return Client(self.gateway, config_gateway=config.gateway if config else None)
+
+
+pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+
+class AliasedGroup(click.Group):
+    """A group whose commands have aliases (`fn` for `function`, `invoke` for `call`...)."""
+
+    def __init__(self, *args: Any, aliases: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases = aliases or {}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        _, command, rest = super().resolve_command(ctx, args)
+        return (command.name if command else None), command, rest
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        reverse: dict[str, list[str]] = {}
+        for alias, name in self.aliases.items():
+            reverse.setdefault(name, []).append(alias)
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            label = name + (f" ({', '.join(sorted(reverse[name]))})" if name in reverse else "")
+            rows.append((label, command.get_short_help_str(limit=80)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def print_remote_traceback(text: str) -> None:
+    """A handler's traceback, as the function's worker reported it."""
+    if text.strip():
+        click.echo("Traceback from the function:", err=True)
+        click.echo("  " + text.rstrip().replace("\n", "\n  "), err=True)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn DcfError into one readable line (plus the remote traceback for handler errors) and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FunctionError as exc:
+            print_remote_traceback(exc.remote_traceback)
+            raise click.ClickException(f"{exc} [{exc.code}]") from None
+        except DeployError as exc:
+            print_remote_traceback(getattr(exc, "remote_traceback", ""))
+            raise click.ClickException(str(exc)) from None
+        except DcfError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_option(fn: F) -> F:
+    """-f/--yaml: the config file (DCF's flag), default ./config.yaml."""
+    return click.option(
+        "-f", "--yaml", "config_path", type=click.Path(path_type=Path), default=Path("config.yaml"),
+        show_default=True, help="the function's config file",
+    )(fn)
+
+
+def load(config_path: Path) -> ConfigFile:
+    """Load a config and print its warnings to stderr."""
+    config = load_config(config_path)
+    for warning in config.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return config
+
+
+def human_bytes(size: float) -> str:
+    """1234 -> '1.2 KB'."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

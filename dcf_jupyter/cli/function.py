@@ -1,0 +1,252 @@
+"""`dcf function ...` (alias `fn`): init, build, run, deploy, call, list, log, delete, scale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from ..build import check_function
+from ..client import Client, Reply
+from ..errors import GatewayUnavailable
+from ..gateway import find_gateway, start_detached
+from ..handler import BINARY
+from ..local_run import LocalRun
+from ..runtimes import RUNTIMES
+from ..scaffold import init_function
+from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir
+from ..spec import ConfigFile
+from ._common import AliasedGroup, CliState, config_option, human_bytes, load, pass_state, reports_errors
+
+
+@click.group(
+    cls=AliasedGroup,
+    aliases={"invoke": "call", "logs": "log", "ls": "list", "rm": "delete", "remove": "delete"},
+)
+def function() -> None:
+    """Create, build, test, deploy and call functions."""
+
+
+def read_stdin() -> bytes:
+    """The request body: all of stdin, or nothing when stdin is a terminal."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return b""
+    return sys.stdin.buffer.read()
+
+
+def write_reply(reply: Reply) -> None:
+    """Reply bytes to stdout as they are; text gets a final newline when it has none."""
+    out = sys.stdout.buffer
+    out.write(reply.data)
+    if reply.content_type != BINARY and not reply.data.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+
+
+def describe_bytes(data: bytes, limit: int = 200) -> str:
+    """Printable view of a request or reply: its text, shortened, or a byte count for binary data."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(data)} bytes of binary data>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(data)} bytes)"
+
+
+@function.command()
+@click.argument("name")
+@click.option("--runtime", default="python", show_default=True, help=f"one of: {', '.join(RUNTIMES)}")
+@click.option("-f", "--yaml", "config_name", default="config.yaml", show_default=True, help="config file name to write")
+@click.option("--gateway", "gateway_address", default="", help="gateway address to record in the config (dcf.gateway)")
+@reports_errors
+def init(name: str, runtime: str, config_name: str, gateway_address: str) -> None:
+    """Create NAME/ with config.yaml, src/handler.py and requirements.txt."""
+    folder = init_function(name, runtime=runtime, config_name=config_name, gateway=gateway_address)
+    click.echo(f"Directory: {folder} is created.")
+    click.echo(f"Function handler created in directory: {folder / 'src'}")
+    click.echo(f"Rewrite the function handler code in {folder / 'src'} directory")
+    click.echo(f"Config file written: {folder / config_name}")
+
+
+@function.command()
+@config_option
+@click.option("-v", "--verbose", is_flag=True, help="list every file and requirement")
+@click.option("--nocache", is_flag=True, help="do not use cached layers (image builds)")
+@click.argument("names", nargs=-1)
+@pass_state
+@reports_errors
+def build(state: CliState, config_path: Path, verbose: bool, nocache: bool, names: tuple[str, ...]) -> None:
+    """Check the functions of a config file and prepare them for deployment."""
+    config = load(config_path)
+    client_limit = Client(state.gateway).max_message_size
+    for name in names or tuple(config.functions):
+        spec = config.function(name)
+        click.echo(f"Building function ({spec.name}) ...")
+        report = check_function(spec, max_bytes=client_limit)
+        if verbose:
+            for path in report.files:
+                click.echo(f"  {path.relative_to(spec.root or Path.cwd())}")
+        click.echo(
+            f"Checked {spec.handler_path.relative_to(spec.root or Path.cwd())} (defines {spec.handler.name}); "
+            f"{len(report.files)} files packed into {human_bytes(report.packed_bytes)}"
+        )
+        if report.requirements:
+            satisfied = len(report.requirements) - len(report.missing)
+            click.echo(f"requirements.txt: {satisfied} of {len(report.requirements)} already installed here")
+            if report.missing:
+                click.echo("  the local backend installs these at deploy: " + ", ".join(report.missing))
+        if nocache and verbose:
+            click.echo("  --nocache: nothing is cached for the local backend")
+        click.echo(f"Function {spec.name} is ready to deploy on the local backend "
+                   f"(`dcf function deploy -f {config_path}`).")
+
+
+@function.command()
+@click.argument("name")
+@config_option
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="also write the reply's bytes to this file")
+@click.option("--timeout", type=float, default=None, help="seconds to wait for the reply")
+@reports_errors
+def run(name: str, config_path: Path, output: Path | None, timeout: float | None) -> None:
+    """Run a function on this machine without a gateway: stdin is the request, the reply is printed."""
+    if not config_path.exists() and (Path(name) / config_path.name).exists():
+        config_path = Path(name) / config_path.name
+    spec = load(config_path).function(name)
+    data = read_stdin()
+    if spec.limits.gpus:
+        click.echo("Checking GPU...")
+        click.echo(gpu_report())
+    click.echo(f"Running function ({spec.name}) from {spec.handler_dir} in local")
+    click.echo("Starting [dcf-watcher] server ...")
+    sys.stdout.flush()
+    with LocalRun(spec) as local:
+        click.echo(f"Call {spec.name} in user's local")
+        click.echo(f"Handler request: {describe_bytes(data)}")
+        reply = local.call(data, timeout=timeout)
+    click.echo(f"Handler reply: {describe_bytes(reply.data)}")
+    if output is not None:
+        output.write_bytes(reply.data)
+        click.echo(f"Reply written to {output} ({len(reply.data)} bytes)")
+
+
+def gpu_report() -> str:
+    """nvidia-smi's GPU list, or a sentence saying none is visible."""
+    if shutil.which("nvidia-smi") is None:
+        return "No NVIDIA GPU visible (nvidia-smi not found); the function runs on the CPU."
+    try:
+        result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nvidia-smi failed: {exc}"
+    return (result.stdout or result.stderr).strip() or "nvidia-smi listed no GPU."
+
+
+def ensure_gateway(state: CliState, config: ConfigFile) -> None:
+    """Start the default local gateway in the background when nothing answers at the default address."""
+    with state.client(config) as probe:
+        if probe.health():
+            return
+        address = probe.address
+    if address != DEFAULT_ADDRESS:  # only the embedded default is ours to start
+        raise GatewayUnavailable(f"no DCF gateway answers at {address}; start one with `dcf gateway start --detach`")
+    state_dir = default_state_dir()
+    if find_gateway(state_dir) is None:
+        running, _ = start_detached(state_dir, DEFAULT_HOST, DEFAULT_PORT)
+        click.echo(f"Started a local gateway on {running.address} (stop it with `dcf gateway stop`).", err=True)
+
+
+@function.command()
+@config_option
+@click.argument("names", nargs=-1)
+@click.option("--update/--no-update", default=True, show_default=True,
+              help="update an already deployed function in place (its old replicas serve until the new ones are ready)")
+@click.option("--replace", is_flag=True, help="delete an already deployed function first, then deploy it")
+@click.option("--replicas", type=click.IntRange(1, 64), default=None, help="replicas to run (default: config or 1)")
+@click.option("--backend", default=None, help="backend to run on (default: config, else the gateway's default)")
+@click.option("-v", "--verbose", is_flag=True, help="say more")
+@pass_state
+@reports_errors
+def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: bool, replace: bool,
+           replicas: int | None, backend: str | None, verbose: bool) -> None:
+    """Deploy the functions of a config file to the gateway."""
+    config = load(config_path)
+    ensure_gateway(state, config)
+    with state.client(config) as client:
+        for name in names or tuple(config.functions):
+            spec = config.function(name)
+            click.echo(f"Deploying: {spec.name} to {client.address} ...")
+            message = client.deploy_spec(spec, update=update, replace=replace, backend=backend, replicas=replicas)
+            click.echo(message)
+            if verbose:
+                info = client.get(spec.name)
+                click.echo(f"  status {info.status}, {info.available_replicas}/{info.replicas} replicas ready")
+
+
+@function.command()
+@click.argument("name")
+@click.option("-d", "--data", default=None, help="request body (default: read stdin)")
+@click.option("--timeout", type=float, default=None, help="seconds to wait for the reply")
+@pass_state
+@reports_errors
+def call(state: CliState, name: str, data: str | None, timeout: float | None) -> None:
+    """Call a deployed function: stdin (or --data) is the request, the reply goes to stdout unchanged."""
+    body = data.encode("utf-8") if data is not None else read_stdin()
+    with state.client() as client:
+        write_reply(client.call_reply(name, body, timeout=timeout))
+
+
+@function.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@pass_state
+@reports_errors
+def list_(state: CliState, as_json: bool) -> None:
+    """List deployed functions with invocations, replicas and status."""
+    with state.client() as client:
+        functions = client.list()
+    if as_json:
+        click.echo(json.dumps([f.__dict__ for f in functions], indent=2))
+        return
+    rows = [("Function", "Image", "Maintainer", "Invocations", "Replicas", "Status", "Backend", "Description")]
+    for f in functions:
+        rows.append((f.name, f.image or "-", f.annotations.get("dcf.maintainer", ""), str(f.invocations),
+                     f"{f.available_replicas}/{f.replicas}", f.status, f.backend, f.annotations.get("dcf.desc", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if not functions:
+        click.echo("(no functions deployed; `dcf function deploy -f config.yaml` deploys one)")
+
+
+@function.command()
+@click.argument("name")
+@click.option("-n", "--lines", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@pass_state
+@reports_errors
+def log(state: CliState, name: str, lines: int) -> None:
+    """Print the recent log of a function (its workers' output and errors)."""
+    with state.client() as client:
+        text = client.logs(name, lines)
+    click.echo(text.rstrip("\n") if text else f"(the log of {name} is empty)")
+
+
+@function.command()
+@click.argument("name")
+@pass_state
+@reports_errors
+def delete(state: CliState, name: str) -> None:
+    """Stop and remove a deployed function."""
+    with state.client() as client:
+        click.echo(client.delete(name))
+
+
+@function.command()
+@click.argument("name")
+@click.argument("replicas", type=click.IntRange(0, 64))
+@pass_state
+@reports_errors
+def scale(state: CliState, name: str, replicas: int) -> None:
+    """Run REPLICAS replicas of a deployed function (calls are spread round-robin)."""
+    with state.client() as client:
+        click.echo(client.scale(name, replicas))

@@ -1,0 +1,100 @@
+"""Running a function on this machine without a gateway (`dcf function run`): one worker, called over gRPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import IO, Any
+
+from .client import Client, Reply
+from .errors import DeployError
+from .spec import FunctionSpec
+
+
+class LocalRun:
+    """A worker process for `spec` serving the DCF protocol on a free loopback port; use as a context manager."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        *,
+        output: IO[Any] | None = None,
+        start_timeout: float = 600.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if spec.root is None:
+            raise DeployError(f"{spec.name}: no function folder to run")
+        self.spec = spec
+        self.output = output if output is not None else sys.stderr
+        self.start_timeout = start_timeout
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client: Client | None = None
+
+    def __enter__(self) -> "LocalRun":
+        status_r, status_w = os.pipe()
+        env = {**os.environ, **self.spec.environment, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        command = [
+            sys.executable, "-u", "-m", "dcf_jupyter.worker", str(self.spec.root),
+            "--name", self.spec.name, "--grpc", "127.0.0.1:0", "--status-fd", str(status_w),
+        ]
+        # The handler's prints and the worker's log go to `output` (stderr by default),
+        # so stdout carries only what the caller prints.
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self.output, stderr=self.output,
+            pass_fds=(status_w,), env=env, cwd=str(self.spec.root),
+        )
+        os.close(status_w)
+        try:
+            status = self._read_status(status_r)
+        finally:
+            os.close(status_r)
+        if not status.get("ready"):
+            self.close()
+            error = DeployError(f"{self.spec.name} did not start: {status.get('error', 'unknown error')}")
+            error.remote_traceback = str(status.get("traceback") or "")  # type: ignore[attr-defined]
+            raise error
+        self.client = Client(f"127.0.0.1:{status['grpc_port']}")
+        return self
+
+    def _read_status(self, fd: int) -> dict[str, Any]:
+        assert self.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        buffer = b""
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {"ready": False, "error": f"not ready after {self.start_timeout:g}s"}
+            readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if readable:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    code = self.process.wait()
+                    return {"ready": False, "error": f"the worker exited with code {code} before it was ready"}
+                buffer += chunk
+        return json.loads(buffer.split(b"\n", 1)[0])
+
+    def call(self, data: Any, *, timeout: float | None = None) -> Reply:
+        """Call the handler once."""
+        assert self.client is not None, "use LocalRun as a context manager"
+        return self.client.call_reply(self.spec.name, data, timeout=timeout)
+
+    def close(self) -> None:
+        """Stop the worker."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

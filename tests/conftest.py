@@ -1,0 +1,88 @@
+"""Shared fixtures: real gateways on free loopback ports, function folders written on the fly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from dcf_jupyter.client import Client
+from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
+from dcf_jupyter.scaffold import init_function
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = ROOT / "functions"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may touch the user's real state dir or default gateway."""
+    monkeypatch.setenv("DCF_STATE_DIR", str(tmp_path_factory.getbasetemp() / "default-state"))
+    monkeypatch.delenv("DCF_GATEWAY", raising=False)
+    monkeypatch.delenv("DCF_TOKEN", raising=False)
+
+
+class GatewayHandle:
+    """A running gateway process for a test, with a client and its state dir."""
+
+    def __init__(self, running: RunningGateway) -> None:
+        self.running = running
+        self.address = running.address
+        self.state_dir = running.state_dir
+        self.client = Client(running.address)
+
+    def stop(self) -> None:
+        self.client.close()
+        stop_gateway(self.state_dir)
+
+
+def start_gateway(state_dir: Path, *extra: str) -> GatewayHandle:
+    """Start a gateway on a free loopback port for `state_dir`."""
+    running, _ = start_detached(state_dir, "127.0.0.1", 0, extra=list(extra))
+    return GatewayHandle(running)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
+    """One gateway for the session, with functions/echo and functions/hello-dcf deployed."""
+    handle = start_gateway(tmp_path_factory.mktemp("gateway") / "state")
+    try:
+        handle.client.deploy(FUNCTIONS / "echo")
+        handle.client.deploy(FUNCTIONS / "hello-dcf")
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def fresh_gateway(tmp_path: Path) -> Iterator[GatewayHandle]:
+    """A gateway of this test's own (for restarts, kills and registry checks)."""
+    handle = start_gateway(tmp_path / "state")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def make_function(tmp_path: Path):
+    """write(name, handler_source, requirements=[]) -> folder of a new function with that handler."""
+
+    def write(name: str, source: str, requirements: list[str] | None = None, parent: Path | None = None) -> Path:
+        return init_function(name, parent=parent or tmp_path, handler_source=textwrap.dedent(source),
+                             requirements=requirements)
+
+    return write
+
+
+def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run `dcf ARGS` in a subprocess (as a user would) and return the completed process."""
+    return subprocess.run([sys.executable, "-m", "dcf_jupyter.cli", *args], input=input, cwd=cwd,
+                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})

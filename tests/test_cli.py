@@ -1,0 +1,151 @@
+"""The `dcf` command line, run as a user runs it (subprocesses), against real gateways."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_console_scripts_dcf_and_dcf_cli_are_the_same_cli() -> None:
+    for script in ("dcf", "dcf-cli"):
+        path = shutil.which(script) or str(Path(sys.executable).with_name(script))
+        if not Path(path).exists():
+            pytest.skip(f"the {script} console script is not installed (pip install -e .)")
+        result = subprocess.run([path, "--version"], capture_output=True, text=True)
+        assert result.returncode == 0 and "dcf, version" in result.stdout
+
+
+def test_runtime_list() -> None:
+    result = run_cli("runtime", "list")
+    assert result.returncode == 0
+    assert result.stdout.decode().startswith("Supported Runtimes are:\n- python ")
+
+
+def test_init_edit_deploy_call_list_log_delete(fresh_gateway, tmp_path: Path) -> None:
+    g = ("-g", fresh_gateway.address)
+    result = run_cli("function", "init", "hello-dcf", "--runtime", "python", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "Directory: hello-dcf is created.",
+        "Function handler created in directory: hello-dcf/src",
+        "Rewrite the function handler code in hello-dcf/src directory",
+        "Config file written: hello-dcf/config.yaml",
+    ]
+    folder = tmp_path / "hello-dcf"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "requirements.txt", "src"]
+    handler = folder / "src" / "handler.py"
+    handler.write_text(handler.read_text().replace("return req.input", 'return "Hello DCF"'))
+
+    result = run_cli("function", "build", "-f", "config.yaml", "-v", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "Building function (hello-dcf) ..." in result.stdout.decode()
+
+    result = run_cli(*g, "function", "deploy", "-f", "config.yaml", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "Deployed: hello-dcf" in result.stdout.decode()
+
+    result = run_cli(*g, "function", "call", "hello-dcf", input=b"Hello\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"Hello DCF\n"
+    assert run_cli(*g, "fn", "invoke", "hello-dcf", input=b"Hello\n").stdout == b"Hello DCF\n"
+    assert run_cli(*g, "invoke", "hello-dcf", input=b"Hello\n").stdout == b"Hello DCF\n"
+
+    table = run_cli(*g, "function", "list").stdout.decode().splitlines()
+    assert table[0].split()[:2] == ["Function", "Image"]
+    assert table[1].split()[0] == "hello-dcf" and "Ready" in table[1]
+    listed = json.loads(run_cli(*g, "function", "list", "--json").stdout)
+    assert listed[0]["name"] == "hello-dcf" and listed[0]["invocations"] == 3
+
+    assert "ready in" in run_cli(*g, "function", "log", "hello-dcf").stdout.decode()
+    assert run_cli(*g, "function", "delete", "hello-dcf").stdout == b"Deleted: hello-dcf\n"
+    result = run_cli(*g, "function", "call", "hello-dcf", input=b"x")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == "Error: function 'hello-dcf' is not deployed (deployed: none)"
+
+
+def test_call_is_binary_safe(gateway) -> None:
+    payload = bytes(range(256)) * 100
+    result = run_cli("-g", gateway.address, "function", "call", "echo", input=payload)
+    assert result.returncode == 0 and result.stdout == payload
+
+
+def test_run_works_without_a_gateway(tmp_path: Path) -> None:
+    run_cli("function", "init", "hello-dcf", cwd=tmp_path)
+    folder = tmp_path / "hello-dcf"
+    handler = folder / "src" / "handler.py"
+    handler.write_text(handler.read_text().replace("return req.input", 'print("loading"); return "Hello DCF"'))
+    result = run_cli("function", "run", "hello-dcf", input=b"Hello\n", cwd=folder, env={"DCF_GATEWAY": "127.0.0.1:1"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "Starting [dcf-watcher] server ..." in out
+    assert "Call hello-dcf in user's local\nHandler request: Hello\n\nHandler reply: Hello DCF\n" in out
+    assert "loading" in result.stderr.decode()  # the handler's prints go to stderr, not the reply stream
+    # From the parent folder too: NAME/config.yaml is found.
+    assert run_cli("function", "run", "hello-dcf", input=b"x", cwd=tmp_path).returncode == 0
+
+
+def test_run_reports_a_broken_handler_readably(tmp_path: Path) -> None:
+    run_cli("function", "init", "broken", cwd=tmp_path)
+    (tmp_path / "broken" / "src" / "handler.py").write_text("class Handler:\n    def __init__(self):\n        raise OSError('weights missing')\n")
+    result = run_cli("function", "run", "broken", input=b"x", cwd=tmp_path / "broken")
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "Error: broken did not start: Handler() raised OSError: weights missing" in err
+    assert "line 3, in __init__" in err
+
+
+def test_malformed_config_exits_nonzero_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    run_cli("function", "init", "bad", cwd=tmp_path)
+    config = tmp_path / "bad" / "config.yaml"
+    config.write_text(config.read_text().replace("gpu: ''", "gpu: [1, 2]"))
+    for command in (("function", "build"), ("function", "deploy"), ("function", "run", "bad")):
+        result = run_cli(*command, "-f", str(config), cwd=tmp_path)
+        assert result.returncode != 0
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "functions.bad.limits.gpu" in lines[0] and str(config) in lines[0]
+
+
+def test_init_refuses_bad_names_and_existing_folders(tmp_path: Path) -> None:
+    for name in ("UPPER", "../x", "a_b"):
+        result = run_cli("function", "init", name, cwd=tmp_path)
+        assert result.returncode != 0 and b"invalid function name" in result.stderr
+    (tmp_path / "taken").mkdir()
+    result = run_cli("function", "init", "taken", cwd=tmp_path)
+    assert result.returncode != 0 and b"already exists" in result.stderr
+
+
+def test_no_gateway_says_how_to_start_one() -> None:
+    result = run_cli("-g", "127.0.0.1:1", "function", "list")
+    assert result.returncode == 1
+    assert b"no DCF gateway answers at 127.0.0.1:1" in result.stderr
+    assert b"dcf gateway start --detach" in result.stderr
+
+
+def test_gateway_start_detach_status_stop(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    started = run_cli("gateway", "start", "--detach", "--port", "0", "--state-dir", state)
+    assert started.returncode == 0, started.stderr
+    address = started.stdout.decode().split(" on ")[1].split()[0]
+    try:
+        again = run_cli("gateway", "start", "--detach", "--port", "0", "--state-dir", state)
+        assert b"already running" in again.stdout
+        status = run_cli("gateway", "status", "--state-dir", state)
+        assert status.returncode == 0 and f"Gateway at {address}".encode() in status.stdout
+    finally:
+        stopped = run_cli("gateway", "stop", "--state-dir", state)
+    assert stopped.returncode == 0 and b"Stopped the gateway" in stopped.stdout
+    assert run_cli("-g", address, "gateway", "status").returncode == 1
+
+
+def test_demo_prints_hello_dcf() -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().rstrip().endswith("Hello DCF")

@@ -1,0 +1,268 @@
+"""The gateway with real worker processes on loopback: routing, streams, faults, replicas, registry."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import FUNCTIONS, start_gateway
+from dcf_jupyter.errors import DeployError, FunctionError, FunctionExists, FunctionNotFound, InvalidArgument
+from dcf_jupyter.protocol import gateway_pb2 as pb
+from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
+
+PID_HANDLER = """
+    import os
+    class Handler:
+        def __call__(self, req):
+            if req.input == b"die":
+                os._exit(1)
+            return str(os.getpid())
+"""
+
+
+@pytest.fixture
+def stub(gateway):
+    with grpc.insecure_channel(gateway.address) as channel:
+        yield pb_grpc.GatewayStub(channel)
+
+
+def test_invoke_bytes_and_classic_invoke(gateway, stub) -> None:
+    assert stub.Invoke(pb.InvokeServiceRequest(Service="hello-dcf", Input=b"x")).Msg == "Hello DCF"
+    assert gateway.client.call("echo", b"\x00\x01binary") == b"\x00\x01binary"
+    assert gateway.client.call("hello-dcf") == "Hello DCF"
+    # DCF's Message.Msg is a string: binary that is not UTF-8 arrives base64'd instead of breaking the call.
+    assert stub.Invoke(pb.InvokeServiceRequest(Service="echo", Input=b"\xff\xfe")).Msg == base64.b64encode(b"\xff\xfe").decode()
+
+
+def test_a_thousand_frame_stream_arrives_in_order_byte_identical(gateway) -> None:
+    frames = [os.urandom(17) + i.to_bytes(4, "big") * (i % 50) for i in range(1000)]
+    replies = list(gateway.client.stream("echo", iter(frames)))
+    assert len(replies) == 1000
+    assert replies == frames
+
+
+def test_large_messages_pass_and_oversized_ones_say_the_limit(gateway) -> None:
+    big = os.urandom(20 * 1024 * 1024)
+    assert gateway.client.call("echo", big) == big
+    with pytest.raises(InvalidArgument, match="larger than max"):
+        gateway.client.call("echo", bytes(gateway.client.max_message_size + 1))
+
+
+def test_handler_exception_becomes_a_status_and_the_worker_keeps_serving(gateway, make_function) -> None:
+    folder = make_function("flaky", """
+        class Handler:
+            def __call__(self, req):
+                if req.input == b"bad":
+                    raise RuntimeError("the model choked on this input")
+                if req.input == b"value":
+                    raise ValueError("expected a JPEG image")
+                return "fine"
+    """)
+    gateway.client.deploy(folder)
+    try:
+        with pytest.raises(FunctionError) as info:
+            gateway.client.call("flaky", b"bad")
+        assert info.value.code == "INTERNAL"
+        assert "RuntimeError: the model choked on this input" in str(info.value)
+        assert 'handler.py", line 5, in __call__' in info.value.remote_traceback
+        with pytest.raises(FunctionError) as info:
+            gateway.client.call("flaky", b"value")
+        assert info.value.code == "INVALID_ARGUMENT"
+        assert gateway.client.call("flaky", b"ok") == "fine"
+        assert "the model choked on this input" in gateway.client.logs("flaky")
+    finally:
+        gateway.client.delete("flaky")
+
+
+def test_killed_worker_is_restarted_and_serves_again_within_5s(gateway, make_function) -> None:
+    gateway.client.deploy(make_function("pid-a", PID_HANDLER))
+    try:
+        pid = int(gateway.client.call("pid-a"))
+        os.kill(pid, signal.SIGKILL)
+        start = time.monotonic()
+        while True:
+            try:
+                new_pid = int(gateway.client.call("pid-a", timeout=5))
+                break
+            except FunctionError:
+                assert time.monotonic() - start < 5, "no reply within 5 s of the kill"
+                time.sleep(0.05)
+        assert new_pid != pid
+        assert time.monotonic() - start < 5
+        assert "exited with code -9; restarting" in gateway.client.logs("pid-a")
+    finally:
+        gateway.client.delete("pid-a")
+
+
+def test_worker_dying_mid_call_fails_that_call_as_unavailable(gateway, make_function) -> None:
+    gateway.client.deploy(make_function("pid-b", PID_HANDLER))
+    try:
+        with pytest.raises(FunctionError) as info:
+            gateway.client.call("pid-b", b"die")
+        assert info.value.code == "UNAVAILABLE"
+        assert "stopped during the call" in str(info.value)
+    finally:
+        gateway.client.delete("pid-b")
+
+
+@pytest.mark.parametrize("name", ["../x", "UPPER", "a_b"])
+def test_invalid_names_are_invalid_argument(gateway, stub, name: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Invoke(pb.InvokeServiceRequest(Service=name, Input=b""))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "invalid function name" in info.value.details()
+
+
+def test_empty_name_is_invalid_argument(stub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Invoke(pb.InvokeServiceRequest(Service="", Input=b""))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unknown_function_is_not_found_naming_it(gateway, stub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Invoke(pb.InvokeServiceRequest(Service="no-such-fn", Input=b""))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'no-such-fn'" in info.value.details()
+    with pytest.raises(FunctionNotFound):
+        list(gateway.client.stream("no-such-fn", [b"a"]))
+    for call in (gateway.client.logs, gateway.client.delete, gateway.client.get):
+        with pytest.raises(FunctionNotFound):
+            call("no-such-fn")
+
+
+def test_deploy_without_handler_is_failed_precondition_with_the_import_error(gateway, make_function) -> None:
+    folder = make_function("no-handler", "class Other:\n    pass\n")
+    with pytest.raises(DeployError) as info:
+        gateway.client.deploy(folder)
+    assert "defines no 'Handler'" in str(info.value)
+    assert "no-handler" not in {f.name for f in gateway.client.list()}
+
+
+def test_deploy_with_a_crashing_init_reports_its_traceback(gateway, make_function) -> None:
+    folder = make_function("bad-init", "class Handler:\n    def __init__(self):\n        open('/no/model.bin')\n")
+    with pytest.raises(DeployError) as info:
+        gateway.client.deploy(folder)
+    assert "FileNotFoundError" in str(info.value)
+    assert "line 3, in __init__" in info.value.remote_traceback  # type: ignore[attr-defined]
+
+
+def test_deploy_of_an_image_only_request_explains_itself(stub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Deploy(pb.CreateFunctionRequest(Service="imgonly", Image="registry/imgonly"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no function source" in info.value.details()
+
+
+def test_deploy_twice_is_already_exists_and_update_replaces_in_place(gateway, make_function, tmp_path: Path) -> None:
+    folder = make_function("versioned", "class Handler:\n    def __call__(self, req):\n        return 'v1'\n")
+    gateway.client.deploy(folder)
+    try:
+        with pytest.raises(FunctionExists):
+            gateway.client.deploy(folder, update=False)
+        (folder / "src" / "handler.py").write_text("class Handler:\n    def __call__(self, req):\n        return 'v2'\n")
+        assert gateway.client.deploy(folder).startswith("Updated: versioned")
+        assert gateway.client.call("versioned") == "v2"
+        info = gateway.client.get("versioned")
+        assert info.replicas == info.available_replicas == 1  # no duplicate workers left behind
+    finally:
+        gateway.client.delete("versioned")
+
+
+def test_replicas_share_calls_round_robin(gateway, make_function) -> None:
+    gateway.client.deploy(make_function("spread", PID_HANDLER))
+    try:
+        assert gateway.client.scale("spread", 3) == "Scaled: spread to 3 replicas"
+        pids = [gateway.client.call("spread") for _ in range(9)]
+        assert len(set(pids)) == 3 and all(pids.count(p) == 3 for p in set(pids))
+        gateway.client.scale("spread", 1)
+        assert len({gateway.client.call("spread") for _ in range(4)}) == 1
+    finally:
+        gateway.client.delete("spread")
+
+
+def test_generator_handler_streams_with_invoke_stream_and_folds_for_unary(gateway, make_function) -> None:
+    gateway.client.deploy(make_function("counter", """
+        class Handler:
+            def __call__(self, req):
+                for i in range(int(req.input)):
+                    yield {"i": i}
+    """))
+    try:
+        items = [r.json() for r in gateway.client.call_stream("counter", b"4")]
+        assert items == [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}]
+        assert gateway.client.call_reply("counter", b"2").json() == [{"i": 0}, {"i": 1}]
+    finally:
+        gateway.client.delete("counter")
+
+
+def test_list_counts_invocations_and_reports_status(gateway) -> None:
+    before = {f.name: f for f in gateway.client.list()}["hello-dcf"].invocations
+    for _ in range(3):
+        gateway.client.call("hello-dcf")
+    info = gateway.client.get("hello-dcf")
+    assert info.invocations == before + 3
+    assert info.status == "Ready" and info.backend == "local" and info.available_replicas == 1
+    assert gateway.client.info()["backends"] == ["local"]
+
+
+def test_stream_naming_another_function_midway_is_refused(gateway, stub) -> None:
+    requests = iter([pb.InvokeServiceRequest(Service="echo", Input=b"a"),
+                     pb.InvokeServiceRequest(Service="hello-dcf", Input=b"b")])
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Invokes(requests))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_registry_survives_a_gateway_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = start_gateway(state)
+    try:
+        first.client.deploy(FUNCTIONS / "hello-dcf")
+        for _ in range(5):
+            first.client.call("hello-dcf")
+    finally:
+        first.stop()
+    second = start_gateway(state)
+    try:
+        deadline = time.monotonic() + 20
+        while second.client.get("hello-dcf").status != "Ready":
+            assert time.monotonic() < deadline, "hello-dcf did not come back"
+            time.sleep(0.1)
+        assert second.client.call("hello-dcf") == "Hello DCF"
+        assert second.client.get("hello-dcf").invocations == 6
+    finally:
+        second.stop()
+
+
+def test_a_second_gateway_on_the_same_state_dir_is_refused(fresh_gateway) -> None:
+    from dcf_jupyter.gateway import GatewayStartError
+
+    with pytest.raises(GatewayStartError, match="already serves"):
+        start_gateway(fresh_gateway.state_dir)
+
+
+def test_workers_exit_when_the_gateway_is_killed(fresh_gateway, make_function) -> None:
+    fresh_gateway.client.deploy(make_function("orphan", PID_HANDLER))
+    pid = int(fresh_gateway.client.call("orphan"))
+    os.kill(fresh_gateway.running.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the worker outlived its gateway"
+        time.sleep(0.05)
+
+
+def test_health_and_info(gateway, stub) -> None:
+    assert stub.HealthCheck(pb.Empty()).Msg == "OK"
+    info = gateway.client.info()
+    assert info["address"] == gateway.address and info["functions"] >= 2

@@ -1,0 +1,75 @@
+"""requirements.txt on the local backend: what is installed is used, what is missing is installed once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+from dcf_jupyter.requirements import is_satisfied, missing_requirements, read_requirements
+
+
+def build_wheel(folder: Path, name: str, version: str, module_source: str) -> Path:
+    """A minimal pure-Python wheel, made here so the install test needs no index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": module_source.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: dcf-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+    return wheel
+
+
+def test_reading_and_checking_requirements(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.txt"
+    path.write_text("# comment\n\npyyaml>=5  # inline comment\n--no-index\nno-such-package-xyz==1.0\n"
+                    'pyyaml; sys_platform == "nonexistent"\n')
+    lines = read_requirements(path)
+    assert lines == ["pyyaml>=5", "--no-index", "no-such-package-xyz==1.0", 'pyyaml; sys_platform == "nonexistent"']
+    assert is_satisfied("pyyaml>=5") and not is_satisfied("pyyaml<1") and not is_satisfied("no-such-package-xyz")
+    assert missing_requirements(lines) == ["--no-index", "no-such-package-xyz==1.0"]
+    assert missing_requirements(["pyyaml"]) == []
+    assert read_requirements(tmp_path / "absent.txt") == []
+
+
+def test_missing_requirements_are_installed_once_for_the_function(gateway, make_function) -> None:
+    folder = make_function("needs-pkg", """
+        import dcftinypkg
+        class Handler:
+            def __call__(self, req):
+                return dcftinypkg.VALUE
+    """, requirements=["--no-index", "--find-links ./wheels", "dcftinypkg==1.0"])
+    build_wheel(folder / "wheels", "dcftinypkg", "1.0", 'VALUE = "from a wheel"\n')
+    gateway.client.deploy(folder)
+    try:
+        assert gateway.client.call("needs-pkg") == "from a wheel"
+        gateway.client.deploy(folder)  # an update: the installed requirements are reused
+        log = gateway.client.logs("needs-pkg", 1000)
+        assert log.count("installing requirements missing here") == 1, log
+    finally:
+        gateway.client.delete("needs-pkg")
+
+
+def test_a_failing_install_fails_the_deploy_with_pips_words(gateway, make_function) -> None:
+    import pytest
+
+    from dcf_jupyter.errors import DeployError
+
+    folder = make_function("cannot-install", "class Handler:\n    def __call__(self, req):\n        return 1\n",
+                           requirements=["--no-index", "no-such-package-xyz==1.0"])
+    with pytest.raises(DeployError) as info:
+        gateway.client.deploy(folder)
+    assert "installing requirements.txt failed" in str(info.value)
+    assert "no-such-package-xyz" in info.value.remote_traceback  # type: ignore[attr-defined]

@@ -1,0 +1,152 @@
+"""config.yaml: DCF files load unchanged, writes round-trip, mistakes are named by key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dcf_jupyter.errors import ConfigError, InvalidName
+from dcf_jupyter.spec import dump_config, load_config, parse_config, validate_name
+
+# Exactly what the original DCF CLI wrote for the seed's SSD example.
+DCF_WRITTEN = """\
+functions:
+  ssd-gpu:
+    runtime: python
+    desc: ""
+    maintainer: ""
+    handler:
+      dir: ./src
+      file: ""
+      name: Handler
+    docker_registry: keti.asuscomm.com:5001
+    image: keti.asuscomm.com:5001/ssd-gpu
+    limits:
+      memory: ""
+      cpu: ""
+      gpu: "1"
+    build_args:
+    - CUDA_VERSION=9.0
+    - CUDNN_VERSION=7.4.1.5
+    - UBUNTU_VERSION=16.04
+dcf:
+  gateway: keti.asuscomm.com:32222
+"""
+
+
+def test_a_config_written_by_the_dcf_cli_loads_unchanged(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(DCF_WRITTEN)
+    config = load_config(tmp_path / "config.yaml")
+    assert config.warnings == []
+    assert config.gateway == "keti.asuscomm.com:32222"
+    spec = config.function()
+    assert spec.name == "ssd-gpu" and spec.runtime == "python"
+    assert spec.handler.dir == "./src" and spec.handler.filename == "handler.py" and spec.handler.name == "Handler"
+    assert spec.docker_registry == "keti.asuscomm.com:5001" and spec.image == "keti.asuscomm.com:5001/ssd-gpu"
+    assert (spec.limits.memory, spec.limits.cpu, spec.limits.gpu) == ("", "", "1")
+    assert spec.limits.gpus == 1 and spec.limits.cpus is None and spec.limits.memory_bytes is None
+    assert spec.build_arg_map == {"CUDA_VERSION": "9.0", "CUDNN_VERSION": "7.4.1.5", "UBUNTU_VERSION": "16.04"}
+    assert spec.handler_path == tmp_path.resolve() / "src" / "handler.py"
+
+
+def test_writing_keeps_the_dcf_layout_and_round_trips() -> None:
+    config = parse_config(DCF_WRITTEN)
+    text = dump_config(config)
+    assert text == DCF_WRITTEN.replace('""', "''").replace('"1"', "'1'")
+    again = parse_config(text)
+    assert again.function() == config.function()
+
+
+def test_the_docs_example_with_python3_runtime_and_environment_loads() -> None:
+    config = parse_config("""
+dcf:
+  gateway: keti.asuscomm.com:32222
+functions:
+  echo-service:
+    runtime: python3
+    desc: "This is echo service."
+    maintainer: "KETI"
+    handler: {dir: ./echo-service, file: handler.py, name: Handler}
+    image: keti.asuscomm.com:5001/echo-service
+    environment: ["PATH=/usr/local/bin", "MODE=fast"]
+    skip_build: true
+    limits: {cpu: 1, gpu: 1, memory: 1G}
+""")
+    spec = config.function("echo-service")
+    assert spec.environment == {"PATH": "/usr/local/bin", "MODE": "fast"}
+    assert spec.limits.cpus == 1.0 and spec.limits.memory_bytes == 10**9 and spec.skip_build
+
+
+@pytest.mark.parametrize(
+    "snippet, key",
+    [
+        ("limits: {gpu: [1]}", "functions.f.limits.gpu"),
+        ("limits: {memory: lots}", "functions.f.limits.memory"),
+        ("limits: {cpu: '-1'}", "functions.f.limits.cpu"),
+        ("handler: [a, b]", "functions.f.handler"),
+        ("handler: {name: 'not a class'}", "functions.f.handler.name"),
+        ("handler: {file: '../../etc/passwd.py'}", "functions.f.handler.file"),
+        ("build_args: [NOEQUALS]", "functions.f.build_args[0]"),
+        ("replicas: 1000", "functions.f.replicas"),
+        ("replicas: many", "functions.f.replicas"),
+        ("timeout: -3", "functions.f.timeout"),
+        ("runtime: cobol", "functions.f.runtime"),
+        ("environment: [JUSTANAME]", "functions.f.environment[0]"),
+        ("skip_build: sometimes", "functions.f.skip_build"),
+    ],
+)
+def test_wrong_types_and_values_name_the_key_and_the_file(tmp_path: Path, snippet: str, key: str) -> None:
+    (tmp_path / "config.yaml").write_text(f"functions:\n  f:\n    {snippet}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "config.yaml")
+    message = str(info.value)
+    assert f"{tmp_path / 'config.yaml'}: {key}:" in message
+    assert "\n" not in message
+
+
+def test_unknown_keys_warn_and_load() -> None:
+    config = parse_config("functions:\n  f:\n    colour: blue\n    limits: {disk: 1G}\nextra: 1\n")
+    assert len(config.warnings) == 3
+    assert any("functions.f.colour" in w for w in config.warnings)
+    assert any("functions.f.limits.disk" in w for w in config.warnings)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("functions: [", "not valid YAML (line 1"),
+        ("!!python/object/apply:os.system ['echo hacked']", "not valid YAML"),
+        ("functions:\n  f: !!python/name:os.system\n", "not valid YAML"),
+        ("- a\n- b\n", "(top level): expected a mapping"),
+        ("functions: {}\n", "functions: no functions defined"),
+        ("functions:\n  Bad_Name: {}\n", "functions.Bad_Name: invalid function name"),
+    ],
+)
+def test_hostile_or_malformed_files_are_refused_with_a_sentence(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="config.yaml")
+    assert fragment in str(info.value)
+
+
+def test_oversized_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("functions:\n  f:\n    desc: " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(path)
+
+
+def test_missing_config_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="dcf function init"):
+        load_config(tmp_path / "config.yaml")
+
+
+@pytest.mark.parametrize("name", ["hello-dcf", "a", "x1", "a" * 63])
+def test_valid_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "../x", "UPPER", "-lead", "trail-", "a_b", "a.b", "a" * 64, "a/b", None, 3])
+def test_invalid_names(name: object) -> None:
+    with pytest.raises(InvalidName):
+        validate_name(name)
