@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -19,10 +19,10 @@ from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402
 
 
 @contextlib.contextmanager
-def gateway_with(*functions: str) -> Iterator[str]:
+def gateway_with(*functions: str, extra: list[str] | None = None) -> Iterator[str]:
     """A gateway on a free loopback port with functions/<name> deployed; yields its address."""
     with tempfile.TemporaryDirectory(prefix="dcf-bench-") as tmp:
-        running, _ = start_detached(Path(tmp) / "state", "127.0.0.1", 0)
+        running, _ = start_detached(Path(tmp) / "state", "127.0.0.1", 0, extra=extra)
         try:
             with Client(running.address) as client:
                 for name in functions:
@@ -49,6 +49,33 @@ def bare_server(aio: bool = False) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(10)
+
+
+BASELINES = ("bare (sync server)", "bare (aio server)")
+
+
+@contextlib.contextmanager
+def gateway_and_baselines(*functions: str) -> Iterator[dict[str, str]]:
+    """Addresses of both bare baselines and of a gateway with `functions` deployed, labelled."""
+    with gateway_with(*functions) as gw, bare_server() as bare, bare_server(aio=True) as bare_aio:
+        yield {BASELINES[0]: bare, BASELINES[1]: bare_aio, "gateway": gw}
+
+
+def compare(
+    targets: dict[str, str], measure: Callable[[str], float], rounds: int, *, higher_is_better: bool
+) -> tuple[dict[str, float], str, float]:
+    """Measure every target `rounds` times, alternating (so drift hits all alike); keep each one's best round.
+
+    Returns (best per label, the better baseline's label, gateway / that baseline).
+    """
+    results: dict[str, list[float]] = {label: [] for label in targets}
+    for _ in range(rounds):
+        for label, address in targets.items():
+            results[label].append(measure(address))
+    pick = max if higher_is_better else min
+    best = {label: pick(values) for label, values in results.items()}
+    baseline = pick(BASELINES, key=lambda label: best[label])
+    return best, baseline, best["gateway"] / best[baseline]
 
 
 def percentile(values: list[float], q: float) -> float:

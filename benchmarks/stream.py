@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from _harness import bare_server, gateway_with
+from _harness import compare, gateway_and_baselines
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 from dcf_jupyter.settings import DEFAULT_MAX_MESSAGE_SIZE, grpc_options
@@ -30,7 +30,7 @@ def measure(address: str, frames: int, frame: bytes) -> float:
             for _ in range(count):
                 yield pb.InvokeServiceRequest(Service="echo", Input=frame)
 
-        for reply in stub.Invokes(requests(100)):  # warm-up
+        for _ in stub.Invokes(requests(100)):  # warm-up
             pass
         received = 0
         start = time.perf_counter()
@@ -45,23 +45,17 @@ def measure(address: str, frames: int, frame: bytes) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3, help="alternate targets this many times; best round counts")
+    parser.add_argument("--rounds", type=int, default=5, help="alternate targets this many times; best round counts")
     args = parser.parse_args()
     frame = os.urandom(FRAME_BYTES)
-    results: dict[str, list[float]] = {"bare (sync server)": [], "bare (aio server)": [], "gateway": []}
-    with gateway_with("echo") as gw, bare_server() as bare, bare_server(aio=True) as bare_aio:
-        targets = {"bare (sync server)": bare, "bare (aio server)": bare_aio, "gateway": gw}
-        for _ in range(args.rounds):
-            for label, address in targets.items():
-                results[label].append(measure(address, args.frames, frame))
-    fps = {label: max(values) for label, values in results.items()}
-    baseline_label = max(("bare (sync server)", "bare (aio server)"), key=lambda k: fps[k])
+    with gateway_and_baselines("echo") as targets:
+        fps, baseline, ratio = compare(
+            targets, lambda address: measure(address, args.frames, frame), args.rounds, higher_is_better=True
+        )
     print(f"bidi Invokes, {FRAME_BYTES // 1024} KB frames, {args.frames} frames x {args.rounds} rounds (best round):")
     for label, value in fps.items():
         print(f"  {label:20s} {value:8.0f} frames/s  ({value * FRAME_BYTES / 1e6:6.1f} MB/s each way)")
-    ratio = fps["gateway"] / fps[baseline_label]
-    print(f"ratio gateway / {baseline_label}: {ratio:.2f}x  (target >= 0.7x, goal 0.9x)")
-
+    print(f"ratio gateway / {baseline}: {ratio:.2f}x  (target >= 0.7x, goal 0.9x)")
 
 if __name__ == "__main__":
     main()

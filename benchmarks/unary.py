@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from _harness import bare_server, gateway_with, percentile
+from _harness import compare, gateway_and_baselines, percentile
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 
@@ -36,23 +36,18 @@ def measure(address: str, calls: int, payload: bytes) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3, help="alternate targets this many times; best round counts")
+    parser.add_argument("--rounds", type=int, default=5, help="alternate targets this many times; best round counts")
     args = parser.parse_args()
     payload = b"x" * 100
-    results: dict[str, list[float]] = {"bare (sync server)": [], "bare (aio server)": [], "gateway": []}
-    with gateway_with("echo") as gw, bare_server() as bare, bare_server(aio=True) as bare_aio:
-        targets = {"bare (sync server)": bare, "bare (aio server)": bare_aio, "gateway": gw}
-        for _ in range(args.rounds):
-            for label, address in targets.items():
-                results[label].append(percentile(measure(address, args.calls, payload), 50))
-    p50 = {label: min(values) for label, values in results.items()}
-    baseline_label = min(("bare (sync server)", "bare (aio server)"), key=lambda k: p50[k])
+    with gateway_and_baselines("echo") as targets:
+        p50, baseline, ratio = compare(
+            targets, lambda address: percentile(measure(address, args.calls, payload), 50), args.rounds,
+            higher_is_better=False,
+        )
     print(f"unary Invoke, {len(payload)}-byte payload, {args.calls} calls x {args.rounds} rounds (best round p50):")
     for label, value in p50.items():
         print(f"  {label:20s} p50 {value * 1e6:8.1f} us")
-    ratio = p50["gateway"] / p50[baseline_label]
-    print(f"ratio gateway / {baseline_label}: {ratio:.2f}x  (target <= 1.5x, goal 1.3x)")
-
+    print(f"ratio gateway / {baseline}: {ratio:.2f}x  (target <= 1.5x, goal 1.3x)")
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 import grpc
 
@@ -99,7 +100,7 @@ class FunctionInfo:
     labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_pb(cls, fn: pb.Function) -> "FunctionInfo":
+    def from_pb(cls, fn: pb.Function) -> FunctionInfo:
         """Convert the wire message."""
         return cls(
             name=fn.Name, image=fn.Image, invocations=fn.InvocationCount, replicas=fn.Replicas,
@@ -178,7 +179,7 @@ class Client:
             response_deserializer=pb.Messages.FromString,
         )
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -340,9 +341,9 @@ _clients: dict[str, Client] = {}
 _clients_lock = threading.Lock()
 
 
-def default_client(address: str | None = None) -> Client:
-    """A shared Client for the resolved address."""
-    resolved = resolve_address(address)
+def default_client(address: str | None = None, config_gateway: str | None = None) -> Client:
+    """A shared Client for the resolved address (argument, $DCF_GATEWAY, a config's dcf.gateway, default)."""
+    resolved = resolve_address(address, config_gateway)
     with _clients_lock:
         client = _clients.get(resolved)
         if client is None:
@@ -361,8 +362,9 @@ def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None) -> I
 
 
 def deploy(folder: str | Path, name: str | None = None, *, gateway: str | None = None, **options: Any) -> str:
-    """Deploy a function folder (see Client.deploy)."""
-    return default_client(gateway).deploy(folder, name, **options)
+    """Deploy a function folder (see Client.deploy) to `gateway`, else $DCF_GATEWAY, else its config's dcf.gateway."""
+    config = load_config(folder)
+    return default_client(gateway, config.gateway).deploy_spec(config.function(name), **options)
 
 
 def list_functions(*, gateway: str | None = None) -> builtins.list[FunctionInfo]:

@@ -6,7 +6,8 @@ replies with the serialized protobuf the gateway sends on unchanged).
 
 Frame: ``<u32 payload length><u64 call id><u8 kind><u8 arg>`` then the payload.
 
-gateway -> worker: CALL (arg = reply form), CANCEL.
+gateway -> worker: CALL (arg = reply form; payload = the serialized
+pb.InvokeServiceRequest as the client sent it), CANCEL.
 worker -> gateway: REPLY (a serialized pb.Message / pb.Messages), ITEM (one
 pb.Messages of a streamed reply), END (stream done), ERROR (arg = gRPC status
 code, payload = UTF-8 message, NUL, traceback).
@@ -19,7 +20,7 @@ import itertools
 import socket
 import struct
 import threading
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 HEADER = struct.Struct("<IQBB")
 
@@ -49,7 +50,7 @@ class CallFailed(Exception):
         return self.message.encode("utf-8", "replace") + b"\0" + self.traceback.encode("utf-8", "replace")
 
     @classmethod
-    def decode(cls, code: int, payload: bytes) -> "CallFailed":
+    def decode(cls, code: int, payload: bytes) -> CallFailed:
         """Rebuild from an ERROR frame."""
         message, _, tb = payload.partition(b"\0")
         return cls(code, message.decode("utf-8", "replace"), tb.decode("utf-8", "replace"))
@@ -75,7 +76,7 @@ class AsyncLink(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
-    async def connect(cls, path: str, max_frame: int) -> "AsyncLink":
+    async def connect(cls, path: str, max_frame: int) -> AsyncLink:
         """Open a link to the worker listening on the Unix socket `path`."""
         loop = asyncio.get_running_loop()
         _, link = await loop.create_unix_connection(lambda: cls(max_frame), path)
@@ -198,7 +199,7 @@ class AsyncLink(asyncio.Protocol):
 
 # --- worker side -------------------------------------------------------------
 
-Emit = Callable[[int, int, bytes], None]  # (kind, arg, payload) for one call
+Emit = Callable[[int, int, Sequence[bytes]], None]  # (kind, arg, payload parts) for one call
 Dispatch = Callable[[int, bytes, Emit], None]  # (form, payload, emit)
 
 
@@ -209,14 +210,17 @@ class _FrameWriter:
         self._conn = conn
         self._lock = threading.Lock()
 
-    def write(self, call_id: int, kind: int, arg: int, payload: bytes) -> None:
-        header = HEADER.pack(len(payload), call_id, kind, arg)
+    def write(self, call_id: int, kind: int, arg: int, parts: Sequence[bytes]) -> None:
+        """One frame whose payload is `parts` joined; sent scatter-gather, parts are not copied."""
+        buffers = [HEADER.pack(sum(len(p) for p in parts), call_id, kind, arg), *parts]
         with self._lock:
-            sent = self._conn.sendmsg((header, payload))
-            total = len(header) + len(payload)
-            if sent < total:  # a large frame on a full socket buffer: send the rest
-                rest = (header + payload)[sent:] if sent < len(header) else memoryview(payload)[sent - len(header):]
-                self._conn.sendall(rest)
+            sent = self._conn.sendmsg(buffers)
+            for buffer in buffers:  # a large frame on a full socket buffer: send the rest
+                if sent >= len(buffer):
+                    sent -= len(buffer)
+                    continue
+                self._conn.sendall(memoryview(buffer)[sent:])
+                sent = 0
 
 
 class LinkServer:
@@ -308,8 +312,8 @@ class LinkServer:
                     self._cancelled.discard(call_id)
                     return
 
-        def emit(kind: int, arg: int, data: bytes) -> None:
-            writer.write(call_id, kind, arg, data)
+        def emit(kind: int, arg: int, parts: Sequence[bytes]) -> None:
+            writer.write(call_id, kind, arg, parts)
 
         try:
             self._dispatch(form, payload, emit)

@@ -35,7 +35,7 @@ class LocalRun:
         self.process: subprocess.Popen[bytes] | None = None
         self.client: Client | None = None
 
-    def __enter__(self) -> "LocalRun":
+    def __enter__(self) -> LocalRun:
         status_r, status_w = os.pipe()
         env = {**os.environ, **self.spec.environment, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         command = [

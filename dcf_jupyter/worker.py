@@ -22,7 +22,8 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import link
 from .handler import (
@@ -38,8 +39,8 @@ from .handler import (
     load_handler,
 )
 from .link import FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, CallFailed
-from .protocol import gateway_pb2 as pb
 from .settings import ENV_EXTRA_SITE, max_message_size
+from .wire import WireError, message_parts, messages_parts, parse_invoke_request
 
 TRACEBACK_KEY = "dcf-traceback-bin"
 ORIGIN_KEY = "dcf-origin"
@@ -50,7 +51,7 @@ def _log(message: str) -> None:
 
 
 class CallRunner:
-    """Runs the handler for one call and returns wire-ready (serialized protobuf) replies."""
+    """Runs the handler for one call; takes the serialized request and returns wire-ready reply parts."""
 
     def __init__(self, handler: HandlerCallable, service: str, concurrency: int = 1) -> None:
         self._handler = handler
@@ -58,26 +59,35 @@ class CallRunner:
         # The Handler instance is shared: at most `concurrency` calls run in it at once.
         self._gate = threading.BoundedSemaphore(concurrency)
 
-    def unary(self, form: int, data: bytes) -> bytes:
+    def _request(self, raw: bytes) -> Request:
+        try:
+            service, data = parse_invoke_request(raw)
+        except WireError as exc:
+            raise CallFailed(link.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
+        return Request(bytes(data), service or self.service)
+
+    def unary(self, form: int, raw: bytes) -> list[bytes]:
         """One call, one reply (a generator's items folded into it); raises CallFailed."""
+        request = self._request(raw)
         try:
             with self._gate:
-                result = self._handler(Request(data, self.service))
+                result = self._handler(request)
                 content_type, payload = collect_results(result) if is_stream(result) else encode_result(result)
         except (Exception, SystemExit) as exc:
             raise self._failure(exc) from None
         if form == FORM_MESSAGE:
-            return pb.Message(Msg=as_text(content_type, payload)).SerializeToString()
-        return pb.Messages(Output=payload, ContentType=content_type).SerializeToString()
+            return message_parts(as_text(content_type, payload))
+        return messages_parts(payload, content_type)
 
-    def stream(self, data: bytes) -> Iterator[bytes]:
+    def stream(self, raw: bytes) -> Iterator[list[bytes]]:
         """One call, a reply per generated item; raises CallFailed (possibly after some items)."""
+        request = self._request(raw)
         with self._gate:
             try:
-                result = self._handler(Request(data, self.service))
+                result = self._handler(request)
                 items = iter_results(result) if is_stream(result) else iter([encode_result(result)])
                 for content_type, payload in items:
-                    yield pb.Messages(Output=payload, ContentType=content_type).SerializeToString()
+                    yield messages_parts(payload, content_type)
             except (Exception, SystemExit) as exc:
                 raise self._failure(exc) from None
 
@@ -87,17 +97,17 @@ class CallRunner:
         code = link.INVALID_ARGUMENT if isinstance(exc, ValueError) else link.INTERNAL
         return CallFailed(code, f"{type(exc).__name__}: {exc}", tb)
 
-    def dispatch(self, form: int, data: bytes, emit: link.Emit) -> None:
+    def dispatch(self, form: int, raw: bytes, emit: link.Emit) -> None:
         """Serve one link call through `emit` (the link's dispatch callback)."""
         try:
             if form == FORM_STREAM:
-                for item in self.stream(data):
-                    emit(link.ITEM, 0, item)
-                emit(link.END, 0, b"")
+                for parts in self.stream(raw):
+                    emit(link.ITEM, 0, parts)
+                emit(link.END, 0, ())
             else:
-                emit(link.REPLY, 0, self.unary(form, data))
+                emit(link.REPLY, 0, self.unary(form, raw))
         except CallFailed as failure:
-            emit(link.ERROR, failure.code, failure.encode())
+            emit(link.ERROR, failure.code, (failure.encode(),))
 
 
 # --- gRPC face (containers, `dcf function run`, DCF clients talking to a worker) ---
@@ -107,36 +117,39 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
     """A started grpc.Server answering pb.Gateway's invoke RPCs with `runner`; returns (server, port)."""
     import grpc
 
+    from .protocol import gateway_pb2 as pb
     from .settings import grpc_options
 
     codes = {code.value[0]: code for code in grpc.StatusCode}
 
-    def abort(context: grpc.ServicerContext, failure: CallFailed) -> None:
+    def abort(context: grpc.ServicerContext, failure: CallFailed) -> NoReturn:
         context.set_trailing_metadata(
             ((TRACEBACK_KEY, failure.traceback.encode("utf-8")), (ORIGIN_KEY, "function"))
         )
         context.abort(codes.get(failure.code, grpc.StatusCode.INTERNAL), failure.message)
+        raise AssertionError("context.abort raises")  # for type checkers: abort never returns
 
+    # Requests arrive and replies leave as bytes: the runner parses and encodes.
     def unary(form: int) -> Any:
-        def handle(request: pb.InvokeServiceRequest, context: grpc.ServicerContext) -> bytes:
+        def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
             try:
-                return runner.unary(form, request.Input)
+                return b"".join(runner.unary(form, raw))
             except CallFailed as failure:
                 abort(context, failure)
-                raise AssertionError("unreachable")
 
         return handle
 
-    def invoke_stream(request: pb.InvokeServiceRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def invoke_stream(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
-            yield from runner.stream(request.Input)
+            for parts in runner.stream(raw):
+                yield b"".join(parts)
         except CallFailed as failure:
             abort(context, failure)
 
-    def invokes(requests: Iterator[pb.InvokeServiceRequest], context: grpc.ServicerContext) -> Iterator[bytes]:
-        for request in requests:
+    def invokes(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for raw in requests:
             try:
-                yield runner.unary(FORM_MESSAGES, request.Input)
+                yield b"".join(runner.unary(FORM_MESSAGES, raw))
             except CallFailed as failure:
                 abort(context, failure)
 
@@ -146,7 +159,7 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
     def info(request: pb.Empty, context: grpc.ServicerContext) -> pb.Message:
         return pb.Message(Msg=json.dumps({"worker": runner.service, "pid": os.getpid()}))
 
-    req = pb.InvokeServiceRequest.FromString
+    req = None  # raw bytes
     empty = pb.Empty.FromString
     reply = pb.Message.SerializeToString
     handlers = grpc.method_handlers_generic_handler(

@@ -266,3 +266,19 @@ def test_health_and_info(gateway, stub) -> None:
     assert stub.HealthCheck(pb.Empty()).Msg == "OK"
     info = gateway.client.info()
     assert info["address"] == gateway.address and info["functions"] >= 2
+
+
+def test_module_level_api_resolves_the_address_like_the_cli(gateway, make_function, monkeypatch) -> None:
+    from dcf_jupyter import client as api
+
+    folder = make_function("via-config", "class Handler:\n    def __call__(self, req):\n        return 'cfg'\n")
+    config = folder / "config.yaml"
+    config.write_text(config.read_text() + f"dcf:\n  gateway: {gateway.address}\n")
+    assert api.deploy(folder).startswith("Deployed: via-config")  # found through dcf.gateway
+    monkeypatch.setenv("DCF_GATEWAY", gateway.address)
+    assert api.call("via-config") == "cfg"
+    assert "via-config" in {f.name for f in api.list_functions()}
+    assert api.list is api.list_functions
+    assert list(api.stream("echo", [b"a", b"b"])) == [b"a", b"b"]
+    assert "ready" in api.logs("via-config")
+    assert api.delete("via-config") == "Deleted: via-config"

@@ -107,7 +107,7 @@ def test_generators_stream_and_fold() -> None:
 
 
 def test_dcf_string_replies_base64_binary_that_is_not_utf8() -> None:
-    assert as_text(TEXT, "ok".encode()) == "ok"
+    assert as_text(TEXT, b"ok") == "ok"
     assert as_text(BINARY, b"plain") == "plain"
     assert as_text(BINARY, b"\x89PNG\r\n") == "iVBORw0K"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Protocol
+from typing import Protocol
+from collections.abc import AsyncIterator
 
 from ..spec import Resources
 
@@ -29,7 +30,7 @@ class WorkerLink(Protocol):
     @property
     def is_open(self) -> bool: ...
 
-    def submit(self, form: int, payload: bytes) -> tuple[int, "object"]: ...
+    def submit(self, form: int, payload: bytes) -> tuple[int, object]: ...
 
     def cancel(self, call_id: int) -> None: ...
 
@@ -96,5 +97,5 @@ class Backend(abc.ABC):
     def create(self, spec: DeploymentSpec) -> Deployment:
         """A not-yet-started deployment of `spec`."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release what the backend holds (deployments are stopped by the gateway first)."""

@@ -89,7 +89,7 @@ class LocalBackend(Backend):
         self.python = python
         self._install_locks: dict[str, asyncio.Lock] = {}
 
-    def create(self, spec: DeploymentSpec) -> "LocalDeployment":
+    def create(self, spec: DeploymentSpec) -> LocalDeployment:
         return LocalDeployment(self, spec)
 
     async def prepare_requirements(self, spec: DeploymentSpec) -> Path | None:

@@ -214,7 +214,7 @@ def list_(state: CliState, as_json: bool) -> None:
                      f"{f.available_replicas}/{f.replicas}", f.status, f.backend, f.annotations.get("dcf.desc", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if not functions:
         click.echo("(no functions deployed; `dcf function deploy -f config.yaml` deploys one)")
 

@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
+from collections.abc import Callable, Coroutine
 
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size
 from .app import GatewayOptions, GatewayStartError, run_gateway
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--max-message-size", type=int, default=max_message_size())
     parser.add_argument("--backend", default="local", help="default backend for deploys that name none")
+    parser.add_argument("--stream-window", type=int, default=32,
+                        help="calls in flight per Invokes stream before the gateway stops reading it")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="event loop: uvloop (faster hops) when installed, else asyncio")
     args = parser.parse_args(argv)
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         max_message=args.max_message_size,
         default_backend=args.backend,
+        stream_window=args.stream_window,
     )
     try:
         run_event_loop(run_gateway(options), args.loop)

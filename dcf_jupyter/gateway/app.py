@@ -45,6 +45,7 @@ class GatewayOptions:
     max_message: int = 64 * 1024 * 1024
     default_backend: str = "local"
     ready_timeout: float = 30.0
+    stream_window: int = 32
 
 
 def format_address(host: str, port: int) -> str:
@@ -87,6 +88,7 @@ async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] |
         default_backend=options.default_backend,
         max_message=options.max_message,
         ready_timeout=options.ready_timeout,
+        stream_window=options.stream_window,
     )
     server = grpc.aio.server(options=grpc_options(options.max_message))
     server.add_generic_rpc_handlers((gateway.rpc_handlers(),))

@@ -40,7 +40,7 @@ class FunctionRecord:
         return Resources(**{k: self.limits.get(k, "") for k in ("memory", "cpu", "gpu")})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FunctionRecord":
+    def from_dict(cls, data: dict[str, Any]) -> FunctionRecord:
         """Rebuild from registry.json, ignoring fields this version does not know."""
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -16,7 +16,8 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -29,6 +30,7 @@ from ..protocol import SERVICE
 from ..protocol import gateway_pb2 as pb
 from ..source import unpack_source
 from ..spec import MAX_REPLICAS, load_config, validate_name
+from ..wire import WireError, parse_invoke_request
 from ..worker import ORIGIN_KEY, TRACEBACK_KEY
 from .registry import FunctionRecord, Registry
 
@@ -50,7 +52,7 @@ class Abort(Exception):
         self.origin = origin
 
     @classmethod
-    def from_call(cls, failure: CallFailed) -> "Abort":
+    def from_call(cls, failure: CallFailed) -> Abort:
         return cls(_CODES.get(failure.code, grpc.StatusCode.INTERNAL), failure.message,
                    traceback=failure.traceback, origin="function")
 
@@ -68,7 +70,7 @@ def _unexpected(exc: BaseException) -> Abort:
 
 def _unary(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
-    async def wrapper(self: "Gateway", request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: Gateway, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
         except Abort as abort:
@@ -84,7 +86,7 @@ def _unary(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
 
 def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(method)
-    async def wrapper(self: "Gateway", request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def wrapper(self: Gateway, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             async for item in method(self, request, context):
                 yield item
@@ -220,34 +222,34 @@ class Gateway:
         except NoReplica as exc:
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
 
-    async def _call(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext, form: int) -> bytes:
-        record, deployment = self._route(request.Service)
+    async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
+        record, deployment = self._route(_service_of(raw))
         link = await self._pick(record, deployment, context)
         self.registry.count(record)
         try:
-            return await link.call(form, request.Input)
+            return await link.call(form, raw)
         except CallFailed as failure:
             raise Abort.from_call(failure) from None
         except LinkClosed as exc:
             raise _link_lost(record.name, exc) from None
 
-    # --- invoke RPCs (replies are worker-serialized bytes) ---------------------
+    # --- invoke RPCs: requests and replies pass through as bytes --------------
 
     @_unary
-    async def Invoke(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._call(request, context, FORM_MESSAGE)
+    async def Invoke(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(raw, context, FORM_MESSAGE)
 
     @_unary
-    async def InvokeBytes(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._call(request, context, FORM_MESSAGES)
+    async def InvokeBytes(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(raw, context, FORM_MESSAGES)
 
     @_streaming
-    async def InvokeStream(self, request: pb.InvokeServiceRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        record, deployment = self._route(request.Service)
+    async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        record, deployment = self._route(_service_of(raw))
         link = await self._pick(record, deployment, context)
         self.registry.count(record)
         try:
-            async for item in link.stream(request.Input):
+            async for item in link.stream(raw):
                 yield item
         except CallFailed as failure:
             raise Abort.from_call(failure) from None
@@ -255,9 +257,7 @@ class Gateway:
             raise _link_lost(record.name, exc) from None
 
     @_streaming
-    async def Invokes(
-        self, requests: AsyncIterator[pb.InvokeServiceRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    async def Invokes(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """Bidi stream: each request is one call, replies in request order.
 
         The stream is bound to the function (and replica) named by its first
@@ -270,16 +270,17 @@ class Gateway:
 
         async def pump() -> None:
             try:
-                async for request in requests:
+                async for raw in requests:
+                    service = _service_of(raw)
                     if not bound:
-                        record, deployment = self._route(request.Service)
+                        record, deployment = self._route(service)
                         bound.extend((record, await self._pick(record, deployment, context)))
                     record, link = bound
-                    if request.Service and request.Service != record.name:
+                    if service and service != record.name:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"this stream calls {record.name!r}; open another stream for {request.Service!r}")
+                                    f"this stream calls {record.name!r}; open another stream for {service!r}")
                     self.registry.count(record)
-                    await window.put(link.submit(FORM_MESSAGES, request.Input))
+                    await window.put(link.submit(FORM_MESSAGES, raw))
                 await window.put(None)
             except asyncio.CancelledError:
                 raise
@@ -494,7 +495,7 @@ class Gateway:
 
     def rpc_handlers(self) -> grpc.GenericRpcHandler:
         """The generic handler serving pb.Gateway; invoke replies are passed through unserialized."""
-        req = pb.InvokeServiceRequest.FromString
+        req = None  # invoke requests stay serialized: only their Service field is read here
 
         def unary(fn: Any, deserializer: Any, serializer: Any = None) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(fn, deserializer, serializer)
@@ -518,6 +519,14 @@ class Gateway:
                 "HealthCheck": unary(self.HealthCheck, pb.Empty.FromString, message),
             },
         )
+
+
+def _service_of(raw: bytes) -> str:
+    """The function an InvokeServiceRequest names, without copying its Input."""
+    try:
+        return parse_invoke_request(raw)[0]
+    except WireError as exc:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
 
 
 def _valid_name(name: str) -> str:

@@ -1,0 +1,98 @@
+"""Just enough of the protobuf wire format for the hot path: read a request's Service, write replies.
+
+The gateway forwards InvokeServiceRequest bytes to workers untouched and only
+needs the function name; workers build Message / Messages replies as a few
+byte strings around the payload, sent scatter-gather (no copy of the payload
+in user space). Everything else uses the generated classes.
+"""
+
+from __future__ import annotations
+
+_SERVICE, _INPUT = 1, 2  # InvokeServiceRequest field numbers
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+class WireError(ValueError):
+    """Bytes that are not a well-formed protobuf message."""
+
+
+def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise WireError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise WireError("varint too long")
+
+
+def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
+    """(Service, Input) of a serialized InvokeServiceRequest; Input is a view into `data` (no copy).
+
+    Follows protobuf rules: any field order, last value wins, unknown fields skipped.
+    """
+    view = memoryview(data)
+    service = b""
+    payload = view[0:0]
+    pos, end = 0, len(view)
+    while pos < end:
+        key, pos = _varint(view, pos)
+        number, kind = key >> 3, key & 7
+        if kind == _LEN:
+            length, pos = _varint(view, pos)
+            if pos + length > end:
+                raise WireError("truncated field")
+            if number == _SERVICE:
+                service = bytes(view[pos:pos + length])
+            elif number == _INPUT:
+                payload = view[pos:pos + length]
+            pos += length
+        elif kind == _VARINT:
+            _, pos = _varint(view, pos)
+        elif kind == _I64:
+            pos += 8
+        elif kind == _I32:
+            pos += 4
+        else:
+            raise WireError(f"unsupported wire type {kind}")
+        if pos > end:
+            raise WireError("truncated field")
+    try:
+        return service.decode("utf-8"), payload
+    except UnicodeDecodeError:
+        raise WireError("Service is not UTF-8") from None
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_field(number: int, length: int) -> bytes:
+    return _encode_varint((number << 3) | _LEN) + _encode_varint(length)
+
+
+def message_parts(text: str) -> list[bytes]:
+    """pb.Message{Msg: text}, serialized, as parts to send in order."""
+    data = text.encode("utf-8")
+    return [_len_field(1, len(data)), data] if data else []
+
+
+def messages_parts(output: bytes, content_type: str) -> list[bytes]:
+    """pb.Messages{Output, ContentType}, serialized, as parts to send in order (the output is not copied)."""
+    parts: list[bytes] = []
+    if output:
+        parts += [_len_field(1, len(output)), output]
+    if content_type:
+        ctype = content_type.encode("utf-8")
+        parts += [_len_field(2, len(ctype)), ctype]
+    return parts
