@@ -122,7 +122,7 @@ def to_bytes(data: Any) -> bytes:
     return json.dumps(data).encode("utf-8")
 
 
-def _error(exc: grpc.RpcError, address: str, subject: str = "") -> DcfError:
+def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = "") -> DcfError:
     """The DcfError for a failed RPC."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or str(code)
@@ -132,7 +132,7 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "") -> DcfError:
     if isinstance(remote_tb, bytes):
         remote_tb = remote_tb.decode("utf-8", "replace")
     if origin == "function" or code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return FunctionError(details, code=code.name, remote_traceback=remote_tb)
+        return FunctionError(details, code=code.name, remote_traceback=remote_tb, function=function)
     if code == grpc.StatusCode.UNAVAILABLE and not origin:
         return GatewayUnavailable(
             f"no DCF gateway answers at {address} ({details}); start one with `dcf gateway start --detach` "
@@ -153,7 +153,7 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "") -> DcfError:
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return DcfError(f"the gateway at {address} does not implement {subject or 'this call'} "
                         f"(an original DCF gateway?): {details}")
-    return FunctionError(details, code=code.name, remote_traceback=remote_tb) if origin else DcfError(
+    return FunctionError(details, code=code.name, remote_traceback=remote_tb, function=function) if origin else DcfError(
         f"{subject or 'the call'} failed: {code.name}: {details}")
 
 
@@ -204,7 +204,7 @@ class Client:
         try:
             reply = self._raw_invoke(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"calling {name!r}") from None
+            raise _error(exc, self.address, f"calling {name!r}", name) from None
         return Reply(reply.Output, reply.ContentType or BINARY)
 
     def call(self, name: str, data: Any = b"", *, timeout: float | None = None) -> bytes | str:
@@ -218,7 +218,7 @@ class Client:
                 pb.InvokeServiceRequest(Service=name, Input=to_bytes(data)), timeout=timeout, metadata=self._metadata
             ).Msg
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"calling {name!r}") from None
+            raise _error(exc, self.address, f"calling {name!r}", name) from None
 
     def stream(self, name: str, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
         """Bidirectional stream (DCF's Invokes): one reply per input, in order, as they arrive."""
@@ -232,7 +232,7 @@ class Client:
             for reply in replies:
                 yield reply.Output
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"streaming to {name!r}") from None
+            raise _error(exc, self.address, f"streaming to {name!r}", name) from None
         finally:
             replies.cancel()
 
@@ -245,7 +245,7 @@ class Client:
             for reply in replies:
                 yield Reply(reply.Output, reply.ContentType or BINARY)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"calling {name!r}") from None
+            raise _error(exc, self.address, f"calling {name!r}", name) from None
         finally:
             replies.cancel()
 

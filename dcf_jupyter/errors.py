@@ -43,10 +43,11 @@ class FunctionError(DcfError):
     worker sent one.
     """
 
-    def __init__(self, message: str, *, code: str = "INTERNAL", remote_traceback: str = "") -> None:
+    def __init__(self, message: str, *, code: str = "INTERNAL", remote_traceback: str = "", function: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.remote_traceback = remote_traceback
+        self.function = function
 
 
 class Unauthenticated(DcfError):

@@ -37,12 +37,17 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def check_handler_source(source: str, filename: str, class_name: str) -> None:
-    """ConfigError if `source` does not parse or defines no `class_name` at top level (nothing is executed)."""
+def check_handler_source(source: str, filename: str, class_name: str, *, line_offset: int = 0) -> None:
+    """ConfigError if `source` does not parse or defines no `class_name` at top level (nothing is executed).
+
+    Line numbers in the message are shifted by `line_offset` (a cell's magic line comes before the source).
+    """
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
-        raise ConfigError(f"{filename}, line {exc.lineno}: syntax error: {exc.msg}") from None
+        line = (exc.lineno or 0) + line_offset
+        shown = f"\n    {exc.text.rstrip()}" if exc.text and exc.text.strip() else ""
+        raise ConfigError(f"{filename}, line {line}: syntax error: {exc.msg}{shown}") from None
     if class_name not in _top_level_names(tree):
         raise ConfigError(f"{filename} defines no {class_name!r}; write `class {class_name}:` with a __call__(self, req)")
 

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="local", help="default backend for deploys that name none")
     parser.add_argument("--stream-window", type=int, default=32,
                         help="calls in flight per Invokes stream before the gateway stops reading it")
+    parser.add_argument("--lifeline-fd", type=int, default=None,
+                        help="stop when this inherited fd reaches EOF (the process that started us is gone)")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="event loop: uvloop (faster hops) when installed, else asyncio")
     args = parser.parse_args(argv)
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         max_message=args.max_message_size,
         default_backend=args.backend,
         stream_window=args.stream_window,
+        lifeline_fd=args.lifeline_fd,
     )
     try:
         run_event_loop(run_gateway(options), args.loop)

@@ -46,6 +46,7 @@ class GatewayOptions:
     default_backend: str = "local"
     ready_timeout: float = 30.0
     stream_window: int = 32
+    lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
 
 
 def format_address(host: str, port: int) -> str:
@@ -73,6 +74,25 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
             "stop it with `dcf gateway stop` or pass another --state-dir"
         ) from None
     return handle
+
+
+def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    """Set `stop` when the other end of the pipe `fd` closes."""
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            log.info("the process that started this gateway is gone")
+            stop.set()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
 
 
 async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] | None = None) -> None:
@@ -119,6 +139,8 @@ async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] |
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        if options.lifeline_fd is not None:
+            _watch_lifeline(loop, options.lifeline_fd, stop)
 
         async def flush_counters() -> None:
             while True:

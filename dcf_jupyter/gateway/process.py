@@ -53,35 +53,56 @@ def gateway_command(state_dir: Path, host: str, port: int, extra: list[str] | No
             "--state-dir", str(state_dir), *(extra or [])]
 
 
-def start_detached(
-    state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, timeout: float = 30.0,
-    new_session: bool = True,
-) -> tuple[RunningGateway, subprocess.Popen[bytes]]:
-    """Start a gateway in the background (output in state_dir/gateway.log) and wait until it answers."""
+class PendingGateway:
+    """A gateway process that was spawned and may not be listening yet."""
+
+    def __init__(self, process: subprocess.Popen[bytes], state_dir: Path) -> None:
+        self.process = process
+        self.state_dir = state_dir
+
+    def wait(self, timeout: float = 30.0) -> RunningGateway:
+        """Block until the gateway listens (it writes gateway.json) and return it; GatewayStartError otherwise."""
+        log_path = self.state_dir / GATEWAY_LOG
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                tail = tail_text(log_path, 5).strip()
+                last = tail.splitlines()[-1] if tail else "no output"
+                raise GatewayStartError(f"the gateway exited with code {code} while starting: {last}")
+            info = read_gateway_file(self.state_dir)
+            if info and int(info.get("pid", 0) or 0) == self.process.pid:
+                return RunningGateway(pid=self.process.pid, address=str(info["address"]), state_dir=self.state_dir)
+            time.sleep(0.02)
+        self.process.terminate()
+        raise GatewayStartError(f"the gateway did not start within {timeout:g}s; see {log_path}")
+
+
+def spawn_gateway(
+    state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, new_session: bool = True,
+    pass_fds: tuple[int, ...] = (),
+) -> PendingGateway:
+    """Start a gateway process (output in state_dir/gateway.log) without waiting for it."""
     state_dir = state_dir.expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     running = find_gateway(state_dir)
     if running is not None:
         raise GatewayStartError(f"a gateway (pid {running.pid}) already serves {state_dir} at {running.address}")
-    log_path = state_dir / GATEWAY_LOG
-    with open(log_path, "ab") as log:
+    with open(state_dir / GATEWAY_LOG, "ab") as log:
         process = subprocess.Popen(
             gateway_command(state_dir, host, port, extra),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=new_session, close_fds=True,
+            start_new_session=new_session, close_fds=True, pass_fds=pass_fds,
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            tail = tail_text(log_path, 5).strip()
-            raise GatewayStartError(f"the gateway exited with code {code} while starting: {tail.splitlines()[-1] if tail else 'no output'}")
-        info = read_gateway_file(state_dir)
-        if info and int(info.get("pid", 0) or 0) == process.pid:
-            return RunningGateway(pid=process.pid, address=str(info["address"]), state_dir=state_dir), process
-        time.sleep(0.05)
-    process.terminate()
-    raise GatewayStartError(f"the gateway did not start within {timeout:g}s; see {log_path}")
+    return PendingGateway(process, state_dir)
+
+
+def start_detached(
+    state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, timeout: float = 30.0,
+) -> tuple[RunningGateway, subprocess.Popen[bytes]]:
+    """Start a gateway in the background and wait until it listens."""
+    pending = spawn_gateway(state_dir, host, port, extra=extra)
+    return pending.wait(timeout), pending.process
 
 
 def stop_gateway(state_dir: Path, timeout: float = 15.0) -> RunningGateway | None:

@@ -1,0 +1,244 @@
+"""IPython magics: `%%dcf_function NAME` turns a cell's Handler into a running function; `%dcf ...` manages them.
+
+Thin on purpose: arguments are parsed here, the session does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import shlex
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Unicode
+
+from .client import FunctionInfo
+from .errors import ConfigError, DcfError, FunctionError, InvalidName
+from .proxy import LogText, python_name
+from .session import DEFAULT_WORKSPACE, Session, set_default_session
+
+CELL_LINE_OFFSET = 1  # the %%dcf_function line comes before the handler's first line
+
+
+class FunctionTable:
+    """`%dcf list`: an HTML table in notebooks, aligned text elsewhere."""
+
+    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "Image")
+
+    def __init__(self, functions: list[FunctionInfo]) -> None:
+        self.rows = [(f.name, f.status, f"{f.available_replicas}/{f.replicas}", str(f.invocations), f.backend,
+                      f.image or "-") for f in functions]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if self.rows else \
+            "<i>No functions deployed.</i>"
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "No functions deployed."
+        table = [self.COLUMNS, *self.rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(self.COLUMNS))]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        raise UsageError(message or self.format_usage())
+
+
+def _dcf_parser() -> _Parser:
+    parser = _Parser(prog="%dcf", add_help=False, description="Manage DCF functions from the notebook.")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    call = commands.add_parser("call", help="call a function: %%dcf call NAME [DATA | --file PATH]")
+    call.add_argument("name")
+    call.add_argument("data", nargs="*", help="request text (default: empty)")
+    call.add_argument("--file", "-f", type=Path, help="send this file's bytes")
+    call.add_argument("--timeout", type=float)
+    commands.add_parser("list", help="deployed functions")
+    logs = commands.add_parser("logs", help="a function's recent log: %%dcf logs NAME [--lines N]")
+    logs.add_argument("name")
+    logs.add_argument("--lines", "-n", type=int, default=200)
+    delete = commands.add_parser("delete", help="stop and remove a function: %%dcf delete NAME")
+    delete.add_argument("name")
+    scale = commands.add_parser("scale", help="run N replicas: %%dcf scale NAME N")
+    scale.add_argument("name")
+    scale.add_argument("replicas", type=int)
+    commands.add_parser("status", help="which gateway this notebook uses")
+    gateway = commands.add_parser("gateway", help="use another gateway: %%dcf gateway HOST:PORT")
+    gateway.add_argument("address", nargs="?")
+    return parser
+
+
+@magics_class
+class DcfMagics(Magics):
+    """`%%dcf_function` and `%dcf`."""
+
+    workspace = Unicode(DEFAULT_WORKSPACE, help="folder where %%dcf_function writes function folders").tag(config=True)
+    gateway = Unicode("", help="gateway address (default: $DCF_GATEWAY, else 127.0.0.1:32222, "
+                               "else an embedded gateway started for the kernel)").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.session = Session(self.workspace, self.gateway or None)
+        set_default_session(self.session)
+        self.observe(self._settings_changed, names=["workspace", "gateway"])
+
+    def _settings_changed(self, change: dict[str, Any]) -> None:
+        if change["name"] == "workspace":
+            self.session.workspace = Path(change["new"])
+        elif change["new"]:
+            self.session.connect(change["new"])
+
+    @magic_arguments()
+    @argument("name", help="function name: lowercase letters, digits and '-' (bound as a Python name, - -> _)")
+    @argument("--gpu", type=int, default=None, help="GPUs to give it (builds into a CUDA image with --backend docker)")
+    @argument("--memory", default=None, help="memory limit, e.g. 2G")
+    @argument("--cpu", default=None, help="CPU limit, e.g. 1 or 500m")
+    @argument("--requirements", nargs="+", default=[], metavar="PKG", help="pip requirements for its requirements.txt")
+    @argument("--runtime", default=None, help="python (default), python-gpu or tensorflow-gpu")
+    @argument("--backend", default=None, help="where it runs (default: the gateway's, local)")
+    @argument("--replicas", type=int, default=None, help="worker replicas (default 1)")
+    @argument("--no-deploy", action="store_true", help="only write the function folder")
+    @cell_magic
+    def dcf_function(self, line: str, cell: str) -> None:
+        """Turn this cell's `class Handler` into a DCF function: write its folder, deploy it, bind NAME.
+
+        The folder (workspace/NAME with config.yaml, src/handler.py and requirements.txt) is a
+        real DCF function: `dcf function build/deploy -f` work on it. Running the cell again
+        redeploys in place. The cell is the worker's handler.py, as written (no IPython syntax).
+        """
+        args = parse_argstring(self.dcf_function, line)
+        try:
+            proxy = self.session.define(
+                args.name, cell, gpu=args.gpu, memory=args.memory, cpu=args.cpu, requirements=args.requirements,
+                runtime=args.runtime, backend=args.backend, replicas=args.replicas, deploy=not args.no_deploy,
+                line_offset=CELL_LINE_OFFSET, where=f"%%dcf_function {args.name} cell",
+            )
+        except (InvalidName, ConfigError) as exc:
+            raise UsageError(str(exc)) from None
+        self.shell.user_ns[python_name(args.name)] = proxy
+
+    @line_magic
+    def dcf(self, line: str) -> Any:
+        """Manage DCF functions: %dcf call|list|logs|delete|scale|status|gateway ... (%dcf? lists them)."""
+        parser = _dcf_parser()
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%dcf: {exc}") from None
+        if not words:
+            raise UsageError(parser.format_help())
+        args = parser.parse_args(words)
+        command = args.command
+        client = self.session.client
+        if command == "call":
+            from .display import as_result
+
+            if args.file is not None:
+                try:
+                    data: bytes = args.file.read_bytes()
+                except OSError as exc:
+                    raise UsageError(f"%dcf call: cannot read {args.file}: {exc.strerror}") from None
+            else:
+                data = " ".join(args.data).encode("utf-8")
+            return as_result(client().call_reply(args.name, data, timeout=args.timeout), request=data)
+        if command == "list":
+            return FunctionTable(client().list())
+        if command == "logs":
+            return LogText(client().logs(args.name, args.lines))
+        if command == "delete":
+            print(client().delete(args.name))
+            self.session.functions.pop(args.name, None)
+            return None
+        if command == "scale":
+            print(client().scale(args.name, args.replicas))
+            return None
+        if command == "status":
+            status = self.session.status()
+            kind = "embedded gateway (stops with the kernel)" if status["embedded"] else "gateway"
+            print(f"{kind} at {status['address']}, version {status['version']}, "
+                  f"{status['functions']} function(s), backends: {', '.join(status['backends'] or [])}")
+            print(f"workspace: {status['workspace']}")
+            return None
+        if command == "gateway":
+            if args.address is None:
+                print(self.session.address or "not connected yet (the first call connects)")
+            else:
+                print(f"Using the gateway at {self.session.connect(args.address)}.")
+            return None
+        raise UsageError(parser.format_help())
+
+    dcf.__doc__ = (dcf.__doc__ or "") + "\n\n" + _dcf_parser().format_help()
+
+
+# --- errors ------------------------------------------------------------------------
+
+_HANDLER_LINE = re.compile(r'File "[^"]*src/handler\.py", line (\d+)')
+
+
+def cell_traceback(text: str, function: str, line_offset: int) -> str:
+    """A worker's traceback with handler.py lines renamed to the lines of the cell they came from."""
+    def rename(match: re.Match[str]) -> str:
+        return f'File "<%%dcf_function {function} cell>", line {int(match.group(1)) + line_offset}'
+
+    return _HANDLER_LINE.sub(rename, text)
+
+
+def _show_dcf_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+    """DcfErrors are ours to explain: one sentence, plus the function's own traceback when it raised."""
+    out = sys.stderr
+    if isinstance(value, FunctionError):
+        remote = value.remote_traceback
+        magics = shell.magics_manager.registry.get("DcfMagics")
+        proxy = magics.session.functions.get(value.function) if magics is not None else None
+        if remote and proxy is not None:
+            remote = cell_traceback(remote, value.function, proxy.line_offset)
+        if remote:
+            print(f"Traceback from the function {value.function!r} (most recent call last):", file=out)
+            print(remote.split("Traceback (most recent call last):\n", 1)[-1].rstrip(), file=out)
+        print(f"FunctionError [{value.code}]: {value}", file=out)
+        return None
+    remote = getattr(value, "remote_traceback", "")
+    if remote:
+        print(remote.rstrip(), file=out)
+    print(f"{etype.__name__}: {value}", file=out)
+    return None
+
+
+def load(shell: Any) -> DcfMagics:
+    """Register the magics and error display on `shell`, and warm up a gateway in the background."""
+    existing = shell.magics_manager.registry.get("DcfMagics")
+    if existing is not None:
+        return existing  # loading twice is harmless
+    magics = DcfMagics(shell)
+    shell.register_magics(magics)
+    if not shell.custom_exceptions:  # never displace another extension's handler
+        shell.set_custom_exc((DcfError,), _show_dcf_error)
+    threading.Thread(target=_quiet_warm_up, args=(magics.session,), name="dcf-warm-up", daemon=True).start()
+    return magics
+
+
+def _quiet_warm_up(session: Session) -> None:
+    try:
+        session.warm_up()
+    except Exception:  # noqa: BLE001 - the first magic reports any real problem
+        pass
+
+
+def unload(shell: Any) -> None:
+    """Stop the embedded gateway, if one was started."""
+    magics = shell.magics_manager.registry.get("DcfMagics")
+    if magics is not None:
+        magics.session.close()

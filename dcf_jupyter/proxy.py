@@ -1,0 +1,81 @@
+"""FunctionProxy: a deployed function as a Python callable, `hello_dcf(b"hi")`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .client import FunctionInfo, Reply
+from .display import as_result
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class LogText(str):
+    """Log text that prints as itself (not as a quoted repr) when it is a cell's result."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self) if self else "(empty log)")
+
+
+def python_name(function_name: str) -> str:
+    """The variable a function is bound to: hyphens become underscores ('hello-dcf' -> 'hello_dcf')."""
+    name = function_name.replace("-", "_")
+    return name if name.isidentifier() else f"fn_{name}"
+
+
+class FunctionProxy:
+    """Calls, streams to and manages one function through its session's gateway."""
+
+    def __init__(self, session: Session, name: str, folder: Path | None = None, line_offset: int = 0) -> None:
+        self.session = session
+        self.name = name
+        self.folder = folder
+        # Handler line N is line N + line_offset of the cell it came from (for readable tracebacks).
+        self.line_offset = line_offset
+
+    def __call__(self, data: Any = b"", *, timeout: float | None = None) -> Any:
+        """Call the function once; the reply as text, bytes or parsed JSON, displayed richly in notebooks."""
+        return as_result(self.reply(data, timeout=timeout), request=data)
+
+    def reply(self, data: Any = b"", *, timeout: float | None = None) -> Reply:
+        """Call once and return the raw Reply (bytes and content type)."""
+        return self.session.client().call_reply(self.name, data, timeout=timeout)
+
+    def stream(self, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
+        """Stream inputs through the function (DCF's Invokes): one reply per input, in order."""
+        return self.session.client().stream(self.name, inputs, timeout=timeout)
+
+    def call_stream(self, data: Any = b"", *, timeout: float | None = None) -> Iterator[Any]:
+        """One call whose handler yields several replies (server streaming)."""
+        for reply in self.session.client().call_stream(self.name, data, timeout=timeout):
+            yield as_result(reply, request=data)
+
+    def logs(self, lines: int = 200) -> LogText:
+        """The function's recent log (its workers' output and handler tracebacks)."""
+        return LogText(self.session.client().logs(self.name, lines))
+
+    def scale(self, replicas: int) -> str:
+        """Run `replicas` replicas."""
+        return self.session.client().scale(self.name, replicas)
+
+    def delete(self) -> str:
+        """Stop and remove the function from the gateway (its folder stays)."""
+        return self.session.client().delete(self.name)
+
+    def deploy(self) -> str:
+        """Deploy (or update) the function from its folder."""
+        if self.folder is None:
+            raise ValueError(f"{self.name} has no folder to deploy from")
+        return self.session.client().deploy(self.folder)
+
+    @property
+    def info(self) -> FunctionInfo:
+        """Status, replicas and invocation count as the gateway reports them."""
+        return self.session.client().get(self.name)
+
+    def __repr__(self) -> str:
+        where = f" from {self.folder}" if self.folder else ""
+        return f"<DCF function {self.name!r}{where}: call {python_name(self.name)}(data)>"

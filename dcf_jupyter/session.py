@@ -1,0 +1,270 @@
+"""A notebook session: the gateway it talks to (an embedded one if none answers), its workspace, its functions.
+
+The magics and `dcf_jupyter.function()` share one session per kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import linecache
+import textwrap
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .build.check import check_handler_source
+from .client import Client
+from .embedded import EmbeddedGateway
+from .errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
+from .progress import Progress, make_progress
+from .proxy import FunctionProxy, python_name
+from .runtimes import canonical_runtime
+from .scaffold import new_spec, template_text
+from .settings import ENV_GATEWAY, resolve_address
+from .spec import ConfigFile, Resources, load_config, validate_name, write_config
+
+DEFAULT_WORKSPACE = "dcf-functions"
+LOG_POLL_S = 0.5
+
+
+class Session:
+    """Where functions are written (`workspace/NAME`) and which gateway deploys them."""
+
+    def __init__(self, workspace: str | Path = DEFAULT_WORKSPACE, gateway: str | None = None,
+                 announce: Callable[[str], None] = print) -> None:
+        self.workspace = Path(workspace)
+        self.announce = announce
+        # A gateway named by the user ($DCF_GATEWAY, %dcf gateway) must answer: no embedded stand-in for it.
+        self._explicit = gateway or os.environ.get(ENV_GATEWAY) or None
+        self._embedded: EmbeddedGateway | None = None
+        self._client: Client | None = None
+        self._lock = threading.RLock()
+        self.functions: dict[str, FunctionProxy] = {}
+
+    # --- the gateway ----------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Start the embedded gateway in the background now if no gateway answers (first use then waits less)."""
+        with self._lock:
+            if self._client is None and self._embedded is None and self._explicit is None:
+                with Client(resolve_address()) as probe:
+                    if not probe.health(timeout=1.0):
+                        self._embedded = EmbeddedGateway()
+
+    def client(self) -> Client:
+        """The client of this session's gateway, starting the embedded one if none answers."""
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            if self._embedded is None:
+                address = resolve_address(self._explicit)
+                with Client(address) as probe:
+                    if probe.health(timeout=2.0):
+                        self._client = Client(address)
+                        return self._client
+                if self._explicit is not None:
+                    raise GatewayUnavailable(
+                        f"no DCF gateway answers at {address}; start it, or unset DCF_GATEWAY to let this "
+                        "notebook start its own")
+                self._embedded = EmbeddedGateway()
+            address = self._embedded.wait()
+            self.announce(f"Started an embedded DCF gateway on {address} for this kernel "
+                          "(local backend; it stops with the kernel).")
+            self._client = Client(address)
+            return self._client
+
+    @property
+    def address(self) -> str | None:
+        """The gateway address in use, if connected."""
+        return self._client.address if self._client is not None else None
+
+    @property
+    def embedded(self) -> bool:
+        """True when this session runs its own gateway."""
+        return self._embedded is not None
+
+    def connect(self, address: str) -> str:
+        """Use the gateway at `address` from now on (stopping the embedded one, if any)."""
+        with Client(resolve_address(address)) as probe:
+            if not probe.health(timeout=3.0):
+                raise GatewayUnavailable(f"no DCF gateway answers at {probe.address}")
+        with self._lock:
+            self.close()
+            self._explicit = address
+            self._client = Client(resolve_address(address))
+            return self._client.address
+
+    def close(self) -> None:
+        """Drop the connection and stop the embedded gateway (its functions stop with it)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            if self._embedded is not None:
+                self._embedded.stop()
+                self._embedded = None
+
+    def status(self) -> dict[str, Any]:
+        """Where this session deploys, and what the gateway says about itself."""
+        client = self.client()
+        info = client.info()
+        return {"address": client.address, "embedded": self.embedded, "workspace": str(self.workspace.resolve()),
+                "functions": info.get("functions"), "version": info.get("version"), "backends": info.get("backends")}
+
+    # --- functions ------------------------------------------------------------------
+
+    def define(
+        self,
+        name: str,
+        source: str,
+        *,
+        gpu: int | None = None,
+        memory: str | None = None,
+        cpu: str | None = None,
+        requirements: Sequence[str] = (),
+        runtime: str | None = None,
+        backend: str | None = None,
+        replicas: int | None = None,
+        deploy: bool = True,
+        line_offset: int = 0,
+        where: str = "the handler source",
+        progress: Progress | None = None,
+    ) -> FunctionProxy:
+        """Write `workspace/name` from handler `source`, deploy it (unless `deploy` is False), return its proxy.
+
+        Deploying a name again updates it in place: the old replicas serve until the new ones are ready.
+        """
+        validate_name(name)
+        check_handler_source(source, where, "Handler", line_offset=line_offset)
+        if runtime is not None and canonical_runtime(runtime) is None:
+            raise ConfigError(f"unknown runtime {runtime!r} (see `dcf runtime list`)")
+        progress = progress or make_progress(f"%%dcf_function {name}")
+        try:
+            progress.step("writing the function folder", 0.1)
+            folder = self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
+                                       runtime=runtime, backend=backend, replicas=replicas)
+            proxy = FunctionProxy(self, name, folder, line_offset=line_offset)
+            self.functions[name] = proxy
+            if not deploy:
+                progress.done(f"wrote {folder}; deploy it with {python_name(name)}.deploy() "
+                              f"or `dcf function deploy -f {folder / 'config.yaml'}`")
+                return proxy
+            client = self.client()
+            progress.step(f"deploying to {client.address}", 0.3)
+            message = self._deploy_with_logs(client, folder, name, progress)
+            info = client.get(name)
+            where_runs = "the embedded gateway" if self.embedded else "gateway"
+            progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
+                          f"on the {info.backend} backend of {where_runs} {client.address}; "
+                          f"call {python_name(name)}(data)")
+            return proxy
+        except DcfError as exc:
+            progress.fail(str(exc).splitlines()[0])
+            raise
+
+    def write_folder(self, name: str, source: str, *, gpu: int | None, memory: str | None, cpu: str | None,
+                     requirements: Sequence[str], runtime: str | None, backend: str | None,
+                     replicas: int | None) -> Path:
+        """Write (or rewrite) config.yaml, src/handler.py and requirements.txt; other files in the folder stay."""
+        folder = self.workspace / name
+        (folder / "src").mkdir(parents=True, exist_ok=True)
+        if runtime is None:
+            runtime = "python-gpu" if gpu else "python"
+        spec = new_spec(name, runtime)
+        spec.limits = Resources(memory=memory or "", cpu=str(cpu or ""), gpu=str(gpu) if gpu else "")
+        spec.backend = backend or ""
+        spec.replicas = replicas or 1
+        spec.root = folder.resolve()
+        (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
+        reqs = template_text(runtime, "requirements.txt") + "".join(f"{r}\n" for r in requirements)
+        (folder / "requirements.txt").write_text(reqs, encoding="utf-8")
+        write_config(ConfigFile(functions={name: spec}), folder / "config.yaml")
+        load_config(folder / "config.yaml")  # what the CLI will read back must be valid
+        return folder
+
+    def _deploy_with_logs(self, client: Client, folder: Path, name: str, progress: Progress) -> str:
+        """Deploy while showing the function's latest log lines (requirement installs can take minutes)."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["message"] = client.deploy(folder)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"dcf-deploy-{name}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(LOG_POLL_S)
+            if worker.is_alive():
+                try:
+                    progress.log(client.logs(name, 15))
+                except (FunctionNotFound, DcfError):
+                    pass
+        if "error" in outcome:
+            raise outcome["error"]
+        return str(outcome["message"])
+
+
+def source_of(obj: str | type) -> str:
+    """Handler source from a string, or from a class: its definition plus the imports of the cell or module
+    it was defined in, so the worker can rebuild it."""
+    if isinstance(obj, str):
+        return textwrap.dedent(obj)
+    if not isinstance(obj, type):
+        raise TypeError(f"expected handler source text or a class, got {type(obj).__name__}")
+    filename = _defining_file(obj)
+    text = "".join(linecache.getlines(filename)) if filename else ""
+    if not text:
+        try:
+            text = inspect.getsource(inspect.getmodule(obj))  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            raise ConfigError(f"cannot find the source of class {obj.__name__}; pass its source text instead") from None
+    tree = ast.parse(text)
+    imports = [ast.get_source_segment(text, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == obj.__name__]
+    if not classes:
+        raise ConfigError(f"cannot find `class {obj.__name__}` in {filename}; pass its source text instead")
+    body = ast.get_source_segment(text, classes[-1]) or ""
+    # The worker looks for `Handler`: alias the class when it has another name.
+    alias = "" if obj.__name__ == "Handler" else f"\n\nHandler = {obj.__name__}\n"
+    return "\n".join(i for i in imports if i) + ("\n\n\n" if imports else "") + body + "\n" + alias
+
+
+def _defining_file(cls: type) -> str | None:
+    """The file (or IPython cell) a class was defined in, found through its methods' code objects."""
+    for value in vars(cls).values():
+        code = getattr(value, "__code__", None)
+        if code is not None:
+            return str(code.co_filename)
+    return None
+
+
+_default: Session | None = None
+
+
+def default_session() -> Session:
+    """The kernel's session (the magics use the same one)."""
+    global _default
+    if _default is None:
+        _default = Session()
+    return _default
+
+
+def set_default_session(session: Session) -> None:
+    """Make `session` the one `dcf_jupyter.function()` uses."""
+    global _default
+    _default = session
+
+
+def function(name: str, source_or_class: str | type, *, gpu: int | None = None, memory: str | None = None,
+             cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
+             backend: str | None = None, replicas: int | None = None, deploy: bool = True) -> FunctionProxy:
+    """Turn handler source (or a Handler class) into a deployed function and return its callable proxy."""
+    return default_session().define(
+        name, source_of(source_or_class), gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
+        runtime=runtime, backend=backend, replicas=replicas, deploy=deploy,
+    )

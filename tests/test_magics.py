@@ -1,0 +1,250 @@
+"""%load_ext dcf_jupyter, %%dcf_function and %dcf in a real IPython shell, against a real gateway."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("IPython")
+from IPython.core.error import UsageError  # noqa: E402
+from IPython.testing.globalipapp import start_ipython  # noqa: E402
+
+from dcf_jupyter.display import JsonList, TextResult, boxes  # noqa: E402
+from dcf_jupyter.errors import FunctionError  # noqa: E402
+from dcf_jupyter.session import Session, source_of  # noqa: E402
+
+HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
+
+
+@pytest.fixture(scope="module")
+def ip(gateway, tmp_path_factory):
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "dcf_jupyter")
+    shell.run_line_magic("dcf", f"gateway {gateway.address}")
+    workspace = tmp_path_factory.mktemp("workspace")
+    shell.run_line_magic("config", f"DcfMagics.workspace = {str(workspace)!r}")
+    shell.user_ns["WORKSPACE"] = workspace
+    yield shell
+    for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class"):
+        try:
+            gateway.client.delete(name)
+        except Exception:  # noqa: BLE001 - not every test deploys every name
+            pass
+
+
+def cell(ip, source: str):
+    """Run a cell, failing the test on an error."""
+    result = ip.run_cell(textwrap.dedent(source))
+    assert result.success, result.error_in_exec or result.error_before_exec
+    return result
+
+
+def test_loading_twice_is_harmless(ip) -> None:
+    ip.run_line_magic("load_ext", "dcf_jupyter")
+    assert "dcf_function" in ip.magics_manager.magics["cell"]
+    assert "dcf" in ip.magics_manager.magics["line"]
+    assert list(ip.magics_manager.registry).count("DcfMagics") == 1
+
+
+def test_cell_becomes_a_deployed_function_and_a_callable(ip, gateway, capsys) -> None:
+    cell(ip, "%%dcf_function nb-hello\n" + HELLO)
+    assert "Deployed nb-hello: 1/1 replica(s) on the local backend" in capsys.readouterr().out
+    proxy = ip.user_ns["nb_hello"]
+    assert proxy(b"hi") == "Hello DCF"
+    folder = Path(ip.user_ns["WORKSPACE"]) / "nb-hello"
+    assert (folder / "src" / "handler.py").read_text() == HELLO
+    assert (folder / "config.yaml").exists() and (folder / "requirements.txt").exists()
+    # The folder is a real DCF function: the CLI's loader reads it.
+    from dcf_jupyter.spec import load_config
+
+    assert load_config(folder / "config.yaml").function("nb-hello").handler.name == "Handler"
+    assert "Hello DCF" in str(ip.run_line_magic("dcf", "call nb-hello"))
+
+
+def test_rerunning_the_cell_redeploys_in_place(ip, gateway) -> None:
+    cell(ip, "%%dcf_function nb-pid\nimport os\nclass Handler:\n    def __call__(self, req):\n        return 'v1 ' + str(os.getpid())\n")
+    first = ip.user_ns["nb_pid"]()
+    cell(ip, "%%dcf_function nb-pid\nimport os\nclass Handler:\n    def __call__(self, req):\n        return 'v2 ' + str(os.getpid())\n")
+    second = ip.user_ns["nb_pid"]()
+    assert first.startswith("v1 ") and second.startswith("v2 ")
+    assert first.split()[1] != second.split()[1]
+    info = gateway.client.get("nb-pid")
+    assert info.replicas == info.available_replicas == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(first.split()[1]), 0)  # the old worker is gone
+
+
+def test_syntax_error_points_at_the_cell_line(ip, capsys) -> None:
+    result = ip.run_cell("%%dcf_function nb-broken\nimport os\nclass Handler(:\n    pass\n")
+    assert not result.success
+    err = capsys.readouterr().err
+    assert "UsageError: %%dcf_function nb-broken cell, line 3: syntax error" in err
+    assert not (Path(ip.user_ns["WORKSPACE"]) / "nb-broken").exists()
+
+
+def test_missing_handler_is_a_usage_error(ip, capsys) -> None:
+    ip.run_cell("%%dcf_function nb-nohandler\nclass Other:\n    pass\n")
+    assert "defines no 'Handler'" in capsys.readouterr().err
+
+
+def test_bad_name_is_a_usage_error(ip) -> None:
+    with pytest.raises(UsageError, match="invalid function name"):
+        ip.run_cell_magic("dcf_function", "Bad_Name", HELLO)
+
+
+def test_handler_error_shows_the_remote_traceback_with_cell_lines(ip, capsys) -> None:
+    cell(ip, """\
+        %%dcf_function nb-boom
+        class Handler:
+            def __call__(self, req):
+                value = req.text
+                raise RuntimeError("cannot handle " + value)
+    """)
+    capsys.readouterr()
+    result = ip.run_cell("nb_boom(b'this')")
+    assert isinstance(result.error_in_exec, FunctionError)
+    err = capsys.readouterr().err
+    assert 'File "<%%dcf_function nb-boom cell>", line 5, in __call__' in err
+    assert 'raise RuntimeError("cannot handle " + value)' in err
+    assert "FunctionError [INTERNAL]: RuntimeError: cannot handle this" in err
+    assert "nb_boom(b'this')" not in err  # no local client-side stack
+
+
+def test_dcf_list_logs_delete_status(ip, gateway, capsys) -> None:
+    cell(ip, "%%dcf_function nb-listed\n" + HELLO)
+    table = ip.run_line_magic("dcf", "list")
+    assert "nb-listed" in repr(table) and "<table>" in table._repr_html_()
+    logs = ip.run_line_magic("dcf", "logs nb-listed --lines 5")
+    assert "ready" in logs
+    ip.run_line_magic("dcf", "status")
+    assert f"gateway at {gateway.address}" in capsys.readouterr().out
+    ip.run_line_magic("dcf", "delete nb-listed")
+    assert "Deleted: nb-listed" in capsys.readouterr().out
+    with pytest.raises(UsageError):
+        ip.run_line_magic("dcf", "")
+    with pytest.raises(UsageError):
+        ip.run_line_magic("dcf", "frobnicate")
+
+
+def png_bytes(color: str = "red", size: tuple[int, int] = (8, 6)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_image_replies_display_as_images(ip, tmp_path: Path) -> None:
+    cell(ip, """\
+        %%dcf_function nb-image
+        import base64
+        class Handler:
+            def __call__(self, req):
+                return base64.b64encode(req.input).decode() if req.text == "" else req.input
+    """)
+    png = png_bytes()
+    image = ip.user_ns["nb_image"](png)
+    bundle, _ = ip.display_formatter.format(image)
+    assert bundle["image/png"] == base64.b64encode(png).decode()
+    # A file sent with %dcf call --file comes back as bytes too.
+    path = tmp_path / "red.png"
+    path.write_bytes(png)
+    from_file = ip.run_line_magic("dcf", f"call nb-image --file {path}")
+    assert "image/png" in ip.display_formatter.format(from_file)[0]
+
+
+def test_base64_png_text_displays_as_an_image() -> None:
+    png = png_bytes("blue")
+    text = TextResult(base64.b64encode(png).decode())
+    bundle = text._repr_mimebundle_()
+    assert bundle is not None and base64.b64decode(bundle["image/png"]) == png
+
+
+def test_ssd_boxes_draw_on_the_request_image(ip) -> None:
+    cell(ip, """\
+        %%dcf_function nb-boxes
+        class Handler:
+            def __call__(self, req):
+                return [{"class": "12", "confidence": "0.99", "xmin": "1", "ymin": "1", "xmax": "30", "ymax": "20"}]
+    """)
+    jpeg = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "white").save(jpeg, "JPEG")
+    result = ip.user_ns["nb_boxes"](jpeg.getvalue())
+    assert isinstance(result, JsonList) and result[0]["class"] == "12"
+    bundle, _ = ip.display_formatter.format(result)
+    drawn = Image.open(io.BytesIO(base64.b64decode(bundle["image/png"])))
+    assert drawn.size == (40, 30)
+    assert drawn.getpixel((1, 10)) != (255, 255, 255)  # the box's edge was drawn
+    assert drawn.getpixel((20, 25)) == (255, 255, 255)  # outside the box is untouched
+
+
+def test_boxes_helper_accepts_json_text_and_seed_strings() -> None:
+    picture = boxes(png_bytes("white", (50, 50)),
+                    '[{"class": "15", "confidence": "0.8", "xmin": "10", "ymin": "10", "xmax": "40", "ymax": "45"}]')
+    assert picture.size == (50, 50) and picture.getpixel((10, 30)) != (255, 255, 255)
+
+
+def test_other_json_displays_as_json() -> None:
+    from dcf_jupyter.client import Reply
+    from dcf_jupyter.display import as_result
+
+    result = as_result(Reply(b'{"a": [1, 2]}', "application/json"))
+    assert result == {"a": [1, 2]}
+    assert result._repr_mimebundle_()["application/json"] == {"a": [1, 2]}
+
+
+def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path) -> None:
+    import dcf_jupyter
+
+    proxy = dcf_jupyter.function("api-src", "class Handler:\n    def __call__(self, req):\n        return req.text[::-1]\n")
+    assert proxy(b"abc") == "cba"
+    ip.run_cell(textwrap.dedent("""\
+        import json
+
+        class Shout:
+            def __call__(self, req):
+                return json.dumps({"loud": req.text.upper()})
+    """))
+    source = source_of(ip.user_ns["Shout"])
+    assert source.startswith("import json") and "Handler = Shout" in source
+    shout = dcf_jupyter.function("api-class", ip.user_ns["Shout"])
+    assert shout(b"hey") == '{"loud": "HEY"}'
+
+
+def test_no_deploy_only_writes_the_folder(ip, gateway) -> None:
+    cell(ip, "%%dcf_function nb-later --no-deploy --gpu 1 --memory 2G --requirements numpy\n" + HELLO)
+    folder = Path(ip.user_ns["WORKSPACE"]) / "nb-later"
+    from dcf_jupyter.spec import load_config
+
+    spec = load_config(folder).function("nb-later")
+    assert spec.limits.gpu == "1" and spec.limits.memory == "2G" and spec.runtime == "python-gpu"
+    assert "numpy" in (folder / "requirements.txt").read_text()
+    assert "nb-later" not in {f.name for f in gateway.client.list()}
+
+
+def test_embedded_gateway_starts_when_none_answers_and_stops_with_the_session(tmp_path: Path) -> None:
+    import socket
+
+    probe = socket.socket()
+    if probe.connect_ex(("127.0.0.1", 32222)) == 0:
+        probe.close()
+        pytest.skip("a gateway already listens on 127.0.0.1:32222, so no embedded one would start")
+    probe.close()
+    said: list[str] = []
+    session = Session(tmp_path / "ws", announce=said.append)
+    try:
+        proxy = session.define("embedded-hello", HELLO)
+        assert proxy() == "Hello DCF"
+        assert session.embedded and said and "embedded DCF gateway" in said[0]
+        state_dir = session._embedded.state_dir  # type: ignore[union-attr]
+        assert state_dir.exists()
+    finally:
+        session.close()
+    assert not state_dir.exists()

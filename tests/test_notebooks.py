@@ -1,0 +1,76 @@
+"""The tutorial notebooks, executed headless in a real kernel (nbclient), with assertions on their outputs."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+from conftest import ROOT  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
+    """Run a copy of the notebook in `workdir` (its function folders land there, not in the repo)."""
+    copy = workdir / path.name
+    shutil.copy(path, copy)
+    notebook = nbformat.read(copy, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    return notebook
+
+
+def outputs(notebook: nbformat.NotebookNode, contains: str) -> list[dict]:
+    """The outputs of the first code cell whose source contains `contains`."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and contains in cell.source:
+            return cell.outputs
+    raise AssertionError(f"no cell contains {contains!r}")
+
+
+def text_of(items: list[dict]) -> str:
+    parts = []
+    for output in items:
+        if output.get("output_type") == "stream":
+            parts.append(output["text"])
+        elif "data" in output:
+            parts.append(output["data"].get("text/plain", ""))
+        elif output.get("output_type") == "error":
+            parts.append("\n".join(output.get("traceback", [])))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_without_unexpected_errors(path: Path, tmp_path: Path) -> None:
+    notebook = execute(path, tmp_path)
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "raises-exception" not in cell.metadata.get("tags", []):
+            errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+            assert not errors, f"{cell.source!r} raised: {errors[0]['ename']}: {errors[0]['evalue']}"
+
+
+def test_hello_notebook_outputs(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        default_taken = probe.connect_ex(("127.0.0.1", 32222)) == 0
+    notebook = execute(ROOT / "notebooks" / "01-hello-dcf.ipynb", tmp_path)
+    deployed = text_of(outputs(notebook, "%%dcf_function hello-dcf"))
+    if not default_taken:
+        assert "Started an embedded DCF gateway" in deployed
+    assert "Deployed hello-dcf: 1/1 replica(s) on the local backend" in deployed
+    assert text_of(outputs(notebook, 'hello_dcf(b"Hello")')) == "'Hello DCF'"
+    image = [o for o in outputs(notebook, "gray = grayscale") if "data" in o]
+    assert image and "image/png" in image[0]["data"]
+    assert text_of(outputs(notebook, "shout.stream")) == "['A', 'B', 'C']"
+    failure = text_of(outputs(notebook, 'picky(b"")'))
+    assert "FunctionError [INVALID_ARGUMENT]: ValueError: send me some bytes" in failure
+    assert '<%%dcf_function picky cell>", line 5' in failure
+    assert text_of(outputs(notebook, 'picky(b"four")')) == "4"
+    assert "hello-dcf" in text_of(outputs(notebook, "%dcf list"))
+    assert (tmp_path / "dcf-functions" / "hello-dcf" / "config.yaml").exists()
