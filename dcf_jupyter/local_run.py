@@ -98,3 +98,85 @@ class LocalRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ImageRun:
+    """A container of the function's built image on this machine's Docker, called over gRPC (the seed's
+    `dcf-cli function run`); use as a context manager."""
+
+    def __init__(self, spec: FunctionSpec, *, start_timeout: float = 600.0, client: Any = None) -> None:
+        from .build.image import docker_client
+
+        self.spec = spec
+        self.start_timeout = start_timeout
+        self.docker = client or docker_client()
+        self.container: Any = None
+        self.client: Client | None = None
+
+    def gpu_report(self) -> str:
+        """nvidia-smi's GPU list as the container sees it, or a sentence saying it sees none."""
+        assert self.container is not None
+        try:
+            code, output = self.container.exec_run(["nvidia-smi", "-L"])
+        except Exception as exc:  # noqa: BLE001 - no nvidia-smi in the image, for one
+            return f"No GPU visible in the container ({exc})."
+        text = output.decode("utf-8", "replace").strip()
+        return text if code == 0 and text else "No GPU visible in the container."
+
+    def __enter__(self) -> "ImageRun":
+        import socket
+
+        from docker.errors import APIError, ImageNotFound
+        from docker.types import DeviceRequest
+
+        from .build.image import WORKER_PORT
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        options: dict[str, Any] = {"detach": True, "ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", port)},
+                                   "environment": dict(self.spec.environment)}
+        if self.spec.limits.gpus:
+            options["device_requests"] = [DeviceRequest(count=self.spec.limits.gpus, capabilities=[["gpu"]])]
+        try:
+            self.container = self.docker.containers.run(self.spec.image_ref, **options)
+        except ImageNotFound:
+            raise DeployError(f"no image {self.spec.image_ref!r} here; build it with `dcf function build`") from None
+        except APIError as exc:
+            raise DeployError(f"cannot run {self.spec.image_ref}: {exc.explanation or exc}") from None
+        self.client = Client(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + self.start_timeout
+        while not self.client.health(timeout=1.0):
+            self.container.reload()
+            if self.container.status in ("exited", "dead") or time.monotonic() > deadline:
+                tail = self.container.logs(tail=15).decode("utf-8", "replace")
+                self.close()
+                error = DeployError(f"{self.spec.name} did not start in its container")
+                error.remote_traceback = tail  # type: ignore[attr-defined]
+                raise error
+            time.sleep(0.2)
+        return self
+
+    def call(self, data: Any, *, timeout: float | None = None) -> Reply:
+        """Call the handler once."""
+        assert self.client is not None, "use ImageRun as a context manager"
+        return self.client.call_reply(self.spec.name, data, timeout=timeout)
+
+    def logs(self) -> str:
+        """The container's output so far."""
+        return self.container.logs().decode("utf-8", "replace") if self.container is not None else ""
+
+    def close(self) -> None:
+        """Remove the container."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            self.container = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

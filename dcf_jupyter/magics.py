@@ -210,9 +210,9 @@ def _show_dcf_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_o
             print(remote.split("Traceback (most recent call last):\n", 1)[-1].rstrip(), file=out)
         print(f"FunctionError [{value.code}]: {value}", file=out)
         return None
-    remote = getattr(value, "remote_traceback", "")
-    if remote:
-        print(remote.rstrip(), file=out)
+    detail = getattr(value, "remote_traceback", "") or getattr(value, "log_tail", "")
+    if detail:
+        print(detail.rstrip(), file=out)
     print(f"{etype.__name__}: {value}", file=out)
     return None
 

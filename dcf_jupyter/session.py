@@ -152,9 +152,11 @@ class Session:
                 progress.done(f"wrote {folder}; deploy it with {python_name(name)}.deploy() "
                               f"or `dcf function deploy -f {folder / 'config.yaml'}`")
                 return proxy
+            if backend == "docker":
+                self._build_image(folder, name, progress)
             client = self.client()
-            progress.step(f"deploying to {client.address}", 0.3)
-            message = self._deploy_with_logs(client, folder, name, progress)
+            progress.step(f"deploying to {client.address}", 0.6)
+            message = self._deploy_with_logs(client, folder, name, progress, backend)
             info = client.get(name)
             where_runs = "the embedded gateway" if self.embedded else "gateway"
             progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
@@ -185,13 +187,29 @@ class Session:
         load_config(folder / "config.yaml")  # what the CLI will read back must be valid
         return folder
 
-    def _deploy_with_logs(self, client: Client, folder: Path, name: str, progress: Progress) -> str:
+    def _build_image(self, folder: Path, name: str, progress: Progress) -> None:
+        """Build the function's image on this machine's Docker, showing the build log as it goes."""
+        from .build.image import BuildOptions, base_image_for, build_image
+
+        spec = load_config(folder / "config.yaml").function(name)
+        options = BuildOptions.from_env()
+        progress.step(f"building image {spec.image_ref} from {base_image_for(spec, options)}", 0.2)
+        lines: list[str] = []
+
+        def on_log(line: str) -> None:
+            lines.append(line)
+            progress.log("\n".join(lines[-15:]))
+
+        build_image(spec, options, on_log=on_log)
+
+    def _deploy_with_logs(self, client: Client, folder: Path, name: str, progress: Progress,
+                          backend: str | None = None) -> str:
         """Deploy while showing the function's latest log lines (requirement installs can take minutes)."""
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                outcome["message"] = client.deploy(folder)
+                outcome["message"] = client.deploy(folder, backend=backend)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 outcome["error"] = exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -26,6 +27,16 @@ def iter_source_files(root: Path) -> list[Path]:
             if not name.endswith(SKIP_SUFFIXES):
                 files.append(Path(dirpath) / name)
     return files
+
+
+def source_digest(root: str | Path) -> str:
+    """A hash of a function folder's source files (names and contents): which image was built from it."""
+    root = Path(root).resolve()
+    digest = hashlib.sha256()
+    for path in iter_source_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:20]
 
 
 def pack_folder(root: str | Path, *, limit: int) -> bytes:

@@ -113,6 +113,7 @@ class FunctionSpec:
     timeout: float | None = None
     concurrency: int = 1
     backend: str = ""
+    base_image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     root: Path | None = None
@@ -176,7 +177,7 @@ class ConfigFile:
 _FUNCTION_KEYS = {
     "runtime", "desc", "maintainer", "handler", "docker_registry", "image", "limits", "requests",
     "build_args", "environment", "build_packages", "skip_build", "replicas", "timeout",
-    "concurrency", "backend", "labels", "annotations", "lang", "secrets", "constraints",
+    "concurrency", "backend", "labels", "annotations", "base_image", "lang", "secrets", "constraints",
 }
 _IGNORED_FUNCTION_KEYS = {"lang", "secrets", "constraints"}  # faas-style keys DCF files may carry
 
@@ -378,6 +379,7 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
         timeout=r.number(data.get("timeout"), f"{key}.timeout", low=0.001, high=7 * 24 * 3600),
         concurrency=r.integer(data.get("concurrency"), f"{key}.concurrency", low=1, high=256, default=1),
         backend=r.string(data.get("backend"), f"{key}.backend"),
+        base_image=r.string(data.get("base_image"), f"{key}.base_image"),
         labels=r.string_map(data.get("labels"), f"{key}.labels"),
         annotations=r.string_map(data.get("annotations"), f"{key}.annotations"),
         root=root,
@@ -437,6 +439,8 @@ def function_to_dict(spec: FunctionSpec) -> dict[str, Any]:
         out["concurrency"] = spec.concurrency
     if spec.backend:
         out["backend"] = spec.backend
+    if spec.base_image:
+        out["base_image"] = spec.base_image
     if spec.labels:
         out["labels"] = dict(spec.labels)
     if spec.annotations:

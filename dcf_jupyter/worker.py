@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", help="serve the DCF gRPC protocol on HOST:PORT (port 0 picks one)")
     parser.add_argument("--status-fd", type=int, help="write one JSON readiness line to this fd")
     parser.add_argument("--lifeline-fd", type=int, help="exit when this fd reaches EOF")
+    parser.add_argument("--ready-file", type=Path, help="create this file once ready (container HEALTHCHECK)")
     parser.add_argument("--concurrency", type=int, help="calls run at once in the Handler (default: config)")
     parser.add_argument("--max-message-size", type=int, default=max_message_size())
     args = parser.parse_args(argv)
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     _log(f"ready in {time.monotonic() - started:.2f}s" + (f", gRPC on port {port}" if port else ""))
     _report(args.status_fd, {"ready": True, "pid": os.getpid(), "grpc_port": port})
+    if args.ready_file is not None:
+        args.ready_file.write_text(str(os.getpid()))
 
     stop.wait()
     _log("stopping")

@@ -43,7 +43,7 @@ def test_init_edit_deploy_call_list_log_delete(fresh_gateway, tmp_path: Path) ->
     handler = folder / "src" / "handler.py"
     handler.write_text(handler.read_text().replace("return req.input", 'return "Hello DCF"'))
 
-    result = run_cli("function", "build", "-f", "config.yaml", "-v", cwd=folder)
+    result = run_cli("function", "build", "-f", "config.yaml", "-v", "--no-image", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert "Building function (hello-dcf) ..." in result.stdout.decode()
 

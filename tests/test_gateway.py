@@ -209,7 +209,7 @@ def test_list_counts_invocations_and_reports_status(gateway) -> None:
     info = gateway.client.get("hello-dcf")
     assert info.invocations == before + 3
     assert info.status == "Ready" and info.backend == "local" and info.available_replicas == 1
-    assert gateway.client.info()["backends"] == ["local"]
+    assert "local" in gateway.client.info()["backends"]
 
 
 def test_stream_naming_another_function_midway_is_refused(gateway, stub) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -55,11 +57,51 @@ class DeploymentSpec:
 
 
 class Deployment(abc.ABC):
-    """One revision of one function on a backend: its replicas and how to reach them."""
+    """One revision of one function on a backend: its replicas and how to reach them.
+
+    Subclasses keep their replicas and call `_replicas_changed()` whenever one becomes
+    ready or goes away; picking a ready replica (round-robin, waiting if none) is shared.
+    """
 
     def __init__(self, spec: DeploymentSpec) -> None:
         self.spec = spec
         self.last_error = ""
+        self._ready: list[WorkerLink] = []
+        self._next = 0
+        self._changed = asyncio.Event()
+
+    @abc.abstractmethod
+    def _ready_links(self) -> list[WorkerLink]:
+        """Links of the replicas ready to take calls now."""
+
+    def _replicas_changed(self) -> None:
+        self._ready = self._ready_links()
+        self._changed.set()
+
+    async def pick(self, timeout: float) -> WorkerLink:
+        """A ready replica's link (round-robin), waiting up to `timeout` seconds; NoReplica otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ready = self._ready
+            if ready:
+                self._next = (self._next + 1) % len(ready)
+                link = ready[self._next]
+                if link.is_open:
+                    return link
+            if self.replicas == 0:
+                raise NoReplica(f"{self.spec.name} is scaled to 0 replicas")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                detail = f" (last error: {self.last_error})" if self.last_error else ""
+                raise NoReplica(f"no replica of {self.spec.name} became ready within {timeout:g}s{detail}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def logs(self, lines: int) -> str | None:
+        """The replicas' recent output, when the backend keeps it itself (None: read spec.log_path)."""
+        return None
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -72,10 +114,6 @@ class Deployment(abc.ABC):
     @abc.abstractmethod
     async def scale(self, replicas: int) -> None:
         """Run `replicas` replicas (new ones ready before this returns); DeployFailed if one cannot start."""
-
-    @abc.abstractmethod
-    async def pick(self, timeout: float) -> WorkerLink:
-        """A ready replica's link (round-robin), waiting up to `timeout` seconds; NoReplica otherwise."""
 
     @property
     @abc.abstractmethod

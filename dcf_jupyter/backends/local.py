@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..link import AsyncLink
 from ..requirements import missing_requirements, read_requirements, requirements_key
 from ..settings import ENV_EXTRA_SITE
-from .base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica, WorkerLink
+from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 STOP_GRACE_S = 3.0
@@ -139,9 +139,6 @@ class LocalDeployment(Deployment):
         super().__init__(spec)
         self.backend = backend
         self._replicas: list[_Replica] = []
-        self._ready: list[_Replica] = []
-        self._next = 0
-        self._changed = asyncio.Event()
         self.extra_site: Path | None = None
 
     @property
@@ -174,36 +171,15 @@ class LocalDeployment(Deployment):
                 raise failure
             raise DeployFailed(f"{type(failure).__name__}: {failure}")
         self.spec.replicas = replicas
-        self._signal()
+        self._replicas_changed()
 
     async def stop(self) -> None:
         replicas, self._replicas = self._replicas, []
         await asyncio.gather(*(r.stop() for r in replicas))
-        self._signal()
+        self._replicas_changed()
 
-    async def pick(self, timeout: float) -> WorkerLink:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            ready = self._ready
-            if ready:
-                self._next = (self._next + 1) % len(ready)
-                link = ready[self._next].link
-                if link is not None and link.is_open:
-                    return link
-            if not self._replicas:
-                raise NoReplica(f"{self.spec.name} is scaled to 0 replicas")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                detail = f" (last error: {self.last_error})" if self.last_error else ""
-                raise NoReplica(f"no replica of {self.spec.name} became ready within {timeout:g}s{detail}")
-            self._changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    def _signal(self) -> None:
-        self._ready = [r for r in self._replicas if r.link is not None and r.link.is_open]
-        self._changed.set()
+    def _ready_links(self) -> list[WorkerLink]:
+        return [r.link for r in self._replicas if r.link is not None and r.link.is_open]
 
 
 class _Replica:
@@ -239,9 +215,9 @@ class _Replica:
             else:
                 if not self.first_start.done():
                     self.first_start.set_result(None)
-                self.deployment._signal()
+                self.deployment._replicas_changed()
                 code = await self._wait_exit()
-                self.deployment._signal()
+                self.deployment._replicas_changed()
                 if self._stopping:
                     return
                 self.deployment.last_error = f"replica {self.index} exited with code {code}"

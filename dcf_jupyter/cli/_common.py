@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import click
 
+from ..build.image import BuildError
 from ..client import Client
 from ..errors import DcfError, DeployError, FunctionError
 from ..spec import ConfigFile, load_config
@@ -81,6 +82,10 @@ def reports_errors(fn: F) -> F:
             raise click.ClickException(f"{exc} [{exc.code}]") from None
         except DeployError as exc:
             print_remote_traceback(getattr(exc, "remote_traceback", ""))
+            raise click.ClickException(str(exc)) from None
+        except BuildError as exc:
+            if exc.log_tail.strip():
+                click.echo("Last lines of the build:\n  " + exc.log_tail.rstrip().replace("\n", "\n  "), err=True)
             raise click.ClickException(str(exc)) from None
         except DcfError as exc:
             raise click.ClickException(str(exc)) from None

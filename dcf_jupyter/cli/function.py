@@ -6,20 +6,31 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from ..build import check_function
+from ..build.image import (
+    BuildOptions,
+    DockerUnavailable,
+    base_image_for,
+    build_image,
+    docker_client,
+    image_source,
+    push_image,
+)
 from ..client import Client, Reply
-from ..errors import GatewayUnavailable
+from ..errors import DcfError, GatewayUnavailable
 from ..gateway import find_gateway, start_detached
 from ..handler import BINARY
-from ..local_run import LocalRun
+from ..local_run import ImageRun, LocalRun
 from ..runtimes import RUNTIMES
 from ..scaffold import init_function
+from ..source import source_digest
 from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir
-from ..spec import ConfigFile
+from ..spec import ConfigFile, FunctionSpec
 from ._common import AliasedGroup, CliState, config_option, human_bytes, load, pass_state, reports_errors
 
 
@@ -73,63 +84,124 @@ def init(name: str, runtime: str, config_name: str, gateway_address: str) -> Non
 
 @function.command()
 @config_option
-@click.option("-v", "--verbose", is_flag=True, help="list every file and requirement")
-@click.option("--nocache", is_flag=True, help="do not use cached layers (image builds)")
+@click.option("-v", "--verbose", is_flag=True, help="show every file, requirement and build step")
+@click.option("--nocache", is_flag=True, help="build every image layer anew")
+@click.option("--image/--no-image", default=None,
+              help="build a container image [default: when a Docker daemon answers]")
+@click.option("--base-image", default=None, envvar="DCF_BUILD_BASE_IMAGE",
+              help="FROM image (default: the runtime's, or config base_image)")
+@click.option("--network", default=None, envvar="DCF_BUILD_NETWORK",
+              help='network for build steps, e.g. "host" when the bridge has no way out')
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              envvar="DCF_BUILD_CA_BUNDLE", help="extra CA certificates for pip inside the build (TLS proxies)")
 @click.argument("names", nargs=-1)
 @pass_state
 @reports_errors
-def build(state: CliState, config_path: Path, verbose: bool, nocache: bool, names: tuple[str, ...]) -> None:
-    """Check the functions of a config file and prepare them for deployment."""
+def build(state: CliState, config_path: Path, verbose: bool, nocache: bool, image: bool | None,
+          base_image: str | None, network: str | None, ca_bundle: Path | None, names: tuple[str, ...]) -> None:
+    """Check the functions of a config file and build their container images."""
     config = load(config_path)
-    client_limit = Client(state.gateway).max_message_size
+    limit = Client(state.gateway).max_message_size
+    options = BuildOptions(base_image=base_image, nocache=nocache, network=network, ca_bundle=ca_bundle)
     for name in names or tuple(config.functions):
         spec = config.function(name)
         click.echo(f"Building function ({spec.name}) ...")
-        report = check_function(spec, max_bytes=client_limit)
+        report = check_function(spec, max_bytes=limit)
         if verbose:
             for path in report.files:
                 click.echo(f"  {path.relative_to(spec.root or Path.cwd())}")
-        click.echo(
-            f"Checked {spec.handler_path.relative_to(spec.root or Path.cwd())} (defines {spec.handler.name}); "
-            f"{len(report.files)} files packed into {human_bytes(report.packed_bytes)}"
-        )
-        if report.requirements:
-            satisfied = len(report.requirements) - len(report.missing)
-            click.echo(f"requirements.txt: {satisfied} of {len(report.requirements)} already installed here")
-            if report.missing:
-                click.echo("  the local backend installs these at deploy: " + ", ".join(report.missing))
-        if nocache and verbose:
-            click.echo("  --nocache: nothing is cached for the local backend")
-        click.echo(f"Function {spec.name} is ready to deploy on the local backend "
-                   f"(`dcf function deploy -f {config_path}`).")
+        click.echo(f"Checked {spec.handler_path.relative_to(spec.root or Path.cwd())} (defines {spec.handler.name}); "
+                   f"{len(report.files)} files, {human_bytes(report.packed_bytes)} packed")
+        if report.requirements and report.missing:
+            click.echo("requirements.txt not installed here (the local backend installs them at deploy): "
+                       + ", ".join(report.missing))
+        if image is False:
+            continue
+        try:
+            docker = docker_client()
+        except DockerUnavailable:
+            if image or spec.backend == "docker":
+                raise
+            click.echo("No Docker daemon answers, so no image was built (the local backend needs none).")
+            continue
+        build_one_image(spec, options, docker, verbose)
+
+
+def build_one_image(spec: FunctionSpec, options: BuildOptions, docker: object, verbose: bool) -> None:
+    """Build and report one image: every line with -v, else one updating progress line on a terminal."""
+    tty = sys.stdout.isatty()
+    started = time.monotonic()
+
+    def show(line: str) -> None:
+        if verbose:
+            click.echo(line)
+        elif tty and line.startswith("Step "):
+            click.echo("\r\033[K" + line[:100], nl=False)
+
+    if verbose:
+        click.echo(f"Building image {spec.image_ref} from {base_image_for(spec, options)}")
+    image_id = build_image(spec, options, on_log=show, client=docker)
+    if tty and not verbose:
+        click.echo("\r\033[K", nl=False)
+    click.echo(f"Image {spec.image_ref} ({image_id.split(':')[-1][:12]}) built in {time.monotonic() - started:.1f}s")
 
 
 @function.command()
 @click.argument("name")
 @config_option
+@click.option("--image", "mode", flag_value="image", help="run the built image (needs Docker)")
+@click.option("--local", "mode", flag_value="local", help="run the function folder with this Python")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="also write the reply's bytes to this file")
 @click.option("--timeout", type=float, default=None, help="seconds to wait for the reply")
 @reports_errors
-def run(name: str, config_path: Path, output: Path | None, timeout: float | None) -> None:
-    """Run a function on this machine without a gateway: stdin is the request, the reply is printed."""
+def run(name: str, config_path: Path, mode: str | None, output: Path | None, timeout: float | None) -> None:
+    """Run a function on this machine, no gateway: stdin is the request, the reply is printed.
+
+    Runs its built image when Docker has it (checking the GPU inside), else the folder itself.
+    """
     if not config_path.exists() and (Path(name) / config_path.name).exists():
         config_path = Path(name) / config_path.name
     spec = load(config_path).function(name)
     data = read_stdin()
-    if spec.limits.gpus:
-        click.echo("Checking GPU...")
-        click.echo(gpu_report())
-    click.echo(f"Running function ({spec.name}) from {spec.handler_dir} in local")
+    if mode is None:
+        mode = _pick_run_mode(spec)
+    if mode == "image":
+        runner: LocalRun | ImageRun = ImageRun(spec)
+        click.echo(f"Running image ({spec.image_ref}) in local")
+    else:
+        if spec.limits.gpus:
+            click.echo("Checking GPU...")
+            click.echo(gpu_report())
+        runner = LocalRun(spec)
+        click.echo(f"Running function ({spec.name}) from {spec.handler_dir} in local")
     click.echo("Starting [dcf-watcher] server ...")
     sys.stdout.flush()
-    with LocalRun(spec) as local:
+    with runner:
+        if isinstance(runner, ImageRun):
+            click.echo("Checking GPU...")
+            click.echo(runner.gpu_report())
         click.echo(f"Call {spec.name} in user's local")
         click.echo(f"Handler request: {describe_bytes(data)}")
-        reply = local.call(data, timeout=timeout)
+        reply = runner.call(data, timeout=timeout)
     click.echo(f"Handler reply: {describe_bytes(reply.data)}")
     if output is not None:
         output.write_bytes(reply.data)
         click.echo(f"Reply written to {output} ({len(reply.data)} bytes)")
+
+
+def _pick_run_mode(spec: FunctionSpec) -> str:
+    """The built image when Docker has one made from this very folder, else the folder itself (saying why)."""
+    try:
+        built_from = image_source(spec.image_ref, docker_client(timeout=10))
+    except DockerUnavailable:
+        return "local"
+    if built_from is None:
+        return "local"
+    if built_from != source_digest(spec.root or Path.cwd()):
+        click.echo(f"(The image {spec.image_ref} was not built from this folder as it is now: running the folder. "
+                   "`dcf function build` refreshes the image; --image runs it anyway.)", err=True)
+        return "local"
+    return "image"
 
 
 def gpu_report() -> str:
@@ -141,6 +213,16 @@ def gpu_report() -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"nvidia-smi failed: {exc}"
     return (result.stdout or result.stderr).strip() or "nvidia-smi listed no GPU."
+
+
+def push(spec: FunctionSpec, *, yes: bool, verbose: bool) -> None:
+    """Push the function's image to its docker_registry, asking first as the DCF CLI did."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DcfError(f"{spec.name} is pushed to {spec.docker_registry} first: pass --yes to push without asking")
+        click.confirm(f"Is docker registry(registry: {spec.docker_registry}) correct ?", abort=True)
+    click.echo(f"Pushing: {spec.name}, Image: {spec.image_ref} in Registry: {spec.docker_registry} ...")
+    push_image(spec.image_ref, on_log=click.echo if verbose else lambda line: None)
 
 
 def ensure_gateway(state: CliState, config: ConfigFile) -> None:
@@ -165,17 +247,21 @@ def ensure_gateway(state: CliState, config: ConfigFile) -> None:
 @click.option("--replace", is_flag=True, help="delete an already deployed function first, then deploy it")
 @click.option("--replicas", type=click.IntRange(1, 64), default=None, help="replicas to run (default: config or 1)")
 @click.option("--backend", default=None, help="backend to run on (default: config, else the gateway's default)")
-@click.option("-v", "--verbose", is_flag=True, help="say more")
+@click.option("-v", "--verbose", is_flag=True, help="say more (push progress too)")
+@click.option("-y", "--yes", is_flag=True, help="push to docker_registry without asking")
 @pass_state
 @reports_errors
 def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: bool, replace: bool,
-           replicas: int | None, backend: str | None, verbose: bool) -> None:
-    """Deploy the functions of a config file to the gateway."""
+           replicas: int | None, backend: str | None, verbose: bool, yes: bool) -> None:
+    """Deploy the functions of a config file to the gateway (pushing images to docker_registry first)."""
     config = load(config_path)
     ensure_gateway(state, config)
     with state.client(config) as client:
         for name in names or tuple(config.functions):
             spec = config.function(name)
+            target = backend or spec.backend or str(client.info().get("default_backend", "local"))
+            if spec.docker_registry and target != "local":
+                push(spec, yes=yes, verbose=verbose)
             click.echo(f"Deploying: {spec.name} to {client.address} ...")
             message = client.deploy_spec(spec, update=update, replace=replace, backend=backend, replicas=replicas)
             click.echo(message)

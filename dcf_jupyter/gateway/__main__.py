@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="calls in flight per Invokes stream before the gateway stops reading it")
     parser.add_argument("--lifeline-fd", type=int, default=None,
                         help="stop when this inherited fd reaches EOF (the process that started us is gone)")
+    parser.add_argument("--no-docker", action="store_true", help="do not offer the docker backend")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="event loop: uvloop (faster hops) when installed, else asyncio")
     args = parser.parse_args(argv)
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         default_backend=args.backend,
         stream_window=args.stream_window,
         lifeline_fd=args.lifeline_fd,
+        docker=not args.no_docker,
     )
     try:
         run_event_loop(run_gateway(options), args.loop)

@@ -19,6 +19,8 @@ from typing import IO
 import grpc
 
 from .. import __version__
+from ..backends.base import Backend
+from ..backends.docker import DockerBackend
 from ..backends.local import LocalBackend
 from ..errors import DcfError
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, grpc_options
@@ -47,6 +49,7 @@ class GatewayOptions:
     ready_timeout: float = 30.0
     stream_window: int = 32
     lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
+    docker: bool = True  # offer the docker backend when a Docker daemon answers
 
 
 def format_address(host: str, port: int) -> str:
@@ -95,24 +98,40 @@ def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Even
     loop.add_reader(fd, readable)
 
 
-async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or until the task is cancelled); `started` gets the bound address."""
+async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path) -> dict[str, Backend]:
+    """The local backend always; the docker one when a Docker daemon answers (and it is not turned off)."""
+    backends: dict[str, Backend] = {
+        "local": LocalBackend(socket_dir, cache_dir=state_dir / "envs", max_message=options.max_message)
+    }
+    if options.docker:
+        try:
+            backends["docker"] = await asyncio.to_thread(DockerBackend.connect, state_dir,
+                                                         max_message=options.max_message)
+        except DcfError as exc:
+            log.info("docker backend unavailable: %s", exc)
+    if options.default_backend not in backends:
+        raise GatewayStartError(f"the default backend {options.default_backend!r} is not available "
+                                f"(available: {', '.join(backends)})")
+    return backends
+
+
+async def run_gateway(options: GatewayOptions) -> None:
+    """Serve until SIGTERM/SIGINT, the lifeline closing, or the task being cancelled."""
     state_dir = options.state_dir.expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_state_dir(state_dir)
     socket_dir = Path(tempfile.mkdtemp(prefix="dcf-"))
-    backends = {"local": LocalBackend(socket_dir, cache_dir=state_dir / "envs", max_message=options.max_message)}
-    gateway = Gateway(
-        state_dir,
-        backends,
-        default_backend=options.default_backend,
-        max_message=options.max_message,
-        ready_timeout=options.ready_timeout,
-        stream_window=options.stream_window,
-    )
-    server = grpc.aio.server(options=grpc_options(options.max_message))
-    server.add_generic_rpc_handlers((gateway.rpc_handlers(),))
     try:
+        gateway = Gateway(
+            state_dir,
+            await _make_backends(options, state_dir, socket_dir),
+            default_backend=options.default_backend,
+            max_message=options.max_message,
+            ready_timeout=options.ready_timeout,
+            stream_window=options.stream_window,
+        )
+        server = grpc.aio.server(options=grpc_options(options.max_message))
+        server.add_generic_rpc_handlers((gateway.rpc_handlers(),))
         try:
             port = server.add_insecure_port(format_address(options.host, options.port))
         except RuntimeError:
@@ -131,8 +150,6 @@ async def run_gateway(options: GatewayOptions, *, started: asyncio.Future[str] |
                 "started": time.time(), "version": __version__}
         (state_dir / GATEWAY_FILE).write_text(json.dumps(info))
         log.info("DCF gateway %s listening on %s (state dir %s)", __version__, address, state_dir)
-        if started is not None and not started.done():
-            started.set_result(address)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -361,7 +361,7 @@ class Gateway:
                 backend=backend,
                 revision=revision,
                 replicas=replicas,
-                image=request.Image or spec.image,
+                image=request.Image or spec.image_ref,
                 env={**spec.environment, **request.EnvVars},
                 labels={**spec.labels, **request.Labels},
                 annotations={**annotations, **spec.annotations, **request.Annotations},
@@ -465,10 +465,14 @@ class Gateway:
     @_unary
     async def GetLog(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         name = _valid_name(request.FunctionName)
-        if name not in self.registry.records:
+        # A function being deployed has a log already (its requirement installs, its first start).
+        if name not in self.registry.records and not self._lock(name).locked():
             raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
         lines = min(request.Lines or DEFAULT_LOG_LINES, MAX_LOG_LINES)
-        text = await asyncio.to_thread(tail_text, self.log_path(name), lines)
+        deployment = self.deployments.get(name)
+        text = await deployment.logs(lines) if deployment is not None else None
+        if text is None:
+            text = await asyncio.to_thread(tail_text, self.log_path(name), lines)
         return pb.Message(Msg=text)
 
     @_unary

@@ -1,0 +1,207 @@
+"""The docker backend: each replica is a container of the function's image, reached over gRPC.
+
+Limits map to Docker's memory and CPU limits and `gpu: N` to a GPU device request
+(NVIDIA). Docker restarts a crashed container (restart policy on-failure) at the
+same loopback port, and the gRPC link reconnects by itself. The docker SDK is
+blocking, so its calls run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import time
+from typing import Any
+
+from ..build.image import WORKER_PORT, docker_client
+from ..errors import DcfError
+from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from .grpc_link import GrpcLink
+
+READY_POLL_S = 0.2
+LABEL_FUNCTION, LABEL_GATEWAY, LABEL_REVISION = "dcf.function", "dcf.gateway", "dcf.revision"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DockerBackend(Backend):
+    """Runs replicas as containers on the Docker Engine the gateway can reach."""
+
+    name = "docker"
+
+    def __init__(self, client: Any, *, gateway_id: str, max_message: int, start_timeout: float = 600.0) -> None:
+        self.client = client
+        self.gateway_id = gateway_id
+        self.max_message = max_message
+        self.start_timeout = start_timeout
+
+    @classmethod
+    def connect(cls, state_dir: Any, *, max_message: int) -> "DockerBackend":
+        """A backend on the daemon from the environment (DockerUnavailable if none answers); removes
+        containers an earlier run of this gateway left behind (they are started anew on restore)."""
+        gateway_id = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+        backend = cls(docker_client(timeout=30), gateway_id=gateway_id, max_message=max_message)
+        for container in backend.client.containers.list(all=True, filters={"label": f"{LABEL_GATEWAY}={gateway_id}"}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        return backend
+
+    def create(self, spec: DeploymentSpec) -> "DockerDeployment":
+        return DockerDeployment(self, spec)
+
+
+class _Container:
+    """One replica: its container and the gRPC link to its worker."""
+
+    def __init__(self, container: Any, port: int, link: GrpcLink) -> None:
+        self.container = container
+        self.port = port
+        self.link = link
+        self.ready = False
+
+
+class DockerDeployment(Deployment):
+    """The containers of one function revision."""
+
+    def __init__(self, backend: DockerBackend, spec: DeploymentSpec) -> None:
+        super().__init__(spec)
+        self.backend = backend
+        self._containers: list[_Container] = []
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def replicas(self) -> int:
+        return len(self._containers)
+
+    @property
+    def ready_replicas(self) -> int:
+        return sum(1 for c in self._containers if c.ready)
+
+    def _ready_links(self) -> list[WorkerLink]:
+        return [c.link for c in self._containers if c.ready]
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._ensure_image)
+        await self.scale(self.spec.replicas)
+        self._watcher = asyncio.create_task(self._watch())
+
+    def _ensure_image(self) -> None:
+        from docker.errors import ImageNotFound
+
+        image = self.spec.image
+        if not image:
+            raise DeployFailed(f"{self.spec.name} has no image to run; build one with `dcf function build`")
+        try:
+            self.backend.client.images.get(image)
+        except ImageNotFound:
+            if "/" not in image.split(":")[0]:
+                raise DeployFailed(f"image {image!r} is not on this gateway's Docker daemon; build it with "
+                                   "`dcf function build` (or set docker_registry and deploy to push it)") from None
+            try:
+                self.backend.client.images.pull(image)
+            except Exception as exc:  # noqa: BLE001 - any pull failure ends the deploy with its reason
+                raise DeployFailed(f"image {image!r} is not here and pulling it failed: {exc}") from None
+
+    def _run_container(self, index: int) -> tuple[Any, int]:
+        from docker.errors import APIError
+        from docker.types import DeviceRequest
+
+        spec = self.spec
+        port = _free_port()
+        options: dict[str, Any] = {
+            "detach": True,
+            "name": f"dcf-{spec.name}-r{spec.revision}-{index}-{self.backend.gateway_id[:6]}",
+            "ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", port)},
+            "environment": {**spec.env, "DCF_REPLICA": str(index), "PYTHONUNBUFFERED": "1"},
+            "labels": {LABEL_FUNCTION: spec.name, LABEL_GATEWAY: self.backend.gateway_id,
+                       LABEL_REVISION: str(spec.revision)},
+            "restart_policy": {"Name": "on-failure"},
+        }
+        if spec.limits.memory_bytes:
+            options["mem_limit"] = spec.limits.memory_bytes
+        if spec.limits.cpus:
+            options["nano_cpus"] = int(spec.limits.cpus * 1e9)
+        if spec.limits.gpus:
+            options["device_requests"] = [DeviceRequest(count=spec.limits.gpus, capabilities=[["gpu"]])]
+        try:
+            return self.backend.client.containers.run(spec.image, **options), port
+        except APIError as exc:
+            hint = " (is the NVIDIA Container Toolkit installed?)" if spec.limits.gpus else ""
+            raise DeployFailed(f"cannot start a container of {spec.image}: {exc.explanation or exc}{hint}") from None
+
+    async def _start_one(self, index: int) -> _Container:
+        container, port = await asyncio.to_thread(self._run_container, index)
+        replica = _Container(container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message))
+        deadline = time.monotonic() + self.backend.start_timeout
+        while not await replica.link.healthy(timeout=1.0):
+            await asyncio.to_thread(container.reload)
+            if container.status in ("exited", "dead") or time.monotonic() > deadline:
+                tail = (await asyncio.to_thread(container.logs, tail=15)).decode("utf-8", "replace")
+                await self._remove(replica)
+                reason = "timed out waiting for it" if container.status not in ("exited", "dead") else "it exited"
+                raise DeployFailed(f"replica {index} of {self.spec.name} did not become ready: {reason}", tail)
+            await asyncio.sleep(READY_POLL_S)
+        replica.ready = True
+        return replica
+
+    async def scale(self, replicas: int) -> None:
+        while len(self._containers) > replicas:
+            await self._remove(self._containers.pop())
+        self._replicas_changed()
+        started = await asyncio.gather(*(self._start_one(i) for i in range(len(self._containers), replicas)),
+                                       return_exceptions=True)
+        failures = [r for r in started if isinstance(r, BaseException)]
+        for replica in started:
+            if isinstance(replica, _Container):
+                if failures:
+                    await self._remove(replica)
+                else:
+                    self._containers.append(replica)
+        if failures:
+            failure = failures[0]
+            raise failure if isinstance(failure, DeployFailed) else DeployFailed(f"{type(failure).__name__}: {failure}")
+        self.spec.replicas = replicas
+        self._replicas_changed()
+
+    async def _watch(self) -> None:
+        """Mark replicas (not) ready as their workers stop answering and come back."""
+        while True:
+            await asyncio.sleep(1.0)
+            for replica in list(self._containers):
+                healthy = await replica.link.healthy(timeout=1.0)
+                if healthy != replica.ready:
+                    replica.ready = healthy
+                    if not healthy:
+                        self.last_error = f"replica {self._containers.index(replica)} stopped answering"
+                    self._replicas_changed()
+
+    async def _remove(self, replica: _Container) -> None:
+        await replica.link.close()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(replica.container.remove, force=True)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        containers, self._containers = self._containers, []
+        await asyncio.gather(*(self._remove(c) for c in containers))
+        self._replicas_changed()
+
+    async def logs(self, lines: int) -> str | None:
+        def read() -> str:
+            parts = []
+            for index, replica in enumerate(self._containers):
+                text = replica.container.logs(tail=lines).decode("utf-8", "replace")
+                parts.append(text if len(self._containers) == 1 else f"--- replica {index} ---\n{text}")
+            return "".join(parts)
+
+        try:
+            return await asyncio.to_thread(read)
+        except Exception as exc:  # noqa: BLE001
+            raise DcfError(f"cannot read the containers' logs: {exc}") from None

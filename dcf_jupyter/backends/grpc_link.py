@@ -1,0 +1,97 @@
+"""The gateway's link to a remote worker (a container, a cluster replica) over the DCF gRPC protocol.
+
+Requests and replies pass through as bytes, as on the local link; one HTTP/2
+connection per worker carries every call, and reconnects by itself when the
+worker restarts at the same address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ..link import FORM_MESSAGE, CallFailed, LinkClosed
+from ..settings import grpc_options
+
+_TRACEBACK_KEY = "dcf-traceback-bin"
+
+
+def _failure(error: grpc.aio.AioRpcError, address: str) -> Exception:
+    """A worker's error status as the local link would report it."""
+    metadata = dict(error.trailing_metadata() or ())
+    if error.code() == grpc.StatusCode.UNAVAILABLE and "dcf-origin" not in metadata:
+        return LinkClosed(f"the worker at {address} is unreachable ({error.details()})")
+    traceback = metadata.get(_TRACEBACK_KEY, b"")
+    if isinstance(traceback, bytes):
+        traceback = traceback.decode("utf-8", "replace")
+    return CallFailed(error.code().value[0], error.details() or error.code().name, traceback)
+
+
+class GrpcLink:
+    """One remote worker, many concurrent calls."""
+
+    def __init__(self, address: str, max_message: int) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, options=grpc_options(max_message))
+        self._unary = {
+            FORM_MESSAGE: self._channel.unary_unary("/pb.Gateway/Invoke"),
+        }
+        self._bytes = self._channel.unary_unary("/pb.Gateway/InvokeBytes")
+        self._stream = self._channel.unary_stream("/pb.Gateway/InvokeStream")
+        self._health = self._channel.unary_unary("/pb.Gateway/HealthCheck")
+        self._ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Task[bytes]] = {}
+        self._closed = False
+
+    @property
+    def is_open(self) -> bool:
+        """False once closed; a restarting worker still counts (the channel reconnects)."""
+        return not self._closed
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """True if the worker answers HealthCheck (its Handler is loaded)."""
+        try:
+            return await self._health(b"", timeout=timeout) == b"\n\x02OK"
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def call(self, form: int, payload: bytes) -> bytes:
+        """One unary call: the serialized reply, or CallFailed / LinkClosed."""
+        method = self._unary.get(form, self._bytes)
+        try:
+            return await method(payload)
+        except grpc.aio.AioRpcError as error:
+            raise _failure(error, self.address) from None
+
+    def submit(self, form: int, payload: bytes) -> tuple[int, asyncio.Future[bytes]]:
+        """Start a unary call now; its id and the future of its reply (for pipelined streams)."""
+        call_id = next(self._ids)
+        task = asyncio.ensure_future(self.call(form, payload))
+        self._calls[call_id] = task
+        task.add_done_callback(lambda _: self._calls.pop(call_id, None))
+        return call_id, task
+
+    def cancel(self, call_id: int) -> None:
+        """Cancel a submitted call (gRPC cancellation reaches the worker)."""
+        task = self._calls.pop(call_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def stream(self, payload: bytes) -> AsyncIterator[bytes]:
+        """A server-streaming call: each serialized item as it arrives."""
+        call = self._stream(payload)
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as error:
+            raise _failure(error, self.address) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight fail."""
+        self._closed = True
+        await self._channel.close()

@@ -1,0 +1,265 @@
+"""Images and the docker backend on a real Docker Engine (no registry: the base image is made offline).
+
+Skipped, with the reason printed, only where no daemon runs or can be started here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FUNCTIONS, ROOT, run_cli, start_gateway
+from dcf_jupyter.build.image import (
+    BuildError,
+    BuildOptions,
+    DockerUnavailable,
+    build_args_for,
+    build_image,
+    cuda_base_image,
+    docker_client,
+    dockerfile_for,
+    worker_requirements,
+)
+from dcf_jupyter.errors import DeployError
+from dcf_jupyter.spec import load_config
+
+pytestmark = pytest.mark.docker
+BASE = os.environ.get("DCF_TEST_BASE_IMAGE", "dcf-test/python-base:bookworm")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _skip(reason: str) -> None:
+    print(f"\nSKIP docker tests: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker():
+    """A Docker daemon: the running one, or one started here (as root) and stopped afterwards."""
+    try:
+        yield docker_client(timeout=60)
+        return
+    except DockerUnavailable as exc:
+        reason = str(exc)
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        _skip(f"{reason} (and no dockerd to start as root)")
+    log = open("/tmp/dcf-test-dockerd.log", "ab")
+    daemon = subprocess.Popen([dockerd, "--iptables=false", "--ip6tables=false", "--storage-driver=overlay2"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    client = None
+    while client is None and time.monotonic() < deadline and daemon.poll() is None:
+        try:
+            client = docker_client(timeout=60)
+        except DockerUnavailable:
+            time.sleep(0.5)
+    if client is None:
+        daemon.terminate()
+        _skip("dockerd did not start here (see /tmp/dcf-test-dockerd.log)")
+    try:
+        yield client
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker) -> str:
+    """A Python base image made offline once per machine (debootstrap + docker import), cached by tag."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_base_image.py"), "--tag", BASE],
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        _skip(f"could not make the offline base image {BASE}: {result.stderr.strip()[-300:]}")
+    return BASE
+
+
+@pytest.fixture(scope="session")
+def build_options(base_image) -> BuildOptions:
+    # This machine's default bridge has no way out and its TLS goes through a proxy whose CA is in
+    # the host bundle: the same options a user behind such a network passes.
+    return BuildOptions(base_image=base_image, network="host", ca_bundle=CA_BUNDLE if CA_BUNDLE.exists() else None)
+
+
+def cli_build_flags(options: BuildOptions) -> list[str]:
+    flags = ["--base-image", str(options.base_image), "--network", str(options.network)]
+    return flags + (["--ca-bundle", str(options.ca_bundle)] if options.ca_bundle else [])
+
+
+@pytest.fixture(scope="session")
+def docker_gateway(docker, tmp_path_factory):
+    handle = start_gateway(tmp_path_factory.mktemp("docker-gateway") / "state")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_build_runs_and_serves_hello_dcf(docker, build_options) -> None:
+    result = run_cli("function", "build", "-f", str(FUNCTIONS / "hello-dcf" / "config.yaml"), "-v",
+                     *cli_build_flags(build_options), timeout=900)
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert out.startswith("Building function (hello-dcf) ...")
+    assert "Step 1/" in out and "Image hello-dcf" in out
+    image = docker.images.get("hello-dcf")
+    assert image.labels["dcf.function"] == "hello-dcf"
+    # Built from this very folder, so `run` picks the image by itself.
+    run = run_cli("function", "run", "hello-dcf", "-f", str(FUNCTIONS / "hello-dcf" / "config.yaml"),
+                  input=b"Hello\n")
+    assert run.returncode == 0, run.stderr.decode()
+    text = run.stdout.decode()
+    assert "Running image (hello-dcf) in local" in text
+    assert "Checking GPU...\nNo GPU visible in the container." in text
+    assert "Handler request: Hello\n\nHandler reply: Hello DCF" in text
+
+
+def test_gateway_deploys_calls_logs_and_deletes_containers(docker, docker_gateway, build_options) -> None:
+    spec = load_config(FUNCTIONS / "echo").function()
+    build_image(spec, build_options, client=docker)
+    client = docker_gateway.client
+    assert "docker" in client.info()["backends"]
+    assert "docker backend" in client.deploy(FUNCTIONS / "echo", backend="docker")
+    try:
+        assert client.call("echo", b"\x00through a container") == b"\x00through a container"
+        assert list(client.stream("echo", [b"a", b"b"])) == [b"a", b"b"]
+        info = client.get("echo")
+        assert info.backend == "docker" and info.available_replicas == 1 and info.image == "echo"
+        assert "ready in" in client.logs("echo")
+        labelled = docker.containers.list(filters={"label": "dcf.function=echo"})
+        assert len(labelled) == 1
+    finally:
+        client.delete("echo")
+    assert docker.containers.list(all=True, filters={"label": "dcf.function=echo"}) == []
+
+
+def test_limits_become_container_limits_and_a_missing_gpu_says_so(docker, docker_gateway, build_options,
+                                                                  make_function) -> None:
+    folder = make_function("limited", "class Handler:\n    def __call__(self, req):\n        return 'ok'\n")
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("memory: ''", "memory: 256M").replace("cpu: ''", "cpu: '0.5'"))
+    spec = load_config(config).function()
+    build_image(spec, build_options, client=docker)
+    client = docker_gateway.client
+    client.deploy(folder, backend="docker")
+    try:
+        assert client.call("limited") == "ok"
+        (container,) = docker.containers.list(filters={"label": "dcf.function=limited"})
+        host = container.attrs["HostConfig"]
+        assert host["Memory"] == 256 * 1000**2 and host["NanoCpus"] == 500_000_000
+    finally:
+        client.delete("limited")
+    config.write_text(config.read_text().replace("gpu: ''", "gpu: '1'"))
+    if shutil.which("nvidia-smi"):
+        return  # on a GPU machine the request succeeds; the GPU path is proven there
+    with pytest.raises(DeployError, match="cannot start a container"):
+        client.deploy(folder, backend="docker")
+
+
+def test_a_failing_build_names_the_step_and_shows_the_log(docker, build_options, make_function) -> None:
+    folder = make_function("unbuildable", "class Handler:\n    def __call__(self, req):\n        return 1\n",
+                           requirements=["--no-index", "no-such-package-xyz==1.0"])
+    with pytest.raises(BuildError) as info:
+        build_image(load_config(folder).function(), build_options, client=docker)
+    assert "failed at Step" in str(info.value) and "pip install -r requirements.txt" in str(info.value)
+    assert "no-such-package-xyz" in info.value.log_tail
+
+
+def test_handler_only_change_rebuilds_from_cache(docker, build_options, make_function) -> None:
+    folder = make_function("cached", "class Handler:\n    def __call__(self, req):\n        return 'v1'\n")
+    spec = load_config(folder).function()
+    build_image(spec, build_options, client=docker)
+    (folder / "src" / "handler.py").write_text("class Handler:\n    def __call__(self, req):\n        return 'v2'\n")
+    lines: list[str] = []
+    build_image(spec, build_options, on_log=lines.append, client=docker)
+    steps = [i for i, line in enumerate(lines) if line.startswith("Step ")]
+    copy_step = next(i for i in steps if "COPY function/ " in lines[i])
+    # Every step before the function's source came from the cache.
+    rebuilt = [lines[i] for i in steps if i < copy_step and "Using cache" not in lines[i + 1]
+               and not lines[i].startswith(("Step 1/", "Step 2/"))]
+    assert rebuilt == [], rebuilt
+
+
+def test_no_daemon_is_one_sentence(tmp_path: Path) -> None:
+    result = run_cli("function", "build", "--image", "-f", str(FUNCTIONS / "hello-dcf" / "config.yaml"),
+                     env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "no Docker daemon answers" in lines[0] and "local backend" in lines[0]
+    # Without --image, a machine with no Docker still checks the function and says no image was built.
+    result = run_cli("function", "build", "-f", str(FUNCTIONS / "hello-dcf" / "config.yaml"),
+                     env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert result.returncode == 0 and b"no image was built" in result.stdout
+
+
+def test_templates_pick_bases_from_dcf_build_args(tmp_path: Path) -> None:
+    """The GPU templates, checked without pulling CUDA images (no registry here; proven on GPU machines)."""
+    from dcf_jupyter.spec import parse_config
+
+    seed = parse_config("functions:\n  ssd-gpu:\n    limits: {gpu: '1'}\n    build_args: [CUDA_VERSION=9.0, "
+                        "CUDNN_VERSION=7.4.1.5, UBUNTU_VERSION=16.04]\n", root=tmp_path).function()
+    assert build_args_for(seed, BuildOptions())["BASE_IMAGE"] == "nvidia/cuda:9.0-cudnn7-runtime-ubuntu16.04"
+    assert cuda_base_image({}) == "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
+    assert "apt-get install" in dockerfile_for(seed) and "NVIDIA_VISIBLE_DEVICES" in dockerfile_for(seed)
+    tf = parse_config("functions:\n  tf:\n    runtime: tensorflow-gpu\n", root=tmp_path).function()
+    assert build_args_for(tf, BuildOptions())["EXTRA_PIP"].startswith("tensorflow[and-cuda]")
+    cpu = parse_config("functions:\n  cpu:\n    build_packages: [libgomp1]\n", root=tmp_path).function()
+    args = build_args_for(cpu, BuildOptions())
+    assert args["BASE_IMAGE"] == "python:3.11-slim" and args["BUILD_PACKAGES"] == "libgomp1"
+    assert build_args_for(cpu, BuildOptions(base_image="mirror/python:3.12"))["BASE_IMAGE"] == "mirror/python:3.12"
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert dockerfile_for(cpu) == "FROM scratch\n"  # the function's own Dockerfile wins
+    assert "grpcio" in worker_requirements() and "protobuf" in worker_requirements()
+
+
+def test_deploy_pushes_to_docker_registry_after_asking(docker, docker_gateway, build_options, make_function) -> None:
+    folder = make_function("pushed", "class Handler:\n    def __call__(self, req):\n        return 'p'\n")
+    config = folder / "config.yaml"
+    # A registry address where nothing listens: the push is really attempted, and fails readably.
+    config.write_text(config.read_text().replace("docker_registry: ''", "docker_registry: 127.0.0.1:1")
+                      .replace("image: pushed", "image: 127.0.0.1:1/pushed"))
+    build_image(load_config(config).function(), build_options, client=docker)
+    g = ("-g", docker_gateway.address)
+    asked = run_cli(*g, "function", "deploy", "-f", str(config), "--backend", "docker")
+    assert asked.returncode == 1 and b"pass --yes to push without asking" in asked.stderr
+    pushed = run_cli(*g, "function", "deploy", "-f", str(config), "--backend", "docker", "--yes")
+    assert pushed.returncode == 1
+    assert b"Pushing: pushed, Image: 127.0.0.1:1/pushed in Registry: 127.0.0.1:1 ..." in pushed.stdout
+    assert b"pushing 127.0.0.1:1/pushed failed" in pushed.stderr
+
+
+def test_magic_session_builds_then_deploys_on_docker(docker_gateway, build_options, tmp_path, monkeypatch) -> None:
+    from dcf_jupyter.session import Session
+
+    monkeypatch.setenv("DCF_BUILD_BASE_IMAGE", str(build_options.base_image))
+    monkeypatch.setenv("DCF_BUILD_NETWORK", str(build_options.network))
+    if build_options.ca_bundle:
+        monkeypatch.setenv("DCF_BUILD_CA_BUNDLE", str(build_options.ca_bundle))
+    session = Session(tmp_path / "ws", gateway=docker_gateway.address)
+    try:
+        proxy = session.define("in-a-box", "import os\nclass Handler:\n    def __call__(self, req):\n"
+                               "        return 'pid ' + str(os.getpid())\n", backend="docker")
+        assert proxy() == "pid 1"  # the worker is the container's first process
+        assert proxy.info.backend == "docker"
+    finally:
+        session.client().delete("in-a-box")
+        session.close()
+
+
+def test_run_uses_the_image_only_when_built_from_this_folder(docker, build_options, make_function) -> None:
+    folder = make_function("fresh-or-stale", "class Handler:\n    def __call__(self, req):\n        return 'image'\n")
+    build_image(load_config(folder).function(), build_options, client=docker)
+    ran = run_cli("function", "run", "fresh-or-stale", input=b"x", cwd=folder)
+    assert b"Running image (fresh-or-stale)" in ran.stdout and b"Handler reply: image" in ran.stdout
+    (folder / "src" / "handler.py").write_text("class Handler:\n    def __call__(self, req):\n        return 'folder'\n")
+    ran = run_cli("function", "run", "fresh-or-stale", input=b"x", cwd=folder)
+    assert b"was not built from this folder" in ran.stderr
+    assert b"Handler reply: folder" in ran.stdout
+    forced = run_cli("function", "run", "fresh-or-stale", "--image", input=b"x", cwd=folder)
+    assert b"Handler reply: image" in forced.stdout
