@@ -95,6 +95,16 @@ def _as_pil(image: Any) -> Any:
     raise TypeError(f"cannot read an image from a {type(image).__name__}")
 
 
+def _font(size: int) -> Any:
+    """Pillow's default font at `size` pixels (older Pillow: its fixed bitmap font)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def _color(class_id: str) -> tuple[int, int, int]:
     palette = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40))
@@ -124,6 +134,7 @@ def boxes(image: Any, result: Any) -> Any:
         raise TypeError("expected a list of boxes like [{'class', 'confidence', 'xmin', 'ymin', 'xmax', 'ymax'}]")
     draw = ImageDraw.Draw(picture)
     width = max(2, round(min(picture.size) / 150))
+    font = _font(max(11, round(min(picture.size) / 40)))
     for box in items:
         x0, y0, x1, y1 = (float(box[k]) for k in BOX_KEYS)
         color = _color(str(box.get("class", "")))
@@ -131,10 +142,10 @@ def boxes(image: Any, result: Any) -> Any:
         caption = label_of(box)
         if "confidence" in box:
             caption += f" {float(box['confidence']):.2f}"
-        left, top, right, bottom = draw.textbbox((x0, y0), caption)
-        top_y = max(0.0, y0 - (bottom - top) - 4)
-        draw.rectangle((x0, top_y, x0 + (right - left) + 6, top_y + (bottom - top) + 4), fill=color)
-        draw.text((x0 + 3, top_y + 1), caption, fill=(0, 0, 0))
+        left, top, right, bottom = draw.textbbox((x0, y0), caption, font=font)
+        top_y = max(0.0, y0 - (bottom - top) - 6)
+        draw.rectangle((x0, top_y, x0 + (right - left) + 6, top_y + (bottom - top) + 6), fill=color)
+        draw.text((x0 + 3, top_y + 1 - (top - y0)), caption, fill=(0, 0, 0), font=font)
     return picture
 
 

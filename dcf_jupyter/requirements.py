@@ -11,6 +11,11 @@ from packaging.utils import canonicalize_name
 
 from .errors import ConfigError
 
+REQUIREMENTS = "requirements.txt"
+# Installed with `pip install --no-deps`: for packages whose declared dependencies are wrong or heavy
+# (pip has no per-line --no-deps).
+NODEPS_REQUIREMENTS = "requirements-nodeps.txt"
+
 
 def read_requirements(path: Path) -> list[str]:
     """The meaningful lines of a requirements file (comments and blanks dropped); [] if there is none."""

@@ -18,3 +18,20 @@ def canonical_runtime(name: str) -> str | None:
     if name in RUNTIMES:
         return name
     return ALIASES.get(name)
+
+
+def runtime_requirements(runtime: str) -> list[str]:
+    """What a runtime brings that this Python environment lacks, as requirement lines (the local backend
+    installs them as the images' templates do): TensorFlow for tensorflow-gpu, judged by whether the
+    `tensorflow` module imports, whichever distribution provides it."""
+    import importlib.util
+    import platform
+    import shutil
+
+    if canonical_runtime(runtime) != "tensorflow-gpu" or importlib.util.find_spec("tensorflow") is not None:
+        return []
+    if shutil.which("nvidia-smi"):
+        return ["tensorflow[and-cuda]>=2.16"]
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        return ["tensorflow-cpu>=2.16"]
+    return ["tensorflow>=2.16"]

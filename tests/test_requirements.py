@@ -71,5 +71,22 @@ def test_a_failing_install_fails_the_deploy_with_pips_words(gateway, make_functi
                            requirements=["--no-index", "no-such-package-xyz==1.0"])
     with pytest.raises(DeployError) as info:
         gateway.client.deploy(folder)
-    assert "installing requirements.txt failed" in str(info.value)
+    assert "installing requirements failed" in str(info.value)
     assert "no-such-package-xyz" in info.value.remote_traceback  # type: ignore[attr-defined]
+
+
+def test_tensorflow_runtime_brings_tensorflow_only_where_it_is_missing(monkeypatch) -> None:
+    import importlib.util
+    import shutil
+
+    from dcf_jupyter.runtimes import runtime_requirements
+
+    real_find_spec = importlib.util.find_spec
+    assert runtime_requirements("python") == []
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+    assert runtime_requirements("tensorflow-gpu") == ["tensorflow[and-cuda]>=2.16"]
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert runtime_requirements("tensorflow-gpu")[0].startswith(("tensorflow-cpu", "tensorflow>="))
+    assert runtime_requirements("python-gpu") == []

@@ -50,6 +50,7 @@ class DeploymentSpec:
     source_dir: Path  # the unpacked function folder (config.yaml inside)
     log_path: Path
     image: str = ""
+    runtime: str = "python"
     env: dict[str, str] = field(default_factory=dict)
     limits: Resources = field(default_factory=Resources)
     replicas: int = 1

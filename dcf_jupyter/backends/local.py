@@ -21,7 +21,14 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..link import AsyncLink
-from ..requirements import missing_requirements, read_requirements, requirements_key
+from ..requirements import (
+    NODEPS_REQUIREMENTS,
+    REQUIREMENTS,
+    missing_requirements,
+    read_requirements,
+    requirements_key,
+)
+from ..runtimes import runtime_requirements
 from ..settings import ENV_EXTRA_SITE
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 
@@ -96,40 +103,45 @@ class LocalBackend(Backend):
         """A folder with the function's requirements that this environment lacks (pip-installed once,
         cached by their hash), or None when it has them all."""
         try:
-            missing = missing_requirements(read_requirements(spec.source_dir / "requirements.txt"))
+            missing = runtime_requirements(spec.runtime)
+            missing += missing_requirements(read_requirements(spec.source_dir / REQUIREMENTS))
+            missing_nodeps = missing_requirements(read_requirements(spec.source_dir / NODEPS_REQUIREMENTS))
         except ConfigError as exc:
             raise DeployFailed(str(exc).replace(str(spec.source_dir) + "/", "")) from None
-        if not missing:
+        if not missing and not missing_nodeps:
             return None
-        target = self.cache_dir / requirements_key(missing)
+        target = self.cache_dir / requirements_key(missing + ["--no-deps"] + missing_nodeps)
         async with self._install_locks.setdefault(target.name, asyncio.Lock()):
             if (target / INSTALLED_MARKER).exists():
                 return target
-            await self._pip_install(spec, missing, target)
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            if missing:
+                await self._pip_install(spec, missing, partial)
+            if missing_nodeps:
+                await self._pip_install(spec, missing_nodeps, partial, "--no-deps")
+            (partial / INSTALLED_MARKER).touch()
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+            _note(spec.log_path, f"requirements installed into {target}")
         return target
 
-    async def _pip_install(self, spec: DeploymentSpec, lines: list[str], target: Path) -> None:
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+    async def _pip_install(self, spec: DeploymentSpec, lines: list[str], target: Path, *options: str) -> None:
         # Beside the original, so relative paths in it (--find-links ./wheels) mean the same.
         wanted = spec.source_dir / ".dcf-missing-requirements.txt"
         wanted.write_text("".join(f"{line}\n" for line in lines))
-        _note(spec.log_path, f"installing requirements missing here: {', '.join(lines)}")
+        _note(spec.log_path, f"installing requirements missing here: {', '.join(lines)} {' '.join(options)}".rstrip())
         command = [self.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                   "--target", str(partial), "-r", str(wanted)]
+                   "--target", str(target), *options, "-r", str(wanted)]
         with open(spec.log_path, "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        cwd=str(spec.source_dir))
         code = await _exit_future(process)
         if code != 0:
-            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
             tail = tail_text(spec.log_path, 6).strip()
-            raise DeployFailed(f"installing requirements.txt failed (pip exited with code {code})", tail)
-        (partial / INSTALLED_MARKER).touch()
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-        _note(spec.log_path, f"requirements installed into {target}")
+            raise DeployFailed(f"installing requirements failed (pip exited with code {code})", tail)
 
 
 class LocalDeployment(Deployment):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..requirements import missing_requirements, read_requirements
+from ..requirements import NODEPS_REQUIREMENTS, missing_requirements, read_requirements
 from ..source import iter_source_files, pack_folder
 from ..spec import FunctionSpec
 
@@ -62,6 +62,7 @@ def check_function(spec: FunctionSpec, *, max_bytes: int) -> CheckReport:
         raise ConfigError(f"functions.{spec.name}.handler: no handler file at {shown} (set handler.dir / handler.file)")
     check_handler_source(path.read_text(encoding="utf-8"), str(path.relative_to(spec.root)), spec.handler.name)
     requirements = read_requirements(spec.requirements_path)
+    requirements += read_requirements(spec.requirements_path.with_name(NODEPS_REQUIREMENTS))
     packed = pack_folder(spec.root, limit=max_bytes)
     return CheckReport(
         spec=spec,

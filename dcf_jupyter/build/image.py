@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import DcfError
+from ..requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
 from ..runtimes import canonical_runtime
 from ..source import iter_source_files, source_digest
 from ..spec import FunctionSpec
@@ -180,8 +181,9 @@ def build_context(spec: FunctionSpec, options: BuildOptions) -> IO[bytes]:
         files = iter_source_files(spec.root)
         for path in files:
             _add_file(tar, path, f"function/{path.relative_to(spec.root).as_posix()}")
-        if not (spec.root / "requirements.txt").is_file():
-            _add_bytes(tar, "function/requirements.txt", b"")
+        for optional in (REQUIREMENTS, NODEPS_REQUIREMENTS):  # the Dockerfile copies both
+            if not (spec.root / optional).is_file():
+                _add_bytes(tar, f"function/{optional}", b"")
     context.seek(0)
     return context
 

@@ -64,7 +64,7 @@ def describe_bytes(data: bytes, limit: int = 200) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return f"<{len(data)} bytes of binary data>"
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(data)} bytes)"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(data)} bytes; -o FILE saves them all)"
 
 
 @function.command()
@@ -183,7 +183,7 @@ def run(name: str, config_path: Path, mode: str | None, output: Path | None, tim
         click.echo(f"Call {spec.name} in user's local")
         click.echo(f"Handler request: {describe_bytes(data)}")
         reply = runner.call(data, timeout=timeout)
-    click.echo(f"Handler reply: {describe_bytes(reply.data)}")
+    click.echo(f"Handler reply: {describe_bytes(reply.data, limit=4000)}")
     if output is not None:
         output.write_bytes(reply.data)
         click.echo(f"Reply written to {output} ({len(reply.data)} bytes)")

@@ -186,6 +186,7 @@ class Gateway:
                 source_dir=self.function_dir(record.name) / f"rev-{record.revision}",
                 log_path=self.log_path(record.name),
                 image=record.image,
+                runtime=record.annotations.get("dcf.runtime", "python"),
                 env=dict(record.env),
                 limits=record.resources,
                 replicas=record.replicas,

@@ -1,0 +1,39 @@
+"""Class numbering: the DCF example's PASCAL VOC ids (15 = person, 12 = dog), and the reply format."""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOC_LABELS = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+# COCO ids (TensorFlow Object Detection API models) of the classes VOC also has.
+COCO_TO_VOC = {5: 1, 2: 2, 16: 3, 9: 4, 44: 5, 6: 6, 3: 7, 17: 8, 62: 9, 21: 10, 67: 11, 18: 12, 19: 13,
+               4: 14, 1: 15, 64: 16, 20: 17, 63: 18, 7: 19, 72: 20}
+COCO_LABELS = {1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train",
+               9: "boat", 16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 44: "bottle",
+               62: "chair", 63: "couch", 64: "potted plant", 67: "dining table", 72: "tv"}
+
+
+def boxes_reply(classes: np.ndarray, scores: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
+                labels: dict[int, str] | None = None) -> list[dict[str, str]]:
+    """The DCF example's reply for one image: strings, boxes in pixels of the original image, plus "label".
+
+    `boxes` are normalised (ymin, xmin, ymax, xmax); `classes` are VOC ids unless `labels` maps them.
+    """
+    width, height = size
+    reply = []
+    for cls, score, (ymin, xmin, ymax, xmax) in zip(classes, scores, boxes):
+        cls = int(cls)
+        label = labels.get(cls, str(cls)) if labels is not None else VOC_LABELS[cls]
+        reply.append({
+            "class": str(cls),
+            "label": label,
+            "confidence": f"{float(score):.4f}",
+            "xmin": str(int(round(np.clip(xmin, 0.0, 1.0) * width))),
+            "ymin": str(int(round(np.clip(ymin, 0.0, 1.0) * height))),
+            "xmax": str(int(round(np.clip(xmax, 0.0, 1.0) * width))),
+            "ymax": str(int(round(np.clip(ymax, 0.0, 1.0) * height))),
+        })
+    return reply
