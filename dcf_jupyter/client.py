@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
@@ -341,8 +341,25 @@ _clients: dict[str, Client] = {}
 _clients_lock = threading.Lock()
 
 
+_session_client: Callable[[], Client] | None = None
+
+
+def route_to_session(provider: Callable[[], Client] | None) -> None:
+    """Send module-level calls that name no gateway to a notebook session's gateway (None: stop doing so).
+
+    In a notebook the session may run an embedded gateway on a random port; `dcf_jupyter.call(...)`
+    must reach the functions `%%dcf_function` deployed there, not $DCF_GATEWAY's default address.
+    """
+    global _session_client
+    _session_client = provider
+
+
 def default_client(address: str | None = None, config_gateway: str | None = None) -> Client:
-    """A shared Client for the resolved address (argument, $DCF_GATEWAY, a config's dcf.gateway, default)."""
+    """A shared Client for the resolved address (argument, the notebook session's gateway, $DCF_GATEWAY,
+    a config's dcf.gateway, default)."""
+    provider = _session_client
+    if address is None and provider is not None:
+        return provider()
     resolved = resolve_address(address, config_gateway)
     with _clients_lock:
         client = _clients.get(resolved)

@@ -105,7 +105,8 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def _color(class_id: str) -> tuple[int, int, int]:
+def box_color(class_id: str) -> tuple[int, int, int]:
+    """A stable colour per class, the same in drawn images and in the stream widgets."""
     palette = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40))
     return palette[sum(class_id.encode()) % len(palette)]
@@ -137,7 +138,7 @@ def boxes(image: Any, result: Any) -> Any:
     font = _font(max(11, round(min(picture.size) / 40)))
     for box in items:
         x0, y0, x1, y1 = (float(box[k]) for k in BOX_KEYS)
-        color = _color(str(box.get("class", "")))
+        color = box_color(str(box.get("class", "")))
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
         caption = label_of(box)
         if "confidence" in box:

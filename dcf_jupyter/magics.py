@@ -17,7 +17,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Unicode
+from traitlets import TraitError, Unicode
 
 from .client import FunctionInfo
 from .errors import ConfigError, DcfError, FunctionError, InvalidName
@@ -75,6 +75,19 @@ def _dcf_parser() -> _Parser:
     scale = commands.add_parser("scale", help="run N replicas: %%dcf scale NAME N")
     scale.add_argument("name")
     scale.add_argument("replicas", type=int)
+    stream = commands.add_parser("stream", help="stream frames through a function: "
+                                               "%%dcf stream NAME --camera | --video PATH")
+    stream.add_argument("name")
+    source = stream.add_mutually_exclusive_group(required=True)
+    source.add_argument("--camera", action="store_true", help="the browser's webcam")
+    source.add_argument("--video", metavar="PATH", help="a video file or URL, read in the kernel")
+    stream.add_argument("--overlay", choices=("auto", "image", "boxes", "text"), default="auto")
+    stream.add_argument("--window", type=int, default=2, help="frames in flight (default 2)")
+    stream.add_argument("--fps", type=float, default=None, help="frame rate cap (camera default 30)")
+    stream.add_argument("--width", type=int, default=640)
+    stream.add_argument("--height", type=int, default=480)
+    stream.add_argument("--loop", action="store_true", help="replay the video when it ends")
+    stream.add_argument("--start", action="store_true", help="start streaming right away")
     commands.add_parser("status", help="which gateway this notebook uses")
     gateway = commands.add_parser("gateway", help="use another gateway: %%dcf gateway HOST:PORT")
     gateway.add_argument("address", nargs="?")
@@ -165,6 +178,8 @@ class DcfMagics(Magics):
         if command == "scale":
             print(client().scale(args.name, args.replicas))
             return None
+        if command == "stream":
+            return self._stream(args)
         if command == "status":
             status = self.session.status()
             kind = "embedded gateway (stops with the kernel)" if status["embedded"] else "gateway"
@@ -179,6 +194,21 @@ class DcfMagics(Magics):
                 print(f"Using the gateway at {self.session.connect(args.address)}.")
             return None
         raise UsageError(parser.format_help())
+
+    def _stream(self, args: argparse.Namespace) -> Any:
+        try:
+            if args.camera:
+                from .widgets.camera import CameraStream
+
+                return CameraStream(args.name, width=args.width, height=args.height, fps=args.fps or 30.0,
+                                    overlay=args.overlay, window=args.window, autostart=args.start,
+                                    client=self.session.client())
+            from .widgets.video import VideoStream
+
+            return VideoStream(args.name, args.video, window=args.window, fps=args.fps, overlay=args.overlay,
+                               loop=args.loop, autostart=args.start, client=self.session.client())
+        except (ImportError, OSError, ValueError, TraitError) as exc:
+            raise UsageError(f"%dcf stream: {exc}") from None
 
     dcf.__doc__ = (dcf.__doc__ or "") + "\n\n" + _dcf_parser().format_help()
 

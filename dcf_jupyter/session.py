@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .build.check import check_handler_source
-from .client import Client
+from .client import Client, route_to_session
 from .embedded import EmbeddedGateway
 from .errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
 from .progress import Progress, make_progress
@@ -92,13 +92,18 @@ class Session:
             if not probe.health(timeout=3.0):
                 raise GatewayUnavailable(f"no DCF gateway answers at {probe.address}")
         with self._lock:
-            self.close()
+            self._disconnect()
             self._explicit = address
             self._client = Client(resolve_address(address))
             return self._client.address
 
     def close(self) -> None:
         """Drop the connection and stop the embedded gateway (its functions stop with it)."""
+        if _default is self:
+            route_to_session(None)  # a closed session must not restart a gateway for dcf_jupyter.call()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -266,16 +271,17 @@ _default: Session | None = None
 
 def default_session() -> Session:
     """The kernel's session (the magics use the same one)."""
-    global _default
     if _default is None:
-        _default = Session()
+        set_default_session(Session())
+    assert _default is not None
     return _default
 
 
 def set_default_session(session: Session) -> None:
-    """Make `session` the one `dcf_jupyter.function()` uses."""
+    """Make `session` the one `dcf_jupyter.function()`, the widgets and `dcf_jupyter.call()` & co. use."""
     global _default
     _default = session
+    route_to_session(session.client)
 
 
 def function(name: str, source_or_class: str | type, *, gpu: int | None = None, memory: str | None = None,

@@ -248,3 +248,13 @@ def test_embedded_gateway_starts_when_none_answers_and_stops_with_the_session(tm
     finally:
         session.close()
     assert not state_dir.exists()
+
+
+def test_module_level_api_follows_the_notebook_session(ip, gateway) -> None:
+    import dcf_jupyter
+    from dcf_jupyter import client as api
+
+    magics = ip.magics_manager.registry["DcfMagics"]
+    assert api.default_client() is magics.session.client()  # not $DCF_GATEWAY's default address
+    assert dcf_jupyter.call("echo", b"via the session") == b"via the session"
+    assert api.default_client(gateway.address).address == gateway.address  # an explicit address still wins

@@ -17,7 +17,12 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
-    """Run a copy of the notebook in `workdir` (its function folders land there, not in the repo)."""
+    """Run a copy of the notebook in `workdir`/notebooks (its function folders land there, not in the repo),
+    with `workdir`/functions standing for the repository's examples, as "../functions" from the notebook."""
+    (workdir / "notebooks").mkdir(exist_ok=True)
+    if not (workdir / "functions").exists():
+        (workdir / "functions").symlink_to(ROOT / "functions")
+    workdir = workdir / "notebooks"
     copy = workdir / path.name
     shutil.copy(path, copy)
     notebook = nbformat.read(copy, as_version=4)
@@ -73,4 +78,18 @@ def test_hello_notebook_outputs(tmp_path: Path) -> None:
     assert '<%%dcf_function picky cell>", line 5' in failure
     assert text_of(outputs(notebook, 'picky(b"four")')) == "4"
     assert "hello-dcf" in text_of(outputs(notebook, "%dcf list"))
-    assert (tmp_path / "dcf-functions" / "hello-dcf" / "config.yaml").exists()
+    assert (tmp_path / "notebooks" / "dcf-functions" / "hello-dcf" / "config.yaml").exists()
+
+
+def test_streaming_notebook_outputs(tmp_path: Path) -> None:
+    notebook = execute(ROOT / "notebooks" / "02-streaming.ipynb", tmp_path)
+    camera = [o for o in outputs(notebook, 'CameraStream("mirror")') if "data" in o]
+    assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
+    run = text_of(outputs(notebook, "video.run()"))
+    assert "'sent': 75, 'received': 75" in run
+    assert "'sent': 75, 'received': 75" in text_of(outputs(notebook, "balls.run()"))
+    drawn = [o for o in outputs(notebook, "dcf_jupyter.boxes(") if "data" in o]
+    assert drawn and "image/png" in drawn[0]["data"]
+    spectrum = [o for o in outputs(notebook, 'plot_spectrogram("chirp.wav")') if "data" in o]
+    assert spectrum and "image/png" in spectrum[0]["data"]
+    assert text_of(outputs(notebook, "spectrum.db.shape")) == "'513 frequencies x 64 frames'"

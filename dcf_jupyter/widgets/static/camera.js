@@ -1,0 +1,303 @@
+// CameraStream front end: webcam -> JPEG frames (binary buffers) -> kernel -> DCF function -> drawn here.
+// At most `window` frames are in flight. When the window is full the next frame waits for a free slot (and is
+// captured fresh then); further frames meanwhile are dropped and counted, so a slow function lowers the frame
+// rate instead of growing a queue.
+
+const STATS_EVERY_MS = 250;
+const SYNC_EVERY_MS = 1000;
+const LATENCY_SAMPLES = 120;
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function median(values) {
+  if (!values.length) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+function drawBoxes(ctx, boxes) {
+  const line = Math.max(2, Math.round(Math.min(ctx.canvas.width, ctx.canvas.height) / 160));
+  ctx.lineWidth = line;
+  ctx.font = `${Math.max(12, Math.round(ctx.canvas.height / 32))}px sans-serif`;
+  ctx.textBaseline = "top";
+  for (const box of boxes) {
+    ctx.strokeStyle = box.color;
+    ctx.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0);
+    const width = ctx.measureText(box.caption).width + 8;
+    const height = parseInt(ctx.font, 10) + 6;
+    const top = Math.max(0, box.y0 - height);
+    ctx.fillStyle = box.color;
+    ctx.fillRect(box.x0 - line / 2, top, width, height);
+    ctx.fillStyle = "#000";
+    ctx.fillText(box.caption, box.x0 + 4 - line / 2, top + 3);
+  }
+}
+
+function render({ model, el }) {
+  const view = Math.random().toString(36).slice(2);
+  el.classList.add("dcf-camera");
+
+  const bar = element("div", "dcf-bar");
+  const start = element("button", "dcf-start", "▶ Start");
+  const stop = element("button", "dcf-stop", "■ Stop");
+  const cameras = element("select", "dcf-cameras");
+  const title = element("span", "dcf-function");
+  const stats = element("span", "dcf-stats", "stopped");
+  bar.append(start, stop, cameras, title, stats);
+  const stage = element("div", "dcf-stage");
+  const output = element("canvas", "dcf-output");
+  stage.append(output);
+  const text = element("pre", "dcf-text");
+  const error = element("div", "dcf-error");
+  el.append(bar, stage, text, error);
+
+  const video = element("video");
+  video.muted = true;
+  video.playsInline = true;
+  // OffscreenCanvas.convertToBlob encodes on a background thread right away; a DOM canvas's toBlob waits for
+  // the page's idle time, which adds tens of milliseconds while the notebook is busy drawing replies.
+  const grab = typeof OffscreenCanvas === "function" ? new OffscreenCanvas(1, 1) : element("canvas");
+  const out = output.getContext("2d");
+
+  let media = null;
+  let timer = null;
+  let syncTimer = null;
+  let statsTimer = null;
+  let streaming = false;
+  let nextId = 0;
+  let inFlight = 0;
+  let owed = false;
+  let sent = 0;
+  let received = 0;
+  let dropped = 0;
+  const pending = new Map(); // frame id -> {t, jpeg}
+  const latencies = [];
+  const phases = []; // [encode, kernel + function round trip, decode + draw] ms, for the stats tooltip
+  const arrivals = [];
+
+  function setState(running) {
+    start.disabled = running;
+    stop.disabled = !running;
+    el.dataset.running = running ? "1" : "0";
+  }
+
+  function fps() {
+    const now = performance.now();
+    while (arrivals.length && now - arrivals[0] > 2000) arrivals.shift();
+    if (arrivals.length < 2) return 0;
+    return (arrivals.length - 1) / ((arrivals[arrivals.length - 1] - arrivals[0]) / 1000);
+  }
+
+  function showStats() {
+    const rate = fps();
+    const p50 = median(latencies);
+    stats.textContent = streaming || received
+      ? `${rate.toFixed(1)} fps · p50 ${p50.toFixed(0)} ms · ${received}/${sent} frames · ${dropped} dropped`
+      : "stopped";
+    const [encode, trip, draw] = [0, 1, 2].map((i) => median(phases.map((p) => p[i])));
+    stats.title = `p50: encode ${encode.toFixed(1)} ms, kernel and function ${trip.toFixed(1)} ms, `
+      + `decode and draw ${draw.toFixed(1)} ms`;
+    Object.assign(el.dataset, {
+      sent, received, dropped, fps: rate.toFixed(2), latency: p50.toFixed(1),
+      encode: encode.toFixed(1), trip: trip.toFixed(1), draw: draw.toFixed(1),
+    });
+  }
+
+  function syncStats() {
+    model.set({
+      frames_sent: sent, frames_received: received, frames_dropped: dropped,
+      fps_measured: Math.round(fps() * 100) / 100, latency_ms: Math.round(median(latencies) * 10) / 10,
+    });
+    model.save_changes();
+  }
+
+  async function listCameras(selected) {
+    const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+    cameras.replaceChildren(...devices.map((d, i) => {
+      const option = element("option", "", d.label || `camera ${i + 1}`);
+      option.value = d.deviceId;
+      return option;
+    }));
+    if (selected) cameras.value = selected;
+  }
+
+  function tick() {
+    if (!streaming) return;
+    schedule();
+    if (video.readyState < 2) return;
+    if (inFlight < model.get("window")) {
+      capture();
+    } else {
+      // The window is full: the freshest frame goes as soon as a slot frees (no waiting for the next tick);
+      // a tick that finds one already waiting is a dropped frame.
+      if (owed) dropped += 1;
+      owed = true;
+    }
+  }
+
+  function freed() {
+    inFlight = Math.max(0, inFlight - 1);
+    if (owed && streaming && inFlight < model.get("window")) {
+      owed = false;
+      capture();
+    }
+  }
+
+  async function capture() {
+    inFlight += 1;
+    const id = nextId++;
+    const t = performance.now();
+    try {
+      const w = model.get("width");
+      const h = model.get("height");
+      if (grab.width !== w || grab.height !== h) Object.assign(grab, { width: w, height: h });
+      grab.getContext("2d").drawImage(video, 0, 0, w, h);
+      const quality = model.get("quality");
+      const blob = grab.convertToBlob
+        ? await grab.convertToBlob({ type: "image/jpeg", quality })
+        : await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", quality));
+      const buffer = await blob.arrayBuffer();
+      if (!streaming) { inFlight = Math.max(0, inFlight - 1); return; }
+      // The JPEG itself is kept, not a decoded copy: only box and text replies need the frame decoded again.
+      pending.set(id, { t, sent: performance.now(), jpeg: blob });
+      model.send({ type: "frame", view, id }, undefined, [buffer]);
+      sent += 1;
+    } catch (err) {
+      inFlight -= 1;
+      fail(`could not capture a frame: ${err}`);
+    }
+  }
+
+  function schedule() {
+    timer = setTimeout(tick, 1000 / Math.max(1, model.get("fps")));
+  }
+
+  function size(width, height) {
+    if (output.width !== width || output.height !== height) Object.assign(output, { width, height });
+  }
+
+  async function paint(blob) {
+    const bitmap = await createImageBitmap(blob);
+    size(bitmap.width, bitmap.height);
+    out.drawImage(bitmap, 0, 0);
+    bitmap.close();
+  }
+
+  async function show(msg, buffers) {
+    const frame = pending.get(msg.id);
+    pending.delete(msg.id);
+    freed();
+    if (!frame) return;
+    const arrived = performance.now();
+    if (msg.kind === "image") {
+      await paint(new Blob([buffers[0]], { type: msg.mime }));
+    } else {
+      await paint(frame.jpeg);
+      if (msg.kind === "boxes") {
+        drawBoxes(out, msg.boxes);
+        el.dataset.boxes = String(msg.boxes.length);
+      }
+    }
+    text.textContent = msg.kind === "text" ? msg.text : "";
+    // Round trip as the user sees it: from grabbing the camera frame to its reply drawn.
+    received += 1;
+    const now = performance.now();
+    arrivals.push(now);
+    latencies.push(now - frame.t);
+    phases.push([frame.sent - frame.t, arrived - frame.sent, now - arrived]);
+    if (latencies.length > LATENCY_SAMPLES) latencies.shift();
+    if (phases.length > LATENCY_SAMPLES) phases.shift();
+  }
+
+  function fail(message) {
+    error.textContent = message;
+    halt(false);
+  }
+
+  function halt(tellKernel) {
+    streaming = false;
+    clearTimeout(timer);
+    if (media) media.getTracks().forEach((track) => track.stop());
+    media = null;
+    pending.clear();
+    inFlight = 0;
+    owed = false;
+    if (tellKernel) model.send({ type: "stop", view });
+    setState(false);
+    showStats();
+    syncStats();
+  }
+
+  async function begin() {
+    error.textContent = "";
+    setState(true);
+    try {
+      const device = cameras.value;
+      media = await navigator.mediaDevices.getUserMedia({
+        audio: false,
+        video: {
+          width: { ideal: model.get("width") }, height: { ideal: model.get("height") },
+          ...(device ? { deviceId: { exact: device } } : {}),
+        },
+      });
+      video.srcObject = media;
+      await video.play();
+      await listCameras(media.getVideoTracks()[0].getSettings().deviceId);
+    } catch (err) {
+      fail(`no camera: ${err.message || err}`);
+      return;
+    }
+    sent = received = dropped = 0;
+    latencies.length = 0;
+    phases.length = 0;
+    arrivals.length = 0;
+    model.send({ type: "start", view });
+  }
+
+  model.on("msg:custom", (msg, buffers) => {
+    if (msg.view !== view) return;
+    if (msg.type === "started") {
+      streaming = true;
+      schedule();
+    } else if (msg.type === "result") {
+      show(msg, buffers).catch((err) => fail(`could not show a reply: ${err}`));
+    } else if (msg.type === "dropped") {
+      pending.delete(msg.id);
+      dropped += 1;
+      freed();
+    } else if (msg.type === "error") {
+      fail(msg.message);
+    } else if (msg.type === "stop") {
+      halt(false);
+    }
+  });
+
+  function describe() {
+    title.textContent = model.get("function") ? `→ ${model.get("function")}` : "→ kernel loopback";
+  }
+  model.on("change:function", describe);
+  describe();
+
+  start.addEventListener("click", () => begin());
+  stop.addEventListener("click", () => halt(true));
+  cameras.addEventListener("change", () => { if (media) { halt(true); begin(); } });
+  statsTimer = setInterval(showStats, STATS_EVERY_MS);
+  syncTimer = setInterval(() => { if (streaming) syncStats(); }, SYNC_EVERY_MS);
+  setState(false);
+  showStats();
+  if (model.get("autostart")) begin();
+
+  return () => {
+    clearInterval(statsTimer);
+    clearInterval(syncTimer);
+    halt(true);
+  };
+}
+
+export default { render };
