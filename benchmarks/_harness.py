@@ -19,17 +19,24 @@ from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402
 
 
 @contextlib.contextmanager
-def gateway_with(*functions: str, extra: list[str] | None = None) -> Iterator[str]:
-    """A gateway on a free loopback port with functions/<name> deployed; yields its address."""
+def gateway_process_with(*functions: str, extra: list[str] | None = None) -> Iterator[tuple[str, int]]:
+    """A gateway on a free loopback port with functions/<name> deployed; yields its address and pid."""
     with tempfile.TemporaryDirectory(prefix="dcf-bench-") as tmp:
         running, _ = start_detached(Path(tmp) / "state", "127.0.0.1", 0, extra=extra)
         try:
             with Client(running.address) as client:
                 for name in functions:
                     client.deploy(ROOT / "functions" / name)
-            yield running.address
+            yield running.address, running.pid
         finally:
             stop_gateway(Path(tmp) / "state")
+
+
+@contextlib.contextmanager
+def gateway_with(*functions: str, extra: list[str] | None = None) -> Iterator[str]:
+    """A gateway on a free loopback port with functions/<name> deployed; yields its address."""
+    with gateway_process_with(*functions, extra=extra) as (address, _):
+        yield address
 
 
 @contextlib.contextmanager
@@ -45,13 +52,16 @@ def bare_server(aio: bool = False) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the bare server did not start")
                 time.sleep(0.02)
-            yield f"127.0.0.1:{port_file.read_text()}"
+            address = f"127.0.0.1:{port_file.read_text()}"
+            BARE_PIDS[address] = process.pid
+            yield address
         finally:
             process.terminate()
             process.wait(10)
 
 
 BASELINES = ("bare (sync server)", "bare (aio server)")
+BARE_PIDS: dict[str, int] = {}  # address -> pid of the running bare servers
 
 
 @contextlib.contextmanager

@@ -29,6 +29,9 @@ class Servicer(pb_grpc.GatewayServicer):
     def Invoke(self, request, context):
         return pb.Message(Msg=self.handler(Request(request.Input)).decode())
 
+    def InvokeBytes(self, request, context):
+        return pb.Messages(Output=self.handler(Request(request.Input)))
+
     def Invokes(self, requests, context):
         for request in requests:
             yield pb.Messages(Output=self.handler(Request(request.Input)))
@@ -40,6 +43,9 @@ class AioServicer(pb_grpc.GatewayServicer):
 
     async def Invoke(self, request, context):
         return pb.Message(Msg=self.handler(Request(request.Input)).decode())
+
+    async def InvokeBytes(self, request, context):
+        return pb.Messages(Output=self.handler(Request(request.Input)))
 
     async def Invokes(self, requests, context):
         async for request in requests:

@@ -31,11 +31,12 @@ from .errors import (
     GatewayUnavailable,
     InvalidArgument,
     Unauthenticated,
+    ConfigError,
 )
 from .handler import BINARY, JSON, TEXT
 from .protocol import gateway_pb2 as pb
 from .protocol import gateway_pb2_grpc as pb_grpc
-from .settings import ENV_TOKEN, grpc_options, resolve_address
+from .settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, resolve_address
 from .settings import max_message_size as default_max_message_size
 from .source import pack_folder
 from .spec import FunctionSpec, load_config
@@ -167,11 +168,22 @@ class Client:
         token: str | None = None,
         max_message_size: int | None = None,
         config_gateway: str | None = None,
+        tls_ca: str | Path | None = None,
     ) -> None:
         self.address = resolve_address(address, config_gateway)
         self.max_message_size = max_message_size or default_max_message_size()
         self._token = token if token is not None else os.environ.get(ENV_TOKEN) or None
-        self._channel = grpc.insecure_channel(self.address, options=grpc_options(self.max_message_size))
+        tls_ca = tls_ca if tls_ca is not None else os.environ.get(ENV_TLS_CA) or None
+        options = grpc_options(self.max_message_size)
+        if tls_ca:
+            try:
+                roots = Path(tls_ca).expanduser().read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the TLS CA bundle {tls_ca}: {exc.strerror}") from None
+            self._channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(roots), options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.address, options=options)
+        self.tls = bool(tls_ca)
         self._stub = pb_grpc.GatewayStub(self._channel)
         self._raw_invoke = self._channel.unary_unary(
             "/pb.Gateway/InvokeBytes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 
 from .gateway import PendingGateway, RunningGateway, spawn_gateway
+from .settings import ENV_TOKEN
 
 
 class EmbeddedGateway:
@@ -19,11 +21,14 @@ class EmbeddedGateway:
 
     def __init__(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="dcf-kernel-"))
+        # Loopback is shared by every user of the machine: deploying (running code) needs this kernel's token.
+        self.token = secrets.token_urlsafe(32)
         # The gateway holds the read end; when this process dies the pipe closes and it stops.
         life_r, self._lifeline = os.pipe()
         try:
             self._pending: PendingGateway | None = spawn_gateway(
-                self._tmp / "state", "127.0.0.1", 0, extra=["--lifeline-fd", str(life_r)], pass_fds=(life_r,)
+                self._tmp / "state", "127.0.0.1", 0, extra=["--lifeline-fd", str(life_r)], pass_fds=(life_r,),
+                env={ENV_TOKEN: self.token},
             )
         finally:
             os.close(life_r)

@@ -73,7 +73,7 @@ class Session:
             address = self._embedded.wait()
             self.announce(f"Started an embedded DCF gateway on {address} for this kernel "
                           "(local backend; it stops with the kernel).")
-            self._client = Client(address)
+            self._client = Client(address, token=self._embedded.token)
             return self._client
 
     @property

@@ -13,6 +13,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 ENV_GATEWAY = "DCF_GATEWAY"
 ENV_STATE_DIR = "DCF_STATE_DIR"
 ENV_TOKEN = "DCF_TOKEN"
+ENV_TLS_CA = "DCF_TLS_CA"  # PEM CA bundle: talk TLS to the gateway, trusting these roots
 ENV_MAX_MESSAGE_SIZE = "DCF_MAX_MESSAGE_SIZE"
 # Set by the local backend for a worker: a folder of packages to put first on sys.path.
 ENV_EXTRA_SITE = "DCF_EXTRA_SITE"

@@ -282,3 +282,59 @@ def test_module_level_api_resolves_the_address_like_the_cli(gateway, make_functi
     assert list(api.stream("echo", [b"a", b"b"])) == [b"a", b"b"]
     assert "ready" in api.logs("via-config")
     assert api.delete("via-config") == "Deleted: via-config"
+
+
+HANGS_ON_REQUEST = """
+import os
+import time
+
+
+class Handler:
+    def __call__(self, req):
+        if req.input == b"hang":
+            time.sleep(3600)
+        return str(os.getpid())
+"""
+
+
+def with_timeout(folder: Path, seconds: float) -> Path:
+    import yaml
+
+    config = folder / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    for entry in data["functions"].values():
+        entry["timeout"] = seconds
+    config.write_text(yaml.safe_dump(data))
+    return folder
+
+
+def call_until_answered(client, name: str, within: float = 5.0) -> str:
+    start = time.monotonic()
+    while True:
+        try:
+            return client.call(name, timeout=within)
+        except FunctionError:
+            assert time.monotonic() - start < within, f"{name} did not answer within {within} s"
+            time.sleep(0.05)
+
+
+def test_a_stuck_handler_times_out_as_deadline_exceeded_and_its_worker_is_recycled(gateway, make_function) -> None:
+    gateway.client.deploy(with_timeout(make_function("stuck", HANGS_ON_REQUEST), 0.5))
+    try:
+        pid = int(gateway.client.call("stuck"))
+        start = time.monotonic()
+        with pytest.raises(FunctionError) as info:
+            gateway.client.call("stuck", b"hang")
+        assert info.value.code == "DEADLINE_EXCEEDED"
+        assert "did not answer within 0.5s" in str(info.value) and "restarted" in str(info.value)
+        assert time.monotonic() - start < 3
+        assert int(call_until_answered(gateway.client, "stuck")) != pid  # a fresh worker serves
+        # In a stream: the frames before the stuck one are answered, then the stream ends with the status.
+        replies = []
+        with pytest.raises(FunctionError) as info:
+            for reply in gateway.client.stream("stuck", [b"a", b"hang", b"b"]):
+                replies.append(reply)
+        assert len(replies) == 1 and info.value.code == "DEADLINE_EXCEEDED"
+        assert call_until_answered(gateway.client, "stuck").isdigit()
+    finally:
+        gateway.client.delete("stuck")

@@ -29,7 +29,7 @@ from ..requirements import (
     requirements_key,
 )
 from ..runtimes import runtime_requirements
-from ..settings import ENV_EXTRA_SITE
+from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
@@ -245,6 +245,7 @@ class _Replica:
     def _environment(self) -> dict[str, str]:
         spec = self.deployment.spec
         env = dict(os.environ)
+        env.pop(ENV_TOKEN, None)  # a function's code has no business with the gateway's token
         env.update(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         env["DCF_FUNCTION_NAME"] = spec.name

@@ -16,11 +16,16 @@ from .runtime import runtime
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-g", "--gateway", "gateway_address", default=None, envvar=None,
               help="gateway address host:port [default: $DCF_GATEWAY, config.yaml's dcf.gateway, 127.0.0.1:32222]")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM CA bundle: talk TLS to the gateway [default: $DCF_TLS_CA]")
 @click.version_option(__version__, prog_name="dcf")
 @click.pass_context
-def cli(ctx: click.Context, gateway_address: str | None) -> None:
-    """dcf-jupyter's DCF command line: serverless (GPU) functions on this machine or a gateway."""
-    ctx.obj = CliState(gateway=gateway_address)
+def cli(ctx: click.Context, gateway_address: str | None, tls_ca: str | None) -> None:
+    """dcf-jupyter's DCF command line: serverless (GPU) functions on this machine or a gateway.
+
+    The token of a gateway that needs one comes from $DCF_TOKEN.
+    """
+    ctx.obj = CliState(gateway=gateway_address, tls_ca=tls_ca)
 
 
 cli.add_command(function)

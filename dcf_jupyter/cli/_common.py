@@ -24,10 +24,11 @@ class CliState:
     """Global options."""
 
     gateway: str | None = None
+    tls_ca: str | None = None
 
     def client(self, config: ConfigFile | None = None) -> Client:
         """A client for -g, else $DCF_GATEWAY, else the config's dcf.gateway, else the default."""
-        return Client(self.gateway, config_gateway=config.gateway if config else None)
+        return Client(self.gateway, config_gateway=config.gateway if config else None, tls_ca=self.tls_ca)
 
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)

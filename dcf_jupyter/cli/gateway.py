@@ -12,7 +12,7 @@ from ..client import Client
 from ..gateway import GatewayOptions, find_gateway, run_gateway, start_detached, stop_gateway
 from ..gateway.__main__ import run_event_loop
 from ..gateway.process import GATEWAY_LOG
-from ..settings import DEFAULT_HOST, DEFAULT_PORT, default_state_dir
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, ENV_TOKEN, default_state_dir
 from ..settings import max_message_size as default_max_message_size
 from ._common import AliasedGroup, CliState, pass_state, reports_errors
 
@@ -34,23 +34,34 @@ def gateway() -> None:
 @click.option("--detach", "-d", is_flag=True, help="run in the background (logs in STATE_DIR/gateway.log)")
 @click.option("--max-message-size", "max_message", type=int, default=None,
               help="largest request/reply in bytes [default: $DCF_MAX_MESSAGE_SIZE or 64 MiB]")
+@click.option("--token", envvar="DCF_TOKEN", default=None, show_envvar=True,
+              help="require this token for deploys/deletes (and every call beyond loopback); clients send $DCF_TOKEN")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="PEM key of --tls-cert")
 @reports_errors
-def start(host: str, port: int, state_dir: Path | None, detach: bool, max_message: int | None) -> None:
+def start(host: str, port: int, state_dir: Path | None, detach: bool, max_message: int | None, token: str | None,
+          tls_cert: str | None, tls_key: str | None) -> None:
     """Start a gateway (foreground unless --detach)."""
     state_dir = (state_dir or default_state_dir()).expanduser()
     limit = max_message or default_max_message_size()
+    options = GatewayOptions(state_dir=state_dir, host=host, port=port, max_message=limit, token=token or None,
+                             tls_cert=tls_cert, tls_key=tls_key)
     if detach:
         running = find_gateway(state_dir.resolve())
         if running is not None:
             click.echo(f"A gateway is already running (pid {running.pid}) on {running.address}.")
             return
-        running, _ = start_detached(state_dir, host, port, extra=["--max-message-size", str(limit)])
+        tls = ["--tls-cert", str(Path(tls_cert).resolve()), "--tls-key", str(Path(tls_key).resolve())] \
+            if tls_cert and tls_key else []
+        running, _ = start_detached(state_dir, host, port, extra=["--max-message-size", str(limit), *tls],
+                                    env={ENV_TOKEN: token} if token else None)
         click.echo(f"DCF gateway started (pid {running.pid}) on {running.address}")
         click.echo(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        run_event_loop(run_gateway(GatewayOptions(state_dir=state_dir, host=host, port=port, max_message=limit)))
+        run_event_loop(run_gateway(options))
     except KeyboardInterrupt:
         pass
 
@@ -78,7 +89,7 @@ def status(state: CliState, state_dir: Path | None) -> None:
     if address is None:
         running = find_gateway((state_dir or default_state_dir()).expanduser().resolve())
         address = running.address if running else None
-    with Client(address) as client:
+    with Client(address, tls_ca=state.tls_ca) as client:
         if not client.health():
             click.echo(f"No gateway answers at {client.address}.")
             sys.exit(1)

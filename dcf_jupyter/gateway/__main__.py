@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Coroutine
 
-from ..settings import DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size
+from ..settings import ENV_TOKEN, DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size
 from .app import GatewayOptions, GatewayStartError, run_gateway
 
 
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifeline-fd", type=int, default=None,
                         help="stop when this inherited fd reaches EOF (the process that started us is gone)")
     parser.add_argument("--no-docker", action="store_true", help="do not offer the docker backend")
+    parser.add_argument("--token", default=None,
+                        help="require this token (default: $DCF_TOKEN); needed to listen beyond loopback")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve TLS (with --tls-key)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="event loop: uvloop (faster hops) when installed, else asyncio")
     args = parser.parse_args(argv)
@@ -65,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         stream_window=args.stream_window,
         lifeline_fd=args.lifeline_fd,
         docker=not args.no_docker,
+        token=args.token or os.environ.get(ENV_TOKEN) or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     try:
         run_event_loop(run_gateway(options), args.loop)

@@ -24,6 +24,7 @@ from ..backends.docker import DockerBackend
 from ..backends.local import LocalBackend
 from ..errors import DcfError
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, grpc_options
+from .auth import TokenInterceptor, TokenPolicy, is_loopback, server_credentials
 from .server import Gateway
 
 log = logging.getLogger("dcf.gateway")
@@ -50,6 +51,9 @@ class GatewayOptions:
     stream_window: int = 32
     lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
     docker: bool = True  # offer the docker backend when a Docker daemon answers
+    token: str | None = None  # see auth.py for what needs it
+    tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
+    tls_key: str | None = None
 
 
 def format_address(host: str, port: int) -> str:
@@ -115,8 +119,28 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
     return backends
 
 
+def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
+    """A gRPC server with the token check when a token is set, and TLS credentials when asked for."""
+    loopback = is_loopback(options.host)
+    if not options.token and not loopback:
+        raise GatewayStartError(
+            f"refusing to listen on {options.host} without a token: anyone who reaches it could deploy code. "
+            "Pass --token (or set DCF_TOKEN) and give clients the same token, or listen on 127.0.0.1")
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise GatewayStartError("TLS needs both --tls-cert and --tls-key")
+    credentials = None
+    if options.tls_cert and options.tls_key:
+        try:
+            credentials = server_credentials(options.tls_cert, options.tls_key)
+        except ValueError as exc:
+            raise GatewayStartError(f"TLS: {exc}") from None
+    interceptors = [TokenInterceptor(TokenPolicy(options.token, loopback))] if options.token else []
+    return grpc.aio.server(options=grpc_options(options.max_message), interceptors=interceptors), credentials
+
+
 async def run_gateway(options: GatewayOptions) -> None:
     """Serve until SIGTERM/SIGINT, the lifeline closing, or the task being cancelled."""
+    server, credentials = _server(options)  # refuse a bad configuration before touching the state dir
     state_dir = options.state_dir.expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_state_dir(state_dir)
@@ -130,10 +154,10 @@ async def run_gateway(options: GatewayOptions) -> None:
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,
         )
-        server = grpc.aio.server(options=grpc_options(options.max_message))
         server.add_generic_rpc_handlers((gateway.rpc_handlers(),))
+        bind = format_address(options.host, options.port)
         try:
-            port = server.add_insecure_port(format_address(options.host, options.port))
+            port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -147,9 +171,12 @@ async def run_gateway(options: GatewayOptions) -> None:
         address = format_address(options.host, port)
         gateway.address = address
         info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),
-                "started": time.time(), "version": __version__}
+                "started": time.time(), "version": __version__, "tls": credentials is not None,
+                "token": bool(options.token)}
         (state_dir / GATEWAY_FILE).write_text(json.dumps(info))
-        log.info("DCF gateway %s listening on %s (state dir %s)", __version__, address, state_dir)
+        log.info("DCF gateway %s listening on %s%s%s (state dir %s)", __version__, address,
+                 " with TLS" if credentials else "", ", token required for management" if options.token else "",
+                 state_dir)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -80,7 +80,7 @@ class PendingGateway:
 
 def spawn_gateway(
     state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, new_session: bool = True,
-    pass_fds: tuple[int, ...] = (),
+    pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None,
 ) -> PendingGateway:
     """Start a gateway process (output in state_dir/gateway.log) without waiting for it."""
     state_dir = state_dir.expanduser().resolve()
@@ -93,15 +93,17 @@ def spawn_gateway(
             gateway_command(state_dir, host, port, extra),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=new_session, close_fds=True, pass_fds=pass_fds,
+            env={**os.environ, **env} if env else None,  # secrets go by environment, never on the command line
         )
     return PendingGateway(process, state_dir)
 
 
 def start_detached(
     state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, timeout: float = 30.0,
+    env: dict[str, str] | None = None,
 ) -> tuple[RunningGateway, subprocess.Popen[bytes]]:
     """Start a gateway in the background and wait until it listens."""
-    pending = spawn_gateway(state_dir, host, port, extra=extra)
+    pending = spawn_gateway(state_dir, host, port, extra=extra, env=env)
     return pending.wait(timeout), pending.process
 
 

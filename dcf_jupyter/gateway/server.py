@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from .registry import FunctionRecord, Registry
 log = logging.getLogger("dcf.gateway")
 
 DEFAULT_LOG_LINES = 200
+DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeout`
 MAX_LOG_LINES = 100_000
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -99,6 +101,31 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
             await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
 
     return wrapper
+
+
+if sys.version_info >= (3, 11):
+    async def _within(awaitable: Awaitable[Any], timeout: float) -> Any:
+        """`awaitable`'s result, or TimeoutError after `timeout` s (no extra task per call, unlike wait_for)."""
+        async with asyncio.timeout(timeout):
+            return await awaitable
+else:  # pragma: no cover - Python 3.10
+    _within = asyncio.wait_for
+
+
+def _recycle(link: Any) -> None:
+    """Drop a worker's link: its supervisor ends the process and starts a fresh one (local backend)."""
+    closing = link.close()
+    if asyncio.iscoroutine(closing):
+        asyncio.ensure_future(closing)
+
+
+def _timed_out(record: FunctionRecord, link: Any, timeout: float) -> Abort:
+    """A call ran past the function's timeout: recycle the stuck worker and say so."""
+    log.warning("%s: a call ran past %gs; recycling its worker", record.name, timeout)
+    _recycle(link)
+    return Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                 f"{record.name!r} did not answer within {timeout:g}s (its config.yaml `timeout`, default "
+                 f"{DEFAULT_CALL_TIMEOUT_S:g}s); the stuck worker was restarted", origin="function")
 
 
 def _link_lost(name: str, exc: LinkClosed) -> Abort:
@@ -227,8 +254,11 @@ class Gateway:
         record, deployment = self._route(_service_of(raw))
         link = await self._pick(record, deployment, context)
         self.registry.count(record)
+        timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
         try:
-            return await link.call(form, raw)
+            return await _within(link.call(form, raw), timeout)
+        except asyncio.TimeoutError:
+            raise _timed_out(record, link, timeout) from None
         except CallFailed as failure:
             raise Abort.from_call(failure) from None
         except LinkClosed as exc:
@@ -299,8 +329,12 @@ class Gateway:
                         raise _link_lost(bound[0].name, item)
                     raise item
                 _, future = item
+                record, link = bound
+                timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
                 try:
-                    yield await future
+                    yield await _within(future, timeout)
+                except asyncio.TimeoutError:
+                    raise _timed_out(record, link, timeout) from None
                 except CallFailed as failure:
                     raise Abort.from_call(failure) from None
                 except LinkClosed as exc:
