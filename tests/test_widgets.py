@@ -280,11 +280,11 @@ def test_spectrogram_widget_shows_a_wav_file(stft_gateway: GatewayHandle, tmp_pa
 
 def test_dcf_stream_magic_makes_the_widgets(gateway: GatewayHandle, tmp_path: Path) -> None:
     from IPython.core.error import UsageError
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython, start_ipython
 
     from dcf_jupyter.widgets import CameraStream, VideoStream
 
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # one test shell per process: test_magics may have started it
     shell.run_line_magic("load_ext", "dcf_jupyter")
     shell.run_line_magic("dcf", f"gateway {gateway.address}")
     camera = shell.run_line_magic("dcf", "stream echo --camera --fps 12 --overlay boxes")
