@@ -9,13 +9,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dcf_jupyter.client import Client  # noqa: E402
 from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402
+
+
+def median_seconds(fn: Callable[[], object], calls: int) -> float:
+    """Median seconds per call of `fn` over `calls` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 @contextlib.contextmanager

@@ -12,10 +12,8 @@ import argparse
 import base64
 import io
 import json
-import statistics
-import time
 
-from _harness import ROOT, gateway_with
+from _harness import ROOT, gateway_with, median_seconds
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.handler import Request, load_handler
@@ -36,16 +34,6 @@ def images() -> list[bytes]:
         Image.new("RGB", (500, 375), color).save(buffer, "JPEG")
         out.append(buffer.getvalue())
     return out
-
-
-def median_seconds(fn, calls: int) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -11,29 +11,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 from scipy import signal
 from scipy.io import wavfile
 
-ROOT = Path(__file__).resolve().parent.parent
+from _harness import ROOT, median_seconds
+
 sys.path.insert(0, str(ROOT / "functions" / "stft" / "src"))
 import spectrogram  # noqa: E402
-
-
-def best_of(fn, repeat: int) -> float:
-    """Median seconds per call over `repeat` calls (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -52,15 +39,15 @@ def main() -> None:
         _, _, z = signal.stft(samples / 32768.0, r, window="hann", nperseg=1024, noverlap=512)
         return 20 * np.log10(np.maximum(np.abs(z), 1e-8))
 
-    ours_t = best_of(lambda: spectrogram.stft(x, rate), args.repeat)
-    scipy_t = best_of(lambda: signal.stft(x, rate, window="hann", nperseg=1024, noverlap=512), args.repeat)
+    ours_t = median_seconds(lambda: spectrogram.stft(x, rate), args.repeat)
+    scipy_t = median_seconds(lambda: signal.stft(x, rate, window="hann", nperseg=1024, noverlap=512), args.repeat)
     def our_compute() -> np.ndarray:
         r, samples = spectrogram.read_wav(wav)
         return spectrogram.spectrogram_db(samples, r)[2]
 
-    ours_c = best_of(our_compute, args.repeat)
-    scipy_c = best_of(scipy_compute, args.repeat)
-    render = best_of(lambda: spectrogram.render_png(*spectrogram.spectrogram_db(x, rate)), max(3, args.repeat // 4))
+    ours_c = median_seconds(our_compute, args.repeat)
+    scipy_c = median_seconds(scipy_compute, args.repeat)
+    render = median_seconds(lambda: spectrogram.render_png(*spectrogram.spectrogram_db(x, rate)), max(3, args.repeat // 4))
     print(f"10 s at 44.1 kHz ({len(wav) // 1024} KiB WAV), median of {args.repeat}:")
     print(f"  transform: ours {ours_t * 1e3:7.1f} ms   scipy.signal.stft {scipy_t * 1e3:7.1f} ms   "
           f"ratio {ours_t / scipy_t:.2f}x")

@@ -122,6 +122,17 @@ def label_of(box: dict[str, Any]) -> str:
         return str(box.get("class", "?"))
 
 
+def caption_of(box: dict[str, Any]) -> str:
+    """What a drawn box says: its name, and its confidence when it has one ("person 0.91")."""
+    caption = label_of(box)
+    if "confidence" in box:
+        try:
+            caption += f" {float(box['confidence']):.2f}"
+        except (TypeError, ValueError):
+            pass
+    return caption
+
+
 def boxes(image: Any, result: Any) -> Any:
     """Draw SSD-style boxes (`class`, `confidence`, `xmin`... in pixels, strings or numbers) on `image`.
 
@@ -140,9 +151,7 @@ def boxes(image: Any, result: Any) -> Any:
         x0, y0, x1, y1 = (float(box[k]) for k in BOX_KEYS)
         color = box_color(str(box.get("class", "")))
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
-        caption = label_of(box)
-        if "confidence" in box:
-            caption += f" {float(box['confidence']):.2f}"
+        caption = caption_of(box)
         left, top, right, bottom = draw.textbbox((x0, y0), caption, font=font)
         top_y = max(0.0, y0 - (bottom - top) - 6)
         draw.rectangle((x0, top_y, x0 + (right - left) + 6, top_y + (bottom - top) + 6), fill=color)

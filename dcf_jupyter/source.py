@@ -39,6 +39,18 @@ def source_digest(root: str | Path) -> str:
     return digest.hexdigest()[:20]
 
 
+def add_normalized(tar: tarfile.TarFile, path: Path, name: str) -> None:
+    """Add `path` as `name` with owner, mtime and mode normalised, so the bytes depend on content only
+    (stable digests, and Docker's layer cache keyed on content)."""
+    info = tar.gettarinfo(str(path), arcname=name)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    info.mode = 0o755 if info.mode & 0o111 else 0o644
+    with open(path, "rb") as fh:
+        tar.addfile(info, fh)
+
+
 def pack_folder(root: str | Path, *, limit: int) -> bytes:
     """The folder as a gzip'd tar (reproducible: sorted, no owners, fixed mtimes); ConfigError past `limit` bytes."""
     root = Path(root).resolve()
@@ -47,13 +59,7 @@ def pack_folder(root: str | Path, *, limit: int) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6, dereference=True) as tar:
         for path in iter_source_files(root):
-            info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            info.mode = 0o755 if info.mode & 0o111 else 0o644
-            with open(path, "rb") as fh:
-                tar.addfile(info, fh)
+            add_normalized(tar, path, path.relative_to(root).as_posix())
             if buffer.tell() > limit:
                 break
     data = buffer.getvalue()

@@ -22,7 +22,7 @@ from typing import IO, Any
 from ..errors import DcfError
 from ..requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
 from ..runtimes import canonical_runtime
-from ..source import iter_source_files, source_digest
+from ..source import add_normalized, iter_source_files, source_digest
 from ..spec import FunctionSpec
 
 DEFAULT_PYTHON_BASE = "python:3.11-slim"
@@ -150,17 +150,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _add_file(tar: tarfile.TarFile, path: Path, name: str) -> None:
-    # Owner, mode and mtime are normalised so Docker's layer cache keys on content only.
-    info = tar.gettarinfo(str(path), arcname=name)
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mtime = 0
-    info.mode = 0o755 if info.mode & 0o111 else 0o644
-    with open(path, "rb") as fh:
-        tar.addfile(info, fh)
-
-
 def build_context(spec: FunctionSpec, options: BuildOptions) -> IO[bytes]:
     """The build context as a tar file: Dockerfile, _dcf/ (worker runtime, certs) and function/."""
     if spec.root is None:
@@ -177,10 +166,10 @@ def build_context(spec: FunctionSpec, options: BuildOptions) -> IO[bytes]:
                 raise DcfError(f"cannot read the CA bundle {options.ca_bundle}: {exc.strerror}") from None
         package = Path(str(resources.files("dcf_jupyter")))
         for path in iter_source_files(package):
-            _add_file(tar, path, f"_dcf/runtime/dcf_jupyter/{path.relative_to(package).as_posix()}")
+            add_normalized(tar, path, f"_dcf/runtime/dcf_jupyter/{path.relative_to(package).as_posix()}")
         files = iter_source_files(spec.root)
         for path in files:
-            _add_file(tar, path, f"function/{path.relative_to(spec.root).as_posix()}")
+            add_normalized(tar, path, f"function/{path.relative_to(spec.root).as_posix()}")
         for optional in (REQUIREMENTS, NODEPS_REQUIREMENTS):  # the Dockerfile copies both
             if not (spec.root / optional).is_file():
                 _add_bytes(tar, f"function/{optional}", b"")

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..display import BOX_KEYS, box_color, image_bytes, label_of
+from ..display import BOX_KEYS, box_color, caption_of, image_bytes
 
 OVERLAYS = ("auto", "image", "boxes", "text")
 TEXT_LIMIT = 4000  # characters shown of a text reply; a widget is no place for megabytes of text
@@ -31,12 +31,7 @@ def _boxes(value: Any) -> list[dict[str, Any]] | None:
             x0, y0, x1, y1 = (float(box[k]) for k in BOX_KEYS)
         except (TypeError, ValueError):
             return None
-        caption = label_of(box)
-        if "confidence" in box:
-            try:
-                caption += f" {float(box['confidence']):.2f}"
-            except (TypeError, ValueError):
-                pass
+        caption = caption_of(box)
         r, g, b = box_color(str(box.get("class", "")))
         drawn.append({"x0": x0, "y0": y0, "x1": x1, "y1": y1, "caption": caption, "color": f"rgb({r},{g},{b})"})
     return drawn

@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets
 
 from ..client import Client
+from ..display import boxes
 from .camera import default_client
 from .frames import Frame, FrameStream
 from .replies import OVERLAYS, render_reply
@@ -41,18 +42,11 @@ def open_video(source: str | Path | int) -> Any:
     return capture
 
 
-def _draw_boxes(request: bytes, boxes: list[dict[str, Any]]) -> bytes:
-    """The sent JPEG with the reply's boxes drawn on it, as JPEG."""
-    from PIL import Image, ImageDraw
-
-    picture = Image.open(io.BytesIO(request)).convert("RGB")
-    draw = ImageDraw.Draw(picture)
-    width = max(3, round(min(picture.size) / 160))
-    for box in boxes:
-        draw.rectangle((box["x0"], box["y0"], box["x1"], box["y1"]), outline=box["color"], width=width)
-        draw.text((box["x0"] + 3, max(0, box["y0"] - 14)), box["caption"], fill=box["color"])
+def _draw_boxes(request: bytes, reply: bytes) -> bytes:
+    """The sent JPEG with the reply's boxes drawn on it (as `dcf_jupyter.boxes` draws them), as JPEG."""
     out = io.BytesIO()
-    picture.save(out, "JPEG", quality=85, subsampling=0)  # full-resolution colour keeps thin lines their colour
+    # Full-resolution colour (no chroma subsampling) keeps thin box lines their colour.
+    boxes(request, reply).save(out, "JPEG", quality=85, subsampling=0)
     return out.getvalue()
 
 
@@ -190,7 +184,7 @@ class VideoStream(ipywidgets.VBox):
             self.image.value = shown.buffers[0]
         elif shown.kind == "boxes":
             self.image.format = "jpeg"
-            self.image.value = _draw_boxes(frame.request, shown.fields["boxes"])
+            self.image.value = _draw_boxes(frame.request, frame.reply)
         else:
             self.image.format = "jpeg"
             self.image.value = frame.request
