@@ -183,7 +183,6 @@ class Client:
             self._channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(roots), options=options)
         else:
             self._channel = grpc.insecure_channel(self.address, options=options)
-        self.tls = bool(tls_ca)
         self._stub = pb_grpc.GatewayStub(self._channel)
         self._raw_invoke = self._channel.unary_unary(
             "/pb.Gateway/InvokeBytes",

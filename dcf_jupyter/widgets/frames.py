@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..client import Client
-from ..errors import DcfError
 
 _END = object()
 
@@ -115,9 +114,7 @@ class FrameStream:
                 frame_id, request, sent = self._pending.popleft()
                 self._room.release()
                 self._on_frame(Frame(frame_id, request, reply, time.perf_counter() - sent))
-        except DcfError as exc:
-            self._fail(exc)
-        except Exception as exc:  # noqa: BLE001 - a renderer bug must end the stream visibly, not silently
+        except Exception as exc:  # noqa: BLE001 - gateway errors, and renderer bugs too, end the stream visibly
             self._fail(exc)
         finally:
             self._closed = True
