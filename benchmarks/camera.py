@@ -56,7 +56,7 @@ def measure(browser, lab, address: str, function: str, seconds: float, window: i
     received = int(last["received"]) - int(first["received"])
     return {"fps": received / elapsed, "p50_ms": statistics.median(latencies),
             "dropped": int(last["dropped"]) - int(first["dropped"]), "frames": received,
-            "errors": len(notebook.relevant_console_errors()),
+            "errors": len(notebook.console_errors),
             **{k: statistics.median(p[i] for p in phases) for i, k in enumerate(("encode", "trip", "draw"))}}
 
 

@@ -202,8 +202,3 @@ class NotebookPage:
     def outputs_text(self) -> str:
         """The text of every output area."""
         return "\n".join(self.page.locator(".jp-OutputArea-output").all_inner_texts())
-
-    def relevant_console_errors(self) -> list[str]:
-        """Console errors, without the ones Jupyter itself logs on a fresh server (missing optional files)."""
-        noise = ("Failed to load resource", "favicon")
-        return [e for e in self.console_errors if not any(n in e for n in noise)]

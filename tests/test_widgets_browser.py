@@ -136,7 +136,7 @@ def test_camera_streams_webcam_through_echo(browser: Any, lab: Lab, widget_gatew
     time.sleep(0.3)
     run_cell(notebook, "print('kernel-stats', cam.stats['received'] >= 100, cam.error == '', len(cam.last.reply) > 0)")
     assert "kernel-stats True True True" in notebook.outputs_text()
-    assert notebook.relevant_console_errors() == []
+    assert notebook.console_errors == []
 
 
 def run_cell(notebook: NotebookPage, source: str) -> None:
@@ -168,7 +168,7 @@ def test_camera_draws_ssd_boxes_over_the_frame(browser: Any, lab: Lab, widget_ga
     assert canvas_pixel(notebook, BOX["xmin"], (BOX["ymin"] + BOX["ymax"]) // 2) == box_color(str(BOX["class"]))
     caption = notebook.page.locator(".dcf-text").inner_text()
     assert caption == ""  # boxes are drawn, not printed
-    assert notebook.relevant_console_errors() == []
+    assert notebook.console_errors == []
 
 
 def y4m_halves(path: Path, width: int = 640, height: int = 480, frames: int = 15) -> Path:
@@ -193,7 +193,7 @@ def test_known_frames_survive_the_round_trip(playwright: Any, lab: Lab, widget_g
         wait_received(notebook, 20)
         shown_left, shown_right = canvas_pixel(notebook, 160, 240), canvas_pixel(notebook, 480, 240)
         screenshot(notebook, "camera-halves.png")
-        errors = notebook.relevant_console_errors()
+        errors = notebook.console_errors
     assert close_to(shown_left, RED) and close_to(shown_right, BLUE), (shown_left, shown_right)
     from PIL import Image
 
@@ -214,7 +214,7 @@ def test_spectrogram_records_the_microphone(browser: Any, lab: Lab, widget_gatew
     assert "loudest at" in notebook.page.locator(".dcf-status").inner_text()
     run_cell(notebook, "print('spectrum', spec.last.db.shape[0], len(spec.last_wav) > 44, spec.error == '')")
     assert "spectrum 513 True True" in notebook.outputs_text()
-    assert notebook.relevant_console_errors() == []
+    assert notebook.console_errors == []
 
 
 def test_dcf_stream_magic_opens_the_camera(browser: Any, lab: Lab, widget_gateway: dict[str, Any]) -> None:
@@ -223,4 +223,4 @@ def test_dcf_stream_magic_opens_the_camera(browser: Any, lab: Lab, widget_gatewa
     ])
     stats = wait_received(notebook, 15)
     assert int(stats["received"]) >= 15
-    assert notebook.relevant_console_errors() == []
+    assert notebook.console_errors == []
