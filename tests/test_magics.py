@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("IPython")
 from IPython.core.error import UsageError  # noqa: E402
+from IPython import get_ipython  # noqa: E402
 from IPython.testing.globalipapp import start_ipython  # noqa: E402
 
 from dcf_jupyter.display import JsonList, TextResult, boxes  # noqa: E402
@@ -23,7 +24,7 @@ HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF
 
 @pytest.fixture(scope="module")
 def ip(gateway, tmp_path_factory):
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # one test shell per process, whichever module starts it
     shell.run_line_magic("load_ext", "dcf_jupyter")
     shell.run_line_magic("dcf", f"gateway {gateway.address}")
     workspace = tmp_path_factory.mktemp("workspace")

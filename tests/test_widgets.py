@@ -280,7 +280,8 @@ def test_spectrogram_widget_shows_a_wav_file(stft_gateway: GatewayHandle, tmp_pa
 
 def test_dcf_stream_magic_makes_the_widgets(gateway: GatewayHandle, tmp_path: Path) -> None:
     from IPython.core.error import UsageError
-    from IPython.testing.globalipapp import get_ipython, start_ipython
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
 
     from dcf_jupyter.widgets import CameraStream, VideoStream
 
