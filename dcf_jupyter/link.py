@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import queue
 import socket
 import struct
 import threading
@@ -223,46 +224,71 @@ class _FrameWriter:
                 sent = 0
 
 
+class _Connection:
+    """One accepted connection: its writer and the calls read from it but not started yet."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.writer = _FrameWriter(conn)
+        self.lock = threading.Lock()
+        self.waiting: set[int] = set()  # read, not started
+        self.cancelled: set[int] = set()  # of those, cancelled by the gateway
+
+    def cancel(self, call_id: int) -> None:
+        with self.lock:
+            if call_id in self.waiting:
+                self.cancelled.add(call_id)
+
+    def take(self, call_id: int) -> bool:
+        """Mark a call started; False if it was cancelled before it could start."""
+        with self.lock:
+            self.waiting.discard(call_id)
+            if call_id in self.cancelled:
+                self.cancelled.discard(call_id)
+                return False
+            return True
+
+
+_STOP = None  # tells a runner thread to end
+
+
 class LinkServer:
     """The worker's end: accepts the gateway's connection(s) on a Unix socket and serves frames.
 
-    `dispatch(form, payload, emit)` runs one call and reports through `emit`. With
-    `concurrency == 1` calls run on the connection's reader thread in arrival order
-    (no thread hand-off on the hot path); otherwise on a pool of that many threads.
+    A reader thread per connection only reads frames, so a CANCEL is seen while
+    the handler is busy: calls cancelled before they start are skipped (a call
+    already running in the handler runs to its end; Python cannot stop a
+    thread, and the gateway drops its reply). `concurrency` runner threads run
+    `dispatch(form, payload, emit)`, which reports through `emit`.
     """
 
     def __init__(self, path: str, dispatch: Dispatch, *, max_frame: int, concurrency: int = 1) -> None:
         self.path = path
         self._dispatch = dispatch
         self._max_frame = max_frame
-        self._concurrency = concurrency
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(path)
         self._sock.listen(8)
-        self._pool = None
-        if concurrency > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dcf-call")
-        # Pool mode only: calls read but not started yet, and those of them cancelled.
-        self._queued: set[int] = set()
-        self._cancelled: set[int] = set()
-        self._cancel_lock = threading.Lock()
+        self._calls: queue.SimpleQueue[tuple[_Connection, int, int, bytes] | None] = queue.SimpleQueue()
+        self._runners = [
+            threading.Thread(target=self._run_calls, name=f"dcf-call-{i}", daemon=True) for i in range(concurrency)
+        ]
         self._closing = False
 
     def serve_in_background(self) -> None:
-        """Accept connections on a daemon thread."""
+        """Accept connections and run calls on daemon threads."""
+        for runner in self._runners:
+            runner.start()
         threading.Thread(target=self._accept_loop, name="dcf-link-accept", daemon=True).start()
 
     def close(self) -> None:
-        """Stop accepting; connections end when the process does."""
+        """Stop accepting and running calls; connections end when the process does."""
         self._closing = True
         try:
             self._sock.close()
         except OSError:
             pass
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._runners:
+            self._calls.put(_STOP)
 
     def _accept_loop(self) -> None:
         while not self._closing:
@@ -270,10 +296,10 @@ class LinkServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), name="dcf-link-conn", daemon=True).start()
+            threading.Thread(target=self._read, args=(conn,), name="dcf-link-conn", daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        writer = _FrameWriter(conn)
+    def _read(self, conn: socket.socket) -> None:
+        connection = _Connection(conn)
         rfile = conn.makefile("rb", buffering=1 << 18)
         try:
             while True:
@@ -287,35 +313,28 @@ class LinkServer:
                 if len(payload) < length:
                     return
                 if kind == CALL:
-                    if self._pool is None:
-                        self._run(writer, call_id, arg, payload)
-                    else:
-                        with self._cancel_lock:
-                            self._queued.add(call_id)
-                        self._pool.submit(self._run, writer, call_id, arg, payload)
-                elif kind == CANCEL and self._pool is not None:
-                    # Inline mode has nothing queued: every call read so far has run.
-                    with self._cancel_lock:
-                        if call_id in self._queued:
-                            self._cancelled.add(call_id)
+                    with connection.lock:
+                        connection.waiting.add(call_id)
+                    self._calls.put((connection, call_id, arg, payload))
+                elif kind == CANCEL:
+                    connection.cancel(call_id)
         except (OSError, ValueError):
             return
         finally:
             rfile.close()
             conn.close()
 
-    def _run(self, writer: _FrameWriter, call_id: int, form: int, payload: bytes) -> None:
-        if self._pool is not None:
-            with self._cancel_lock:
-                self._queued.discard(call_id)
-                if call_id in self._cancelled:
-                    self._cancelled.discard(call_id)
-                    return
+    def _run_calls(self) -> None:
+        while (item := self._calls.get()) is not _STOP:
+            connection, call_id, form, payload = item
+            if not connection.take(call_id):
+                continue
 
-        def emit(kind: int, arg: int, parts: Sequence[bytes]) -> None:
-            writer.write(call_id, kind, arg, parts)
+            def emit(kind: int, arg: int, parts: Sequence[bytes], call_id: int = call_id,
+                     writer: _FrameWriter = connection.writer) -> None:
+                writer.write(call_id, kind, arg, parts)
 
-        try:
-            self._dispatch(form, payload, emit)
-        except OSError:
-            pass  # the gateway went away mid-reply
+            try:
+                self._dispatch(form, payload, emit)
+            except OSError:
+                pass  # the gateway went away mid-reply

@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from dcf_jupyter.client import Client
+from dcf_jupyter.errors import FunctionError
 from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
 from dcf_jupyter.scaffold import init_function
 
@@ -86,3 +89,39 @@ def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None, env
     """Run `dcf ARGS` in a subprocess (as a user would) and return the completed process."""
     return subprocess.run([sys.executable, "-m", "dcf_jupyter.cli", *args], input=input, cwd=cwd,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+HANGS_ON_REQUEST = """
+import time
+import uuid
+
+BOOT = uuid.uuid4().hex  # new in every worker process (PIDs repeat in containers)
+
+
+class Handler:
+    def __call__(self, req):
+        if req.input == b"hang":
+            time.sleep(3600)
+        return BOOT
+"""
+
+
+def with_timeout(folder: Path, seconds: float) -> Path:
+    """Set every function's `timeout` in the folder's config.yaml."""
+    config = folder / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    for entry in data["functions"].values():
+        entry["timeout"] = seconds
+    config.write_text(yaml.safe_dump(data))
+    return folder
+
+
+def call_until_answered(client: Client, name: str, within: float = 5.0) -> str:
+    """The first answer of `name` (retrying while it fails), within `within` seconds."""
+    start = time.monotonic()
+    while True:
+        try:
+            return client.call(name, timeout=within)
+        except FunctionError:
+            assert time.monotonic() - start < within, f"{name} did not answer within {within} s"
+            time.sleep(0.05)

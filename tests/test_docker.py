@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FUNCTIONS, ROOT, run_cli, start_gateway
+from conftest import FUNCTIONS, HANGS_ON_REQUEST, ROOT, call_until_answered, run_cli, start_gateway, with_timeout
 from dcf_jupyter.build.image import (
     BuildError,
     BuildOptions,
@@ -26,7 +26,7 @@ from dcf_jupyter.build.image import (
     dockerfile_for,
     worker_requirements,
 )
-from dcf_jupyter.errors import DeployError
+from dcf_jupyter.errors import DeployError, FunctionError
 from dcf_jupyter.spec import load_config
 
 pytestmark = pytest.mark.docker
@@ -137,6 +137,23 @@ def test_gateway_deploys_calls_logs_and_deletes_containers(docker, docker_gatewa
     finally:
         client.delete("echo")
     assert docker.containers.list(all=True, filters={"label": "dcf.function=echo"}) == []
+
+
+def test_a_stuck_container_times_out_and_is_restarted(docker, docker_gateway, build_options, make_function) -> None:
+    folder = with_timeout(make_function("stuck-box", HANGS_ON_REQUEST), 1)
+    build_image(load_config(folder).function(), build_options, client=docker)
+    client = docker_gateway.client
+    client.deploy(folder, backend="docker")
+    try:
+        boot = client.call("stuck-box")
+        with pytest.raises(FunctionError) as info:
+            client.call("stuck-box", b"hang")
+        assert info.value.code == "DEADLINE_EXCEEDED" and "restarted" in str(info.value)
+        # The same container, restarted: a fresh worker process answers.
+        assert call_until_answered(client, "stuck-box", within=30) != boot
+        assert len(docker.containers.list(filters={"label": "dcf.function=stuck-box"})) == 1
+    finally:
+        client.delete("stuck-box")
 
 
 def test_limits_become_container_limits_and_a_missing_gpu_says_so(docker, docker_gateway, build_options,

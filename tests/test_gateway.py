@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import FUNCTIONS, start_gateway
+from conftest import FUNCTIONS, HANGS_ON_REQUEST, call_until_answered, start_gateway, with_timeout
 from dcf_jupyter.errors import DeployError, FunctionError, FunctionExists, FunctionNotFound, InvalidArgument
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
@@ -278,57 +278,70 @@ def test_module_level_api_resolves_the_address_like_the_cli(gateway, make_functi
     assert api.delete("via-config") == "Deleted: via-config"
 
 
-HANGS_ON_REQUEST = """
-import os
-import time
-
-
-class Handler:
-    def __call__(self, req):
-        if req.input == b"hang":
-            time.sleep(3600)
-        return str(os.getpid())
-"""
-
-
-def with_timeout(folder: Path, seconds: float) -> Path:
-    import yaml
-
-    config = folder / "config.yaml"
-    data = yaml.safe_load(config.read_text())
-    for entry in data["functions"].values():
-        entry["timeout"] = seconds
-    config.write_text(yaml.safe_dump(data))
-    return folder
-
-
-def call_until_answered(client, name: str, within: float = 5.0) -> str:
-    start = time.monotonic()
-    while True:
-        try:
-            return client.call(name, timeout=within)
-        except FunctionError:
-            assert time.monotonic() - start < within, f"{name} did not answer within {within} s"
-            time.sleep(0.05)
-
-
 def test_a_stuck_handler_times_out_as_deadline_exceeded_and_its_worker_is_recycled(gateway, make_function) -> None:
     gateway.client.deploy(with_timeout(make_function("stuck", HANGS_ON_REQUEST), 0.5))
     try:
-        pid = int(gateway.client.call("stuck"))
+        boot = gateway.client.call("stuck")
         start = time.monotonic()
         with pytest.raises(FunctionError) as info:
             gateway.client.call("stuck", b"hang")
         assert info.value.code == "DEADLINE_EXCEEDED"
         assert "did not answer within 0.5s" in str(info.value) and "restarted" in str(info.value)
         assert time.monotonic() - start < 3
-        assert int(call_until_answered(gateway.client, "stuck")) != pid  # a fresh worker serves
+        assert call_until_answered(gateway.client, "stuck") != boot  # a fresh worker serves
         # In a stream: the frames before the stuck one are answered, then the stream ends with the status.
         replies = []
         with pytest.raises(FunctionError) as info:
             for reply in gateway.client.stream("stuck", [b"a", b"hang", b"b"]):
                 replies.append(reply)
         assert len(replies) == 1 and info.value.code == "DEADLINE_EXCEEDED"
-        assert call_until_answered(gateway.client, "stuck").isdigit()
+        assert len(call_until_answered(gateway.client, "stuck")) == 32
     finally:
         gateway.client.delete("stuck")
+
+
+SLOW_RECORDER = """
+    import time
+    class Handler:
+        def __call__(self, req):
+            with open({log!r}, "ab") as log:
+                log.write(req.input + b"\\n")
+            time.sleep(0.3)
+            return req.input
+"""
+
+
+def test_a_cancelled_stream_cancels_the_calls_its_worker_has_not_started(gateway, make_function, tmp_path) -> None:
+    ran = tmp_path / "ran.log"
+    gateway.client.deploy(make_function("slow", SLOW_RECORDER.format(log=str(ran))))
+    try:
+        replies = gateway.client.stream("slow", (f"frame{i}".encode() for i in range(12)))
+        assert next(replies) == b"frame0"  # by now all 12 frames are in the gateway's window
+        replies.close()  # the client cancels the stream
+        start = time.monotonic()
+        assert gateway.client.call("slow", b"probe") == b"probe"
+        # At most the frame running at the cancel (and one starting meanwhile) comes before the probe.
+        assert time.monotonic() - start < 1.5
+        ran_lines = ran.read_bytes().split()
+        assert ran_lines[-1] == b"probe" and len(ran_lines) <= 4, ran_lines
+    finally:
+        gateway.client.delete("slow")
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_never_runs(gateway, make_function, tmp_path) -> None:
+    import threading
+
+    ran = tmp_path / "ran.log"
+    gateway.client.deploy(make_function("slow", SLOW_RECORDER.format(log=str(ran))))
+    try:
+        first = threading.Thread(target=gateway.client.call, args=("slow", b"first"))
+        first.start()
+        time.sleep(0.1)  # "first" is running in the only worker thread
+        with pytest.raises(FunctionError) as info:
+            gateway.client.call("slow", b"late", timeout=0.1)
+        assert info.value.code == "DEADLINE_EXCEEDED"
+        first.join()
+        assert gateway.client.call("slow", b"probe") == b"probe"
+        assert ran.read_bytes().split() == [b"first", b"probe"]
+    finally:
+        gateway.client.delete("slow")

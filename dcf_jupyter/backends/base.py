@@ -100,6 +100,10 @@ class Deployment(abc.ABC):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
+    @abc.abstractmethod
+    def recycle(self, link: WorkerLink) -> None:
+        """Replace the replica behind `link`: its worker is stuck in a call past the function's timeout."""
+
     async def logs(self, lines: int) -> str | None:
         """The replicas' recent output, when the backend keeps it itself (None: read spec.log_path)."""
         return None

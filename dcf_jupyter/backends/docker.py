@@ -64,6 +64,7 @@ class _Container:
         self.port = port
         self.link = link
         self.ready = False
+        self.restarting = False
 
 
 class DockerDeployment(Deployment):
@@ -74,6 +75,7 @@ class DockerDeployment(Deployment):
         self.backend = backend
         self._containers: list[_Container] = []
         self._watcher: asyncio.Task[None] | None = None
+        self._restarts: set[asyncio.Task[None]] = set()
 
     @property
     def replicas(self) -> int:
@@ -174,12 +176,33 @@ class DockerDeployment(Deployment):
         while True:
             await asyncio.sleep(1.0)
             for replica in list(self._containers):
+                if replica.restarting:
+                    continue
                 healthy = await replica.link.healthy(timeout=1.0)
                 if healthy != replica.ready:
                     replica.ready = healthy
                     if not healthy:
                         self.last_error = f"replica {self._containers.index(replica)} stopped answering"
                     self._replicas_changed()
+
+    def recycle(self, link: WorkerLink) -> None:
+        for index, replica in enumerate(self._containers):
+            if replica.link is link and not replica.restarting:
+                replica.ready, replica.restarting = False, True
+                self.last_error = f"replica {index} was stuck in a call; restarting its container"
+                self._replicas_changed()
+                task = asyncio.create_task(self._restart(replica))
+                self._restarts.add(task)
+                task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, replica: _Container) -> None:
+        # The watcher marks it ready again once its worker answers health checks.
+        try:
+            await asyncio.to_thread(replica.container.restart, timeout=1)
+        except Exception as exc:  # noqa: BLE001 - a failed restart leaves the replica not ready, with the reason
+            self.last_error = f"restarting a stuck replica failed: {exc}"
+        finally:
+            replica.restarting = False
 
     async def _remove(self, replica: _Container) -> None:
         await replica.link.close()
@@ -189,6 +212,8 @@ class DockerDeployment(Deployment):
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        for task in list(self._restarts):
+            task.cancel()
         containers, self._containers = self._containers, []
         await asyncio.gather(*(self._remove(c) for c in containers))
         self._replicas_changed()

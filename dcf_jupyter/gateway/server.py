@@ -8,6 +8,7 @@ and returns replies in request order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -112,17 +113,10 @@ else:  # pragma: no cover - Python 3.10
     _within = asyncio.wait_for
 
 
-def _recycle(link: Any) -> None:
-    """Drop a worker's link: its supervisor ends the process and starts a fresh one (local backend)."""
-    closing = link.close()
-    if asyncio.iscoroutine(closing):
-        asyncio.ensure_future(closing)
-
-
-def _timed_out(record: FunctionRecord, link: Any, timeout: float) -> Abort:
+def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeout: float) -> Abort:
     """A call ran past the function's timeout: recycle the stuck worker and say so."""
     log.warning("%s: a call ran past %gs; recycling its worker", record.name, timeout)
-    _recycle(link)
+    deployment.recycle(link)
     return Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                  f"{record.name!r} did not answer within {timeout:g}s (its config.yaml `timeout`, default "
                  f"{DEFAULT_CALL_TIMEOUT_S:g}s); the stuck worker was restarted", origin="function")
@@ -258,7 +252,7 @@ class Gateway:
         try:
             return await _within(link.call(form, raw), timeout)
         except asyncio.TimeoutError:
-            raise _timed_out(record, link, timeout) from None
+            raise _timed_out(record, deployment, link, timeout) from None
         except CallFailed as failure:
             raise Abort.from_call(failure) from None
         except LinkClosed as exc:
@@ -297,7 +291,8 @@ class Gateway:
         memory growing.
         """
         window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.stream_window)
-        bound: list[Any] = []  # [record, link] once the first message arrived
+        bound: list[Any] = []  # [record, deployment, link] once the first message arrived
+        unanswered: collections.deque[int] = collections.deque()  # call ids sent to the worker, in order
 
         async def pump() -> None:
             try:
@@ -305,13 +300,15 @@ class Gateway:
                     service = _service_of(raw)
                     if not bound:
                         record, deployment = self._route(service)
-                        bound.extend((record, await self._pick(record, deployment, context)))
-                    record, link = bound
+                        bound.extend((record, deployment, await self._pick(record, deployment, context)))
+                    record, _, link = bound
                     if service and service != record.name:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"this stream calls {record.name!r}; open another stream for {service!r}")
                     self.registry.count(record)
-                    await window.put(link.submit(FORM_MESSAGES, raw))
+                    call_id, future = link.submit(FORM_MESSAGES, raw)
+                    unanswered.append(call_id)
+                    await window.put(future)
                 await window.put(None)
             except asyncio.CancelledError:
                 raise
@@ -328,25 +325,24 @@ class Gateway:
                     if isinstance(item, LinkClosed):
                         raise _link_lost(bound[0].name, item)
                     raise item
-                _, future = item
-                record, link = bound
+                record, deployment, link = bound
                 timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
                 try:
-                    yield await _within(future, timeout)
+                    reply = await _within(item, timeout)
                 except asyncio.TimeoutError:
-                    raise _timed_out(record, link, timeout) from None
+                    raise _timed_out(record, deployment, link, timeout) from None
                 except CallFailed as failure:
                     raise Abort.from_call(failure) from None
                 except LinkClosed as exc:
-                    raise _link_lost(bound[0].name, exc) from None
+                    raise _link_lost(record.name, exc) from None
+                unanswered.popleft()
+                yield reply
         finally:
+            # Cancelled, failed or refused: the worker skips the calls it has not started.
             pumping.cancel()
             if bound:
-                link = bound[1]
-                while not window.empty():
-                    item = window.get_nowait()
-                    if isinstance(item, tuple):
-                        link.cancel(item[0])
+                for call_id in unanswered:
+                    bound[2].cancel(call_id)
 
     # --- management RPCs ----------------------------------------------------------
 
