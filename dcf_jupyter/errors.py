@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def brief(value: object, limit: int = 80) -> str:
+    """repr() of a user-given value for an error message, cut to `limit` characters (names can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class DcfError(Exception):
     """Base of every error dcf-jupyter raises on purpose; its message is one readable sentence."""
 

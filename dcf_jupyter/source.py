@@ -8,7 +8,7 @@ import os
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from .errors import ConfigError, InvalidArgument
+from .errors import ConfigError, InvalidArgument, brief
 
 SKIP_DIRS = frozenset(
     {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules",
@@ -88,7 +88,7 @@ def unpack_source(data: bytes, dest: Path, *, max_bytes: int) -> None:
         for member in members:
             path = PurePosixPath(member.name)
             if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
-                raise InvalidArgument(f"the function source holds an unsafe entry {member.name!r}")
+                raise InvalidArgument(f"the function source holds an unsafe entry {brief(member.name)}")
             total += member.size
             if total > max_bytes:
                 raise InvalidArgument(f"the function source unpacks to more than {max_bytes // (1024 * 1024)} MiB")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError, InvalidName
+from .errors import ConfigError, InvalidName, brief
 from .runtimes import RUNTIMES, canonical_runtime
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -31,7 +31,7 @@ def validate_name(name: object) -> str:
         raise InvalidName("a function name must be a non-empty string")
     if not NAME_RE.match(name):
         raise InvalidName(
-            f"invalid function name {name!r}: use 1-63 lowercase letters, digits and '-', "
+            f"invalid function name {brief(name)}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'hello-dcf')"
         )
     return name
@@ -202,7 +202,7 @@ class _Reader:
             raise self.fail(key, f"expected a mapping, got {_kind(value)}")
         for k in value:
             if not isinstance(k, str):
-                raise self.fail(key, f"keys must be strings, got {_kind(k)} {k!r}")
+                raise self.fail(key, f"keys must be strings, got {_kind(k)} {brief(k)}")
         return value
 
     def string(self, value: Any, key: str, *, max_len: int = 4096) -> str:
@@ -218,12 +218,13 @@ class _Reader:
     def integer(self, value: Any, key: str, *, low: int, high: int, default: int) -> int:
         if value is None or value == "":
             return default
-        if isinstance(value, bool):
+        # Never str() a list or mapping: YAML aliases can make one exponentially large ("billion laughs").
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.fail(key, f"expected a whole number, got {_kind(value)}")
         try:
             number = int(str(value))
         except ValueError:
-            raise self.fail(key, f"expected a whole number, got {value!r}") from None
+            raise self.fail(key, f"expected a whole number, got {brief(value)}") from None
         if not low <= number <= high:
             raise self.fail(key, f"must be between {low} and {high}, got {number}")
         return number
@@ -231,12 +232,14 @@ class _Reader:
     def number(self, value: Any, key: str, *, low: float, high: float) -> float | None:
         if value is None or value == "":
             return None
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.fail(key, f"expected a number, got {_kind(value)}")
         try:
             number = float(str(value))
         except ValueError:
-            raise self.fail(key, f"expected a number, got {value!r}") from None
+            raise self.fail(key, f"expected a number, got {brief(value)}") from None
+        if number != number:  # NaN compares false with every bound
+            raise self.fail(key, "expected a number, got NaN")
         if not low <= number <= high:
             raise self.fail(key, f"must be between {low:g} and {high:g}, got {number:g}")
         return number
@@ -260,7 +263,7 @@ class _Reader:
         for i, item in enumerate(self.string_list(value, key)):
             name, sep, val = item.partition("=")
             if not sep or not name:
-                raise self.fail(f"{key}[{i}]", f"expected NAME=VALUE, got {item!r}")
+                raise self.fail(f"{key}[{i}]", f"expected NAME=VALUE, got {brief(item)}")
             result[name] = val
         return result
 
@@ -338,7 +341,7 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
             r.warn(f"{key}.{k}", "not used by dcf-jupyter, ignored")
     runtime = r.string(data.get("runtime"), f"{key}.runtime") or "python"
     if canonical_runtime(runtime) is None:
-        raise r.fail(f"{key}.runtime", f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+        raise r.fail(f"{key}.runtime", f"unknown runtime {brief(runtime)} (known: {', '.join(RUNTIMES)})")
     handler_data = r.mapping(data.get("handler"), f"{key}.handler")
     for k in handler_data:
         if k not in ("dir", "file", "name"):
@@ -348,16 +351,20 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
         file=r.string(handler_data.get("file"), f"{key}.handler.file"),
         name=r.string(handler_data.get("name"), f"{key}.handler.name") or DEFAULT_HANDLER_NAME,
     )
+    where = PurePosixPath(handler.dir.replace("\\", "/"))
+    if where.is_absolute() or ".." in where.parts:
+        # The folder is what gets packed, built and deployed: a handler outside it would not travel.
+        raise r.fail(f"{key}.handler.dir", f"must be a folder inside the function's folder, got {brief(handler.dir)}")
     if not handler.name.isidentifier():
-        raise r.fail(f"{key}.handler.name", f"expected a Python class name, got {handler.name!r}")
+        raise r.fail(f"{key}.handler.name", f"expected a Python class name, got {brief(handler.name)}")
     if Path(handler.filename).name != handler.filename or not handler.filename.endswith(".py"):
-        raise r.fail(f"{key}.handler.file", f"expected a .py file name inside handler.dir, got {handler.file!r}")
+        raise r.fail(f"{key}.handler.file", f"expected a .py file name inside handler.dir, got {brief(handler.file)}")
     build_args = r.string_list(data.get("build_args"), f"{key}.build_args")
     if isinstance(data.get("build_args"), dict):
         build_args = [f"{k}={v}" for k, v in r.string_map(data["build_args"], f"{key}.build_args").items()]
     for i, arg in enumerate(build_args):
         if "=" not in arg or arg.startswith("="):
-            raise r.fail(f"{key}.build_args[{i}]", f"expected NAME=VALUE, got {arg!r}")
+            raise r.fail(f"{key}.build_args[{i}]", f"expected NAME=VALUE, got {brief(arg)}")
     skip_build = data.get("skip_build", False)
     if not isinstance(skip_build, bool):
         raise r.fail(f"{key}.skip_build", f"expected true or false, got {_kind(skip_build)}")

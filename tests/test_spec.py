@@ -94,6 +94,10 @@ functions:
         ("runtime: cobol", "functions.f.runtime"),
         ("environment: [JUSTANAME]", "functions.f.environment[0]"),
         ("skip_build: sometimes", "functions.f.skip_build"),
+        ("handler: {dir: ../elsewhere}", "functions.f.handler.dir"),
+        ("handler: {dir: /etc}", "functions.f.handler.dir"),
+        ("timeout: .nan", "functions.f.timeout"),
+        ("replicas: [1, 2]", "functions.f.replicas"),
     ],
 )
 def test_wrong_types_and_values_name_the_key_and_the_file(tmp_path: Path, snippet: str, key: str) -> None:
@@ -127,6 +131,16 @@ def test_hostile_or_malformed_files_are_refused_with_a_sentence(text: str, fragm
     with pytest.raises(ConfigError) as info:
         parse_config(text, source="config.yaml")
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["replicas", "timeout", "concurrency", "desc", "environment", "labels", "limits"])
+def test_billion_laughs_is_refused_without_expanding_it(key: str) -> None:
+    # Ten levels of ten aliases: 10**10 strings if anything str()-ed the value.
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "\n".join(lines) + f"\nfunctions:\n  f:\n    {key}: *l9\n"
+    with pytest.raises(ConfigError, match=f"functions.f.{key}"):
+        parse_config(text)
 
 
 def test_oversized_config_is_refused(tmp_path: Path) -> None:

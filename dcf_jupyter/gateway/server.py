@@ -26,7 +26,7 @@ import grpc
 from .. import __version__
 from ..backends.base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica
 from ..backends.local import tail_text
-from ..errors import ConfigError, InvalidArgument, InvalidName
+from ..errors import ConfigError, InvalidArgument, InvalidName, brief
 from ..link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
 from ..protocol import SERVICE
 from ..protocol import gateway_pb2 as pb
@@ -304,7 +304,7 @@ class Gateway:
                     record, _, link = bound
                     if service and service != record.name:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"this stream calls {record.name!r}; open another stream for {service!r}")
+                                    f"this stream calls {record.name!r}; open another stream for {brief(service)}")
                     self.registry.count(record)
                     call_id, future = link.submit(FORM_MESSAGES, raw)
                     unanswered.append(call_id)
@@ -366,8 +366,10 @@ class Gateway:
                 raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed, so it cannot be updated")
             if not request.Source:
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
-                            f"the request for {name!r} carries no function source (only image {request.Image!r}); "
+                            f"the request for {name!r} carries no function source (only image {brief(request.Image)}); "
                             "this gateway runs function folders: deploy with `dcf function deploy -f config.yaml`")
+            if request.Replicas > MAX_REPLICAS:
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {request.Replicas}")
             revision = (old.revision + 1) if old else 1
             source_dir = self.function_dir(name) / f"rev-{revision}"
             shutil.rmtree(source_dir, ignore_errors=True)
@@ -381,11 +383,9 @@ class Gateway:
             if backend not in self.backends:
                 shutil.rmtree(source_dir, ignore_errors=True)
                 raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"unknown backend {backend!r} (this gateway has: {', '.join(self.backends)})")
+                            f"unknown backend {brief(backend)} (this gateway has: {', '.join(self.backends)})")
             limits = request.Limits if request.HasField("Limits") else None
             replicas = request.Replicas or (old.replicas if old else spec.replicas)
-            if replicas > MAX_REPLICAS:
-                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {replicas}")
             annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
             record = FunctionRecord(
                 name=name,
