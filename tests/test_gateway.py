@@ -345,3 +345,70 @@ def test_a_call_whose_deadline_passes_in_the_queue_never_runs(gateway, make_func
         assert ran.read_bytes().split() == [b"first", b"probe"]
     finally:
         gateway.client.delete("slow")
+
+
+def test_a_worker_killed_mid_stream_ends_the_stream_as_unavailable(gateway, make_function) -> None:
+    gateway.client.deploy(make_function("pid-c", """
+        import os, time
+        class Handler:
+            def __call__(self, req):
+                time.sleep(0.02)
+                return str(os.getpid())
+    """))
+    try:
+        replies: list[bytes] = []
+        with pytest.raises(FunctionError) as info:
+            for reply in gateway.client.stream("pid-c", (b"x" for _ in range(500))):
+                replies.append(reply)
+                if len(replies) == 3:
+                    os.kill(int(reply), signal.SIGKILL)
+        assert info.value.code == "UNAVAILABLE" and "stopped during the call" in str(info.value)
+        assert 3 <= len(replies) < 500 and len(set(replies)) == 1
+        # The restarted worker takes new streams.
+        assert call_until_answered(gateway.client, "pid-c") != replies[0].decode()
+        assert len(list(gateway.client.stream("pid-c", [b"a", b"b"]))) == 2
+    finally:
+        gateway.client.delete("pid-c")
+
+
+def test_a_crash_looping_worker_is_restarted_with_growing_back_off(gateway, make_function) -> None:
+    gateway.client.deploy(make_function("pid-d", PID_HANDLER))
+    try:
+        for _ in range(3):
+            call_until_answered(gateway.client, "pid-d")
+            with pytest.raises(FunctionError):
+                gateway.client.call("pid-d", b"die")
+        call_until_answered(gateway.client, "pid-d")
+        delays = [line.rsplit("restarting in ", 1)[1] for line in gateway.client.logs("pid-d").splitlines()
+                  if "restarting in" in line]
+        assert delays == ["0.1s", "0.2s", "0.4s"]
+    finally:
+        gateway.client.delete("pid-d")
+
+
+def test_a_stream_stops_reading_when_its_window_is_full(tmp_path, make_function) -> None:
+    handle = start_gateway(tmp_path / "state", "--stream-window", "4")
+    try:
+        handle.client.deploy(make_function("slow-len", """
+            import time
+            class Handler:
+                def __call__(self, req):
+                    time.sleep(0.2)
+                    return str(len(req.input))
+        """))
+        pulled = 0
+
+        def frames():
+            nonlocal pulled
+            for _ in range(300):
+                pulled += 1
+                yield bytes(256 * 1024)
+
+        replies = handle.client.stream("slow-len", frames())
+        assert next(replies) == str(256 * 1024).encode()
+        time.sleep(1.5)
+        # 300 frames (75 MB) are ready to go; the sender is held back to the window plus gRPC's flow-control buffers.
+        assert pulled < 100, pulled
+        replies.close()
+    finally:
+        handle.stop()
