@@ -3,8 +3,9 @@
     python benchmarks/load.py [--clients 50] [--calls 200] [--streams 8] [--frames 1250]
 
 Target: zero errors, zero lost or reordered replies, gateway RSS growth < 10% (last vs first quarter).
-Each load runs once unmeasured first (same counts), so the quarters compare steady states. Streams ramp up
-gRPC's flow-control buffers (BDP probing) during a run; that memory plateaus and is returned afterwards.
+Each load runs once unmeasured first (same counts, same connections for the streams), so the quarters compare
+steady states. With `--flow-window 0` (gRPC's adaptive windows) the streams' buffers grow 20-35 % within a run,
+plateau and are returned afterwards; the default fixed window keeps them flat.
 Baseline, in the same run: the same unary load against the bare grpcio server, for the throughput ratio.
 """
 

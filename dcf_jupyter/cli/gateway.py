@@ -11,6 +11,7 @@ import click
 from ..client import Client
 from ..gateway import GatewayOptions, find_gateway, run_gateway, start_detached, stop_gateway
 from ..gateway.__main__ import run_event_loop
+from ..gateway.app import DEFAULT_FLOW_WINDOW
 from ..gateway.process import GATEWAY_LOG
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, ENV_TOKEN, default_state_dir
 from ..settings import max_message_size as default_max_message_size
@@ -39,14 +40,19 @@ def gateway() -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="PEM key of --tls-cert")
+@click.option("--stream-window", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="calls in flight per Invokes stream before the gateway stops reading it")
+@click.option("--flow-window", type=click.IntRange(0), default=DEFAULT_FLOW_WINDOW, show_default=True,
+              help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for high-latency links)")
 @reports_errors
 def start(host: str, port: int, state_dir: Path | None, detach: bool, max_message: int | None, token: str | None,
-          tls_cert: str | None, tls_key: str | None) -> None:
+          tls_cert: str | None, tls_key: str | None, stream_window: int, flow_window: int) -> None:
     """Start a gateway (foreground unless --detach)."""
     state_dir = (state_dir or default_state_dir()).expanduser()
     limit = max_message or default_max_message_size()
     options = GatewayOptions(state_dir=state_dir, host=host, port=port, max_message=limit, token=token or None,
-                             tls_cert=tls_cert, tls_key=tls_key)
+                             tls_cert=tls_cert, tls_key=tls_key, stream_window=stream_window,
+                             flow_window=flow_window)
     if detach:
         running = find_gateway(state_dir.resolve())
         if running is not None:
@@ -54,7 +60,8 @@ def start(host: str, port: int, state_dir: Path | None, detach: bool, max_messag
             return
         tls = ["--tls-cert", str(Path(tls_cert).resolve()), "--tls-key", str(Path(tls_key).resolve())] \
             if tls_cert and tls_key else []
-        running, _ = start_detached(state_dir, host, port, extra=["--max-message-size", str(limit), *tls],
+        tuning = ["--stream-window", str(stream_window), "--flow-window", str(flow_window)]
+        running, _ = start_detached(state_dir, host, port, extra=["--max-message-size", str(limit), *tls, *tuning],
                                     env={ENV_TOKEN: token} if token else None)
         click.echo(f"DCF gateway started (pid {running.pid}) on {running.address}")
         click.echo(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")

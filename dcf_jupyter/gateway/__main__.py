@@ -12,7 +12,7 @@ from typing import Any
 from collections.abc import Callable, Coroutine
 
 from ..settings import ENV_TOKEN, DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size
-from .app import GatewayOptions, GatewayStartError, run_gateway
+from .app import DEFAULT_FLOW_WINDOW, GatewayOptions, GatewayStartError, run_gateway
 
 
 def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="local", help="default backend for deploys that name none")
     parser.add_argument("--stream-window", type=int, default=32,
                         help="calls in flight per Invokes stream before the gateway stops reading it")
+    parser.add_argument("--flow-window", type=int, default=DEFAULT_FLOW_WINDOW,
+                        help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for slow links)")
     parser.add_argument("--lifeline-fd", type=int, default=None,
                         help="stop when this inherited fd reaches EOF (the process that started us is gone)")
     parser.add_argument("--no-docker", action="store_true", help="do not offer the docker backend")
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         max_message=args.max_message_size,
         default_backend=args.backend,
         stream_window=args.stream_window,
+        flow_window=args.flow_window,
         lifeline_fd=args.lifeline_fd,
         docker=not args.no_docker,
         token=args.token or os.environ.get(ENV_TOKEN) or None,

@@ -38,6 +38,9 @@ class GatewayStartError(DcfError):
     """The gateway could not start (port taken, state dir in use...)."""
 
 
+DEFAULT_FLOW_WINDOW = 512 * 1024  # flat memory under many streams, full speed on loopback and LANs
+
+
 @dataclass
 class GatewayOptions:
     """How to run a gateway."""
@@ -49,6 +52,7 @@ class GatewayOptions:
     default_backend: str = "local"
     ready_timeout: float = 30.0
     stream_window: int = 32
+    flow_window: int = DEFAULT_FLOW_WINDOW  # bytes gRPC buffers per stream; 0: gRPC's adaptive (BDP) windows
     lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
     docker: bool = True  # offer the docker backend when a Docker daemon answers
     token: str | None = None  # see auth.py for what needs it
@@ -135,7 +139,12 @@ def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCreden
         except ValueError as exc:
             raise GatewayStartError(f"TLS: {exc}") from None
     interceptors = [TokenInterceptor(TokenPolicy(options.token, loopback))] if options.token else []
-    return grpc.aio.server(options=grpc_options(options.max_message), interceptors=interceptors), credentials
+    server_options = grpc_options(options.max_message)
+    if options.flow_window > 0:
+        # gRPC grows each stream's receive window with its bandwidth estimate (BDP probing), so
+        # fast senders park megabytes per stream in the gateway; a fixed window keeps memory flat.
+        server_options += [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", options.flow_window)]
+    return grpc.aio.server(options=server_options, interceptors=interceptors), credentials
 
 
 async def run_gateway(options: GatewayOptions) -> None:

@@ -5,6 +5,7 @@ Used by tests/load/test_gateway_load.py (small counts) and benchmarks/load.py (f
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -99,10 +100,21 @@ def unary_load(address: str, pid: int, clients: int, calls: int, size: int = 256
 
 def stream_load(address: str, pid: int, streams: int, frames: int, size: int = 4096,
                 warm_up: float = 0.1) -> LoadResult:
-    """`streams` concurrent Invokes streams of `frames` numbered frames each; replies must match in order
-    (after an unmeasured warm-up round, as for unary_load)."""
-    if warm_up:
-        stream_load(address, pid, streams, max(1, int(frames * warm_up)), size, warm_up=0)
+    """`streams` concurrent Invokes streams of `frames` numbered frames each, one connection per stream;
+    replies must match in order.
+
+    The warm-up round runs on the same connections as the measured one, as a long-lived streaming client
+    (the camera widget) would: gRPC grows each connection's flow-control window (BDP probing) during its
+    first seconds, and that is a connection's steady state, not growth.
+    """
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Client(address)) for _ in range(streams)]
+        if warm_up:
+            _streams_on(clients, pid, max(1, int(frames * warm_up)), size)
+        return _streams_on(clients, pid, frames, size)
+
+
+def _streams_on(clients: list[Client], pid: int, frames: int, size: int) -> LoadResult:
     result = LoadResult()
     lock = threading.Lock()
 
@@ -110,13 +122,12 @@ def stream_load(address: str, pid: int, streams: int, frames: int, size: int = 4
         sent = (f"{index}:{n}:".encode().ljust(size, b"#") for n in range(frames))
         expected = 0
         try:
-            with Client(address) as client:
-                for reply in client.stream("echo", sent):
-                    want = f"{index}:{expected}:".encode().ljust(size, b"#")
-                    with lock:
-                        result.calls += 1
-                        result.wrong += reply != want
-                    expected += 1
+            for reply in clients[index].stream("echo", sent):
+                want = f"{index}:{expected}:".encode().ljust(size, b"#")
+                with lock:
+                    result.calls += 1
+                    result.wrong += reply != want
+                expected += 1
         except Exception as exc:  # noqa: BLE001 - counted and reported
             with lock:
                 result.errors.append(f"stream {index} after {expected} frames: {exc}")
@@ -125,8 +136,8 @@ def stream_load(address: str, pid: int, streams: int, frames: int, size: int = 4
                 result.errors.append(f"stream {index}: {expected} of {frames} replies")
 
     def work() -> None:
-        with ThreadPoolExecutor(streams) as pool:
-            list(pool.map(stream_run, range(streams)))
+        with ThreadPoolExecutor(len(clients)) as pool:
+            list(pool.map(stream_run, range(len(clients))))
 
     _sampled(pid, result, work)
     return result
