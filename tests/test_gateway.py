@@ -52,6 +52,12 @@ def test_large_messages_pass_and_oversized_ones_say_the_limit(gateway) -> None:
     assert gateway.client.call("echo", big) == big
     with pytest.raises(InvalidArgument, match="larger than max"):
         gateway.client.call("echo", bytes(gateway.client.max_message_size + 1))
+    # A client with a larger limit of its own is stopped by the gateway, which names its limit.
+    limit = gateway.client.info()["max_message_size"]
+    with grpc.insecure_channel(gateway.address, options=[("grpc.max_send_message_length", 2 * limit)]) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.GatewayStub(channel).InvokeBytes(pb.InvokeServiceRequest(Service="echo", Input=bytes(limit + 1)))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and str(limit) in info.value.details()
 
 
 def test_handler_exception_becomes_a_status_and_the_worker_keeps_serving(gateway, make_function) -> None:
