@@ -34,8 +34,9 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
 class GatewayHandle:
     """A running gateway process for a test, with a client and its state dir."""
 
-    def __init__(self, running: RunningGateway) -> None:
+    def __init__(self, running: RunningGateway, process: subprocess.Popen[bytes]) -> None:
         self.running = running
+        self.process = process
         self.address = running.address
         self.state_dir = running.state_dir
         self.client = Client(running.address)
@@ -47,8 +48,8 @@ class GatewayHandle:
 
 def start_gateway(state_dir: Path, *extra: str) -> GatewayHandle:
     """Start a gateway on a free loopback port for `state_dir`."""
-    running, _ = start_detached(state_dir, "127.0.0.1", 0, extra=list(extra))
-    return GatewayHandle(running)
+    running, process = start_detached(state_dir, "127.0.0.1", 0, extra=list(extra))
+    return GatewayHandle(running, process)
 
 
 @pytest.fixture(scope="session")

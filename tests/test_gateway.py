@@ -262,6 +262,22 @@ def test_workers_exit_when_the_gateway_is_killed(fresh_gateway, make_function) -
         time.sleep(0.05)
 
 
+def test_a_killed_gateways_socket_dir_is_removed_by_the_next_one(fresh_gateway, make_function) -> None:
+    fresh_gateway.client.deploy(make_function("sockets", PID_HANDLER))
+    left = Path((fresh_gateway.state_dir / "sockets.path").read_text())
+    assert any(left.glob("sockets.*.sock"))
+    os.kill(fresh_gateway.running.pid, signal.SIGKILL)
+    fresh_gateway.process.wait(timeout=10)
+    assert left.is_dir(), "SIGKILL runs no cleanup: the dir is still there"
+    second = start_gateway(fresh_gateway.state_dir)
+    try:
+        assert not left.exists()
+        assert Path((fresh_gateway.state_dir / "sockets.path").read_text()).is_dir()
+    finally:
+        second.stop()
+    assert not (fresh_gateway.state_dir / "sockets.path").exists()
+
+
 def test_health_and_info(gateway, stub) -> None:
     assert stub.HealthCheck(pb.Empty()).Msg == "OK"
     info = gateway.client.info()

@@ -22,8 +22,8 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture
 def token_gateway(tmp_path: Path):
-    running, _ = start_detached(tmp_path / "state", "127.0.0.1", 0, env={"DCF_TOKEN": TOKEN})
-    handle = GatewayHandle(running)
+    running, process = start_detached(tmp_path / "state", "127.0.0.1", 0, env={"DCF_TOKEN": TOKEN})
+    handle = GatewayHandle(running, process)
     handle.client = Client(running.address, token=TOKEN)
     try:
         handle.client.deploy(FUNCTIONS / "echo")

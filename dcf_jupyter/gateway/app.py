@@ -31,6 +31,8 @@ log = logging.getLogger("dcf.gateway")
 
 GATEWAY_FILE = "gateway.json"
 LOCK_FILE = "gateway.lock"
+SOCKET_DIR_FILE = "sockets.path"
+SOCKET_DIR_PREFIX = "dcf-"
 FLUSH_EVERY_S = 2.0
 
 
@@ -85,6 +87,20 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
             "stop it with `dcf gateway stop` or pass another --state-dir"
         ) from None
     return handle
+
+
+def _fresh_socket_dir(state_dir: Path) -> Path:
+    """A new temp dir for worker sockets, after removing the one a killed gateway of this state dir left."""
+    # Sockets live in the temp dir, not the state dir, because a Unix socket path is capped at 107 bytes.
+    # A gateway that was SIGKILLed never ran its cleanup; the state-dir lock proves it is gone.
+    record = state_dir / SOCKET_DIR_FILE
+    with contextlib.suppress(OSError):
+        previous = Path(record.read_text().strip())
+        if previous.parent == Path(tempfile.gettempdir()) and previous.name.startswith(SOCKET_DIR_PREFIX):
+            shutil.rmtree(previous, ignore_errors=True)
+    socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+    record.write_text(str(socket_dir))
+    return socket_dir
 
 
 def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
@@ -153,7 +169,7 @@ async def run_gateway(options: GatewayOptions) -> None:
     state_dir = options.state_dir.expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_state_dir(state_dir)
-    socket_dir = Path(tempfile.mkdtemp(prefix="dcf-"))
+    socket_dir = _fresh_socket_dir(state_dir)
     try:
         gateway = Gateway(
             state_dir,
@@ -214,4 +230,6 @@ async def run_gateway(options: GatewayOptions) -> None:
                 (state_dir / GATEWAY_FILE).unlink()
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / SOCKET_DIR_FILE).unlink()
         lock.close()
