@@ -7,10 +7,16 @@ replies with the serialized protobuf the gateway sends on unchanged).
 Frame: ``<u32 payload length><u64 call id><u8 kind><u8 arg>`` then the payload.
 
 gateway -> worker: CALL (arg = reply form; payload = the serialized
-pb.InvokeServiceRequest as the client sent it), CANCEL.
+pb.InvokeServiceRequest as the client sent it), CANCEL, CREDIT (arg = how many
+more ITEMs of that streamed call the worker may send).
 worker -> gateway: REPLY (a serialized pb.Message / pb.Messages), ITEM (one
 pb.Messages of a streamed reply), END (stream done), ERROR (arg = gRPC status
 code, payload = UTF-8 message, NUL, traceback).
+
+A streamed call starts with STREAM_WINDOW credits and the gateway returns one
+per item its client has taken, so a generator handler runs at most that far
+ahead of a slow reader instead of filling the gateway's memory; a CANCEL stops
+the generator at its next item.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 HEADER = struct.Struct("<IQBB")
 
-CALL, CANCEL = 1, 2
+CALL, CANCEL, CREDIT = 1, 2, 3
 REPLY, ITEM, END, ERROR = 16, 17, 18, 19
 
 FORM_MESSAGE = 0  # Invoke: one pb.Message (string reply)
 FORM_MESSAGES = 1  # InvokeBytes, Invokes: one pb.Messages (bytes reply)
 FORM_STREAM = 2  # InvokeStream: several pb.Messages, then END
+
+STREAM_WINDOW = 32  # items of a streamed reply the worker may send before the gateway's client took them
 
 # gRPC status codes used on the link (grpc.StatusCode values, kept numeric so the
 # worker side needs no grpc import to speak the link).
@@ -188,6 +196,8 @@ class AsyncLink(asyncio.Protocol):
                     raise item
                 assert isinstance(item, bytes)
                 yield item
+                if call_id in self._pending and self.is_open:  # our reader took it: one more may come
+                    self._send(call_id, CREDIT, 1)
         finally:
             self.cancel(call_id)
 
@@ -224,19 +234,59 @@ class _FrameWriter:
                 sent = 0
 
 
+class StreamStopped(Exception):
+    """The gateway cancelled a streamed call, or its connection closed, while the handler generated items."""
+
+
 class _Connection:
-    """One accepted connection: its writer and the calls read from it but not started yet."""
+    """One accepted connection: its writer, the calls read but not started, the credits of streamed calls."""
 
     def __init__(self, conn: socket.socket) -> None:
         self.writer = _FrameWriter(conn)
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.waiting: set[int] = set()  # read, not started
         self.cancelled: set[int] = set()  # of those, cancelled by the gateway
+        self.credits: dict[int, int] = {}  # streamed calls not ended or cancelled: items they may still send
+        self.open = True
+
+    def received(self, call_id: int, form: int) -> None:
+        """A CALL was read: it waits for a runner (a streamed one with its first window of credits)."""
+        with self.lock:
+            self.waiting.add(call_id)
+            if form == FORM_STREAM:
+                self.credits[call_id] = STREAM_WINDOW
 
     def cancel(self, call_id: int) -> None:
-        with self.lock:
+        with self.changed:
             if call_id in self.waiting:
                 self.cancelled.add(call_id)
+            if self.credits.pop(call_id, None) is not None:
+                self.changed.notify_all()
+
+    def grant(self, call_id: int, count: int) -> None:
+        with self.changed:
+            if call_id in self.credits:
+                self.credits[call_id] += count
+                self.changed.notify_all()
+
+    def spend(self, call_id: int) -> None:
+        """Wait for a credit to send one item of a streamed call; StreamStopped if it will never come."""
+        with self.changed:
+            while self.open and self.credits.get(call_id) == 0:
+                self.changed.wait()
+            if not self.open or call_id not in self.credits:
+                raise StreamStopped(call_id)
+            self.credits[call_id] -= 1
+
+    def ended(self, call_id: int) -> None:
+        with self.lock:
+            self.credits.pop(call_id, None)
+
+    def close(self) -> None:
+        with self.changed:
+            self.open = False
+            self.changed.notify_all()
 
     def take(self, call_id: int) -> bool:
         """Mark a call started; False if it was cancelled before it could start."""
@@ -313,14 +363,16 @@ class LinkServer:
                 if len(payload) < length:
                     return
                 if kind == CALL:
-                    with connection.lock:
-                        connection.waiting.add(call_id)
+                    connection.received(call_id, arg)
                     self._calls.put((connection, call_id, arg, payload))
+                elif kind == CREDIT:
+                    connection.grant(call_id, arg)
                 elif kind == CANCEL:
                     connection.cancel(call_id)
         except (OSError, ValueError):
             return
         finally:
+            connection.close()
             rfile.close()
             conn.close()
 
@@ -331,10 +383,16 @@ class LinkServer:
                 continue
 
             def emit(kind: int, arg: int, parts: Sequence[bytes], call_id: int = call_id,
-                     writer: _FrameWriter = connection.writer) -> None:
-                writer.write(call_id, kind, arg, parts)
+                     connection: _Connection = connection) -> None:
+                if kind == ITEM:
+                    connection.spend(call_id)  # raising here unwinds (and so closes) the handler's generator
+                connection.writer.write(call_id, kind, arg, parts)
 
             try:
                 self._dispatch(form, payload, emit)
+            except StreamStopped:
+                pass  # cancelled: nobody reads the rest
             except OSError:
                 pass  # the gateway went away mid-reply
+            finally:
+                connection.ended(call_id)

@@ -220,6 +220,56 @@ def test_stream_naming_another_function_midway_is_refused(gateway, stub) -> None
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+ENDLESS_GENERATOR = """
+    import os
+    class Handler:
+        def __call__(self, req):
+            progress = req.input.decode()
+            made = 0
+            try:
+                while True:
+                    made += 1
+                    with open(progress + ".new", "w") as f:
+                        f.write(str(made))
+                    os.replace(progress + ".new", progress)  # the test reads it meanwhile
+                    yield bytes(256 * 1024)
+            finally:
+                with open(progress + ".closed", "w") as f:
+                    f.write(str(made))
+"""
+
+
+def test_a_slow_invoke_stream_reader_holds_the_generator_back_and_cancelling_closes_it(
+        gateway, stub, make_function, tmp_path) -> None:
+    from dcf_jupyter.link import STREAM_WINDOW
+
+    gateway.client.deploy(make_function("endless", ENDLESS_GENERATOR))
+    progress = tmp_path / "made"
+    try:
+        replies = stub.InvokeStream(pb.InvokeServiceRequest(Service="endless", Input=str(progress).encode()),
+                                    timeout=60)  # a stall fails as DEADLINE_EXCEEDED instead of hanging
+        assert len(next(replies).Output) == 256 * 1024
+        time.sleep(1.0)
+        made_after_1s = int(progress.read_text())
+        time.sleep(1.0)
+        made_after_2s = int(progress.read_text())
+        # Without credits the generator runs on at memory speed (gigabytes a second into the gateway).
+        assert made_after_1s == made_after_2s, "the generator ran on while nobody read"
+        # The credit window, plus what gRPC's HTTP/2 windows and buffers hold between gateway and client.
+        assert made_after_2s <= STREAM_WINDOW + 64, f"{made_after_2s} items made for 1 read"
+        for _ in range(2 * made_after_2s):  # past what was made: reading returns credits, so it goes on
+            next(replies)
+        replies.cancel()
+        closed = progress.with_name("made.closed")
+        deadline = time.monotonic() + 5
+        while not closed.exists():
+            assert time.monotonic() < deadline, "cancelling the call did not stop the handler's generator"
+            time.sleep(0.05)
+        assert gateway.client.call("echo", b"still fine") == b"still fine"
+    finally:
+        gateway.client.delete("endless")
+
+
 def test_registry_survives_a_gateway_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     first = start_gateway(state)
