@@ -395,4 +395,5 @@ class LinkServer:
             except OSError:
                 pass  # the gateway went away mid-reply
             finally:
-                connection.ended(call_id)
+                if form == FORM_STREAM:  # only streamed calls hold credits; unary ones skip the lock
+                    connection.ended(call_id)
