@@ -11,7 +11,7 @@ import click
 from ..client import Client
 from ..gateway import GatewayOptions, find_gateway, run_gateway, start_detached, stop_gateway
 from ..gateway.__main__ import run_event_loop
-from ..gateway.app import DEFAULT_FLOW_WINDOW
+from ..gateway.app import DEFAULT_FLOW_WINDOW, DEFAULT_STREAM_WINDOW
 from ..gateway.process import GATEWAY_LOG
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, ENV_TOKEN, default_state_dir
 from ..settings import max_message_size as default_max_message_size
@@ -40,7 +40,7 @@ def gateway() -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="PEM key of --tls-cert")
-@click.option("--stream-window", type=click.IntRange(1, 4096), default=32, show_default=True,
+@click.option("--stream-window", type=click.IntRange(1, 4096), default=DEFAULT_STREAM_WINDOW, show_default=True,
               help="calls in flight per Invokes stream before the gateway stops reading it")
 @click.option("--flow-window", type=click.IntRange(0), default=DEFAULT_FLOW_WINDOW, show_default=True,
               help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for high-latency links)")

@@ -12,7 +12,7 @@ from typing import Any
 from collections.abc import Callable, Coroutine
 
 from ..settings import ENV_TOKEN, DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size
-from .app import DEFAULT_FLOW_WINDOW, GatewayOptions, GatewayStartError, run_gateway
+from .app import DEFAULT_FLOW_WINDOW, DEFAULT_STREAM_WINDOW, GatewayOptions, GatewayStartError, run_gateway
 
 
 def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--max-message-size", type=int, default=max_message_size())
     parser.add_argument("--backend", default="local", help="default backend for deploys that name none")
-    parser.add_argument("--stream-window", type=int, default=32,
+    parser.add_argument("--stream-window", type=int, default=DEFAULT_STREAM_WINDOW,
                         help="calls in flight per Invokes stream before the gateway stops reading it")
     parser.add_argument("--flow-window", type=int, default=DEFAULT_FLOW_WINDOW,
                         help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for slow links)")

@@ -25,7 +25,7 @@ from ..backends.local import LocalBackend
 from ..errors import DcfError
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, grpc_options
 from .auth import TokenInterceptor, TokenPolicy, is_loopback, server_credentials
-from .server import Gateway
+from .server import DEFAULT_STREAM_WINDOW, Gateway
 
 log = logging.getLogger("dcf.gateway")
 
@@ -53,7 +53,7 @@ class GatewayOptions:
     max_message: int = 64 * 1024 * 1024
     default_backend: str = "local"
     ready_timeout: float = 30.0
-    stream_window: int = 32
+    stream_window: int = DEFAULT_STREAM_WINDOW
     flow_window: int = DEFAULT_FLOW_WINDOW  # bytes gRPC buffers per stream; 0: gRPC's adaptive (BDP) windows
     lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
     docker: bool = True  # offer the docker backend when a Docker daemon answers

@@ -41,6 +41,7 @@ log = logging.getLogger("dcf.gateway")
 DEFAULT_LOG_LINES = 200
 DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeout`
 MAX_LOG_LINES = 100_000
+DEFAULT_STREAM_WINDOW = 32  # calls in flight per Invokes stream before the gateway stops reading it
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -140,7 +141,7 @@ class Gateway:
         max_message: int,
         address: str = "",
         ready_timeout: float = 30.0,
-        stream_window: int = 32,
+        stream_window: int = DEFAULT_STREAM_WINDOW,
     ) -> None:
         self.state_dir = state_dir
         self.backends = backends
@@ -291,16 +292,17 @@ class Gateway:
         memory growing.
         """
         window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.stream_window)
-        bound: list[Any] = []  # [record, deployment, link] once the first message arrived
+        bound: tuple[FunctionRecord, Deployment, Any] | None = None  # once the first message arrived
         unanswered: collections.deque[int] = collections.deque()  # call ids sent to the worker, in order
 
         async def pump() -> None:
+            nonlocal bound
             try:
                 async for raw in requests:
                     service = _service_of(raw)
-                    if not bound:
+                    if bound is None:
                         record, deployment = self._route(service)
-                        bound.extend((record, deployment, await self._pick(record, deployment, context)))
+                        bound = (record, deployment, await self._pick(record, deployment, context))
                     record, _, link = bound
                     if service and service != record.name:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -322,9 +324,10 @@ class Gateway:
                 if item is None:
                     return
                 if isinstance(item, BaseException):
-                    if isinstance(item, LinkClosed):
+                    if isinstance(item, LinkClosed) and bound is not None:
                         raise _link_lost(bound[0].name, item)
                     raise item
+                assert bound is not None  # a future in the window means the pump bound the stream
                 record, deployment, link = bound
                 timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
                 try:
@@ -340,9 +343,10 @@ class Gateway:
         finally:
             # Cancelled, failed or refused: the worker skips the calls it has not started.
             pumping.cancel()
-            if bound:
+            if bound is not None:
+                _, _, link = bound
                 for call_id in unanswered:
-                    bound[2].cancel(call_id)
+                    link.cancel(call_id)
 
     # --- management RPCs ----------------------------------------------------------
 
@@ -368,8 +372,7 @@ class Gateway:
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
                             f"the request for {name!r} carries no function source (only image {brief(request.Image)}); "
                             "this gateway runs function folders: deploy with `dcf function deploy -f config.yaml`")
-            if request.Replicas > MAX_REPLICAS:
-                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {request.Replicas}")
+            _check_replicas(request.Replicas)
             revision = (old.revision + 1) if old else 1
             source_dir = self.function_dir(name) / f"rev-{revision}"
             shutil.rmtree(source_dir, ignore_errors=True)
@@ -446,8 +449,7 @@ class Gateway:
     @_unary
     async def ReplicaUpdate(self, request: pb.ScaleServiceRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         name = _valid_name(request.ServiceName)
-        if request.Replicas > MAX_REPLICAS:
-            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {request.Replicas}")
+        _check_replicas(request.Replicas)
         async with self._lock(name):
             record, deployment = self._route(name)
             try:
@@ -569,3 +571,8 @@ def _valid_name(name: str) -> str:
         return validate_name(name)
     except InvalidName as exc:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+def _check_replicas(replicas: int) -> None:
+    if replicas > MAX_REPLICAS:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {replicas}")
