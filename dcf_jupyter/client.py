@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
+from .build.check import check_handler
 from .errors import (
     DcfError,
     DeployError,
@@ -123,6 +125,18 @@ def to_bytes(data: Any) -> bytes:
     return json.dumps(data).encode("utf-8")
 
 
+_RELATIVE_FILE = re.compile(r'File "(?![/<])([^"]+)"')
+
+
+def in_folder(traceback_text: str, folder: Path) -> str:
+    """A gateway's traceback, whose paths are relative to the function folder, with `folder` in front."""
+    def rooted(match: re.Match[str]) -> str:
+        path = folder / match.group(1)
+        return f'File "{path}"' if path.exists() else match.group(0)
+
+    return _RELATIVE_FILE.sub(rooted, traceback_text)
+
+
 def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = "") -> DcfError:
     """The DcfError for a failed RPC."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
@@ -133,7 +147,7 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
     if isinstance(remote_tb, bytes):
         remote_tb = remote_tb.decode("utf-8", "replace")
     if origin == "function" or code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return FunctionError(details, code=code.name, remote_traceback=remote_tb, function=function)
+        return FunctionError(details, code=code.name, detail=remote_tb, function=function)
     if code == grpc.StatusCode.UNAVAILABLE and not origin:
         return GatewayUnavailable(
             f"no DCF gateway answers at {address} ({details}); start one with `dcf gateway start --detach` "
@@ -146,15 +160,13 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE):
         return InvalidArgument(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        error = DeployError(details)
-        error.remote_traceback = remote_tb  # type: ignore[attr-defined]
-        return error
+        return DeployError(details, detail=remote_tb, function=function)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return Unauthenticated(details)
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return DcfError(f"the gateway at {address} does not implement {subject or 'this call'} "
                         f"(an original DCF gateway?): {details}")
-    return FunctionError(details, code=code.name, remote_traceback=remote_tb, function=function) if origin else DcfError(
+    return FunctionError(details, code=code.name, detail=remote_tb, function=function) if origin else DcfError(
         f"{subject or 'the call'} failed: {code.name}: {details}")
 
 
@@ -262,11 +274,12 @@ class Client:
 
     # --- managing ---------------------------------------------------------------
 
-    def _manage(self, rpc: str, request: Any, subject: str, timeout: float | None = MANAGEMENT_TIMEOUT_S) -> Any:
+    def _manage(self, rpc: str, request: Any, subject: str, timeout: float | None = MANAGEMENT_TIMEOUT_S,
+                function: str = "") -> Any:
         try:
             return getattr(self._stub, rpc)(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, subject) from None
+            raise _error(exc, self.address, subject, function) from None
 
     def deploy_spec(
         self, spec: FunctionSpec, *, update: bool = True, replace: bool = False, backend: str | None = None,
@@ -280,6 +293,7 @@ class Client:
         """
         if spec.root is None:
             raise DeployError(f"{spec.name}: the function has no folder to deploy")
+        check_handler(spec)  # the mistakes `dcf function build` names, named before anything is uploaded
         request = pb.CreateFunctionRequest(
             Service=spec.name,
             Image=spec.image,
@@ -297,11 +311,15 @@ class Client:
             except FunctionNotFound:
                 pass
         try:
-            return self._manage("Deploy", request, f"deploying {spec.name!r}", timeout).Msg
-        except FunctionExists:
-            if not update:
-                raise
-        return self._manage("Update", request, f"updating {spec.name!r}", timeout).Msg
+            try:
+                return self._manage("Deploy", request, f"deploying {spec.name!r}", timeout, spec.name).Msg
+            except FunctionExists:
+                if not update:
+                    raise
+            return self._manage("Update", request, f"updating {spec.name!r}", timeout, spec.name).Msg
+        except DeployError as exc:
+            exc.detail = in_folder(exc.detail, spec.root)
+            raise
 
     def deploy(self, folder: str | Path, name: str | None = None, **options: Any) -> str:
         """Deploy the function folder (or config.yaml) at `folder`; `name` picks one of several."""

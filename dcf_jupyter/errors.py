@@ -1,6 +1,13 @@
-"""One exception hierarchy for everything a user can cause: catch `DcfError`."""
+"""One exception hierarchy for everything a user can cause: catch `DcfError`.
+
+Every error is one readable sentence (`str(err)`) plus, where there is more to read, one `detail`
+text: the function's traceback, or the last lines of a build. `explain()` is how the CLI and the
+notebook show them, the same way: the sentence first, then the detail when it helps.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 def brief(value: object, limit: int = 80) -> str:
@@ -10,7 +17,18 @@ def brief(value: object, limit: int = 80) -> str:
 
 
 class DcfError(Exception):
-    """Base of every error dcf-jupyter raises on purpose; its message is one readable sentence."""
+    """Base of every error dcf-jupyter raises on purpose; its message is one readable sentence.
+
+    `detail` holds what a sentence cannot (a traceback, a build log's tail); `function` names the
+    function the error is about, when there is one.
+    """
+
+    detail_title = "Details"
+
+    def __init__(self, message: str = "", *, detail: str = "", function: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.function = function
 
 
 class ConfigError(DcfError):
@@ -36,25 +54,66 @@ class FunctionExists(DcfError):
 class DeployError(DcfError):
     """The gateway could not start the function (bad folder, Handler failed to load...)."""
 
+    detail_title = "Traceback from the function"
+
 
 class InvalidArgument(DcfError):
     """The gateway rejected the request's arguments."""
 
 
+class HandlerLoadError(DcfError):
+    """The handler file could not be imported, has no Handler, or Handler() raised."""
+
+    detail_title = "Traceback from the function"
+
+
+class BuildError(DcfError):
+    """An image build or push failed; `detail` holds the build's last lines."""
+
+    detail_title = "Last lines of the build"
+
+
 class FunctionError(DcfError):
     """The function's handler raised, or its worker failed, while serving a call.
 
-    `code` is the gRPC status name (e.g. "INTERNAL", "INVALID_ARGUMENT",
-    "UNAVAILABLE"); `remote_traceback` is the handler's traceback text when the
-    worker sent one.
+    `code` is the gRPC status name (e.g. "INTERNAL", "INVALID_ARGUMENT", "UNAVAILABLE"); `detail` is
+    the handler's traceback text when the worker sent one.
     """
 
-    def __init__(self, message: str, *, code: str = "INTERNAL", remote_traceback: str = "", function: str = "") -> None:
-        super().__init__(message)
+    detail_title = "Traceback from the function"
+
+    def __init__(self, message: str, *, code: str = "INTERNAL", detail: str = "", function: str = "") -> None:
+        super().__init__(message, detail=detail, function=function)
         self.code = code
-        self.remote_traceback = remote_traceback
-        self.function = function
+
+    @property
+    def is_bad_input(self) -> bool:
+        """The handler raised ValueError: its way of saying the request was wrong, not that it broke."""
+        return self.code == "INVALID_ARGUMENT"
 
 
 class Unauthenticated(DcfError):
     """The gateway wants a token this client did not send (or sent wrong)."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """How to show an error: its sentence, then the detail (if any is worth showing) under a title."""
+
+    sentence: str
+    detail: str = ""
+    title: str = ""
+    hint: str = ""
+
+
+def explain(error: DcfError, *, verbose: bool = False, hint_verbose: str = "-v") -> Explanation:
+    """The sentence of `error` and the detail worth showing: a ValueError's traceback (bad input, said by
+    the sentence) only when `verbose`; every other traceback or build log always."""
+    sentence = f"{error} [{error.code}]" if isinstance(error, FunctionError) else str(error)
+    detail = error.detail.strip()
+    if not detail:
+        return Explanation(sentence)
+    if isinstance(error, FunctionError) and error.is_bad_input and not verbose:
+        return Explanation(sentence, hint=f"(the function's traceback: add {hint_verbose}; its log has it too)")
+    body = detail.split("Traceback (most recent call last):\n", 1)[-1] if "Traceback" in error.detail_title else detail
+    return Explanation(sentence, body.rstrip(), error.detail_title)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
-from .errors import DcfError
+from .errors import HandlerLoadError
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -49,14 +49,6 @@ class Request:
         return json.loads(self.input)
 
 
-class HandlerLoadError(DcfError):
-    """The handler file could not be imported, has no Handler, or Handler() raised."""
-
-    def __init__(self, message: str, traceback_text: str = "") -> None:
-        super().__init__(message)
-        self.traceback_text = traceback_text
-
-
 HandlerCallable = Callable[[Request], Any]
 
 
@@ -79,10 +71,10 @@ def load_handler(handler_dir: str | Path, file: str = "handler.py", name: str = 
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         where = f"{path.name}, line {exc.lineno}" if exc.lineno else path.name
-        raise HandlerLoadError(f"syntax error in {where}: {exc.msg}", format_user_traceback(exc)) from None
+        raise HandlerLoadError(f"syntax error in {where}: {exc.msg}", detail=format_user_traceback(exc)) from None
     except BaseException as exc:  # noqa: BLE001 - any import failure is the user's to read
         raise HandlerLoadError(
-            f"importing {path.name} failed: {type(exc).__name__}: {exc}", format_user_traceback(exc)
+            f"importing {path.name} failed: {type(exc).__name__}: {exc}", detail=format_user_traceback(exc)
         ) from None
     target = getattr(module, name, None)
     if target is None:
@@ -94,7 +86,7 @@ def load_handler(handler_dir: str | Path, file: str = "handler.py", name: str = 
             instance = target()
         except BaseException as exc:  # noqa: BLE001
             raise HandlerLoadError(
-                f"{name}() raised {type(exc).__name__}: {exc}", format_user_traceback(exc)
+                f"{name}() raised {type(exc).__name__}: {exc}", detail=format_user_traceback(exc)
             ) from None
         if not callable(instance):
             raise HandlerLoadError(f"{name} has no __call__(self, req) method")

@@ -27,6 +27,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 HEADER = struct.Struct("<IQBB")
@@ -48,15 +49,15 @@ INTERNAL, INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED = 13, 3, 1
 class CallFailed(Exception):
     """A call ended with an error status: the handler raised, or the worker failed."""
 
-    def __init__(self, code: int, message: str, traceback: str = "") -> None:
+    def __init__(self, code: int, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.traceback = traceback
+        self.detail = detail  # the handler's traceback
 
     def encode(self) -> bytes:
         """The ERROR frame payload."""
-        return self.message.encode("utf-8", "replace") + b"\0" + self.traceback.encode("utf-8", "replace")
+        return self.message.encode("utf-8", "replace") + b"\0" + self.detail.encode("utf-8", "replace")
 
     @classmethod
     def decode(cls, code: int, payload: bytes) -> CallFailed:
@@ -330,8 +331,9 @@ class LinkServer:
             runner.start()
         threading.Thread(target=self._accept_loop, name="dcf-link-accept", daemon=True).start()
 
-    def close(self) -> None:
-        """Stop accepting and running calls; connections end when the process does."""
+    def close(self, drain_s: float | None = None) -> None:
+        """Stop accepting and starting calls; wait up to `drain_s` seconds (None: no limit) for the calls
+        already in the handler to finish and send their replies. Connections end when the process does."""
         self._closing = True
         try:
             self._sock.close()
@@ -339,6 +341,10 @@ class LinkServer:
             pass
         for _ in self._runners:
             self._calls.put(_STOP)
+        deadline = None if drain_s is None else time.monotonic() + drain_s
+        for runner in self._runners:
+            if runner.is_alive():
+                runner.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _accept_loop(self) -> None:
         while not self._closing:
@@ -379,8 +385,8 @@ class LinkServer:
     def _run_calls(self) -> None:
         while (item := self._calls.get()) is not _STOP:
             connection, call_id, form, payload = item
-            if not connection.take(call_id):
-                continue
+            if self._closing or not connection.take(call_id):
+                continue  # stopping: calls not started yet are dropped (the gateway sees the link close)
 
             def emit(kind: int, arg: int, parts: Sequence[bytes], call_id: int = call_id,
                      connection: _Connection = connection) -> None:

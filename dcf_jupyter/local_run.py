@@ -55,9 +55,9 @@ class LocalRun:
             os.close(status_r)
         if not status.get("ready"):
             self.close()
-            error = DeployError(f"{self.spec.name} did not start: {status.get('error', 'unknown error')}")
-            error.remote_traceback = str(status.get("traceback") or "")  # type: ignore[attr-defined]
-            raise error
+            # The worker printed its traceback to `output` already: the error repeats only the sentence.
+            raise DeployError(f"{self.spec.name} did not start: {status.get('error', 'unknown error')}",
+                              function=self.spec.name)
         self.client = Client(f"127.0.0.1:{status['grpc_port']}")
         return self
 
@@ -151,9 +151,8 @@ class ImageRun:
             if self.container.status in ("exited", "dead") or time.monotonic() > deadline:
                 tail = self.container.logs(tail=15).decode("utf-8", "replace")
                 self.close()
-                error = DeployError(f"{self.spec.name} did not start in its container")
-                error.remote_traceback = tail  # type: ignore[attr-defined]
-                raise error
+                raise DeployError(f"{self.spec.name} did not start in its container", detail=tail,
+                                  function=self.spec.name)
             time.sleep(0.2)
         return self
 

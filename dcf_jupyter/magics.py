@@ -17,10 +17,10 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import TraitError, Unicode
+from traitlets import Bool, TraitError, Unicode
 
 from .client import FunctionInfo
-from .errors import ConfigError, DcfError, FunctionError, InvalidName
+from .errors import ConfigError, DcfError, InvalidName, explain
 from .proxy import LogText, python_name
 from .session import DEFAULT_WORKSPACE, Session, set_default_session
 
@@ -66,6 +66,7 @@ def _dcf_parser() -> _Parser:
     call.add_argument("data", nargs="*", help="request text (default: empty)")
     call.add_argument("--file", "-f", type=Path, help="send this file's bytes")
     call.add_argument("--timeout", type=float)
+    call.add_argument("-v", "--verbose", action="store_true", help="show the function's traceback for bad input too")
     commands.add_parser("list", help="deployed functions")
     logs = commands.add_parser("logs", help="a function's recent log: %%dcf logs NAME [--lines N]")
     logs.add_argument("name")
@@ -101,10 +102,12 @@ class DcfMagics(Magics):
     workspace = Unicode(DEFAULT_WORKSPACE, help="folder where %%dcf_function writes function folders").tag(config=True)
     gateway = Unicode("", help="gateway address (default: $DCF_GATEWAY, else 127.0.0.1:32222, "
                                "else an embedded gateway started for the kernel)").tag(config=True)
+    verbose = Bool(False, help="show the function's traceback for bad-input errors (ValueError) too").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.session = Session(self.workspace, self.gateway or None)
+        self.verbose_error: DcfError | None = None  # raised by a command given -v: shown in full
         set_default_session(self.session)
         self.observe(self._settings_changed, names=["workspace", "gateway"])
 
@@ -166,7 +169,12 @@ class DcfMagics(Magics):
                     raise UsageError(f"%dcf call: cannot read {args.file}: {exc.strerror}") from None
             else:
                 data = " ".join(args.data).encode("utf-8")
-            return as_result(client().call_reply(args.name, data, timeout=args.timeout), request=data)
+            try:
+                return as_result(client().call_reply(args.name, data, timeout=args.timeout), request=data)
+            except DcfError as exc:
+                if args.verbose:
+                    self.verbose_error = exc
+                raise
         if command == "list":
             return FunctionTable(client().list())
         if command == "logs":
@@ -227,23 +235,23 @@ def cell_traceback(text: str, function: str, line_offset: int) -> str:
 
 
 def _show_dcf_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
-    """DcfErrors are ours to explain: one sentence, plus the function's own traceback when it raised."""
+    """DcfErrors are ours to explain, as the CLI does: the sentence first, then the detail when it helps
+    (a function's traceback with the cell's line numbers)."""
+    assert isinstance(value, DcfError)
+    magics = shell.magics_manager.registry.get("DcfMagics")
+    verbose = magics is not None and (magics.verbose or magics.verbose_error is value)
+    shown = explain(value, verbose=verbose, hint_verbose="-v to `%dcf call`, or `%config DcfMagics.verbose = True`")
     out = sys.stderr
-    if isinstance(value, FunctionError):
-        remote = value.remote_traceback
-        magics = shell.magics_manager.registry.get("DcfMagics")
-        proxy = magics.session.functions.get(value.function) if magics is not None else None
-        if remote and proxy is not None:
-            remote = cell_traceback(remote, value.function, proxy.line_offset)
-        if remote:
-            print(f"Traceback from the function {value.function!r} (most recent call last):", file=out)
-            print(remote.split("Traceback (most recent call last):\n", 1)[-1].rstrip(), file=out)
-        print(f"FunctionError [{value.code}]: {value}", file=out)
-        return None
-    detail = getattr(value, "remote_traceback", "") or getattr(value, "log_tail", "")
-    if detail:
-        print(detail.rstrip(), file=out)
-    print(f"{etype.__name__}: {value}", file=out)
+    print(f"{etype.__name__}: {shown.sentence}", file=out)
+    if shown.detail:
+        detail = shown.detail
+        proxy = magics.session.functions.get(value.function) if magics is not None and value.function else None
+        if proxy is not None:
+            detail = cell_traceback(detail, value.function, proxy.line_offset)
+        print(f"{shown.title}{f' {value.function!r}' if value.function else ''}:", file=out)
+        print(detail, file=out)
+    if shown.hint:
+        print(shown.hint, file=out)
     return None
 
 

@@ -7,7 +7,9 @@ naming the file and the key (``config.yaml: functions.echo.limits.gpu: ...``).
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -195,6 +197,18 @@ class _Reader:
     def warn(self, key: str, message: str) -> None:
         self.warnings.append(f"{self.source}: {key}: {message}")
 
+    def unknown_keys(self, data: dict[str, Any], prefix: str, known: Iterable[str], *, listed: bool = True) -> None:
+        """Warn about each key of `data` not in `known`, suggesting the close match of a misspelling."""
+        known = sorted(known)
+        for k in data:
+            if k in known:
+                continue
+            close = difflib.get_close_matches(str(k), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else ""
+            if listed:
+                hint = "; ".join(filter(None, [hint, f"known: {', '.join(known)}"]))
+            self.warn(f"{prefix}{k}", "unknown key, ignored" + (f" ({hint})" if hint else ""))
+
     def mapping(self, value: Any, key: str) -> dict[str, Any]:
         if value is None:
             return {}
@@ -272,9 +286,7 @@ class _Reader:
 
     def resources(self, value: Any, key: str) -> Resources:
         data = self.mapping(value, key)
-        for k in data:
-            if k not in ("memory", "cpu", "gpu"):
-                self.warn(f"{key}.{k}", "unknown key, ignored (known: memory, cpu, gpu)")
+        self.unknown_keys(data, f"{key}.", ("memory", "cpu", "gpu"))
         res = Resources(
             memory=self.string(data.get("memory"), f"{key}.memory").strip(),
             cpu=self.string(data.get("cpu"), f"{key}.cpu").strip(),
@@ -308,11 +320,12 @@ def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = 
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     r = _Reader(source)
     top = r.mapping(data, "(top level)")
-    for key in top:
-        if key not in ("functions", "dcf", "provider", "version"):
-            r.warn(key, "unknown top-level key, ignored (known: functions, dcf)")
+    r.unknown_keys({k: v for k, v in top.items() if k not in ("provider", "version")}, "", ("functions", "dcf"))
     functions_data = r.mapping(top.get("functions"), "functions")
     if not functions_data:
+        misspelt = [k for k in top if k != "functions" and difflib.get_close_matches(str(k), ["functions"], n=1)]
+        if misspelt:
+            raise r.fail("functions", f"no functions defined: the key is 'functions:', not {misspelt[0]!r}")
         raise r.fail("functions", "no functions defined; add one under 'functions:'")
     functions: dict[str, FunctionSpec] = {}
     for name, body in functions_data.items():
@@ -322,9 +335,7 @@ def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = 
             raise r.fail(f"functions.{name}", str(exc)) from None
         functions[name] = _parse_function(r, name, body, root)
     dcf = r.mapping(top.get("dcf"), "dcf")
-    for key in dcf:
-        if key != "gateway":
-            r.warn(f"dcf.{key}", "unknown key, ignored (known: gateway)")
+    r.unknown_keys(dcf, "dcf.", ("gateway",))
     gateway = r.string(dcf.get("gateway"), "dcf.gateway")
     if not gateway and isinstance(top.get("provider"), dict):  # faas-cli style files
         gateway = r.string(top["provider"].get("gateway"), "provider.gateway")
@@ -334,18 +345,15 @@ def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = 
 def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> FunctionSpec:
     key = f"functions.{name}"
     data = r.mapping(body, key)
+    r.unknown_keys(data, f"{key}.", _FUNCTION_KEYS, listed=False)
     for k in data:
-        if k not in _FUNCTION_KEYS:
-            r.warn(f"{key}.{k}", "unknown key, ignored")
-        elif k in _IGNORED_FUNCTION_KEYS:
+        if k in _IGNORED_FUNCTION_KEYS:
             r.warn(f"{key}.{k}", "not used by dcf-jupyter, ignored")
     runtime = r.string(data.get("runtime"), f"{key}.runtime") or "python"
     if canonical_runtime(runtime) is None:
         raise r.fail(f"{key}.runtime", f"unknown runtime {brief(runtime)} (known: {', '.join(RUNTIMES)})")
     handler_data = r.mapping(data.get("handler"), f"{key}.handler")
-    for k in handler_data:
-        if k not in ("dir", "file", "name"):
-            r.warn(f"{key}.handler.{k}", "unknown key, ignored (known: dir, file, name)")
+    r.unknown_keys(handler_data, f"{key}.handler.", ("dir", "file", "name"))
     handler = HandlerRef(
         dir=r.string(handler_data.get("dir"), f"{key}.handler.dir") or DEFAULT_HANDLER_DIR,
         file=r.string(handler_data.get("file"), f"{key}.handler.file"),

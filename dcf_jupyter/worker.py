@@ -13,8 +13,10 @@ worker keeps serving; the traceback goes to stderr, which is the function's log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import select
 import signal
 import site
 import sys
@@ -23,7 +25,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from . import link
 from .handler import (
@@ -124,7 +126,7 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
 
     def abort(context: grpc.ServicerContext, failure: CallFailed) -> NoReturn:
         context.set_trailing_metadata(
-            ((TRACEBACK_KEY, failure.traceback.encode("utf-8")), (ORIGIN_KEY, "function"))
+            ((TRACEBACK_KEY, failure.detail.encode("utf-8")), (ORIGIN_KEY, "function"))
         )
         context.abort(codes.get(failure.code, grpc.StatusCode.INTERNAL), failure.message)
         raise AssertionError("context.abort raises")  # for type checkers: abort never returns
@@ -200,14 +202,53 @@ def _report(fd: int | None, status: dict[str, Any]) -> None:
         pass
 
 
-def _watch_lifeline(fd: int, stop: threading.Event) -> None:
-    """The gateway holds the other end: EOF means it is gone, so this worker must go too."""
-    try:
-        while os.read(fd, 1):
-            pass
-    except OSError:
-        pass
-    stop.set()
+def _die_with_parent(lifeline_fd: int) -> None:
+    """Make sure this worker ends when the gateway that started it does, however the gateway ends.
+
+    The gateway holds the lifeline's other end, so its EOF says the gateway is gone (checked by
+    `_wait_for_stop`). On Linux the kernel also SIGKILLs the worker when the gateway dies, which holds
+    even while the worker is busy loading its Handler or stuck in one.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if select.select([lifeline_fd], [], [], 0)[0]:
+        os._exit(0)  # the gateway died before the line above took effect
+
+
+def _stop_on_signals() -> int:
+    """Route SIGTERM/SIGINT to a pipe the main thread waits on; returns the pipe's read end.
+
+    A Python signal handler runs only when the main thread wakes, and a signal the kernel hands to
+    another thread (the link's, or a framework's) does not wake a main thread blocked on a lock. The
+    wakeup fd is written by the C-level handler in whichever thread takes the signal.
+    """
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    # A mask inherited from whoever started the gateway must not keep the signals out.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    return wake_r
+
+
+def _wait_for_stop(wake_fd: int, lifeline_fd: int | None) -> str:
+    """Block until a stop signal arrives or the lifeline reaches EOF; says which."""
+    watched = [wake_fd] + ([lifeline_fd] if lifeline_fd is not None else [])
+    while True:
+        ready, _, _ = select.select(watched, [], [])
+        if wake_fd in ready:
+            return "signal"
+        if lifeline_fd in ready:
+            try:
+                if not os.read(lifeline_fd, 1):
+                    return "the gateway is gone"
+            except OSError:
+                return "the gateway is gone"
 
 
 def load_function_handler(function_dir: Path, name: str | None) -> tuple[HandlerCallable, str, int]:
@@ -238,11 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-message-size", type=int, default=max_message_size())
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
     if args.lifeline_fd is not None:
-        threading.Thread(target=_watch_lifeline, args=(args.lifeline_fd, stop), daemon=True).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        _die_with_parent(args.lifeline_fd)
+    # Until the Handler is loaded, SIGTERM keeps its default action: the worker ends at once.
 
     extra_site = os.environ.get(ENV_EXTRA_SITE)
     if extra_site:
@@ -256,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler, name, concurrency = load_function_handler(args.function_dir.resolve(), args.name)
     except HandlerLoadError as exc:
-        _log(f"cannot start: {exc}\n{exc.traceback_text.rstrip()}")
-        _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": exc.traceback_text})
+        _log(f"cannot start: {exc}\n{exc.detail.rstrip()}")
+        _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": exc.detail})
         return 3
     except Exception as exc:  # noqa: BLE001 - config errors and the like: report, don't trace
         _log(f"cannot start: {exc}")
@@ -284,15 +323,16 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"cannot listen: {exc}")
         _report(args.status_fd, {"ready": False, "error": f"cannot listen: {exc}", "traceback": ""})
         return 4
+    wake_fd = _stop_on_signals()
     _log(f"ready in {time.monotonic() - started:.2f}s" + (f", gRPC on port {port}" if port else ""))
     _report(args.status_fd, {"ready": True, "pid": os.getpid(), "grpc_port": port})
     if args.ready_file is not None:
         args.ready_file.write_text(str(os.getpid()))
 
-    stop.wait()
-    _log("stopping")
+    reason = _wait_for_stop(wake_fd, args.lifeline_fd)
+    _log("stopping" + ("" if reason == "signal" else f": {reason}"))
     if link_server is not None:
-        link_server.close()
+        link_server.close(drain_s=None)  # calls in the handler finish; the gateway's grace period bounds them
     if grpc_srv is not None:
         grpc_srv.stop(grace=2).wait()
     sys.stdout.flush()

@@ -149,3 +149,77 @@ def test_demo_prints_hello_dcf() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().rstrip().endswith("Hello DCF")
+
+
+PICKY = """class Handler:
+    def __call__(self, req):
+        if req.input == b"boom":
+            raise RuntimeError("the model broke")
+        if not req.input.startswith(b"\\xff\\xd8"):
+            raise ValueError("the request is not a JPEG image")
+        return "ok"
+"""
+
+
+def test_bad_input_says_the_sentence_first_and_only_v_adds_the_traceback(fresh_gateway, tmp_path: Path) -> None:
+    g = ("-g", fresh_gateway.address)
+    run_cli("function", "init", "picky", cwd=tmp_path)
+    (tmp_path / "picky" / "src" / "handler.py").write_text(PICKY)
+    assert run_cli(*g, "function", "deploy", "-f", "picky/config.yaml", cwd=tmp_path).returncode == 0
+
+    result = run_cli(*g, "function", "call", "picky", input=b"some text")
+    err = result.stderr.decode()
+    print(err)
+    assert result.returncode == 1
+    assert err.splitlines()[0] == "Error: ValueError: the request is not a JPEG image [INVALID_ARGUMENT]"
+    assert "Traceback" not in err and "handler.py" not in err and "-v" in err
+
+    err = run_cli(*g, "function", "call", "picky", "-v", input=b"some text").stderr.decode()
+    assert err.splitlines()[0] == "Error: ValueError: the request is not a JPEG image [INVALID_ARGUMENT]"
+    assert 'handler.py", line 6, in __call__' in err
+
+    # An unexpected exception keeps its traceback, after the sentence.
+    err = run_cli(*g, "function", "call", "picky", input=b"boom").stderr.decode()
+    assert err.splitlines()[0] == "Error: RuntimeError: the model broke [INTERNAL]"
+    assert 'handler.py", line 4, in __call__' in err
+    # The log always has the traceback.
+    assert "ValueError: the request is not a JPEG image" in fresh_gateway.client.logs("picky")
+
+
+def test_a_deploy_error_shows_the_users_path_not_the_gateways_copy(fresh_gateway, tmp_path: Path) -> None:
+    run_cli("function", "init", "broken", cwd=tmp_path)
+    handler = tmp_path / "broken" / "src" / "handler.py"
+    handler.write_text("class Handler:\n    def __init__(self):\n        self.model = load_model()\n")
+    result = run_cli("-g", fresh_gateway.address, "function", "deploy", "-f", "broken/config.yaml", cwd=tmp_path)
+    err = result.stderr.decode()
+    print(err)
+    assert result.returncode == 1
+    assert err.splitlines()[0].startswith("Error: broken did not start: Handler() raised NameError")
+    assert f'File "{handler}", line 3, in __init__' in err
+    assert "rev-" not in err and str(fresh_gateway.state_dir) not in err
+
+
+def test_config_mistakes_deploy_names_before_uploading(fresh_gateway, tmp_path: Path) -> None:
+    g = ("-g", fresh_gateway.address)
+    run_cli("function", "init", "typo", cwd=tmp_path)
+    config = tmp_path / "typo" / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("functions:", "function:", 1))
+    err = run_cli(*g, "function", "deploy", "-f", str(config)).stderr.decode()
+    assert err.strip() == f"Error: {config}: functions: no functions defined: the key is 'functions:', not 'function'"
+    config.write_text(original.replace("dir: ./src", "dir: ./scr"))
+    for command in (("function", "build", "--no-image"), ("function", "deploy")):
+        err = run_cli(*g, *command, "-f", str(config)).stderr.decode()
+        assert "no handler file at scr/handler.py (set handler.dir / handler.file)" in err, err
+    assert fresh_gateway.client.list() == []
+
+
+def test_run_prints_a_syntax_error_once(tmp_path: Path) -> None:
+    run_cli("function", "init", "syntax", cwd=tmp_path)
+    (tmp_path / "syntax" / "src" / "handler.py").write_text("class Handler(:\n    pass\n")
+    result = run_cli("function", "run", "syntax", "--local", input=b"x", cwd=tmp_path / "syntax")
+    out = result.stdout.decode() + result.stderr.decode()
+    print(out)
+    assert result.returncode == 1
+    assert out.count("class Handler(:") == 1 and out.count("SyntaxError: invalid syntax") == 1, "one traceback"
+    assert result.stderr.decode().strip().splitlines()[-1].startswith("Error: syntax did not start: syntax error")

@@ -185,7 +185,7 @@ def test_a_failing_build_names_the_step_and_shows_the_log(docker, build_options,
     with pytest.raises(BuildError) as info:
         build_image(load_config(folder).function(), build_options, client=docker)
     assert "failed at Step" in str(info.value) and "pip install -r requirements.txt" in str(info.value)
-    assert "no-such-package-xyz" in info.value.log_tail
+    assert "no-such-package-xyz" in info.value.detail
 
 
 def test_handler_only_change_rebuilds_from_cache(docker, build_options, make_function) -> None:

@@ -12,9 +12,17 @@ import grpc
 import pytest
 
 from conftest import FUNCTIONS, HANGS_ON_REQUEST, call_until_answered, start_gateway, with_timeout
-from dcf_jupyter.errors import DeployError, FunctionError, FunctionExists, FunctionNotFound, InvalidArgument
+from dcf_jupyter.errors import (
+    ConfigError,
+    DeployError,
+    FunctionError,
+    FunctionExists,
+    FunctionNotFound,
+    InvalidArgument,
+)
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
+from dcf_jupyter.source import pack_folder
 
 PID_HANDLER = """
     import os
@@ -76,7 +84,7 @@ def test_handler_exception_becomes_a_status_and_the_worker_keeps_serving(gateway
             gateway.client.call("flaky", b"bad")
         assert info.value.code == "INTERNAL"
         assert "RuntimeError: the model choked on this input" in str(info.value)
-        assert 'handler.py", line 5, in __call__' in info.value.remote_traceback
+        assert 'handler.py", line 5, in __call__' in info.value.detail
         with pytest.raises(FunctionError) as info:
             gateway.client.call("flaky", b"value")
         assert info.value.code == "INVALID_ARGUMENT"
@@ -137,12 +145,27 @@ def test_unknown_function_is_not_found_naming_it(gateway, stub) -> None:
             call("no-such-fn")
 
 
-def test_deploy_without_handler_is_failed_precondition_with_the_import_error(gateway, make_function) -> None:
+def test_deploy_without_handler_is_failed_precondition_with_the_import_error(gateway, stub, make_function) -> None:
     folder = make_function("no-handler", "class Other:\n    pass\n")
-    with pytest.raises(DeployError) as info:
+    # A client that checks nothing first gets it from the gateway...
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Deploy(pb.CreateFunctionRequest(Service="no-handler", Source=pack_folder(folder, limit=1 << 20)))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "defines no 'Handler'" in info.value.details()
+    # ...ours says the same before uploading anything, as `dcf function build` does.
+    with pytest.raises(ConfigError, match="defines no 'Handler'"):
         gateway.client.deploy(folder)
-    assert "defines no 'Handler'" in str(info.value)
     assert "no-handler" not in {f.name for f in gateway.client.list()}
+
+
+def test_deploy_checks_the_handler_path_before_uploading(gateway, make_function) -> None:
+    folder = make_function("misplaced", "class Handler:\n    def __call__(self, req):\n        return 'x'\n")
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("dir: ./src", "dir: ./scr"))
+    with pytest.raises(ConfigError) as info:
+        gateway.client.deploy(folder)
+    assert str(info.value) == "functions.misplaced.handler: no handler file at scr/handler.py " \
+        "(set handler.dir / handler.file)"
 
 
 def test_deploy_with_a_crashing_init_reports_its_traceback(gateway, make_function) -> None:
@@ -150,7 +173,7 @@ def test_deploy_with_a_crashing_init_reports_its_traceback(gateway, make_functio
     with pytest.raises(DeployError) as info:
         gateway.client.deploy(folder)
     assert "FileNotFoundError" in str(info.value)
-    assert "line 3, in __init__" in info.value.remote_traceback  # type: ignore[attr-defined]
+    assert "line 3, in __init__" in info.value.detail
 
 
 def test_deploy_of_an_image_only_request_explains_itself(stub) -> None:

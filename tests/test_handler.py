@@ -76,8 +76,8 @@ def test_load_error_traceback_shows_the_users_code_only(tmp_path: Path) -> None:
     write(tmp_path, "class Handler:\n    def __init__(self):\n        1 / 0\n")
     with pytest.raises(HandlerLoadError) as info:
         load_handler(tmp_path)
-    assert 'handler.py", line 3, in __init__' in info.value.traceback_text
-    assert "dcf_jupyter" not in info.value.traceback_text
+    assert 'handler.py", line 3, in __init__' in info.value.detail
+    assert "dcf_jupyter" not in info.value.detail
 
 
 def test_missing_handler_file(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from IPython import get_ipython  # noqa: E402
 from IPython.testing.globalipapp import start_ipython  # noqa: E402
 
 from dcf_jupyter.display import JsonList, TextResult, boxes  # noqa: E402
-from dcf_jupyter.errors import FunctionError  # noqa: E402
+from dcf_jupyter.errors import DeployError, FunctionError  # noqa: E402
 from dcf_jupyter.session import Session, source_of  # noqa: E402
 
 HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
@@ -31,7 +32,7 @@ def ip(gateway, tmp_path_factory):
     shell.run_line_magic("config", f"DcfMagics.workspace = {str(workspace)!r}")
     shell.user_ns["WORKSPACE"] = workspace
     yield shell
-    for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class"):
+    for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class", "nb-picky"):
         try:
             gateway.client.delete(name)
         except Exception:  # noqa: BLE001 - not every test deploys every name
@@ -76,8 +77,12 @@ def test_rerunning_the_cell_redeploys_in_place(ip, gateway) -> None:
     assert first.split()[1] != second.split()[1]
     info = gateway.client.get("nb-pid")
     assert info.replicas == info.available_replicas == 1
+    # The old worker is gone shortly after: the redeploy returned as soon as the new one served.
+    deadline = time.monotonic() + 2
     with pytest.raises(ProcessLookupError):
-        os.kill(int(first.split()[1]), 0)  # the old worker is gone
+        while time.monotonic() < deadline:
+            os.kill(int(first.split()[1]), 0)
+            time.sleep(0.02)
 
 
 def test_syntax_error_points_at_the_cell_line(ip, capsys) -> None:
@@ -112,7 +117,8 @@ def test_handler_error_shows_the_remote_traceback_with_cell_lines(ip, capsys) ->
     err = capsys.readouterr().err
     assert 'File "<%%dcf_function nb-boom cell>", line 5, in __call__' in err
     assert 'raise RuntimeError("cannot handle " + value)' in err
-    assert "FunctionError [INTERNAL]: RuntimeError: cannot handle this" in err
+    sentence = "FunctionError: RuntimeError: cannot handle this [INTERNAL]"
+    assert err.startswith(sentence), "the sentence comes first, the traceback after it"
     assert "nb_boom(b'this')" not in err  # no local client-side stack
 
 
@@ -259,3 +265,49 @@ def test_module_level_api_follows_the_notebook_session(ip, gateway) -> None:
     assert api.default_client() is magics.session.client()  # not $DCF_GATEWAY's default address
     assert dcf_jupyter.call("echo", b"via the session") == b"via the session"
     assert api.default_client(gateway.address).address == gateway.address  # an explicit address still wins
+
+
+BAD_INPUT = """\
+    %%dcf_function nb-picky
+    class Handler:
+        def __call__(self, req):
+            if not req.input.startswith(b"\\x89PNG"):
+                raise ValueError("the request is not a PNG image")
+            return "ok"
+"""
+
+
+def test_bad_input_shows_the_sentence_only_and_v_adds_the_traceback(ip, capsys) -> None:
+    cell(ip, BAD_INPUT)
+    capsys.readouterr()
+    result = ip.run_cell("nb_picky(b'text')")
+    assert isinstance(result.error_in_exec, FunctionError)
+    err = capsys.readouterr().err
+    print(err)
+    assert err.startswith("FunctionError: ValueError: the request is not a PNG image [INVALID_ARGUMENT]\n")
+    assert "Traceback" not in err and "line 5" not in err
+    assert "-v" in err, "it says how to see the traceback"
+    ip.run_cell("%dcf call nb-picky text -v")
+    err = capsys.readouterr().err
+    assert err.startswith("FunctionError: ValueError: the request is not a PNG image [INVALID_ARGUMENT]\n")
+    assert 'File "<%%dcf_function nb-picky cell>", line 5, in __call__' in err
+
+
+def test_a_deploy_error_points_at_the_cell_not_the_gateways_copy(ip, capsys) -> None:
+    capsys.readouterr()
+    result = ip.run_cell(textwrap.dedent("""\
+        %%dcf_function nb-broken-init
+        class Handler:
+            def __init__(self):
+                self.model = load_the_model()
+
+            def __call__(self, req):
+                return "never"
+    """))
+    assert isinstance(result.error_in_exec, DeployError)
+    err = capsys.readouterr().err
+    print(err)
+    sentence = "DeployError: nb-broken-init did not start: Handler() raised NameError"
+    frame = 'File "<%%dcf_function nb-broken-init cell>", line 4, in __init__'
+    assert sentence in err and frame in err and err.index(sentence) < err.index(frame)
+    assert "rev-" not in err and "dcf-jupyter/functions" not in err

@@ -72,7 +72,7 @@ def test_a_failing_install_fails_the_deploy_with_pips_words(gateway, make_functi
     with pytest.raises(DeployError) as info:
         gateway.client.deploy(folder)
     assert "installing requirements failed" in str(info.value)
-    assert "no-such-package-xyz" in info.value.remote_traceback  # type: ignore[attr-defined]
+    assert "no-such-package-xyz" in info.value.detail
 
 
 def test_tensorflow_runtime_brings_tensorflow_only_where_it_is_missing(monkeypatch) -> None:

@@ -16,10 +16,10 @@ from ..spec import Resources
 class DeployFailed(Exception):
     """A deployment (or a scale-up) could not get its replicas ready."""
 
-    def __init__(self, message: str, traceback: str = "") -> None:
+    def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
-        self.traceback = traceback
+        self.detail = detail  # the Handler's traceback or the worker's last log lines
 
 
 class NoReplica(Exception):

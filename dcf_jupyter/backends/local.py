@@ -363,11 +363,12 @@ class _Replica:
             self._lifeline = None
 
     async def stop(self) -> None:
-        """Stop supervising and end the process (SIGTERM, then SIGKILL after a grace period)."""
+        """Stop supervising and end the process: SIGTERM (the worker finishes the calls in its handler and
+        their replies still come back over the link), then SIGKILL after a grace period."""
         self._stopping = True
+        await self._kill()
         if self.link is not None:
             self.link.close()
-        await self._kill()
         self._close_lifeline()
         if self._task is not None:
             self._task.cancel()

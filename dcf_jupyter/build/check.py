@@ -52,8 +52,9 @@ def check_handler_source(source: str, filename: str, class_name: str, *, line_of
         raise ConfigError(f"{filename} defines no {class_name!r}; write `class {class_name}:` with a __call__(self, req)")
 
 
-def check_function(spec: FunctionSpec, *, max_bytes: int) -> CheckReport:
-    """Check a function folder without running it: handler file, its syntax, requirements, packed size."""
+def check_handler(spec: FunctionSpec) -> None:
+    """ConfigError unless the function's handler file exists, parses and defines its Handler (run by build
+    and, before uploading anything, by deploy)."""
     if spec.root is None:
         raise ConfigError(f"{spec.name}: no function folder")
     path = spec.handler_path
@@ -61,6 +62,12 @@ def check_function(spec: FunctionSpec, *, max_bytes: int) -> CheckReport:
         shown = path.relative_to(spec.root) if path.is_relative_to(spec.root) else path
         raise ConfigError(f"functions.{spec.name}.handler: no handler file at {shown} (set handler.dir / handler.file)")
     check_handler_source(path.read_text(encoding="utf-8"), str(path.relative_to(spec.root)), spec.handler.name)
+
+
+def check_function(spec: FunctionSpec, *, max_bytes: int) -> CheckReport:
+    """Check a function folder without running it: handler file, its syntax, requirements, packed size."""
+    check_handler(spec)
+    assert spec.root is not None
     requirements = read_requirements(spec.requirements_path)
     requirements += read_requirements(spec.requirements_path.with_name(NODEPS_REQUIREMENTS))
     packed = pack_folder(spec.root, limit=max_bytes)

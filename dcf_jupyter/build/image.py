@@ -19,7 +19,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import DcfError
+from ..errors import BuildError, DcfError
 from ..requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
 from ..runtimes import canonical_runtime
 from ..source import add_normalized, iter_source_files, source_digest
@@ -37,14 +37,6 @@ SOURCE_LABEL = "dcf.source"  # the digest of the function folder an image was bu
 
 class DockerUnavailable(DcfError):
     """No Docker daemon answers, or the docker SDK is not installed."""
-
-
-class BuildError(DcfError):
-    """The image build failed; `log_tail` holds its last lines."""
-
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(message)
-        self.log_tail = log_tail
 
 
 @dataclass
@@ -219,7 +211,7 @@ def build_image(spec: FunctionSpec, options: BuildOptions | None = None,
         steps = [line for line in lines if line.startswith("Step ")]
         failing = f" at {steps[-1]}" if steps else ""
         raise BuildError(f"building {spec.image_ref} failed{failing}: {error or 'no image was produced'}",
-                         "\n".join(lines[-15:]))
+                         detail="\n".join(lines[-15:]))
     return str(image_id)
 
 

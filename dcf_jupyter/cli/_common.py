@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 import click
 
-from ..build.image import BuildError
 from ..client import Client
-from ..errors import DcfError, DeployError, FunctionError
+from ..errors import DcfError, explain
 from ..spec import ConfigFile, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,32 +63,26 @@ class AliasedGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-def print_remote_traceback(text: str) -> None:
-    """A handler's traceback, as the function's worker reported it."""
-    if text.strip():
-        click.echo("Traceback from the function:", err=True)
-        click.echo("  " + text.rstrip().replace("\n", "\n  "), err=True)
+def report_error(error: DcfError, *, verbose: bool = False) -> None:
+    """Print a DcfError to stderr the one way: `Error: the sentence`, then its detail when that helps."""
+    shown = explain(error, verbose=verbose)
+    click.echo(f"Error: {shown.sentence}", err=True)
+    if shown.detail:
+        click.echo(f"{shown.title}:\n  " + shown.detail.replace("\n", "\n  "), err=True)
+    if shown.hint:
+        click.echo(shown.hint, err=True)
 
 
 def reports_errors(fn: F) -> F:
-    """Turn DcfError into one readable line (plus the remote traceback for handler errors) and exit 1."""
+    """Turn a DcfError into its sentence (and detail, see `report_error`) and exit 1; -v shows every detail."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except FunctionError as exc:
-            print_remote_traceback(exc.remote_traceback)
-            raise click.ClickException(f"{exc} [{exc.code}]") from None
-        except DeployError as exc:
-            print_remote_traceback(getattr(exc, "remote_traceback", ""))
-            raise click.ClickException(str(exc)) from None
-        except BuildError as exc:
-            if exc.log_tail.strip():
-                click.echo("Last lines of the build:\n  " + exc.log_tail.rstrip().replace("\n", "\n  "), err=True)
-            raise click.ClickException(str(exc)) from None
         except DcfError as exc:
-            raise click.ClickException(str(exc)) from None
+            report_error(exc, verbose=bool(kwargs.get("verbose")))
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)

@@ -153,8 +153,10 @@ def build_one_image(spec: FunctionSpec, options: BuildOptions, docker: object, v
 @click.option("--local", "mode", flag_value="local", help="run the function folder with this Python")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="also write the reply's bytes to this file")
 @click.option("--timeout", type=float, default=None, help="seconds to wait for the reply")
+@click.option("-v", "--verbose", is_flag=True, help="show the function's traceback for bad-input errors too")
 @reports_errors
-def run(name: str, config_path: Path, mode: str | None, output: Path | None, timeout: float | None) -> None:
+def run(name: str, config_path: Path, mode: str | None, output: Path | None, timeout: float | None,
+        verbose: bool) -> None:
     """Run a function on this machine, no gateway: stdin is the request, the reply is printed.
 
     Runs its built image when Docker has it (checking the GPU inside), else the folder itself.
@@ -274,9 +276,10 @@ def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: b
 @click.argument("name")
 @click.option("-d", "--data", default=None, help="request body (default: read stdin)")
 @click.option("--timeout", type=float, default=None, help="seconds to wait for the reply")
+@click.option("-v", "--verbose", is_flag=True, help="show the function's traceback for bad-input errors too")
 @pass_state
 @reports_errors
-def call(state: CliState, name: str, data: str | None, timeout: float | None) -> None:
+def call(state: CliState, name: str, data: str | None, timeout: float | None, verbose: bool) -> None:
     """Call a deployed function: stdin (or --data) is the request, the reply goes to stdout unchanged."""
     body = data.encode("utf-8") if data is not None else read_stdin()
     with state.client() as client:

@@ -48,22 +48,22 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 class Abort(Exception):
     """Ends an RPC with a status; `origin` tells clients whether the gateway or the function failed."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, traceback: str = "", origin: str = "gateway") -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, detail: str = "", origin: str = "gateway") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.traceback = traceback
+        self.detail = detail
         self.origin = origin
 
     @classmethod
     def from_call(cls, failure: CallFailed) -> Abort:
         return cls(_CODES.get(failure.code, grpc.StatusCode.INTERNAL), failure.message,
-                   traceback=failure.traceback, origin="function")
+                   detail=failure.detail, origin="function")
 
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         md: tuple[tuple[str, str | bytes], ...] = ((ORIGIN_KEY, self.origin),)
-        if self.traceback:
-            md += ((TRACEBACK_KEY, self.traceback.encode("utf-8")),)
+        if self.detail:
+            md += ((TRACEBACK_KEY, self.detail.encode("utf-8")),)
         return md
 
 
@@ -154,6 +154,7 @@ class Gateway:
         self.deployments: dict[str, Deployment] = {}
         self.start_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._retiring: dict[str, asyncio.Task[None]] = {}  # name -> its replaced revision being stopped
         self.started = time.time()
 
     # --- paths --------------------------------------------------------------
@@ -189,10 +190,30 @@ class Gateway:
             self.start_errors.pop(record.name, None)
             log.info("restarted %s (revision %d, %d replica(s))", record.name, record.revision, record.replicas)
 
+    def _retire(self, name: str, previous: Deployment | None, folder: Path | None) -> None:
+        """Stop a replaced revision and remove its folder in the background: a deploy returns once the new
+        revision serves, while the old replicas finish the calls they have."""
+        async def retire(after: asyncio.Task[None] | None) -> None:
+            if after is not None:
+                await asyncio.gather(after, return_exceptions=True)
+            if previous is not None:
+                await previous.stop()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        task = asyncio.create_task(retire(self._retiring.get(name)), name=f"dcf-retire-{name}")
+        self._retiring[name] = task
+        task.add_done_callback(lambda done: self._retiring.get(name) is done and self._retiring.pop(name))
+
+    async def _retired(self, name: str | None = None) -> None:
+        """Wait until the replaced revisions (of `name`, or of all functions) are stopped."""
+        tasks = list(self._retiring.values()) if name is None else [t for t in [self._retiring.get(name)] if t]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def close(self) -> None:
         """Stop every replica and save the registry."""
         deployments, self.deployments = self.deployments, {}
-        await asyncio.gather(*(d.stop() for d in deployments.values()), return_exceptions=True)
+        await asyncio.gather(self._retired(), *(d.stop() for d in deployments.values()), return_exceptions=True)
         self.registry.flush()
         for backend in self.backends.values():
             await backend.close()
@@ -412,17 +433,16 @@ class Gateway:
             except DeployFailed as failure:
                 shutil.rmtree(source_dir, ignore_errors=True)
                 log.warning("deploy of %s failed: %s", name, failure.message)
+                # Paths inside the function read as in the user's folder (src/handler.py), not in this
+                # gateway's copy of it; the client puts its own folder in front.
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} did not start: {failure.message}",
-                            traceback=failure.traceback) from None
+                            detail=failure.detail.replace(f"{source_dir}/", "")) from None
             # The new revision is ready: switch calls to it, then retire the old one.
             previous = self.deployments.get(name)
             self.deployments[name] = deployment
             self.start_errors.pop(name, None)
             self.registry.put(record)
-            if previous is not None:
-                await previous.stop()
-            if old is not None:
-                shutil.rmtree(self.function_dir(name) / f"rev-{old.revision}", ignore_errors=True)
+            self._retire(name, previous, self.function_dir(name) / f"rev-{old.revision}" if old else None)
             verb = "Updated" if old else "Deployed"
             log.info("%s %s (revision %d, %d replica(s), %s)", verb.lower(), name, revision, replicas, backend)
             plural = "s" if replicas != 1 else ""
@@ -437,6 +457,7 @@ class Gateway:
             deployment = self.deployments.pop(name, None)
             if deployment is not None:
                 await deployment.stop()
+            await self._retired(name)
             self.registry.remove(name)
             self.start_errors.pop(name, None)
             shutil.rmtree(self.function_dir(name), ignore_errors=True)
@@ -456,7 +477,7 @@ class Gateway:
                 await deployment.scale(request.Replicas)
             except DeployFailed as failure:
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} could not scale: {failure.message}",
-                            traceback=failure.traceback) from None
+                            detail=failure.detail) from None
             record.replicas = request.Replicas
             self.registry.put(record)
         log.info("scaled %s to %d replica(s)", name, request.Replicas)
