@@ -4,30 +4,91 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from .gateway import PendingGateway, RunningGateway, spawn_gateway
+from .gateway.app import LOCK_FILE
 from .settings import ENV_TOKEN
 
 
+STATE_PREFIX = "dcf-kernel-"
+OWNER_FILE = "kernel.pid"  # the pid of the process (kernel) the gateway belongs to
+STALE_AFTER_S = 600.0  # a folder without OWNER_FILE (older versions) counts as stale after this long
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _gateway_running(state_dir: Path) -> bool:
+    """Whether a gateway holds the state dir's lock (it holds it for as long as it runs)."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return False  # no lock file: no gateway ever ran there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_stale_state_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the temp state dirs of embedded gateways whose kernel and gateway are both gone (both were
+    SIGKILLed, so neither cleaned up); returns what was removed."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(STATE_PREFIX + "*"):
+        try:
+            if not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner = folder / OWNER_FILE
+            if owner.exists():
+                stale = not _alive(int(owner.read_text().strip() or 0))
+            else:  # an older layout kept the state in ./state and named no owner
+                stale = time.time() - folder.stat().st_mtime > STALE_AFTER_S
+            if stale and not _gateway_running(folder) and not _gateway_running(folder / "state"):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        except (OSError, ValueError):
+            continue
+    return removed
+
+
 class EmbeddedGateway:
-    """Spawned at once, waited for on first use, stopped at exit; it also exits if this process dies."""
+    """Spawned at once, waited for on first use, stopped at exit; it also exits if this process dies.
+
+    Its state dir is a temp dir that always goes: this process removes it when it stops the gateway;
+    the gateway removes it when it stops because this process died; and should both die at once,
+    the next embedded gateway on the machine removes it.
+    """
 
     def __init__(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="dcf-kernel-"))
+        remove_stale_state_dirs()
+        self._tmp = Path(tempfile.mkdtemp(prefix=STATE_PREFIX))
+        (self._tmp / OWNER_FILE).write_text(str(os.getpid()))
         # Loopback is shared by every user of the machine: deploying (running code) needs this kernel's token.
         self.token = secrets.token_urlsafe(32)
         # The gateway holds the read end; when this process dies the pipe closes and it stops.
         life_r, self._lifeline = os.pipe()
         try:
             self._pending: PendingGateway | None = spawn_gateway(
-                self._tmp / "state", "127.0.0.1", 0, extra=["--lifeline-fd", str(life_r)], pass_fds=(life_r,),
+                self._tmp, "127.0.0.1", 0, extra=["--lifeline-fd", str(life_r), "--ephemeral"], pass_fds=(life_r,),
                 env={ENV_TOKEN: self.token},
             )
         finally:
@@ -39,7 +100,7 @@ class EmbeddedGateway:
     @property
     def state_dir(self) -> Path:
         """Where this gateway keeps functions and logs (removed when it stops)."""
-        return self._tmp / "state"
+        return self._tmp
 
     def wait(self, timeout: float = 30.0) -> str:
         """The gateway's address once it listens."""

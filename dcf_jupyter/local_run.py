@@ -12,6 +12,8 @@ from typing import IO, Any
 
 from .client import Client, Reply
 from .errors import DeployError
+from .requirements import InstallFailed, install_missing
+from .settings import ENV_EXTRA_SITE
 from .spec import FunctionSpec
 
 
@@ -36,8 +38,17 @@ class LocalRun:
         self.client: Client | None = None
 
     def __enter__(self) -> LocalRun:
-        status_r, status_w = os.pipe()
+        assert self.spec.root is not None
         env = {**os.environ, **self.spec.environment, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        # The same per-user cache a gateway's local backend uses: what one installed, the other reuses.
+        try:
+            extra_site = install_missing(self.spec.root, self.spec.runtime, python=sys.executable,
+                                         output=self.output, note=lambda message: print(message, file=self.output))
+        except InstallFailed as exc:
+            raise DeployError(f"{self.spec.name} did not start: {exc}", function=self.spec.name) from None
+        if extra_site is not None:
+            env[ENV_EXTRA_SITE] = str(extra_site)
+        status_r, status_w = os.pipe()
         command = [
             sys.executable, "-u", "-m", "dcf_jupyter.worker", str(self.spec.root),
             "--name", self.spec.name, "--grpc", "127.0.0.1:0", "--status-fd", str(status_w),

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import IO, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -75,3 +81,79 @@ def missing_requirements(lines: list[str]) -> list[str]:
 def requirements_key(lines: list[str]) -> str:
     """A short stable hash naming the environment that satisfies these lines."""
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+# --- the per-user cache of installed requirements ------------------------------------------------
+
+ENV_CACHE_DIR = "DCF_CACHE_DIR"
+INSTALLED_MARKER = ".dcf-installed"
+
+
+class InstallFailed(ConfigError):
+    """pip could not install a function's requirements; `detail` holds pip's last lines."""
+
+
+def cache_root() -> Path:
+    """Where installed requirements are kept, shared by every gateway, kernel and `dcf function run` of
+    this user: $DCF_CACHE_DIR, else the user cache dir."""
+    explicit = os.environ.get(ENV_CACHE_DIR)
+    if explicit:
+        return Path(explicit).expanduser() / "requirements"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dcf-jupyter", appauthor=False)) / "requirements"
+
+
+def missing_for(folder: Path, runtime: str) -> tuple[list[str], list[str]]:
+    """(requirements, no-deps requirements) of the function folder this Python environment lacks."""
+    from .runtimes import runtime_requirements
+
+    missing = runtime_requirements(runtime) + missing_requirements(read_requirements(folder / REQUIREMENTS))
+    return missing, missing_requirements(read_requirements(folder / NODEPS_REQUIREMENTS))
+
+
+def install_missing(folder: Path, runtime: str, *, python: str, output: IO[Any],
+                    note: Callable[[str], None] = lambda message: None) -> Path | None:
+    """A folder holding the function's requirements that `python`'s environment lacks, or None when it has
+    them all. Installed once per user for each set of requirements (keyed by their hash and the Python),
+    under a file lock, so two kernels deploying the same function install it once. Blocks while pip runs;
+    pip's output goes to `output`. InstallFailed names pip's exit code."""
+    missing, missing_nodeps = missing_for(folder, runtime)
+    if not missing and not missing_nodeps:
+        return None
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / requirements_key([python, *missing, "--no-deps", *missing_nodeps])
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second installer waits here, then finds the work done
+        if (target / INSTALLED_MARKER).exists():
+            return target
+        partial = target.with_name(target.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        try:
+            for lines, options in ((missing, ()), (missing_nodeps, ("--no-deps",))):
+                if lines:
+                    note(f"installing requirements missing here: {', '.join(lines)} {' '.join(options)}".rstrip())
+                    _pip_install(folder, lines, partial, python, output, options)
+            (partial / INSTALLED_MARKER).touch()
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    note(f"requirements installed into {target}")
+    return target
+
+
+def _pip_install(folder: Path, lines: list[str], target: Path, python: str, output: IO[Any],
+                 options: tuple[str, ...]) -> None:
+    # Beside the original, so relative paths in it (--find-links ./wheels) mean the same.
+    wanted = folder / ".dcf-missing-requirements.txt"
+    wanted.write_text("".join(f"{line}\n" for line in lines))
+    command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+               "--target", str(target), *options, "-r", str(wanted)]
+    output.flush()
+    code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                          cwd=str(folder)).returncode
+    if code != 0:
+        raise InstallFailed(f"installing requirements failed (pip exited with code {code})")

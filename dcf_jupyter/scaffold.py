@@ -39,7 +39,8 @@ def init_function(
     if folder.exists():
         raise ConfigError(f"directory {folder} already exists; pick another name or remove it")
     (folder / "src").mkdir(parents=True)
-    (folder / "src" / "handler.py").write_text(handler_source or template_text(runtime, "handler.py"), encoding="utf-8")
+    source = handler_source or template_text(runtime, "handler.py")
+    (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
     reqs = template_text(runtime, "requirements.txt")
     if requirements:
         reqs += "".join(f"{r}\n" for r in requirements)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import select
@@ -46,6 +47,37 @@ from .wire import WireError, message_parts, messages_parts, parse_invoke_request
 
 TRACEBACK_KEY = "dcf-traceback-bin"
 ORIGIN_KEY = "dcf-origin"
+
+
+class ReplicaLines(io.TextIOBase):
+    """The worker's stdout and stderr when several replicas share one log file: whole lines only, each
+    prefixed with the replica and written with one write() (O_APPEND keeps a write whole), so two replicas
+    starting at once never interleave mid-line."""
+
+    def __init__(self, fd: int, replica: str) -> None:
+        self._fd = fd
+        self._prefix = f"[r{replica}] ".encode()
+        self._partial = b""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text.encode("utf-8", "replace")).split(b"\n")
+            if lines:
+                os.write(self._fd, b"".join(self._prefix + line + b"\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._partial:
+                os.write(self._fd, self._prefix + self._partial + b"\n")
+                self._partial = b""
 
 
 def _log(message: str) -> None:
@@ -278,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="calls run at once in the Handler (default: config)")
     parser.add_argument("--max-message-size", type=int, default=max_message_size())
     args = parser.parse_args(argv)
+    replica = os.environ.get("DCF_REPLICA")
+    if replica is not None and not os.isatty(2):
+        sys.stdout = sys.stderr = ReplicaLines(2, replica)
 
     if args.lifeline_fd is not None:
         _die_with_parent(args.lifeline_fd)

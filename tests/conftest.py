@@ -16,11 +16,26 @@ import yaml
 from dcf_jupyter.client import Client
 from dcf_jupyter.errors import FunctionError
 from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
+from dcf_jupyter.requirements import ENV_CACHE_DIR
 from dcf_jupyter.scaffold import init_function
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_requirement_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Requirements that functions install go to a cache of this test session (set before any gateway starts,
+    which inherit it), not the user's: tests that count installs see their own."""
+    cache = tmp_path_factory.mktemp("dcf-cache")
+    previous = os.environ.get(ENV_CACHE_DIR)
+    os.environ[ENV_CACHE_DIR] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop(ENV_CACHE_DIR, None)
+    else:
+        os.environ[ENV_CACHE_DIR] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -74,8 +74,9 @@ def test_hello_notebook_outputs(tmp_path: Path) -> None:
     assert image and "image/png" in image[0]["data"]
     assert text_of(outputs(notebook, "shout.stream")) == "['A', 'B', 'C']"
     failure = text_of(outputs(notebook, 'picky(b"")'))
-    assert "FunctionError [INVALID_ARGUMENT]: ValueError: send me some bytes" in failure
-    assert '<%%dcf_function picky cell>", line 5' in failure
+    # Bad input (a ValueError) is its sentence alone; the traceback is one -v away.
+    assert "FunctionError: ValueError: send me some bytes [INVALID_ARGUMENT]" in failure
+    assert "Traceback" not in failure and "-v" in failure
     assert text_of(outputs(notebook, 'picky(b"four")')) == "4"
     assert "hello-dcf" in text_of(outputs(notebook, "%dcf list"))
     assert (tmp_path / "notebooks" / "dcf-functions" / "hello-dcf" / "config.yaml").exists()
@@ -90,6 +91,9 @@ def test_streaming_notebook_outputs(tmp_path: Path) -> None:
     assert "'sent': 75, 'received': 75" in text_of(outputs(notebook, "balls.run()"))
     drawn = [o for o in outputs(notebook, "dcf_jupyter.boxes(") if "data" in o]
     assert drawn and "image/png" in drawn[0]["data"]
-    spectrum = [o for o in outputs(notebook, 'plot_spectrogram("chirp.wav")') if "data" in o]
+    spectrum = [o for o in outputs(notebook, 'plot_spectrogram(media / "chirp.wav")') if "data" in o]
     assert spectrum and "image/png" in spectrum[0]["data"]
     assert text_of(outputs(notebook, "spectrum.db.shape")) == "'513 frequencies x 64 frames'"
+    # Run All leaves the widgets' functions deployed (clean-up waits for `done = True`) and no media beside it.
+    assert text_of(outputs(notebook, "done = False")) == ""
+    assert sorted(p.name for p in (tmp_path / "notebooks").iterdir()) == ["02-streaming.ipynb", "dcf-functions"]

@@ -90,3 +90,35 @@ def test_tensorflow_runtime_brings_tensorflow_only_where_it_is_missing(monkeypat
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert runtime_requirements("tensorflow-gpu")[0].startswith(("tensorflow-cpu", "tensorflow>="))
     assert runtime_requirements("python-gpu") == []
+
+
+def test_two_installers_at_once_install_once_into_the_shared_cache(make_function, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    from dcf_jupyter.requirements import cache_root
+
+    folder = make_function("shared-pkg", "import dcfshared\nclass Handler:\n    def __call__(self, req):\n"
+                           "        return dcfshared.VALUE\n",
+                           requirements=["--no-index", "--find-links ./wheels", "dcfshared==1.0"])
+    build_wheel(folder / "wheels", "dcfshared", "1.0", 'VALUE = "shared"\n')
+    # Two processes, as two kernels deploying the same function at the same moment.
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from dcf_jupyter.requirements import install_missing
+        site = install_missing(Path({str(folder)!r}), "python", python=sys.executable, output=sys.stderr,
+                               note=lambda m: print("NOTE", m))
+        print("SITE", site)
+    """)
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    sites = {line.split(" ", 1)[1] for out in outputs for line in out.splitlines() if line.startswith("SITE ")}
+    assert len(sites) == 1 and Path(next(iter(sites))).parent == cache_root()
+    installs = sum(out.count("NOTE installing requirements") for out in outputs)
+    assert installs == 1, outputs
+    assert (Path(next(iter(sites))) / "dcfshared" / "__init__.py").exists()
+    assert not list(cache_root().glob("*.partial-*")), "no half-made folder is left behind"

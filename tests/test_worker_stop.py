@@ -94,3 +94,31 @@ def test_a_delete_does_not_wait_out_the_grace_period(fresh_gateway, make_functio
     took = time.monotonic() - start
     print(f"delete of 2 replicas took {took * 1000:.0f} ms")
     assert took < STOP_GRACE_S, "delete waited out the grace period: a worker ignored SIGTERM"
+
+
+CHATTY = """
+import sys
+
+class Handler:
+    def __init__(self):
+        for i in range(200):
+            print("line", i, "x" * 200, "end")  # print() writes its pieces one by one
+            print("err", i, file=sys.stderr)
+
+    def __call__(self, req):
+        return "ok"
+"""
+
+
+def test_replicas_starting_at_once_write_whole_prefixed_lines(fresh_gateway, make_function) -> None:
+    client = fresh_gateway.client
+    client.deploy(make_function("chatty", CHATTY), replicas=2)
+    lines = client.logs("chatty", 5000).splitlines()
+    worker_lines = [line for line in lines if not line.startswith("[dcf-gateway]")]
+    assert len(worker_lines) >= 800
+    for line in worker_lines:
+        assert line.startswith(("[r0] ", "[r1] ")), line
+        body = line[5:]
+        assert body.startswith(("line ", "err ", "[dcf-worker]")), line
+        if body.startswith("line "):
+            assert body.endswith(" end") and len(body.split()) == 4, line

@@ -21,21 +21,13 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..link import AsyncLink
-from ..requirements import (
-    NODEPS_REQUIREMENTS,
-    REQUIREMENTS,
-    missing_requirements,
-    read_requirements,
-    requirements_key,
-)
-from ..runtimes import runtime_requirements
+from ..requirements import InstallFailed, install_missing
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 STOP_GRACE_S = 3.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_RESET_S = 0.1, 10.0, 30.0
-INSTALLED_MARKER = ".dcf-installed"
 
 
 def tail_text(path: Path, lines: int, max_bytes: int = 1 << 20) -> str:
@@ -82,7 +74,6 @@ class LocalBackend(Backend):
         self,
         socket_dir: Path,
         *,
-        cache_dir: Path,
         max_message: int,
         start_timeout: float = 600.0,
         python: str = sys.executable,
@@ -90,58 +81,28 @@ class LocalBackend(Backend):
         # Unix socket paths are limited to ~100 bytes, so sockets live in a short
         # private temp folder rather than in the (possibly deep) state dir.
         self.socket_dir = socket_dir
-        self.cache_dir = cache_dir
         self.max_message = max_message
         self.start_timeout = start_timeout
         self.python = python
-        self._install_locks: dict[str, asyncio.Lock] = {}
 
     def create(self, spec: DeploymentSpec) -> LocalDeployment:
         return LocalDeployment(self, spec)
 
     async def prepare_requirements(self, spec: DeploymentSpec) -> Path | None:
-        """A folder with the function's requirements that this environment lacks (pip-installed once,
-        cached by their hash), or None when it has them all."""
+        """A folder with the function's requirements that this environment lacks (from the per-user cache,
+        pip-installing them there first if needed), or None when it has them all."""
+        def install() -> Path | None:
+            with open(spec.log_path, "ab") as log:
+                return install_missing(spec.source_dir, spec.runtime, python=self.python, output=log,
+                                       note=lambda message: _note(spec.log_path, message))
+
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            missing = runtime_requirements(spec.runtime)
-            missing += missing_requirements(read_requirements(spec.source_dir / REQUIREMENTS))
-            missing_nodeps = missing_requirements(read_requirements(spec.source_dir / NODEPS_REQUIREMENTS))
+            return await asyncio.to_thread(install)
+        except InstallFailed as exc:
+            raise DeployFailed(str(exc), tail_text(spec.log_path, 6).strip()) from None
         except ConfigError as exc:
             raise DeployFailed(str(exc).replace(str(spec.source_dir) + "/", "")) from None
-        if not missing and not missing_nodeps:
-            return None
-        target = self.cache_dir / requirements_key(missing + ["--no-deps"] + missing_nodeps)
-        async with self._install_locks.setdefault(target.name, asyncio.Lock()):
-            if (target / INSTALLED_MARKER).exists():
-                return target
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-            if missing:
-                await self._pip_install(spec, missing, partial)
-            if missing_nodeps:
-                await self._pip_install(spec, missing_nodeps, partial, "--no-deps")
-            (partial / INSTALLED_MARKER).touch()
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
-            _note(spec.log_path, f"requirements installed into {target}")
-        return target
-
-    async def _pip_install(self, spec: DeploymentSpec, lines: list[str], target: Path, *options: str) -> None:
-        # Beside the original, so relative paths in it (--find-links ./wheels) mean the same.
-        wanted = spec.source_dir / ".dcf-missing-requirements.txt"
-        wanted.write_text("".join(f"{line}\n" for line in lines))
-        _note(spec.log_path, f"installing requirements missing here: {', '.join(lines)} {' '.join(options)}".rstrip())
-        command = [self.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                   "--target", str(target), *options, "-r", str(wanted)]
-        with open(spec.log_path, "ab") as log:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=str(spec.source_dir))
-        code = await _exit_future(process)
-        if code != 0:
-            shutil.rmtree(target, ignore_errors=True)
-            tail = tail_text(spec.log_path, 6).strip()
-            raise DeployFailed(f"installing requirements failed (pip exited with code {code})", tail)
 
 
 class LocalDeployment(Deployment):

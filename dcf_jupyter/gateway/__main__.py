@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for slow links)")
     parser.add_argument("--lifeline-fd", type=int, default=None,
                         help="stop when this inherited fd reaches EOF (the process that started us is gone)")
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="remove the state dir when the gateway stops (for a temporary gateway)")
     parser.add_argument("--no-docker", action="store_true", help="do not offer the docker backend")
     parser.add_argument("--token", default=None,
                         help="require this token (default: $DCF_TOKEN); needed to listen beyond loopback")
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         stream_window=args.stream_window,
         flow_window=args.flow_window,
         lifeline_fd=args.lifeline_fd,
+        ephemeral=args.ephemeral,
         docker=not args.no_docker,
         token=args.token or os.environ.get(ENV_TOKEN) or None,
         tls_cert=args.tls_cert,

@@ -56,6 +56,7 @@ class GatewayOptions:
     stream_window: int = DEFAULT_STREAM_WINDOW
     flow_window: int = DEFAULT_FLOW_WINDOW  # bytes gRPC buffers per stream; 0: gRPC's adaptive (BDP) windows
     lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
+    ephemeral: bool = False  # remove the state dir on the way out (an embedded gateway's temporary one)
     docker: bool = True  # offer the docker backend when a Docker daemon answers
     token: str | None = None  # see auth.py for what needs it
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
@@ -125,7 +126,7 @@ def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Even
 async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path) -> dict[str, Backend]:
     """The local backend always; the docker one when a Docker daemon answers (and it is not turned off)."""
     backends: dict[str, Backend] = {
-        "local": LocalBackend(socket_dir, cache_dir=state_dir / "envs", max_message=options.max_message)
+        "local": LocalBackend(socket_dir, max_message=options.max_message)
     }
     if options.docker:
         try:
@@ -233,3 +234,5 @@ async def run_gateway(options: GatewayOptions) -> None:
         with contextlib.suppress(FileNotFoundError):
             (state_dir / SOCKET_DIR_FILE).unlink()
         lock.close()
+        if options.ephemeral:
+            shutil.rmtree(state_dir, ignore_errors=True)

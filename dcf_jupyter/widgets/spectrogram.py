@@ -136,7 +136,8 @@ class Spectrogram(anywidget.AnyWidget):
     def _on_message(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
         if content.get("type") == "audio" and buffers:
             data = bytes(buffers[0])
-            threading.Thread(target=self._compute_quietly, args=(data, "recording"), daemon=True).start()
+            threading.Thread(target=self._compute_quietly, args=(data, f"the {self.seconds:g} s recording"),
+                             daemon=True).start()
 
     def _compute_quietly(self, data: bytes, title: str) -> None:
         try:
@@ -158,7 +159,7 @@ class Spectrogram(anywidget.AnyWidget):
         png = result.png() if isinstance(result, Spectrum) else result.data
         mime = "image/png" if isinstance(result, Spectrum) else f"image/{result.format}"
         self.image_mime, self.image = mime, png
-        summary = f", loudest at {result.peak_hz:.0f} Hz" if isinstance(result, Spectrum) else ""
+        summary = f": loudest at {result.peak_hz:.0f} Hz" if isinstance(result, Spectrum) else ""
         self.status = f"{title or 'audio'}{summary}"
         self.plots += 1
         return result
