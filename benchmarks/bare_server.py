@@ -14,10 +14,10 @@ from pathlib import Path
 
 import grpc
 
-from dcf_jupyter.handler import Request, load_handler
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 from dcf_jupyter.settings import DEFAULT_MAX_MESSAGE_SIZE, grpc_options
+from dcf_jupyter.worker.handler import Request, load_handler
 
 ECHO = Path(__file__).resolve().parent.parent / "functions" / "echo" / "src"
 

@@ -23,8 +23,15 @@ from pathlib import Path
 from _harness import ROOT, gateway_with
 
 sys.path.insert(0, str(ROOT / "tests"))
-from labdriver import FAKE_MEDIA, NotebookPage, chromium_browser, jupyter_lab, missing_browser_tools, \
-    playwright_driver, write_notebook  # noqa: E402
+from labdriver import (
+    FAKE_MEDIA,
+    NotebookPage,
+    chromium_browser,
+    jupyter_lab,
+    missing_browser_tools,
+    playwright_driver,  # noqa: E402
+    write_notebook,
+)
 
 
 def measure(browser, lab, address: str, function: str, seconds: float, window: int, fps: float) -> dict[str, float]:

@@ -21,8 +21,8 @@ from pathlib import Path
 from _harness import gateway_process_with, percentile
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.scaffold import init_function
-from dcf_jupyter.spec import load_config, write_config
+from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.definition.spec import load_config, write_config
 
 # A small conv net on a 3x224x224 float32 image (602 KB request): the model is built once, each call
 # runs one forward pass on the GPU and synchronises, so the reply reports real GPU time.
@@ -117,7 +117,7 @@ def main() -> None:
         results["in_process_info"] = local_info
         in_proc = timed(lambda: handler(_Req(image)), args.calls)
         reference = handler(_Req(image))["logits"]
-        del handler
+        handler = None  # frees its GPU memory before the gateway's worker takes the GPU
 
         with gateway_process_with() as (address, gateway_pid):
             with Client(address) as client:

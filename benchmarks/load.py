@@ -20,7 +20,6 @@ sys.path.insert(0, str(ROOT / "tests" / "load"))
 from gateway_load import rss_kib, stream_load, unary_load  # noqa: E402
 
 
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)

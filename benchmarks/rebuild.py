@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dcf_jupyter.build.image import BuildOptions, build_image, docker_client  # noqa: E402
-from dcf_jupyter.spec import load_config  # noqa: E402
+from dcf_jupyter.definition.spec import load_config  # noqa: E402
 
 
 def main() -> None:

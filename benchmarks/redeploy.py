@@ -22,7 +22,7 @@ from pathlib import Path
 from _harness import gateway_with, median, percentile
 from jupyter_client.manager import KernelManager
 
-from dcf_jupyter.scaffold import init_function
+from dcf_jupyter.definition.scaffold import init_function
 
 CELL = '%%dcf_function again\nclass Handler:\n    def __call__(self, req):\n        return "v{n}"\n'
 

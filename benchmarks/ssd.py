@@ -16,7 +16,7 @@ import json
 from _harness import ROOT, gateway_with, median_seconds
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.handler import Request, load_handler
+from dcf_jupyter.worker.handler import Request, load_handler
 
 SHARED = ROOT.parent / "shared" / "data" / "images"
 

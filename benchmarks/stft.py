@@ -14,10 +14,9 @@ import io
 import sys
 
 import numpy as np
+from _harness import ROOT, median_seconds
 from scipy import signal
 from scipy.io import wavfile
-
-from _harness import ROOT, median_seconds
 
 sys.path.insert(0, str(ROOT / "functions" / "stft" / "src"))
 import spectrogram  # noqa: E402

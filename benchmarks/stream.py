@@ -12,8 +12,8 @@ import os
 import time
 
 import grpc
-
 from _harness import compare, gateway_and_baselines
+
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 from dcf_jupyter.settings import DEFAULT_MAX_MESSAGE_SIZE, grpc_options

@@ -11,8 +11,8 @@ import argparse
 import time
 
 import grpc
-
 from _harness import compare, gateway_and_baselines, percentile
+
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 

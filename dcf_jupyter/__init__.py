@@ -6,41 +6,100 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .errors import (
+    BuildError,
+    ConfigError,
+    DcfError,
+    DeployError,
+    FunctionError,
+    FunctionExists,
+    FunctionNotFound,
+    GatewayUnavailable,
+    InvalidArgument,
+    Unauthenticated,
+)
+
+if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers should see it
+    from .client import (
+        Client,
+        FunctionInfo,
+        Reply,
+        Result,
+        call,
+        delete,
+        deploy,
+        get_client,
+        list_functions,
+        logs,
+        stream,
+    )
+    from .notebook.display import boxes
+    from .notebook.function import FunctionProxy
+    from .notebook.session import Session, function
 
 # Loaded on first use: worker and gateway processes import this package too and
 # should not pay for the client, IPython or widgets.
 _LAZY = {
-    "Client": "client", "call": "client", "stream": "client", "deploy": "client", "delete": "client",
-    "logs": "client", "list_functions": "client",
-    "function": "session", "Session": "session",
-    "FunctionProxy": "proxy",
-    "boxes": "display",
+    "Client": "client", "FunctionInfo": "client", "Reply": "client", "Result": "client", "get_client": "client",
+    "call": "client", "stream": "client", "deploy": "client", "delete": "client", "logs": "client",
+    "list_functions": "client",
+    "function": "notebook.session", "Session": "notebook.session",
+    "FunctionProxy": "notebook.function",
+    "boxes": "notebook.display",
 }
 
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
+__all__ = [
+    "BuildError",
+    "Client",
+    "ConfigError",
+    "DcfError",
+    "DeployError",
+    "FunctionError",
+    "FunctionExists",
+    "FunctionInfo",
+    "FunctionNotFound",
+    "FunctionProxy",
+    "GatewayUnavailable",
+    "InvalidArgument",
+    "Reply",
+    "Result",
+    "Session",
+    "Unauthenticated",
+    "__version__",
+    "boxes",
+    "call",
+    "delete",
+    "deploy",
+    "function",
+    "get_client",
+    "list_functions",
+    "load_ipython_extension",
+    "logs",
+    "stream",
+    "unload_ipython_extension",
+]
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dcf_jupyter' has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext dcf_jupyter`: register %%dcf_function and %dcf."""
-    from .magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext dcf_jupyter`: stop the embedded gateway, if one was started."""
-    from .magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)

@@ -43,6 +43,10 @@ class GatewayUnavailable(DcfError):
     """No gateway answers at the address, or it went away during a call."""
 
 
+class GatewayStartError(DcfError):
+    """A gateway could not start (port taken, state dir in use...)."""
+
+
 class FunctionNotFound(DcfError):
     """The gateway has no function of that name."""
 

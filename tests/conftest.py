@@ -7,17 +7,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.errors import FunctionError
+from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
+from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
-from dcf_jupyter.requirements import ENV_CACHE_DIR
-from dcf_jupyter.scaffold import init_function
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"

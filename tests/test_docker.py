@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FUNCTIONS, HANGS_ON_REQUEST, ROOT, call_until_answered, run_cli, start_gateway, with_timeout
+
 from dcf_jupyter.build.image import (
     BuildError,
     BuildOptions,
@@ -27,7 +27,7 @@ from dcf_jupyter.build.image import (
     worker_requirements,
 )
 from dcf_jupyter.errors import DeployError, FunctionError
-from dcf_jupyter.spec import load_config
+from dcf_jupyter.definition.spec import load_config
 
 pytestmark = pytest.mark.docker
 BASE = os.environ.get("DCF_TEST_BASE_IMAGE", "dcf-test/python-base:bookworm")
@@ -217,7 +217,7 @@ def test_no_daemon_is_one_sentence(tmp_path: Path) -> None:
 
 def test_templates_pick_bases_from_dcf_build_args(tmp_path: Path) -> None:
     """The GPU templates, checked without pulling CUDA images (no registry here; proven on GPU machines)."""
-    from dcf_jupyter.spec import parse_config
+    from dcf_jupyter.definition.spec import parse_config
 
     seed = parse_config("functions:\n  ssd-gpu:\n    limits: {gpu: '1'}\n    build_args: [CUDA_VERSION=9.0, "
                         "CUDNN_VERSION=7.4.1.5, UBUNTU_VERSION=16.04]\n", root=tmp_path).function()
@@ -252,7 +252,7 @@ def test_deploy_pushes_to_docker_registry_after_asking(docker, docker_gateway, b
 
 
 def test_magic_session_builds_then_deploys_on_docker(docker_gateway, build_options, tmp_path, monkeypatch) -> None:
-    from dcf_jupyter.session import Session
+    from dcf_jupyter.notebook.session import Session
 
     monkeypatch.setenv("DCF_BUILD_BASE_IMAGE", str(build_options.base_image))
     monkeypatch.setenv("DCF_BUILD_NETWORK", str(build_options.network))

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import yaml
+from conftest import FUNCTIONS, GatewayHandle, start_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FUNCTIONS, GatewayHandle, start_gateway
 from dcf_jupyter.errors import ConfigError
+from dcf_jupyter.definition.spec import _FUNCTION_KEYS, ConfigFile, parse_config
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
-from dcf_jupyter.spec import _FUNCTION_KEYS, ConfigFile, parse_config
 
 FUZZ = settings(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CODE = grpc.StatusCode

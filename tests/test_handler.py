@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dcf_jupyter.handler import (
+from dcf_jupyter.worker.handler import (
     BINARY,
     JSON,
     TEXT,

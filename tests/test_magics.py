@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("IPython")
-from IPython.core.error import UsageError  # noqa: E402
 from IPython import get_ipython  # noqa: E402
+from IPython.core.error import UsageError  # noqa: E402
 from IPython.testing.globalipapp import start_ipython  # noqa: E402
 
-from dcf_jupyter.display import JsonList, TextResult, boxes  # noqa: E402
 from dcf_jupyter.errors import DeployError, FunctionError  # noqa: E402
-from dcf_jupyter.session import Session, source_of  # noqa: E402
+from dcf_jupyter.notebook.display import JsonList, TextResult, boxes  # noqa: E402
+from dcf_jupyter.notebook.session import Session, source_of  # noqa: E402
 
 HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
 
@@ -62,7 +62,7 @@ def test_cell_becomes_a_deployed_function_and_a_callable(ip, gateway, capsys) ->
     assert (folder / "src" / "handler.py").read_text() == HELLO
     assert (folder / "config.yaml").exists() and (folder / "requirements.txt").exists()
     # The folder is a real DCF function: the CLI's loader reads it.
-    from dcf_jupyter.spec import load_config
+    from dcf_jupyter.definition.spec import load_config
 
     assert load_config(folder / "config.yaml").function("nb-hello").handler.name == "Handler"
     assert "Hello DCF" in str(ip.run_line_magic("dcf", "call nb-hello"))
@@ -200,7 +200,7 @@ def test_boxes_helper_accepts_json_text_and_seed_strings() -> None:
 
 def test_other_json_displays_as_json() -> None:
     from dcf_jupyter.client import Reply
-    from dcf_jupyter.display import as_result
+    from dcf_jupyter.notebook.display import as_result
 
     result = as_result(Reply(b'{"a": [1, 2]}', "application/json"))
     assert result == {"a": [1, 2]}
@@ -228,7 +228,7 @@ def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path) -> N
 def test_no_deploy_only_writes_the_folder(ip, gateway) -> None:
     cell(ip, "%%dcf_function nb-later --no-deploy --gpu 1 --memory 2G --requirements numpy\n" + HELLO)
     folder = Path(ip.user_ns["WORKSPACE"]) / "nb-later"
-    from dcf_jupyter.spec import load_config
+    from dcf_jupyter.definition.spec import load_config
 
     spec = load_config(folder).function("nb-later")
     assert spec.limits.gpu == "1" and spec.limits.memory == "2G" and spec.runtime == "python-gpu"
@@ -262,9 +262,9 @@ def test_module_level_api_follows_the_notebook_session(ip, gateway) -> None:
     from dcf_jupyter import client as api
 
     magics = ip.magics_manager.registry["DcfMagics"]
-    assert api.default_client() is magics.session.client()  # not $DCF_GATEWAY's default address
+    assert api.get_client() is magics.session.client()  # not $DCF_GATEWAY's default address
     assert dcf_jupyter.call("echo", b"via the session") == b"via the session"
-    assert api.default_client(gateway.address).address == gateway.address  # an explicit address still wins
+    assert api.get_client(gateway.address).address == gateway.address  # an explicit address still wins
 
 
 BAD_INPUT = """\
@@ -311,3 +311,26 @@ def test_a_deploy_error_points_at_the_cell_not_the_gateways_copy(ip, capsys) -> 
     frame = 'File "<%%dcf_function nb-broken-init cell>", line 4, in __init__'
     assert sentence in err and frame in err and err.index(sentence) < err.index(frame)
     assert "rev-" not in err and "dcf-jupyter/functions" not in err
+
+
+def test_module_level_call_and_deploy_have_the_notebooks_faces(ip, capsys, make_function) -> None:
+    import dcf_jupyter
+
+    folder = make_function("api-faces", """
+        class Handler:
+            def __call__(self, req):
+                return [{"class": "15", "label": "person", "confidence": 0.9,
+                         "xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40}]
+    """)
+    capsys.readouterr()
+    dcf_jupyter.deploy(folder)
+    shown = capsys.readouterr()
+    assert "[deploy api-faces]" in shown.out + shown.err, "the same progress display as %%dcf_function"
+    try:
+        from_api = dcf_jupyter.call("api-faces", b"an image")
+        from_proxy = dcf_jupyter.FunctionProxy(ip.magics_manager.registry["DcfMagics"].session, "api-faces")(
+            b"an image")
+        assert type(from_api) is type(from_proxy) is JsonList and from_api == from_proxy
+        assert from_api[0]["label"] == "person"
+    finally:
+        dcf_jupyter.delete("api-faces")

@@ -7,7 +7,7 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from dcf_jupyter.requirements import is_satisfied, missing_requirements, read_requirements
+from dcf_jupyter.definition.requirements import is_satisfied, missing_requirements, read_requirements
 
 
 def build_wheel(folder: Path, name: str, version: str, module_source: str) -> Path:
@@ -79,7 +79,7 @@ def test_tensorflow_runtime_brings_tensorflow_only_where_it_is_missing(monkeypat
     import importlib.util
     import shutil
 
-    from dcf_jupyter.runtimes import runtime_requirements
+    from dcf_jupyter.definition.runtimes import runtime_requirements
 
     real_find_spec = importlib.util.find_spec
     assert runtime_requirements("python") == []
@@ -97,7 +97,7 @@ def test_two_installers_at_once_install_once_into_the_shared_cache(make_function
     import sys
     import textwrap
 
-    from dcf_jupyter.requirements import cache_root
+    from dcf_jupyter.definition.requirements import cache_root
 
     folder = make_function("shared-pkg", "import dcfshared\nclass Handler:\n    def __call__(self, req):\n"
                            "        return dcfshared.VALUE\n",
@@ -107,7 +107,7 @@ def test_two_installers_at_once_install_once_into_the_shared_cache(make_function
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from dcf_jupyter.requirements import install_missing
+        from dcf_jupyter.definition.requirements import install_missing
         site = install_missing(Path({str(folder)!r}), "python", python=sys.executable, output=sys.stderr,
                                note=lambda m: print("NOTE", m))
         print("SITE", site)

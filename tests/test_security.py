@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from conftest import FUNCTIONS, GatewayHandle, run_cli, start_gateway
+
 from dcf_jupyter.client import Client
 from dcf_jupyter.errors import GatewayUnavailable, Unauthenticated
 from dcf_jupyter.gateway import GatewayStartError, start_detached
@@ -129,7 +129,7 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
 
 
 def test_embedded_gateway_keeps_a_token_in_the_kernel(tmp_path: Path) -> None:
-    from dcf_jupyter.session import Session
+    from dcf_jupyter.notebook.session import Session
 
     session = Session(tmp_path / "workspace", announce=lambda _: None)
     try:

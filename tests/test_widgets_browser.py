@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, GatewayHandle
-from dcf_jupyter.scaffold import init_function
-from labdriver import FAKE_MEDIA, Lab, NotebookPage, chromium_browser, jupyter_lab, missing_browser_tools, \
-    playwright_driver, write_notebook
+from labdriver import (
+    FAKE_MEDIA,
+    Lab,
+    NotebookPage,
+    chromium_browser,
+    jupyter_lab,
+    missing_browser_tools,
+    playwright_driver,
+    write_notebook,
+)
+
+from dcf_jupyter.definition.scaffold import init_function
 
 pytestmark = pytest.mark.browser
 
@@ -162,7 +170,7 @@ def test_camera_draws_ssd_boxes_over_the_frame(browser: Any, lab: Lab, widget_ga
     wait_received(notebook, 10)
     notebook.page.wait_for_function("() => document.querySelector('.dcf-camera').dataset.boxes === '1'")
     screenshot(notebook, "camera-boxes.png")
-    from dcf_jupyter.display import box_color
+    from dcf_jupyter.notebook.display import box_color
 
     # On the box's left edge, half way down: the stroke in the class colour, over the camera picture.
     assert canvas_pixel(notebook, BOX["xmin"], (BOX["ymin"] + BOX["ymax"]) // 2) == box_color(str(BOX["class"]))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from collections.abc import AsyncIterator
 
-from ..spec import Resources
+from ..definition.spec import Resources
 
 
 class DeployFailed(Exception):

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from ..link import FORM_MESSAGE, CallFailed, LinkClosed
+from ..protocol.link import FORM_MESSAGE, CallFailed, LinkClosed
 from ..settings import grpc_options
 
 _TRACEBACK_KEY = "dcf-traceback-bin"

@@ -12,43 +12,23 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
-from ..link import AsyncLink
-from ..requirements import InstallFailed, install_missing
+from ..definition.requirements import InstallFailed, install_missing
+from ..logfile import note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from .link import AsyncLink
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 STOP_GRACE_S = 3.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_RESET_S = 0.1, 10.0, 30.0
-
-
-def tail_text(path: Path, lines: int, max_bytes: int = 1 << 20) -> str:
-    """The last `lines` lines of a text file (reading at most `max_bytes` from its end)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", "replace")
-    return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else text
-
-
-def _note(log_path: Path, message: str) -> None:
-    """A gateway line in the function's log, so `dcf function log` explains restarts and installs."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"[dcf-gateway] {message}\n")
 
 
 def _exit_future(process: subprocess.Popen[bytes]) -> asyncio.Future[int]:
@@ -56,10 +36,14 @@ def _exit_future(process: subprocess.Popen[bytes]) -> asyncio.Future[int]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[int] = loop.create_future()
 
+    def settle(code: int) -> None:
+        if not future.done():
+            future.set_result(code)
+
     def wait() -> None:
         code = process.wait()
         with contextlib.suppress(RuntimeError):  # the loop may be closed already
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(code))
+            loop.call_soon_threadsafe(settle, code)
 
     threading.Thread(target=wait, name=f"dcf-wait-{process.pid}", daemon=True).start()
     return future
@@ -94,7 +78,7 @@ class LocalBackend(Backend):
         def install() -> Path | None:
             with open(spec.log_path, "ab") as log:
                 return install_missing(spec.source_dir, spec.runtime, python=self.python, output=log,
-                                       note=lambda message: _note(spec.log_path, message))
+                                       note=lambda message: note(spec.log_path, message))
 
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -189,7 +173,7 @@ class _Replica:
                 if not self.first_start.done():
                     self.first_start.set_exception(failure)
                     return
-                self._note(f"restart failed: {failure.message}")
+                self.note(f"restart failed: {failure.message}")
             else:
                 if not self.first_start.done():
                     self.first_start.set_result(None)
@@ -199,14 +183,14 @@ class _Replica:
                 if self._stopping:
                     return
                 self.deployment.last_error = f"replica {self.index} exited with code {code}"
-                self._note(f"replica {self.index} exited with code {code}; restarting in {backoff:.1f}s")
+                self.note(f"replica {self.index} exited with code {code}; restarting in {backoff:.1f}s")
                 if loop.time() - started > HEALTHY_RESET_S:
                     backoff = BACKOFF_FIRST_S
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    def _note(self, message: str) -> None:
-        _note(self.deployment.spec.log_path, message)
+    def note(self, message: str) -> None:
+        note(self.deployment.spec.log_path, message)
 
     def _environment(self) -> dict[str, str]:
         spec = self.deployment.spec
@@ -298,7 +282,8 @@ class _Replica:
     async def _wait_exit(self) -> int:
         """Wait until the process exits or its link drops (then end the process); its exit code."""
         assert self._exit is not None and self.link is not None
-        await asyncio.wait({self._exit, self.link.closed}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {self._exit, self.link.closed}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not self._exit.done():
             await self._kill()
         self.link.close()

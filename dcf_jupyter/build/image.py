@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import BuildError, DcfError
-from ..requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
-from ..runtimes import canonical_runtime
-from ..source import add_normalized, iter_source_files, source_digest
-from ..spec import FunctionSpec
+from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
+from ..definition.runtimes import canonical_runtime
+from ..definition.source import add_normalized, iter_source_files, source_digest
+from ..definition.spec import FunctionSpec
 
 DEFAULT_PYTHON_BASE = "python:3.11-slim"
 DEFAULT_CUDA_VERSION = "12.4.1"
@@ -103,9 +103,9 @@ def template_dockerfile(spec: FunctionSpec) -> str:
     """The runtime template: its head and the shared tail."""
     runtime = canonical_runtime(spec.runtime) or "python"
     head_dir = "python-gpu" if runtime in ("python-gpu", "tensorflow-gpu") or spec.limits.gpus else "python"
-    templates = resources.files("dcf_jupyter").joinpath("build", "templates")
-    return (templates.joinpath(head_dir, "Dockerfile.head").read_text()
-            + templates.joinpath("Dockerfile.tail").read_text())
+    # One joinpath step at a time: Traversable.joinpath takes several parts only from Python 3.11.
+    templates = resources.files("dcf_jupyter.build") / "templates"
+    return (templates / head_dir / "Dockerfile.head").read_text() + (templates / "Dockerfile.tail").read_text()
 
 
 def dockerfile_for(spec: FunctionSpec) -> str:

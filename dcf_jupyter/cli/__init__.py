@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ._common import AliasedGroup, CliState
 from .demo import demo
 from .function import call, function

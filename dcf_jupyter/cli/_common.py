@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from collections.abc import Callable
 
 import click
 
 from ..client import Client
 from ..errors import DcfError, explain
-from ..spec import ConfigFile, load_config
+from ..definition.spec import ConfigFile, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..client import Client
+from ..definition.scaffold import init_function
 from ..gateway import start_detached, stop_gateway
-from ..scaffold import init_function
 from ._common import reports_errors
 
 HELLO_HANDLER = '''class Handler:

@@ -23,15 +23,15 @@ from ..build.image import (
 )
 from ..client import Client, Reply
 from ..errors import DcfError, GatewayUnavailable
+from ..definition.runtimes import RUNTIMES
+from ..definition.scaffold import init_function
+from ..definition.source import source_digest
+from ..definition.spec import ConfigFile, FunctionSpec
 from ..gateway import find_gateway, start_detached
-from ..handler import BINARY
-from ..local_run import ImageRun, LocalRun
-from ..runtimes import RUNTIMES
-from ..scaffold import init_function
-from ..source import source_digest
+from ..protocol.names import BINARY
 from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir
-from ..spec import ConfigFile, FunctionSpec
 from ._common import AliasedGroup, CliState, config_option, human_bytes, load, pass_state, reports_errors
+from .local_run import ImageRun, LocalRun
 
 
 @click.group(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..runtimes import RUNTIMES
+from ..definition.runtimes import RUNTIMES
 from ._common import AliasedGroup
 
 

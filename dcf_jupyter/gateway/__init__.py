@@ -1,7 +1,16 @@
-"""The DCF gateway: gRPC service, registry, and gateway process management."""
+"""The DCF gateway: the gRPC service (`service`, run by `app` in its own process) and, importable without
+the server, how to start, find and stop gateway processes (`control`)."""
 
-from .app import GatewayOptions, GatewayStartError, run_gateway
-from .process import PendingGateway, RunningGateway, find_gateway, spawn_gateway, start_detached, stop_gateway
+from ..errors import GatewayStartError
+from .control import (
+    GatewayOptions,
+    PendingGateway,
+    RunningGateway,
+    find_gateway,
+    spawn_gateway,
+    start_detached,
+    stop_gateway,
+)
 
 __all__ = [
     "GatewayOptions",
@@ -9,7 +18,6 @@ __all__ = [
     "PendingGateway",
     "RunningGateway",
     "find_gateway",
-    "run_gateway",
     "spawn_gateway",
     "start_detached",
     "stop_gateway",

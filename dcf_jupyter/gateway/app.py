@@ -10,71 +10,35 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 
-from .. import __version__
+from .._version import __version__
 from ..backends.base import Backend
 from ..backends.docker import DockerBackend
 from ..backends.local import LocalBackend
-from ..errors import DcfError
-from ..settings import DEFAULT_HOST, DEFAULT_PORT, grpc_options
+from ..errors import DcfError, GatewayStartError
+from ..settings import grpc_options
 from .auth import TokenInterceptor, TokenPolicy, is_loopback, server_credentials
-from .server import DEFAULT_STREAM_WINDOW, Gateway
+from .control import (
+    GATEWAY_FILE,
+    LOCK_FILE,
+    SOCKET_DIR_FILE,
+    SOCKET_DIR_PREFIX,
+    GatewayOptions,
+    format_address,
+    read_gateway_file,
+)
+from .service import Gateway
 
 log = logging.getLogger("dcf.gateway")
-
-GATEWAY_FILE = "gateway.json"
-LOCK_FILE = "gateway.lock"
-SOCKET_DIR_FILE = "sockets.path"
-SOCKET_DIR_PREFIX = "dcf-"
 FLUSH_EVERY_S = 2.0
-
-
-class GatewayStartError(DcfError):
-    """The gateway could not start (port taken, state dir in use...)."""
-
-
-DEFAULT_FLOW_WINDOW = 512 * 1024  # flat memory under many streams, full speed on loopback and LANs
-
-
-@dataclass
-class GatewayOptions:
-    """How to run a gateway."""
-
-    state_dir: Path
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    max_message: int = 64 * 1024 * 1024
-    default_backend: str = "local"
-    ready_timeout: float = 30.0
-    stream_window: int = DEFAULT_STREAM_WINDOW
-    flow_window: int = DEFAULT_FLOW_WINDOW  # bytes gRPC buffers per stream; 0: gRPC's adaptive (BDP) windows
-    lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
-    ephemeral: bool = False  # remove the state dir on the way out (an embedded gateway's temporary one)
-    docker: bool = True  # offer the docker backend when a Docker daemon answers
-    token: str | None = None  # see auth.py for what needs it
-    tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
-    tls_key: str | None = None
-
-
-def format_address(host: str, port: int) -> str:
-    """host:port, with IPv6 hosts bracketed."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-def read_gateway_file(state_dir: Path) -> dict[str, object] | None:
-    """What a running gateway wrote about itself (pid, address...), or None."""
-    try:
-        return json.loads((state_dir / GATEWAY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
 
 def _lock_state_dir(state_dir: Path) -> IO[str]:
     handle = open(state_dir / LOCK_FILE, "a+")
@@ -236,3 +200,28 @@ async def run_gateway(options: GatewayOptions) -> None:
         lock.close()
         if options.ephemeral:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
+    """Run `coro` on uvloop when asked (or, with "auto", when installed), else on asyncio's loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if loop == "uvloop":
+                raise GatewayStartError("--loop uvloop asked for, but uvloop is not installed") from None
+    if factory is None:
+        asyncio.run(coro)
+    elif sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(coro)
+    else:
+        loop_ = factory()
+        try:
+            asyncio.set_event_loop(loop_)
+            loop_.run_until_complete(coro)
+        finally:
+            loop_.close()

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..spec import Resources
+from ..definition.spec import Resources
 
 REGISTRY_FILE = "registry.json"
 FORMAT_VERSION = 1

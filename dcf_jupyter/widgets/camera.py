@@ -10,21 +10,11 @@ import anywidget
 import traitlets
 
 from ..client import Client
+from ..notebook.session import client_for
 from .frames import Frame, FrameStream
 from .replies import OVERLAYS, render_reply
 
 STATIC = Path(__file__).parent / "static"
-
-
-def default_client(gateway: str | None = None) -> Client:
-    """The notebook session's client (starting its embedded gateway if needed), or one for `gateway`."""
-    if gateway:
-        from ..client import default_client as shared_client
-
-        return shared_client(gateway)
-    from ..session import default_session
-
-    return default_session().client()
 
 
 class CameraStream(anywidget.AnyWidget):
@@ -118,7 +108,7 @@ class CameraStream(anywidget.AnyWidget):
             return
         try:
             if self._client is None:
-                self._client = default_client(self._gateway)
+                self._client = client_for(self._gateway)
             stream = FrameStream(self._client, self.function, lambda frame: self._reply(view, frame),
                                  lambda exc: self._failed(view, exc), window=self.window)
         except Exception as exc:  # noqa: BLE001 - shown in the widget, where the user is looking

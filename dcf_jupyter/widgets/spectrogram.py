@@ -12,8 +12,9 @@ import anywidget
 import traitlets
 
 from ..client import Client
-from ..display import image_bytes
-from .camera import STATIC, default_client
+from ..notebook.display import image_bytes
+from ..notebook.session import client_for
+from .camera import STATIC
 
 NPZ_MAGIC = b"PK\x03\x04"
 DB_RANGE = 100.0  # dB shown below the loudest bin, as the function's own PNG does
@@ -87,7 +88,7 @@ def _wav_bytes(wav: str | Path | bytes) -> bytes:
 def analyze(wav: str | Path | bytes, *, function: str = "stft-data", client: Client | None = None,
             title: str = "") -> Any:
     """Send a .wav (path or bytes) to the STFT function: a Spectrum for `stft-data`, an image for `stft`."""
-    reply = (client or default_client()).call(function, _wav_bytes(wav))
+    reply = (client or client_for()).call(function, _wav_bytes(wav))
     raw = reply.encode() if isinstance(reply, str) else reply
     if raw.startswith(NPZ_MAGIC):
         return Spectrum.from_npz(raw, title)
@@ -102,7 +103,7 @@ def analyze(wav: str | Path | bytes, *, function: str = "stft-data", client: Cli
 def plot_spectrogram(wav: str | Path | bytes, *, function: str = "stft-data", gateway: str | None = None) -> Any:
     """The spectrogram of a .wav file (path or bytes), computed by `function`, to display inline."""
     title = Path(wav).name if isinstance(wav, (str, Path)) else ""
-    return analyze(wav, function=function, client=default_client(gateway), title=title)
+    return analyze(wav, function=function, client=client_for(gateway), title=title)
 
 
 class Spectrogram(anywidget.AnyWidget):
@@ -150,7 +151,7 @@ class Spectrogram(anywidget.AnyWidget):
         self.status, self.error = f"computing the spectrogram of {len(data) / 1024:.0f} KiB…", ""
         try:
             if self._client is None:
-                self._client = default_client(self._gateway)
+                self._client = client_for(self._gateway)
             result = analyze(data, function=self.function, client=self._client, title=title)
         except Exception as exc:
             self.status, self.error = "", f"{type(exc).__name__}: {exc}"

@@ -14,8 +14,8 @@ from typing import Any
 import ipywidgets
 
 from ..client import Client
-from ..display import boxes
-from .camera import default_client
+from ..notebook.display import boxes
+from ..notebook.session import client_for
 from .frames import Frame, FrameStream
 from .replies import OVERLAYS, render_reply
 
@@ -142,7 +142,7 @@ class VideoStream(ipywidgets.VBox):
         stream: FrameStream | None = None
         try:
             if self._client is None:
-                self._client = default_client(self._gateway)
+                self._client = client_for(self._gateway)
             stream = FrameStream(self._client, self.function, self._show, self._failed, window=self.window)
             frame_id, interval, next_at = 0, (1.0 / self.fps if self.fps else 0.0), time.monotonic()
             while not self._stop.is_set() and (self.max_frames is None or frame_id < self.max_frames):

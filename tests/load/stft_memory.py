@@ -13,7 +13,7 @@ sys.path.insert(0, str(HERE.parents[2] / "functions" / "stft" / "src"))
 
 from wavs import tone, wav_bytes  # noqa: E402
 
-from dcf_jupyter.handler import Request, load_handler  # noqa: E402
+from dcf_jupyter.worker.handler import Request, load_handler  # noqa: E402
 
 
 def rss_kib() -> int:

@@ -14,10 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from .gateway import PendingGateway, RunningGateway, spawn_gateway
-from .gateway.app import LOCK_FILE
-from .settings import ENV_TOKEN
-
+from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, spawn_gateway
+from ..settings import ENV_TOKEN
 
 STATE_PREFIX = "dcf-kernel-"
 OWNER_FILE = "kernel.pid"  # the pid of the process (kernel) the gateway belongs to

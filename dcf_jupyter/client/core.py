@@ -11,20 +11,18 @@ Module-level functions use a shared `Client` for the resolved address
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import re
-import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
-from .build.check import check_handler
-from .errors import (
+from ..errors import (
+    ConfigError,
     DcfError,
     DeployError,
     FunctionError,
@@ -33,32 +31,21 @@ from .errors import (
     GatewayUnavailable,
     InvalidArgument,
     Unauthenticated,
-    ConfigError,
 )
-from .handler import BINARY, JSON, TEXT
-from .protocol import gateway_pb2 as pb
-from .protocol import gateway_pb2_grpc as pb_grpc
-from .settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, resolve_address
-from .settings import max_message_size as default_max_message_size
-from .source import pack_folder
-from .spec import FunctionSpec, load_config
+from ..definition.check import check_handler
+from ..definition.source import pack_folder
+from ..definition.spec import FunctionSpec, load_config
+from ..protocol import gateway_pb2 as pb
+from ..protocol import gateway_pb2_grpc as pb_grpc
+from ..protocol.names import BINARY, JSON, TEXT
+from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, resolve_address
+from ..settings import max_message_size as default_max_message_size
 
 TRACEBACK_KEY = "dcf-traceback-bin"
 ORIGIN_KEY = "dcf-origin"
 MANAGEMENT_TIMEOUT_S = 30.0
 
-__all__ = [
-    "Client",
-    "FunctionInfo",
-    "Reply",
-    "call",
-    "default_client",
-    "delete",
-    "deploy",
-    "list_functions",
-    "logs",
-    "stream",
-]
+__all__ = ["Client", "FunctionInfo", "Reply"]
 
 
 @dataclass(frozen=True)
@@ -362,71 +349,3 @@ class Client:
             return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=self._metadata).Msg == "OK"
         except grpc.RpcError:
             return False
-
-
-# --- module-level convenience -----------------------------------------------------
-
-_clients: dict[str, Client] = {}
-_clients_lock = threading.Lock()
-
-
-_session_client: Callable[[], Client] | None = None
-
-
-def route_to_session(provider: Callable[[], Client] | None) -> None:
-    """Send module-level calls that name no gateway to a notebook session's gateway (None: stop doing so).
-
-    In a notebook the session may run an embedded gateway on a random port; `dcf_jupyter.call(...)`
-    must reach the functions `%%dcf_function` deployed there, not $DCF_GATEWAY's default address.
-    """
-    global _session_client
-    _session_client = provider
-
-
-def default_client(address: str | None = None, config_gateway: str | None = None) -> Client:
-    """A shared Client for the resolved address (argument, the notebook session's gateway, $DCF_GATEWAY,
-    a config's dcf.gateway, default)."""
-    provider = _session_client
-    if address is None and provider is not None:
-        return provider()
-    resolved = resolve_address(address, config_gateway)
-    with _clients_lock:
-        client = _clients.get(resolved)
-        if client is None:
-            client = _clients[resolved] = Client(resolved)
-        return client
-
-
-def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None) -> bytes | str:
-    """Call a function once (see Client.call)."""
-    return default_client(gateway).call(name, data, timeout=timeout)
-
-
-def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None) -> Iterator[bytes]:
-    """Stream inputs to a function, yielding its replies in order (see Client.stream)."""
-    return default_client(gateway).stream(name, inputs)
-
-
-def deploy(folder: str | Path, name: str | None = None, *, gateway: str | None = None, **options: Any) -> str:
-    """Deploy a function folder (see Client.deploy) to `gateway`, else $DCF_GATEWAY, else its config's dcf.gateway."""
-    config = load_config(folder)
-    return default_client(gateway, config.gateway).deploy_spec(config.function(name), **options)
-
-
-def list_functions(*, gateway: str | None = None) -> builtins.list[FunctionInfo]:
-    """Deployed functions."""
-    return default_client(gateway).list()
-
-
-def logs(name: str, lines: int = 200, *, gateway: str | None = None) -> str:
-    """A function's recent log lines."""
-    return default_client(gateway).logs(name, lines)
-
-
-def delete(name: str, *, gateway: str | None = None) -> str:
-    """Stop and remove a function."""
-    return default_client(gateway).delete(name)
-
-
-# The issue-tracker API names this one `list`; keep the builtin usable above.
-list = list_functions  # noqa: A001

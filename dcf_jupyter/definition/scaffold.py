@@ -5,14 +5,14 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .runtimes import RUNTIMES, canonical_runtime
 from .spec import ConfigFile, FunctionSpec, validate_name, write_config
 
 
 def template_text(runtime: str, filename: str) -> str:
     """A file of the runtime's init template (every runtime starts from the python one today)."""
-    return resources.files("dcf_jupyter").joinpath("templates", "python", filename).read_text(encoding="utf-8")
+    return (resources.files("dcf_jupyter.definition") / "templates" / "python" / filename).read_text(encoding="utf-8")
 
 
 def new_spec(name: str, runtime: str = "python", **fields: object) -> FunctionSpec:

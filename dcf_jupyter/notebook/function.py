@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .client import FunctionInfo, Reply
+from ..client import FunctionInfo, Reply
 from .display import as_result
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ import io
 import json
 import pprint
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import Reply
-from .handler import BINARY, JSON
+from ..client import Reply
+from ..protocol.names import BINARY, JSON
 
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -31,6 +31,9 @@ VOC_LABELS = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -133,7 +136,7 @@ def caption_of(box: dict[str, Any]) -> str:
     return caption
 
 
-def boxes(image: Any, result: Any) -> Any:
+def boxes(image: Any, result: str | bytes | list[Any]) -> PILImage:
     """Draw SSD-style boxes (`class`, `confidence`, `xmin`... in pixels, strings or numbers) on `image`.
 
     `image`: JPEG/PNG bytes, base64 text of them, a path, a PIL image or an array;

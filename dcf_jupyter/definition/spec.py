@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, InvalidName, brief
+from ..errors import ConfigError, InvalidName, brief
 from .runtimes import RUNTIMES, canonical_runtime
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

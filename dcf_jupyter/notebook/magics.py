@@ -19,9 +19,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, TraitError, Unicode
 
-from .client import FunctionInfo
-from .errors import ConfigError, DcfError, InvalidName, explain
-from .proxy import LogText, python_name
+from ..client import FunctionInfo
+from ..errors import ConfigError, DcfError, InvalidName, explain
+from .function import LogText, python_name
 from .session import DEFAULT_WORKSPACE, Session, set_default_session
 
 CELL_LINE_OFFSET = 1  # the %%dcf_function line comes before the handler's first line
@@ -144,6 +144,7 @@ class DcfMagics(Magics):
             )
         except (InvalidName, ConfigError) as exc:
             raise UsageError(str(exc)) from None
+        assert self.shell is not None  # a cell magic runs in a shell
         self.shell.user_ns[python_name(args.name)] = proxy
 
     @line_magic
@@ -206,12 +207,12 @@ class DcfMagics(Magics):
     def _stream(self, args: argparse.Namespace) -> Any:
         try:
             if args.camera:
-                from .widgets.camera import CameraStream
+                from ..widgets.camera import CameraStream
 
                 return CameraStream(args.name, width=args.width, height=args.height, fps=args.fps or 30.0,
                                     overlay=args.overlay, window=args.window, autostart=args.start,
                                     client=self.session.client())
-            from .widgets.video import VideoStream
+            from ..widgets.video import VideoStream
 
             return VideoStream(args.name, args.video, window=args.window, fps=args.fps, overlay=args.overlay,
                                loop=args.loop, autostart=args.start, client=self.session.client())

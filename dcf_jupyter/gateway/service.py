@@ -17,23 +17,23 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
-from typing import Any
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import grpc
 
-from .. import __version__
+from .._version import __version__
 from ..backends.base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica
-from ..backends.local import tail_text
 from ..errors import ConfigError, InvalidArgument, InvalidName, brief
-from ..link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
-from ..protocol import SERVICE
+from ..definition.source import unpack_source
+from ..definition.spec import MAX_REPLICAS, load_config, validate_name
+from ..logfile import tail_text
 from ..protocol import gateway_pb2 as pb
-from ..source import unpack_source
-from ..spec import MAX_REPLICAS, load_config, validate_name
-from ..wire import WireError, parse_invoke_request
-from ..worker import ORIGIN_KEY, TRACEBACK_KEY
+from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
+from ..protocol.names import ORIGIN_KEY, SERVICE, TRACEBACK_KEY, grpc_status
+from ..protocol.wire import WireError, parse_invoke_request
+from .control import DEFAULT_STREAM_WINDOW
 from .registry import FunctionRecord, Registry
 
 log = logging.getLogger("dcf.gateway")
@@ -41,8 +41,6 @@ log = logging.getLogger("dcf.gateway")
 DEFAULT_LOG_LINES = 200
 DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeout`
 MAX_LOG_LINES = 100_000
-DEFAULT_STREAM_WINDOW = 32  # calls in flight per Invokes stream before the gateway stops reading it
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class Abort(Exception):
@@ -57,7 +55,7 @@ class Abort(Exception):
 
     @classmethod
     def from_call(cls, failure: CallFailed) -> Abort:
-        return cls(_CODES.get(failure.code, grpc.StatusCode.INTERNAL), failure.message,
+        return cls(grpc_status(failure.code), failure.message,
                    detail=failure.detail, origin="function")
 
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
@@ -72,18 +70,23 @@ def _unexpected(exc: BaseException) -> Abort:
     return Abort(grpc.StatusCode.INTERNAL, f"gateway error: {type(exc).__name__}: {exc}")
 
 
+async def _end_rpc(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+    """End the RPC with the status of `exc`: an Abort as it says, anything else as INTERNAL with one line
+    (never a bare traceback as a status)."""
+    failure = exc if isinstance(exc, Abort) else _unexpected(exc)
+    await context.abort(failure.code, failure.message, trailing_metadata=failure.metadata())
+    raise AssertionError("context.abort raises")
+
+
 def _unary(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def wrapper(self: Gateway, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except Abort as abort:
-            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
-        except Exception as exc:  # noqa: BLE001 - never a bare traceback as a status
-            abort = _unexpected(exc)
-            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, see _end_rpc
+            await _end_rpc(context, exc)
 
     return wrapper
 
@@ -94,13 +97,10 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
         try:
             async for item in method(self, request, context):
                 yield item
-        except Abort as abort:
-            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
-        except Exception as exc:  # noqa: BLE001
-            abort = _unexpected(exc)
-            await context.abort(abort.code, abort.message, trailing_metadata=abort.metadata())
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, see _end_rpc
+            await _end_rpc(context, exc)
 
     return wrapper
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..requirements import NODEPS_REQUIREMENTS, missing_requirements, read_requirements
-from ..source import iter_source_files, pack_folder
-from ..spec import FunctionSpec
+from .requirements import NODEPS_REQUIREMENTS, missing_requirements, read_requirements
+from .source import iter_source_files, pack_folder
+from .spec import FunctionSpec
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import IO, Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 REQUIREMENTS = "requirements.txt"
 # Installed with `pip install --no-deps`: for packages whose declared dependencies are wrong or heavy

@@ -23,12 +23,15 @@ import site
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from . import link
+from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, REPLY, CallFailed
+from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
+from ..protocol.wire import WireError, message_parts, messages_parts, parse_invoke_request
+from ..settings import ENV_EXTRA_SITE, max_message_size
 from .handler import (
     HandlerCallable,
     HandlerLoadError,
@@ -41,12 +44,7 @@ from .handler import (
     iter_results,
     load_handler,
 )
-from .link import FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, CallFailed
-from .settings import ENV_EXTRA_SITE, max_message_size
-from .wire import WireError, message_parts, messages_parts, parse_invoke_request
-
-TRACEBACK_KEY = "dcf-traceback-bin"
-ORIGIN_KEY = "dcf-origin"
+from .link import Emit, LinkServer
 
 
 class ReplicaLines(io.TextIOBase):
@@ -97,7 +95,7 @@ class CallRunner:
         try:
             service, data = parse_invoke_request(raw)
         except WireError as exc:
-            raise CallFailed(link.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
+            raise CallFailed(Status.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
         return Request(bytes(data), service or self.service)
 
     def unary(self, form: int, raw: bytes) -> list[bytes]:
@@ -128,20 +126,20 @@ class CallRunner:
     def _failure(self, exc: BaseException) -> CallFailed:
         tb = format_user_traceback(exc)
         _log(f"{self.service}: the handler raised {type(exc).__name__}: {exc}\n{tb.rstrip()}")
-        code = link.INVALID_ARGUMENT if isinstance(exc, ValueError) else link.INTERNAL
+        code = Status.INVALID_ARGUMENT if isinstance(exc, ValueError) else Status.INTERNAL
         return CallFailed(code, f"{type(exc).__name__}: {exc}", tb)
 
-    def dispatch(self, form: int, raw: bytes, emit: link.Emit) -> None:
+    def dispatch(self, form: int, raw: bytes, emit: Emit) -> None:
         """Serve one link call through `emit` (the link's dispatch callback)."""
         try:
             if form == FORM_STREAM:
                 for parts in self.stream(raw):
-                    emit(link.ITEM, 0, parts)
-                emit(link.END, 0, ())
+                    emit(ITEM, 0, parts)
+                emit(END, 0, ())
             else:
-                emit(link.REPLY, 0, self.unary(form, raw))
+                emit(REPLY, 0, self.unary(form, raw))
         except CallFailed as failure:
-            emit(link.ERROR, failure.code, (failure.encode(),))
+            emit(ERROR, failure.code, (failure.encode(),))
 
 
 # --- gRPC face (containers, `dcf function run`, DCF clients talking to a worker) ---
@@ -151,16 +149,14 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
     """A started grpc.Server answering pb.Gateway's invoke RPCs with `runner`; returns (server, port)."""
     import grpc
 
-    from .protocol import gateway_pb2 as pb
-    from .settings import grpc_options
-
-    codes = {code.value[0]: code for code in grpc.StatusCode}
+    from ..protocol import gateway_pb2 as pb
+    from ..settings import grpc_options
 
     def abort(context: grpc.ServicerContext, failure: CallFailed) -> NoReturn:
         context.set_trailing_metadata(
-            ((TRACEBACK_KEY, failure.detail.encode("utf-8")), (ORIGIN_KEY, "function"))
+            ((TRACEBACK_KEY, failure.detail.encode("utf-8")), (ORIGIN_KEY, ORIGIN_FUNCTION))
         )
-        context.abort(codes.get(failure.code, grpc.StatusCode.INTERNAL), failure.message)
+        context.abort(grpc_status(failure.code), failure.message)
         raise AssertionError("context.abort raises")  # for type checkers: abort never returns
 
     # Requests arrive and replies leave as bytes: the runner parses and encodes.
@@ -197,7 +193,7 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
     empty = pb.Empty.FromString
     reply = pb.Message.SerializeToString
     handlers = grpc.method_handlers_generic_handler(
-        "pb.Gateway",
+        SERVICE,
         {
             "Invoke": grpc.unary_unary_rpc_method_handler(unary(FORM_MESSAGE), req, None),
             "InvokeBytes": grpc.unary_unary_rpc_method_handler(unary(FORM_MESSAGES), req, None),
@@ -285,7 +281,7 @@ def _wait_for_stop(wake_fd: int, lifeline_fd: int | None) -> str:
 
 def load_function_handler(function_dir: Path, name: str | None) -> tuple[HandlerCallable, str, int]:
     """Read config.yaml in `function_dir`, load its Handler; returns (handler, name, concurrency)."""
-    from .spec import load_config
+    from ..definition.spec import load_config
 
     config = load_config(function_dir / "config.yaml")
     spec = config.function(name)
@@ -346,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.socket:
             if os.path.exists(args.socket):
                 os.unlink(args.socket)
-            link_server = link.LinkServer(
+            link_server = LinkServer(
                 args.socket, runner.dispatch, max_frame=args.max_message_size + 1024, concurrency=concurrency
             )
             link_server.serve_in_background()
@@ -376,6 +372,3 @@ def main(argv: list[str] | None = None) -> int:
     # interpreter shutdown hang or crash; nothing is left to clean up here.
     os._exit(0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

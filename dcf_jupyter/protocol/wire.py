@@ -43,6 +43,8 @@ def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
     while pos < end:
         key, pos = _varint(view, pos)
         number, kind = key >> 3, key & 7
+        if number == 0:
+            raise WireError("field number 0")  # invalid in protobuf, which refuses it too
         if kind == _LEN:
             length, pos = _varint(view, pos)
             if pos + length > end:

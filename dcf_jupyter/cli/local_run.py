@@ -10,11 +10,11 @@ import sys
 import time
 from typing import IO, Any
 
-from .client import Client, Reply
-from .errors import DeployError
-from .requirements import InstallFailed, install_missing
-from .settings import ENV_EXTRA_SITE
-from .spec import FunctionSpec
+from ..client import Client, Reply
+from ..errors import DeployError
+from ..definition.requirements import InstallFailed, install_missing
+from ..definition.spec import FunctionSpec
+from ..settings import ENV_EXTRA_SITE
 
 
 class LocalRun:
@@ -116,7 +116,7 @@ class ImageRun:
     `dcf-cli function run`); use as a context manager."""
 
     def __init__(self, spec: FunctionSpec, *, start_timeout: float = 600.0, client: Any = None) -> None:
-        from .build.image import docker_client
+        from ..build.image import docker_client
 
         self.spec = spec
         self.start_timeout = start_timeout
@@ -140,7 +140,7 @@ class ImageRun:
         from docker.errors import APIError, ImageNotFound
         from docker.types import DeviceRequest
 
-        from .build.image import WORKER_PORT
+        from ..build.image import WORKER_PORT
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

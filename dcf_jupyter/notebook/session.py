@@ -7,24 +7,25 @@ from __future__ import annotations
 
 import ast
 import inspect
-import os
 import linecache
+import os
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .build.check import check_handler_source
-from .client import Client, route_to_session
+from ..client import Client, Reply, Result, get_client, route_to_session
+from ..errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
+from ..definition.check import check_handler_source
+from ..definition.runtimes import canonical_runtime
+from ..definition.scaffold import new_spec, template_text
+from ..definition.spec import ConfigFile, FunctionSpec, Resources, load_config, validate_name, write_config
+from ..settings import ENV_GATEWAY, resolve_address
+from .display import as_result
 from .embedded import EmbeddedGateway
-from .errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
+from .function import FunctionProxy, python_name
 from .progress import Progress, make_progress
-from .proxy import FunctionProxy, python_name
-from .runtimes import canonical_runtime
-from .scaffold import new_spec, template_text
-from .settings import ENV_GATEWAY, resolve_address
-from .spec import ConfigFile, Resources, load_config, validate_name, write_config
 
 DEFAULT_WORKSPACE = "dcf-functions"
 LOG_POLL_S = 0.5
@@ -161,7 +162,7 @@ class Session:
                 self._build_image(folder, name, progress)
             client = self.client()
             progress.step(f"deploying to {client.address}", 0.6)
-            message = self._deploy_with_logs(client, folder, name, progress, backend)
+            message = self._deploy_with_logs(client, name, progress, lambda: client.deploy(folder, backend=backend))
             info = client.get(name)
             where_runs = "the embedded gateway" if self.embedded else "gateway"
             progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
@@ -194,7 +195,7 @@ class Session:
 
     def _build_image(self, folder: Path, name: str, progress: Progress) -> None:
         """Build the function's image on this machine's Docker, showing the build log as it goes."""
-        from .build.image import BuildOptions, base_image_for, build_image
+        from ..build.image import BuildOptions, base_image_for, build_image
 
         spec = load_config(folder / "config.yaml").function(name)
         options = BuildOptions.from_env()
@@ -207,14 +208,29 @@ class Session:
 
         build_image(spec, options, on_log=on_log)
 
-    def _deploy_with_logs(self, client: Client, folder: Path, name: str, progress: Progress,
-                          backend: str | None = None) -> str:
-        """Deploy while showing the function's latest log lines (requirement installs can take minutes)."""
+    def present(self, reply: Reply, request: Any) -> Result:
+        """`dcf_jupyter.call()` in a notebook: the reply as `%%dcf_function`'s callable gives it."""
+        return as_result(reply, request=request)
+
+    def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> str:
+        """`dcf_jupyter.deploy()` in a notebook: the progress display `%%dcf_function` shows."""
+        progress = make_progress(f"deploy {spec.name}")
+        try:
+            progress.step(f"deploying to {client.address}", 0.3)
+            message = self._deploy_with_logs(client, spec.name, progress, lambda: client.deploy_spec(spec, **options))
+        except DcfError as exc:
+            progress.fail(str(exc).splitlines()[0])
+            raise
+        progress.done(message)
+        return message
+
+    def _deploy_with_logs(self, client: Client, name: str, progress: Progress, deploy: Callable[[], str]) -> str:
+        """Run `deploy` while showing the function's latest log lines (requirement installs can take minutes)."""
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                outcome["message"] = client.deploy(folder, backend=backend)
+                outcome["message"] = deploy()
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 outcome["error"] = exc
 
@@ -277,11 +293,17 @@ def default_session() -> Session:
     return _default
 
 
+def client_for(gateway: str | None = None) -> Client:
+    """The client the widgets use: for `gateway`, else the kernel session's (made on first use, with an
+    embedded gateway if none answers)."""
+    return get_client(gateway) if gateway else default_session().client()
+
+
 def set_default_session(session: Session) -> None:
     """Make `session` the one `dcf_jupyter.function()`, the widgets and `dcf_jupyter.call()` & co. use."""
     global _default
     _default = session
-    route_to_session(session.client)
+    route_to_session(session)
 
 
 def function(name: str, source_or_class: str | type, *, gpu: int | None = None, memory: str | None = None,

@@ -19,16 +19,13 @@ import json
 import sys
 import traceback
 import types
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterable, Iterator
 
-from .errors import HandlerLoadError
-
-TEXT = "text/plain; charset=utf-8"
-JSON = "application/json"
-BINARY = "application/octet-stream"
+from ..errors import HandlerLoadError
+from ..protocol.names import BINARY, JSON, TEXT
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,165 @@
+"""Starting one worker, the one way: as a process (the local backend, `dcf function run`) or as a container
+of the function's image (the docker backend, `dcf function run --image`), up to the moment it serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+class LaunchFailed(Exception):
+    """The worker did not get to serve: `message` says why, `detail` holds its traceback or last log lines."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- a worker process ---------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    """How to run `python -m dcf_jupyter.worker` for a function folder."""
+
+    folder: Path
+    name: str
+    python: str = sys.executable
+    socket: str | None = None  # serve the gateway's framed link here
+    grpc: str | None = None  # serve the DCF gRPC protocol on HOST:PORT (port 0 picks one)
+    max_message: int | None = None
+    concurrency: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    lifeline: bool = False  # hand the worker a pipe whose EOF (our death) ends it
+
+    def command(self, status_fd: int, lifeline_fd: int | None) -> list[str]:
+        """The worker's command line."""
+        command = [self.python, "-u", "-m", "dcf_jupyter.worker", str(self.folder), "--name", self.name,
+                   "--status-fd", str(status_fd)]
+        for flag, value in (("--socket", self.socket), ("--grpc", self.grpc), ("--lifeline-fd", lifeline_fd),
+                            ("--max-message-size", self.max_message), ("--concurrency", self.concurrency)):
+            if value is not None:
+                command += [flag, str(value)]
+        return command
+
+    def start(self, output: IO[Any] | int, cwd: Path) -> StartedWorker:
+        """Start the process (its stdout and stderr to `output`); it reports readiness through a pipe."""
+        status_r, status_w = os.pipe()
+        life_r, life_w = os.pipe() if self.lifeline else (None, None)
+        passed = tuple(fd for fd in (status_w, life_r) if fd is not None)
+        # subprocess.Popen (vfork+exec), not an event loop's spawn: libuv forks, and gRPC's fork
+        # handlers then crash the child now and then.
+        try:
+            process = subprocess.Popen(self.command(status_w, life_r), stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT, pass_fds=passed, env=self.env, cwd=str(cwd))
+        except OSError as exc:
+            for fd in (status_r, status_w, life_r, life_w):
+                if fd is not None:
+                    os.close(fd)
+            raise LaunchFailed(f"cannot start a worker process: {exc}") from None
+        for fd in passed:
+            os.close(fd)
+        return StartedWorker(process, status_r, life_w)
+
+
+@dataclass
+class StartedWorker:
+    """A worker process that was started; `read_status` waits for its readiness line."""
+
+    process: subprocess.Popen[bytes]
+    status_fd: int
+    lifeline_fd: int | None  # our end: closing it (or dying) tells the worker to go
+
+    def read_status(self, timeout: float) -> dict[str, Any]:
+        """The worker's readiness line, {"ready": True, "pid", "grpc_port"} or {"ready": False, "error",
+        "traceback"}; a worker that exits first, or is not ready within `timeout` s, reports the latter."""
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        try:
+            while b"\n" not in buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return {"ready": False, "error": f"the Handler was not ready after {timeout:g}s"}
+                if select.select([self.status_fd], [], [], min(remaining, 0.5))[0]:
+                    chunk = os.read(self.status_fd, 4096)
+                    if not chunk:
+                        code = self.process.wait()
+                        return {"ready": False, "error": f"the worker exited with code {code} before it was ready"}
+                    buffer += chunk
+        finally:
+            os.close(self.status_fd)
+        line = buffer.split(b"\n", 1)[0]
+        try:
+            status = json.loads(line)
+        except ValueError:
+            return {"ready": False, "error": f"the worker sent a bad status line: {line[:200]!r}"}
+        return status if isinstance(status, dict) else {"ready": False, "error": "the worker sent a bad status line"}
+
+
+# --- a worker container -------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerContainer:
+    """How to run a container of a function's image whose worker serves gRPC on loopback `port`."""
+
+    image: str
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: int = 0
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more docker `containers.run` options (name, labels...)
+
+    def start(self, docker: Any) -> Any:
+        """The started container; LaunchFailed with one sentence when Docker refuses."""
+        from docker.errors import APIError, ImageNotFound
+        from docker.types import DeviceRequest
+
+        from ..build.image import WORKER_PORT
+
+        options: dict[str, Any] = {"detach": True, "ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", self.port)},
+                                   "environment": {**self.env, "PYTHONUNBUFFERED": "1"}, **self.extra}
+        if self.memory_bytes:
+            options["mem_limit"] = self.memory_bytes
+        if self.cpus:
+            options["nano_cpus"] = int(self.cpus * 1e9)
+        if self.gpus:
+            options["device_requests"] = [DeviceRequest(count=self.gpus, capabilities=[["gpu"]])]
+        try:
+            return docker.containers.run(self.image, **options)
+        except ImageNotFound:
+            raise LaunchFailed(f"no image {self.image!r} here; build it with `dcf function build`") from None
+        except APIError as exc:
+            hint = " (is the NVIDIA Container Toolkit installed?)" if self.gpus else ""
+            raise LaunchFailed(f"cannot start a container of {self.image}: {exc.explanation or exc}{hint}") from None
+
+
+def wait_until_serving(container: Any, healthy: Callable[[], bool], timeout: float, poll_s: float = 0.2) -> None:
+    """Return once `healthy()` (the worker answers HealthCheck); LaunchFailed with the container's last log
+    lines if it exits first or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while not healthy():
+        container.reload()
+        exited = container.status in ("exited", "dead")
+        if exited or time.monotonic() > deadline:
+            tail = container.logs(tail=15).decode("utf-8", "replace")
+            raise LaunchFailed("it exited" if exited else f"it did not answer within {timeout:g}s", tail)
+        time.sleep(poll_s)

@@ -1,0 +1,37 @@
+"""The one Python API over gateways, used by the CLI, the magics, the widgets and your code.
+
+    from dcf_jupyter import client
+    client.call("hello-dcf", b"hi")                 # module-level: the resolved gateway, shared clients
+    with client.Client("127.0.0.1:32222") as c:     # an explicit connection
+        c.call_reply("hello-dcf", b"hi")
+"""
+
+from .api import (
+    NotebookRoute,
+    Result,
+    call,
+    delete,
+    deploy,
+    get_client,
+    list_functions,
+    logs,
+    route_to_session,
+    stream,
+)
+from .core import Client, FunctionInfo, Reply
+
+__all__ = [
+    "Client",
+    "FunctionInfo",
+    "NotebookRoute",
+    "Reply",
+    "Result",
+    "call",
+    "delete",
+    "deploy",
+    "get_client",
+    "list_functions",
+    "logs",
+    "route_to_session",
+    "stream",
+]

@@ -1,0 +1,101 @@
+"""The module-level API (`dcf_jupyter.call`, `deploy`, ...) and `get_client`, the one way to a client.
+
+In a notebook the kernel's session routes these to its gateway (the embedded one included) and gives
+them the notebook's faces: deploys show progress, replies display richly, as `%%dcf_function`'s callable
+does. This module knows the session only through the `NotebookRoute` it registers: the client tier
+imports no notebook code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias
+
+from ..definition.spec import FunctionSpec, load_config
+from ..settings import resolve_address
+from .core import Client, FunctionInfo, Reply
+
+Result: TypeAlias = "str | bytes | list[Any] | dict[str, Any] | int | float | bool | None"
+"""What `call` returns: str for text, bytes for binary replies; in a notebook, JSON parsed (displaying richly)."""
+
+
+class NotebookRoute(Protocol):
+    """What a notebook session offers the module-level API."""
+
+    def client(self) -> Client:
+        """The session's client (starting its embedded gateway if none answers)."""
+        ...
+
+    def present(self, reply: Reply, request: Any) -> Result:
+        """A reply as the notebook shows it (images as images, boxes drawn on the request)."""
+        ...
+
+    def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> str:
+        """Deploy with the notebook's progress display."""
+        ...
+
+
+_route: NotebookRoute | None = None
+_clients: dict[str, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def route_to_session(route: NotebookRoute | None) -> None:
+    """Send calls that name no gateway to a notebook session (None: stop doing so)."""
+    global _route
+    _route = route
+
+
+def get_client(gateway: str | None = None, config_gateway: str | None = None) -> Client:
+    """The client for `gateway`; with none, the notebook session's, else $DCF_GATEWAY's, else a config's
+    dcf.gateway, else 127.0.0.1:32222. Clients are shared: do not close them."""
+    if gateway is None and _route is not None:
+        return _route.client()
+    address = resolve_address(gateway, config_gateway)
+    with _clients_lock:
+        client = _clients.get(address)
+        if client is None:
+            client = _clients[address] = Client(address)
+        return client
+
+
+def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None) -> Result:
+    """Call a function once: str for text and JSON replies, bytes for binary ones (see Client.call); in a
+    notebook, the reply as `%%dcf_function`'s callable gives it."""
+    route = _route if gateway is None else None
+    if route is not None:
+        return route.present(route.client().call_reply(name, data, timeout=timeout), data)
+    return get_client(gateway).call(name, data, timeout=timeout)
+
+
+def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None) -> Iterator[bytes]:
+    """Stream inputs to a function, yielding its replies in order (see Client.stream)."""
+    return get_client(gateway).stream(name, inputs)
+
+
+def deploy(folder: str | Path, name: str | None = None, *, gateway: str | None = None, **options: Any) -> str:
+    """Deploy a function folder (or its config.yaml) to `gateway`, else the notebook's, $DCF_GATEWAY's or the
+    config's dcf.gateway (see Client.deploy_spec for `options`); in a notebook, with its progress display."""
+    config = load_config(folder)
+    spec = config.function(name)
+    if gateway is None and _route is not None:
+        return _route.deploy(spec, _route.client(), **options)
+    return get_client(gateway, config.gateway).deploy_spec(spec, **options)
+
+
+def list_functions(*, gateway: str | None = None) -> builtins.list[FunctionInfo]:
+    """Deployed functions."""
+    return get_client(gateway).list()
+
+
+def logs(name: str, lines: int = 200, *, gateway: str | None = None) -> str:
+    """A function's recent log lines."""
+    return get_client(gateway).logs(name, lines)
+
+
+def delete(name: str, *, gateway: str | None = None) -> str:
+    """Stop and remove a function."""
+    return get_client(gateway).delete(name)

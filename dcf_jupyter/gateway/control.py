@@ -1,0 +1,282 @@
+"""Gateway processes seen from outside: how to run one (GatewayOptions), start it in the background, find it,
+stop it. Importable without the gateway server (no grpc): notebooks and the CLI use it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GatewayStartError
+from ..logfile import tail_text
+from ..settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PORT,
+    ENV_TOKEN,
+    default_state_dir,
+    max_message_size,
+)
+
+GATEWAY_LOG = "gateway.log"
+DEFAULT_STREAM_WINDOW = 32  # calls in flight per Invokes stream before the gateway stops reading it
+GATEWAY_FILE = "gateway.json"
+LOCK_FILE = "gateway.lock"
+SOCKET_DIR_FILE = "sockets.path"
+SOCKET_DIR_PREFIX = "dcf-"
+
+
+DEFAULT_FLOW_WINDOW = 512 * 1024  # flat memory under many streams, full speed on loopback and LANs
+
+
+@dataclass
+class GatewayOptions:
+    """How to run a gateway."""
+
+    state_dir: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_message: int = DEFAULT_MAX_MESSAGE_SIZE
+    default_backend: str = "local"
+    ready_timeout: float = 30.0
+    stream_window: int = DEFAULT_STREAM_WINDOW
+    flow_window: int = DEFAULT_FLOW_WINDOW  # bytes gRPC buffers per stream; 0: gRPC's adaptive (BDP) windows
+    lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
+    ephemeral: bool = False  # remove the state dir on the way out (an embedded gateway's temporary one)
+    docker: bool = True  # offer the docker backend when a Docker daemon answers
+    token: str | None = None  # see auth.py for what needs it
+    tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
+    tls_key: str | None = None
+
+
+def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.ArgumentParser:
+    """The gateway's one set of flags: `python -m dcf_jupyter.gateway` and `dcf gateway start` parse with it."""
+    parser = argparse.ArgumentParser(prog=prog, description="Run a DCF gateway (foreground unless --detach).")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"0 picks a free port (default {DEFAULT_PORT})")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="registry, function sources and logs (default: $DCF_STATE_DIR or the user data dir)")
+    parser.add_argument("--detach", "-d", action="store_true",
+                        help="run in the background (its log: STATE_DIR/gateway.log)")
+    parser.add_argument("--max-message-size", type=int, default=None,
+                        help="largest request/reply in bytes (default: $DCF_MAX_MESSAGE_SIZE or 64 MiB)")
+    parser.add_argument("--backend", default="local", help="default backend for deploys that name none (local)")
+    parser.add_argument("--no-docker", action="store_true", help="do not offer the docker backend")
+    parser.add_argument("--token", default=None,
+                        help="require this token for deploys and deletes, and every call beyond loopback "
+                             "(default: $DCF_TOKEN); clients send $DCF_TOKEN")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    parser.add_argument("--stream-window", type=int, default=DEFAULT_STREAM_WINDOW,
+                        help=f"calls in flight per Invokes stream before the gateway stops reading it "
+                             f"(default {DEFAULT_STREAM_WINDOW})")
+    parser.add_argument("--flow-window", type=int, default=DEFAULT_FLOW_WINDOW,
+                        help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for high-latency "
+                             f"links; default {DEFAULT_FLOW_WINDOW})")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop: uvloop (faster hops) when installed, else asyncio")
+    parser.add_argument("--lifeline-fd", type=int, default=None,
+                        help="stop when this inherited fd reaches EOF (the process that started us is gone)")
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="remove the state dir when the gateway stops (for a temporary gateway)")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> GatewayOptions:
+    """GatewayOptions from parsed `gateway_parser()` flags (the environment fills what they leave out)."""
+    if args.stream_window < 1 or args.flow_window < 0 or not 0 <= args.port <= 65535:
+        raise GatewayStartError("--stream-window must be >= 1, --flow-window >= 0 and --port within 0..65535")
+    return GatewayOptions(
+        state_dir=(args.state_dir or default_state_dir()).expanduser(),
+        host=args.host,
+        port=args.port,
+        max_message=args.max_message_size or max_message_size(),
+        default_backend=args.backend,
+        stream_window=args.stream_window,
+        flow_window=args.flow_window,
+        lifeline_fd=args.lifeline_fd,
+        ephemeral=args.ephemeral,
+        docker=not args.no_docker,
+        token=args.token or os.environ.get(ENV_TOKEN) or None,
+        tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
+        tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else None,
+    )
+
+
+def options_argv(options: GatewayOptions) -> list[str]:
+    """The flags beyond host, port and state dir (`spawn_gateway` gives those) that give `options` to a gateway
+    process, less the token (secrets go by environment, never on a command line) and the lifeline (an fd
+    only its parent can pass)."""
+    default = GatewayOptions(state_dir=options.state_dir)
+    argv = ["--max-message-size", str(options.max_message)]
+    for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
+                        ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key")):
+        if getattr(options, field) != getattr(default, field):
+            argv += [flag, str(getattr(options, field))]
+    argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
+    return argv
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts bracketed."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def read_gateway_file(state_dir: Path) -> dict[str, object] | None:
+    """What a running gateway wrote about itself (pid, address...), or None."""
+    try:
+        return json.loads((state_dir / GATEWAY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RunningGateway:
+    """A gateway process: its pid, address and state dir."""
+
+    pid: int
+    address: str
+    state_dir: Path
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_gateway(state_dir: Path) -> RunningGateway | None:
+    """The gateway serving `state_dir`, if one is running."""
+    info = read_gateway_file(state_dir)
+    if not info:
+        return None
+    pid = int(str(info.get("pid") or 0))
+    if pid <= 0 or not pid_alive(pid):
+        return None
+    return RunningGateway(pid=pid, address=str(info.get("address", "")), state_dir=state_dir)
+
+
+def gateway_command(state_dir: Path, host: str, port: int, extra: list[str] | None = None) -> list[str]:
+    """The command line of a gateway process."""
+    return [sys.executable, "-m", "dcf_jupyter.gateway", "--host", host, "--port", str(port),
+            "--state-dir", str(state_dir), *(extra or [])]
+
+
+class PendingGateway:
+    """A gateway process that was spawned and may not be listening yet."""
+
+    def __init__(self, process: subprocess.Popen[bytes], state_dir: Path) -> None:
+        self.process = process
+        self.state_dir = state_dir
+
+    def wait(self, timeout: float = 30.0) -> RunningGateway:
+        """Block until the gateway listens (it writes gateway.json) and return it; GatewayStartError otherwise."""
+        log_path = self.state_dir / GATEWAY_LOG
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                tail = tail_text(log_path, 5).strip()
+                last = tail.splitlines()[-1] if tail else "no output"
+                raise GatewayStartError(f"the gateway exited with code {code} while starting: {last}")
+            info = read_gateway_file(self.state_dir)
+            if info and int(str(info.get("pid") or 0)) == self.process.pid:
+                return RunningGateway(pid=self.process.pid, address=str(info["address"]), state_dir=self.state_dir)
+            time.sleep(0.02)
+        self.process.terminate()
+        raise GatewayStartError(f"the gateway did not start within {timeout:g}s; see {log_path}")
+
+
+def spawn_gateway(
+    state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, new_session: bool = True,
+    pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None,
+) -> PendingGateway:
+    """Start a gateway process (output in state_dir/gateway.log) without waiting for it."""
+    state_dir = state_dir.expanduser().resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    running = find_gateway(state_dir)
+    if running is not None:
+        raise GatewayStartError(f"a gateway (pid {running.pid}) already serves {state_dir} at {running.address}")
+    with open(state_dir / GATEWAY_LOG, "ab") as log:
+        process = subprocess.Popen(
+            gateway_command(state_dir, host, port, extra),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=new_session, close_fds=True, pass_fds=pass_fds,
+            env={**os.environ, **env} if env else None,  # secrets go by environment, never on the command line
+        )
+    return PendingGateway(process, state_dir)
+
+
+def start_detached(
+    state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> tuple[RunningGateway, subprocess.Popen[bytes]]:
+    """Start a gateway in the background and wait until it listens."""
+    pending = spawn_gateway(state_dir, host, port, extra=extra, env=env)
+    return pending.wait(timeout), pending.process
+
+
+def stop_gateway(state_dir: Path, timeout: float = 15.0) -> RunningGateway | None:
+    """SIGTERM the gateway of `state_dir` and wait for it to exit (SIGKILL after `timeout`); None if none ran."""
+    running = find_gateway(state_dir)
+    if running is None:
+        return None
+    os.kill(running.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(running.pid) or _is_zombie(running.pid):
+            return running
+        time.sleep(0.05)
+    os.kill(running.pid, signal.SIGKILL)
+    return running
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m dcf_jupyter.gateway") -> int:
+    """Parse the gateway's flags; serve until SIGTERM/SIGINT, or with --detach start one in the background."""
+    args = gateway_parser(prog).parse_args(argv)
+    try:
+        options = options_from(args)
+        if args.detach:
+            return _detach(options)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+        from .app import run_event_loop, run_gateway  # the server, loaded only to run it
+
+        run_event_loop(run_gateway(options), args.loop)
+    except GatewayStartError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _detach(options: GatewayOptions) -> int:
+    running = find_gateway(options.state_dir.resolve())
+    if running is not None:
+        print(f"A gateway is already running (pid {running.pid}) on {running.address}.")
+        return 0
+    running, _ = start_detached(options.state_dir, options.host, options.port, extra=options_argv(options),
+                                env={ENV_TOKEN: options.token} if options.token else None)
+    print(f"DCF gateway started (pid {running.pid}) on {running.address}")
+    print(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")
+    return 0
