@@ -11,23 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import socket
-import time
 from typing import Any
 
-from ..build.image import WORKER_PORT, docker_client
+from ..build.image import docker_client
 from ..errors import DcfError
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from .grpc_link import GrpcLink
+from .launcher import LaunchFailed, WorkerContainer, free_port, wait_until_serving
 
 READY_POLL_S = 0.2
 LABEL_FUNCTION, LABEL_GATEWAY, LABEL_REVISION = "dcf.function", "dcf.gateway", "dcf.revision"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class DockerBackend(Backend):
@@ -111,44 +104,35 @@ class DockerDeployment(Deployment):
                 raise DeployFailed(f"image {image!r} is not here and pulling it failed: {exc}") from None
 
     def _run_container(self, index: int) -> tuple[Any, int]:
-        from docker.errors import APIError
-        from docker.types import DeviceRequest
-
         spec = self.spec
-        port = _free_port()
-        options: dict[str, Any] = {
-            "detach": True,
-            "name": f"dcf-{spec.name}-r{spec.revision}-{index}-{self.backend.gateway_id[:6]}",
-            "ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", port)},
-            "environment": {**spec.env, "DCF_REPLICA": str(index), "PYTHONUNBUFFERED": "1"},
-            "labels": {LABEL_FUNCTION: spec.name, LABEL_GATEWAY: self.backend.gateway_id,
-                       LABEL_REVISION: str(spec.revision)},
-            "restart_policy": {"Name": "on-failure"},
-        }
-        if spec.limits.memory_bytes:
-            options["mem_limit"] = spec.limits.memory_bytes
-        if spec.limits.cpus:
-            options["nano_cpus"] = int(spec.limits.cpus * 1e9)
-        if spec.limits.gpus:
-            options["device_requests"] = [DeviceRequest(count=spec.limits.gpus, capabilities=[["gpu"]])]
+        port = free_port()
+        launch = WorkerContainer(
+            spec.image, port, env={**spec.env, "DCF_REPLICA": str(index)}, gpus=spec.limits.gpus,
+            memory_bytes=spec.limits.memory_bytes, cpus=spec.limits.cpus,
+            extra={"name": f"dcf-{spec.name}-r{spec.revision}-{index}-{self.backend.gateway_id[:6]}",
+                   "labels": {LABEL_FUNCTION: spec.name, LABEL_GATEWAY: self.backend.gateway_id,
+                              LABEL_REVISION: str(spec.revision)},
+                   "restart_policy": {"Name": "on-failure"}},
+        )
         try:
-            return self.backend.client.containers.run(spec.image, **options), port
-        except APIError as exc:
-            hint = " (is the NVIDIA Container Toolkit installed?)" if spec.limits.gpus else ""
-            raise DeployFailed(f"cannot start a container of {spec.image}: {exc.explanation or exc}{hint}") from None
+            return launch.start(self.backend.client), port
+        except LaunchFailed as failure:
+            raise DeployFailed(failure.message) from None
 
     async def _start_one(self, index: int) -> _Container:
         container, port = await asyncio.to_thread(self._run_container, index)
         replica = _Container(container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message))
-        deadline = time.monotonic() + self.backend.start_timeout
-        while not await replica.link.healthy(timeout=1.0):
-            await asyncio.to_thread(container.reload)
-            if container.status in ("exited", "dead") or time.monotonic() > deadline:
-                tail = (await asyncio.to_thread(container.logs, tail=15)).decode("utf-8", "replace")
-                await self._remove(replica)
-                reason = "timed out waiting for it" if container.status not in ("exited", "dead") else "it exited"
-                raise DeployFailed(f"replica {index} of {self.spec.name} did not become ready: {reason}", tail)
-            await asyncio.sleep(READY_POLL_S)
+        loop = asyncio.get_running_loop()
+
+        def healthy() -> bool:  # asked from the waiting thread, answered on the loop that owns the link
+            return asyncio.run_coroutine_threadsafe(replica.link.healthy(timeout=1.0), loop).result()
+
+        try:
+            await asyncio.to_thread(wait_until_serving, container, healthy, self.backend.start_timeout, READY_POLL_S)
+        except LaunchFailed as failure:
+            await self._remove(replica)
+            raise DeployFailed(f"replica {index} of {self.spec.name} did not become ready: {failure.message}",
+                               failure.detail) from None
         replica.ready = True
         return replica
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -24,6 +23,7 @@ from ..definition.requirements import InstallFailed, install_missing
 from ..logfile import note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from .launcher import LaunchFailed, WorkerProcess
 from .link import AsyncLink
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
@@ -213,71 +213,32 @@ class _Replica:
         spec = self.deployment.spec
         backend = self.deployment.backend
         sock = backend.socket_dir / f"{spec.name}.{spec.revision}.{self.index}.{secrets.token_hex(3)}.sock"
-        status_r, status_w = os.pipe()
-        life_r, life_w = os.pipe()
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             if spec.log_path.stat().st_size > LOG_ROTATE_BYTES:
                 spec.log_path.replace(spec.log_path.with_suffix(".log.1"))
-        command = [
-            backend.python, "-u", "-m", "dcf_jupyter.worker", str(spec.source_dir),
-            "--name", spec.name, "--socket", str(sock),
-            "--status-fd", str(status_w), "--lifeline-fd", str(life_r),
-            "--max-message-size", str(backend.max_message), "--concurrency", str(spec.concurrency),
-        ]
-        # subprocess.Popen (vfork+exec) rather than the loop's spawn: libuv forks, and
-        # gRPC's fork handlers then crash the child now and then (seen ~1 in 25).
+        worker = WorkerProcess(spec.source_dir, spec.name, python=backend.python, socket=str(sock),
+                               max_message=backend.max_message, concurrency=spec.concurrency,
+                               env=self._environment(), lifeline=True)
         try:
             with open(spec.log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(status_w, life_r),
-                    env=self._environment(),
-                    cwd=str(spec.source_dir),
-                )
-        except OSError as exc:
-            for fd in (status_r, status_w, life_r, life_w):
-                os.close(fd)
-            raise DeployFailed(f"cannot start a worker process: {exc}") from None
-        os.close(status_w)
-        os.close(life_r)
+                started = worker.start(log, cwd=spec.source_dir)
+        except LaunchFailed as failure:
+            raise DeployFailed(failure.message) from None
+        self.process = started.process
         self._exit = _exit_future(self.process)
         self._close_lifeline()
-        self._lifeline = life_w
-        status = await self._read_status(status_r)
+        self._lifeline = started.lifeline_fd
+        status = await asyncio.to_thread(started.read_status, backend.start_timeout)
         if not status.get("ready"):
             await self._kill()
-            raise DeployFailed(str(status.get("error") or "the worker did not start"), str(status.get("traceback") or ""))
+            detail = str(status.get("traceback") or "") or tail_text(spec.log_path, 15).rstrip()
+            raise DeployFailed(str(status.get("error") or "the worker did not start"), detail)
         try:
             self.link = await AsyncLink.connect(str(sock), backend.max_message + 1024)
         except OSError as exc:
             await self._kill()
             raise DeployFailed(f"cannot connect to the worker: {exc}") from None
-
-    async def _read_status(self, fd: int) -> dict[str, object]:
-        """The worker's readiness line; a worker that exits first reports through its log tail."""
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb"))
-        timeout = self.deployment.backend.start_timeout
-        try:
-            line = await asyncio.wait_for(reader.readline(), timeout)
-        except asyncio.TimeoutError:
-            return {"ready": False, "error": f"the Handler was not ready after {timeout:g}s"}
-        finally:
-            transport.close()
-        if line:
-            try:
-                return json.loads(line)
-            except ValueError:
-                return {"ready": False, "error": f"the worker sent a bad status line: {line[:200]!r}"}
-        assert self._exit is not None
-        code = await asyncio.shield(self._exit)
-        tail = tail_text(self.deployment.spec.log_path, 15).rstrip()
-        return {"ready": False, "error": f"the worker exited with code {code} before it was ready", "traceback": tail}
 
     async def _wait_exit(self) -> int:
         """Wait until the process exits or its link drops (then end the process); its exit code."""

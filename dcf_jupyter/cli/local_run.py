@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import subprocess
 import sys
-import time
 from typing import IO, Any
 
+from ..backends.launcher import LaunchFailed, WorkerContainer, WorkerProcess, free_port, wait_until_serving
 from ..client import Client, Reply
 from ..errors import DeployError
 from ..definition.requirements import InstallFailed, install_missing
@@ -48,22 +46,15 @@ class LocalRun:
             raise DeployError(f"{self.spec.name} did not start: {exc}", function=self.spec.name) from None
         if extra_site is not None:
             env[ENV_EXTRA_SITE] = str(extra_site)
-        status_r, status_w = os.pipe()
-        command = [
-            sys.executable, "-u", "-m", "dcf_jupyter.worker", str(self.spec.root),
-            "--name", self.spec.name, "--grpc", "127.0.0.1:0", "--status-fd", str(status_w),
-        ]
         # The handler's prints and the worker's log go to `output` (stderr by default),
         # so stdout carries only what the caller prints.
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self.output, stderr=self.output,
-            pass_fds=(status_w,), env=env, cwd=str(self.spec.root),
-        )
-        os.close(status_w)
+        worker = WorkerProcess(self.spec.root, self.spec.name, grpc="127.0.0.1:0", env=env)
         try:
-            status = self._read_status(status_r)
-        finally:
-            os.close(status_r)
+            started = worker.start(self.output, cwd=self.spec.root)
+        except LaunchFailed as failure:
+            raise DeployError(f"{self.spec.name} did not start: {failure.message}", function=self.spec.name) from None
+        self.process = started.process
+        status = started.read_status(self.start_timeout)
         if not status.get("ready"):
             self.close()
             # The worker printed its traceback to `output` already: the error repeats only the sentence.
@@ -71,23 +62,6 @@ class LocalRun:
                               function=self.spec.name)
         self.client = Client(f"127.0.0.1:{status['grpc_port']}")
         return self
-
-    def _read_status(self, fd: int) -> dict[str, Any]:
-        assert self.process is not None
-        deadline = time.monotonic() + self.start_timeout
-        buffer = b""
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return {"ready": False, "error": f"not ready after {self.start_timeout:g}s"}
-            readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
-            if readable:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    code = self.process.wait()
-                    return {"ready": False, "error": f"the worker exited with code {code} before it was ready"}
-                buffer += chunk
-        return json.loads(buffer.split(b"\n", 1)[0])
 
     def call(self, data: Any, *, timeout: float | None = None) -> Reply:
         """Call the handler once."""
@@ -134,37 +108,18 @@ class ImageRun:
         text = output.decode("utf-8", "replace").strip()
         return text if code == 0 and text else "No GPU visible in the container."
 
-    def __enter__(self) -> "ImageRun":
-        import socket
-
-        from docker.errors import APIError, ImageNotFound
-        from docker.types import DeviceRequest
-
-        from ..build.image import WORKER_PORT
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        options: dict[str, Any] = {"detach": True, "ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", port)},
-                                   "environment": dict(self.spec.environment)}
-        if self.spec.limits.gpus:
-            options["device_requests"] = [DeviceRequest(count=self.spec.limits.gpus, capabilities=[["gpu"]])]
+    def __enter__(self) -> ImageRun:
+        port = free_port()
+        launch = WorkerContainer(self.spec.image_ref, port, env=dict(self.spec.environment),
+                                 gpus=self.spec.limits.gpus)
         try:
-            self.container = self.docker.containers.run(self.spec.image_ref, **options)
-        except ImageNotFound:
-            raise DeployError(f"no image {self.spec.image_ref!r} here; build it with `dcf function build`") from None
-        except APIError as exc:
-            raise DeployError(f"cannot run {self.spec.image_ref}: {exc.explanation or exc}") from None
-        self.client = Client(f"127.0.0.1:{port}")
-        deadline = time.monotonic() + self.start_timeout
-        while not self.client.health(timeout=1.0):
-            self.container.reload()
-            if self.container.status in ("exited", "dead") or time.monotonic() > deadline:
-                tail = self.container.logs(tail=15).decode("utf-8", "replace")
-                self.close()
-                raise DeployError(f"{self.spec.name} did not start in its container", detail=tail,
-                                  function=self.spec.name)
-            time.sleep(0.2)
+            self.container = launch.start(self.docker)
+            client = self.client = Client(f"127.0.0.1:{port}")
+            wait_until_serving(self.container, lambda: client.health(timeout=1.0), self.start_timeout)
+        except LaunchFailed as failure:
+            self.close()
+            raise DeployError(f"{self.spec.name} did not start in its container: {failure.message}",
+                              detail=failure.detail, function=self.spec.name) from None
         return self
 
     def call(self, data: Any, *, timeout: float | None = None) -> Reply:
