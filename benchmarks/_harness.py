@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dcf_jupyter.client import Client  # noqa: E402
-from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402
+from dcf_jupyter.client import Client  # noqa: E402 - after the sys.path or importorskip set-up above
+from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402 - after the sys.path or importorskip set-up above
 
 
 def median_seconds(fn: Callable[[], object], calls: int) -> float:
@@ -102,7 +102,7 @@ def compare(
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) of values."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def median(values: list[float]) -> float:

@@ -29,7 +29,7 @@ from labdriver import (
     chromium_browser,
     jupyter_lab,
     missing_browser_tools,
-    playwright_driver,  # noqa: E402
+    playwright_driver,
     write_notebook,
 )
 

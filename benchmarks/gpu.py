@@ -77,7 +77,7 @@ def make_function(parent: Path) -> Path:
     return folder
 
 
-def load_in_process(folder: Path):  # noqa: ANN201 - the user's Handler class
+def load_in_process(folder: Path):
     spec = importlib.util.spec_from_file_location("gpu_net_handler", folder / "src" / "handler.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -85,7 +85,7 @@ def load_in_process(folder: Path):  # noqa: ANN201 - the user's Handler class
     return module.Handler()
 
 
-def timed(fn, calls: int) -> list[float]:  # noqa: ANN001
+def timed(fn, calls: int) -> list[float]:
     fn()
     out = []
     for _ in range(calls):
@@ -119,27 +119,26 @@ def main() -> None:
         reference = handler(_Req(image))["logits"]
         handler = None  # frees its GPU memory before the gateway's worker takes the GPU
 
-        with gateway_process_with() as (address, gateway_pid):
-            with Client(address) as client:
-                t0 = time.perf_counter()
-                client.deploy(folder)
-                results["deploy_s"] = round(time.perf_counter() - t0, 3)
-                info = json.loads(client.call("gpu-net", b"info"))
-                results["replica_info"] = info
-                results["replica_is_not_gateway"] = info["pid"] != gateway_pid
-                reply = json.loads(client.call("gpu-net", image))
-                results["same_logits_as_in_process"] = bool(
-                    np.allclose(reply["logits"], reference, atol=1e-3)
-                )
-                gw = timed(lambda: client.call("gpu-net", image), args.calls)
-                # The fixed cost of a call, apart from moving 600 KB: the 4-byte "info" request.
-                tiny = timed(lambda: client.call("gpu-net", b"info"), args.calls)
-                compute = [json.loads(client.call("gpu-net", image))["compute_ms"] for _ in range(50)]
-                start = time.perf_counter()
-                count = sum(1 for _ in client.stream("gpu-net", (image for _ in range(args.frames))))
-                stream_s = time.perf_counter() - start
-                assert count == args.frames, f"{count} of {args.frames} stream replies"
-                client.delete("gpu-net")
+        with gateway_process_with() as (address, gateway_pid), Client(address) as client:
+            t0 = time.perf_counter()
+            client.deploy(folder)
+            results["deploy_s"] = round(time.perf_counter() - t0, 3)
+            info = json.loads(client.call("gpu-net", b"info"))
+            results["replica_info"] = info
+            results["replica_is_not_gateway"] = info["pid"] != gateway_pid
+            reply = json.loads(client.call("gpu-net", image))
+            results["same_logits_as_in_process"] = bool(
+                np.allclose(reply["logits"], reference, atol=1e-3)
+            )
+            gw = timed(lambda: client.call("gpu-net", image), args.calls)
+            # The fixed cost of a call, apart from moving 600 KB: the 4-byte "info" request.
+            tiny = timed(lambda: client.call("gpu-net", b"info"), args.calls)
+            compute = [json.loads(client.call("gpu-net", image))["compute_ms"] for _ in range(50)]
+            start = time.perf_counter()
+            count = sum(1 for _ in client.stream("gpu-net", (image for _ in range(args.frames))))
+            stream_s = time.perf_counter() - start
+            assert count == args.frames, f"{count} of {args.frames} stream replies"
+            client.delete("gpu-net")
 
     p50_in, p50_gw = percentile(in_proc, 50), percentile(gw, 50)
     results.update({

@@ -17,7 +17,7 @@ import sys
 from _harness import BARE_PIDS, ROOT, bare_server, gateway_process_with
 
 sys.path.insert(0, str(ROOT / "tests" / "load"))
-from gateway_load import rss_kib, stream_load, unary_load  # noqa: E402
+from gateway_load import rss_kib, stream_load, unary_load
 
 
 def main() -> int:

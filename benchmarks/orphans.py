@@ -15,7 +15,7 @@ import sys
 from _harness import ROOT, median
 
 sys.path.insert(0, str(ROOT / "tests" / "load"))
-from gateway_death import WAYS, rounds  # noqa: E402
+from gateway_death import WAYS, rounds
 
 
 def main() -> int:
@@ -28,7 +28,8 @@ def main() -> int:
     for way in WAYS:
         mine = [r for r in results if r.way == way]
         left = sum(len(r.left) for r in mine)
-        print(f"{way:22} {len(mine):3} rounds, workers gone after p50 {median([r.gone_after_s for r in mine]) * 1000:5.0f}"
+        gone_p50 = median([r.gone_after_s for r in mine]) * 1000
+        print(f"{way:22} {len(mine):3} rounds, workers gone after p50 {gone_p50:5.0f}"
               f" ms, max {max(r.gone_after_s for r in mine) * 1000:5.0f} ms, left behind: {left}")
     orphans = sum(len(r.left) for r in results)
     print(f"orphaned workers: {orphans} (target 0)")

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dcf_jupyter.build.image import BuildOptions, build_image, docker_client  # noqa: E402
-from dcf_jupyter.definition.spec import load_config  # noqa: E402
+from dcf_jupyter.build.image import BuildOptions, build_image, docker_client  # noqa: E402 - after the sys.path or importorskip set-up above
+from dcf_jupyter.definition.spec import load_config  # noqa: E402 - after the sys.path or importorskip set-up above
 
 
 def main() -> None:

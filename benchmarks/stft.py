@@ -19,7 +19,7 @@ from scipy import signal
 from scipy.io import wavfile
 
 sys.path.insert(0, str(ROOT / "functions" / "stft" / "src"))
-import spectrogram  # noqa: E402
+import spectrogram
 
 
 def main() -> None:
@@ -46,7 +46,8 @@ def main() -> None:
 
     ours_c = median_seconds(our_compute, args.repeat)
     scipy_c = median_seconds(scipy_compute, args.repeat)
-    render = median_seconds(lambda: spectrogram.render_png(*spectrogram.spectrogram_db(x, rate)), max(3, args.repeat // 4))
+    render = median_seconds(lambda: spectrogram.render_png(*spectrogram.spectrogram_db(x, rate)),
+                            max(3, args.repeat // 4))
     print(f"10 s at 44.1 kHz ({len(wav) // 1024} KiB WAV), median of {args.repeat}:")
     print(f"  transform: ours {ours_t * 1e3:7.1f} ms   scipy.signal.stft {scipy_t * 1e3:7.1f} ms   "
           f"ratio {ours_t / scipy_t:.2f}x")

@@ -32,7 +32,8 @@ def normalize_address(address: str) -> str:
 
 
 def resolve_address(explicit: str | None = None, config_gateway: str | None = None) -> str:
-    """The gateway to talk to: explicit argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway, then the default."""
+    """The gateway to talk to: explicit argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway, then the
+    default."""
     for candidate in (explicit, os.environ.get(ENV_GATEWAY), config_gateway):
         if candidate and candidate.strip():
             return normalize_address(candidate)

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.errors import FunctionError
 from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
 from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.errors import FunctionError
 from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -92,7 +92,8 @@ def test_run_works_without_a_gateway(tmp_path: Path) -> None:
 
 def test_run_reports_a_broken_handler_readably(tmp_path: Path) -> None:
     run_cli("function", "init", "broken", cwd=tmp_path)
-    (tmp_path / "broken" / "src" / "handler.py").write_text("class Handler:\n    def __init__(self):\n        raise OSError('weights missing')\n")
+    (tmp_path / "broken" / "src" / "handler.py").write_text(
+        "class Handler:\n    def __init__(self):\n        raise OSError('weights missing')\n")
     result = run_cli("function", "run", "broken", input=b"x", cwd=tmp_path / "broken")
     assert result.returncode == 1
     err = result.stderr.decode()

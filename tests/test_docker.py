@@ -26,8 +26,8 @@ from dcf_jupyter.build.image import (
     dockerfile_for,
     worker_requirements,
 )
-from dcf_jupyter.errors import DeployError, FunctionError
 from dcf_jupyter.definition.spec import load_config
+from dcf_jupyter.errors import DeployError, FunctionError
 
 pytestmark = pytest.mark.docker
 BASE = os.environ.get("DCF_TEST_BASE_IMAGE", "dcf-test/python-base:bookworm")
@@ -50,7 +50,7 @@ def docker():
     dockerd = shutil.which("dockerd")
     if dockerd is None or os.geteuid() != 0:
         _skip(f"{reason} (and no dockerd to start as root)")
-    log = open("/tmp/dcf-test-dockerd.log", "ab")
+    log = open("/tmp/dcf-test-dockerd.log", "ab")  # noqa: SIM115 - the daemon writes to it for the whole session
     daemon = subprocess.Popen([dockerd, "--iptables=false", "--ip6tables=false", "--storage-driver=overlay2"],
                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -274,7 +274,8 @@ def test_run_uses_the_image_only_when_built_from_this_folder(docker, build_optio
     build_image(load_config(folder).function(), build_options, client=docker)
     ran = run_cli("function", "run", "fresh-or-stale", input=b"x", cwd=folder)
     assert b"Running image (fresh-or-stale)" in ran.stdout and b"Handler reply: image" in ran.stdout
-    (folder / "src" / "handler.py").write_text("class Handler:\n    def __call__(self, req):\n        return 'folder'\n")
+    (folder / "src" / "handler.py").write_text(
+        "class Handler:\n    def __call__(self, req):\n        return 'folder'\n")
     ran = run_cli("function", "run", "fresh-or-stale", input=b"x", cwd=folder)
     assert b"was not built from this folder" in ran.stderr
     assert b"Handler reply: folder" in ran.stdout

@@ -33,7 +33,7 @@ def test_a_killed_kernels_gateway_removes_its_state_dir(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     kernel = subprocess.Popen([sys.executable, "-c", KERNEL], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        state_dir, gateway_pid = kernel.stdout.readline().split()  # type: ignore[union-attr]
+        state_dir, _gateway_pid = kernel.stdout.readline().split()  # type: ignore[union-attr]
         state = Path(state_dir)
         assert state.parent == tmp_path and (state / OWNER_FILE).read_text() == str(kernel.pid)
         kernel.send_signal(signal.SIGKILL)  # no atexit: the gateway sees its lifeline close

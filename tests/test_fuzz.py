@@ -17,8 +17,8 @@ from conftest import FUNCTIONS, GatewayHandle, start_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcf_jupyter.errors import ConfigError
 from dcf_jupyter.definition.spec import _FUNCTION_KEYS, ConfigFile, parse_config
+from dcf_jupyter.errors import ConfigError
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 
@@ -71,7 +71,7 @@ def test_any_yaml_function_body_loads_or_names_the_bad_key(body: dict) -> None:
     except ConfigError as exc:
         assert str(exc).startswith("config.yaml: functions.fuzzed") and "\n" not in str(exc), str(exc)
     else:
-        assert 1 <= spec.replicas and 1 <= spec.concurrency and not spec.handler.dir.startswith("/")
+        assert spec.replicas >= 1 and spec.concurrency >= 1 and not spec.handler.dir.startswith("/")
 
 
 # --- a live gateway --------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_any_sequence_on_a_stream(fuzzed, frames: list[tuple[str, bytes]], garba
 @FUZZ
 @given(name=names, lines=st.integers(0, 2**31 - 1), replicas=st.integers(0, 2**64 - 1))
 def test_any_name_on_the_management_rpcs(fuzzed, name: str, lines: int, replicas: int) -> None:
-    handle, channel = fuzzed
+    _handle, channel = fuzzed
     stub = pb_grpc.GatewayStub(channel)
     metadata = None
     calls = [
@@ -165,7 +165,10 @@ def test_any_name_on_the_management_rpcs(fuzzed, name: str, lines: int, replicas
             assert_sensible(error, {CODE.INVALID_ARGUMENT, CODE.NOT_FOUND})
 
 
-def _source(config_text: str | bytes, handler: str = "class Handler:\n    def __call__(self, req):\n        return 'ok'\n"
+OK_HANDLER = "class Handler:\n    def __call__(self, req):\n        return 'ok'\n"
+
+
+def _source(config_text: str | bytes, handler: str = OK_HANDLER
             ) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from conftest import FUNCTIONS, HANGS_ON_REQUEST, call_until_answered, start_gateway, with_timeout
 
+from dcf_jupyter.definition.source import pack_folder
 from dcf_jupyter.errors import (
     ConfigError,
     DeployError,
@@ -20,7 +21,6 @@ from dcf_jupyter.errors import (
     FunctionNotFound,
     InvalidArgument,
 )
-from dcf_jupyter.definition.source import pack_folder
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 
@@ -45,7 +45,8 @@ def test_invoke_bytes_and_classic_invoke(gateway, stub) -> None:
     assert gateway.client.call("echo", b"\x00\x01binary") == b"\x00\x01binary"
     assert gateway.client.call("hello-dcf") == "Hello DCF"
     # DCF's Message.Msg is a string: binary that is not UTF-8 arrives base64'd instead of breaking the call.
-    assert stub.Invoke(pb.InvokeServiceRequest(Service="echo", Input=b"\xff\xfe")).Msg == base64.b64encode(b"\xff\xfe").decode()
+    binary = stub.Invoke(pb.InvokeServiceRequest(Service="echo", Input=b"\xff\xfe")).Msg
+    assert binary == base64.b64encode(b"\xff\xfe").decode()
 
 
 def test_a_thousand_frame_stream_arrives_in_order_byte_identical(gateway) -> None:
@@ -62,9 +63,9 @@ def test_large_messages_pass_and_oversized_ones_say_the_limit(gateway) -> None:
         gateway.client.call("echo", bytes(gateway.client.max_message_size + 1))
     # A client with a larger limit of its own is stopped by the gateway, which names its limit.
     limit = gateway.client.info()["max_message_size"]
-    with grpc.insecure_channel(gateway.address, options=[("grpc.max_send_message_length", 2 * limit)]) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            pb_grpc.GatewayStub(channel).InvokeBytes(pb.InvokeServiceRequest(Service="echo", Input=bytes(limit + 1)))
+    options = [("grpc.max_send_message_length", 2 * limit)]
+    with grpc.insecure_channel(gateway.address, options=options) as channel, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.GatewayStub(channel).InvokeBytes(pb.InvokeServiceRequest(Service="echo", Input=bytes(limit + 1)))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and str(limit) in info.value.details()
 
 
@@ -189,7 +190,8 @@ def test_deploy_twice_is_already_exists_and_update_replaces_in_place(gateway, ma
     try:
         with pytest.raises(FunctionExists):
             gateway.client.deploy(folder, update=False)
-        (folder / "src" / "handler.py").write_text("class Handler:\n    def __call__(self, req):\n        return 'v2'\n")
+        (folder / "src" / "handler.py").write_text(
+            "class Handler:\n    def __call__(self, req):\n        return 'v2'\n")
         assert gateway.client.deploy(folder).startswith("Updated: versioned")
         assert gateway.client.call("versioned") == "v2"
         info = gateway.client.get("versioned")

@@ -45,7 +45,8 @@ def test_handler_is_built_once_and_called_per_request(tmp_path: Path) -> None:
 
 def test_a_handler_can_import_its_neighbours(tmp_path: Path) -> None:
     write(tmp_path, "def predict(x):\n    return x[::-1]\n", "predict.py")
-    write(tmp_path, "from predict import predict\nclass Handler:\n    def __call__(self, req):\n        return predict(req.text)\n")
+    write(tmp_path, "from predict import predict\n"
+                    "class Handler:\n    def __call__(self, req):\n        return predict(req.text)\n")
     assert load_handler(tmp_path)(Request(b"abc")) == "cba"
 
 
@@ -60,7 +61,8 @@ def test_a_plain_function_works_as_the_handler(tmp_path: Path) -> None:
         ("class Handler(:\n    pass\n", "syntax error in handler.py, line 1"),
         ("import no_such_module_xyz\n", "importing handler.py failed: ModuleNotFoundError"),
         ("class Other:\n    pass\n", "defines no 'Handler' (it defines: Other)"),
-        ("class Handler:\n    def __init__(self):\n        raise OSError('no model')\n", "Handler() raised OSError: no model"),
+        ("class Handler:\n    def __init__(self):\n        raise OSError('no model')\n",
+         "Handler() raised OSError: no model"),
         ("class Handler:\n    pass\n", "has no __call__"),
         ("Handler = 3\n", "is a int, not a class or function"),
     ],
@@ -91,7 +93,8 @@ def test_return_values_are_encoded_by_type() -> None:
     assert encode_result(b"\x00\xff") == (BINARY, b"\x00\xff")
     assert encode_result(bytearray(b"ab")) == (BINARY, b"ab")
     assert encode_result(None) == (TEXT, b"")
-    content_type, payload = encode_result({"boxes": [{"xmin": np.int64(3), "score": np.float32(0.5)}], "a": np.arange(2)})
+    content_type, payload = encode_result(
+        {"boxes": [{"xmin": np.int64(3), "score": np.float32(0.5)}], "a": np.arange(2)})
     assert content_type == JSON
     assert json.loads(payload) == {"boxes": [{"xmin": 3, "score": 0.5}], "a": [0, 1]}
     with pytest.raises(TypeError, match="not str, bytes or JSON-serialisable"):

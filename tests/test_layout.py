@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-
 KERNEL_SIDE = textwrap.dedent("""
     import json, sys
     from IPython.core.interactiveshell import InteractiveShell
@@ -19,7 +18,8 @@ KERNEL_SIDE = textwrap.dedent("""
     shell.run_line_magic("load_ext", "dcf_jupyter")
     shell.run_line_magic("dcf", "gateway " + sys.argv[1])
     shell.run_line_magic("config", "DcfMagics.workspace = " + repr(sys.argv[2]))
-    result = shell.run_cell("%%dcf_function layout-probe\\nclass Handler:\\n    def __call__(self, req):\\n        return 'ok'\\n")
+    cell = "%%dcf_function layout-probe\\nclass Handler:\\n    def __call__(self, req):\\n        return 'ok'\\n"
+    result = shell.run_cell(cell)
     assert result.success, result.error_in_exec
     assert shell.run_cell("layout_probe()").result == "ok"
     shell.run_line_magic("dcf", "delete layout-probe")

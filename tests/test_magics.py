@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import textwrap
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("IPython")
-from IPython import get_ipython  # noqa: E402
-from IPython.core.error import UsageError  # noqa: E402
-from IPython.testing.globalipapp import start_ipython  # noqa: E402
+from IPython import get_ipython
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
 
-from dcf_jupyter.errors import DeployError, FunctionError  # noqa: E402
-from dcf_jupyter.notebook.display import JsonList, TextResult, boxes  # noqa: E402
-from dcf_jupyter.notebook.session import Session, source_of  # noqa: E402
+from dcf_jupyter.errors import DeployError, FunctionError, FunctionNotFound
+from dcf_jupyter.notebook.display import JsonList, TextResult, boxes
+from dcf_jupyter.notebook.session import Session, source_of
 
 HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
 
@@ -32,11 +33,10 @@ def ip(gateway, tmp_path_factory):
     shell.run_line_magic("config", f"DcfMagics.workspace = {str(workspace)!r}")
     shell.user_ns["WORKSPACE"] = workspace
     yield shell
-    for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class", "nb-picky"):
-        try:
+    for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class",
+                 "nb-picky"):
+        with contextlib.suppress(FunctionNotFound):  # not every test deploys every name
             gateway.client.delete(name)
-        except Exception:  # noqa: BLE001 - not every test deploys every name
-            pass
 
 
 def cell(ip, source: str):
@@ -69,9 +69,11 @@ def test_cell_becomes_a_deployed_function_and_a_callable(ip, gateway, capsys) ->
 
 
 def test_rerunning_the_cell_redeploys_in_place(ip, gateway) -> None:
-    cell(ip, "%%dcf_function nb-pid\nimport os\nclass Handler:\n    def __call__(self, req):\n        return 'v1 ' + str(os.getpid())\n")
+    version = ("%%dcf_function nb-pid\nimport os\nclass Handler:\n    def __call__(self, req):\n"
+               "        return 'V ' + str(os.getpid())\n")
+    cell(ip, version.replace("V", "v1"))
     first = ip.user_ns["nb_pid"]()
-    cell(ip, "%%dcf_function nb-pid\nimport os\nclass Handler:\n    def __call__(self, req):\n        return 'v2 ' + str(os.getpid())\n")
+    cell(ip, version.replace("V", "v2"))
     second = ip.user_ns["nb_pid"]()
     assert first.startswith("v1 ") and second.startswith("v2 ")
     assert first.split()[1] != second.split()[1]
@@ -210,7 +212,8 @@ def test_other_json_displays_as_json() -> None:
 def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path) -> None:
     import dcf_jupyter
 
-    proxy = dcf_jupyter.function("api-src", "class Handler:\n    def __call__(self, req):\n        return req.text[::-1]\n")
+    proxy = dcf_jupyter.function("api-src",
+                                 "class Handler:\n    def __call__(self, req):\n        return req.text[::-1]\n")
     assert proxy(b"abc") == "cba"
     ip.run_cell(textwrap.dedent("""\
         import json

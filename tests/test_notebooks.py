@@ -11,7 +11,7 @@ import pytest
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT  # noqa: E402 - after the sys.path or importorskip set-up above
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

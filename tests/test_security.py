@@ -73,7 +73,7 @@ def test_management_needs_the_token_and_seed_clients_still_invoke(token_gateway:
 
 
 def test_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
-    with pytest.raises(GatewayStartError, match="refusing to listen on 0.0.0.0 without a token"):
+    with pytest.raises(GatewayStartError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
         start_detached(tmp_path / "state", "0.0.0.0", 0, env={"DCF_TOKEN": ""})
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dcf_jupyter.errors import ConfigError, InvalidArgument
 from dcf_jupyter.definition.source import pack_folder, unpack_source
+from dcf_jupyter.errors import ConfigError, InvalidArgument
 
 
 def make_folder(root: Path) -> Path:
@@ -32,7 +32,7 @@ def test_pack_round_trips_without_caches_and_is_reproducible(tmp_path: Path) -> 
 
 
 def test_pack_refuses_folders_without_config_and_oversized_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no config.yaml"):
+    with pytest.raises(ConfigError, match=r"no config\.yaml"):
         pack_folder(tmp_path, limit=1 << 20)
     folder = make_folder(tmp_path / "big")
     (folder / "weights.bin").write_bytes(__import__("os").urandom(300_000))

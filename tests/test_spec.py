@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dcf_jupyter.errors import ConfigError, InvalidName
 from dcf_jupyter.definition.spec import dump_config, load_config, parse_config, validate_name
+from dcf_jupyter.errors import ConfigError, InvalidName
 
 # Exactly what the original DCF CLI wrote for the seed's SSD example.
 DCF_WRITTEN = """\

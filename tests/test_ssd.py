@@ -18,8 +18,8 @@ from conftest import FUNCTIONS, SHARED_DATA
 from dcf_jupyter.errors import FunctionError
 
 sys.path.insert(0, str(FUNCTIONS / "ssd" / "src"))
-from images import decode_image, decode_request  # noqa: E402
-from voc import boxes_reply  # noqa: E402
+from images import decode_image, decode_request
+from voc import boxes_reply
 
 IMAGES = SHARED_DATA / "images"
 PERSON_000001 = (8, 12, 352, 498)  # PASCAL VOC ground truth (xmin, ymin, xmax, ymax)
@@ -195,7 +195,7 @@ def test_the_network_builds_and_every_checkpoint_variable_maps_onto_it(tf, tmp_p
     for name, variable in ssd300.checkpoint_variables(fresh).items():
         np.testing.assert_array_equal(variable.numpy(), values[name])
     detector = ssd300.VGGDetector(str(tmp_path / "ssd_300_vgg.ckpt"))
-    (classes, scores, boxes), = detector.detect(np.zeros((1, 300, 300, 3), np.uint8), 0.5)
+    (_classes, _scores, boxes), = detector.detect(np.zeros((1, 300, 300, 3), np.uint8), 0.5)
     assert boxes.shape[1:] == (4,)
 
 

@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
-from conftest import FUNCTIONS  # noqa: E402
-from scipy import signal  # noqa: E402
-from wavs import tone, wav_bytes  # noqa: E402
+from conftest import FUNCTIONS
+from scipy import signal
+from wavs import tone, wav_bytes
 
-from dcf_jupyter.errors import FunctionError  # noqa: E402
+from dcf_jupyter.errors import FunctionError
 
 sys.path.insert(0, str(FUNCTIONS / "stft" / "src"))
-import spectrogram  # noqa: E402
+import spectrogram
 
 
 @pytest.mark.parametrize("kind", ["uint8", "int16", "int32", "float32", "float64"])
@@ -33,7 +33,7 @@ def test_every_sample_format_reads_as_the_same_mono_signal(kind: str, stereo: bo
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_the_tone_peaks_at_its_frequency_at_any_rate(rate: int) -> None:
-    freqs, times, db = spectrogram.spectrogram_db(tone(0.5, rate, freq=1000.0), rate)
+    freqs, _times, db = spectrogram.spectrogram_db(tone(0.5, rate, freq=1000.0), rate)
     peak = freqs[np.argmax(db[:, db.shape[1] // 2])]
     assert abs(peak - 1000.0) <= rate / 1024
 
@@ -50,7 +50,7 @@ def test_magnitudes_match_scipy_stft_to_1e_6() -> None:
 
 
 def test_a_signal_shorter_than_a_frame_still_works() -> None:
-    freqs, times, db = spectrogram.spectrogram_db(np.ones(10), 8000)
+    _freqs, _times, db = spectrogram.spectrogram_db(np.ones(10), 8000)
     assert db.shape[0] == 513 and db.shape[1] >= 1
 
 

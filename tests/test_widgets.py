@@ -73,7 +73,7 @@ def write_clip(path: Path, frames: int = 40, size: tuple[int, int] = (320, 240))
 
 def corner_level(data: bytes) -> int:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    return int(round(float(image[4:28, 4:28].mean())))
+    return round(float(image[4:28, 4:28].mean()))
 
 
 class Collector:
@@ -270,7 +270,7 @@ def test_spectrogram_widget_shows_a_wav_file(stft_gateway: GatewayHandle, tmp_pa
     assert widget.image.startswith(b"\x89PNG") and widget.plots == 1
     assert "a440.wav: loudest at" in widget.status
     assert spectrum.peak_hz == pytest.approx(440.0, abs=16_000 / 1024)
-    with pytest.raises(Exception, match="(?i)wav"):
+    with pytest.raises(Exception, match=r"(?i)wav"):
         widget.analyze(b"definitely not a wav file")
     assert "wav" in widget.error.lower() and widget.plots == 1
 

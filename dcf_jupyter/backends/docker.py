@@ -35,7 +35,7 @@ class DockerBackend(Backend):
         self.start_timeout = start_timeout
 
     @classmethod
-    def connect(cls, state_dir: Any, *, max_message: int) -> "DockerBackend":
+    def connect(cls, state_dir: Any, *, max_message: int) -> DockerBackend:
         """A backend on the daemon from the environment (DockerUnavailable if none answers); removes
         containers an earlier run of this gateway left behind (they are started anew on restore)."""
         gateway_id = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
@@ -45,7 +45,7 @@ class DockerBackend(Backend):
                 container.remove(force=True)
         return backend
 
-    def create(self, spec: DeploymentSpec) -> "DockerDeployment":
+    def create(self, spec: DeploymentSpec) -> DockerDeployment:
         return DockerDeployment(self, spec)
 
 
@@ -212,5 +212,5 @@ class DockerDeployment(Deployment):
 
         try:
             return await asyncio.to_thread(read)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - Docker SDK and HTTP errors alike: one sentence
             raise DcfError(f"cannot read the containers' logs: {exc}") from None

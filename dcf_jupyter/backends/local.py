@@ -18,8 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from ..definition.requirements import InstallFailed, install_missing
+from ..errors import ConfigError
 from ..logfile import note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
@@ -159,7 +159,8 @@ class _Replica:
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._supervise(), name=f"dcf-replica-{self.deployment.spec.name}-{self.index}")
+        name = f"dcf-replica-{self.deployment.spec.name}-{self.index}"
+        self._task = asyncio.create_task(self._supervise(), name=name)
 
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
@@ -221,7 +222,7 @@ class _Replica:
                                max_message=backend.max_message, concurrency=spec.concurrency,
                                env=self._environment(), lifeline=True)
         try:
-            with open(spec.log_path, "ab") as log:
+            with open(spec.log_path, "ab") as log:  # noqa: ASYNC230 - opening a local file: microseconds
                 started = worker.start(log, cwd=spec.source_dir)
         except LaunchFailed as failure:
             raise DeployFailed(failure.message) from None

@@ -19,11 +19,11 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import BuildError, DcfError
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
 from ..definition.runtimes import canonical_runtime
 from ..definition.source import add_normalized, iter_source_files, source_digest
 from ..definition.spec import FunctionSpec
+from ..errors import BuildError, DcfError
 
 DEFAULT_PYTHON_BASE = "python:3.11-slim"
 DEFAULT_CUDA_VERSION = "12.4.1"
@@ -51,7 +51,7 @@ class BuildOptions:
     extra_build_args: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls) -> "BuildOptions":
+    def from_env(cls) -> BuildOptions:
         """Options from $DCF_BUILD_BASE_IMAGE, $DCF_BUILD_NETWORK and $DCF_BUILD_CA_BUNDLE (for notebooks)."""
         ca_bundle = os.environ.get("DCF_BUILD_CA_BUNDLE")
         return cls(base_image=os.environ.get("DCF_BUILD_BASE_IMAGE") or None,
@@ -146,7 +146,7 @@ def build_context(spec: FunctionSpec, options: BuildOptions) -> IO[bytes]:
     """The build context as a tar file: Dockerfile, _dcf/ (worker runtime, certs) and function/."""
     if spec.root is None:
         raise DcfError(f"{spec.name}: no function folder to build")
-    context = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+    context = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - returned open, for the build
     with tarfile.open(fileobj=context, mode="w") as tar:
         _add_bytes(tar, "Dockerfile", dockerfile_for(spec).encode())
         _add_bytes(tar, "_dcf/worker-requirements.txt", worker_requirements().encode())

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from ..client import Client
-from ..errors import DcfError, explain
 from ..definition.spec import ConfigFile, load_config
+from ..errors import DcfError, explain
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,9 @@ class AliasedGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         _, command, rest = super().resolve_command(ctx, args)
         return (command.name if command else None), command, rest
 

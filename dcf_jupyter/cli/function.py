@@ -22,11 +22,11 @@ from ..build.image import (
     push_image,
 )
 from ..client import Client, Reply
-from ..errors import DcfError, GatewayUnavailable
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
 from ..definition.spec import ConfigFile, FunctionSpec
+from ..errors import DcfError, GatewayUnavailable
 from ..gateway import find_gateway, start_detached
 from ..protocol.names import BINARY
 from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir

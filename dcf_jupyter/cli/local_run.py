@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,9 +10,9 @@ from typing import IO, Any
 
 from ..backends.launcher import LaunchFailed, WorkerContainer, WorkerProcess, free_port, wait_until_serving
 from ..client import Client, Reply
-from ..errors import DeployError
 from ..definition.requirements import InstallFailed, install_missing
 from ..definition.spec import FunctionSpec
+from ..errors import DeployError
 from ..settings import ENV_EXTRA_SITE
 
 
@@ -137,10 +138,8 @@ class ImageRun:
             self.client.close()
             self.client = None
         if self.container is not None:
-            try:
+            with contextlib.suppress(Exception):  # already gone, or Docker went away: nothing to undo
                 self.container.remove(force=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
             self.container = None
 
     def __exit__(self, *exc: object) -> None:

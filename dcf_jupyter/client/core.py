@@ -11,6 +11,7 @@ Module-level functions use a shared `Client` for the resolved address
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,9 @@ from typing import Any
 
 import grpc
 
+from ..definition.check import check_handler
+from ..definition.source import pack_folder
+from ..definition.spec import FunctionSpec, load_config
 from ..errors import (
     ConfigError,
     DcfError,
@@ -32,9 +36,6 @@ from ..errors import (
     InvalidArgument,
     Unauthenticated,
 )
-from ..definition.check import check_handler
-from ..definition.source import pack_folder
-from ..definition.spec import FunctionSpec, load_config
 from ..protocol import gateway_pb2 as pb
 from ..protocol import gateway_pb2_grpc as pb_grpc
 from ..protocol.names import BINARY, JSON, TEXT
@@ -293,10 +294,8 @@ class Client:
             Replicas=replicas or spec.replicas,
         )
         if replace:
-            try:
+            with contextlib.suppress(FunctionNotFound):
                 self.delete(spec.name)
-            except FunctionNotFound:
-                pass
         try:
             try:
                 return self._manage("Deploy", request, f"deploying {spec.name!r}", timeout, spec.name).Msg
@@ -324,7 +323,8 @@ class Client:
 
     def logs(self, name: str, lines: int = 200) -> str:
         """The last `lines` lines of the function's log (its workers' stdout and stderr)."""
-        return self._manage("GetLog", pb.FunctionRequest(FunctionName=name, Lines=lines), f"reading logs of {name!r}").Msg
+        request = pb.FunctionRequest(FunctionName=name, Lines=lines)
+        return self._manage("GetLog", request, f"reading logs of {name!r}").Msg
 
     def delete(self, name: str) -> str:
         """Stop and remove a function."""

@@ -49,7 +49,8 @@ def check_handler_source(source: str, filename: str, class_name: str, *, line_of
         shown = f"\n    {exc.text.rstrip()}" if exc.text and exc.text.strip() else ""
         raise ConfigError(f"{filename}, line {line}: syntax error: {exc.msg}{shown}") from None
     if class_name not in _top_level_names(tree):
-        raise ConfigError(f"{filename} defines no {class_name!r}; write `class {class_name}:` with a __call__(self, req)")
+        raise ConfigError(f"{filename} defines no {class_name!r}; "
+                          f"write `class {class_name}:` with a __call__(self, req)")
 
 
 def check_handler(spec: FunctionSpec) -> None:

@@ -74,7 +74,7 @@ def pack_folder(root: str | Path, *, limit: int) -> bytes:
 def unpack_source(data: bytes, dest: Path, *, max_bytes: int) -> None:
     """Extract a packed function folder into `dest`; InvalidArgument for anything unsafe or oversized."""
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")  # noqa: SIM115 - closed by the `with tar` below
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InvalidArgument(f"the function source is not a gzip'd tar archive ({exc})") from None
     with tar:

@@ -41,7 +41,7 @@ log = logging.getLogger("dcf.gateway")
 FLUSH_EVERY_S = 2.0
 
 def _lock_state_dir(state_dir: Path) -> IO[str]:
-    handle = open(state_dir / LOCK_FILE, "a+")
+    handle = open(state_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open: the lock lasts as long as the gateway
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

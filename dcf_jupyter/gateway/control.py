@@ -72,7 +72,8 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--token", default=None,
                         help="require this token for deploys and deletes, and every call beyond loopback "
                              "(default: $DCF_TOKEN); clients send $DCF_TOKEN")
-    parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
+    parser.add_argument("--tls-cert", default=None,
+                        help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     parser.add_argument("--stream-window", type=int, default=DEFAULT_STREAM_WINDOW,
                         help=f"calls in flight per Invokes stream before the gateway stops reading it "

@@ -25,9 +25,9 @@ import grpc
 
 from .._version import __version__
 from ..backends.base import Backend, DeployFailed, Deployment, DeploymentSpec, NoReplica
-from ..errors import ConfigError, InvalidArgument, InvalidName, brief
 from ..definition.source import unpack_source
 from ..definition.spec import MAX_REPLICAS, load_config, validate_name
+from ..errors import ConfigError, InvalidArgument, InvalidName, brief
 from ..logfile import tail_text
 from ..protocol import gateway_pb2 as pb
 from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import pprint
@@ -129,10 +130,8 @@ def caption_of(box: dict[str, Any]) -> str:
     """What a drawn box says: its name, and its confidence when it has one ("person 0.91")."""
     caption = label_of(box)
     if "confidence" in box:
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             caption += f" {float(box['confidence']):.2f}"
-        except (TypeError, ValueError):
-            pass
     return caption
 
 

@@ -6,6 +6,7 @@ Thin on purpose: arguments are parsed here, the session does the work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import re
 import shlex
@@ -270,10 +271,8 @@ def load(shell: Any) -> DcfMagics:
 
 
 def _quiet_warm_up(session: Session) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the first magic reports any real problem
         session.warm_up()
-    except Exception:  # noqa: BLE001 - the first magic reports any real problem
-        pass
 
 
 def unload(shell: Any) -> None:

@@ -6,6 +6,7 @@ The magics and `dcf_jupyter.function()` share one session per kernel.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import linecache
 import os
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client, Reply, Result, get_client, route_to_session
-from ..errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
 from ..definition.check import check_handler_source
 from ..definition.runtimes import canonical_runtime
 from ..definition.scaffold import new_spec, template_text
 from ..definition.spec import ConfigFile, FunctionSpec, Resources, load_config, validate_name, write_config
+from ..errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
 from ..settings import ENV_GATEWAY, resolve_address
 from .display import as_result
 from .embedded import EmbeddedGateway
@@ -239,10 +240,8 @@ class Session:
         while worker.is_alive():
             worker.join(LOG_POLL_S)
             if worker.is_alive():
-                try:
+                with contextlib.suppress(FunctionNotFound, DcfError):
                     progress.log(client.logs(name, 15))
-                except (FunctionNotFound, DcfError):
-                    pass
         if "error" in outcome:
             raise outcome["error"]
         return str(outcome["message"])

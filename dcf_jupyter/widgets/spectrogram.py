@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from dataclasses import dataclass
@@ -141,10 +142,8 @@ class Spectrogram(anywidget.AnyWidget):
                              daemon=True).start()
 
     def _compute_quietly(self, data: bytes, title: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # _compute already showed it in the widget
             self._compute(data, title)
-        except Exception:  # noqa: BLE001 - _compute already showed it in the widget
-            pass
 
     def _compute(self, data: bytes, title: str) -> Any:
         self.last_wav = data

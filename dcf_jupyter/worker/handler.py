@@ -77,11 +77,12 @@ def load_handler(handler_dir: str | Path, file: str = "handler.py", name: str = 
     if target is None:
         found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module_name)
         hint = f" (it defines: {', '.join(found)})" if found else ""
-        raise HandlerLoadError(f"{path.name} defines no {name!r}{hint}; write `class {name}:` with a __call__(self, req)")
+        raise HandlerLoadError(f"{path.name} defines no {name!r}{hint}; "
+                               f"write `class {name}:` with a __call__(self, req)")
     if isinstance(target, type):
         try:
             instance = target()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - whatever Handler() raises is the user's to read
             raise HandlerLoadError(
                 f"{name}() raised {type(exc).__name__}: {exc}", detail=format_user_traceback(exc)
             ) from None

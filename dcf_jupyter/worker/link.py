@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -134,10 +135,8 @@ class LinkServer:
         """Stop accepting and starting calls; wait up to `drain_s` seconds (None: no limit) for the calls
         already in the handler to finish and send their replies. Connections end when the process does."""
         self._closing = True
-        try:
+        with contextlib.suppress(OSError):
             self._sock.close()
-        except OSError:
-            pass
         for _ in self._runners:
             self._calls.put(_STOP)
         deadline = None if drain_s is None else time.monotonic() + drain_s

@@ -105,7 +105,7 @@ class CallRunner:
             with self._gate:
                 result = self._handler(request)
                 content_type, payload = collect_results(result) if is_stream(result) else encode_result(result)
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the handler raises fails this call only
             raise self._failure(exc) from None
         if form == FORM_MESSAGE:
             return message_parts(as_text(content_type, payload))
@@ -120,7 +120,7 @@ class CallRunner:
                 items = iter_results(result) if is_stream(result) else iter([encode_result(result)])
                 for content_type, payload in items:
                     yield messages_parts(payload, content_type)
-            except (Exception, SystemExit) as exc:
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the handler raises fails this call only
                 raise self._failure(exc) from None
 
     def _failure(self, exc: BaseException) -> CallFailed:

@@ -7,9 +7,9 @@ import sys
 
 sys.path.insert(0, sys.argv[1])
 
-import gateway_pb2  # noqa: E402
-import gateway_pb2_grpc  # noqa: E402
-import grpc  # noqa: E402
+import gateway_pb2
+import gateway_pb2_grpc
+import grpc
 
 channel = grpc.insecure_channel(sys.argv[2])
 stub = gateway_pb2_grpc.GatewayStub(channel)

@@ -11,9 +11,9 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE.parents[2] / "functions" / "stft" / "src"))
 
-from wavs import tone, wav_bytes  # noqa: E402
+from wavs import tone, wav_bytes  # noqa: E402 - after the sys.path or importorskip set-up above
 
-from dcf_jupyter.worker.handler import Request, load_handler  # noqa: E402
+from dcf_jupyter.worker.handler import Request, load_handler  # noqa: E402 - after the sys.path or importorskip set-up above
 
 
 def rss_kib() -> int:

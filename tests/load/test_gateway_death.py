@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_death import WAYS, rounds  # noqa: E402
+from gateway_death import WAYS, rounds
 
 pytestmark = pytest.mark.load
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_load import stream_load, unary_load  # noqa: E402
+from gateway_load import stream_load, unary_load
 
 pytestmark = pytest.mark.load
 SCALE = float(os.environ.get("DCF_LOAD_SCALE", "0.25"))

@@ -39,5 +39,5 @@ class Handler:
     def __call__(self, req):
         batch = decode_request(req.input, self.detector.input_size)
         detections = self.detector.detect(batch.pixels, batch.threshold)
-        replies = [boxes_reply(*found, size) for found, size in zip(detections, batch.sizes)]
+        replies = [boxes_reply(*found, size) for found, size in zip(detections, batch.sizes, strict=True)]
         return replies if batch.batched else replies[0]

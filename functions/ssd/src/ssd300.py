@@ -92,7 +92,7 @@ def select(probabilities: list[np.ndarray], boxes: list[np.ndarray], threshold: 
     """(classes, scores, boxes) for one image from per-layer softmax [H, W, A, C] and boxes [H, W, A, 4]:
     every non-background class above `threshold`, the best `top_k`, clipped, NMS, the best `keep_top`."""
     found_classes, found_scores, found_boxes = [], [], []
-    for probs, layer_boxes in zip(probabilities, boxes):
+    for probs, layer_boxes in zip(probabilities, boxes, strict=True):
         flat = probs.reshape(-1, probs.shape[-1])[:, 1:]  # column 0 is the background
         anchor, cls = np.nonzero(flat > threshold)
         found_classes.append(cls + 1)
@@ -108,7 +108,7 @@ def select(probabilities: list[np.ndarray], boxes: list[np.ndarray], threshold: 
 # --- the network (Keras) ------------------------------------------------------------------
 
 
-def build_model(num_classes: int = NUM_CLASSES):  # noqa: ANN201 - keras.Model, imported lazily
+def build_model(num_classes: int = NUM_CLASSES):  # keras.Model, imported lazily
     """SSD300-VGG16: input mean-subtracted RGB [n, 300, 300, 3]; outputs per feature layer the class
     probabilities [n, H, W, A, num_classes], then the localisations [n, H, W, A, 4]."""
     import keras
@@ -117,19 +117,19 @@ def build_model(num_classes: int = NUM_CLASSES):  # noqa: ANN201 - keras.Model, 
     class L2Normalization(layers.Layer):
         """Normalise each position's channel vector, then scale per channel (learned `gamma`)."""
 
-        def __init__(self, scale: float = 20.0, **kwargs):  # noqa: ANN003
+        def __init__(self, scale: float = 20.0, **kwargs):
             super().__init__(**kwargs)
             self.scale = scale
 
-        def build(self, input_shape):  # noqa: ANN001
+        def build(self, input_shape):
             self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],),
                                          initializer=keras.initializers.Constant(self.scale))
 
-        def call(self, x):  # noqa: ANN001
+        def call(self, x):
             norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
             return x / norm * self.gamma
 
-    def conv(filters: int, kernel: int, name: str, **options):  # noqa: ANN003
+    def conv(filters: int, kernel: int, name: str, **options):
         return layers.Conv2D(filters, kernel, padding=options.pop("padding", "same"), activation="relu",
                              name=name, **options)
 
@@ -163,7 +163,7 @@ def build_model(num_classes: int = NUM_CLASSES):  # noqa: ANN201 - keras.Model, 
     return keras.Model(inputs, probabilities + localisations, name=SCOPE)
 
 
-def checkpoint_variables(model) -> dict:  # noqa: ANN001
+def checkpoint_variables(model) -> dict:
     """The original checkpoint's variable names, each with the model variable it loads into."""
     names = {}
 
@@ -187,7 +187,7 @@ def checkpoint_variables(model) -> dict:  # noqa: ANN001
     return names
 
 
-def load_checkpoint(model, path: str) -> None:  # noqa: ANN001
+def load_checkpoint(model, path: str) -> None:
     """Load a TF1 checkpoint with the original variable names; ValueError naming what is missing or misshapen."""
     import tensorflow as tf
 
@@ -201,8 +201,8 @@ def load_checkpoint(model, path: str) -> None:  # noqa: ANN001
     misshapen = [f"{name} is {tuple(shapes[name])}, the model wants {tuple(var.shape)}"
                  for name, var in wanted.items() if name in shapes and tuple(shapes[name]) != tuple(var.shape)]
     if missing or misshapen:
-        problems = ([f"missing {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")]
-                    if missing else []) + misshapen[:5]
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        problems = ([f"missing {', '.join(missing[:5])}{more}"] if missing else []) + misshapen[:5]
         raise ValueError(f"{path} is not an SSD300-VGG16 VOC checkpoint: " + "; ".join(problems))
     for name, variable in wanted.items():
         variable.assign(reader.get_tensor(name))
@@ -227,6 +227,6 @@ class VGGDetector:
         probabilities, localisations = outputs[:count], outputs[count:]
         results = []
         for i in range(len(pixels)):
-            boxes = [decode_boxes(loc[i], anchors) for loc, anchors in zip(localisations, self.anchors)]
+            boxes = [decode_boxes(loc[i], anchors) for loc, anchors in zip(localisations, self.anchors, strict=True)]
             results.append(select([p[i] for p in probabilities], boxes, threshold))
         return results

@@ -24,16 +24,16 @@ def boxes_reply(classes: np.ndarray, scores: np.ndarray, boxes: np.ndarray, size
     """
     width, height = size
     reply = []
-    for cls, score, (ymin, xmin, ymax, xmax) in zip(classes, scores, boxes):
+    for cls, score, (ymin, xmin, ymax, xmax) in zip(classes, scores, boxes, strict=True):
         cls = int(cls)
         label = labels.get(cls, str(cls)) if labels is not None else VOC_LABELS[cls]
         reply.append({
             "class": str(cls),
             "label": label,
             "confidence": f"{float(score):.4f}",
-            "xmin": str(int(round(np.clip(xmin, 0.0, 1.0) * width))),
-            "ymin": str(int(round(np.clip(ymin, 0.0, 1.0) * height))),
-            "xmax": str(int(round(np.clip(xmax, 0.0, 1.0) * width))),
-            "ymax": str(int(round(np.clip(ymax, 0.0, 1.0) * height))),
+            "xmin": str(int(np.rint(np.clip(xmin, 0.0, 1.0) * width))),
+            "ymin": str(int(np.rint(np.clip(ymin, 0.0, 1.0) * height))),
+            "xmax": str(int(np.rint(np.clip(xmax, 0.0, 1.0) * width))),
+            "ymax": str(int(np.rint(np.clip(ymax, 0.0, 1.0) * height))),
         })
     return reply

@@ -53,7 +53,9 @@ def read_wav(data: bytes) -> tuple[int, np.ndarray]:
     return int(rate), x
 
 
-def stft(x: np.ndarray, rate: int, frame: int = FRAME, overlap: float = OVERLAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stft(
+    x: np.ndarray, rate: int, frame: int = FRAME, overlap: float = OVERLAP
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frequencies Hz, times s, complex STFT [frequency, time]) with a periodic Hann window."""
     hop = frame - int(frame * overlap)
     window = get_window("hann", frame)
@@ -85,7 +87,7 @@ def display_grid(freqs: np.ndarray, db: np.ndarray, rows: int = 400,
     edges = np.geomspace(freqs[1], freqs[-1], rows + 1)
     lo = np.clip(np.searchsorted(freqs, edges[:-1]), 1, len(freqs) - 1)
     hi = np.maximum(np.searchsorted(freqs, edges[1:]), lo + 1)
-    bins = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])  # one small range per display row
+    bins = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])  # one small range per display row
     starts = np.concatenate(([0], np.cumsum(hi - lo)[:-1]))
     banded = np.maximum.reduceat(db[bins], starts, axis=0)
     group = max(1, -(-banded.shape[1] // columns))
