@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -121,6 +121,27 @@ def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeou
     return Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                  f"{record.name!r} did not answer within {timeout:g}s (its config.yaml `timeout`, default "
                  f"{DEFAULT_CALL_TIMEOUT_S:g}s); the stuck worker was restarted", origin="function")
+
+
+@contextlib.contextmanager
+def _call_failures(record: FunctionRecord) -> Iterator[None]:
+    """A call's failure on the worker link as the Abort its client gets (the one mapping of them)."""
+    try:
+        yield
+    except CallFailed as failure:
+        raise Abort.from_call(failure) from None
+    except LinkClosed as exc:
+        raise _link_lost(record.name, exc) from None
+
+
+async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: Deployment, link: Any) -> bytes:
+    """One call's reply within the function's timeout; a timeout recycles the stuck worker."""
+    timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
+    with _call_failures(record):
+        try:
+            return await _within(reply, timeout)
+        except asyncio.TimeoutError:
+            raise _timed_out(record, deployment, link, timeout) from None
 
 
 def _link_lost(name: str, exc: LinkClosed) -> Abort:
@@ -270,15 +291,7 @@ class Gateway:
         record, deployment = self._route(_service_of(raw))
         link = await self._pick(record, deployment, context)
         self.registry.count(record)
-        timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
-        try:
-            return await _within(link.call(form, raw), timeout)
-        except asyncio.TimeoutError:
-            raise _timed_out(record, deployment, link, timeout) from None
-        except CallFailed as failure:
-            raise Abort.from_call(failure) from None
-        except LinkClosed as exc:
-            raise _link_lost(record.name, exc) from None
+        return await _answer(link.call(form, raw), record, deployment, link)
 
     # --- invoke RPCs: requests and replies pass through as bytes --------------
 
@@ -295,13 +308,9 @@ class Gateway:
         record, deployment = self._route(_service_of(raw))
         link = await self._pick(record, deployment, context)
         self.registry.count(record)
-        try:
+        with _call_failures(record):
             async for item in link.stream(raw):
                 yield item
-        except CallFailed as failure:
-            raise Abort.from_call(failure) from None
-        except LinkClosed as exc:
-            raise _link_lost(record.name, exc) from None
 
     @_streaming
     async def Invokes(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -350,15 +359,7 @@ class Gateway:
                     raise item
                 assert bound is not None  # a future in the window means the pump bound the stream
                 record, deployment, link = bound
-                timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
-                try:
-                    reply = await _within(item, timeout)
-                except asyncio.TimeoutError:
-                    raise _timed_out(record, deployment, link, timeout) from None
-                except CallFailed as failure:
-                    raise Abort.from_call(failure) from None
-                except LinkClosed as exc:
-                    raise _link_lost(record.name, exc) from None
+                reply = await _answer(item, record, deployment, link)
                 unanswered.popleft()
                 yield reply
         finally:

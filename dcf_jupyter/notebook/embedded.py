@@ -14,22 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, spawn_gateway
+from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, pid_alive, spawn_gateway
 from ..settings import ENV_TOKEN
 
 STATE_PREFIX = "dcf-kernel-"
 OWNER_FILE = "kernel.pid"  # the pid of the process (kernel) the gateway belongs to
 STALE_AFTER_S = 600.0  # a folder without OWNER_FILE (older versions) counts as stale after this long
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _gateway_running(state_dir: Path) -> bool:
@@ -57,7 +47,7 @@ def remove_stale_state_dirs(tmp: Path | None = None) -> list[Path]:
                 continue
             owner = folder / OWNER_FILE
             if owner.exists():
-                stale = not _alive(int(owner.read_text().strip() or 0))
+                stale = not pid_alive(int(owner.read_text().strip() or 0))
             else:  # an older layout kept the state in ./state and named no owner
                 stale = time.time() - folder.stat().st_mtime > STALE_AFTER_S
             if stale and not _gateway_running(folder) and not _gateway_running(folder / "state"):
