@@ -219,11 +219,11 @@ def test_templates_pick_bases_from_dcf_build_args(tmp_path: Path) -> None:
     """The GPU templates, checked without pulling CUDA images (no registry here; proven on GPU machines)."""
     from dcf_jupyter.definition.spec import parse_config
 
-    seed = parse_config("functions:\n  ssd-gpu:\n    limits: {gpu: '1'}\n    build_args: [CUDA_VERSION=9.0, "
+    dcf_example = parse_config("functions:\n  ssd-gpu:\n    limits: {gpu: '1'}\n    build_args: [CUDA_VERSION=9.0, "
                         "CUDNN_VERSION=7.4.1.5, UBUNTU_VERSION=16.04]\n", root=tmp_path).function()
-    assert build_args_for(seed, BuildOptions())["BASE_IMAGE"] == "nvidia/cuda:9.0-cudnn7-runtime-ubuntu16.04"
+    assert build_args_for(dcf_example, BuildOptions())["BASE_IMAGE"] == "nvidia/cuda:9.0-cudnn7-runtime-ubuntu16.04"
     assert cuda_base_image({}) == "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
-    assert "apt-get install" in dockerfile_for(seed) and "NVIDIA_VISIBLE_DEVICES" in dockerfile_for(seed)
+    assert "apt-get install" in dockerfile_for(dcf_example) and "NVIDIA_VISIBLE_DEVICES" in dockerfile_for(dcf_example)
     tf = parse_config("functions:\n  tf:\n    runtime: tensorflow-gpu\n", root=tmp_path).function()
     assert build_args_for(tf, BuildOptions())["EXTRA_PIP"].startswith("tensorflow[and-cuda]")
     cpu = parse_config("functions:\n  cpu:\n    build_packages: [libgomp1]\n", root=tmp_path).function()

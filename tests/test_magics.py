@@ -194,7 +194,7 @@ def test_ssd_boxes_draw_on_the_request_image(ip) -> None:
     assert drawn.getpixel((20, 25)) == (255, 255, 255)  # outside the box is untouched
 
 
-def test_boxes_helper_accepts_json_text_and_seed_strings() -> None:
+def test_boxes_helper_accepts_json_text_and_dcf_strings() -> None:
     picture = boxes(png_bytes("white", (50, 50)),
                     '[{"class": "15", "confidence": "0.8", "xmin": "10", "ymin": "10", "xmax": "40", "ymax": "45"}]')
     assert picture.size == (50, 50) and picture.getpixel((10, 30)) != (255, 255, 255)

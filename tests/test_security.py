@@ -49,7 +49,7 @@ def test_policy_and_helpers() -> None:
         TokenPolicy("", loopback=True)
 
 
-def test_management_needs_the_token_and_seed_clients_still_invoke(token_gateway: GatewayHandle) -> None:
+def test_management_needs_the_token_and_dcf_clients_still_invoke(token_gateway: GatewayHandle) -> None:
     anonymous = Client(token_gateway.address, token="")
     with pytest.raises(Unauthenticated, match="Deploy needs the gateway's token"):
         anonymous.deploy(FUNCTIONS / "hello-dcf")

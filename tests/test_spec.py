@@ -9,7 +9,7 @@ import pytest
 from dcf_jupyter.definition.spec import dump_config, load_config, parse_config, validate_name
 from dcf_jupyter.errors import ConfigError, InvalidName
 
-# Exactly what the original DCF CLI wrote for the seed's SSD example.
+# Exactly what the original DCF CLI wrote for DCF's SSD example.
 DCF_WRITTEN = """\
 functions:
   ssd-gpu:

@@ -1,4 +1,4 @@
-"""functions/ssd: real pretrained detection, the seed's SSD300-VGG16 pieces, request handling, bad input."""
+"""functions/ssd: real pretrained detection, DCF's SSD300-VGG16 example pieces, request handling, bad input."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_a_50_megapixel_photo_is_decoded_at_reduced_size() -> None:
 
 
 def test_boxes_are_in_pixels_of_the_original_image_and_never_collapse() -> None:
-    """The seed printed ymin == ymax and xmin == xmax; every box must keep its extent."""
+    """DCF's example printed ymin == ymax and xmin == xmax; every box must keep its extent."""
     reply = boxes_reply(np.array([15, 12]), np.array([0.9, 0.75]),
                         np.array([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.2, 1.0]]), (500, 400))
     assert reply[0] == {"class": "15", "label": "person", "confidence": "0.9000",
@@ -110,7 +110,7 @@ def test_boxes_are_in_pixels_of_the_original_image_and_never_collapse() -> None:
         assert float(item["xmin"]) < float(item["xmax"]) and float(item["ymin"]) < float(item["ymax"])
 
 
-# --- the seed's SSD300-VGG16: anchors, decoding, NMS, checkpoints ----------------------------------
+# --- DCF's SSD300-VGG16 example: anchors, decoding, NMS, checkpoints ----------------------------------
 
 ssd300 = pytest.importorskip("ssd300")
 
@@ -237,7 +237,7 @@ def test_finds_the_person_in_voc_000001(handler) -> None:
     people = [item for item in reply if item["label"] == "person"]
     assert people and people[0]["class"] == "15"
     assert iou(box_of(people[0]), PERSON_000001) >= 0.5
-    # The seed's way of sending: base64 text.
+    # DCF's example way of sending: base64 text.
     assert handler(Request(base64.b64encode(shared_image("000001.jpg")))) == reply
 
 
@@ -267,7 +267,7 @@ def test_ssd_through_the_gateway(gateway, handler) -> None:
         gateway.client.delete("ssd")
 
 
-def test_the_seeds_shell_flow_base64_into_dcf_function_run(handler) -> None:
+def test_dcfs_shell_flow_base64_into_dcf_function_run(handler) -> None:
     from conftest import run_cli
 
     result = run_cli("function", "run", "ssd", "--local", "-f", str(FUNCTIONS / "ssd" / "config.yaml"),

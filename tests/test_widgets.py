@@ -154,8 +154,8 @@ def test_frame_stream_to_an_unknown_function_fails_clearly(gateway: GatewayHandl
 def test_replies_render_by_content() -> None:
     picture = jpeg((255, 0, 0))
     assert render_reply(picture).kind == "image" and render_reply(picture).buffers == [picture]
-    seed_style = render_reply(base64.b64encode(picture))  # the seed's handlers return base64 text
-    assert seed_style.kind == "image" and seed_style.buffers == [picture]
+    dcf_style = render_reply(base64.b64encode(picture))  # DCF's example handlers return base64 text
+    assert dcf_style.kind == "image" and dcf_style.buffers == [picture]
     boxes = render_reply(json.dumps([{"class": "15", "confidence": "0.5", "xmin": "1", "ymin": 2, "xmax": 3,
                                       "ymax": 4}]).encode())
     assert boxes.kind == "boxes"

@@ -87,7 +87,7 @@ class LocalRun:
 
 
 class ImageRun:
-    """A container of the function's built image on this machine's Docker, called over gRPC (the seed's
+    """A container of the function's built image on this machine's Docker, called over gRPC (DCF's
     `dcf-cli function run`); use as a context manager."""
 
     def __init__(self, spec: FunctionSpec, *, start_timeout: float = 600.0, client: Any = None) -> None:

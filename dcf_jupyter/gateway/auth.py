@@ -2,7 +2,7 @@
 
 Policy, when a token is set: the management RPCs (Deploy, Update, Delete, ReplicaUpdate) always need it;
 on a non-loopback address every RPC but HealthCheck needs it; on loopback, invoking and reading stay
-open so the seed's plaintext DCF clients work unchanged. Without a token the gateway only listens on
+open so DCF's own plaintext clients work unchanged. Without a token the gateway only listens on
 loopback.
 """
 

@@ -27,7 +27,7 @@ _SIGNATURES = (
 _BASE64_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD")  # PNG, JPEG, GIF once base64'd
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
-# PASCAL VOC class ids, as the seed's SSD numbers them (0 is background).
+# PASCAL VOC class ids, as DCF's SSD example numbers them (0 is background).
 VOC_LABELS = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -46,7 +46,7 @@ def sniff_image(data: bytes) -> str | None:
 
 
 def image_bytes(value: Any) -> tuple[str, bytes] | None:
-    """(mime, bytes) if `value` is image bytes or base64 text of an image (as the seed's STFT returns)."""
+    """(mime, bytes) if `value` is image bytes or base64 text of an image (as DCF's STFT example returns)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         mime = sniff_image(data)
@@ -70,7 +70,7 @@ def image_bytes(value: Any) -> tuple[str, bytes] | None:
 
 
 def is_boxes(value: Any) -> bool:
-    """True for a non-empty list of dicts with xmin/ymin/xmax/ymax (the seed's SSD reply)."""
+    """True for a non-empty list of dicts with xmin/ymin/xmax/ymax (DCF's SSD example reply)."""
     return isinstance(value, list) and bool(value) and all(
         isinstance(item, dict) and all(k in item for k in BOX_KEYS) for item in value
     )

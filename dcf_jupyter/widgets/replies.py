@@ -22,7 +22,7 @@ class Rendered:
 
 
 def _boxes(value: Any) -> list[dict[str, Any]] | None:
-    """Drawable boxes (x0, y0, x1, y1, caption, color) from a list in the seed's SSD format, else None."""
+    """Drawable boxes (x0, y0, x1, y1, caption, color) from a list in DCF's SSD example format, else None."""
     if not isinstance(value, list) or not all(isinstance(b, dict) and all(k in b for k in BOX_KEYS) for b in value):
         return None
     drawn = []

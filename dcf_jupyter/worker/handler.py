@@ -56,7 +56,7 @@ def load_handler(handler_dir: str | Path, file: str = "handler.py", name: str = 
     if not path.is_file():
         raise HandlerLoadError(f"no handler file at {path}")
     # The folder goes first on sys.path so a handler can import its neighbours
-    # (the seed's SSD handler imports models/ssd/predict.py that way).
+    # (DCF's SSD example handler imports models/ssd/predict.py that way).
     if str(handler_dir) not in sys.path:
         sys.path.insert(0, str(handler_dir))
     module_name = path.stem if path.stem.isidentifier() else "handler"

@@ -287,7 +287,7 @@ def load_function_handler(function_dir: Path, name: str | None) -> tuple[Handler
     spec = config.function(name)
     for warning in config.warnings:
         _log(f"warning: {warning}")
-    # Relative paths in handlers (the seed's demo files) resolve against src/.
+    # Relative paths in handlers (DCF's example functions) resolve against src/.
     os.chdir(spec.handler_dir)
     handler = load_handler(spec.handler_dir, spec.handler.filename, spec.handler.name)
     return handler, spec.name, spec.concurrency

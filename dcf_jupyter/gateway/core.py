@@ -1,0 +1,74 @@
+"""The gateway's state, shared by its invoke and deploy sides: backends, registry, running deployments,
+where function sources and logs live, and which deployment serves a name."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+
+from ..backends.base import Backend, Deployment
+from .control import DEFAULT_STREAM_WINDOW
+from .registry import FunctionRecord, Registry
+from .rpc import Abort, valid_name
+
+
+class GatewayCore:
+    """The state one gateway process keeps."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        backends: dict[str, Backend],
+        *,
+        default_backend: str = "local",
+        max_message: int,
+        address: str = "",
+        ready_timeout: float = 30.0,
+        stream_window: int = DEFAULT_STREAM_WINDOW,
+    ) -> None:
+        self.state_dir = state_dir
+        self.backends = backends
+        self.default_backend = default_backend
+        self.max_message = max_message
+        self.address = address
+        self.ready_timeout = ready_timeout
+        self.stream_window = stream_window
+        self.registry = Registry(state_dir)
+        self.deployments: dict[str, Deployment] = {}
+        self.start_errors: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._retiring: dict[str, asyncio.Task[None]] = {}  # name -> its replaced revision being stopped
+        self.started = time.time()
+
+    # --- paths --------------------------------------------------------------
+
+    def function_dir(self, name: str) -> Path:
+        """Where a function's unpacked revisions live (name already validated)."""
+        return self.state_dir / "functions" / name
+
+    def log_path(self, name: str) -> Path:
+        """The function's log file (all replicas and revisions)."""
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _route(self, name: str) -> tuple[FunctionRecord, Deployment]:
+        if not name:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "no function named: set InvokeServiceRequest.Service")
+        record = self.registry.records.get(name)
+        if record is None:
+            valid_name(name)
+            deployed = ", ".join(sorted(self.registry.records)) or "none"
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed (deployed: {deployed})")
+        deployment = self.deployments.get(name)
+        if deployment is None:
+            error = self.start_errors.get(name)
+            if error:
+                raise Abort(grpc.StatusCode.UNAVAILABLE, f"function {name!r} failed to start: {error}")
+            raise Abort(grpc.StatusCode.UNAVAILABLE, f"function {name!r} is still starting; try again shortly")
+        return record, deployment
+

@@ -1,0 +1,204 @@
+"""Deploys: Deploy and Update unpack a function's source as a new revision and start it on its backend
+(the old revision serves until the new one does, then retires in the background); Delete, ReplicaUpdate;
+and restoring the registry's functions after a gateway restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import grpc
+
+from ..backends.base import DeployFailed, Deployment, DeploymentSpec
+from ..definition.source import unpack_source
+from ..definition.spec import MAX_REPLICAS, load_config
+from ..errors import ConfigError, InvalidArgument, brief
+from ..protocol import gateway_pb2 as pb
+from .core import GatewayCore
+from .registry import FunctionRecord
+from .rpc import Abort, unary_rpc, valid_name
+
+log = logging.getLogger("dcf.gateway")
+
+
+class Deploying(GatewayCore):
+    """The deploy side of the gateway."""
+
+    async def restore(self) -> None:
+        """Start every function of the registry again (after a gateway restart), in parallel."""
+        await asyncio.gather(*(self._restore_one(r) for r in list(self.registry.records.values())))
+
+    async def _restore_one(self, record: FunctionRecord) -> None:
+        async with self._lock(record.name):
+            try:
+                deployment = self._create(record)
+                await deployment.start()
+            except (DeployFailed, KeyError, ConfigError) as exc:
+                message = exc.message if isinstance(exc, DeployFailed) else str(exc)
+                self.start_errors[record.name] = message
+                log.error("could not restart %s: %s", record.name, message)
+                return
+            self.deployments[record.name] = deployment
+            self.start_errors.pop(record.name, None)
+            log.info("restarted %s (revision %d, %d replica(s))", record.name, record.revision, record.replicas)
+
+    def _retire(self, name: str, previous: Deployment | None, folder: Path | None) -> None:
+        """Stop a replaced revision and remove its folder in the background: a deploy returns once the new
+        revision serves, while the old replicas finish the calls they have."""
+        async def retire(after: asyncio.Task[None] | None) -> None:
+            if after is not None:
+                await asyncio.gather(after, return_exceptions=True)
+            if previous is not None:
+                await previous.stop()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        task = asyncio.create_task(retire(self._retiring.get(name)), name=f"dcf-retire-{name}")
+        self._retiring[name] = task
+        task.add_done_callback(lambda done: self._retiring.get(name) is done and self._retiring.pop(name))
+
+    async def _retired(self, name: str | None = None) -> None:
+        """Wait until the replaced revisions (of `name`, or of all functions) are stopped."""
+        tasks = list(self._retiring.values()) if name is None else [t for t in [self._retiring.get(name)] if t]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _create(self, record: FunctionRecord) -> Deployment:
+        backend = self.backends.get(record.backend)
+        if backend is None:
+            raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
+        return backend.create(
+            DeploymentSpec(
+                name=record.name,
+                revision=record.revision,
+                source_dir=self.function_dir(record.name) / f"rev-{record.revision}",
+                log_path=self.log_path(record.name),
+                image=record.image,
+                runtime=record.annotations.get("dcf.runtime", "python"),
+                env=dict(record.env),
+                limits=record.resources,
+                replicas=record.replicas,
+                concurrency=record.concurrency,
+            )
+        )
+
+    @unary_rpc
+    async def Deploy(self, request: pb.CreateFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        return await self._deploy(request, update=False)
+
+    @unary_rpc
+    async def Update(self, request: pb.CreateFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        return await self._deploy(request, update=True)
+
+    async def _deploy(self, request: pb.CreateFunctionRequest, *, update: bool) -> pb.Message:
+        name = valid_name(request.Service)
+        async with self._lock(name):
+            old = self.registry.records.get(name)
+            if old is not None and not update:
+                raise Abort(grpc.StatusCode.ALREADY_EXISTS,
+                            f"function {name!r} is already deployed; update it (Update RPC, "
+                            "`dcf function deploy --update`) or delete it first")
+            if old is None and update:
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed, so it cannot be updated")
+            if not request.Source:
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"the request for {name!r} carries no function source (only image {brief(request.Image)}); "
+                            "this gateway runs function folders: deploy with `dcf function deploy -f config.yaml`")
+            _check_replicas(request.Replicas)
+            revision = (old.revision + 1) if old else 1
+            source_dir = self.function_dir(name) / f"rev-{revision}"
+            shutil.rmtree(source_dir, ignore_errors=True)
+            try:
+                unpack_source(request.Source, source_dir, max_bytes=16 * self.max_message)
+                spec = load_config(source_dir / "config.yaml").function(name)
+            except (InvalidArgument, ConfigError) as exc:
+                shutil.rmtree(source_dir, ignore_errors=True)
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).replace(str(source_dir) + "/", "")) from None
+            backend = request.Backend or spec.backend or self.default_backend
+            if backend not in self.backends:
+                shutil.rmtree(source_dir, ignore_errors=True)
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"unknown backend {brief(backend)} (this gateway has: {', '.join(self.backends)})")
+            limits = request.Limits if request.HasField("Limits") else None
+            replicas = request.Replicas or (old.replicas if old else spec.replicas)
+            annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
+            record = FunctionRecord(
+                name=name,
+                backend=backend,
+                revision=revision,
+                replicas=replicas,
+                image=request.Image or spec.image_ref,
+                env={**spec.environment, **request.EnvVars},
+                labels={**spec.labels, **request.Labels},
+                annotations={**annotations, **spec.annotations, **request.Annotations},
+                limits={"memory": limits.Memory, "cpu": limits.CPU, "gpu": limits.GPU} if limits else
+                {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
+                concurrency=spec.concurrency,
+                timeout=spec.timeout,
+                invocations=old.invocations if old else 0,
+                created=old.created if old else time.time(),
+            )
+            try:
+                deployment = self._create(record)
+                await deployment.start()
+            except DeployFailed as failure:
+                shutil.rmtree(source_dir, ignore_errors=True)
+                log.warning("deploy of %s failed: %s", name, failure.message)
+                # Paths inside the function read as in the user's folder (src/handler.py), not in this
+                # gateway's copy of it; the client puts its own folder in front.
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} did not start: {failure.message}",
+                            detail=failure.detail.replace(f"{source_dir}/", "")) from None
+            # The new revision is ready: switch calls to it, then retire the old one.
+            previous = self.deployments.get(name)
+            self.deployments[name] = deployment
+            self.start_errors.pop(name, None)
+            self.registry.put(record)
+            self._retire(name, previous, self.function_dir(name) / f"rev-{old.revision}" if old else None)
+            verb = "Updated" if old else "Deployed"
+            log.info("%s %s (revision %d, %d replica(s), %s)", verb.lower(), name, revision, replicas, backend)
+            plural = "s" if replicas != 1 else ""
+            return pb.Message(Msg=f"{verb}: {name} ({replicas} replica{plural} on the {backend} backend)")
+
+    @unary_rpc
+    async def Delete(self, request: pb.DeleteFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        name = valid_name(request.FunctionName)
+        async with self._lock(name):
+            if name not in self.registry.records:
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
+            deployment = self.deployments.pop(name, None)
+            if deployment is not None:
+                await deployment.stop()
+            await self._retired(name)
+            self.registry.remove(name)
+            self.start_errors.pop(name, None)
+            shutil.rmtree(self.function_dir(name), ignore_errors=True)
+            for path in (self.log_path(name), self.log_path(name).with_suffix(".log.1")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        log.info("deleted %s", name)
+        return pb.Message(Msg=f"Deleted: {name}")
+
+    @unary_rpc
+    async def ReplicaUpdate(self, request: pb.ScaleServiceRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        name = valid_name(request.ServiceName)
+        _check_replicas(request.Replicas)
+        async with self._lock(name):
+            record, deployment = self._route(name)
+            try:
+                await deployment.scale(request.Replicas)
+            except DeployFailed as failure:
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} could not scale: {failure.message}",
+                            detail=failure.detail) from None
+            record.replicas = request.Replicas
+            self.registry.put(record)
+        log.info("scaled %s to %d replica(s)", name, request.Replicas)
+        return pb.Message(Msg=f"Scaled: {name} to {request.Replicas} replica{'s' if request.Replicas != 1 else ''}")
+
+
+
+def _check_replicas(replicas: int) -> None:
+    if replicas > MAX_REPLICAS:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {replicas}")

@@ -1,0 +1,165 @@
+"""Calls: Invoke, InvokeBytes, InvokeStream and Invokes route to a replica and pass requests and replies
+through as bytes (no decode and re-encode here); `Invokes` pipelines a bounded window of calls per stream
+to one replica and returns replies in request order."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any
+
+import grpc
+
+from ..backends.base import Deployment, NoReplica
+from ..errors import brief
+from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
+from ..protocol.wire import WireError, parse_invoke_request
+from .core import GatewayCore
+from .registry import FunctionRecord
+from .rpc import Abort, streaming_rpc, unary_rpc, within
+
+log = logging.getLogger("dcf.gateway")
+
+DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeout`
+
+
+def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeout: float) -> Abort:
+    """A call ran past the function's timeout: recycle the stuck worker and say so."""
+    log.warning("%s: a call ran past %gs; recycling its worker", record.name, timeout)
+    deployment.recycle(link)
+    return Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                 f"{record.name!r} did not answer within {timeout:g}s (its config.yaml `timeout`, default "
+                 f"{DEFAULT_CALL_TIMEOUT_S:g}s); the stuck worker was restarted", origin="function")
+
+
+@contextlib.contextmanager
+def _call_failures(record: FunctionRecord) -> Iterator[None]:
+    """A call's failure on the worker link as the Abort its client gets (the one mapping of them)."""
+    try:
+        yield
+    except CallFailed as failure:
+        raise Abort.from_call(failure) from None
+    except LinkClosed as exc:
+        raise _link_lost(record.name, exc) from None
+
+
+async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: Deployment, link: Any) -> bytes:
+    """One call's reply within the function's timeout; a timeout recycles the stuck worker."""
+    timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
+    with _call_failures(record):
+        try:
+            return await within(reply, timeout)
+        except asyncio.TimeoutError:
+            raise _timed_out(record, deployment, link, timeout) from None
+
+
+def _link_lost(name: str, exc: LinkClosed) -> Abort:
+    return Abort(grpc.StatusCode.UNAVAILABLE,
+                 f"the worker of {name!r} stopped during the call ({exc}); it is being restarted, try again",
+                 origin="function")
+
+
+def _service_of(raw: bytes) -> str:
+    """The function an InvokeServiceRequest names, without copying its Input."""
+    try:
+        return parse_invoke_request(raw)[0]
+    except WireError as exc:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
+
+
+
+class Invoking(GatewayCore):
+    """The invoke RPCs of the gateway."""
+
+    async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        timeout = self.ready_timeout if remaining is None else min(self.ready_timeout, max(remaining, 0.0))
+        try:
+            return await deployment.pick(timeout)
+        except NoReplica as exc:
+            raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+
+    async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
+        record, deployment = self._route(_service_of(raw))
+        link = await self._pick(record, deployment, context)
+        self.registry.count(record)
+        return await _answer(link.call(form, raw), record, deployment, link)
+
+    @unary_rpc
+    async def Invoke(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(raw, context, FORM_MESSAGE)
+
+    @unary_rpc
+    async def InvokeBytes(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(raw, context, FORM_MESSAGES)
+
+    @streaming_rpc
+    async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        record, deployment = self._route(_service_of(raw))
+        link = await self._pick(record, deployment, context)
+        self.registry.count(record)
+        with _call_failures(record):
+            async for item in link.stream(raw):
+                yield item
+
+    @streaming_rpc
+    async def Invokes(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """Bidi stream: each request is one call, replies in request order.
+
+        The stream is bound to the function (and replica) named by its first
+        message. At most `stream_window` calls are in flight: past that the
+        gateway stops reading, so gRPC flow control slows the sender instead of
+        memory growing.
+        """
+        window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.stream_window)
+        bound: tuple[FunctionRecord, Deployment, Any] | None = None  # once the first message arrived
+        unanswered: collections.deque[int] = collections.deque()  # call ids sent to the worker, in order
+
+        async def pump() -> None:
+            nonlocal bound
+            try:
+                async for raw in requests:
+                    service = _service_of(raw)
+                    if bound is None:
+                        record, deployment = self._route(service)
+                        bound = (record, deployment, await self._pick(record, deployment, context))
+                    record, _, link = bound
+                    if service and service != record.name:
+                        raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"this stream calls {record.name!r}; open another stream for {brief(service)}")
+                    self.registry.count(record)
+                    call_id, future = link.submit(FORM_MESSAGES, raw)
+                    unanswered.append(call_id)
+                    await window.put(future)
+                await window.put(None)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the replying side
+                await window.put(exc)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while True:
+                item = await window.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, LinkClosed) and bound is not None:
+                        raise _link_lost(bound[0].name, item)
+                    raise item
+                assert bound is not None  # a future in the window means the pump bound the stream
+                record, deployment, link = bound
+                reply = await _answer(item, record, deployment, link)
+                unanswered.popleft()
+                yield reply
+        finally:
+            # Cancelled, failed or refused: the worker skips the calls it has not started.
+            pumping.cancel()
+            if bound is not None:
+                _, _, link = bound
+                for call_id in unanswered:
+                    link.cancel(call_id)
+
