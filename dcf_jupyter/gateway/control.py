@@ -92,8 +92,11 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
 
 def options_from(args: argparse.Namespace) -> GatewayOptions:
     """GatewayOptions from parsed `gateway_parser()` flags (the environment fills what they leave out)."""
-    if args.stream_window < 1 or args.flow_window < 0 or not 0 <= args.port <= 65535:
-        raise GatewayStartError("--stream-window must be >= 1, --flow-window >= 0 and --port within 0..65535")
+    for wrong, message in ((not 0 <= args.port <= 65535, f"--port must be within 0..65535, got {args.port}"),
+                           (args.stream_window < 1, f"--stream-window must be at least 1, got {args.stream_window}"),
+                           (args.flow_window < 0, f"--flow-window must be 0 or more, got {args.flow_window}")):
+        if wrong:
+            raise GatewayStartError(message)
     return GatewayOptions(
         state_dir=(args.state_dir or default_state_dir()).expanduser(),
         host=args.host,
