@@ -4,7 +4,7 @@ Prints what the replica saw (CUDA_VISIBLE_DEVICES, torch.cuda device), and the l
 handler in-process vs through the gateway (unary p50/p95, and frames over one `Invokes` stream).
 Needs PyTorch; on a machine without CUDA it still runs and says the model ran on the CPU.
 
-    python benchmarks/gpu.py [--calls 300] [--frames 500] [--json OUT.json]
+    python benchmarks/gpu.py [--calls 300] [--frames 500] [--json OUT.json] [--flow-window BYTES]
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--flow-window", type=int, default=None,
+                        help="the gateway's --flow-window (0: gRPC's adaptive windows)")
     args = parser.parse_args()
 
     import numpy as np
