@@ -97,3 +97,38 @@ def test_streaming_notebook_outputs(tmp_path: Path) -> None:
     # Run All leaves the widgets' functions deployed (clean-up waits for `done = True`) and no media beside it.
     assert text_of(outputs(notebook, "done = False")) == ""
     assert sorted(p.name for p in (tmp_path / "notebooks").iterdir()) == ["02-streaming.ipynb", "dcf-functions"]
+
+
+def test_stft_notebook_outputs(tmp_path: Path) -> None:
+    notebook = execute(ROOT / "notebooks" / "03-stft.ipynb", tmp_path)
+    deployed = text_of(outputs(notebook, 'dcf_jupyter.deploy(folder, "stft")'))
+    assert "Deployed: stft (1 replica" in deployed and "Deployed: stft-data (1 replica" in deployed
+    picture = outputs(notebook, 'dcf_jupyter.call("stft"')
+    assert "characters of base64 text (a str: True), starting 'iVBORw0KGgoA'" in text_of(picture)  # a PNG header
+    assert any("image/png" in o.get("data", {}) for o in picture), "the base64 PNG displays as a picture"
+    compared = text_of(outputs(notebook, "signal.stft(x, rate"))
+    difference = float(compared.split("max |function - scipy| = ")[1].split(" dB")[0])
+    assert difference < 1e-3, compared  # the reply carries float32 dB: equal to its precision
+    stereo = text_of(outputs(notebook, "both = plot_spectrogram(stereo)"))
+    found = stereo.split("mid-file: [")[1].split("]")[0].replace("'", "").replace(" Hz", "").split(", ")
+    low, high = sorted(float(f) for f in found)
+    assert abs(low - 440) < 44 and abs(high - 1000) < 44, stereo  # within a bin (44100 / 1024 Hz) of each tone
+    widget = [o for o in outputs(notebook, 'Spectrogram("stft-data"') if "data" in o]
+    assert widget and "application/vnd.jupyter.widget-view+json" in widget[0]["data"]
+    assert text_of(outputs(notebook, "done = False")) == ""
+
+
+def test_text_streaming_notebook_outputs(tmp_path: Path) -> None:
+    notebook = execute(ROOT / "notebooks" / "04-text-streaming.ipynb", tmp_path)
+    live = outputs(notebook, "typewriter.call_stream(")
+    final = [o for o in live if o.get("output_type") in ("display_data", "update_display_data")]
+    assert final and final[-1]["data"]["text/markdown"].startswith("Streams let a slow function show its work")
+    summary = text_of(live)
+    pieces = int(summary.split(" pieces;")[0].split()[-1])
+    first = int(summary.split("the first after ")[1].split(" ms")[0])
+    last = int(summary.split("the last after ")[1].split(" ms")[0])
+    assert pieces == 13 and last - first >= 400, "pieces arrive while the handler works, not all at the end"
+    assert text_of(outputs(notebook, 'typewriter("folded into one reply")')) == "'folded into one reply'"
+    moods = text_of(outputs(notebook, "for reply in mood.stream(")).splitlines()
+    assert [line.split()[0] for line in moods] == ["happy", "sad", "neutral", "happy", "sad"]
+    assert text_of(outputs(notebook, "done = False")) == ""
