@@ -132,3 +132,20 @@ def test_text_streaming_notebook_outputs(tmp_path: Path) -> None:
     moods = text_of(outputs(notebook, "for reply in mood.stream(")).splitlines()
     assert [line.split()[0] for line in moods] == ["happy", "sad", "neutral", "happy", "sad"]
     assert text_of(outputs(notebook, "done = False")) == ""
+
+
+def test_shell_notebook_outputs(tmp_path: Path) -> None:
+    notebook = execute(ROOT / "notebooks" / "05-from-the-shell.ipynb", tmp_path)
+    assert "DCF gateway started" in text_of(outputs(notebook, "dcf gateway start --detach"))
+    assert "Directory: hello-dcf is created." in text_of(outputs(notebook, "dcf function init hello-dcf"))
+    assert "Building function (hello-dcf) ..." in text_of(outputs(notebook, "dcf function build"))
+    run = text_of(outputs(notebook, "echo Hello | dcf function run hello-dcf"))
+    assert "Handler reply: Hello DCF" in run, run
+    assert "Deployed: hello-dcf" in text_of(outputs(notebook, "!dcf function deploy -f hello-dcf/config.yaml"))
+    assert text_of(outputs(notebook, "!echo Hello | dcf function call hello-dcf")).strip() == "Hello DCF"
+    assert "hello-dcf" in text_of(outputs(notebook, "!dcf function list"))
+    docker = text_of(outputs(notebook, "if can_build:"))
+    assert "Hello DCF" in docker or "Skipped: no image could be built" in docker, docker
+    bases = text_of(outputs(notebook, "gpu_spec = replace("))
+    assert "gpu: 1    -> nvidia/cuda:" in bases, bases
+    assert "Deleted: hello-dcf" in text_of(outputs(notebook, "!dcf function delete hello-dcf"))
