@@ -149,3 +149,20 @@ def test_shell_notebook_outputs(tmp_path: Path) -> None:
     bases = text_of(outputs(notebook, "gpu_spec = replace("))
     assert "gpu: 1    -> nvidia/cuda:" in bases, bases
     assert "Deleted: hello-dcf" in text_of(outputs(notebook, "!dcf function delete hello-dcf"))
+
+
+def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason="functions/ssd runs on TensorFlow (the [tf] extra, in [dev])")
+    notebook = execute(ROOT / "notebooks" / "06-object-detection.ipynb", tmp_path)
+    deployed = text_of(outputs(notebook, "dcf_jupyter.deploy(Path"))
+    assert "Deployed: ssd (1 replica" in deployed and ("on the GPU" in deployed or "on the CPU" in deployed)
+    hopper = outputs(notebook, 'found = dcf_jupyter.call("ssd", hopper)')
+    assert text_of(hopper).startswith("person 0.9"), text_of(hopper)
+    assert any("image/png" in o.get("data", {}) for o in hopper), "the boxes are drawn on the photo"
+    assert "2 people found" in text_of(outputs(notebook, "pair = Image.new("))
+    batch = text_of(outputs(notebook, "batch = json.dumps("))
+    assert "people per image: [1, 2, 1, 2, 1, 2, 1, 2]" in batch, batch
+    assert "'sent': 30, 'received': 30" in text_of(outputs(notebook, "video.run()"))
+    camera = [o for o in outputs(notebook, 'CameraStream("ssd")') if "data" in o]
+    assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
+    assert text_of(outputs(notebook, "done = False")) == ""
