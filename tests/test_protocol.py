@@ -24,14 +24,17 @@ def test_additions_keep_every_original_name_and_number() -> None:
     """Parse both protos' descriptors: every original message field keeps its name, number and type."""
     pytest.importorskip("grpc_tools")
     from google.protobuf import descriptor_pb2
-    from grpc_tools import protoc
 
     from dcf_jupyter.protocol import gateway_pb2 as ours
 
     with tempfile.TemporaryDirectory() as tmp:
         descriptor_file = Path(tmp) / "original.pb"
-        assert protoc.main(["protoc", f"-I{DATA}", f"--descriptor_set_out={descriptor_file}",
-                            str(DATA / "dcf_original_gateway.proto")]) == 0
+        # protoc runs in a process of its own: its C++ once crashed inside a long test session (a segfault
+        # takes the whole run down; a failed subprocess is one failed test).
+        result = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{DATA}",
+                                 f"--descriptor_set_out={descriptor_file}", str(DATA / "dcf_original_gateway.proto")],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
         original = descriptor_pb2.FileDescriptorSet.FromString(descriptor_file.read_bytes()).file[0]
     assert original.package == ours.DESCRIPTOR.package == "pb"
     for message in original.message_type:
@@ -49,12 +52,11 @@ def test_additions_keep_every_original_name_and_number() -> None:
 
 def test_client_compiled_from_the_original_proto_works(gateway, tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
-    from grpc_tools import protoc
-
     proto = tmp_path / "gateway.proto"
     proto.write_text((DATA / "dcf_original_gateway.proto").read_text())
-    assert protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                        str(proto)]) == 0
+    compiled = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}", f"--python_out={tmp_path}",
+                               f"--grpc_python_out={tmp_path}", str(proto)], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
     # Its own process: the original stubs register the same `pb.*` names as ours.
     result = subprocess.run([sys.executable, str(DATA / "original_client.py"), str(tmp_path), gateway.address],
                             capture_output=True, text=True, timeout=60)
