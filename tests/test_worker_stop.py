@@ -104,6 +104,8 @@ class Handler:
         for i in range(200):
             print("line", i, "x" * 200, "end")  # print() writes its pieces one by one
             print("err", i, file=sys.stderr)
+        sys.stdout.buffer.write(b"bytes too\\n")  # what libraries writing binary to stdout do
+        print("encoding", sys.stdout.encoding)
 
     def __call__(self, req):
         return "ok"
@@ -116,9 +118,10 @@ def test_replicas_starting_at_once_write_whole_prefixed_lines(fresh_gateway, mak
     lines = client.logs("chatty", 5000).splitlines()
     worker_lines = [line for line in lines if not line.startswith("[dcf-gateway]")]
     assert len(worker_lines) >= 800
+    assert sum(line.endswith("] bytes too") for line in worker_lines) == 2
     for line in worker_lines:
         assert line.startswith(("[r0] ", "[r1] ")), line
         body = line[5:]
-        assert body.startswith(("line ", "err ", "[dcf-worker]")), line
+        assert body.startswith(("line ", "err ", "[dcf-worker]", "bytes too", "encoding utf-8")), line
         if body.startswith("line "):
             assert body.endswith(" end") and len(body.split()) == 4, line

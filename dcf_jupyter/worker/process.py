@@ -50,13 +50,23 @@ from .link import Emit, LinkServer
 class ReplicaLines(io.TextIOBase):
     """The worker's stdout and stderr when several replicas share one log file: whole lines only, each
     prefixed with the replica and written with one write() (O_APPEND keeps a write whole), so two replicas
-    starting at once never interleave mid-line."""
+    starting at once never interleave mid-line. Text and bytes (`.buffer`) alike."""
 
     def __init__(self, fd: int, replica: str) -> None:
         self._fd = fd
         self._prefix = f"[r{replica}] ".encode()
         self._partial = b""
         self._lock = threading.Lock()
+        self._bytes = _LinesOfBytes(self)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase says None; handlers may read it
+        return "utf-8"
+
+    @property
+    def buffer(self) -> _LinesOfBytes:
+        """The binary side (`sys.stdout.buffer.write(b"...")`), into the same lines."""
+        return self._bytes
 
     def writable(self) -> bool:
         return True
@@ -65,17 +75,35 @@ class ReplicaLines(io.TextIOBase):
         return self._fd
 
     def write(self, text: str) -> int:
+        self.write_bytes(text.encode("utf-8", "replace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Add `data`; every line it completes is written, prefixed."""
         with self._lock:
-            *lines, self._partial = (self._partial + text.encode("utf-8", "replace")).split(b"\n")
+            *lines, self._partial = (self._partial + data).split(b"\n")
             if lines:
                 os.write(self._fd, b"".join(self._prefix + line + b"\n" for line in lines))
-        return len(text)
 
     def flush(self) -> None:
         with self._lock:
             if self._partial:
                 os.write(self._fd, self._prefix + self._partial + b"\n")
                 self._partial = b""
+
+
+class _LinesOfBytes:
+    """ReplicaLines' `.buffer`."""
+
+    def __init__(self, lines: ReplicaLines) -> None:
+        self._lines = lines
+
+    def write(self, data: bytes) -> int:
+        self._lines.write_bytes(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self._lines.flush()
 
 
 def _log(message: str) -> None:
