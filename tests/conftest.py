@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +18,7 @@ from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import FunctionError
 from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
+from dcf_jupyter.gateway.control import remove_left_socket_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
@@ -63,8 +62,7 @@ class GatewayHandle:
         stop_gateway(self.state_dir)
         # A test that SIGKILLed this gateway left its worker-socket dir behind (only a later gateway of the
         # same state dir would remove it): remove it here.
-        with contextlib.suppress(OSError):
-            shutil.rmtree(Path((self.state_dir / "sockets.path").read_text().strip()), ignore_errors=True)
+        remove_left_socket_dir(self.state_dir)
 
 
 def start_gateway(state_dir: Path, *extra: str) -> GatewayHandle:

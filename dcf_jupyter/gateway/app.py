@@ -34,6 +34,7 @@ from .control import (
     GatewayOptions,
     format_address,
     read_gateway_file,
+    remove_left_socket_dir,
 )
 from .service import Gateway
 
@@ -58,13 +59,9 @@ def _fresh_socket_dir(state_dir: Path) -> Path:
     """A new temp dir for worker sockets, after removing the one a killed gateway of this state dir left."""
     # Sockets live in the temp dir, not the state dir, because a Unix socket path is capped at 107 bytes.
     # A gateway that was SIGKILLed never ran its cleanup; the state-dir lock proves it is gone.
-    record = state_dir / SOCKET_DIR_FILE
-    with contextlib.suppress(OSError):
-        previous = Path(record.read_text().strip())
-        if previous.parent == Path(tempfile.gettempdir()) and previous.name.startswith(SOCKET_DIR_PREFIX):
-            shutil.rmtree(previous, ignore_errors=True)
+    remove_left_socket_dir(state_dir)
     socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
-    record.write_text(str(socket_dir))
+    (state_dir / SOCKET_DIR_FILE).write_text(str(socket_dir))
     return socket_dir
 
 

@@ -4,12 +4,15 @@ stop it. Importable without the gateway server (no grpc): notebooks and the CLI 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +129,17 @@ def options_argv(options: GatewayOptions) -> list[str]:
             argv += [flag, str(getattr(options, field))]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
     return argv
+
+
+def remove_left_socket_dir(state_dir: Path) -> None:
+    """Remove the worker-socket temp dir the gateway of `state_dir` recorded and did not remove itself (it was
+    SIGKILLed); call it only when that gateway is gone. Only a dir of ours in the temp dir is touched."""
+    record = state_dir / SOCKET_DIR_FILE
+    with contextlib.suppress(OSError):
+        left = Path(record.read_text().strip())
+        if left.parent == Path(tempfile.gettempdir()) and left.name.startswith(SOCKET_DIR_PREFIX):
+            shutil.rmtree(left, ignore_errors=True)
+        record.unlink()
 
 
 def format_address(host: str, port: int) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import signal
 import tempfile
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from dcf_jupyter.client import Client
 from dcf_jupyter.errors import DcfError
 from dcf_jupyter.gateway import start_detached
+from dcf_jupyter.gateway.control import remove_left_socket_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 WAYS = ("SIGTERM", "SIGTERM then SIGKILL", "SIGKILL")
@@ -105,8 +105,7 @@ def one_round(way: str, *, calls: int, frames: int, replicas: int = 2, within: f
                 process.wait(10)
             # A SIGKILLed gateway cannot remove its worker-socket dir (the next gateway of a state dir would):
             # remove the one this round made.
-            with contextlib.suppress(OSError):
-                shutil.rmtree(Path((state_dir / "sockets.path").read_text().strip()), ignore_errors=True)
+            remove_left_socket_dir(state_dir)
 
 
 def rounds(count: int, *, calls: int, frames: int, seed: int = 0) -> list[RoundResult]:
