@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
@@ -11,24 +10,18 @@ import pytest
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
-from conftest import ROOT  # noqa: E402 - after the sys.path or importorskip set-up above
+import notebook_runner  # noqa: E402 - after the importorskips above
+from conftest import ROOT  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
-    """Run a copy of the notebook in `workdir`/notebooks (its function folders land there, not in the repo),
-    with `workdir`/functions standing for the repository's examples, as "../functions" from the notebook."""
-    (workdir / "notebooks").mkdir(exist_ok=True)
-    if not (workdir / "functions").exists():
-        (workdir / "functions").symlink_to(ROOT / "functions")
-    workdir = workdir / "notebooks"
-    copy = workdir / path.name
-    shutil.copy(path, copy)
-    notebook = nbformat.read(copy, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(workdir)}})
-    client.execute()
+    """Run the notebook (see notebook_runner.execute); a cell's error fails the test unless the cell is tagged
+    raises-exception."""
+    notebook = notebook_runner.execute(path, workdir)
+    errors = notebook_runner.unexpected_errors(notebook)
+    assert not errors, "\n".join(errors)
     return notebook
 
 
@@ -50,15 +43,6 @@ def text_of(items: list[dict]) -> str:
         elif output.get("output_type") == "error":
             parts.append("\n".join(output.get("traceback", [])))
     return "\n".join(parts)
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_without_unexpected_errors(path: Path, tmp_path: Path) -> None:
-    notebook = execute(path, tmp_path)
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and "raises-exception" not in cell.metadata.get("tags", []):
-            errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-            assert not errors, f"{cell.source!r} raised: {errors[0]['ename']}: {errors[0]['evalue']}"
 
 
 def test_hello_notebook_outputs(tmp_path: Path) -> None:
@@ -166,3 +150,9 @@ def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
     camera = [o for o in outputs(notebook, 'CameraStream("ssd")') if "data" in o]
     assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
     assert text_of(outputs(notebook, "done = False")) == ""
+
+
+def test_every_notebook_has_its_output_test() -> None:
+    source = Path(__file__).read_text()
+    untested = [p.name for p in NOTEBOOKS if f'"{p.name}"' not in source]
+    assert not untested, f"notebooks without an output test here: {untested}"

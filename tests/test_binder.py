@@ -1,0 +1,104 @@
+"""Binder: a fresh environment built exactly as `binder/` says runs every tutorial with nothing installed at
+call time.
+
+repo2docker itself cannot run here: its base images come from a container registry these machines cannot
+reach. So this test does what repo2docker would do with `binder/`, in the same order, on this machine: a venv
+of the Python that `runtime.txt` names, `pip install -r requirements.txt`, `postBuild` from the repository
+root, then `start` with the command to run after it (on Binder: JupyterLab; here: every notebook executed by
+nbclient in that venv's kernel, against the gateway that `start` launched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from dcf_jupyter.backends.launcher import free_port
+from dcf_jupyter.client import Client
+from dcf_jupyter.gateway import stop_gateway
+
+BINDER = ROOT / "binder"
+
+
+def copy_as_cloned(target: Path) -> None:
+    """The repository's files as a clone has them (tracked, or new and not ignored): no build output, venvs or
+    egg-info of this checkout, which would hide what postBuild must produce itself."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():  # a deleted, not yet committed file is still listed
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name, follow_symlinks=False)
+
+
+def binder_python() -> str:
+    """The interpreter runtime.txt asks for ('python-3.11' -> python3.11), or skip saying it is absent."""
+    version = (BINDER / "runtime.txt").read_text().strip().removeprefix("python-")
+    found = shutil.which(f"python{version}")
+    if found is None:
+        pytest.skip(f"binder/runtime.txt asks for Python {version}, which this machine lacks")
+    return found
+
+
+def run(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
+    """Run a build step; its output is the assertion message when it fails."""
+    done = subprocess.run(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}" \
+                                 f"\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.timeout(1800)
+def test_binder_environment_runs_every_tutorial(tmp_path: Path) -> None:
+    python = binder_python()
+    repo = tmp_path / "repo"
+    copy_as_cloned(repo)
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    state, cache = tmp_path / "state", tmp_path / "cache"
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv),
+           # The venv's kernelspec, not one a user or the system installed for another Python.
+           "JUPYTER_PATH": str(venv / "share" / "jupyter"),
+           "DCF_GATEWAY": address, "DCF_STATE_DIR": str(state), "DCF_CACHE_DIR": str(cache)}
+    env.pop("PYTHONPATH", None)
+
+    run([str(venv / "bin" / "pip"), "install", "--quiet", "-r", "binder/requirements.txt"], cwd=repo, env=env,
+        timeout=900)
+    run(["bash", "binder/postBuild"], cwd=repo, env=env, timeout=1200)
+    notebooks = sorted(str(p) for p in (repo / "notebooks").glob("*.ipynb"))
+    try:
+        run(["bash", "binder/start", str(venv / "bin" / "python"), "tests/notebook_runner.py",
+             str(tmp_path / "runs"), *notebooks], cwd=repo, env=env, timeout=1500)
+        errors = json.loads((tmp_path / "runs" / "report.json").read_text())
+        assert sorted(errors) == sorted(Path(p).name for p in notebooks)
+        assert not any(errors.values()), json.dumps(errors, indent=1)
+        with Client(address) as client:  # the notebooks deployed to start's gateway, not embedded ones
+            deployed = {f.name for f in client.list()}
+        assert {"mirror", "stft", "stft-data", "ssd"} <= deployed, deployed
+    finally:
+        stopped = stop_gateway(state)
+    assert stopped is not None, "binder/start launched no gateway"
+    installed = list((cache / "requirements").glob("*")) if (cache / "requirements").exists() else []
+    assert not installed, f"a deploy installed requirements at call time: {installed}"
+
+
+def test_binder_start_says_so_when_no_gateway_starts(tmp_path: Path) -> None:
+    """A gateway that cannot start (here: a port out of range): start still runs the command after it (on
+    Binder, JupyterLab) and says the notebooks will start their own."""
+    env = {**os.environ, "DCF_GATEWAY": "127.0.0.1:70000", "DCF_STATE_DIR": str(tmp_path / "state"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(BINDER / "start"), "echo", "then JupyterLab"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "then JupyterLab", done
+    assert "no shared DCF gateway; notebooks will start their own" in done.stderr
+    assert "--port must be within 0..65535, got 70000" in done.stderr
