@@ -19,6 +19,7 @@ from dcf_jupyter.errors import (
     FunctionError,
     FunctionExists,
     FunctionNotFound,
+    GatewayStartError,
     InvalidArgument,
 )
 from dcf_jupyter.protocol import gateway_pb2 as pb
@@ -510,3 +511,25 @@ def test_a_stream_stops_reading_when_its_window_is_full(tmp_path, make_function)
         replies.close()
     finally:
         handle.stop()
+
+
+def test_the_ray_backend_without_ray_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without Ray: the gateway still starts and offers the ray backend, and a deploy that asks for it
+    says how to install Ray (nothing is registered, nothing else breaks)."""
+    shadow = tmp_path / "no-ray" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('Ray is not installed here')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shadow.parent),
+                                                                   os.environ.get("PYTHONPATH")])))
+    handle = start_gateway(tmp_path / "state", "--no-docker")
+    try:
+        with pytest.raises(DeployError) as failure:
+            handle.client.deploy(FUNCTIONS / "echo", backend="ray")
+        assert str(failure.value).startswith(
+            "echo was not deployed: the ray backend needs Ray: pip install 'dcf-jupyter[ray]'"), failure.value
+        assert handle.client.list() == []
+        assert handle.client.deploy(FUNCTIONS / "echo").startswith("Deployed: echo (1 replica on the local")
+    finally:
+        handle.stop()
+    with pytest.raises(GatewayStartError, match=r"the ray backend needs Ray: pip install 'dcf-jupyter\[ray\]'"):
+        start_gateway(tmp_path / "state2", "--backend", "ray")

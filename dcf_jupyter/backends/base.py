@@ -116,6 +116,10 @@ class Deployment(abc.ABC):
     async def stop(self) -> None:
         """Stop every replica."""
 
+    async def release(self) -> None:
+        """The gateway is stopping: stop the replicas it runs itself (a cluster engine's keep serving)."""
+        await self.stop()
+
     @abc.abstractmethod
     async def scale(self, replicas: int) -> None:
         """Run `replicas` replicas (new ones ready before this returns); DeployFailed if one cannot start."""

@@ -84,11 +84,20 @@ def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Even
     loop.add_reader(fd, readable)
 
 
+def _ray_backend(options: GatewayOptions) -> Backend:
+    from ..backends.ray import RayBackend  # Ray is optional and slow to import: only when asked for
+
+    return RayBackend.connect(options.ray_address)
+
+
 async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path) -> dict[str, Backend]:
-    """The local backend always; the docker one when a Docker daemon answers (and it is not turned off)."""
+    """The local backend always; the docker one when a Docker daemon answers (and it is not turned off); the
+    ray one now when it is the default or a cluster was named (else on its first deploy, see `on_demand`)."""
     backends: dict[str, Backend] = {
         "local": LocalBackend(socket_dir, max_message=options.max_message)
     }
+    if options.default_backend == "ray" or options.ray_address:
+        backends["ray"] = await asyncio.to_thread(_ray_backend, options)
     if options.docker:
         try:
             backends["docker"] = await asyncio.to_thread(DockerBackend.connect, state_dir,
@@ -137,6 +146,7 @@ async def run_gateway(options: GatewayOptions) -> None:
             state_dir,
             await _make_backends(options, state_dir, socket_dir),
             default_backend=options.default_backend,
+            on_demand={"ray": lambda: _ray_backend(options)},
             max_message=options.max_message,
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,

@@ -54,6 +54,7 @@ class GatewayOptions:
     lifeline_fd: int | None = None  # stop when it reaches EOF (an embedded gateway dies with its kernel)
     ephemeral: bool = False  # remove the state dir on the way out (an embedded gateway's temporary one)
     docker: bool = True  # offer the docker backend when a Docker daemon answers
+    ray_address: str | None = None  # the ray backend's cluster (None: a local Ray, started on first use)
     token: str | None = None  # see auth.py for what needs it
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
     tls_key: str | None = None
@@ -70,8 +71,12 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
                         help="run in the background (its log: STATE_DIR/gateway.log)")
     parser.add_argument("--max-message-size", type=int, default=None,
                         help="largest request/reply in bytes (default: $DCF_MAX_MESSAGE_SIZE or 64 MiB)")
-    parser.add_argument("--backend", default="local", help="default backend for deploys that name none (local)")
+    parser.add_argument("--backend", default="local", choices=("local", "docker", "ray"),
+                        help="default backend for deploys that name none (default: local)")
     parser.add_argument("--no-docker", action="store_true", help="do not offer the docker backend")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster of the ray backend, as Ray takes it: auto, HOST:PORT or ray://HOST:10001 "
+                             "(default: a local Ray, started on the first ray deploy and stopped with the gateway)")
     parser.add_argument("--token", default=None,
                         help="require this token for deploys and deletes, and every call beyond loopback "
                              "(default: $DCF_TOKEN); clients send $DCF_TOKEN")
@@ -111,6 +116,7 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         lifeline_fd=args.lifeline_fd,
         ephemeral=args.ephemeral,
         docker=not args.no_docker,
+        ray_address=args.ray_address or None,
         token=args.token or os.environ.get(ENV_TOKEN) or None,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else None,
@@ -124,7 +130,8 @@ def options_argv(options: GatewayOptions) -> list[str]:
     default = GatewayOptions(state_dir=options.state_dir)
     argv = ["--max-message-size", str(options.max_message)]
     for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
-                        ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key")):
+                        ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key"),
+                        ("--ray-address", "ray_address")):
         if getattr(options, field) != getattr(default, field):
             argv += [flag, str(getattr(options, field))]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -28,9 +29,12 @@ class GatewayCore:
         address: str = "",
         ready_timeout: float = 30.0,
         stream_window: int = DEFAULT_STREAM_WINDOW,
+        on_demand: dict[str, Callable[[], Backend]] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.backends = backends
+        # Backends joined on first use (a cluster engine that takes seconds to reach): name -> a blocking connect.
+        self.on_demand = dict(on_demand or {})
         self.default_backend = default_backend
         self.max_message = max_message
         self.address = address
@@ -55,6 +59,20 @@ class GatewayCore:
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
+
+    def offers(self, backend: str) -> bool:
+        """True when deploys may name `backend` (running now, or joined on first use)."""
+        return backend in self.backends or backend in self.on_demand
+
+    async def backend(self, name: str) -> Backend:
+        """The backend `name`, joining it first if it is started on demand; DcfError (one sentence) if that
+        fails, KeyError if this gateway has no such backend."""
+        if name not in self.backends:
+            connect = self.on_demand[name]
+            async with self._lock(f"backend {name}"):
+                if name not in self.backends:
+                    self.backends[name] = await asyncio.to_thread(connect)
+        return self.backends[name]
 
     def _route(self, name: str) -> tuple[FunctionRecord, Deployment]:
         if not name:

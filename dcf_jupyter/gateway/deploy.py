@@ -16,7 +16,7 @@ import grpc
 from ..backends.base import DeployFailed, Deployment, DeploymentSpec
 from ..definition.source import unpack_source
 from ..definition.spec import MAX_REPLICAS, load_config
-from ..errors import ConfigError, InvalidArgument, brief
+from ..errors import ConfigError, DcfError, InvalidArgument, brief
 from ..protocol import gateway_pb2 as pb
 from .core import GatewayCore
 from .registry import FunctionRecord
@@ -35,9 +35,9 @@ class Deploying(GatewayCore):
     async def _restore_one(self, record: FunctionRecord) -> None:
         async with self._lock(record.name):
             try:
-                deployment = self._create(record)
+                deployment = await self._create(record)
                 await deployment.start()
-            except (DeployFailed, KeyError, ConfigError) as exc:
+            except (DeployFailed, KeyError, DcfError) as exc:
                 message = exc.message if isinstance(exc, DeployFailed) else str(exc)
                 self.start_errors[record.name] = message
                 log.error("could not restart %s: %s", record.name, message)
@@ -66,10 +66,10 @@ class Deploying(GatewayCore):
         tasks = list(self._retiring.values()) if name is None else [t for t in [self._retiring.get(name)] if t]
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _create(self, record: FunctionRecord) -> Deployment:
-        backend = self.backends.get(record.backend)
-        if backend is None:
+    async def _create(self, record: FunctionRecord) -> Deployment:
+        if not self.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
+        backend = await self.backend(record.backend)
         return backend.create(
             DeploymentSpec(
                 name=record.name,
@@ -118,10 +118,11 @@ class Deploying(GatewayCore):
                 shutil.rmtree(source_dir, ignore_errors=True)
                 raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).replace(str(source_dir) + "/", "")) from None
             backend = request.Backend or spec.backend or self.default_backend
-            if backend not in self.backends:
+            if not self.offers(backend):
                 shutil.rmtree(source_dir, ignore_errors=True)
+                offered = sorted({*self.backends, *self.on_demand})
                 raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"unknown backend {brief(backend)} (this gateway has: {', '.join(self.backends)})")
+                            f"unknown backend {brief(backend)} (this gateway has: {', '.join(offered)})")
             limits = request.Limits if request.HasField("Limits") else None
             replicas = request.Replicas or (old.replicas if old else spec.replicas)
             annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
@@ -142,8 +143,11 @@ class Deploying(GatewayCore):
                 created=old.created if old else time.time(),
             )
             try:
-                deployment = self._create(record)
+                deployment = await self._create(record)
                 await deployment.start()
+            except DcfError as exc:  # the backend could not be joined (Ray absent or unreachable)
+                shutil.rmtree(source_dir, ignore_errors=True)
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} was not deployed: {exc}") from None
             except DeployFailed as failure:
                 shutil.rmtree(source_dir, ignore_errors=True)
                 log.warning("deploy of %s failed: %s", name, failure.message)

@@ -28,9 +28,10 @@ class Gateway(Invoking, Deploying):
     """Routes calls and manages functions; one instance per gateway process."""
 
     async def close(self) -> None:
-        """Stop every replica and save the registry."""
+        """Stop every replica this gateway runs (a cluster's keep serving, for the next gateway to re-attach)
+        and save the registry."""
         deployments, self.deployments = self.deployments, {}
-        await asyncio.gather(self._retired(), *(d.stop() for d in deployments.values()), return_exceptions=True)
+        await asyncio.gather(self._retired(), *(d.release() for d in deployments.values()), return_exceptions=True)
         self.registry.flush()
         for backend in self.backends.values():
             await backend.close()

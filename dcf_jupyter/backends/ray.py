@@ -1,0 +1,357 @@
+"""The ray backend: each function is a Ray Serve application named after it, on a Ray cluster.
+
+Serve owns the replicas (placement on nodes, GPUs, health checks, replacing dead ones, rolling updates);
+the gateway keeps speaking DCF and calls the application through a `DeploymentHandle`, never blocking its
+event loop. A replica is `dcf_jupyter.worker.serve_replica.FunctionReplica`: the same Handler loading and
+call running as a local worker. The function's folder travels in the replica's Ray `runtime_env`
+(`working_dir`) and its requirements as `pip`, so nodes need only Ray and dcf-jupyter installed.
+
+Ray's calls that block (connecting, deploying, status, delete) run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
+from ..errors import GatewayStartError
+from ..protocol.link import CallFailed, LinkClosed
+from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+
+log = logging.getLogger("dcf.gateway")
+
+NAMESPACE = "dcf"  # Serve applications of dcf-jupyter gateways live in this Ray namespace
+REPLICA_CLASS = "dcf_jupyter.worker.serve_replica.FunctionReplica"
+STATUS_EVERY_S = 1.0
+START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
+UNPLACEABLE_AFTER_S = 25.0  # a replica Ray cannot place anywhere for this long fails the deploy
+UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")  # in Serve's status message
+
+
+def _ray() -> Any:
+    """Ray, or one sentence on how to get it."""
+    try:
+        import ray
+    except ImportError:
+        raise GatewayStartError("the ray backend needs Ray: pip install 'dcf-jupyter[ray]'") from None
+    return ray
+
+
+@dataclass
+class AppState:
+    """What Serve last said of one application."""
+
+    status: str = "NOT_STARTED"
+    message: str = ""
+    replicas: dict[str, int] = field(default_factory=dict)  # replica state -> count
+
+    @property
+    def running(self) -> int:
+        return self.replicas.get("RUNNING", 0)
+
+
+def actor_options(spec: DeploymentSpec, *, upload: bool = True) -> dict[str, Any]:
+    """Ray actor options of a replica: the function's limits and its folder and requirements as runtime_env
+    (`upload`: its working_dir uploaded to the cluster, as Serve needs it)."""
+    options: dict[str, Any] = {"num_cpus": spec.limits.cpus if spec.limits.cpus is not None else 1}
+    if spec.limits.gpus:
+        options["num_gpus"] = spec.limits.gpus
+    if spec.limits.memory_bytes:
+        options["memory"] = spec.limits.memory_bytes
+    runtime_env: dict[str, Any] = {"working_dir": str(spec.source_dir), "env_vars": dict(spec.env)}
+    packages = read_requirements(spec.source_dir / REQUIREMENTS)
+    if packages:
+        runtime_env["pip"] = {"packages": packages, "pip_check": False}
+    if read_requirements(spec.source_dir / NODEPS_REQUIREMENTS):
+        log.warning("%s: %s is not passed to Ray (its pip runtime_env installs with dependencies); "
+                    "install those packages on the nodes", spec.name, NODEPS_REQUIREMENTS)
+    options["runtime_env"] = _uploaded(runtime_env) if upload else runtime_env
+    return options
+
+
+def _uploaded(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """The runtime_env with its working_dir uploaded to the cluster (a gcs:// URI, content-addressed, so a
+    revision is uploaded once). Serve keeps a local path as it is and then cannot report the application's
+    status; Ray's own `ray.init(runtime_env=...)` and job submission upload the same way."""
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    return dict(upload_working_dir_if_needed(runtime_env, include_gitignore=False, logger=log))
+
+
+class RayBackend(Backend):
+    """Functions as Ray Serve applications on the cluster at `address` (None: a local Ray of our own)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.apps: dict[str, AppState] = {}
+        self._current: dict[str, int] = {}  # application -> the revision serving it
+        self._watching: asyncio.Task[None] | None = None
+        self._changed: list[RayDeployment] = []
+
+    @classmethod
+    def connect(cls, address: str | None = None) -> RayBackend:
+        """Join the Ray cluster (or start a local one) and start Serve on it without an HTTP proxy: calls come
+        through the gateway. Blocking; GatewayStartError says what went wrong in a sentence."""
+        ray = _ray()
+        from ray import serve
+
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        try:
+            ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True, log_to_driver=False,
+                     configure_logging=False, include_dashboard=False)
+            serve.start(http_options={"location": "NoServer"})
+        except ConnectionError as exc:
+            raise GatewayStartError(f"cannot reach {where}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; the gateway says which in a sentence
+            raise GatewayStartError(f"cannot start Serve on {where}: {type(exc).__name__}: {exc}") from None
+        log.info("ray backend on %s (Ray %s)", where, ray.__version__)
+        return cls(address)
+
+    def create(self, spec: DeploymentSpec) -> RayDeployment:
+        self._watch()
+        return RayDeployment(self, spec)
+
+    def _watch(self) -> None:
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.create_task(self._poll_status(), name="dcf-ray-status")
+
+    async def _poll_status(self) -> None:
+        """Keep `apps` current (replica counts, failures) for List/GetMeta and for picking."""
+        while True:
+            with contextlib.suppress(Exception):
+                self.apps = await asyncio.to_thread(self._read_status)
+                for deployment in list(self._changed):
+                    state = self.apps.get(deployment.spec.name)
+                    # What Serve says of replicas that do not run (unschedulable, failing) shows in List/GetMeta.
+                    deployment.last_error = state.message if state is not None and not state.running else ""
+                    deployment._replicas_changed()
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    @staticmethod
+    def _read_status() -> dict[str, AppState]:
+        from ray import serve
+
+        apps = {}
+        for name, app in serve.status().applications.items():
+            state = AppState(status=str(app.status.value), message=app.message)
+            for deployment in app.deployments.values():
+                for replica_state, count in deployment.replica_states.items():
+                    key = str(getattr(replica_state, "value", replica_state))
+                    state.replicas[key] = state.replicas.get(key, 0) + count
+                if deployment.message and not state.message:
+                    state.message = deployment.message
+            apps[name] = state
+        return apps
+
+    def run(self, spec: DeploymentSpec, replicas: int) -> None:
+        """Deploy (or update in place) the application of `spec` with `replicas` replicas; returns at once."""
+        from ray import serve
+        from ray.serve.api import _run
+
+        from ..worker.serve_replica import FunctionReplica
+
+        # Serve versions a deployment by its code, arguments and actor options: for the same revision a scale is
+        # a config change (replicas stay), a new revision (another argument, another working_dir) a rolling
+        # update (old replicas serve until new ones are ready).
+        replica: Any = serve.deployment(FunctionReplica)  # Serve's typing of the decorator is loose
+        deployment = replica.options(
+            name=spec.name, num_replicas=replicas,
+            max_ongoing_requests=max(1, spec.concurrency), ray_actor_options=actor_options(spec))
+        self._current[spec.name] = spec.revision
+        _run(deployment.bind(spec.name, spec.concurrency, spec.revision), name=spec.name, route_prefix=None,
+             _blocking=False)
+
+    @staticmethod
+    def unplaceable(spec: DeploymentSpec) -> str:
+        """Why no node of the cluster, as it is now, can hold one replica of `spec` ('' when one can)."""
+        import ray
+
+        options = actor_options(spec, upload=False)
+        wanted = {"CPU": options["num_cpus"], "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        if any(all(node.get(key, 0) >= amount for key, amount in wanted.items()) for node in nodes):
+            return ""
+        asked = ", ".join(f"{key} {amount:g}" for key, amount in wanted.items() if amount)
+        largest = "; ".join(", ".join(f"{key} {node.get(key, 0):g}" for key in wanted) for node in nodes) or "none"
+        return f"each replica needs {asked}; the nodes have: {largest}"
+
+    def delete(self, spec: DeploymentSpec) -> None:
+        """Remove the application, unless a newer revision took it over (then its rollout retired this one)."""
+        from ray import serve
+
+        if self._current.get(spec.name, spec.revision) != spec.revision:
+            return
+        self._current.pop(spec.name, None)
+        serve.delete(spec.name)
+        self.apps.pop(spec.name, None)
+
+    async def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        if self.address is None:  # the local Ray we started
+            await asyncio.to_thread(_ray().shutdown)
+
+
+class ServeLink:
+    """The gateway's way to a function's replicas: Serve's handle (it picks the replica and queues)."""
+
+    def __init__(self, name: str) -> None:
+        from ray import serve
+
+        self._handle = serve.get_app_handle(name)
+        self._streaming = self._handle.options(stream=True)
+        self._ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Future[bytes]] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return True
+
+    async def call(self, form: int, payload: bytes) -> bytes:
+        response = self._handle.call.remote(form, payload)
+        try:
+            code, reply = await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - a replica that died or was removed during the call
+            raise LinkClosed(f"{type(exc).__name__}: {exc}") from None
+        if code:
+            raise CallFailed.decode(code, reply)
+        return bytes(reply)
+
+    def submit(self, form: int, payload: bytes) -> tuple[int, object]:
+        call_id = next(self._ids)
+        task = asyncio.ensure_future(self.call(form, payload))
+        self._calls[call_id] = task
+        task.add_done_callback(lambda _: self._calls.pop(call_id, None))
+        return call_id, task
+
+    def cancel(self, call_id: int) -> None:
+        task = self._calls.pop(call_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def stream(self, payload: bytes) -> AsyncIterator[bytes]:
+        items: Any = self._streaming.stream.remote(payload)  # a DeploymentResponseGenerator (stream=True)
+        try:
+            async for code, reply in items:
+                if code:
+                    raise CallFailed.decode(code, reply)
+                yield bytes(reply)
+        except (CallFailed, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a replica that died or was removed during the call
+            raise LinkClosed(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            items.cancel()
+
+
+class RayDeployment(Deployment):
+    """One revision of a function as a Serve application."""
+
+    def __init__(self, backend: RayBackend, spec: DeploymentSpec) -> None:
+        super().__init__(spec)
+        self.backend = backend
+        self._wanted = spec.replicas
+        self._link: ServeLink | None = None
+
+    def _state(self) -> AppState | None:
+        return self.backend.apps.get(self.spec.name)
+
+    def _ready_links(self) -> list[WorkerLink]:
+        # Serve's handle holds a call until a replica can take it (during a rolling update, Serve may stop the
+        # only old replica before the new one runs): calls wait there instead of failing here.
+        return [self._link] if self._link is not None and self._wanted > 0 else []
+
+    @property
+    def replicas(self) -> int:
+        return self._wanted
+
+    @property
+    def ready_replicas(self) -> int:
+        state = self._state()
+        return state.running if state is not None and self.backend._current.get(self.spec.name) == \
+            self.spec.revision else 0
+
+    async def start(self) -> None:
+        await self._apply(self._wanted)
+
+    async def scale(self, replicas: int) -> None:
+        await self._apply(replicas)
+        self._wanted = replicas
+
+    async def _apply(self, replicas: int) -> None:
+        if replicas:
+            await self._placeable()
+        try:
+            await asyncio.to_thread(self.backend.run, self.spec, replicas)
+        except Exception as exc:  # noqa: BLE001 - Serve refused the application; say why
+            raise DeployFailed(f"Ray Serve refused it: {type(exc).__name__}: {exc}") from None
+        await self._until_running(replicas)
+        if self._link is None:
+            self._link = await asyncio.to_thread(ServeLink, self.spec.name)
+        self.backend._changed.append(self)
+        self.backend.apps = await asyncio.to_thread(self.backend._read_status)
+        self._replicas_changed()
+
+    async def _placeable(self) -> None:
+        """Wait up to UNPLACEABLE_AFTER_S for a node that can hold a replica (an autoscaler may add one); then
+        DeployFailed in one sentence, instead of Serve waiting for ever."""
+        started = time.monotonic()
+        while True:
+            why = await asyncio.to_thread(self.backend.unplaceable, self.spec)
+            if not why:
+                return
+            if time.monotonic() - started > UNPLACEABLE_AFTER_S:
+                raise DeployFailed(f"no node of the Ray cluster can place a replica ({why})")
+            await asyncio.sleep(1.0)
+
+    async def _until_running(self, replicas: int) -> None:
+        """Wait until Serve runs `replicas` replicas of this revision; DeployFailed with Serve's reason when it
+        fails, or when a replica stays unplaceable (no node has the resources) for UNPLACEABLE_AFTER_S."""
+        started = time.monotonic()
+        while True:
+            state = (await asyncio.to_thread(self.backend._read_status)).get(self.spec.name)
+            if state is not None:
+                if state.status == "DEPLOY_FAILED":
+                    raise DeployFailed(state.message.splitlines()[0] if state.message else "its deploy failed",
+                                       detail=state.message)
+                if state.status == "RUNNING" and state.running >= replicas and \
+                        sum(state.replicas.values()) == replicas:
+                    return
+                unplaceable = any(words in state.message.lower() for words in UNPLACEABLE_WORDS)
+                if unplaceable and time.monotonic() - started > UNPLACEABLE_AFTER_S:
+                    await asyncio.to_thread(self.backend.delete, self.spec)
+                    raise DeployFailed(f"no node of the Ray cluster can place a replica: {state.message}")
+            if time.monotonic() - started > START_TIMEOUT_S:
+                raise DeployFailed(f"Serve did not run {replicas} replica(s) within {START_TIMEOUT_S:g}s"
+                                   + (f": {state.message}" if state is not None and state.message else ""))
+            await asyncio.sleep(0.2)
+
+    def recycle(self, link: WorkerLink) -> None:
+        # Serve replaces replicas that fail its health checks; a call past its timeout was cancelled.
+        log.warning("%s: a call ran past its timeout on Ray; Serve's health checks replace a stuck replica",
+                    self.spec.name)
+
+    async def stop(self) -> None:
+        self._unwatch()
+        await asyncio.to_thread(self.backend.delete, self.spec)
+
+    async def release(self) -> None:
+        # The application keeps serving on the cluster; the next gateway re-attaches to it (same revision,
+        # same version: Serve changes nothing). A local Ray of our own stops with the gateway anyway.
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.backend._changed.remove(self)

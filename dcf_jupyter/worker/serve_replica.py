@@ -1,0 +1,84 @@
+"""A function's replica as a Ray Serve deployment: the same Handler loading and call running as a worker
+process (`CallRunner`), inside a Serve replica actor on whichever node Ray placed it.
+
+Imported only on Ray nodes (and by the ray backend, which names the class): the rest of the worker needs no
+Ray. Replies travel as (status code, bytes): 0 and the serialized pb.Message(s) the gateway sends on
+unchanged, or a failure's code and `CallFailed.encode()` payload, so a handler's exception reaches the
+client as it does on the local backend instead of as a Ray task error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from ..protocol.link import FORM_STREAM, CallFailed
+from .process import CallRunner, load_function_handler
+
+Reply = tuple[int, bytes]
+_DONE = object()
+
+
+def replica_id() -> str:
+    """Serve's id of the replica running this code ('' outside a replica)."""
+    with contextlib.suppress(Exception):
+        from ray import serve
+
+        return str(serve.get_replica_context().replica_id.unique_id)
+    return ""
+
+
+class FunctionReplica:
+    """One replica: builds the function's Handler once, then serves calls (`call`) and streamed calls
+    (`stream`). Its working dir is the function folder Ray's runtime_env brought to this node."""
+
+    def __init__(self, name: str, concurrency: int = 1, revision: int = 0) -> None:
+        # `revision` is unused here: it makes each revision a new version to Serve (a rolling update).
+        folder = Path.cwd()
+        os.environ.setdefault("DCF_REPLICA", replica_id())  # handlers may say which replica answered
+        handler, service, _ = load_function_handler(folder, name)
+        self._runner = CallRunner(handler, service, concurrency)
+
+    async def call(self, form: int, raw: bytes) -> Reply:
+        """One call: (0, reply) or (status code, failure payload)."""
+        if form == FORM_STREAM:
+            return _failed(CallFailed(3, "a streamed call must use `stream`"))
+        try:
+            parts = await asyncio.to_thread(self._runner.unary, form, raw)
+        except CallFailed as failure:
+            return _failed(failure)
+        return 0, b"".join(parts)
+
+    async def stream(self, raw: bytes) -> AsyncIterator[Reply]:
+        """A streamed call: (0, item) per generated item, a failure as its last element."""
+        items: Iterator[list[bytes]] = self._runner.stream(raw)
+        stop = threading.Event()  # the client went away: the generator stops at its next item
+
+        def step() -> object:
+            if stop.is_set():
+                return _DONE
+            try:
+                return next(items)
+            except StopIteration:
+                return _DONE
+
+        try:
+            while True:
+                try:
+                    parts = await asyncio.to_thread(step)
+                except CallFailed as failure:
+                    yield _failed(failure)
+                    return
+                if parts is _DONE:
+                    return
+                yield 0, b"".join(parts)  # type: ignore[arg-type]  # parts is list[bytes] past the check
+        finally:
+            stop.set()
+
+
+def _failed(failure: CallFailed) -> Reply:
+    return failure.code, failure.encode()

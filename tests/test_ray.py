@@ -1,0 +1,199 @@
+"""The ray backend on a real Ray cluster: nodes started by `ray.cluster_utils.Cluster` (and only those stopped:
+never `ray stop`), a gateway joined to it with --ray-address, functions as Ray Serve applications."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
+pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
+
+from conftest import GatewayHandle  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
+
+from dcf_jupyter.errors import DeployError  # noqa: E402
+from dcf_jupyter.gateway import start_detached  # noqa: E402
+
+# Which replica answered, and a revision mark an update changes.
+WHO = """
+import os
+
+MARK = "v1"
+
+
+class Handler:
+    def __call__(self, req):
+        return f"{MARK} {os.environ['DCF_REPLICA']} {req.text}"
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """One Ray node with 2 CPUs, started for these tests and shut down after them."""
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        yield nodes
+    finally:
+        ray.shutdown()  # this process's own connection (serve_applications), before its head node goes
+        nodes.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_gateway(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
+    """A gateway whose default backend is the ray one, on `cluster`."""
+    state = tmp_path_factory.mktemp("ray-gateway") / "state"
+    running, process = start_detached(state, "127.0.0.1", 0, timeout=120,
+                                      extra=["--backend", "ray", "--ray-address", cluster.address, "--no-docker"])
+    handle = GatewayHandle(running, process)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def replies(gateway: GatewayHandle, count: int) -> list[str]:
+    return [str(gateway.client.call("who", f"{i}")) for i in range(count)]
+
+
+@pytest.mark.timeout(600)
+def test_a_function_is_a_serve_application_with_replicas(ray_gateway: GatewayHandle, make_function) -> None:
+    folder = make_function("who", WHO)
+    message = ray_gateway.client.deploy(folder, replicas=2)
+    assert message == "Deployed: who (2 replicas on the ray backend)"
+    [info] = ray_gateway.client.list()
+    assert (info.backend, info.status, info.replicas, info.available_replicas) == ("ray", "Ready", 2, 2)
+
+    answered = replies(ray_gateway, 200)
+    assert all(reply.startswith("v1 ") and reply.endswith(f" {i}") for i, reply in enumerate(answered))
+    assert len({reply.split()[1] for reply in answered}) == 2, "Serve spreads calls over both replicas"
+
+    frames = [f"{i}".encode() for i in range(500)]
+    streamed = [reply.decode() for reply in ray_gateway.client.stream("who", frames)]
+    assert [reply.split()[-1] for reply in streamed] == [f"{i}" for i in range(500)], "in request order"
+
+    assert ray_gateway.client.scale("who", 1) == "Scaled: who to 1 replica"
+    deadline = time.monotonic() + 30
+    while ray_gateway.client.get("who").available_replicas != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_gateway.client.get("who").available_replicas == 1
+    assert len({reply.split()[1] for reply in replies(ray_gateway, 20)}) == 1
+
+
+@pytest.mark.timeout(600)
+def test_an_update_rolls_out_without_a_failed_call(ray_gateway: GatewayHandle, cluster: Cluster,
+                                                   make_function) -> None:
+    folder = make_function("who", WHO)
+    ray_gateway.client.deploy(folder, replicas=1)
+    seen: list[str] = []
+    failures: list[Exception] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(str(ray_gateway.client.call("who", "x")))
+            except Exception as exc:  # noqa: BLE001 - every failure is what this test counts
+                failures.append(exc)
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    try:
+        (folder / "src" / "handler.py").write_text(WHO.replace('MARK = "v1"', 'MARK = "v2"'))
+        assert ray_gateway.client.deploy(folder).startswith("Updated: who")
+        deadline = time.monotonic() + 30
+        while not (seen and seen[-1].startswith("v2")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        caller.join()
+    assert not failures, failures[:3]
+    assert seen[0].startswith("v1") and seen[-1].startswith("v2")
+    assert ray_gateway.client.delete("who") == "Deleted: who"
+    assert ray_gateway.client.list() == []
+    assert "who" not in serve_applications(cluster)
+
+
+def serve_applications(cluster: Cluster) -> set[str]:
+    """The Serve applications on the cluster, asked of it directly (not through the gateway)."""
+    from ray import serve
+
+    ray.init(address=cluster.address, namespace="dcf", ignore_reinit_error=True, log_to_driver=False)
+    return set(serve.status().applications)
+
+
+@pytest.mark.timeout(300)
+def test_a_handler_error_comes_back_as_on_the_local_backend(ray_gateway: GatewayHandle, make_function) -> None:
+    folder = make_function("picky", """
+        class Handler:
+            def __call__(self, req):
+                if not req.input:
+                    raise ValueError("send me some bytes")
+                return len(req.input)
+    """)
+    ray_gateway.client.deploy(folder)
+    try:
+        assert ray_gateway.client.call("picky", b"four") == "4"
+        with pytest.raises(Exception) as failure:
+            ray_gateway.client.call("picky", b"")
+        assert "ValueError: send me some bytes" in str(failure.value)
+        assert getattr(failure.value, "code", None) is not None
+    finally:
+        ray_gateway.client.delete("picky")
+
+
+@pytest.mark.timeout(300)
+def test_a_function_no_node_can_place_fails_in_a_sentence(ray_gateway: GatewayHandle, make_function,
+                                                          tmp_path: Path) -> None:
+    folder = make_function("greedy", "class Handler:\n    def __call__(self, req):\n        return 'never'\n")
+    config = folder / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["functions"]["greedy"]["limits"] = {"gpu": "2"}
+    config.write_text(yaml.safe_dump(data))
+    started = time.monotonic()
+    with pytest.raises(DeployError) as failure:
+        ray_gateway.client.deploy(folder)
+    assert time.monotonic() - started < 60
+    assert "no node of the Ray cluster can place a replica" in str(failure.value)
+    assert ray_gateway.client.list() == []
+
+
+WHERE = """
+import os
+
+import ray
+
+
+class Handler:
+    def __call__(self, req):
+        return f"{os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {ray.get_runtime_context().get_node_id()}"
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluster: Cluster, make_function) -> None:
+    """A second node declaring one GPU (Ray trusts the declared count): `gpu: 1` lands there, with the GPU
+    Ray gave it in CUDA_VISIBLE_DEVICES; when that node goes, the function is reported unavailable."""
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
+    folder = make_function("where", WHERE)
+    config = folder / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["functions"]["where"]["limits"] = {"gpu": "1"}
+    config.write_text(yaml.safe_dump(data))
+    try:
+        ray_gateway.client.deploy(folder)
+        devices, node = str(ray_gateway.client.call("where", b"")).split()
+        assert devices == "0" and node == gpu_node.node_id
+    finally:
+        cluster.remove_node(gpu_node)
+    deadline = time.monotonic() + 60
+    while ray_gateway.client.get("where").available_replicas and time.monotonic() < deadline:
+        time.sleep(0.5)
+    info = ray_gateway.client.get("where")
+    assert (info.available_replicas, info.status) == (0, "Not Ready"), info
+    ray_gateway.client.delete("where")
