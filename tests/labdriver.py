@@ -197,3 +197,19 @@ class NotebookPage:
     def outputs_text(self) -> str:
         """The text of every output area."""
         return "\n".join(self.page.locator(".jp-OutputArea-output").all_inner_texts())
+
+
+def y4m_from_pictures(path: Path, pictures: list[Any], *, width: int = 640, height: int = 480,
+                      frames_each: int = 15) -> Path:
+    """A Y4M clip (Chromium's fake camera plays it in a loop) showing each PIL picture, fitted and centre-cropped
+    to width x height, for `frames_each` frames: a camera that sees real scenes, with no camera."""
+    from PIL import Image, ImageOps
+
+    body = b""
+    for picture in pictures:
+        fitted = ImageOps.fit(picture.convert("RGB"), (width, height), Image.Resampling.BILINEAR)
+        y, cb, cr = fitted.convert("YCbCr").split()  # BT.601 full range, as C420jpeg says
+        chroma = [plane.resize((width // 2, height // 2), Image.Resampling.BILINEAR) for plane in (cb, cr)]
+        body += (b"FRAME\n" + y.tobytes() + chroma[0].tobytes() + chroma[1].tobytes()) * frames_each
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode() + body)
+    return path

@@ -125,8 +125,10 @@ class CameraStream(anywidget.AnyWidget):
     def _reply(self, view: str, frame: Frame) -> None:
         self.last = frame
         shown = render_reply(frame.reply, self.overlay)
-        self.send({"type": "result", "view": view, "id": frame.id, "kind": shown.kind, **shown.fields},
-                  buffers=shown.buffers)
+        # The function's share of the round trip (gateway + worker, as the kernel timed it), so the browser can
+        # tell it from Jupyter's messaging.
+        self.send({"type": "result", "view": view, "id": frame.id, "kind": shown.kind,
+                   "function_ms": round(frame.latency_s * 1000, 2), **shown.fields}, buffers=shown.buffers)
 
     def _failed(self, view: str, exc: Exception) -> None:
         self.error = str(exc)

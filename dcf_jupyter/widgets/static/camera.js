@@ -78,7 +78,8 @@ function render({ model, el }) {
   let dropped = 0;
   const pending = new Map(); // frame id -> {t, jpeg}
   const latencies = [];
-  const phases = []; // [encode, kernel + function round trip, decode + draw] ms, for the stats tooltip
+  // [encode, kernel and Jupyter messaging, function (gateway + worker), decode + draw] ms, for the stats tooltip
+  const phases = [];
   const arrivals = [];
 
   function setState(running) {
@@ -100,12 +101,12 @@ function render({ model, el }) {
     stats.textContent = streaming || received
       ? `${rate.toFixed(1)} fps · p50 ${p50.toFixed(0)} ms · ${received}/${sent} frames · ${dropped} dropped`
       : "stopped";
-    const [encode, trip, draw] = [0, 1, 2].map((i) => median(phases.map((p) => p[i])));
-    stats.title = `p50: encode ${encode.toFixed(1)} ms, kernel and function ${trip.toFixed(1)} ms, `
-      + `decode and draw ${draw.toFixed(1)} ms`;
+    const [encode, kernel, fn, draw] = [0, 1, 2, 3].map((i) => median(phases.map((p) => p[i])));
+    stats.title = `p50: encode ${encode.toFixed(1)} ms, kernel ${kernel.toFixed(1)} ms, `
+      + `function ${fn.toFixed(1)} ms, decode and draw ${draw.toFixed(1)} ms`;
     Object.assign(el.dataset, {
       sent, received, dropped, fps: rate.toFixed(2), latency: p50.toFixed(1),
-      encode: encode.toFixed(1), trip: trip.toFixed(1), draw: draw.toFixed(1),
+      encode: encode.toFixed(1), kernel: kernel.toFixed(1), function: fn.toFixed(1), draw: draw.toFixed(1),
     });
   }
 
@@ -210,7 +211,8 @@ function render({ model, el }) {
     const now = performance.now();
     arrivals.push(now);
     latencies.push(now - frame.t);
-    phases.push([frame.sent - frame.t, arrived - frame.sent, now - arrived]);
+    const fn = msg.function_ms || 0;
+    phases.push([frame.sent - frame.t, arrived - frame.sent - fn, fn, now - arrived]);
     if (latencies.length > LATENCY_SAMPLES) latencies.shift();
     if (phases.length > LATENCY_SAMPLES) phases.shift();
   }
