@@ -128,9 +128,12 @@ def serve_applications(cluster: Cluster) -> set[str]:
 
 
 @pytest.mark.timeout(300)
-def test_a_handler_error_comes_back_as_on_the_local_backend(ray_gateway: GatewayHandle, make_function) -> None:
+def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gateway: GatewayHandle, make_function) -> None:
     folder = make_function("picky", """
         class Handler:
+            def __init__(self):
+                print("picky is ready")
+
             def __call__(self, req):
                 if not req.input:
                     raise ValueError("send me some bytes")
@@ -143,6 +146,13 @@ def test_a_handler_error_comes_back_as_on_the_local_backend(ray_gateway: Gateway
             ray_gateway.client.call("picky", b"")
         assert "ValueError: send me some bytes" in str(failure.value)
         assert getattr(failure.value, "code", None) is not None
+        # The replica's output and the handler's traceback, from whichever node it runs on.
+        deadline = time.monotonic() + 10
+        while "send me some bytes" not in ray_gateway.client.logs("picky") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        logs = ray_gateway.client.logs("picky")
+        assert "picky is ready" in logs and "ValueError: send me some bytes" in logs, logs
+        assert 'raise ValueError("send me some bytes")' in logs, logs
     finally:
         ray_gateway.client.delete("picky")
 

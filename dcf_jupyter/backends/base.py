@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,32 @@ class WorkerLink(Protocol):
     async def call(self, form: int, payload: bytes) -> bytes: ...
 
     def stream(self, payload: bytes) -> AsyncIterator[bytes]: ...
+
+
+class TaskCalls:
+    """`submit`/`cancel` for links whose calls are coroutines (gRPC, Ray Serve): each submitted call runs as a
+    task of its own, so an `Invokes` stream can pipeline calls and cancel the ones left unanswered."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Task[bytes]] = {}
+
+    async def call(self, form: int, payload: bytes) -> bytes:
+        raise NotImplementedError
+
+    def submit(self, form: int, payload: bytes) -> tuple[int, asyncio.Task[bytes]]:
+        """Start a call now; its id and the task of its reply."""
+        call_id = next(self._ids)
+        task = asyncio.ensure_future(self.call(form, payload))
+        self._calls[call_id] = task
+        task.add_done_callback(lambda _: self._calls.pop(call_id, None))
+        return call_id, task
+
+    def cancel(self, call_id: int) -> None:
+        """Cancel a submitted call (the cancellation reaches the replica)."""
+        task = self._calls.pop(call_id, None)
+        if task is not None:
+            task.cancel()
 
 
 @dataclass

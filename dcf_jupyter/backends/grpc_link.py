@@ -7,14 +7,13 @@ worker restarts at the same address.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections.abc import AsyncIterator
 
 import grpc
 
 from ..protocol.link import FORM_MESSAGE, CallFailed, LinkClosed
 from ..settings import grpc_options
+from .base import TaskCalls
 
 _TRACEBACK_KEY = "dcf-traceback-bin"
 
@@ -30,10 +29,11 @@ def _failure(error: grpc.aio.AioRpcError, address: str) -> Exception:
     return CallFailed(error.code().value[0], error.details() or error.code().name, traceback)
 
 
-class GrpcLink:
+class GrpcLink(TaskCalls):
     """One remote worker, many concurrent calls."""
 
     def __init__(self, address: str, max_message: int) -> None:
+        super().__init__()
         self.address = address
         self._channel = grpc.aio.insecure_channel(address, options=grpc_options(max_message))
         self._unary = {
@@ -42,8 +42,6 @@ class GrpcLink:
         self._bytes = self._channel.unary_unary("/pb.Gateway/InvokeBytes")
         self._stream = self._channel.unary_stream("/pb.Gateway/InvokeStream")
         self._health = self._channel.unary_unary("/pb.Gateway/HealthCheck")
-        self._ids = itertools.count(1)
-        self._calls: dict[int, asyncio.Task[bytes]] = {}
         self._closed = False
 
     @property
@@ -66,19 +64,6 @@ class GrpcLink:
         except grpc.aio.AioRpcError as error:
             raise _failure(error, self.address) from None
 
-    def submit(self, form: int, payload: bytes) -> tuple[int, asyncio.Future[bytes]]:
-        """Start a unary call now; its id and the future of its reply (for pipelined streams)."""
-        call_id = next(self._ids)
-        task = asyncio.ensure_future(self.call(form, payload))
-        self._calls[call_id] = task
-        task.add_done_callback(lambda _: self._calls.pop(call_id, None))
-        return call_id, task
-
-    def cancel(self, call_id: int) -> None:
-        """Cancel a submitted call (gRPC cancellation reaches the worker)."""
-        task = self._calls.pop(call_id, None)
-        if task is not None:
-            task.cancel()
 
     async def stream(self, payload: bytes) -> AsyncIterator[bytes]:
         """A server-streaming call: each serialized item as it arrives."""

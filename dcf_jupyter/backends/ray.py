@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,11 +22,11 @@ from typing import Any
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
 from ..errors import GatewayStartError
 from ..protocol.link import CallFailed, LinkClosed
-from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from ..worker.serve_replica import NAMESPACE, log_book
+from .base import Backend, DeployFailed, Deployment, DeploymentSpec, TaskCalls, WorkerLink
 
 log = logging.getLogger("dcf.gateway")
 
-NAMESPACE = "dcf"  # Serve applications of dcf-jupyter gateways live in this Ray namespace
 REPLICA_CLASS = "dcf_jupyter.worker.serve_replica.FunctionReplica"
 STATUS_EVERY_S = 1.0
 START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
@@ -193,6 +192,17 @@ class RayBackend(Backend):
         self._current.pop(spec.name, None)
         serve.delete(spec.name)
         self.apps.pop(spec.name, None)
+        with contextlib.suppress(ValueError):  # no replica ever started, so no log book
+            _ray().kill(log_book(spec.name))
+
+    @staticmethod
+    def log_tail(name: str, lines: int) -> str:
+        """The last lines the function's replicas printed ('' before any did)."""
+        try:
+            book = log_book(name)
+        except ValueError:
+            return ""
+        return str(_ray().get(book.tail.remote(lines), timeout=30))
 
     async def close(self) -> None:
         if self._watching is not None:
@@ -201,16 +211,15 @@ class RayBackend(Backend):
             await asyncio.to_thread(_ray().shutdown)
 
 
-class ServeLink:
+class ServeLink(TaskCalls):
     """The gateway's way to a function's replicas: Serve's handle (it picks the replica and queues)."""
 
     def __init__(self, name: str) -> None:
+        super().__init__()
         from ray import serve
 
         self._handle = serve.get_app_handle(name)
         self._streaming = self._handle.options(stream=True)
-        self._ids = itertools.count(1)
-        self._calls: dict[int, asyncio.Future[bytes]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -229,17 +238,6 @@ class ServeLink:
             raise CallFailed.decode(code, reply)
         return bytes(reply)
 
-    def submit(self, form: int, payload: bytes) -> tuple[int, object]:
-        call_id = next(self._ids)
-        task = asyncio.ensure_future(self.call(form, payload))
-        self._calls[call_id] = task
-        task.add_done_callback(lambda _: self._calls.pop(call_id, None))
-        return call_id, task
-
-    def cancel(self, call_id: int) -> None:
-        task = self._calls.pop(call_id, None)
-        if task is not None:
-            task.cancel()
 
     async def stream(self, payload: bytes) -> AsyncIterator[bytes]:
         items: Any = self._streaming.stream.remote(payload)  # a DeploymentResponseGenerator (stream=True)
@@ -337,6 +335,13 @@ class RayDeployment(Deployment):
                 raise DeployFailed(f"Serve did not run {replicas} replica(s) within {START_TIMEOUT_S:g}s"
                                    + (f": {state.message}" if state is not None and state.message else ""))
             await asyncio.sleep(0.2)
+
+    async def logs(self, lines: int) -> str | None:
+        text = await asyncio.to_thread(self.backend.log_tail, self.spec.name, lines)
+        state = self._state()
+        if state is not None and state.message:  # why replicas do not run, in Serve's words
+            text += f"[ray serve] {state.message}\n"
+        return text
 
     def recycle(self, link: WorkerLink) -> None:
         # Serve replaces replicas that fail its health checks; a call past its timeout was cancelled.

@@ -23,7 +23,7 @@ import site
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn
@@ -52,8 +52,9 @@ class ReplicaLines(io.TextIOBase):
     prefixed with the replica and written with one write() (O_APPEND keeps a write whole), so two replicas
     starting at once never interleave mid-line. Text and bytes (`.buffer`) alike."""
 
-    def __init__(self, fd: int, replica: str) -> None:
+    def __init__(self, fd: int, replica: str, also: Callable[[bytes], None] | None = None) -> None:
         self._fd = fd
+        self._also = also  # another place the same lines go (a Ray replica's log book)
         self._prefix = f"[r{replica}] ".encode()
         self._partial = b""
         self._lock = threading.Lock()
@@ -83,13 +84,18 @@ class ReplicaLines(io.TextIOBase):
         with self._lock:
             *lines, self._partial = (self._partial + data).split(b"\n")
             if lines:
-                os.write(self._fd, b"".join(self._prefix + line + b"\n" for line in lines))
+                self._emit(b"".join(self._prefix + line + b"\n" for line in lines))
 
     def flush(self) -> None:
         with self._lock:
             if self._partial:
-                os.write(self._fd, self._prefix + self._partial + b"\n")
+                self._emit(self._prefix + self._partial + b"\n")
                 self._partial = b""
+
+    def _emit(self, data: bytes) -> None:
+        os.write(self._fd, data)
+        if self._also is not None:
+            self._also(data)
 
 
 class _LinesOfBytes:

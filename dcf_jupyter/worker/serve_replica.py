@@ -10,17 +10,50 @@ client as it does on the local backend instead of as a Ray task error.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..protocol.link import FORM_STREAM, CallFailed
-from .process import CallRunner, load_function_handler
+from .process import CallRunner, ReplicaLines, load_function_handler
 
+NAMESPACE = "dcf"  # Ray namespace of dcf-jupyter's Serve applications and log books
+LOG_LINES_KEPT = 5000
 Reply = tuple[int, bytes]
 _DONE = object()
+
+
+class LogBook:
+    """The last lines the replicas of one function printed, wherever they run: a small detached actor per
+    function (no CPU), which the gateway reads for GetLog."""
+
+    def __init__(self, keep: int = LOG_LINES_KEPT) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+
+    def add(self, data: bytes) -> None:
+        """Keep these whole lines."""
+        self._lines.extend(data.decode("utf-8", "replace").splitlines())
+
+    def tail(self, lines: int) -> str:
+        """The last `lines` lines, newline-terminated."""
+        kept = list(self._lines)[-lines:] if lines > 0 else []
+        return "".join(line + "\n" for line in kept)
+
+
+def log_book(function: str, *, create: bool = False) -> Any:
+    """The log book actor of `function` (created when asked); ValueError when there is none."""
+    import ray
+
+    name = f"dcf-log-{function}"
+    if not create:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    return ray.remote(LogBook).options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                                       num_cpus=0).remote()
 
 
 def replica_id() -> str:
@@ -39,7 +72,12 @@ class FunctionReplica:
     def __init__(self, name: str, concurrency: int = 1, revision: int = 0) -> None:
         # `revision` is unused here: it makes each revision a new version to Serve (a rolling update).
         folder = Path.cwd()
-        os.environ.setdefault("DCF_REPLICA", replica_id())  # handlers may say which replica answered
+        replica = replica_id()
+        os.environ.setdefault("DCF_REPLICA", replica)  # handlers may say which replica answered
+        # What the Handler prints (and its tracebacks) goes to Ray's log of this worker and, prefixed with the
+        # replica, to the function's log book, so GetLog shows it whichever node this runs on.
+        book = log_book(name, create=True)
+        sys.stdout, sys.stderr = (ReplicaLines(fd, replica[:8], also=book.add.remote) for fd in (1, 2))
         handler, service, _ = load_function_handler(folder, name)
         self._runner = CallRunner(handler, service, concurrency)
 
