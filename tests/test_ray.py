@@ -3,6 +3,8 @@ never `ray stop`), a gateway joined to it with --ray-address, functions as Ray S
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip in
 from conftest import GatewayHandle  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
 
-from dcf_jupyter.errors import DeployError  # noqa: E402
+from dcf_jupyter.errors import DcfError, DeployError  # noqa: E402
 from dcf_jupyter.gateway import start_detached  # noqa: E402
 
 # Which replica answered, and a revision mark an update changes.
@@ -82,7 +84,8 @@ def test_a_function_is_a_serve_application_with_replicas(ray_gateway: GatewayHan
     while ray_gateway.client.get("who").available_replicas != 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray_gateway.client.get("who").available_replicas == 1
-    assert len({reply.split()[1] for reply in replies(ray_gateway, 20)}) == 1
+    left = {reply.split()[1] for reply in replies(ray_gateway, 20)}
+    assert len(left) == 1 and left <= {reply.split()[1] for reply in answered}, "scaled in place: one stays"
 
 
 @pytest.mark.timeout(600)
@@ -128,7 +131,8 @@ def serve_applications(cluster: Cluster) -> set[str]:
 
 
 @pytest.mark.timeout(300)
-def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gateway: GatewayHandle, make_function) -> None:
+def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gateway: GatewayHandle,
+                                                                        make_function) -> None:
     folder = make_function("picky", """
         class Handler:
             def __init__(self):
@@ -207,3 +211,43 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
     info = ray_gateway.client.get("where")
     assert (info.available_replicas, info.status) == (0, "Not Ready"), info
     ray_gateway.client.delete("where")
+
+
+@pytest.mark.timeout(600)
+def test_a_restarted_gateway_reattaches_and_serve_heals_a_killed_replica(cluster: Cluster, make_function,
+                                                                          tmp_path: Path) -> None:
+    """The gateway stops: the application keeps serving on the cluster; the next gateway of the same state dir
+    re-attaches to the same replicas instead of redeploying them. A replica whose process is killed is
+    replaced by Serve, and calls succeed again within 10 s."""
+    folder = make_function("pids", "import os\n\n\nclass Handler:\n    def __call__(self, req):\n"
+                                    "        return f\"{os.getpid()} {os.environ['DCF_REPLICA']}\"\n")
+    state = tmp_path / "state"
+    extra = ["--backend", "ray", "--ray-address", cluster.address, "--no-docker"]
+    first = GatewayHandle(*start_detached(state, "127.0.0.1", 0, timeout=120, extra=extra))
+    try:
+        first.client.deploy(folder)
+        before = str(first.client.call("pids", b""))
+    finally:
+        first.stop()
+    assert "pids" in serve_applications(cluster), "a stopped gateway leaves the application serving"
+    second = GatewayHandle(*start_detached(state, "127.0.0.1", 0, timeout=120, extra=extra))
+    try:
+        deadline = time.monotonic() + 60
+        while second.client.get("pids").status != "Ready" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert str(second.client.call("pids", b"")) == before, "the same replica answers: nothing was redeployed"
+
+        pid = int(before.split()[0])
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        answer = None
+        while time.monotonic() - killed < 10:
+            try:
+                answer = str(second.client.call("pids", b"", timeout=5))
+                break
+            except DcfError:
+                time.sleep(0.2)
+        assert answer is not None and answer != before, "Serve replaced the killed replica within 10 s"
+        second.client.delete("pids")
+    finally:
+        second.stop()

@@ -158,13 +158,17 @@ class RayBackend(Backend):
 
         from ..worker.serve_replica import FunctionReplica
 
-        # Serve versions a deployment by its code, arguments and actor options: for the same revision a scale is
-        # a config change (replicas stay), a new revision (another argument, another working_dir) a rolling
-        # update (old replicas serve until new ones are ready).
+        # For the same revision (same version, see below) a scale is a config change (replicas stay); a new
+        # revision is a rolling update (old replicas serve until new ones are ready).
         replica: Any = serve.deployment(FunctionReplica)  # Serve's typing of the decorator is loose
         deployment = replica.options(
             name=spec.name, num_replicas=replicas,
             max_ongoing_requests=max(1, spec.concurrency), ray_actor_options=actor_options(spec))
+        # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas;
+        # `options(version=)` is no longer public, so it is set where `serve.run` reads it. Then re-running a
+        # revision (a scale, a gateway re-attaching after a restart) leaves its replicas serving.
+        if hasattr(deployment, "_version"):
+            deployment._version = f"rev-{spec.revision}"
         self._current[spec.name] = spec.revision
         _run(deployment.bind(spec.name, spec.concurrency, spec.revision), name=spec.name, route_prefix=None,
              _blocking=False)
