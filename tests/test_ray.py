@@ -251,3 +251,4 @@ def test_a_restarted_gateway_reattaches_and_serve_heals_a_killed_replica(cluster
         second.client.delete("pids")
     finally:
         second.stop()
+

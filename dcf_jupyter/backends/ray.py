@@ -108,6 +108,10 @@ class RayBackend(Backend):
             ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True, log_to_driver=False,
                      configure_logging=False, include_dashboard=False)
             serve.start(http_options={"location": "NoServer"})
+        except ray.exceptions.AuthenticationError:
+            raise GatewayStartError(
+                f"{where} refused this gateway's Ray token: give it the cluster's token the way Ray's own CLI "
+                "takes it ($RAY_AUTH_TOKEN, a file named by $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)") from None
         except ConnectionError as exc:
             raise GatewayStartError(f"cannot reach {where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; the gateway says which in a sentence
