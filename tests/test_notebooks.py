@@ -156,3 +156,23 @@ def test_every_notebook_has_its_output_test() -> None:
     source = Path(__file__).read_text()
     untested = [p.name for p in NOTEBOOKS if f'"{p.name}"' not in source]
     assert not untested, f"notebooks without an output test here: {untested}"
+
+
+@pytest.mark.timeout(600)
+def test_scale_out_notebook_outputs(tmp_path: Path) -> None:
+    notebook = execute(ROOT / "notebooks" / "07-scale-out.ipynb", tmp_path)
+    local = text_of(outputs(notebook, 'local = dcf_jupyter.function("slow"'))
+    assert "slow: " in local and "from 1 replica(s)" in local and "from 2 replica(s)" in local, local
+    # 50 ms calls from 8 clients: one replica does ~20/s, two ~40/s (the sleep, not this machine, sets it).
+    assert float(local.split("2 replicas give ")[1].split("x")[0]) >= 1.5, local
+    on_ray = text_of(outputs(notebook, 'on_ray = dcf_jupyter.function("slow-ray"'))
+    placed = text_of(outputs(notebook, "WHERE = "))
+    try:
+        import ray  # noqa: F401 - only whether it is installed
+    except ImportError:
+        assert "Ray is not installed here" in on_ray
+        return
+    assert "from 1 replica(s)" in on_ray and "from 2 replica(s)" in on_ray, on_ray
+    assert float(on_ray.split("2 replicas give ")[1].split("x")[0]) >= 1.5, on_ray
+    assert "CUDA_VISIBLE_DEVICES=" in placed or "no node of the Ray cluster can place a replica" in placed, placed
+    assert text_of(outputs(notebook, "done = False")) == ""

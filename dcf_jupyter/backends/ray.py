@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
 from ..errors import GatewayStartError
@@ -26,9 +27,15 @@ from ..worker.serve_replica import NAMESPACE, log_book
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, TaskCalls, WorkerLink
 
 log = logging.getLogger("dcf.gateway")
+T = TypeVar("T")
 
 REPLICA_CLASS = "dcf_jupyter.worker.serve_replica.FunctionReplica"
 STATUS_EVERY_S = 1.0
+# Calls a replica accepts per handler slot (`concurrency`; the replica runs at most that many at once and
+# queues the rest): with exactly one, Serve's router finds every replica full under load and retries with
+# back-off, which halved a 50 ms function's calls per second here.
+QUEUED_PER_SLOT = 4
+HEALTH_CHECK_EVERY_S = 2.0  # Serve's default, 10 s, leaves a dead replica in the routing that long
 START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
 UNPLACEABLE_AFTER_S = 25.0  # a replica Ray cannot place anywhere for this long fails the deploy
 UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")  # in Serve's status message
@@ -95,6 +102,7 @@ class RayBackend(Backend):
         self._current: dict[str, int] = {}  # application -> the revision serving it
         self._watching: asyncio.Task[None] | None = None
         self._changed: list[RayDeployment] = []
+        self._control_lock = threading.Lock()
 
     @classmethod
     def connect(cls, address: str | None = None) -> RayBackend:
@@ -119,6 +127,15 @@ class RayBackend(Backend):
         log.info("ray backend on %s (Ray %s)", where, ray.__version__)
         return cls(address)
 
+    async def control(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a blocking Ray/Serve call in a thread, one at a time: Serve's client is not thread-safe (two
+        calls at once have failed with "... is not registered for pickle by value")."""
+        def locked() -> T:
+            with self._control_lock:
+                return call(*args)
+
+        return await asyncio.to_thread(locked)
+
     def create(self, spec: DeploymentSpec) -> RayDeployment:
         self._watch()
         return RayDeployment(self, spec)
@@ -131,7 +148,7 @@ class RayBackend(Backend):
         """Keep `apps` current (replica counts, failures) for List/GetMeta and for picking."""
         while True:
             with contextlib.suppress(Exception):
-                self.apps = await asyncio.to_thread(self._read_status)
+                self.apps = await self.control(self._read_status)
                 for deployment in list(self._changed):
                     state = self.apps.get(deployment.spec.name)
                     # What Serve says of replicas that do not run (unschedulable, failing) shows in List/GetMeta.
@@ -167,7 +184,8 @@ class RayBackend(Backend):
         replica: Any = serve.deployment(FunctionReplica)  # Serve's typing of the decorator is loose
         deployment = replica.options(
             name=spec.name, num_replicas=replicas,
-            max_ongoing_requests=max(1, spec.concurrency), ray_actor_options=actor_options(spec))
+            max_ongoing_requests=QUEUED_PER_SLOT * max(1, spec.concurrency), ray_actor_options=actor_options(spec),
+            health_check_period_s=HEALTH_CHECK_EVERY_S)
         # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas;
         # `options(version=)` is no longer public, so it is set where `serve.run` reads it. Then re-running a
         # revision (a scale, a gateway re-attaching after a restart) leaves its replicas serving.
@@ -187,8 +205,11 @@ class RayBackend(Backend):
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         if any(all(node.get(key, 0) >= amount for key, amount in wanted.items()) for node in nodes):
             return ""
-        asked = ", ".join(f"{key} {amount:g}" for key, amount in wanted.items() if amount)
-        largest = "; ".join(", ".join(f"{key} {node.get(key, 0):g}" for key in wanted) for node in nodes) or "none"
+        def amount(key: str, value: float) -> str:
+            return f"memory {value / 2**30:.1f} GiB" if key == "memory" else f"{key} {value:g}"
+
+        asked = ", ".join(amount(key, value) for key, value in wanted.items() if value)
+        largest = "; ".join(", ".join(amount(key, node.get(key, 0)) for key in wanted) for node in nodes) or "none"
         return f"each replica needs {asked}; the nodes have: {largest}"
 
     def delete(self, spec: DeploymentSpec) -> None:
@@ -216,7 +237,7 @@ class RayBackend(Backend):
         if self._watching is not None:
             self._watching.cancel()
         if self.address is None:  # the local Ray we started
-            await asyncio.to_thread(_ray().shutdown)
+            await self.control(_ray().shutdown)
 
 
 class ServeLink(TaskCalls):
@@ -300,14 +321,14 @@ class RayDeployment(Deployment):
         if replicas:
             await self._placeable()
         try:
-            await asyncio.to_thread(self.backend.run, self.spec, replicas)
+            await self.backend.control(self.backend.run, self.spec, replicas)
         except Exception as exc:  # noqa: BLE001 - Serve refused the application; say why
             raise DeployFailed(f"Ray Serve refused it: {type(exc).__name__}: {exc}") from None
         await self._until_running(replicas)
         if self._link is None:
-            self._link = await asyncio.to_thread(ServeLink, self.spec.name)
+            self._link = await self.backend.control(ServeLink, self.spec.name)
         self.backend._changed.append(self)
-        self.backend.apps = await asyncio.to_thread(self.backend._read_status)
+        self.backend.apps = await self.backend.control(self.backend._read_status)
         self._replicas_changed()
 
     async def _placeable(self) -> None:
@@ -315,7 +336,7 @@ class RayDeployment(Deployment):
         DeployFailed in one sentence, instead of Serve waiting for ever."""
         started = time.monotonic()
         while True:
-            why = await asyncio.to_thread(self.backend.unplaceable, self.spec)
+            why = await self.backend.control(self.backend.unplaceable, self.spec)
             if not why:
                 return
             if time.monotonic() - started > UNPLACEABLE_AFTER_S:
@@ -327,7 +348,7 @@ class RayDeployment(Deployment):
         fails, or when a replica stays unplaceable (no node has the resources) for UNPLACEABLE_AFTER_S."""
         started = time.monotonic()
         while True:
-            state = (await asyncio.to_thread(self.backend._read_status)).get(self.spec.name)
+            state = (await self.backend.control(self.backend._read_status)).get(self.spec.name)
             if state is not None:
                 if state.status == "DEPLOY_FAILED":
                     raise DeployFailed(state.message.splitlines()[0] if state.message else "its deploy failed",
@@ -337,7 +358,7 @@ class RayDeployment(Deployment):
                     return
                 unplaceable = any(words in state.message.lower() for words in UNPLACEABLE_WORDS)
                 if unplaceable and time.monotonic() - started > UNPLACEABLE_AFTER_S:
-                    await asyncio.to_thread(self.backend.delete, self.spec)
+                    await self.backend.control(self.backend.delete, self.spec)
                     raise DeployFailed(f"no node of the Ray cluster can place a replica: {state.message}")
             if time.monotonic() - started > START_TIMEOUT_S:
                 raise DeployFailed(f"Serve did not run {replicas} replica(s) within {START_TIMEOUT_S:g}s"
@@ -345,7 +366,7 @@ class RayDeployment(Deployment):
             await asyncio.sleep(0.2)
 
     async def logs(self, lines: int) -> str | None:
-        text = await asyncio.to_thread(self.backend.log_tail, self.spec.name, lines)
+        text = await self.backend.control(self.backend.log_tail, self.spec.name, lines)
         state = self._state()
         if state is not None and state.message:  # why replicas do not run, in Serve's words
             text += f"[ray serve] {state.message}\n"
@@ -358,7 +379,7 @@ class RayDeployment(Deployment):
 
     async def stop(self) -> None:
         self._unwatch()
-        await asyncio.to_thread(self.backend.delete, self.spec)
+        await self.backend.control(self.backend.delete, self.spec)
 
     async def release(self) -> None:
         # The application keeps serving on the cluster; the next gateway re-attaches to it (same revision,
