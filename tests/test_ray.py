@@ -264,3 +264,37 @@ def test_a_restarted_gateway_reattaches_and_serve_heals_a_killed_replica(cluster
     finally:
         second.stop()
 
+
+
+STREAMER = """
+import time
+
+
+class Handler:
+    def __call__(self, req):
+        for word in req.text.split():
+            time.sleep(0.05)
+            yield word.upper()
+"""
+
+
+@pytest.mark.timeout(600)
+def test_generator_streams_and_another_gateways_function_is_not_clobbered(
+        ray_gateway: GatewayHandle, cluster: Cluster, make_function, tmp_path: Path) -> None:
+    folder = make_function("shout", STREAMER)
+    ray_gateway.client.deploy(folder)
+    try:
+        items = [reply.value() for reply in ray_gateway.client.call_stream("shout", "one two three")]
+        assert items == ["ONE", "TWO", "THREE"], "InvokeStream: a reply per generated item, in order"
+        other = GatewayHandle(*start_detached(tmp_path / "other", "127.0.0.1", 0, timeout=120, extra=[
+            "--backend", "ray", "--ray-address", cluster.address, "--no-docker"]))
+        try:
+            with pytest.raises(DeployError) as refused:
+                other.client.deploy(folder)
+            assert "a Serve application named 'shout' already runs on this Ray cluster" in str(refused.value)
+            assert other.client.list() == []
+        finally:
+            other.stop()
+        assert [r.value() for r in ray_gateway.client.call_stream("shout", "still here")] == ["STILL", "HERE"]
+    finally:
+        ray_gateway.client.delete("shout")

@@ -318,6 +318,7 @@ class RayDeployment(Deployment):
         self._wanted = replicas
 
     async def _apply(self, replicas: int) -> None:
+        await self._not_anothers()
         if replicas:
             await self._placeable()
         try:
@@ -330,6 +331,19 @@ class RayDeployment(Deployment):
         self.backend._changed.append(self)
         self.backend.apps = await self.backend.control(self.backend._read_status)
         self._replicas_changed()
+
+    async def _not_anothers(self) -> None:
+        """A first revision whose name a Serve application already has on the cluster: another gateway (on
+        this machine or another) deployed it; replacing it would break its users, so say so instead. (Later
+        revisions update our own application, also after this gateway restarted.)"""
+        if self.spec.revision != 1 or self.spec.name in self.backend._current:
+            return
+        existing = await self.backend.control(self.backend._read_status)
+        if self.spec.name in existing:
+            raise DeployFailed(
+                f"a Serve application named {self.spec.name!r} already runs on this Ray cluster, deployed by "
+                "another gateway; it is left as it is: deploy under another name, or delete it through the "
+                "gateway that deployed it")
 
     async def _placeable(self) -> None:
         """Wait up to UNPLACEABLE_AFTER_S for a node that can hold a replica (an autoscaler may add one); then
