@@ -329,7 +329,6 @@ class RayDeployment(Deployment):
         if self._link is None:
             self._link = await self.backend.control(ServeLink, self.spec.name)
         self.backend._changed.append(self)
-        self.backend.apps = await self.backend.control(self.backend._read_status)
         self._replicas_changed()
 
     async def _not_anothers(self) -> None:
@@ -362,7 +361,9 @@ class RayDeployment(Deployment):
         fails, or when a replica stays unplaceable (no node has the resources) for UNPLACEABLE_AFTER_S."""
         started = time.monotonic()
         while True:
-            state = (await self.backend.control(self.backend._read_status)).get(self.spec.name)
+            # What Serve says here is also what List shows: no second read once it runs.
+            self.backend.apps = await self.backend.control(self.backend._read_status)
+            state = self.backend.apps.get(self.spec.name)
             if state is not None:
                 if state.status == "DEPLOY_FAILED":
                     raise DeployFailed(state.message.splitlines()[0] if state.message else "its deploy failed",
