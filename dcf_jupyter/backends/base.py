@@ -143,6 +143,11 @@ class Deployment(abc.ABC):
     async def stop(self) -> None:
         """Stop every replica."""
 
+    async def resume(self) -> None:
+        """Start again after a gateway restart (its registry says it deployed this revision): a cluster engine's
+        replicas that kept serving are re-attached to, not replaced."""
+        await self.start()
+
     async def release(self) -> None:
         """The gateway is stopping: stop the replicas it runs itself (a cluster engine's keep serving)."""
         await self.stop()

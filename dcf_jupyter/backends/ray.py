@@ -313,6 +313,11 @@ class RayDeployment(Deployment):
     async def start(self) -> None:
         await self._apply(self._wanted)
 
+    async def resume(self) -> None:
+        # This gateway's registry says it deployed this revision: the application of that name is ours.
+        self.backend._current.setdefault(self.spec.name, self.spec.revision)
+        await self._apply(self._wanted)
+
     async def scale(self, replicas: int) -> None:
         await self._apply(replicas)
         self._wanted = replicas

@@ -36,7 +36,7 @@ class Deploying(GatewayCore):
         async with self._lock(record.name):
             try:
                 deployment = await self._create(record)
-                await deployment.start()
+                await deployment.resume()
             except (DeployFailed, KeyError, DcfError) as exc:
                 message = exc.message if isinstance(exc, DeployFailed) else str(exc)
                 self.start_errors[record.name] = message
