@@ -298,3 +298,99 @@ def test_generator_streams_and_another_gateways_function_is_not_clobbered(
         assert [r.value() for r in ray_gateway.client.call_stream("shout", "still here")] == ["STILL", "HERE"]
     finally:
         ray_gateway.client.delete("shout")
+
+
+def session_members(session: int) -> list[int]:
+    """Pids of the processes in `session` (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session:  # after the name: state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members
+
+
+def ray_heads_of(pid: int) -> list[int]:
+    """The `ray start --head` children of process `pid`."""
+    heads = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"ray.scripts.scripts" in command and b"--head" in command:
+            heads.append(int(stat.parent.name))
+    return heads
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the head's processes in Linux's /proc")
+@pytest.mark.timeout(600)
+def test_a_gateway_without_a_cluster_starts_a_local_ray_and_stops_all_of_it(make_function, tmp_path: Path) -> None:
+    """No --ray-address: the gateway starts a Ray head of its own (a child, by pid), serves on it, and stopping
+    the gateway stops every process of that head; nothing is left listening."""
+    folder = make_function("who", WHO)
+    gateway = GatewayHandle(*start_detached(tmp_path / "state", "127.0.0.1", 0, timeout=120,
+                                            extra=["--backend", "ray", "--no-docker"]))
+    try:
+        assert gateway.client.deploy(folder).startswith("Deployed: who (1 replica on the ray backend)")
+        mark, _, text = str(gateway.client.call("who", "hi")).split()
+        assert (mark, text) == ("v1", "hi")
+        heads = ray_heads_of(gateway.process.pid)
+        assert len(heads) == 1, "one Ray head, the gateway's child"
+        assert len(session_members(heads[0])) >= 3, "the head runs its GCS and raylet in its own session"
+    finally:
+        gateway.stop()
+    deadline = time.monotonic() + 60
+    while session_members(heads[0]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_members(heads[0]) == [], "every process of the gateway's Ray stopped with it"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the head's processes in Linux's /proc")
+def test_a_local_ray_that_does_not_start_is_tried_again_then_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dcf_jupyter.backends.ray_head import LocalRayHead
+    from dcf_jupyter.errors import GatewayStartError
+
+    launched: list[LocalRayHead] = []
+    launch = LocalRayHead._launch.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[LocalRayHead]) -> LocalRayHead:
+        launched.append(launch(cls))
+        return launched[-1]
+
+    monkeypatch.setattr(LocalRayHead, "_launch", classmethod(counted))
+    with pytest.raises(GatewayStartError, match=r"a local Ray did not start in 2 attempts: not running after 0.5 s"):
+        LocalRayHead.start(attempts=2, timeout=0.5)
+    assert len(launched) == 2
+    for head in launched:
+        assert head.process.returncode is not None and session_members(head.process.pid) == []
+        assert not head.output.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the head's processes in Linux's /proc")
+@pytest.mark.timeout(300)
+def test_a_local_ray_stops_when_its_gateway_is_killed() -> None:
+    """The head's supervisor holds a pipe from the gateway: a gateway killed with SIGKILL (no clean-up of its
+    own) still leaves no Ray processes behind."""
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom dcf_jupyter.backends.ray_head import LocalRayHead\n"
+        "head = LocalRayHead.start()\nprint(head.process.pid, flush=True)\ntime.sleep(600)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        head = int(owner.stdout.readline())
+        assert session_members(head), "the head runs"
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while session_members(head) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_members(head) == [], "the killed owner's Ray stopped by itself"

@@ -196,7 +196,9 @@ class _Replica:
     def _environment(self) -> dict[str, str]:
         spec = self.deployment.spec
         env = dict(os.environ)
-        env.pop(ENV_TOKEN, None)  # a function's code has no business with the gateway's token
+        # A function's code has no business with the gateway's token, nor with the token of its local Ray.
+        env.pop(ENV_TOKEN, None)
+        env.pop("RAY_AUTH_TOKEN", None)
         env.update(spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         env["DCF_FUNCTION_NAME"] = spec.name

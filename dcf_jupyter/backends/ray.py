@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from ..errors import GatewayStartError
 from ..protocol.link import CallFailed, LinkClosed
 from ..worker.serve_replica import NAMESPACE, log_book
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, TaskCalls, WorkerLink
+from .ray_head import LocalRayHead
 
 log = logging.getLogger("dcf.gateway")
 T = TypeVar("T")
@@ -39,6 +41,22 @@ HEALTH_CHECK_EVERY_S = 2.0  # Serve's default, 10 s, leaves a dead replica in th
 START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
 UNPLACEABLE_AFTER_S = 25.0  # a replica Ray cannot place anywhere for this long fails the deploy
 UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")  # in Serve's status message
+
+
+def _stop(head: LocalRayHead | None) -> None:
+    if head is not None:
+        head.stop()
+
+
+def _use_token(auth_env: dict[str, str]) -> None:
+    """Join the next cluster with this token. Ray reads its auth mode and token once (when imported, when it
+    last started a cluster), so after setting them it is told to read them again, as `ray.init` does itself."""
+    os.environ.update(auth_env)
+    with contextlib.suppress(ImportError, AttributeError):  # a Ray without token authentication needs none
+        from ray._private.authentication import authentication_token_setup as auth
+
+        auth.Config.initialize("")
+        auth.AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _ray() -> Any:
@@ -96,8 +114,9 @@ class RayBackend(Backend):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, *, head: LocalRayHead | None = None) -> None:
         self.address = address
+        self.head = head
         self.apps: dict[str, AppState] = {}
         self._current: dict[str, int] = {}  # application -> the revision serving it
         self._watching: asyncio.Task[None] | None = None
@@ -112,20 +131,25 @@ class RayBackend(Backend):
         from ray import serve
 
         where = f"the Ray cluster at {address}" if address else "a local Ray"
+        head = None if address else LocalRayHead.start()
+        if head is not None:
+            _use_token(head.auth_env)
         try:
-            ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True, log_to_driver=False,
-                     configure_logging=False, include_dashboard=False)
+            ray.init(address=head.address if head else address, namespace=NAMESPACE, ignore_reinit_error=True,
+                     log_to_driver=False, configure_logging=False, include_dashboard=False)
             serve.start(http_options={"location": "NoServer"})
         except ray.exceptions.AuthenticationError:
             raise GatewayStartError(
                 f"{where} refused this gateway's Ray token: give it the cluster's token the way Ray's own CLI "
                 "takes it ($RAY_AUTH_TOKEN, a file named by $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)") from None
         except ConnectionError as exc:
+            _stop(head)
             raise GatewayStartError(f"cannot reach {where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; the gateway says which in a sentence
+            _stop(head)
             raise GatewayStartError(f"cannot start Serve on {where}: {type(exc).__name__}: {exc}") from None
         log.info("ray backend on %s (Ray %s)", where, ray.__version__)
-        return cls(address)
+        return cls(address, head=head)
 
     async def control(self, call: Callable[..., T], *args: Any) -> T:
         """Run a blocking Ray/Serve call in a thread, one at a time: Serve's client is not thread-safe (two
@@ -236,8 +260,9 @@ class RayBackend(Backend):
     async def close(self) -> None:
         if self._watching is not None:
             self._watching.cancel()
-        if self.address is None:  # the local Ray we started
+        if self.head is not None:  # the local Ray we started
             await self.control(_ray().shutdown)
+            await asyncio.to_thread(self.head.stop)
 
 
 class ServeLink(TaskCalls):

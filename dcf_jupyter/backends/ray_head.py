@@ -1,0 +1,148 @@
+"""A local Ray of the gateway's own: a head node in a child process (`ray start --head --block`), its pid kept.
+
+Started in the gateway's own process, `ray.init()` times out now and then on a busy 2-core machine (the raylet
+must register within a fixed 30 s) and leaves that process unable to try again. A child can simply be started
+again; the gateway then joins it like any cluster, with a token of its own (Ray's token authentication), and
+stops it by its pid when it stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ..errors import GatewayStartError
+
+log = logging.getLogger("dcf.gateway")
+
+STARTED = "Ray runtime started"
+START_TIMEOUT_S = 120.0
+ATTEMPTS = 3
+STOP_TIMEOUT_S = 40.0  # `ray start --block` drains its node for up to 30 s on SIGTERM
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalRayHead:
+    """One Ray head node on this machine, owned by this gateway."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, token: str, output: Path) -> None:
+        self.process = process
+        self.port = port
+        self.token = token
+        self.output = output
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def auth_env(self) -> dict[str, str]:
+        """What a driver needs to join this head."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    @classmethod
+    def start(cls, *, attempts: int = ATTEMPTS, timeout: float = START_TIMEOUT_S) -> LocalRayHead:
+        """Start a head and wait until it runs; GatewayStartError with Ray's last words after `attempts` tries."""
+        last = ""
+        for attempt in range(1, attempts + 1):
+            head = cls._launch()
+            why = head._wait_started(timeout)
+            if not why:
+                head.output.unlink(missing_ok=True)  # its words are needed only when it does not start
+                log.info("local Ray head at %s (pid %d)", head.address, head.process.pid)
+                return head
+            head.stop()
+            last = why
+            log.warning("local Ray did not start (attempt %d of %d): %s", attempt, attempts, why)
+        raise GatewayStartError(f"a local Ray did not start in {attempts} attempts: {last}")
+
+    @classmethod
+    def _launch(cls) -> LocalRayHead:
+        port, token = _free_port(), secrets.token_hex(16)
+        fd, name = tempfile.mkstemp(prefix="dcf-ray-head-", suffix=".log")
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+               # The GCS waits longer for its port on a busy machine than Ray's default 30 s.
+               "RAY_gcs_server_port_wait_time_s": "120", "RAY_USAGE_STATS_ENABLED": "0"}
+        command = [sys.executable, "-m", __name__, sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
+                   f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                   "--disable-usage-stats", "--block"]
+        with os.fdopen(fd, "wb") as output:
+            # Its own session: the head's processes are stopped together, never anyone else's. Its stdin is a
+            # pipe only this process holds: when this process ends, however it ends, the head stops (`_supervise`).
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
+                                       env=env, start_new_session=True)
+        return cls(process, port, token, Path(name))
+
+    def _wait_started(self, timeout: float) -> str:
+        """'' once the head runs; else why not (its last lines)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if STARTED in self._output():
+                return ""
+            if self.process.poll() is not None:
+                return self._last_words() or f"`ray start` exited with {self.process.returncode}"
+            time.sleep(0.2)
+        return f"not running after {timeout:g} s" + (f": {self._last_words()}" if self._last_words() else "")
+
+    def _output(self) -> str:
+        try:
+            return self.output.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _last_words(self) -> str:
+        lines = [line.strip() for line in self._output().splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line or "error" in line or "timed out" in line]
+        return (errors or lines or [""])[-1][:300]
+
+    def stop(self) -> None:
+        """Stop the head and every process it started (its session), by its pid."""
+        if self.process.poll() is None:
+            if self.process.stdin is not None:
+                self.process.stdin.close()  # the supervisor stops `ray start`, which stops its node
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything of its session still there
+        self.process.wait()
+        self.output.unlink(missing_ok=True)
+
+
+def _supervise(command: list[str]) -> int:
+    """Run `command` (`ray start --block`) until it exits, or until stdin ends (the gateway closed it, or died):
+    then stop it."""
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def stop_at_end_of_input() -> None:
+        sys.stdin.buffer.read()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S - 5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    threading.Thread(target=stop_at_end_of_input, daemon=True).start()
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        return process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(_supervise(sys.argv[1:]))
