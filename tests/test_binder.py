@@ -84,7 +84,7 @@ def test_binder_environment_runs_every_tutorial(tmp_path: Path) -> None:
         assert not any(errors.values()), json.dumps(errors, indent=1)
         with Client(address) as client:  # the notebooks deployed to start's gateway, not embedded ones
             deployed = {f.name for f in client.list()}
-        assert {"mirror", "stft", "stft-data", "ssd"} <= deployed, deployed
+        assert {"mirror", "stft", "stft-data", "ssd", "detect"} <= deployed, deployed
     finally:
         stopped = stop_gateway(state)
     assert stopped is not None, "binder/start launched no gateway"

