@@ -65,3 +65,17 @@ def grpc_options(max_message: int) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", max_message),
         ("grpc.max_receive_message_length", max_message),
     ]
+
+
+def announce_dir() -> Path:
+    """Where each kernel's embedded gateway announces itself to the JupyterLab panel: dcf/ in Jupyter's runtime
+    dir, beside the kernels' connection files ($JUPYTER_RUNTIME_DIR, else Jupyter's default)."""
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        runtime = Path(jupyter_runtime_dir())
+    except ImportError:  # a gateway host without Jupyter: the same place Jupyter would use
+        data = os.environ.get("JUPYTER_DATA_DIR") or os.path.join(
+            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "jupyter")
+        runtime = Path(os.environ.get("JUPYTER_RUNTIME_DIR") or os.path.join(data, "runtime"))
+    return runtime / "dcf"

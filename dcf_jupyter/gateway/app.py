@@ -25,6 +25,7 @@ from ..backends.docker import DockerBackend
 from ..backends.local import LocalBackend
 from ..errors import DcfError, GatewayStartError
 from ..settings import grpc_options
+from .announce import ENV_ANNOUNCE, announce, withdraw
 from .auth import TokenInterceptor, TokenPolicy, is_loopback, server_credentials
 from .control import (
     GATEWAY_FILE,
@@ -171,6 +172,7 @@ async def run_gateway(options: GatewayOptions) -> None:
                 "started": time.time(), "version": __version__, "tls": credentials is not None,
                 "token": bool(options.token)}
         (state_dir / GATEWAY_FILE).write_text(json.dumps(info))
+        announced = _announce(address, options, state_dir)
         log.info("DCF gateway %s listening on %s%s%s (state dir %s)", __version__, address,
                  " with TLS" if credentials else "", ", token required for management" if options.token else "",
                  state_dir)
@@ -200,6 +202,8 @@ async def run_gateway(options: GatewayOptions) -> None:
             await gateway.close()
             with contextlib.suppress(FileNotFoundError):
                 (state_dir / GATEWAY_FILE).unlink()
+            if announced is not None:
+                withdraw(announced)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
@@ -207,6 +211,18 @@ async def run_gateway(options: GatewayOptions) -> None:
         lock.close()
         if options.ephemeral:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _announce(address: str, options: GatewayOptions, state_dir: Path) -> Path | None:
+    """Announce this gateway to the JupyterLab panel when a kernel started it to ($DCF_ANNOUNCE says whose)."""
+    about = os.environ.get(ENV_ANNOUNCE)
+    if not about:
+        return None
+    try:
+        return announce(address, options.token, state_dir, dict(json.loads(about)))
+    except (OSError, ValueError, TypeError) as exc:  # the panel will not list it; the kernel still has it
+        log.warning("could not announce this gateway to JupyterLab: %s", exc)
+        return None
 
 
 def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:

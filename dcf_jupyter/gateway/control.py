@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import GatewayStartError
 from ..logfile import tail_text
+from ..pids import pid_alive
 from ..settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -169,17 +170,6 @@ class RunningGateway:
     pid: int
     address: str
     state_dir: Path
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_gateway(state_dir: Path) -> RunningGateway | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..gateway.announce import ENV_ANNOUNCE
 from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, pid_alive, spawn_gateway
 from ..settings import ENV_TOKEN
 
@@ -58,6 +60,20 @@ def remove_stale_state_dirs(tmp: Path | None = None) -> list[Path]:
     return removed
 
 
+def _announce_env() -> dict[str, str]:
+    """In a Jupyter kernel: $DCF_ANNOUNCE for the gateway, so the JupyterLab panel lists it under this kernel's
+    notebook (Jupyter Server gives kernels $JPY_SESSION_NAME, the notebook's path). Elsewhere nothing."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        connection = Path(get_connection_file())
+    except Exception:  # noqa: BLE001 - not in a kernel (a script, a test): nothing to announce
+        return {}
+    kernel_id = connection.stem.removeprefix("kernel-")
+    about = {"kernel_pid": os.getpid(), "kernel_id": kernel_id, "notebook": os.environ.get("JPY_SESSION_NAME", "")}
+    return {ENV_ANNOUNCE: json.dumps(about)}
+
+
 class EmbeddedGateway:
     """Spawned at once, waited for on first use, stopped at exit; it also exits if this process dies.
 
@@ -77,7 +93,7 @@ class EmbeddedGateway:
         try:
             self._pending: PendingGateway | None = spawn_gateway(
                 self._tmp, "127.0.0.1", 0, extra=["--lifeline-fd", str(life_r), "--ephemeral"], pass_fds=(life_r,),
-                env={ENV_TOKEN: self.token},
+                env={ENV_TOKEN: self.token, **_announce_env()},
             )
         finally:
             os.close(life_r)

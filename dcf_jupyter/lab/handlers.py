@@ -1,0 +1,239 @@
+"""The REST API of the JupyterLab DCF panel, under {base_url}dcf/: Jupyter's own auth and XSRF guard every
+request; the handlers reach gateways through `client.Client`, so gateway tokens stay on the server.
+
+    GET    dcf/gateways                                   every gateway, its health and its functions
+    GET    dcf/gateways/ID/functions/NAME/logs?lines=N    the tail of a function's log
+    POST   dcf/gateways/ID/functions/NAME/scale           {"replicas": n}
+    POST   dcf/gateways/ID/functions/NAME/call            {"input": "text"} or {"input_base64": "..."}
+    DELETE dcf/gateways/ID/functions/NAME
+    POST   dcf/gateways/ID/deploy                         {"path": "a function folder or config.yaml"}
+
+Errors are JSON {"message": one sentence} with a 4xx/5xx status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..client.core import Client, FunctionInfo, Reply
+from ..client.discovery import GatewayEntry, all_gateways
+from ..errors import (
+    ConfigError,
+    DcfError,
+    DeployError,
+    FunctionError,
+    FunctionNotFound,
+    GatewayUnavailable,
+    InvalidArgument,
+    InvalidName,
+    Unauthenticated,
+)
+
+T = TypeVar("T")
+HEALTH_TIMEOUT_S = 1.0
+MAX_LOG_LINES = 5000
+# How each error reads over HTTP (the sentence is the same as in the CLI).
+STATUS = ((FunctionNotFound, 404), (InvalidName, 400), (InvalidArgument, 400), (ConfigError, 400),
+          (DeployError, 422), (Unauthenticated, 403), (GatewayUnavailable, 502), (FunctionError, 502),
+          (DcfError, 500))
+
+
+class Problem(Exception):
+    """A request the handler refuses, with its HTTP status and sentence."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def status_of(error: DcfError) -> int:
+    return next(code for kind, code in STATUS if isinstance(error, kind))
+
+
+def function_json(info: FunctionInfo) -> dict[str, Any]:
+    return {**asdict(info), "ready": f"{info.available_replicas}/{info.replicas}"}
+
+
+def reply_json(reply: Reply) -> dict[str, Any]:
+    """A reply for the browser: text as text, JSON also parsed, bytes as base64 (and as text when they are)."""
+    out: dict[str, Any] = {"content_type": reply.content_type, "size": len(reply.data)}
+    if reply.is_text or reply.is_json:
+        out["text"] = reply.data.decode("utf-8", "replace")
+        if reply.is_json:
+            out["json"] = reply.json()
+    else:
+        out["base64"] = base64.b64encode(reply.data).decode("ascii")
+        with contextlib.suppress(UnicodeDecodeError):  # bytes that are text (an echo of typed text) read as text
+            out["text"] = reply.data.decode("utf-8")
+    return out
+
+
+class DcfHandler(APIHandler):
+    """Shared: finding the gateway of a URL, running blocking client calls off the event loop, errors."""
+
+    def gateway(self, gateway_id: str) -> GatewayEntry:
+        for entry in all_gateways():
+            if entry.id == gateway_id:
+                return entry
+        raise Problem(404, f"no gateway {gateway_id!r} (it may have stopped with its kernel)")
+
+    async def with_client(self, gateway_id: str, work: Callable[[Client], T]) -> T:
+        entry = self.gateway(gateway_id)
+
+        def run() -> T:
+            with Client(entry.address, token=entry.token) as client:
+                return work(client)
+
+        return await asyncio.to_thread(run)
+
+    def body(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise Problem(400, "the request body is not JSON") from None
+        if not isinstance(value, dict):
+            raise Problem(400, "the request body must be a JSON object")
+        return value
+
+    def answer(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value))
+
+    async def guarded(self, work: Callable[[], Any]) -> None:
+        """Run `work` (a coroutine function) and answer its value, or the error's sentence."""
+        try:
+            self.answer(await work())
+        except Problem as problem:
+            self.answer({"message": problem.message}, problem.status)
+        except DcfError as error:
+            self.answer({"message": str(error).split("\n", 1)[0], "detail": error.detail}, status_of(error))
+
+
+class GatewaysHandler(DcfHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        async def work() -> list[dict[str, Any]]:
+            return list(await asyncio.gather(*(self._describe(entry) for entry in all_gateways())))
+
+        await self.guarded(work)
+
+    async def _describe(self, entry: GatewayEntry) -> dict[str, Any]:
+        def look(client: Client) -> dict[str, Any]:
+            if not client.health(timeout=HEALTH_TIMEOUT_S):
+                return {"healthy": False, "error": f"no gateway answers at {entry.address}", "functions": []}
+            try:
+                info = client.info()
+                functions = [function_json(f) for f in client.list()]
+            except DcfError as error:
+                return {"healthy": True, "error": str(error).split("\n", 1)[0], "functions": []}
+            return {"healthy": True, "error": None, "backends": info.get("backends", []),
+                    "version": info.get("version", ""), "functions": functions}
+
+        def run() -> dict[str, Any]:
+            with Client(entry.address, token=entry.token) as client:
+                return look(client)
+
+        return {**entry.public(), **await asyncio.to_thread(run)}
+
+
+class LogsHandler(DcfHandler):
+    @tornado.web.authenticated
+    async def get(self, gateway_id: str, name: str) -> None:
+        async def work() -> dict[str, Any]:
+            try:
+                lines = int(self.get_argument("lines", "200"))
+            except ValueError:
+                raise Problem(400, "lines must be a whole number") from None
+            lines = max(1, min(lines, MAX_LOG_LINES))
+            return {"name": name, "text": await self.with_client(gateway_id, lambda c: c.logs(name, lines))}
+
+        await self.guarded(work)
+
+
+class ScaleHandler(DcfHandler):
+    @tornado.web.authenticated
+    async def post(self, gateway_id: str, name: str) -> None:
+        async def work() -> dict[str, Any]:
+            replicas = self.body().get("replicas")
+            if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+                raise Problem(400, f"replicas must be a whole number, 0 or more, got {replicas!r}")
+            return {"message": await self.with_client(gateway_id, lambda c: c.scale(name, replicas))}
+
+        await self.guarded(work)
+
+
+class CallHandler(DcfHandler):
+    @tornado.web.authenticated
+    async def post(self, gateway_id: str, name: str) -> None:
+        async def work() -> dict[str, Any]:
+            body = self.body()
+            if "input_base64" in body:
+                try:
+                    data = base64.b64decode(str(body["input_base64"]), validate=True)
+                except (binascii.Error, ValueError):
+                    raise Problem(400, "input_base64 is not base64") from None
+            else:
+                data = str(body.get("input", "")).encode("utf-8")
+            return reply_json(await self.with_client(gateway_id, lambda c: c.call_reply(name, data)))
+
+        await self.guarded(work)
+
+
+class FunctionHandler(DcfHandler):
+    @tornado.web.authenticated
+    async def delete(self, gateway_id: str, name: str) -> None:
+        async def work() -> dict[str, Any]:
+            return {"message": await self.with_client(gateway_id, lambda c: c.delete(name))}
+
+        await self.guarded(work)
+
+
+class DeployHandler(DcfHandler):
+    @tornado.web.authenticated
+    async def post(self, gateway_id: str) -> None:
+        async def work() -> dict[str, Any]:
+            folder = self.function_folder(str(self.body().get("path", "")))
+            return {"message": await self.with_client(gateway_id, lambda c: c.deploy(folder))}
+
+        await self.guarded(work)
+
+    def function_folder(self, path: str) -> Path:
+        """The server-root-relative `path` (a function folder or its config.yaml) on disk; nothing outside the
+        root the server serves."""
+        if not path.strip():
+            raise Problem(400, "say which function to deploy: the path of its folder or config.yaml")
+        root = Path(self.settings["server_root_dir"]).expanduser().resolve()
+        target = (root / path.lstrip("/")).resolve()
+        if not target.is_relative_to(root):
+            raise Problem(403, f"{path} is outside the folder this Jupyter server serves")
+        if not target.exists():
+            raise Problem(404, f"{path} does not exist")
+        return target
+
+
+def setup_handlers(web_app: Any) -> None:
+    """Route {base_url}dcf/... to the handlers above."""
+    base = url_path_join(web_app.settings["base_url"], "dcf")
+    gateway, function = r"/gateways/([\w.-]+)", r"/functions/([^/]+)"
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, "gateways"), GatewaysHandler),
+        (base + gateway + function + "/logs", LogsHandler),
+        (base + gateway + function + "/scale", ScaleHandler),
+        (base + gateway + function + "/call", CallHandler),
+        (base + gateway + function, FunctionHandler),
+        (base + gateway + "/deploy", DeployHandler),
+    ])

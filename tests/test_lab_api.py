@@ -1,0 +1,194 @@
+"""The JupyterLab panel's server extension: its REST API in a real JupyterLab (enabled by installing the package,
+nothing passed on its command line) against real gateways; embedded gateways a real kernel announces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FUNCTIONS, GatewayHandle, start_gateway
+
+pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
+
+from labdriver import Lab, jupyter_lab
+
+from dcf_jupyter.backends.launcher import free_port
+from dcf_jupyter.gateway.announce import announce
+
+TOKEN = "lab-test-token"
+
+
+def api(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None, *,
+        auth: bool = True) -> tuple[int, Any]:
+    """(status, JSON) of a request to the server's dcf/ API, authenticated as the browser would be."""
+    request = urllib.request.Request(f"http://127.0.0.1:{lab.port}/dcf/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    if auth:
+        request.add_header("Authorization", f"token {lab.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        text = error.read()
+        try:
+            return error.code, json.loads(text)
+        except ValueError:
+            return error.code, text.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def panel_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
+    """The shared gateway the panel sees, with a token, as a user runs one."""
+    os.environ["DCF_TOKEN"] = TOKEN  # the gateway reads it at start; this module's client too
+    try:
+        handle = start_gateway(tmp_path_factory.mktemp("panel-gateway") / "state")
+    finally:
+        del os.environ["DCF_TOKEN"]
+    handle.client = type(handle.client)(handle.address, token=TOKEN)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(panel_gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("lab-root")
+    shutil.copytree(FUNCTIONS / "echo", root / "echo")
+    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": TOKEN}) as running:
+        yield running
+
+
+def runtime_dir(lab: Lab) -> Path:
+    return lab.root / ".jupyter-state" / "jupyter_runtime_dir"
+
+
+def shared(lab: Lab) -> dict[str, Any]:
+    status, gateways = api(lab, "GET", "gateways")
+    assert status == 200, gateways
+    assert gateways[0]["id"] == "shared"
+    return gateways[0]
+
+
+def test_the_api_needs_jupyters_auth(lab: Lab) -> None:
+    status, _ = api(lab, "GET", "gateways", auth=False)
+    assert status == 403
+    status, _ = api(lab, "DELETE", "gateways/shared/functions/echo", auth=False)
+    assert status == 403
+    enabled = subprocess.run([sys.executable, "-m", "jupyter", "server", "extension", "list"],
+                             capture_output=True, text=True, timeout=60)
+    assert "dcf_jupyter.lab" in enabled.stdout + enabled.stderr, "installing the package enables the extension"
+
+
+def test_deploy_list_call_logs_scale_delete_through_the_panel_api(lab: Lab, panel_gateway: GatewayHandle) -> None:
+    status, deployed = api(lab, "POST", "gateways/shared/deploy", {"path": "echo/config.yaml"})
+    assert status == 200 and deployed["message"].startswith("Deployed: echo"), deployed
+    gateway = shared(lab)
+    assert gateway["healthy"] and gateway["address"] == panel_gateway.address and "token" not in gateway
+    assert "local" in gateway["backends"]
+    row = next(f for f in gateway["functions"] if f["name"] == "echo")
+    assert row["ready"] == "1/1" and row["backend"] == "local"
+    status, reply = api(lab, "POST", "gateways/shared/functions/echo/call", {"input": "hello panel"})
+    assert status == 200 and reply["text"] == "hello panel", reply
+    status, reply = api(lab, "POST", "gateways/shared/functions/echo/call", {"input_base64": "AAEC"})
+    assert status == 200 and reply["base64"] == "AAEC" and reply["size"] == 3
+    status, scaled = api(lab, "POST", "gateways/shared/functions/echo/scale", {"replicas": 2})
+    assert status == 200, scaled
+    deadline = time.monotonic() + 30
+    while next(f for f in shared(lab)["functions"] if f["name"] == "echo")["ready"] != "2/2":
+        assert time.monotonic() < deadline, "scaled to 2, shown as 2/2"
+        time.sleep(0.3)
+    status, logs = api(lab, "GET", "gateways/shared/functions/echo/logs?lines=50")
+    assert status == 200 and isinstance(logs["text"], str)
+    status, deleted = api(lab, "DELETE", "gateways/shared/functions/echo")
+    assert status == 200 and deleted["message"] == "Deleted: echo"
+    assert [f["name"] for f in shared(lab)["functions"]] == []
+
+
+@pytest.mark.parametrize("method, path, body, code, sentence", [
+    ("GET", "gateways/shared/functions/nothing/logs", None, 404, "'nothing' is not deployed"),
+    ("POST", "gateways/shared/functions/nothing/call", {"input": "x"}, 404, "'nothing'"),
+    ("POST", "gateways/shared/functions/echo/scale", {"replicas": -1}, 400, "replicas must be a whole number"),
+    ("POST", "gateways/shared/functions/echo/scale", {"replicas": "two"}, 400, "replicas must be a whole number"),
+    ("POST", "gateways/shared/deploy", {"path": "../../etc"}, 403, "outside the folder this Jupyter server serves"),
+    ("POST", "gateways/shared/deploy", {"path": "/etc/passwd"}, 404, "does not exist"),
+    ("POST", "gateways/shared/deploy", {"path": ""}, 400, "say which function to deploy"),
+    ("POST", "gateways/kernel-1/deploy", {"path": "echo"}, 404, "no gateway 'kernel-1'"),
+])
+def test_bad_requests_are_sentences_not_tracebacks(lab: Lab, method: str, path: str, body: dict[str, Any] | None,
+                                                    code: int, sentence: str) -> None:
+    status, answer = api(lab, method, path, body)
+    assert status == code, answer
+    assert sentence in answer["message"] and "Traceback" not in json.dumps(answer), answer
+
+
+def test_unreachable_wrong_token_and_stale_gateways(lab: Lab, panel_gateway: GatewayHandle,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Announcements as kernels write them: one whose gateway does not answer, one with a wrong token, one of a
+    dead process (ignored and removed)."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir(lab)))
+    alive = panel_gateway.process.pid  # any live pid of ours will do as "the gateway's"
+    written = []
+    for pid, address, token in ((alive, f"127.0.0.1:{free_port()}", TOKEN),
+                                (os.getpid(), panel_gateway.address, "wrong")):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        written.append(announce(address, token, lab.root, {"kernel_id": f"k{pid}", "notebook": f"nb-{pid}.ipynb"}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    monkeypatch.setattr(os, "getpid", lambda: dead.pid)
+    stale = announce(panel_gateway.address, TOKEN, lab.root, {"kernel_id": "gone", "notebook": "gone.ipynb"})
+    monkeypatch.undo()
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in [*written, stale])
+    status, gateways = api(lab, "GET", "gateways")
+    assert status == 200
+    by_id = {g["id"]: g for g in gateways}
+    assert f"kernel-{dead.pid}" not in by_id and not stale.exists(), "a dead gateway's announcement is cleaned"
+    down = by_id[f"kernel-{alive}"]
+    assert not down["healthy"] and "no gateway answers at" in down["error"] and down["label"] == f"nb-{alive}.ipynb"
+    status, refused = api(lab, "POST", f"gateways/kernel-{os.getpid()}/deploy", {"path": "echo"})
+    assert status == 403 and "token" in refused["message"].lower(), refused
+    for path in written:
+        path.unlink()
+
+
+def test_a_kernels_embedded_gateway_is_listed_under_its_notebook(lab: Lab) -> None:
+    """A real kernel (as JupyterLab starts one: $JPY_SESSION_NAME, its connection file in the runtime dir)
+    deploys a function on its embedded gateway; the panel lists that gateway under the notebook, with the
+    function; when the kernel stops, the gateway and its announcement go."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime_dir(lab)), "JPY_SESSION_NAME": "work/demo.ipynb"}
+    env.pop("DCF_GATEWAY", None)
+    manager, client = start_new_kernel(kernel_name="python3", env=env)
+    try:
+        reply = client.execute_interactive(
+            "import dcf_jupyter\nhi = dcf_jupyter.function('hi', 'class Handler:\\n    def __call__(self, req):\\n"
+            "        return \"hi\"\\n')\nprint(hi(b''))", timeout=120)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        status, gateways = api(lab, "GET", "gateways")
+        kernels = [g for g in gateways if g["kind"] == "kernel" and g["notebook"] == "work/demo.ipynb"]
+        assert len(kernels) == 1 and kernels[0]["healthy"], gateways
+        assert [f["name"] for f in kernels[0]["functions"]] == ["hi"]
+        assert kernels[0]["kernel_id"] and kernels[0]["label"] == "work/demo.ipynb"
+        status, reply = api(lab, "POST", f"gateways/{kernels[0]['id']}/functions/hi/call", {"input": ""})
+        assert status == 200 and reply["text"] == "hi"
+        files = list((runtime_dir(lab) / "dcf").glob(f"gateway-{kernels[0]['pid']}.json"))
+        assert len(files) == 1 and files[0].stat().st_mode & 0o777 == 0o600
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+    deadline = time.monotonic() + 20
+    while files[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not files[0].exists(), "the announcement goes with the gateway"
+    assert all(g["notebook"] != "work/demo.ipynb" for g in api(lab, "GET", "gateways")[1])
