@@ -17,6 +17,9 @@ ENV_TLS_CA = "DCF_TLS_CA"  # PEM CA bundle: talk TLS to the gateway, trusting th
 ENV_MAX_MESSAGE_SIZE = "DCF_MAX_MESSAGE_SIZE"
 # Set by the local backend for a worker: a folder of packages to put first on sys.path.
 ENV_EXTRA_SITE = "DCF_EXTRA_SITE"
+# JSON from the kernel that starts an embedded gateway (its pid, kernel id, notebook): the gateway announces itself
+# to the JupyterLab panel with it (gateway/announce.py).
+ENV_ANNOUNCE = "DCF_ANNOUNCE"
 
 
 def normalize_address(address: str) -> str:

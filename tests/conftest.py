@@ -19,6 +19,7 @@ from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import FunctionError
 from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
 from dcf_jupyter.gateway.control import remove_left_socket_dir
+from dcf_jupyter.settings import ENV_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
@@ -41,10 +42,12 @@ def _session_requirement_cache(tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may touch the user's real state dir or default gateway."""
+    """No test may touch the user's real state dir, default gateway or Jupyter runtime dir."""
     monkeypatch.setenv("DCF_STATE_DIR", str(tmp_path_factory.getbasetemp() / "default-state"))
     monkeypatch.delenv("DCF_GATEWAY", raising=False)
     monkeypatch.delenv("DCF_TOKEN", raising=False)
+    # Kernels' embedded gateways announce themselves there (for the JupyterLab panel): not in the user's.
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path_factory.getbasetemp() / "jupyter-runtime"))
 
 
 class GatewayHandle:
@@ -78,6 +81,21 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]
     try:
         handle.client.deploy(FUNCTIONS / "echo")
         handle.client.deploy(FUNCTIONS / "hello-dcf")
+        yield handle
+    finally:
+        handle.stop()
+
+
+PANEL_TOKEN = "lab-test-token"
+
+
+@pytest.fixture(scope="session")
+def panel_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
+    """The shared gateway the JupyterLab panel sees (test_lab_*), with a token, as a user runs one."""
+    state = tmp_path_factory.mktemp("panel-gateway") / "state"
+    handle = GatewayHandle(*start_detached(state, "127.0.0.1", 0, env={ENV_TOKEN: PANEL_TOKEN}))
+    handle.client = Client(handle.address, token=PANEL_TOKEN)
+    try:
         yield handle
     finally:
         handle.stop()

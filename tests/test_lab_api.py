@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, start_gateway
+from conftest import FUNCTIONS, PANEL_TOKEN, GatewayHandle
 
 pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
 
@@ -24,8 +24,6 @@ from labdriver import Lab, jupyter_lab
 
 from dcf_jupyter.backends.launcher import free_port
 from dcf_jupyter.gateway.announce import announce
-
-TOKEN = "lab-test-token"
 
 
 def api(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None, *,
@@ -47,25 +45,10 @@ def api(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None, *,
 
 
 @pytest.fixture(scope="module")
-def panel_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
-    """The shared gateway the panel sees, with a token, as a user runs one."""
-    os.environ["DCF_TOKEN"] = TOKEN  # the gateway reads it at start; this module's client too
-    try:
-        handle = start_gateway(tmp_path_factory.mktemp("panel-gateway") / "state")
-    finally:
-        del os.environ["DCF_TOKEN"]
-    handle.client = type(handle.client)(handle.address, token=TOKEN)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture(scope="module")
 def lab(panel_gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("lab-root")
     shutil.copytree(FUNCTIONS / "echo", root / "echo")
-    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": TOKEN}) as running:
+    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": PANEL_TOKEN}) as running:
         yield running
 
 
@@ -88,6 +71,10 @@ def test_the_api_needs_jupyters_auth(lab: Lab) -> None:
     enabled = subprocess.run([sys.executable, "-m", "jupyter", "server", "extension", "list"],
                              capture_output=True, text=True, timeout=60)
     assert "dcf_jupyter.lab" in enabled.stdout + enabled.stderr, "installing the package enables the extension"
+    listed = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"],
+                            capture_output=True, text=True, timeout=60)
+    line = next((ln for ln in (listed.stdout + listed.stderr).splitlines() if "dcf-jupyter" in ln), "")
+    assert "enabled" in line and "OK" in line, "the prebuilt panel is installed with the package"
 
 
 def test_deploy_list_call_logs_scale_delete_through_the_panel_api(lab: Lab, panel_gateway: GatewayHandle) -> None:
@@ -139,14 +126,14 @@ def test_unreachable_wrong_token_and_stale_gateways(lab: Lab, panel_gateway: Gat
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir(lab)))
     alive = panel_gateway.process.pid  # any live pid of ours will do as "the gateway's"
     written = []
-    for pid, address, token in ((alive, f"127.0.0.1:{free_port()}", TOKEN),
+    for pid, address, token in ((alive, f"127.0.0.1:{free_port()}", PANEL_TOKEN),
                                 (os.getpid(), panel_gateway.address, "wrong")):
         monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
         written.append(announce(address, token, lab.root, {"kernel_id": f"k{pid}", "notebook": f"nb-{pid}.ipynb"}))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     monkeypatch.setattr(os, "getpid", lambda: dead.pid)
-    stale = announce(panel_gateway.address, TOKEN, lab.root, {"kernel_id": "gone", "notebook": "gone.ipynb"})
+    stale = announce(panel_gateway.address, PANEL_TOKEN, lab.root, {"kernel_id": "gone", "notebook": "gone.ipynb"})
     monkeypatch.undo()
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in [*written, stale])
     status, gateways = api(lab, "GET", "gateways")

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..settings import announce_dir
+from ..settings import ENV_ANNOUNCE, announce_dir
 
-ENV_ANNOUNCE = "DCF_ANNOUNCE"  # JSON from the kernel that starts the gateway: its pid, kernel id and notebook
+__all__ = ["ENV_ANNOUNCE", "announce", "announcement_path", "withdraw"]
 
 
 def announcement_path(pid: int, folder: Path | None = None) -> Path:

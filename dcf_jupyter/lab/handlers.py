@@ -147,7 +147,16 @@ class GatewaysHandler(DcfHandler):
             with Client(entry.address, token=entry.token) as client:
                 return look(client)
 
-        return {**entry.public(), **await asyncio.to_thread(run)}
+        public = entry.public()
+        if entry.notebook:  # Jupyter gives kernels the notebook's absolute path: show it as the file browser does
+            public["notebook"] = public["label"] = self.relative(entry.notebook)
+        return {**public, **await asyncio.to_thread(run)}
+
+    def relative(self, path: str) -> str:
+        root = Path(self.settings["server_root_dir"]).expanduser().resolve()
+        with contextlib.suppress(ValueError, OSError):
+            return str(Path(path).resolve().relative_to(root))
+        return path
 
 
 class LogsHandler(DcfHandler):

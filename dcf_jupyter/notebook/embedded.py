@@ -15,9 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..gateway.announce import ENV_ANNOUNCE
 from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, pid_alive, spawn_gateway
-from ..settings import ENV_TOKEN
+from ..settings import ENV_ANNOUNCE, ENV_TOKEN
 
 STATE_PREFIX = "dcf-kernel-"
 OWNER_FILE = "kernel.pid"  # the pid of the process (kernel) the gateway belongs to

@@ -1,0 +1,276 @@
+// The DCF sidebar: every gateway of the user, its functions (live), and per function its log, scale,
+// delete and a quick call box.
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { IGateway, IReply, api, functionPath, post } from './api';
+import { drawReply } from './reply';
+
+export const REFRESH_MS = 1000;
+const LOG_LINES = 200;
+
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className = '',
+  text = ''
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+interface ISelection {
+  gateway: string;
+  name: string;
+}
+
+export class DcfPanel extends Widget {
+  constructor() {
+    super();
+    this.id = 'dcf-panel';
+    this.addClass('dcf-panel');
+    this.title.caption = 'DCF functions';
+    this._error = element('div', 'dcf-error');
+    this._gateways = element('div', 'dcf-gateways');
+    this._detail = element('div', 'dcf-detail');
+    this.node.append(element('h2', 'dcf-heading', 'DCF functions'), this._error, this._gateways, this._detail);
+    void this.refresh();
+    this._timer = window.setInterval(() => void this.refresh(), REFRESH_MS);
+  }
+
+  /** The gateways as last read, for the status bar. */
+  get gateways(): IGateway[] {
+    return this._state;
+  }
+
+  get changed(): ISignal<this, IGateway[]> {
+    return this._changed;
+  }
+
+  /** The gateway deploys from the file browser go to: the one last chosen here, else the shared one. */
+  get target(): IGateway | undefined {
+    return this._state.find(g => g.id === this._target) ?? this._state[0];
+  }
+
+  dispose(): void {
+    window.clearInterval(this._timer);
+    window.clearInterval(this._logTimer);
+    super.dispose();
+  }
+
+  async refresh(): Promise<void> {
+    try {
+      this._state = await api<IGateway[]>('gateways');
+      this._error.textContent = '';
+    } catch (error) {
+      this._error.textContent = (error as Error).message;
+      return;
+    }
+    this._render();
+    this._changed.emit(this._state);
+  }
+
+  private _render(): void {
+    const blocks = this._state.map(gateway => this._gatewayBlock(gateway));
+    this._gateways.replaceChildren(...blocks);
+  }
+
+  private _gatewayBlock(gateway: IGateway): HTMLElement {
+    const block = element('section', 'dcf-gateway');
+    block.dataset.gateway = gateway.id;
+    const head = element('div', 'dcf-gateway-head');
+    const dot = element('span', `dcf-dot ${gateway.healthy ? 'dcf-up' : 'dcf-down'}`);
+    dot.title = gateway.healthy ? 'answering' : gateway.error ?? 'not answering';
+    const target = element('input') as HTMLInputElement;
+    target.type = 'radio';
+    target.name = 'dcf-target';
+    target.title = 'deploy from the file browser to this gateway';
+    target.checked = this.target?.id === gateway.id;
+    target.onchange = () => {
+      this._target = gateway.id;
+    };
+    head.append(
+      target,
+      dot,
+      element('span', 'dcf-gateway-label', gateway.label),
+      element('span', 'dcf-gateway-address', gateway.address)
+    );
+    block.append(head);
+    const about = gateway.healthy
+      ? `backends: ${(gateway.backends ?? []).join(', ') || 'none'}`
+      : gateway.error ?? '';
+    block.append(element('div', 'dcf-gateway-about', about));
+    if (gateway.healthy && gateway.error) {
+      block.append(element('div', 'dcf-error', gateway.error));
+    }
+    if (!gateway.functions.length) {
+      block.append(element('div', 'dcf-empty', gateway.healthy ? 'no functions deployed' : ''));
+      return block;
+    }
+    const table = element('table', 'dcf-functions');
+    const header = element('tr');
+    for (const title of ['function', 'status', 'ready', 'calls', 'backend', 'image', '']) {
+      header.append(element('th', '', title));
+    }
+    table.append(header);
+    for (const fn of gateway.functions) {
+      const row = element('tr', 'dcf-function');
+      row.dataset.function = fn.name;
+      const selected = this._selected?.gateway === gateway.id && this._selected.name === fn.name;
+      row.classList.toggle('dcf-selected', selected);
+      const cells: [string, string][] = [
+        ['dcf-name', fn.name],
+        ['dcf-status', fn.status],
+        ['dcf-ready', fn.ready],
+        ['dcf-invocations', String(fn.invocations)],
+        ['dcf-backend', fn.backend],
+        ['dcf-image', fn.image]
+      ];
+      for (const [className, text] of cells) {
+        const cell = element('td', className, text);
+        if (className === 'dcf-status' && fn.error) {
+          cell.title = fn.error;
+        }
+        row.append(cell);
+      }
+      const actions = element('td', 'dcf-actions');
+      actions.append(
+        this._button('−', 'one replica fewer', 'dcf-scale-down', () =>
+          this._scale(gateway.id, fn.name, Math.max(0, fn.replicas - 1))
+        ),
+        this._button('+', 'one replica more', 'dcf-scale-up', () =>
+          this._scale(gateway.id, fn.name, fn.replicas + 1)
+        ),
+        this._button('✕', 'delete', 'dcf-delete', () => this._delete(gateway.id, fn.name))
+      );
+      row.append(actions);
+      row.onclick = event => {
+        if (!(event.target as HTMLElement).closest('button')) {
+          this._select({ gateway: gateway.id, name: fn.name });
+        }
+      };
+      table.append(row);
+    }
+    block.append(table);
+    return block;
+  }
+
+  private _button(text: string, title: string, className: string, action: () => Promise<void>): HTMLElement {
+    const button = element('button', `jp-Button dcf-button ${className}`, text);
+    button.title = title;
+    button.onclick = () => void action();
+    return button;
+  }
+
+  private async _scale(gateway: string, name: string, replicas: number): Promise<void> {
+    try {
+      await post(functionPath(gateway, name, 'scale'), { replicas });
+    } catch (error) {
+      this._error.textContent = (error as Error).message;
+    }
+    await this.refresh();
+  }
+
+  private async _delete(gateway: string, name: string): Promise<void> {
+    const answer = await showDialog({
+      title: `Delete ${name}?`,
+      body: 'Its replicas stop and it is removed from the gateway.',
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    try {
+      await api(functionPath(gateway, name), { method: 'DELETE' });
+      if (this._selected?.gateway === gateway && this._selected.name === name) {
+        this._select(undefined);
+      }
+    } catch (error) {
+      this._error.textContent = (error as Error).message;
+    }
+    await this.refresh();
+  }
+
+  /** Show one function's log (following its tail) and its quick call box. */
+  private _select(selection: ISelection | undefined): void {
+    this._selected = selection;
+    window.clearInterval(this._logTimer);
+    this._render();
+    if (!selection) {
+      this._detail.replaceChildren();
+      return;
+    }
+    const { gateway, name } = selection;
+    const title = element('h3', 'dcf-detail-title', name);
+    const log = element('pre', 'dcf-log');
+    const input = element('textarea', 'dcf-call-input') as HTMLTextAreaElement;
+    input.placeholder = 'text to send (or pick a file)';
+    const file = element('input', 'dcf-call-file') as HTMLInputElement;
+    file.type = 'file';
+    const send = element('button', 'jp-Button dcf-call', 'Call');
+    const output = element('div', 'dcf-reply');
+    send.onclick = () => void this._call(gateway, name, input, file, output);
+    this._detail.replaceChildren(title, element('div', 'dcf-label', 'log'), log,
+      element('div', 'dcf-label', 'call'), input, file, send, output);
+    const follow = async () => {
+      try {
+        const { text } = await api<{ text: string }>(`${functionPath(gateway, name, 'logs')}?lines=${LOG_LINES}`);
+        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+        if (log.textContent !== text) {
+          log.textContent = text;
+          if (atBottom) {
+            log.scrollTop = log.scrollHeight;
+          }
+        }
+      } catch (error) {
+        log.textContent = (error as Error).message;
+      }
+    };
+    void follow();
+    this._logTimer = window.setInterval(() => void follow(), REFRESH_MS);
+  }
+
+  private async _call(
+    gateway: string,
+    name: string,
+    input: HTMLTextAreaElement,
+    file: HTMLInputElement,
+    output: HTMLElement
+  ): Promise<void> {
+    output.textContent = 'calling…';
+    const picked = file.files?.[0];
+    try {
+      let body: Record<string, string>;
+      let sent: Blob | undefined;
+      if (picked) {
+        const bytes = new Uint8Array(await picked.arrayBuffer());
+        let binary = '';
+        bytes.forEach(b => (binary += String.fromCharCode(b)));
+        body = { input_base64: btoa(binary) };
+        sent = picked;
+      } else {
+        body = { input: input.value };
+      }
+      const reply = await post<IReply>(functionPath(gateway, name, 'call'), body);
+      await drawReply(output, reply, sent);
+    } catch (error) {
+      output.replaceChildren(element('div', 'dcf-error', (error as Error).message));
+    }
+  }
+
+  private _state: IGateway[] = [];
+  private _target = 'shared';
+  private _selected: ISelection | undefined;
+  private _timer: number;
+  private _logTimer = 0;
+  private _error: HTMLElement;
+  private _gateways: HTMLElement;
+  private _detail: HTMLElement;
+  private _changed = new Signal<this, IGateway[]>(this);
+}

@@ -1,0 +1,132 @@
+"""The DCF panel in a real JupyterLab (the prebuilt extension the package installs), in headless Chromium:
+a function deployed from a shell shows up, scales, logs, answers the quick call and is deleted; "Deploy DCF
+function" from the file browser; a notebook's %%dcf_function under its kernel's own gateway; the status bar.
+Screenshots land in tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FUNCTIONS, PANEL_TOKEN, ROOT, GatewayHandle
+from labdriver import (
+    Lab,
+    NotebookPage,
+    chromium_browser,
+    jupyter_lab,
+    missing_browser_tools,
+    playwright_driver,
+    write_notebook,
+)
+
+from dcf_jupyter.definition.scaffold import init_function
+
+pytestmark = pytest.mark.browser
+
+_missing = missing_browser_tools()
+if _missing:
+    print(f"\nbrowser tests skipped: {_missing}")
+    pytest.skip(f"browser tests need Chromium, Playwright and JupyterLab: {_missing}", allow_module_level=True)
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+PRINTER = '''
+class Handler:
+    def __call__(self, req):
+        print(f"printed: {req.text}", flush=True)
+        return f"got {req.text}"
+'''
+PANEL = "#dcf-panel"
+
+
+@pytest.fixture(scope="module")
+def lab(panel_gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("panel-lab")
+    shutil.copytree(FUNCTIONS / "echo", root / "echo")
+    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": PANEL_TOKEN}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def page(lab: Lab) -> Iterator[NotebookPage]:
+    """JupyterLab with a notebook whose kernel runs a gateway of its own (it ignores the shared one)."""
+    write_notebook(lab.root / "mine.ipynb", [
+        'import os\nos.environ.pop("DCF_GATEWAY", None)  # this notebook keeps its functions to itself',
+        "%load_ext dcf_jupyter",
+        "%%dcf_function nbfn\nclass Handler:\n    def __call__(self, req):\n        return 'from the notebook'",
+    ])
+    with playwright_driver() as driver, chromium_browser(driver) as browser:
+        notebook = NotebookPage(browser.new_page(viewport={"width": 1400, "height": 900}), lab, "mine.ipynb")
+        notebook.run_all()
+        notebook.page.locator('.lm-TabBar-tab[data-id="dcf-panel"]').click()
+        notebook.page.wait_for_selector(f"{PANEL} .dcf-gateway")
+        yield notebook
+
+
+def shot(notebook: NotebookPage, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    notebook.page.screenshot(path=str(ARTIFACTS / name))
+
+
+def row(notebook: NotebookPage, gateway: str, name: str) -> Any:
+    return notebook.page.locator(f'{PANEL} [data-gateway="{gateway}"] tr[data-function="{name}"]')
+
+
+def test_a_function_deployed_from_a_shell_is_managed_in_the_panel(page: NotebookPage, panel_gateway: GatewayHandle,
+                                                                  tmp_path: Path) -> None:
+    folder = init_function("printer", parent=tmp_path, handler_source=PRINTER)
+    panel_gateway.client.deploy(folder)
+    deployed = time.monotonic()
+    printer = row(page, "shared", "printer")
+    printer.wait_for(timeout=5000)
+    assert time.monotonic() - deployed < 2.0, "a deploy shows in the panel within 2 s"
+    page.page.wait_for_function(
+        "() => document.querySelector('.dcf-status-item')?.dataset.functions === '2'", timeout=5000)  # + nbfn
+    assert page.page.locator(".dcf-status-item").inner_text().startswith("DCF ●")
+
+    printer.locator(".dcf-scale-up").click()
+    page.page.wait_for_function(
+        """() => document.querySelector('#dcf-panel [data-gateway="shared"] tr[data-function="printer"] .dcf-ready')
+                 ?.textContent === '2/2'""", timeout=30000)
+
+    printer.locator(".dcf-name").click()
+    page.page.locator(f"{PANEL} .dcf-call-input").fill("hello panel")
+    page.page.locator(f"{PANEL} button.dcf-call").click()
+    page.page.wait_for_function(
+        "() => document.querySelector('#dcf-panel .dcf-reply-text')?.textContent === 'got hello panel'")
+    page.page.wait_for_function(
+        "() => (document.querySelector('#dcf-panel .dcf-log')?.textContent || '').includes('printed: hello panel')",
+        timeout=10000)
+    shot(page, "panel-function.png")
+
+    printer.locator(".dcf-delete").click()
+    page.page.locator(".jp-Dialog .jp-mod-warn").click()
+    printer.wait_for(state="detached", timeout=10000)
+    assert [f.name for f in panel_gateway.client.list()] == []
+    assert page.console_errors == []
+
+
+def test_deploy_from_the_file_browser(page: NotebookPage, panel_gateway: GatewayHandle) -> None:
+    page.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+    item = page.page.locator('.jp-DirListing-item[title^="Name: echo"]')
+    item.click(button="right")
+    page.page.locator('.lm-Menu-itemLabel:text-is("Deploy DCF function")').click()
+    page.page.locator(".jp-toast-message", has_text="Deployed: echo").wait_for(timeout=60000)
+    assert [f.name for f in panel_gateway.client.list()] == ["echo"]
+    page.page.locator('.lm-TabBar-tab[data-id="dcf-panel"]').click()
+    row(page, "shared", "echo").wait_for(timeout=5000)
+    shot(page, "panel-deployed-from-file-browser.png")
+    panel_gateway.client.delete("echo")
+    assert page.console_errors == []
+
+
+def test_a_notebooks_function_shows_under_its_kernels_gateway(page: NotebookPage) -> None:
+    block = page.page.locator(f'{PANEL} .dcf-gateway:has(.dcf-gateway-label:text-is("mine.ipynb"))')
+    block.wait_for(timeout=10000)
+    block.locator('tr[data-function="nbfn"]').wait_for(timeout=5000)
+    assert block.locator(".dcf-dot").get_attribute("class") == "dcf-dot dcf-up"
+    shot(page, "panel-kernel-gateway.png")
+    assert page.console_errors == []
