@@ -110,6 +110,7 @@ def test_deploy_list_call_logs_scale_delete_through_the_panel_api(lab: Lab, pane
     ("POST", "gateways/shared/deploy", {"path": "../../etc"}, 403, "outside the folder this Jupyter server serves"),
     ("POST", "gateways/shared/deploy", {"path": "/etc/passwd"}, 404, "does not exist"),
     ("POST", "gateways/shared/deploy", {"path": ""}, 400, "say which function to deploy"),
+    ("POST", "gateways/shared/deploy", {"path": "echo/src"}, 400, "config.yaml"),
     ("POST", "gateways/kernel-1/deploy", {"path": "echo"}, 404, "no gateway 'kernel-1'"),
 ])
 def test_bad_requests_are_sentences_not_tracebacks(lab: Lab, method: str, path: str, body: dict[str, Any] | None,

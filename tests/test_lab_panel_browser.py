@@ -110,12 +110,17 @@ def test_a_function_deployed_from_a_shell_is_managed_in_the_panel(page: Notebook
 
 
 def test_deploy_from_the_file_browser(page: NotebookPage, panel_gateway: GatewayHandle) -> None:
+    """Right-click echo/config.yaml (and then the echo folder itself) -> "Deploy DCF function"."""
     page.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
-    item = page.page.locator('.jp-DirListing-item[title^="Name: echo"]')
-    item.click(button="right")
+    page.page.locator('.jp-DirListing-item[title^="Name: echo"]').dblclick()
+    page.page.locator('.jp-DirListing-item[title^="Name: config.yaml"]').click(button="right")
     page.page.locator('.lm-Menu-itemLabel:text-is("Deploy DCF function")').click()
     page.page.locator(".jp-toast-message", has_text="Deployed: echo").wait_for(timeout=60000)
     assert [f.name for f in panel_gateway.client.list()] == ["echo"]
+    page.page.locator('.jp-DirListing-item[title^="Name: src"]').click(button="right")
+    assert page.page.locator('.lm-Menu-itemLabel:text-is("Deploy DCF function")').count() == 1, \
+        "offered on folders (the server says when one is not a function)"
+    page.page.keyboard.press("Escape")
     page.page.locator('.lm-TabBar-tab[data-id="dcf-panel"]').click()
     row(page, "shared", "echo").wait_for(timeout=5000)
     shot(page, "panel-deployed-from-file-browser.png")
