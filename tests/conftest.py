@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,6 +101,18 @@ def panel_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayH
         yield handle
     finally:
         handle.stop()
+
+
+@pytest.fixture(scope="session")
+def panel_lab(panel_gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """JupyterLab whose shared gateway is `panel_gateway`, serving a folder with a copy of functions/echo."""
+    pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
+    from labdriver import jupyter_lab
+
+    root = tmp_path_factory.mktemp("panel-lab")
+    shutil.copytree(FUNCTIONS / "echo", root / "echo")
+    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, ENV_TOKEN: PANEL_TOKEN}) as lab:
+        yield lab
 
 
 @pytest.fixture

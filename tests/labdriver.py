@@ -50,6 +50,16 @@ def missing_browser_tools() -> str | None:
     return None
 
 
+def skip_module_without_browser() -> None:
+    """Skip the calling test module, saying why, when the browser tests cannot run here."""
+    import pytest
+
+    missing = missing_browser_tools()
+    if missing:
+        print(f"\nbrowser tests skipped: {missing}")
+        pytest.skip(f"browser tests need Chromium, Playwright and JupyterLab: {missing}", allow_module_level=True)
+
+
 @dataclass
 class Lab:
     """A running JupyterLab server."""

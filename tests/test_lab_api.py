@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FUNCTIONS, PANEL_TOKEN, GatewayHandle
+from conftest import PANEL_TOKEN, GatewayHandle
 
 pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
 
-from labdriver import Lab, jupyter_lab
+from labdriver import Lab
 
 from dcf_jupyter.backends.launcher import free_port
 from dcf_jupyter.gateway.announce import announce
@@ -45,11 +43,8 @@ def api(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None, *,
 
 
 @pytest.fixture(scope="module")
-def lab(panel_gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("lab-root")
-    shutil.copytree(FUNCTIONS / "echo", root / "echo")
-    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": PANEL_TOKEN}) as running:
-        yield running
+def lab(panel_lab: Lab) -> Lab:
+    return panel_lab
 
 
 def runtime_dir(lab: Lab) -> Path:

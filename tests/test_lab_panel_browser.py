@@ -5,21 +5,19 @@ Screenshots land in tests/artifacts/."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FUNCTIONS, PANEL_TOKEN, ROOT, GatewayHandle
+from conftest import ROOT, GatewayHandle
 from labdriver import (
     Lab,
     NotebookPage,
     chromium_browser,
-    jupyter_lab,
-    missing_browser_tools,
     playwright_driver,
+    skip_module_without_browser,
     write_notebook,
 )
 
@@ -27,10 +25,7 @@ from dcf_jupyter.definition.scaffold import init_function
 
 pytestmark = pytest.mark.browser
 
-_missing = missing_browser_tools()
-if _missing:
-    print(f"\nbrowser tests skipped: {_missing}")
-    pytest.skip(f"browser tests need Chromium, Playwright and JupyterLab: {_missing}", allow_module_level=True)
+skip_module_without_browser()
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PRINTER = '''
@@ -43,11 +38,8 @@ PANEL = "#dcf-panel"
 
 
 @pytest.fixture(scope="module")
-def lab(panel_gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("panel-lab")
-    shutil.copytree(FUNCTIONS / "echo", root / "echo")
-    with jupyter_lab(root, env={"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": PANEL_TOKEN}) as running:
-        yield running
+def lab(panel_lab: Lab) -> Lab:
+    return panel_lab
 
 
 @pytest.fixture(scope="module")

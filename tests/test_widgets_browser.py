@@ -21,8 +21,8 @@ from labdriver import (
     NotebookPage,
     chromium_browser,
     jupyter_lab,
-    missing_browser_tools,
     playwright_driver,
+    skip_module_without_browser,
     write_notebook,
 )
 
@@ -30,10 +30,7 @@ from dcf_jupyter.definition.scaffold import init_function
 
 pytestmark = pytest.mark.browser
 
-_missing = missing_browser_tools()
-if _missing:
-    print(f"\nbrowser tests skipped: {_missing}")
-    pytest.skip(f"browser tests need Chromium, Playwright and JupyterLab: {_missing}", allow_module_level=True)
+skip_module_without_browser()
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 BOX = {"class": 15, "confidence": 0.9, "xmin": 100, "ymin": 120, "xmax": 300, "ymax": 400}
