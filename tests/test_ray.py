@@ -16,10 +16,10 @@ import yaml
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
 pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
 
-from conftest import GatewayHandle  # noqa: E402
+from conftest import GatewayHandle, with_timeout  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
 
-from dcf_jupyter.errors import DcfError, DeployError  # noqa: E402
+from dcf_jupyter.errors import DcfError, DeployError, FunctionError  # noqa: E402
 from dcf_jupyter.gateway import start_detached  # noqa: E402
 
 # Which replica answered, and a revision mark an update changes.
@@ -133,16 +133,21 @@ def serve_applications(cluster: Cluster) -> set[str]:
 @pytest.mark.timeout(300)
 def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gateway: GatewayHandle,
                                                                         make_function) -> None:
-    folder = make_function("picky", """
+    folder = with_timeout(make_function("picky", """
+        import time
+
+
         class Handler:
             def __init__(self):
                 print("picky is ready")
 
             def __call__(self, req):
+                if req.input == b"slow":
+                    time.sleep(10)
                 if not req.input:
                     raise ValueError("send me some bytes")
                 return len(req.input)
-    """)
+    """), 1.0)
     ray_gateway.client.deploy(folder)
     try:
         assert ray_gateway.client.call("picky", b"four") == "4"
@@ -157,6 +162,10 @@ def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gatew
         logs = ray_gateway.client.logs("picky")
         assert "picky is ready" in logs and "ValueError: send me some bytes" in logs, logs
         assert 'raise ValueError("send me some bytes")' in logs, logs
+        with pytest.raises(FunctionError) as late:  # what the gateway says of it is what Ray does
+            ray_gateway.client.call("picky", b"slow")
+        assert late.value.code == "DEADLINE_EXCEEDED" and "did not answer within 1s" in str(late.value)
+        assert "the replica stays busy until the handler returns" in str(late.value), str(late.value)
     finally:
         ray_gateway.client.delete("picky")
 

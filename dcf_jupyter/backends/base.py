@@ -128,8 +128,9 @@ class Deployment(abc.ABC):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
     @abc.abstractmethod
-    def recycle(self, link: WorkerLink) -> None:
-        """Replace the replica behind `link`: its worker is stuck in a call past the function's timeout."""
+    def recycle(self, link: WorkerLink) -> str:
+        """Replace the replica behind `link` (its worker is stuck in a call past the function's timeout); returns
+        what was done, for the caller's error message."""
 
     async def logs(self, lines: int) -> str | None:
         """The replicas' recent output, when the backend keeps it itself (None: read spec.log_path)."""

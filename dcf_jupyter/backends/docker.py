@@ -169,7 +169,7 @@ class DockerDeployment(Deployment):
                         self.last_error = f"replica {self._containers.index(replica)} stopped answering"
                     self._replicas_changed()
 
-    def recycle(self, link: WorkerLink) -> None:
+    def recycle(self, link: WorkerLink) -> str:
         for index, replica in enumerate(self._containers):
             if replica.link is link and not replica.restarting:
                 replica.ready, replica.restarting = False, True
@@ -178,6 +178,7 @@ class DockerDeployment(Deployment):
                 task = asyncio.create_task(self._restart(replica))
                 self._restarts.add(task)
                 task.add_done_callback(self._restarts.discard)
+        return "the stuck worker's container is being restarted"
 
     async def _restart(self, replica: _Container) -> None:
         # The watcher marks it ready again once its worker answers health checks.

@@ -138,10 +138,11 @@ class LocalDeployment(Deployment):
     def _ready_links(self) -> list[WorkerLink]:
         return [r.link for r in self._replicas if r.link is not None and r.link.is_open]
 
-    def recycle(self, link: WorkerLink) -> None:
+    def recycle(self, link: WorkerLink) -> str:
         # The replica's supervisor sees its link close, ends the process and starts a fresh one.
         if isinstance(link, AsyncLink):
             link.close()
+        return "the stuck worker was restarted"
 
 
 class _Replica:

@@ -417,10 +417,12 @@ class RayDeployment(Deployment):
             text += f"[ray serve] {state.message}\n"
         return text
 
-    def recycle(self, link: WorkerLink) -> None:
+    def recycle(self, link: WorkerLink) -> str:
         # Serve replaces replicas that fail its health checks; a call past its timeout was cancelled.
         log.warning("%s: a call ran past its timeout on Ray; Serve's health checks replace a stuck replica",
                     self.spec.name)
+        return ("Ray cannot stop a handler mid-call: the replica stays busy until the handler returns (Ray Serve "
+                "replaces it if it stops answering its health checks)")
 
     async def stop(self) -> None:
         self._unwatch()

@@ -27,12 +27,12 @@ DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeo
 
 
 def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeout: float) -> Abort:
-    """A call ran past the function's timeout: recycle the stuck worker and say so."""
+    """A call ran past the function's timeout: recycle the stuck worker and say what was done."""
     log.warning("%s: a call ran past %gs; recycling its worker", record.name, timeout)
-    deployment.recycle(link)
+    done = deployment.recycle(link)
     return Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                  f"{record.name!r} did not answer within {timeout:g}s (its config.yaml `timeout`, default "
-                 f"{DEFAULT_CALL_TIMEOUT_S:g}s); the stuck worker was restarted", origin="function")
+                 f"{DEFAULT_CALL_TIMEOUT_S:g}s); {done}", origin="function")
 
 
 @contextlib.contextmanager
