@@ -91,8 +91,11 @@ class DcfHandler(APIHandler):
         raise Problem(404, f"no gateway {gateway_id!r} (it may have stopped with its kernel)")
 
     async def with_client(self, gateway_id: str, work: Callable[[Client], T]) -> T:
-        entry = self.gateway(gateway_id)
+        return await self.on(self.gateway(gateway_id), work)
 
+    @staticmethod
+    async def on(entry: GatewayEntry, work: Callable[[Client], T]) -> T:
+        """Run `work` with a client of `entry`, off the event loop (the client blocks)."""
         def run() -> T:
             with Client(entry.address, token=entry.token) as client:
                 return work(client)
@@ -143,14 +146,10 @@ class GatewaysHandler(DcfHandler):
             return {"healthy": True, "error": None, "backends": info.get("backends", []),
                     "version": info.get("version", ""), "functions": functions}
 
-        def run() -> dict[str, Any]:
-            with Client(entry.address, token=entry.token) as client:
-                return look(client)
-
         public = entry.public()
         if entry.notebook:  # Jupyter gives kernels the notebook's absolute path: show it as the file browser does
             public["notebook"] = public["label"] = self.relative(entry.notebook)
-        return {**public, **await asyncio.to_thread(run)}
+        return {**public, **await self.on(entry, look)}
 
     def relative(self, path: str) -> str:
         root = Path(self.settings["server_root_dir"]).expanduser().resolve()
