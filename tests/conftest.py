@@ -158,14 +158,19 @@ class Handler:
 """
 
 
-def with_timeout(folder: Path, seconds: float) -> Path:
-    """Set every function's `timeout` in the folder's config.yaml."""
+def with_keys(folder: Path, **keys: object) -> Path:
+    """Set these keys of every function in the folder's config.yaml."""
     config = folder / "config.yaml"
     data = yaml.safe_load(config.read_text())
     for entry in data["functions"].values():
-        entry["timeout"] = seconds
+        entry.update(keys)
     config.write_text(yaml.safe_dump(data))
     return folder
+
+
+def with_timeout(folder: Path, seconds: float) -> Path:
+    """Set every function's `timeout` in the folder's config.yaml."""
+    return with_keys(folder, timeout=seconds)
 
 
 def call_until_answered(client: Client, name: str, within: float = 5.0) -> str:

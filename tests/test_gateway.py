@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import FUNCTIONS, HANGS_ON_REQUEST, call_until_answered, start_gateway, with_timeout
+from conftest import FUNCTIONS, HANGS_ON_REQUEST, call_until_answered, start_gateway, with_keys, with_timeout
 
 from dcf_jupyter.definition.source import pack_folder
 from dcf_jupyter.errors import (
@@ -176,6 +176,17 @@ def test_deploy_with_a_crashing_init_reports_its_traceback(gateway, make_functio
         gateway.client.deploy(folder)
     assert "FileNotFoundError" in str(info.value)
     assert "line 3, in __init__" in info.value.detail
+
+
+def test_autoscaling_on_a_backend_that_cannot_is_one_sentence(gateway, make_function) -> None:
+    folder = with_keys(make_function("elastic", "class Handler:\n    def __call__(self, req):\n        return 1\n"),
+                       autoscaling={"min_replicas": 1, "max_replicas": 3})
+    with pytest.raises(DeployError) as info:
+        gateway.client.deploy(folder)
+    assert str(info.value) == "elastic was not deployed: config.yaml's `autoscaling:` needs the ray backend; the " \
+        "local backend runs a fixed number of replicas: deploy with `--backend ray`, or remove `autoscaling:` and " \
+        "set `replicas:`"
+    assert "elastic" not in [info.name for info in gateway.client.list()]
 
 
 def test_deploy_of_an_image_only_request_explains_itself(stub) -> None:

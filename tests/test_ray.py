@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
 pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
 
-from conftest import GatewayHandle, with_timeout  # noqa: E402
+from conftest import GatewayHandle, with_keys, with_timeout  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
 
 from dcf_jupyter.errors import DcfError, DeployError, FunctionError  # noqa: E402
@@ -122,6 +121,68 @@ def test_an_update_rolls_out_without_a_failed_call(ray_gateway: GatewayHandle, c
     assert "who" not in serve_applications(cluster)
 
 
+# Busy for 0.3 s a call, saying which replica answered.
+BUSY = """
+import os
+import time
+
+
+class Handler:
+    def __call__(self, req):
+        time.sleep(0.3)
+        return os.environ["DCF_REPLICA"]
+"""
+
+
+@pytest.mark.timeout(600)
+def test_an_autoscaled_function_gets_a_replica_under_load_and_gives_it_back(ray_gateway: GatewayHandle,
+                                                                            make_function) -> None:
+    """config.yaml's `autoscaling:` is Serve's autoscaling_config: calls piling up add a replica (up to
+    max_replicas), and when they stop Serve goes back to min_replicas. A fixed count cannot be set on it."""
+    folder = with_keys(make_function("busy", BUSY), limits={"cpu": "0.5"}, autoscaling={
+        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0,
+        "downscale_delay_s": 1})
+    assert ray_gateway.client.deploy(folder) == "Deployed: busy (1-2 replicas, autoscaled, on the ray backend)"
+    try:
+        info = ray_gateway.client.get("busy")
+        assert (info.replicas, info.available_replicas) == (1, 1)
+        with pytest.raises(DcfError, match="autoscales between 1 and 2 replicas"):
+            ray_gateway.client.scale("busy", 2)
+
+        answered: set[str] = set()
+        stop = threading.Event()
+
+        def keep_calling() -> None:
+            while not stop.is_set():
+                answered.add(str(ray_gateway.client.call("busy", b"")))
+
+        callers = [threading.Thread(target=keep_calling) for _ in range(6)]
+        for caller in callers:
+            caller.start()
+        try:
+            grew = wait_for(lambda: ray_gateway.client.get("busy").available_replicas == 2, within=90)
+        finally:
+            stop.set()
+            for caller in callers:
+                caller.join()
+        assert grew, ray_gateway.client.get("busy")
+        assert len(answered) == 2, "both replicas answered"
+        assert wait_for(lambda: ray_gateway.client.get("busy").replicas == 1, within=120), \
+            ray_gateway.client.get("busy")
+    finally:
+        ray_gateway.client.delete("busy")
+
+
+def wait_for(condition, within: float) -> bool:
+    """Whether `condition()` became true within `within` seconds (checked every 0.5 s)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def serve_applications(cluster: Cluster) -> set[str]:
     """The Serve applications on the cluster, asked of it directly (not through the gateway)."""
     from ray import serve
@@ -173,11 +234,8 @@ def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gatew
 @pytest.mark.timeout(300)
 def test_a_function_no_node_can_place_fails_in_a_sentence(ray_gateway: GatewayHandle, make_function,
                                                           tmp_path: Path) -> None:
-    folder = make_function("greedy", "class Handler:\n    def __call__(self, req):\n        return 'never'\n")
-    config = folder / "config.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["functions"]["greedy"]["limits"] = {"gpu": "2"}
-    config.write_text(yaml.safe_dump(data))
+    never = "class Handler:\n    def __call__(self, req):\n        return 'never'\n"
+    folder = with_keys(make_function("greedy", never), limits={"gpu": "2"})
     started = time.monotonic()
     with pytest.raises(DeployError) as failure:
         ray_gateway.client.deploy(folder)
@@ -203,11 +261,7 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
     """A second node declaring one GPU (Ray trusts the declared count): `gpu: 1` lands there, with the GPU
     Ray gave it in CUDA_VISIBLE_DEVICES; when that node goes, the function is reported unavailable."""
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
-    folder = make_function("where", WHERE)
-    config = folder / "config.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["functions"]["where"]["limits"] = {"gpu": "1"}
-    config.write_text(yaml.safe_dump(data))
+    folder = with_keys(make_function("where", WHERE), limits={"gpu": "1"})
     try:
         ray_gateway.client.deploy(folder)
         devices, node = str(ray_gateway.client.call("where", b"")).split()

@@ -98,6 +98,13 @@ functions:
         ("handler: {dir: /etc}", "functions.f.handler.dir"),
         ("timeout: .nan", "functions.f.timeout"),
         ("replicas: [1, 2]", "functions.f.replicas"),
+        ("autoscaling: {min_replicas: 1}", "functions.f.autoscaling.max_replicas"),
+        ("autoscaling: {min_replicas: 3, max_replicas: 2}", "functions.f.autoscaling.max_replicas"),
+        ("autoscaling: {min_replicas: 0, max_replicas: 2}", "functions.f.autoscaling.min_replicas"),
+        ("autoscaling: {max_replicas: 2, target_ongoing_requests: 0}",
+         "functions.f.autoscaling.target_ongoing_requests"),
+        ("autoscaling: {max_replicas: 2, upscale_delay_s: soon}", "functions.f.autoscaling.upscale_delay_s"),
+        ("autoscaling: 4", "functions.f.autoscaling"),
     ],
 )
 def test_wrong_types_and_values_name_the_key_and_the_file(tmp_path: Path, snippet: str, key: str) -> None:
@@ -107,6 +114,20 @@ def test_wrong_types_and_values_name_the_key_and_the_file(tmp_path: Path, snippe
     message = str(info.value)
     assert f"{tmp_path / 'config.yaml'}: {key}:" in message
     assert "\n" not in message
+
+
+def test_autoscaling_loads_with_serves_names_and_round_trips() -> None:
+    config = parse_config("functions:\n  f:\n    autoscaling: {max_replicas: 4, target_ongoing_requests: 2,"
+                          " downscale_delay_s: 60, max_replica: 5}\n")
+    spec = config.function()
+    assert spec.autoscaling is not None
+    assert spec.autoscaling.as_dict() == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2.0,
+                                          "downscale_delay_s": 60.0}
+    assert config.warnings == ["config.yaml: functions.f.autoscaling.max_replica: unknown key, ignored "
+                               "(did you mean 'max_replicas'?; known: downscale_delay_s, max_replicas, "
+                               "min_replicas, target_ongoing_requests, upscale_delay_s)"]
+    assert parse_config(dump_config(config)).function() == spec
+    assert parse_config("functions:\n  f: {}\n").function().autoscaling is None
 
 
 def test_unknown_keys_warn_and_load() -> None:

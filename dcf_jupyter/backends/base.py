@@ -82,6 +82,7 @@ class DeploymentSpec:
     limits: Resources = field(default_factory=Resources)
     replicas: int = 1
     concurrency: int = 1
+    autoscaling: dict[str, float] = field(default_factory=dict)  # config.yaml's `autoscaling:`, {} when unset
 
 
 class Deployment(abc.ABC):
@@ -160,7 +161,7 @@ class Deployment(abc.ABC):
     @property
     @abc.abstractmethod
     def replicas(self) -> int:
-        """Replicas asked for."""
+        """Replicas asked for (by the user, or by an autoscaler)."""
 
     @property
     @abc.abstractmethod
@@ -172,6 +173,7 @@ class Backend(abc.ABC):
     """A place functions run: local processes, Docker containers, a cluster."""
 
     name: str = ""
+    autoscales = False  # runs `autoscaling:` functions (else a fixed number of replicas)
 
     @abc.abstractmethod
     def create(self, spec: DeploymentSpec) -> Deployment:

@@ -94,6 +94,28 @@ class Resources:
         return not (self.memory or self.cpu or self.gpu)
 
 
+AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
+                    "downscale_delay_s")
+
+
+@dataclass
+class Autoscaling:
+    """`autoscaling:` of a function: Ray Serve keeps between `min_replicas` and `max_replicas` replicas, about
+    `target_ongoing_requests` calls in each; the delays are how long load must stay high (low) before it adds
+    (removes) one. Unset numbers are Serve's defaults."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float | None = None
+    upscale_delay_s: float | None = None
+    downscale_delay_s: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        """The keys that are set, as config.yaml and Serve's `autoscaling_config` name them."""
+        values = {key: getattr(self, key) for key in AUTOSCALING_KEYS}
+        return {key: value for key, value in values.items() if value is not None}
+
+
 @dataclass
 class FunctionSpec:
     """One function of a config.yaml; `root` is the folder holding the config file."""
@@ -114,6 +136,7 @@ class FunctionSpec:
     replicas: int = 1
     timeout: float | None = None
     concurrency: int = 1
+    autoscaling: Autoscaling | None = None
     backend: str = ""
     base_image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -179,7 +202,7 @@ class ConfigFile:
 _FUNCTION_KEYS = {
     "runtime", "desc", "maintainer", "handler", "docker_registry", "image", "limits", "requests",
     "build_args", "environment", "build_packages", "skip_build", "replicas", "timeout",
-    "concurrency", "backend", "labels", "annotations", "base_image", "lang", "secrets", "constraints",
+    "concurrency", "autoscaling", "backend", "labels", "annotations", "base_image", "lang", "secrets", "constraints",
 }
 _IGNORED_FUNCTION_KEYS = {"lang", "secrets", "constraints"}  # faas-style keys DCF files may carry
 
@@ -300,6 +323,27 @@ class _Reader:
             raise self.fail(f"{key}.gpu", f"expected a whole number of GPUs like '1', got {res.gpu!r}")
         return res
 
+    def autoscaling(self, value: Any, key: str) -> Autoscaling | None:
+        if value is None:
+            return None
+        data = self.mapping(value, key)
+        self.unknown_keys(data, f"{key}.", AUTOSCALING_KEYS)
+        if "max_replicas" not in data:
+            raise self.fail(f"{key}.max_replicas", "missing: autoscaling needs the most replicas it may run")
+        low = self.integer(data.get("min_replicas"), f"{key}.min_replicas", low=1, high=MAX_REPLICAS, default=1)
+        high = self.integer(data.get("max_replicas"), f"{key}.max_replicas", low=1, high=MAX_REPLICAS, default=1)
+        if high < low:
+            raise self.fail(f"{key}.max_replicas", f"is {high}, fewer than min_replicas ({low})")
+        day = 24 * 3600.0
+        return Autoscaling(
+            min_replicas=low, max_replicas=high,
+            target_ongoing_requests=self.number(data.get("target_ongoing_requests"),
+                                                f"{key}.target_ongoing_requests", low=0.01, high=1e6),
+            upscale_delay_s=self.number(data.get("upscale_delay_s"), f"{key}.upscale_delay_s", low=0, high=day),
+            downscale_delay_s=self.number(data.get("downscale_delay_s"), f"{key}.downscale_delay_s", low=0,
+                                          high=day),
+        )
+
 
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", bool: "a boolean", type(None): "nothing"}.get(
@@ -393,6 +437,7 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
         replicas=r.integer(data.get("replicas"), f"{key}.replicas", low=1, high=MAX_REPLICAS, default=1),
         timeout=r.number(data.get("timeout"), f"{key}.timeout", low=0.001, high=7 * 24 * 3600),
         concurrency=r.integer(data.get("concurrency"), f"{key}.concurrency", low=1, high=256, default=1),
+        autoscaling=r.autoscaling(data.get("autoscaling"), f"{key}.autoscaling"),
         backend=r.string(data.get("backend"), f"{key}.backend"),
         base_image=r.string(data.get("base_image"), f"{key}.base_image"),
         labels=r.string_map(data.get("labels"), f"{key}.labels"),
@@ -452,6 +497,8 @@ def function_to_dict(spec: FunctionSpec) -> dict[str, Any]:
         out["timeout"] = spec.timeout
     if spec.concurrency != 1:
         out["concurrency"] = spec.concurrency
+    if spec.autoscaling is not None:
+        out["autoscaling"] = spec.autoscaling.as_dict()
     if spec.backend:
         out["backend"] = spec.backend
     if spec.base_image:

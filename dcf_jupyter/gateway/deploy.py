@@ -70,6 +70,10 @@ class Deploying(GatewayCore):
         if not self.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
         backend = await self.backend(record.backend)
+        if record.autoscaling and not backend.autoscales:
+            raise ConfigError(f"config.yaml's `autoscaling:` needs the ray backend; the {record.backend} backend "
+                              "runs a fixed number of replicas: deploy with `--backend ray`, or remove `autoscaling:` "
+                              "and set `replicas:`")
         return backend.create(
             DeploymentSpec(
                 name=record.name,
@@ -82,6 +86,7 @@ class Deploying(GatewayCore):
                 limits=record.resources,
                 replicas=record.replicas,
                 concurrency=record.concurrency,
+                autoscaling=dict(record.autoscaling),
             )
         )
 
@@ -138,6 +143,7 @@ class Deploying(GatewayCore):
                 limits={"memory": limits.Memory, "cpu": limits.CPU, "gpu": limits.GPU} if limits else
                 {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
                 concurrency=spec.concurrency,
+                autoscaling=spec.autoscaling.as_dict() if spec.autoscaling else {},
                 timeout=spec.timeout,
                 invocations=old.invocations if old else 0,
                 created=old.created if old else time.time(),
@@ -163,8 +169,11 @@ class Deploying(GatewayCore):
             self._retire(name, previous, self.function_dir(name) / f"rev-{old.revision}" if old else None)
             verb = "Updated" if old else "Deployed"
             log.info("%s %s (revision %d, %d replica(s), %s)", verb.lower(), name, revision, replicas, backend)
-            plural = "s" if replicas != 1 else ""
-            return pb.Message(Msg=f"{verb}: {name} ({replicas} replica{plural} on the {backend} backend)")
+            if spec.autoscaling:
+                replicas_said = f"{spec.autoscaling.min_replicas}-{spec.autoscaling.max_replicas} replicas, autoscaled,"
+            else:
+                replicas_said = f"{replicas} replica{'s' if replicas != 1 else ''}"
+            return pb.Message(Msg=f"{verb}: {name} ({replicas_said} on the {backend} backend)")
 
     @unary_rpc
     async def Delete(self, request: pb.DeleteFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
@@ -191,6 +200,11 @@ class Deploying(GatewayCore):
         _check_replicas(request.Replicas)
         async with self._lock(name):
             record, deployment = self._route(name)
+            if record.autoscaling:
+                low, high = (int(record.autoscaling[key]) for key in ("min_replicas", "max_replicas"))
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"{name} autoscales between {low} and {high} replicas (config.yaml's `autoscaling:`): "
+                            "change those and deploy again, or remove `autoscaling:` to scale it by hand")
             try:
                 await deployment.scale(request.Replicas)
             except DeployFailed as failure:

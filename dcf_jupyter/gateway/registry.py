@@ -29,6 +29,7 @@ class FunctionRecord:
     annotations: dict[str, str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
     concurrency: int = 1
+    autoscaling: dict[str, float] = field(default_factory=dict)
     timeout: float | None = None
     invocations: int = 0
     created: float = field(default_factory=time.time)

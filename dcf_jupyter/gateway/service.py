@@ -49,7 +49,7 @@ class Gateway(Invoking, Deploying):
             Name=record.name,
             Image=record.image,
             InvocationCount=record.invocations,
-            Replicas=record.replicas,
+            Replicas=deployment.replicas if deployment else record.replicas,  # an autoscaler's count
             AvailableReplicas=deployment.ready_replicas if deployment else 0,
             Annotations=record.annotations,
             Labels=record.labels,
