@@ -355,12 +355,38 @@ def test_generator_streams_and_another_gateways_function_is_not_clobbered(
             with pytest.raises(DeployError) as refused:
                 other.client.deploy(folder)
             assert "a Serve application named 'shout' already runs on this Ray cluster" in str(refused.value)
-            assert other.client.list() == []
+            # Listed by the other gateway as what it is; a Serve application that is no DCF function is not.
+            plain_serve_application(cluster)
+            [listed] = other.client.list()
+            assert (listed.name, listed.backend, listed.status, listed.replicas, listed.available_replicas,
+                    listed.deployed_elsewhere) == ("shout", "ray", "Ready", 1, 1, True)
+            assert other.client.get("shout") == listed
+            assert [info.name for info in ray_gateway.client.list()] == ["shout"]
+            assert not ray_gateway.client.get("shout").deployed_elsewhere
+            for manage in (lambda: other.client.delete("shout"), lambda: other.client.call("shout", "hi")):
+                with pytest.raises(DcfError, match="function 'shout' was deployed by another gateway on the "
+                                                   "ray backend's cluster: this gateway lists it but leaves it alone"):
+                    manage()
         finally:
             other.stop()
+            from ray import serve
+
+            serve.delete("plain")
         assert [r.value() for r in ray_gateway.client.call_stream("shout", "still here")] == ["STILL", "HERE"]
     finally:
         ray_gateway.client.delete("shout")
+
+
+def plain_serve_application(cluster: Cluster) -> None:
+    """A Serve application named 'plain' on `cluster` that no gateway deployed (no DCF function)."""
+    from ray import serve
+
+    serve_applications(cluster)  # joins the cluster
+
+    def plain(request: object) -> str:
+        return "not a DCF function"
+
+    serve.run(serve.deployment(plain).bind(), name="plain", route_prefix=None)
 
 
 def session_members(session: int) -> list[int]:

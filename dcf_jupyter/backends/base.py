@@ -6,7 +6,7 @@ import abc
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -169,6 +169,16 @@ class Deployment(abc.ABC):
         """Replicas ready to take calls now."""
 
 
+@dataclass
+class OtherFunction:
+    """A function on a shared backend (a cluster) that another gateway deployed: listed, never touched."""
+
+    name: str
+    replicas: int
+    ready_replicas: int
+    message: str = ""  # why replicas do not run, in the backend's words
+
+
 class Backend(abc.ABC):
     """A place functions run: local processes, Docker containers, a cluster."""
 
@@ -178,6 +188,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def create(self, spec: DeploymentSpec) -> Deployment:
         """A not-yet-started deployment of `spec`."""
+
+    async def others(self, mine: Collection[str]) -> list[OtherFunction]:
+        """Functions other gateways run on this backend (names in `mine` are this gateway's): none here, as
+        only a shared cluster has them."""
+        return []
+
+    def runs_others(self, name: str) -> bool:
+        """Whether, as last seen, another gateway's function of this name runs on this backend."""
+        return False
 
     async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release what the backend holds (deployments are stopped by the gateway first)."""

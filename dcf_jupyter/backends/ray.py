@@ -17,15 +17,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
 from ..errors import GatewayStartError
 from ..protocol.link import CallFailed, LinkClosed
-from ..worker.serve_replica import NAMESPACE, log_book
-from .base import Backend, DeployFailed, Deployment, DeploymentSpec, TaskCalls, WorkerLink
+from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, log_book
+from .base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
 from .ray_head import LocalRayHead
 
 log = logging.getLogger("dcf.gateway")
@@ -81,6 +81,11 @@ class AppState:
     def running(self) -> int:
         return self.replicas.get("RUNNING", 0)
 
+    @property
+    def wanted(self) -> int:
+        """Replicas Serve runs or is starting (not those it is stopping)."""
+        return sum(count for state, count in self.replicas.items() if state != "STOPPING")
+
 
 def actor_options(spec: DeploymentSpec, *, upload: bool = True) -> dict[str, Any]:
     """Ray actor options of a replica: the function's limits and its folder and requirements as runtime_env
@@ -120,6 +125,7 @@ class RayBackend(Backend):
         self.address = address
         self.head = head
         self.apps: dict[str, AppState] = {}
+        self.functions: set[str] | None = None  # Serve applications that are DCF functions (None: not read yet)
         self._current: dict[str, int] = {}  # application -> the revision serving it
         self._watching: asyncio.Task[None] | None = None
         self._changed: list[RayDeployment] = []
@@ -174,13 +180,33 @@ class RayBackend(Backend):
         """Keep `apps` current (replica counts, failures) for List/GetMeta and for picking."""
         while True:
             with contextlib.suppress(Exception):
-                self.apps = await self.control(self._read_status)
+                self.apps, self.functions = await self.control(self._read_cluster)
                 for deployment in list(self._changed):
                     state = self.apps.get(deployment.spec.name)
                     # What Serve says of replicas that do not run (unschedulable, failing) shows in List/GetMeta.
                     deployment.last_error = state.message if state is not None and not state.running else ""
                     deployment._replicas_changed()
             await asyncio.sleep(STATUS_EVERY_S)
+
+    async def others(self, mine: Collection[str]) -> list[OtherFunction]:
+        """DCF functions other gateways deployed on this cluster (any Serve application with a log book: a
+        dcf-jupyter replica made it); Serve applications that are not DCF functions are not listed."""
+        self._watch()
+        if self.functions is None:  # the watcher has not read the cluster yet
+            self.apps, self.functions = await self.control(self._read_cluster)
+        functions = self.functions or set()
+        return [OtherFunction(name, state.wanted, state.running, "" if state.running else state.message)
+                for name, state in sorted(self.apps.items()) if name in functions and name not in mine]
+
+    def runs_others(self, name: str) -> bool:
+        return name in (self.functions or ()) and name in self.apps and name not in self._current
+
+    @classmethod
+    def _read_cluster(cls) -> tuple[dict[str, AppState], set[str]]:
+        """Serve's applications, and the names of those that are DCF functions."""
+        names = _ray().util.list_named_actors()  # in this driver's namespace, NAMESPACE
+        return cls._read_status(), {name.removeprefix(LOG_BOOK_PREFIX) for name in names
+                                    if name.startswith(LOG_BOOK_PREFIX)}
 
     @staticmethod
     def _read_status() -> dict[str, AppState]:
@@ -334,7 +360,7 @@ class RayDeployment(Deployment):
     def replicas(self) -> int:
         state = self._state()
         if self.spec.autoscaling and state is not None:  # what Serve's autoscaler wants now
-            return sum(count for replica_state, count in state.replicas.items() if replica_state != "STOPPING")
+            return state.wanted
         return self._wanted
 
     @property

@@ -28,7 +28,7 @@ from ..definition.source import source_digest
 from ..definition.spec import ConfigFile, FunctionSpec
 from ..errors import DcfError, GatewayUnavailable
 from ..gateway import find_gateway, start_detached
-from ..protocol.names import BINARY
+from ..protocol.names import BINARY, DEPLOYED_BY
 from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir
 from ._common import AliasedGroup, CliState, config_option, human_bytes, load, pass_state, reports_errors
 from .local_run import ImageRun, LocalRun
@@ -300,7 +300,9 @@ def list_(state: CliState, as_json: bool) -> None:
     rows = [("Function", "Image", "Maintainer", "Invocations", "Replicas", "Status", "Backend", "Description")]
     for f in functions:
         rows.append((f.name, f.image or "-", f.annotations.get("dcf.maintainer", ""), str(f.invocations),
-                     f"{f.available_replicas}/{f.replicas}", f.status, f.backend, f.annotations.get("dcf.desc", "")))
+                     f"{f.available_replicas}/{f.replicas}",
+                     f"{f.status} ({f.annotations[DEPLOYED_BY]}'s)" if f.deployed_elsewhere else f.status,
+                     f.backend, f.annotations.get("dcf.desc", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -38,7 +38,7 @@ from ..errors import (
 )
 from ..protocol import gateway_pb2 as pb
 from ..protocol import gateway_pb2_grpc as pb_grpc
-from ..protocol.names import BINARY, JSON, TEXT
+from ..protocol.names import BINARY, DEPLOYED_BY, JSON, TEXT
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, resolve_address
 from ..settings import max_message_size as default_max_message_size
 
@@ -89,6 +89,11 @@ class FunctionInfo:
     error: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def deployed_elsewhere(self) -> bool:
+        """Another gateway deployed it on a shared cluster: this gateway lists it but does not manage it."""
+        return DEPLOYED_BY in self.annotations
 
     @classmethod
     def from_pb(cls, fn: pb.Function) -> FunctionInfo:

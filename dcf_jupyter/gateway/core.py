@@ -74,6 +74,17 @@ class GatewayCore:
                     self.backends[name] = await asyncio.to_thread(connect)
         return self.backends[name]
 
+    def _not_deployed(self, name: str, listing: str = "") -> Abort:
+        """NOT_FOUND for a name this gateway has not deployed, saying so when another gateway runs it on a
+        shared cluster (it is listed here, but managed there)."""
+        for backend in self.backends.values():
+            if backend.runs_others(name):
+                return Abort(grpc.StatusCode.NOT_FOUND,
+                             f"function {name!r} was deployed by another gateway on the {backend.name} backend's "
+                             "cluster: this gateway lists it but leaves it alone; call and manage it through that "
+                             "gateway")
+        return Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed{listing}")
+
     def _route(self, name: str) -> tuple[FunctionRecord, Deployment]:
         if not name:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "no function named: set InvokeServiceRequest.Service")
@@ -81,7 +92,7 @@ class GatewayCore:
         if record is None:
             valid_name(name)
             deployed = ", ".join(sorted(self.registry.records)) or "none"
-            raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed (deployed: {deployed})")
+            raise self._not_deployed(name, f" (deployed: {deployed})")
         deployment = self.deployments.get(name)
         if deployment is None:
             error = self.start_errors.get(name)

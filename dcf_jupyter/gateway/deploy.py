@@ -180,7 +180,7 @@ class Deploying(GatewayCore):
         name = valid_name(request.FunctionName)
         async with self._lock(name):
             if name not in self.registry.records:
-                raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
+                raise self._not_deployed(name)
             deployment = self.deployments.pop(name, None)
             if deployment is not None:
                 await deployment.stop()

@@ -12,9 +12,10 @@ from typing import Any
 import grpc
 
 from .._version import __version__
+from ..backends.base import OtherFunction
 from ..logfile import tail_text
 from ..protocol import gateway_pb2 as pb
-from ..protocol.names import SERVICE
+from ..protocol.names import DEPLOYED_BY, SERVICE
 from .deploy import Deploying
 from .invoke import Invoking
 from .registry import FunctionRecord
@@ -60,13 +61,29 @@ class Gateway(Invoking, Deploying):
 
     @unary_rpc
     async def List(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Functions:
-        return pb.Functions(Functions=[self._function(r) for _, r in sorted(self.registry.records.items())])
+        functions: list[pb.Function] = [self._function(record) for record in self.registry.records.values()]
+        for backend in list(self.backends.values()):
+            functions += [self._others_function(backend.name, other) for other in
+                          await backend.others(self.registry.records)]
+        functions.sort(key=lambda function: function.Name)
+        return pb.Functions(Functions=functions)
+
+    @staticmethod
+    def _others_function(backend: str, other: OtherFunction) -> pb.Function:
+        """A function another gateway deployed on a shared backend, marked as such."""
+        return pb.Function(Name=other.name, Replicas=other.replicas, AvailableReplicas=other.ready_replicas,
+                           Status="Ready" if other.ready_replicas else "Not Ready", Backend=backend,
+                           Error=other.message, Annotations={DEPLOYED_BY: "another gateway"})
 
     @unary_rpc
     async def GetMeta(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Function:
         name = valid_name(request.FunctionName)
         record = self.registry.records.get(name)
         if record is None:
+            for backend in list(self.backends.values()):  # another gateway's, on a shared cluster
+                for other in await backend.others(self.registry.records):
+                    if other.name == name:
+                        return self._others_function(backend.name, other)
             raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
         return self._function(record)
 
@@ -75,7 +92,7 @@ class Gateway(Invoking, Deploying):
         name = valid_name(request.FunctionName)
         # A function being deployed has a log already (its requirement installs, its first start).
         if name not in self.registry.records and not self._lock(name).locked():
-            raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
+            raise self._not_deployed(name)
         lines = min(request.Lines or DEFAULT_LOG_LINES, MAX_LOG_LINES)
         deployment = self.deployments.get(name)
         text = await deployment.logs(lines) if deployment is not None else None

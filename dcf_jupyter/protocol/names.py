@@ -27,6 +27,8 @@ HEALTH_CHECK = method("HealthCheck")
 ORIGIN_KEY = "dcf-origin"  # "function" when the function failed, "gateway" when the gateway refused
 TRACEBACK_KEY = "dcf-traceback-bin"  # the handler's traceback (UTF-8; -bin: gRPC carries it as bytes)
 ORIGIN_FUNCTION, ORIGIN_GATEWAY = "function", "gateway"
+# Function annotation of a function another gateway deployed on a shared cluster (listed, not managed here).
+DEPLOYED_BY = "dcf.deployed-by"
 # Request metadata: `authorization: Bearer TOKEN` when the gateway wants a token.
 AUTHORIZATION_KEY = "authorization"
 BEARER = "bearer "

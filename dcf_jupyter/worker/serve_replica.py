@@ -24,6 +24,7 @@ from .process import CallRunner, ReplicaLines, load_function_handler
 
 NAMESPACE = "dcf"  # Ray namespace of dcf-jupyter's Serve applications and log books
 LOG_LINES_KEPT = 5000
+LOG_BOOK_PREFIX = "dcf-log-"  # + the function's name: its log book actor (which also marks it a DCF function)
 Reply = tuple[int, bytes]
 _DONE = object()
 
@@ -49,7 +50,7 @@ def log_book(function: str, *, create: bool = False) -> Any:
     """The log book actor of `function` (created when asked); ValueError when there is none."""
     import ray
 
-    name = f"dcf-log-{function}"
+    name = f"{LOG_BOOK_PREFIX}{function}"
     if not create:
         return ray.get_actor(name, namespace=NAMESPACE)
     return ray.remote(LogBook).options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
