@@ -17,6 +17,7 @@ pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip in
 
 from conftest import GatewayHandle, with_keys, with_timeout  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
+from test_requirements import build_wheel  # noqa: E402
 
 from dcf_jupyter.errors import DcfError, DeployError, FunctionError  # noqa: E402
 from dcf_jupyter.gateway import start_detached  # noqa: E402
@@ -242,6 +243,31 @@ def test_a_function_no_node_can_place_fails_in_a_sentence(ray_gateway: GatewayHa
     assert time.monotonic() - started < 60
     assert "no node of the Ray cluster can place a replica" in str(failure.value)
     assert ray_gateway.client.list() == []
+
+
+@pytest.mark.timeout(300)
+def test_requirements_nodeps_are_installed_without_their_dependencies_on_the_node(ray_gateway: GatewayHandle,
+                                                                                   make_function) -> None:
+    """requirements-nodeps.txt on Ray: installed by the replica (Ray's pip runtime_env has no per-package
+    --no-deps) without the dependency the package declares, which exists nowhere."""
+    folder = make_function("nodeps", """
+        import dcfnodeps
+
+
+        class Handler:
+            def __call__(self, req):
+                return dcfnodeps.VALUE
+    """)
+    (folder / "requirements-nodeps.txt").write_text("--no-index\n--find-links ./wheels\ndcfnodeps==1.0\n")
+    build_wheel(folder / "wheels", "dcfnodeps", "1.0", 'VALUE = "installed without its dependencies"\n',
+                requires=("no-such-dependency-xyz>=1",))
+    ray_gateway.client.deploy(folder)
+    try:
+        assert ray_gateway.client.call("nodeps") == "installed without its dependencies"
+        assert wait_for(lambda: "installing requirements missing here: --no-index" in
+                        ray_gateway.client.logs("nodeps"), within=10), ray_gateway.client.logs("nodeps")
+    finally:
+        ray_gateway.client.delete("nodeps")
 
 
 WHERE = """

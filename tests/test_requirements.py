@@ -10,13 +10,15 @@ from pathlib import Path
 from dcf_jupyter.definition.requirements import is_satisfied, missing_requirements, read_requirements
 
 
-def build_wheel(folder: Path, name: str, version: str, module_source: str) -> Path:
-    """A minimal pure-Python wheel, made here so the install test needs no index."""
+def build_wheel(folder: Path, name: str, version: str, module_source: str, requires: tuple[str, ...] = ()) -> Path:
+    """A minimal pure-Python wheel (depending on `requires`), made here so the install test needs no index."""
     folder.mkdir(parents=True, exist_ok=True)
     dist_info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + \
+        "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
     files = {
         f"{name}/__init__.py": module_source.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": metadata.encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: dcf-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []

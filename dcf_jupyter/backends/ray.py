@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
+from ..definition.requirements import REQUIREMENTS, read_requirements
 from ..errors import GatewayStartError
 from ..protocol.link import CallFailed, LinkClosed
 from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, log_book
@@ -99,9 +99,6 @@ def actor_options(spec: DeploymentSpec, *, upload: bool = True) -> dict[str, Any
     packages = read_requirements(spec.source_dir / REQUIREMENTS)
     if packages:
         runtime_env["pip"] = {"packages": packages, "pip_check": False}
-    if read_requirements(spec.source_dir / NODEPS_REQUIREMENTS):
-        log.warning("%s: %s is not passed to Ray (its pip runtime_env installs with dependencies); "
-                    "install those packages on the nodes", spec.name, NODEPS_REQUIREMENTS)
     options["runtime_env"] = _uploaded(runtime_env) if upload else runtime_env
     return options
 

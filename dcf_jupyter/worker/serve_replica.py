@@ -79,6 +79,7 @@ class FunctionReplica:
         # replica, to the function's log book, so GetLog shows it whichever node this runs on.
         book = log_book(name, create=True)
         sys.stdout, sys.stderr = (ReplicaLines(fd, replica[:8], also=book.add.remote) for fd in (1, 2))
+        _add_missing_requirements(folder, name)
         handler, service, _ = load_function_handler(folder, name)
         self._runner = CallRunner(handler, service, concurrency)
 
@@ -117,6 +118,21 @@ class FunctionReplica:
                 yield 0, b"".join(parts)  # type: ignore[arg-type]  # parts is list[bytes] past the check
         finally:
             stop.set()
+
+
+def _add_missing_requirements(folder: Path, name: str) -> None:
+    """Put on sys.path what this node's Python still lacks after Ray's pip runtime_env installed
+    requirements.txt: requirements-nodeps.txt (pip's --no-deps cannot be given per package in a runtime_env)
+    and the runtime's own packages. Installed once per node and user, in the same cache as the local backend's
+    (a file lock makes two replicas on one node install once)."""
+    from ..definition.requirements import install_missing
+    from ..definition.spec import load_config
+
+    runtime = load_config(folder / "config.yaml").function(name).runtime
+    with os.fdopen(os.dup(2), "w") as ray_log:  # pip's own output: this worker's log file, as Ray keeps it
+        extra = install_missing(folder, runtime, python=sys.executable, output=ray_log, note=print)
+    if extra is not None:
+        sys.path.insert(0, str(extra))
 
 
 def _failed(failure: CallFailed) -> Reply:
