@@ -285,7 +285,8 @@ class Handler:
 @pytest.mark.timeout(600)
 def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluster: Cluster, make_function) -> None:
     """A second node declaring one GPU (Ray trusts the declared count): `gpu: 1` lands there, with the GPU
-    Ray gave it in CUDA_VISIBLE_DEVICES; when that node goes, the function is reported unavailable."""
+    Ray gave it in CUDA_VISIBLE_DEVICES; when that node goes, the function is reported unavailable, and when a
+    node with a GPU joins, it serves again."""
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
     folder = with_keys(make_function("where", WHERE), limits={"gpu": "1"})
     try:
@@ -299,7 +300,17 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
         time.sleep(0.5)
     info = ray_gateway.client.get("where")
     assert (info.available_replicas, info.status) == (0, "Not Ready"), info
-    ray_gateway.client.delete("where")
+    # A node with a GPU joins again: Serve places the replica there and the function serves again.
+    rejoined = cluster.add_node(num_cpus=1, num_gpus=1)
+    try:
+        assert wait_for(lambda: ray_gateway.client.get("where").available_replicas == 1, within=90), \
+            ray_gateway.client.get("where")
+        devices, node = str(ray_gateway.client.call("where", b"")).split()
+        assert devices == "0" and node == rejoined.node_id
+        assert ray_gateway.client.get("where").status == "Ready"
+    finally:
+        ray_gateway.client.delete("where")
+        cluster.remove_node(rejoined)
 
 
 @pytest.mark.timeout(600)
@@ -509,3 +520,39 @@ def test_a_local_ray_stops_when_its_gateway_is_killed() -> None:
     while session_members(head) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert session_members(head) == [], "the killed owner's Ray stopped by itself"
+
+
+@pytest.mark.timeout(400)
+def test_the_clusters_token_is_found_where_rays_cli_looks_and_a_wrong_or_missing_one_is_a_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster with Ray's token authentication (a head of our own, with its own token): a gateway given the
+    token in a file named by $RAY_AUTH_TOKEN_PATH joins it; a wrong token, or none at all (nothing in the
+    environment, no ~/.ray/auth_token), is one sentence saying where Ray looks for it."""
+    from dcf_jupyter.backends.ray_head import LocalRayHead
+    from dcf_jupyter.errors import GatewayStartError
+
+    head = LocalRayHead.start()
+    try:
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token of this machine's user
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        join = ["--backend", "ray", "--ray-address", head.address, "--no-docker"]
+        where = r"\(\$RAY_AUTH_TOKEN, a file named by \$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token\)"
+        with pytest.raises(GatewayStartError, match=where) as missing:
+            start_detached(tmp_path / "none", "127.0.0.1", 0, timeout=120, extra=join)
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-clusters-token")
+        with pytest.raises(GatewayStartError, match=where) as wrong:
+            start_detached(tmp_path / "wrong", "127.0.0.1", 0, timeout=120, extra=join)
+        for failure in (missing, wrong):
+            assert "\n" not in str(failure.value) and "Traceback" not in str(failure.value), failure.value
+        monkeypatch.delenv("RAY_AUTH_TOKEN")
+        (tmp_path / "token").write_text(head.token)
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+        joined = GatewayHandle(*start_detached(tmp_path / "right", "127.0.0.1", 0, timeout=120, extra=join))
+        try:
+            assert joined.client.info()["backends"], joined.client.info()
+        finally:
+            joined.stop()
+    finally:
+        head.stop()

@@ -60,6 +60,12 @@ def _use_token(auth_env: dict[str, str]) -> None:
         auth.AuthenticationTokenLoader.instance().reset_cache()
 
 
+def _token_refused(where: str) -> GatewayStartError:
+    return GatewayStartError(
+        f"{where} refused this gateway's Ray token (missing or not the cluster's): give it the cluster's token the "
+        "way Ray's own CLI takes it ($RAY_AUTH_TOKEN, a file named by $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
+
+
 def _ray() -> Any:
     """Ray, or one sentence on how to get it."""
     try:
@@ -143,12 +149,15 @@ class RayBackend(Backend):
             ray.init(address=head.address if head else address, namespace=NAMESPACE, ignore_reinit_error=True,
                      log_to_driver=False, configure_logging=False, include_dashboard=False)
             serve.start(http_options={"location": "NoServer"})
-        except ray.exceptions.AuthenticationError:
-            raise GatewayStartError(
-                f"{where} refused this gateway's Ray token: give it the cluster's token the way Ray's own CLI "
-                "takes it ($RAY_AUTH_TOKEN, a file named by $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)") from None
+        except ray.exceptions.AuthenticationError:  # no token found here at all
+            _stop(head)
+            raise _token_refused(where) from None
         except ConnectionError as exc:
             _stop(head)
+            # A wrong token: Ray retries for about 45 s, then says only that it could not connect; why is in
+            # the error it chained.
+            if "InvalidAuthToken" in f"{exc.__cause__} {exc.__context__}":
+                raise _token_refused(where) from None
             raise GatewayStartError(f"cannot reach {where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; the gateway says which in a sentence
             _stop(head)
