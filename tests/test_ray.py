@@ -15,11 +15,18 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
 pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
 
-from conftest import GatewayHandle, with_keys, with_timeout  # noqa: E402
+from conftest import FUNCTIONS, GatewayHandle, with_keys, with_timeout  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
 from test_requirements import build_wheel  # noqa: E402
 
-from dcf_jupyter.errors import DcfError, DeployError, FunctionError  # noqa: E402
+from dcf_jupyter.errors import (  # noqa: E402
+    ConfigError,
+    DcfError,
+    DeployError,
+    FunctionError,
+    FunctionNotFound,
+    InvalidArgument,
+)
 from dcf_jupyter.gateway import start_detached  # noqa: E402
 
 # Which replica answered, and a revision mark an update changes.
@@ -182,6 +189,29 @@ def wait_for(condition, within: float) -> bool:
             return False
         time.sleep(0.5)
     return True
+
+
+@pytest.mark.timeout(300)
+def test_bad_input_is_answered_as_on_the_local_backend(ray_gateway: GatewayHandle, tmp_path: Path) -> None:
+    """Unknown function, a message over the limit, a config that is not YAML: the same sentences as on the
+    local backend; a 20 MB message goes through Ray (its object store) and back unchanged."""
+    ray_gateway.client.deploy(FUNCTIONS / "echo")
+    try:
+        big = os.urandom(20 * 1024 * 1024)
+        assert ray_gateway.client.call("echo", big) == big
+        with pytest.raises(InvalidArgument, match="larger than max"):
+            ray_gateway.client.call("echo", bytes(ray_gateway.client.max_message_size + 1))
+        with pytest.raises(FunctionNotFound, match=r"function 'nobody' is not deployed \(deployed: echo\)"):
+            ray_gateway.client.call("nobody", b"x")
+        junk = tmp_path / "junk"
+        (junk / "src").mkdir(parents=True)
+        (junk / "src" / "handler.py").write_text("class Handler:\n    def __call__(self, req):\n        return 1\n")
+        (junk / "config.yaml").write_text("functions: [\n")
+        with pytest.raises(ConfigError, match="not valid YAML"):
+            ray_gateway.client.deploy(junk, name="junk", backend="ray")
+        assert [info.name for info in ray_gateway.client.list()] == ["echo"]
+    finally:
+        ray_gateway.client.delete("echo")
 
 
 def serve_applications(cluster: Cluster) -> set[str]:
