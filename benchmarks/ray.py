@@ -23,6 +23,7 @@ from pathlib import Path
 
 import grpc
 from _harness import ROOT, gateway_with, percentile
+from unary import measure as unary_latencies  # Invoke of echo from a plain DCF stub
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.gateway import start_detached, stop_gateway
@@ -57,22 +58,6 @@ class Handler:
         time.sleep({WORK_S})
         return ray.get_runtime_context().get_node_id()
 """
-
-
-def unary_latencies(address: str, calls: int, payload: bytes) -> list[float]:
-    """Seconds of `calls` sequential Invoke calls of echo from a plain DCF stub."""
-    with grpc.insecure_channel(address) as channel:
-        stub = pb_grpc.GatewayStub(channel)
-        request = pb.InvokeServiceRequest(Service="echo", Input=payload)
-        for _ in range(100):
-            stub.Invoke(request)
-        latencies = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            reply = stub.Invoke(request)
-            latencies.append(time.perf_counter() - start)
-            assert reply.Msg == payload.decode()
-    return latencies
 
 
 def direct_latencies(calls: int, payload: bytes) -> list[float]:
