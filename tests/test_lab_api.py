@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PANEL_TOKEN, GatewayHandle
+from conftest import PANEL_TOKEN, ROOT, GatewayHandle
 
 pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
 
@@ -175,3 +175,18 @@ def test_a_kernels_embedded_gateway_is_listed_under_its_notebook(lab: Lab) -> No
         time.sleep(0.2)
     assert not files[0].exists(), "the announcement goes with the gateway"
     assert all(g["notebook"] != "work/demo.ipynb" for g in api(lab, "GET", "gateways")[1])
+
+
+def test_another_gateways_function_is_shown_but_not_managed() -> None:
+    """A function another gateway deployed on a shared Ray cluster (listed with `dcf.deployed-by`): the panel
+    gets `managed: false` and offers no scale or delete for it."""
+    from dcf_jupyter.client import FunctionInfo
+    from dcf_jupyter.lab.handlers import function_json
+    from dcf_jupyter.protocol.names import DEPLOYED_BY
+
+    ours = FunctionInfo("echo", "echo", 3, 2, 1, "Ready", "ray")
+    theirs = FunctionInfo("shout", "", 0, 1, 1, "Ready", "ray", annotations={DEPLOYED_BY: "another gateway"})
+    assert function_json(ours)["managed"] is True and function_json(ours)["ready"] == "1/2"
+    assert function_json(theirs)["managed"] is False
+    built = "".join(path.read_text() for path in (ROOT / "dcf_jupyter" / "labextension" / "static").glob("*.js"))
+    assert "(another gateway's)" in built, "the committed panel build shows it"

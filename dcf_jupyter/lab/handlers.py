@@ -64,7 +64,9 @@ def status_of(error: DcfError) -> int:
 
 
 def function_json(info: FunctionInfo) -> dict[str, Any]:
-    return {**asdict(info), "ready": f"{info.available_replicas}/{info.replicas}"}
+    """A function as the panel shows it; `managed` is false for another gateway's (listed, not ours to change)."""
+    return {**asdict(info), "ready": f"{info.available_replicas}/{info.replicas}",
+            "managed": not info.deployed_elsewhere}
 
 
 def reply_json(reply: Reply) -> dict[str, Any]:

@@ -13,6 +13,7 @@ export interface IFunctionRow {
   backend: string;
   error: string;
   ready: string;
+  managed: boolean; // false: another gateway deployed it on a shared cluster (listed here, managed there)
 }
 
 export interface IGateway {

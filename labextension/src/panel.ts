@@ -126,7 +126,7 @@ export class DcfPanel extends Widget {
       row.classList.toggle('dcf-selected', selected);
       const cells: [string, string][] = [
         ['dcf-name', fn.name],
-        ['dcf-status', fn.status],
+        ['dcf-status', fn.managed ? fn.status : `${fn.status} (another gateway's)`],
         ['dcf-ready', fn.ready],
         ['dcf-invocations', String(fn.invocations)],
         ['dcf-backend', fn.backend],
@@ -140,15 +140,19 @@ export class DcfPanel extends Widget {
         row.append(cell);
       }
       const actions = element('td', 'dcf-actions');
-      actions.append(
-        this._button('−', 'one replica fewer', 'dcf-scale-down', () =>
-          this._scale(gateway.id, fn.name, Math.max(0, fn.replicas - 1))
-        ),
-        this._button('+', 'one replica more', 'dcf-scale-up', () =>
-          this._scale(gateway.id, fn.name, fn.replicas + 1)
-        ),
-        this._button('✕', 'delete', 'dcf-delete', () => this._delete(gateway.id, fn.name))
-      );
+      if (!fn.managed) {
+        actions.title = 'deployed by another gateway on the same cluster: scale or delete it through that gateway';
+      } else {
+        actions.append(
+          this._button('−', 'one replica fewer', 'dcf-scale-down', () =>
+            this._scale(gateway.id, fn.name, Math.max(0, fn.replicas - 1))
+          ),
+          this._button('+', 'one replica more', 'dcf-scale-up', () =>
+            this._scale(gateway.id, fn.name, fn.replicas + 1)
+          ),
+          this._button('✕', 'delete', 'dcf-delete', () => this._delete(gateway.id, fn.name))
+        );
+      }
       row.append(actions);
       row.onclick = event => {
         if (!(event.target as HTMLElement).closest('button')) {
