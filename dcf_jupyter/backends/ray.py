@@ -202,7 +202,8 @@ class RayBackend(Backend):
             self.apps, self.functions = await self.control(self._read_cluster)
         functions = self.functions or set()
         return [OtherFunction(name, state.wanted, state.running, "" if state.running else state.message)
-                for name, state in sorted(self.apps.items()) if name in functions and name not in mine]
+                for name, state in sorted(self.apps.items())
+                if name in functions and name not in mine and name not in self._current]  # _current: deploying
 
     def runs_others(self, name: str) -> bool:
         return name in (self.functions or ()) and name in self.apps and name not in self._current
