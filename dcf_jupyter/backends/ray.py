@@ -200,12 +200,11 @@ class RayBackend(Backend):
         self._watch()
         if self.functions is None:  # the watcher has not read the cluster yet
             self.apps, self.functions = await self.control(self._read_cluster)
-        functions = self.functions or set()
         return [OtherFunction(name, state.wanted, state.running, "" if state.running else state.message)
-                for name, state in sorted(self.apps.items())
-                if name in functions and name not in mine and name not in self._current]  # _current: deploying
+                for name, state in sorted(self.apps.items()) if name not in mine and self.runs_others(name)]
 
     def runs_others(self, name: str) -> bool:
+        # _current: what this gateway deployed or is deploying now (not yet in its registry).
         return name in (self.functions or ()) and name in self.apps and name not in self._current
 
     @classmethod
