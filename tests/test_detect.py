@@ -1,5 +1,6 @@
 """functions/detect: our TF.js graph model loader (on a tiny model written here), the shipped CenterNet on real
-photos, per-class NMS, requests fitted to 512x512 and mapped back, the SavedModel cache, bad input."""
+photos, per-class NMS, requests fitted into 512x512 and mapped back, the graph taking any multiple-of-32 canvas,
+the SavedModel cache, bad input."""
 
 from __future__ import annotations
 
@@ -152,8 +153,11 @@ def test_a_corrupted_or_missing_model_file_is_one_sentence(tmp_path: Path) -> No
 def detector(tmp_path_factory: pytest.TempPathFactory) -> centernet.CenterNetDetector:
     """The detector as a fresh replica builds it: converted from TF.js, then cached as a SavedModel."""
     cache = tmp_path_factory.mktemp("model-cache")
+    older_format = cache / f"centernet-{centernet.verified_digest(centernet.MODEL_DIR)}"  # fixed to 512x512
+    (older_format / "variables").mkdir(parents=True)
     found = centernet.CenterNetDetector(cache=cache)
     assert found.loaded.startswith("converted from TF.js") and "cached as SavedModel" in found.loaded
+    assert not older_format.exists(), "the older format's copy is removed once the new one is saved"
     found.cache = cache  # type: ignore[attr-defined]
     return found
 
@@ -191,6 +195,35 @@ def test_the_cached_savedmodel_answers_as_the_converted_graph_did(detector) -> N
     np.testing.assert_allclose(again.detect(image.pixels, 0.3), detector.detect(image.pixels, 0.3), atol=1e-4)
 
 
+def test_a_canvas_of_the_images_own_shape_finds_what_the_padded_square_found(detector) -> None:
+    image = parse_request(shared_image("dog.jpg"), 512).images[0]  # 768x576 -> a 512x384 canvas, no padding
+    assert image.pixels.shape == (384, 512, 3)
+    square = np.zeros((512, 512, 3), np.float32)
+    square[:384] = image.pixels
+    own, padded = detector.detect(image.pixels, 0.3), detector.detect(square, 0.3)
+    assert sorted(own[:, 5].tolist()) == sorted(padded[:, 5].tolist())
+    for row in own:
+        twin = padded[padded[:, 5] == row[5]]
+        assert max(iou(tuple(row[:4]), tuple(box[:4])) for box in twin) > 0.95, (own, padded)
+
+
+@pytest.mark.parametrize("size", [(2000, 60), (60, 2000), (33, 33)])
+def test_extreme_and_tiny_canvases_run(detector, size: tuple[int, int]) -> None:
+    image = parse_request(jpeg(size, "gray"), 512).images[0]
+    assert all(side % 32 == 0 and 32 <= side <= 512 for side in image.pixels.shape[:2])
+    rows = detector.detect(image.pixels, 0.0)
+    assert rows.shape[1] == 6 and len(rows) >= 1 and np.isfinite(rows).all()
+
+
+def test_a_graph_other_than_the_expected_export_is_refused() -> None:
+    graph, _ = tfjs_graph.load(DETECT / "model" / "centernet.json")
+    folded = next(node for node in graph.node if node.name == centernet.MAP_WIDTH)
+    folded.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.int32(64)))
+    with pytest.raises(tfjs_graph.ModelError, match=r"not the CenterNet export .* tower_0/strided_slice_6 is not "
+                                                     r"the constant 128"):
+        centernet.any_input_size(graph)
+
+
 def test_nms_keeps_the_best_box_per_class() -> None:
     rows = np.array([
         [10, 10, 110, 210, 0.6, 0], [12, 8, 112, 205, 0.8, 0], [11, 12, 108, 212, 0.5, 0],  # one person, 3 boxes
@@ -201,13 +234,17 @@ def test_nms_keeps_the_best_box_per_class() -> None:
     assert kept[:, 4].tolist() == pytest.approx([0.8, 0.7, 0.4]) and kept[:, 5].tolist() == [0, 16, 0]
 
 
-# --- requests: fitting to 512x512 and back ---------------------------------------------------------
+# --- requests: fitting into 512x512 and back -------------------------------------------------------
 
 def test_an_image_is_fitted_without_distortion_and_boxes_map_back() -> None:
     request = parse_request(jpeg((1000, 500), "white"), 512)
     image = request.images[0]
     assert (image.width, image.height, image.scale) == (1000, 500, 0.512) and not request.batched
-    assert image.pixels.shape == (512, 512, 3) and image.pixels[:256].mean() > 240 and image.pixels[256:].max() == 0
+    assert image.pixels.shape == (256, 512, 3) and image.pixels.min() > 240  # no padding: 256 is a multiple of 32
+    taller = parse_request(jpeg((1000, 560), "white"), 512).images[0]  # 512x287: padded to 512x288
+    assert taller.pixels.shape == (288, 512, 3) and taller.pixels[:287].min() > 240 and taller.pixels[287:].max() == 0
+    portrait = parse_request(jpeg((375, 500), "white"), 512).images[0]
+    assert portrait.pixels.shape == (512, 384, 3)
     reply = centernet.boxes_reply(np.array([[51.2, 25.6, 512, 256, 0.9, 16]]), 1000, 500, 0.512)
     assert reply == [{"class": "18", "label": "dog", "confidence": "0.9000", "xmin": "100", "ymin": "50",
                       "xmax": "1000", "ymax": "500"}]

@@ -4,8 +4,10 @@
     {"image": "<base64>", "threshold": t} -> one image, with options
     ["<base64>", ...] or {"images": [...], "threshold": t} -> a batch (the reply is a list per image)
 
-Each image is fitted to the network's square input without distorting it: scaled so its longer side is
-`size`, placed at the top-left corner, the rest black. A box maps back by dividing by that scale (no offset).
+Each image is fitted to the network's input without distorting it: scaled so its longer side is `size`, placed
+at the top-left corner of a canvas whose sides are that rounded up to a multiple of STRIDE (the network's), the
+rest black: a 640x480 frame becomes 512x384 with no padding, a 500x375 photo 512x384 with one black row.
+A box maps back by dividing by that scale (no offset).
 Big JPEGs decode at a reduced scale (Pillow's draft mode); over MAX_PIXELS is refused.
 """
 
@@ -23,15 +25,16 @@ from PIL import Image
 MAX_PIXELS = 100_000_000
 MAX_BATCH = 64
 DEFAULT_THRESHOLD = 0.3
+STRIDE = 32
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"RIFF")
 Image.MAX_IMAGE_PIXELS = None  # MAX_PIXELS is the limit here, said in our words
 
 
 @dataclass
 class Fitted:
-    """One image on the network's square canvas, and how to map a box on it back to the original."""
+    """One image on the network's canvas, and how to map a box on it back to the original."""
 
-    pixels: np.ndarray  # float32 [size, size, 3] RGB, 0-255
+    pixels: np.ndarray  # float32 [height, width, 3] RGB, 0-255; each side a multiple of STRIDE, at most `size`
     width: int
     height: int
     scale: float  # canvas pixels per original pixel
@@ -58,7 +61,7 @@ def image_bytes(data: bytes) -> bytes:
 
 
 def fit_image(data: bytes, size: int) -> Fitted:
-    """Decode one image and fit it to a size x size canvas (see the module docstring)."""
+    """Decode one image and fit it into a size x size canvas (see the module docstring)."""
     if not data:
         raise ValueError("empty request: send a JPEG or PNG image (or base64 of one)")
     try:
@@ -75,7 +78,7 @@ def fit_image(data: bytes, size: int) -> Fitted:
         raise
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"unreadable image: {exc}") from None
-    canvas = np.zeros((size, size, 3), np.float32)
+    canvas = np.zeros((-(-fitted[1] // STRIDE) * STRIDE, -(-fitted[0] // STRIDE) * STRIDE, 3), np.float32)
     canvas[:fitted[1], :fitted[0]] = resized
     return Fitted(canvas, width, height, scale)
 
