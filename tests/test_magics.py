@@ -239,6 +239,31 @@ def test_no_deploy_only_writes_the_folder(ip, gateway) -> None:
     assert "nb-later" not in {f.name for f in gateway.client.list()}
 
 
+def test_autoscaling_flags_write_config_yamls_keys_and_bad_ones_are_sentences(ip, capsys) -> None:
+    from dcf_jupyter.definition.spec import load_config
+
+    cell(ip, "%%dcf_function nb-elastic --no-deploy --backend ray --max-replicas 4 --target-ongoing-requests 1.5\n"
+         + HELLO)
+    spec = load_config(Path(ip.user_ns["WORKSPACE"]) / "nb-elastic").function("nb-elastic")
+    assert spec.backend == "ray" and spec.autoscaling is not None
+    assert spec.autoscaling.as_dict() == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1.5}
+    for flags, sentence in [
+        ("--min-replicas 2", "autoscaling needs --max-replicas"),
+        ("--replicas 2 --max-replicas 3", "give either --replicas (a fixed count) or --min/--max-replicas"),
+        ("--min-replicas 3 --max-replicas 2", "%%dcf_function nb-elastic: autoscaling.max_replicas: is 2, fewer "
+                                              "than min_replicas (3)"),
+    ]:
+        ip.run_cell(f"%%dcf_function nb-elastic --no-deploy {flags}\n" + HELLO)
+        err = capsys.readouterr().err
+        assert sentence in err and "Traceback" not in err, err
+
+
+def test_autoscaling_flags_on_the_local_backend_say_it_needs_ray(ip, capsys) -> None:
+    ip.run_cell("%%dcf_function nb-elastic-local --max-replicas 2\n" + HELLO)
+    err = capsys.readouterr().err
+    assert "`autoscaling:` needs the ray backend" in err and "Traceback" not in err, err
+
+
 def test_embedded_gateway_starts_when_none_answers_and_stops_with_the_session(tmp_path: Path) -> None:
     import socket
 

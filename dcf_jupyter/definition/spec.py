@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -343,6 +343,16 @@ class _Reader:
             downscale_delay_s=self.number(data.get("downscale_delay_s"), f"{key}.downscale_delay_s", low=0,
                                           high=day),
         )
+
+
+def autoscaling_from(values: Mapping[str, Any], source: str) -> Autoscaling:
+    """`autoscaling:` keys given outside a config.yaml (the notebook's flags), checked as config.yaml's are."""
+    reader = _Reader(source)
+    found = reader.autoscaling(dict(values), "autoscaling")
+    if reader.warnings:
+        raise ConfigError(reader.warnings[0])
+    assert found is not None  # a mapping always gives one
+    return found
 
 
 def _kind(value: Any) -> str:

@@ -96,6 +96,20 @@ def _dcf_parser() -> _Parser:
     return parser
 
 
+def _autoscaling_flags(args: argparse.Namespace) -> dict[str, float] | None:
+    """config.yaml's `autoscaling:` from %%dcf_function's flags; None when none was given."""
+    given = {key: getattr(args, key) for key in ("min_replicas", "max_replicas", "target_ongoing_requests")}
+    given = {key: value for key, value in given.items() if value is not None}
+    if not given:
+        return None
+    if "max_replicas" not in given:
+        raise UsageError("%%dcf_function: autoscaling needs --max-replicas (the most replicas it may run)")
+    if args.replicas is not None:
+        raise UsageError("%%dcf_function: give either --replicas (a fixed count) or --min/--max-replicas "
+                         "(autoscaled), not both")
+    return given
+
+
 @magics_class
 class DcfMagics(Magics):
     """`%%dcf_function` and `%dcf`."""
@@ -127,6 +141,11 @@ class DcfMagics(Magics):
     @argument("--runtime", default=None, help="python (default), python-gpu or tensorflow-gpu")
     @argument("--backend", default=None, help="where it runs (default: the gateway's, local)")
     @argument("--replicas", type=int, default=None, help="worker replicas (default 1)")
+    @argument("--max-replicas", type=int, default=None,
+              help="autoscale up to this many replicas (ray backend; config.yaml's autoscaling:)")
+    @argument("--min-replicas", type=int, default=None, help="autoscale down to this many (default 1)")
+    @argument("--target-ongoing-requests", type=float, default=None, metavar="N",
+              help="calls in flight per replica the autoscaler aims for (Serve's default 2)")
     @argument("--no-deploy", action="store_true", help="only write the function folder")
     @cell_magic
     def dcf_function(self, line: str, cell: str) -> None:
@@ -140,7 +159,8 @@ class DcfMagics(Magics):
         try:
             proxy = self.session.define(
                 args.name, cell, gpu=args.gpu, memory=args.memory, cpu=args.cpu, requirements=args.requirements,
-                runtime=args.runtime, backend=args.backend, replicas=args.replicas, deploy=not args.no_deploy,
+                runtime=args.runtime, backend=args.backend, replicas=args.replicas,
+                autoscaling=_autoscaling_flags(args), deploy=not args.no_deploy,
                 line_offset=CELL_LINE_OFFSET, where=f"%%dcf_function {args.name} cell",
             )
         except (InvalidName, ConfigError) as exc:

@@ -12,7 +12,7 @@ import linecache
 import os
 import textwrap
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,15 @@ from ..client import Client, Reply, Result, get_client, route_to_session
 from ..definition.check import check_handler_source
 from ..definition.runtimes import canonical_runtime
 from ..definition.scaffold import new_spec, template_text
-from ..definition.spec import ConfigFile, FunctionSpec, Resources, load_config, validate_name, write_config
+from ..definition.spec import (
+    ConfigFile,
+    FunctionSpec,
+    Resources,
+    autoscaling_from,
+    load_config,
+    validate_name,
+    write_config,
+)
 from ..errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
 from ..settings import ENV_GATEWAY, resolve_address
 from .display import as_result
@@ -135,6 +143,7 @@ class Session:
         runtime: str | None = None,
         backend: str | None = None,
         replicas: int | None = None,
+        autoscaling: Mapping[str, float] | None = None,
         deploy: bool = True,
         line_offset: int = 0,
         where: str = "the handler source",
@@ -143,6 +152,7 @@ class Session:
         """Write `workspace/name` from handler `source`, deploy it (unless `deploy` is False), return its proxy.
 
         Deploying a name again updates it in place: the old replicas serve until the new ones are ready.
+        `autoscaling` is config.yaml's `autoscaling:` (ray backend): min_replicas, max_replicas, ...
         """
         validate_name(name)
         check_handler_source(source, where, "Handler", line_offset=line_offset)
@@ -152,7 +162,8 @@ class Session:
         try:
             progress.step("writing the function folder", 0.1)
             folder = self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-                                       runtime=runtime, backend=backend, replicas=replicas)
+                                       runtime=runtime, backend=backend, replicas=replicas,
+                                       autoscaling=autoscaling)
             proxy = FunctionProxy(self, name, folder, line_offset=line_offset)
             self.functions[name] = proxy
             if not deploy:
@@ -176,7 +187,7 @@ class Session:
 
     def write_folder(self, name: str, source: str, *, gpu: int | None, memory: str | None, cpu: str | None,
                      requirements: Sequence[str], runtime: str | None, backend: str | None,
-                     replicas: int | None) -> Path:
+                     replicas: int | None, autoscaling: Mapping[str, float] | None = None) -> Path:
         """Write (or rewrite) config.yaml, src/handler.py and requirements.txt; other files in the folder stay."""
         folder = self.workspace / name
         (folder / "src").mkdir(parents=True, exist_ok=True)
@@ -186,6 +197,7 @@ class Session:
         spec.limits = Resources(memory=memory or "", cpu=str(cpu or ""), gpu=str(gpu) if gpu else "")
         spec.backend = backend or ""
         spec.replicas = replicas or 1
+        spec.autoscaling = autoscaling_from(autoscaling, f"%%dcf_function {name}") if autoscaling else None
         spec.root = folder.resolve()
         (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
         reqs = template_text(runtime, "requirements.txt") + "".join(f"{r}\n" for r in requirements)
