@@ -14,6 +14,8 @@ The round trip is what the user sees: from grabbing a camera frame to its reply 
 (browser), kernel (Jupyter messaging and the kernel's work), function (gateway + worker + model, as the kernel
 timed it) and decode and draw (browser).
 Targets: echo >= 20 fps and p50 < 100 ms (goal 30 fps / 50 ms); ssd and detect >= 15 fps and p50 < 120 ms.
+`DETECT_SIZE=320 python benchmarks/camera.py --functions detect` measures detect at a smaller input (the gateway
+and its workers inherit the variable).
 On a 2-core machine the browser, Jupyter server, kernel, gateway and worker share the cores (Chromium alone
 takes ~1.3 of them); in real use the browser runs on the user's computer.
 """

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FUNCTIONS
+from conftest import FUNCTIONS, with_keys
 from test_ssd import BAD_REQUESTS, PERSON_000001, box_of, iou, jpeg, shared_image
 
-from dcf_jupyter.errors import FunctionError
+from dcf_jupyter.errors import DcfError, FunctionError
 
 DETECT = FUNCTIONS / "detect"
 sys.path.insert(0, str(DETECT / "src"))
 import centernet  # noqa: E402 - the function's own modules, from its folder
 import tfjs_graph  # noqa: E402
-from image_request import parse_request  # noqa: E402
+from image_request import default_size, parse_request  # noqa: E402
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is the [tf] extra")
 
@@ -250,6 +250,34 @@ def test_an_image_is_fitted_without_distortion_and_boxes_map_back() -> None:
                       "xmax": "1000", "ymax": "500"}]
 
 
+def test_size_chooses_the_side_the_network_sees_and_a_larger_one_finds_smaller_things(detector) -> None:
+    street = base64.b64encode(shared_image("street.jpg")).decode()
+    for size in (320, 640, 1024):
+        image = parse_request(json.dumps({"image": street, "size": size}).encode(), 512).images[0]
+        assert max(image.pixels.shape[:2]) == size and image.scale == pytest.approx(size / 1330)  # 1330x1330
+    assert parse_request(shared_image("street.jpg"), 416).images[0].pixels.shape[:2] == (416, 416)
+
+    def found(size: int) -> list[str]:
+        image = parse_request(json.dumps({"image": street, "size": size}).encode()).images[0]
+        reply = centernet.boxes_reply(detector.detect(image.pixels, 0.3), image.width, image.height, image.scale)
+        return labels(reply)
+
+    assert "traffic light" in found(640) and "traffic light" not in found(512)
+
+
+@pytest.mark.parametrize("size", [100, 500, 2048, "big", True, 512.5])
+def test_a_size_that_cannot_be_is_one_sentence(size: object) -> None:
+    request = json.dumps({"image": "aGk=", "size": size}).encode()
+    with pytest.raises(ValueError, match=rf"^size must be a multiple of 32 from 128 to 1024, got {size!r}"):
+        parse_request(request)
+
+
+def test_detect_size_sets_the_functions_default() -> None:
+    assert default_size({}) == 512 and default_size({"DETECT_SIZE": " 416 "}) == 416
+    with pytest.raises(ValueError, match=r"^DETECT_SIZE must be a multiple of 32 from 128 to 1024, got '500'"):
+        default_size({"DETECT_SIZE": "500"})
+
+
 @pytest.mark.parametrize("request_bytes, fragment", [
     *BAD_REQUESTS, (b'{"image": "aGk=", "threshold": true}', "threshold must be")])
 def test_bad_requests_are_value_errors(request_bytes: bytes, fragment: str) -> None:
@@ -271,5 +299,19 @@ def test_detect_through_the_gateway(gateway) -> None:
             with pytest.raises(FunctionError) as info:
                 gateway.client.call("detect", bad)
             assert info.value.code == "INVALID_ARGUMENT"
+    finally:
+        gateway.client.delete("detect")
+
+
+def test_detect_size_in_config_yaml_is_the_default_and_a_bad_one_fails_the_deploy(gateway, tmp_path: Path) -> None:
+    folder = shutil.copytree(DETECT, tmp_path / "detect")
+    gateway.client.deploy(with_keys(folder, environment={"DETECT_SIZE": "640"}))
+    try:
+        street = shared_image("street.jpg")
+        assert "traffic light" in labels(json.loads(gateway.client.call("detect", street)))
+        as_512 = json.dumps({"image": base64.b64encode(street).decode(), "size": 512}).encode()
+        assert "traffic light" not in labels(json.loads(gateway.client.call("detect", as_512)))
+        with pytest.raises(DcfError, match="DETECT_SIZE must be a multiple of 32 from 128 to 1024, got '500'"):
+            gateway.client.deploy(with_keys(folder, environment={"DETECT_SIZE": "500"}))
     finally:
         gateway.client.delete("detect")

@@ -1,8 +1,9 @@
 """General object detection: an image in, JSON boxes of 80 COCO classes out (what the webcam sees).
 
 Request: as ssd's (see image_request.py): JPEG/PNG bytes or base64 of them, or a JSON batch, with "threshold"
-(default 0.3). Reply per image: [{"class", "label", "confidence", "xmin", "ymin", "xmax", "ymax"}], COCO
-category ids and names, pixel coordinates of the original image, as strings (ssd's shape).
+(default 0.3) and "size", the longer side the network sees (default 512, or $DETECT_SIZE: smaller is faster).
+Reply per image: [{"class", "label", "confidence", "xmin", "ymin", "xmax", "ymax"}], COCO category ids and
+names, pixel coordinates of the original image, as strings (ssd's shape).
 
 The model, CenterNet-MobileNetV3 trained on COCO, ships in ../model (MIT, see model/SOURCE.md); nothing is
 downloaded. TensorFlow uses a GPU when the function has one (memory grows as needed instead of taking it all).
@@ -15,7 +16,7 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from centernet import CenterNetDetector, boxes_reply
-from image_request import parse_request
+from image_request import default_size, parse_request
 
 
 def configure_gpus() -> None:
@@ -28,11 +29,12 @@ def configure_gpus() -> None:
 class Handler:
     def __init__(self):
         configure_gpus()
+        self.size = default_size(os.environ)
         self.detector = CenterNetDetector()
-        print(f"detect: {self.detector.name} ready ({self.detector.loaded})")
+        print(f"detect: {self.detector.name} ready ({self.detector.loaded}); images fitted into {self.size} pixels")
 
     def __call__(self, req):
-        request = parse_request(req.input, self.detector.input_size)
+        request = parse_request(req.input, self.size)
         replies = [boxes_reply(self.detector.detect(image.pixels, request.threshold), image.width, image.height,
                                image.scale) for image in request.images]
         return replies if request.batched else replies[0]

@@ -1,8 +1,13 @@
 """detect's requests (the same forms as ssd's): one image (JPEG/PNG bytes, or base64 of them) or a JSON batch.
 
     raw or base64 image bytes            -> one image
-    {"image": "<base64>", "threshold": t} -> one image, with options
-    ["<base64>", ...] or {"images": [...], "threshold": t} -> a batch (the reply is a list per image)
+    {"image": "<base64>", "threshold": t, "size": s} -> one image, with options
+    ["<base64>", ...] or {"images": [...], "threshold": t, "size": s} -> a batch (the reply is a list per image)
+
+`size` is the longer side the network sees: 512 (what the model was trained at) unless $DETECT_SIZE sets
+another default for the function; a multiple of 32 from 128 to 1024. Smaller is faster and misses small things
+(416: ~1.6x faster, the same boxes on most photos), larger finds smaller things (640: traffic lights far away)
+and is slower.
 
 Each image is fitted to the network's input without distorting it: scaled so its longer side is `size`, placed
 at the top-left corner of a canvas whose sides are that rounded up to a multiple of STRIDE (the network's), the
@@ -17,6 +22,7 @@ import base64
 import binascii
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +32,8 @@ MAX_PIXELS = 100_000_000
 MAX_BATCH = 64
 DEFAULT_THRESHOLD = 0.3
 STRIDE = 32
+DEFAULT_SIZE, MIN_SIZE, MAX_SIZE = 512, 128, 1024
+SIZE_VARIABLE = "DETECT_SIZE"
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"RIFF")
 Image.MAX_IMAGE_PIXELS = None  # MAX_PIXELS is the limit here, said in our words
 
@@ -83,8 +91,24 @@ def fit_image(data: bytes, size: int) -> Fitted:
     return Fitted(canvas, width, height, scale)
 
 
-def parse_request(data: bytes, size: int) -> Request:
-    """Parse a request (see the module docstring); ValueError in a sentence for anything else."""
+def checked_size(value: object, where: str) -> int:
+    """`value` as the network's longer side; ValueError in a sentence naming `where` when it cannot be one."""
+    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or not MIN_SIZE <= number <= MAX_SIZE \
+            or number % STRIDE:
+        raise ValueError(f"{where} must be a multiple of {STRIDE} from {MIN_SIZE} to {MAX_SIZE}, got {value!r}")
+    return number
+
+
+def default_size(environ: Mapping[str, str]) -> int:
+    """The function's default `size`: ${SIZE_VARIABLE} (config.yaml's `environment:`), else DEFAULT_SIZE."""
+    value = environ.get(SIZE_VARIABLE, "").strip()
+    return checked_size(value, SIZE_VARIABLE) if value else DEFAULT_SIZE
+
+
+def parse_request(data: bytes, size: int = DEFAULT_SIZE) -> Request:
+    """Parse a request (see the module docstring; `size` unless it says one); ValueError in a sentence for
+    anything else."""
     threshold, batched = DEFAULT_THRESHOLD, False
     items: list[bytes] = [data]
     if data[:1] in (b"{", b"["):
@@ -96,6 +120,8 @@ def parse_request(data: bytes, size: int) -> Request:
             threshold = request.get("threshold", DEFAULT_THRESHOLD)
             if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
                 raise ValueError(f"threshold must be a number from 0 to 1, got {threshold!r}")
+            if "size" in request:
+                size = checked_size(request["size"], "size")
             batched = "images" in request
             request = request.get("images") if batched else [request.get("image")]
         else:
