@@ -250,12 +250,25 @@ def test_autoscaling_flags_write_config_yamls_keys_and_bad_ones_are_sentences(ip
     for flags, sentence in [
         ("--min-replicas 2", "autoscaling needs --max-replicas"),
         ("--replicas 2 --max-replicas 3", "give either --replicas (a fixed count) or --min/--max-replicas"),
-        ("--min-replicas 3 --max-replicas 2", "%%dcf_function nb-elastic: autoscaling.max_replicas: is 2, fewer "
-                                              "than min_replicas (3)"),
+        ("--min-replicas 3 --max-replicas 2", "function nb-elastic: autoscaling.max_replicas: is 2, fewer than "
+                                              "min_replicas (3)"),
     ]:
         ip.run_cell(f"%%dcf_function nb-elastic --no-deploy {flags}\n" + HELLO)
         err = capsys.readouterr().err
         assert sentence in err and "Traceback" not in err, err
+
+
+def test_the_python_api_takes_autoscaling_keys(ip) -> None:
+    import dcf_jupyter
+    from dcf_jupyter.definition.spec import load_config
+    from dcf_jupyter.errors import ConfigError
+
+    dcf_jupyter.function("api-elastic", HELLO, backend="ray", autoscaling={"max_replicas": 3}, deploy=False)
+    spec = load_config(Path(ip.user_ns["WORKSPACE"]) / "api-elastic").function("api-elastic")
+    assert spec.autoscaling is not None and spec.autoscaling.as_dict() == {"min_replicas": 1, "max_replicas": 3}
+    with pytest.raises(ConfigError, match="function api-elastic: autoscaling.max_replica: unknown key, ignored "
+                                          r"\(did you mean 'max_replicas'\?"):
+        dcf_jupyter.function("api-elastic", HELLO, autoscaling={"max_replica": 3, "max_replicas": 3}, deploy=False)
 
 
 def test_autoscaling_flags_on_the_local_backend_say_it_needs_ray(ip, capsys) -> None:

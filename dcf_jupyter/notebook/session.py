@@ -197,7 +197,7 @@ class Session:
         spec.limits = Resources(memory=memory or "", cpu=str(cpu or ""), gpu=str(gpu) if gpu else "")
         spec.backend = backend or ""
         spec.replicas = replicas or 1
-        spec.autoscaling = autoscaling_from(autoscaling, f"%%dcf_function {name}") if autoscaling else None
+        spec.autoscaling = autoscaling_from(autoscaling, f"function {name}") if autoscaling else None
         spec.root = folder.resolve()
         (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
         reqs = template_text(runtime, "requirements.txt") + "".join(f"{r}\n" for r in requirements)
@@ -319,9 +319,10 @@ def set_default_session(session: Session) -> None:
 
 def function(name: str, source_or_class: str | type, *, gpu: int | None = None, memory: str | None = None,
              cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
-             backend: str | None = None, replicas: int | None = None, deploy: bool = True) -> FunctionProxy:
+             backend: str | None = None, replicas: int | None = None,
+             autoscaling: Mapping[str, float] | None = None, deploy: bool = True) -> FunctionProxy:
     """Turn handler source (or a Handler class) into a deployed function and return its callable proxy."""
     return default_session().define(
         name, source_of(source_or_class), gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-        runtime=runtime, backend=backend, replicas=replicas, deploy=deploy,
+        runtime=runtime, backend=backend, replicas=replicas, autoscaling=autoscaling, deploy=deploy,
     )
