@@ -131,17 +131,17 @@ def any_input_size(graph: Any) -> None:
     one = constant("one", [1])
     height_width = add("height_width", "StridedSlice", [shape, one, constant("three", [3]), one], T=int32,
                        Index=int32)
+    computed = {}  # folded constant -> the node computing it from the input's shape
     for name, divisor in UPSAMPLED.items():
         folded(name, [512 // divisor] * 2)
-        size = add(f"size_{divisor}", "FloorDiv", [height_width, constant(f"by_{divisor}", divisor)], T=int32)
-        for node in graph.node:
-            node.input[:] = [size if source == name else source for source in node.input]
+        computed[name] = add(f"size_{divisor}", "FloorDiv", [height_width, constant(f"by_{divisor}", divisor)],
+                             T=int32)
     folded(MAP_WIDTH, 512 // 4)
     width = add("width", "StridedSlice", [height_width, one, constant("two", [2]), one], T=int32, Index=int32,
                 shrink_axis_mask=tf.compat.v1.AttrValue(i=1))
-    map_width = add("map_width", "FloorDiv", [width, "dcf/by_4"], T=int32)
+    computed[MAP_WIDTH] = add("map_width", "FloorDiv", [width, "dcf/by_4"], T=int32)
     for node in graph.node:
-        node.input[:] = [map_width if source == MAP_WIDTH else source for source in node.input]
+        node.input[:] = [computed.get(source, source) for source in node.input]
     folded(GATHER_SHAPE, [(512 // 4) ** 2, 4]).attr["value"].tensor.CopyFrom(
         tf.make_tensor_proto(np.asarray([-1, 4], np.int32)))
 
