@@ -301,15 +301,34 @@ class RayBackend(Backend):
             await asyncio.to_thread(self.head.stop)
 
 
+def route_on_this_loop(handle: Any) -> None:
+    """Run `handle`'s router (replica choice, queueing) on the running event loop, as Serve's own proxy can.
+
+    By default a handle routes on a loop thread of its own, so each call crosses between threads twice
+    more, contending for the GIL with the gateway's gRPC: measured here, a call through the gateway took
+    3.55 ms that way and 2.9 ms this way (the same call from a plain driver: 2.4 ms). A Ray without the
+    option keeps its default. Must run on the gateway's loop, before the handle's first call."""
+    if handle.is_initialized:  # Serve caches handles per application: this process set it up already
+        return
+    with contextlib.suppress(TypeError, AttributeError):
+        handle._init(_run_router_in_separate_loop=False)
+
+
 class ServeLink(TaskCalls):
     """The gateway's way to a function's replicas: Serve's handle (it picks the replica and queues)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, handle: Any) -> None:
         super().__init__()
+        route_on_this_loop(handle)
+        self._handle = handle
+        self._streaming = handle.options(stream=True)
+
+    @classmethod
+    async def open(cls, backend: RayBackend, name: str) -> ServeLink:
+        """The link to application `name`, routing on the running loop."""
         from ray import serve
 
-        self._handle = serve.get_app_handle(name)
-        self._streaming = self._handle.options(stream=True)
+        return cls(await backend.control(serve.get_app_handle, name))  # asks Serve's controller: blocking
 
     @property
     def is_open(self) -> bool:
@@ -397,7 +416,7 @@ class RayDeployment(Deployment):
             raise DeployFailed(f"Ray Serve refused it: {type(exc).__name__}: {exc}") from None
         await self._until_running(replicas)
         if self._link is None:
-            self._link = await self.backend.control(ServeLink, self.spec.name)
+            self._link = await ServeLink.open(self.backend, self.spec.name)
         self.backend._changed.append(self)
         self._replicas_changed()
 
