@@ -544,3 +544,18 @@ def test_the_ray_backend_without_ray_is_one_sentence(tmp_path: Path, monkeypatch
         handle.stop()
     with pytest.raises(GatewayStartError, match=r"the ray backend needs Ray: pip install 'dcf-jupyter\[ray\]'"):
         start_gateway(tmp_path / "state2", "--backend", "ray")
+
+
+@pytest.mark.parametrize(("flags", "loop"), [
+    ([], "auto"),                                                 # uvloop when installed, else asyncio
+    (["--backend", "ray"], "asyncio"),                            # Ray's handles answer faster on asyncio's loop
+    (["--ray-address", "127.0.0.1:6379"], "asyncio"),
+    (["--backend", "ray", "--loop", "uvloop"], "uvloop"),         # what was asked for is kept
+    (["--loop", "asyncio"], "asyncio"),
+])
+def test_the_event_loop_follows_the_backend_unless_one_is_asked_for(flags: list[str], loop: str) -> None:
+    from dcf_jupyter.gateway.app import loop_for
+    from dcf_jupyter.gateway.control import gateway_parser, options_from
+
+    args = gateway_parser().parse_args(flags)
+    assert loop_for(options_from(args), args.loop) == loop

@@ -225,6 +225,15 @@ def _announce(address: str, options: GatewayOptions, state_dir: Path) -> Path | 
         return None
 
 
+def loop_for(options: GatewayOptions, asked: str = "auto") -> str:
+    """The event loop a gateway runs on: with "auto", asyncio's for a gateway that serves Ray (a call through
+    Serve's handle took ~0.15 ms less on it than on uvloop: 3.41 vs 3.57 ms p50, alternating, same cluster),
+    else uvloop when installed (its hops to local workers took ~0.05 ms less: 0.78 vs 0.83 ms)."""
+    if asked == "auto" and (options.default_backend == "ray" or options.ray_address):
+        return "asyncio"
+    return asked
+
+
 def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
     """Run `coro` on uvloop when asked (or, with "auto", when installed), else on asyncio's loop."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None

@@ -91,7 +91,8 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
                         help="bytes gRPC buffers per incoming stream (0: gRPC's adaptive windows, for high-latency "
                              f"links; default {DEFAULT_FLOW_WINDOW})")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                        help="event loop: uvloop (faster hops) when installed, else asyncio")
+                        help="event loop (default auto: asyncio's when the default backend is ray, faster with Ray's "
+                             "handles; else uvloop, faster hops to local workers, when installed)")
     parser.add_argument("--lifeline-fd", type=int, default=None,
                         help="stop when this inherited fd reaches EOF (the process that started us is gone)")
     parser.add_argument("--ephemeral", action="store_true",
@@ -274,9 +275,9 @@ def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m d
         if args.detach:
             return _detach(options)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-        from .app import run_event_loop, run_gateway  # the server, loaded only to run it
+        from .app import loop_for, run_event_loop, run_gateway  # the server, loaded only to run it
 
-        run_event_loop(run_gateway(options), args.loop)
+        run_event_loop(run_gateway(options), loop_for(options, args.loop))
     except GatewayStartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
