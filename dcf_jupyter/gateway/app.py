@@ -97,7 +97,7 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
     backends: dict[str, Backend] = {
         "local": LocalBackend(socket_dir, max_message=options.max_message)
     }
-    if options.default_backend == "ray" or options.ray_address:
+    if options.ray_from_start:
         backends["ray"] = await asyncio.to_thread(_ray_backend, options)
     if options.docker:
         try:
@@ -229,7 +229,7 @@ def loop_for(options: GatewayOptions, asked: str = "auto") -> str:
     """The event loop a gateway runs on: with "auto", asyncio's for a gateway that serves Ray (a call through
     Serve's handle took ~0.15 ms less on it than on uvloop: 3.41 vs 3.57 ms p50, alternating, same cluster),
     else uvloop when installed (its hops to local workers took ~0.05 ms less: 0.78 vs 0.83 ms)."""
-    if asked == "auto" and (options.default_backend == "ray" or options.ray_address):
+    if asked == "auto" and options.ray_from_start:
         return "asyncio"
     return asked
 

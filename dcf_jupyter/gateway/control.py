@@ -60,6 +60,12 @@ class GatewayOptions:
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
     tls_key: str | None = None
 
+    @property
+    def ray_from_start(self) -> bool:
+        """Whether the gateway joins Ray as it starts (Ray is its default, or a cluster was named), not on the
+        first deploy that asks for it."""
+        return self.default_backend == "ray" or bool(self.ray_address)
+
 
 def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.ArgumentParser:
     """The gateway's one set of flags: `python -m dcf_jupyter.gateway` and `dcf gateway start` parse with it."""
