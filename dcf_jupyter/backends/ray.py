@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -41,7 +42,13 @@ QUEUED_PER_SLOT = 32  # the gateway's default Invokes window (gateway.control.DE
 HEALTH_CHECK_EVERY_S = 2.0  # Serve's default, 10 s, leaves a dead replica in the routing that long
 START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
 UNPLACEABLE_AFTER_S = 25.0  # a replica Ray cannot place anywhere for this long fails the deploy
-UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")  # in Serve's status message
+# In Serve's status message when a replica waits for a node; it also says so while a worker starts slowly.
+UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")
+
+
+def _replicas_fitting(node: dict[str, float], wanted: dict[str, float]) -> float:
+    """How many replicas asking `wanted` a node with `node` resources in all holds (inf when they ask nothing)."""
+    return min((node.get(key, 0) // amount for key, amount in wanted.items() if amount), default=math.inf)
 
 
 def _stop(head: LocalRayHead | None) -> None:
@@ -256,21 +263,25 @@ class RayBackend(Backend):
              _blocking=False)
 
     @staticmethod
-    def unplaceable(spec: DeploymentSpec) -> str:
-        """Why no node of the cluster, as it is now, can hold one replica of `spec` ('' when one can)."""
+    def unplaceable(spec: DeploymentSpec, replicas: int = 1) -> str:
+        """Why the cluster's live nodes, as they are now, cannot hold `replicas` replicas of `spec` even when
+        nothing else runs on them ('' when they can)."""
         import ray
 
         options = actor_options(spec, upload=False)
         wanted = {"CPU": options["num_cpus"], "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        if any(all(node.get(key, 0) >= amount for key, amount in wanted.items()) for node in nodes):
+        room = sum(_replicas_fitting(node, wanted) for node in nodes)
+        if room >= replicas:
             return ""
+
         def amount(key: str, value: float) -> str:
             return f"memory {value / 2**30:.1f} GiB" if key == "memory" else f"{key} {value:g}"
 
         asked = ", ".join(amount(key, value) for key, value in wanted.items() if value)
         largest = "; ".join(", ".join(amount(key, node.get(key, 0)) for key in wanted) for node in nodes) or "none"
-        return f"each replica needs {asked}; the nodes have: {largest}"
+        room_for = f"; they have room for {room:g} of the {replicas} asked" if room else ""
+        return f"each replica needs {asked}; the nodes have: {largest}{room_for}"
 
     def delete(self, spec: DeploymentSpec) -> None:
         """Remove the application, unless a newer revision took it over (then its rollout retired this one)."""
@@ -409,7 +420,7 @@ class RayDeployment(Deployment):
     async def _apply(self, replicas: int) -> None:
         await self._not_anothers()
         if replicas:
-            await self._placeable()
+            await self._placeable(replicas)
         try:
             await self.backend.control(self.backend.run, self.spec, replicas)
         except Exception as exc:  # noqa: BLE001 - Serve refused the application; say why
@@ -433,12 +444,12 @@ class RayDeployment(Deployment):
                 "another gateway; it is left as it is: deploy under another name, or delete it through the "
                 "gateway that deployed it")
 
-    async def _placeable(self) -> None:
-        """Wait up to UNPLACEABLE_AFTER_S for a node that can hold a replica (an autoscaler may add one); then
-        DeployFailed in one sentence, instead of Serve waiting for ever."""
+    async def _placeable(self, replicas: int) -> None:
+        """Wait up to UNPLACEABLE_AFTER_S for nodes that can hold the replicas (an autoscaler may add some);
+        then DeployFailed in one sentence, instead of Serve waiting for ever."""
         started = time.monotonic()
         while True:
-            why = await self.backend.control(self.backend.unplaceable, self.spec)
+            why = await self.backend.control(self.backend.unplaceable, self.spec, replicas)
             if not why:
                 return
             if time.monotonic() - started > UNPLACEABLE_AFTER_S:
@@ -447,8 +458,10 @@ class RayDeployment(Deployment):
 
     async def _until_running(self, replicas: int) -> None:
         """Wait until Serve runs `replicas` replicas of this revision; DeployFailed with Serve's reason when it
-        fails, or when a replica stays unplaceable (no node has the resources) for UNPLACEABLE_AFTER_S."""
+        fails, or when a replica waits to be scheduled for UNPLACEABLE_AFTER_S and the nodes have no room for
+        it (`_still_placeable`)."""
         started = time.monotonic()
+        placement_checked = 0.0
         while True:
             # What Serve says here is also what List shows: no second read once it runs.
             self.backend.apps = await self.backend.control(self.backend._read_status)
@@ -460,14 +473,26 @@ class RayDeployment(Deployment):
                 settled = bool(self.spec.autoscaling) or sum(state.replicas.values()) == replicas
                 if state.status == "RUNNING" and state.running >= replicas and settled:
                     return
-                unplaceable = any(words in state.message.lower() for words in UNPLACEABLE_WORDS)
-                if unplaceable and time.monotonic() - started > UNPLACEABLE_AFTER_S:
-                    await self.backend.control(self.backend.delete, self.spec)
-                    raise DeployFailed(f"no node of the Ray cluster can place a replica: {state.message}")
+                pending = any(words in state.message.lower() for words in UNPLACEABLE_WORDS)
+                now = time.monotonic()
+                if pending and now - started > UNPLACEABLE_AFTER_S and now - placement_checked >= 1.0:
+                    if not placement_checked:
+                        log.info("%s: waiting on Serve, which says: %s", self.spec.name, state.message)
+                    placement_checked = now
+                    await self._still_placeable(replicas, state.message)
             if time.monotonic() - started > START_TIMEOUT_S:
                 raise DeployFailed(f"Serve did not run {replicas} replica(s) within {START_TIMEOUT_S:g}s"
                                    + (f": {state.message}" if state is not None and state.message else ""))
             await asyncio.sleep(0.2)
+
+    async def _still_placeable(self, replicas: int, serve_says: str) -> None:
+        """Serve says a replica waits to be scheduled. It says so too while a worker process starts on a busy
+        node or a runtime_env installs, so the deploy fails only when the live nodes cannot hold the replicas
+        at all (a node left since `_placeable`, or more replicas asked than the nodes have room for)."""
+        why = await self.backend.control(self.backend.unplaceable, self.spec, max(1, replicas))
+        if why:
+            await self.backend.control(self.backend.delete, self.spec)
+            raise DeployFailed(f"no node of the Ray cluster can place a replica ({why})", detail=serve_says)
 
     async def logs(self, lines: int) -> str | None:
         text = await self.backend.control(self.backend.log_tail, self.spec.name, lines)
