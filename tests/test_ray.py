@@ -46,7 +46,7 @@ class Handler:
 def cluster() -> Iterator[Cluster]:
     """One Ray node with 2 CPUs, started for these tests and shut down after them. Its GCS waits a minute
     (not Ray's 15-25 s) before it calls a node dead that misses health checks: on a busy 2-core machine a node
-    added by a test was once marked dead while it started."""
+    added by a test was once marked dead for missed health checks during the test."""
     patient = {"health_check_timeout_ms": 20_000, "health_check_failure_threshold": 6}
     nodes = Cluster(initialize_head=True,
                     head_node_args={"num_cpus": 2, "include_dashboard": False, "_system_config": patient})
