@@ -44,9 +44,10 @@ class Handler:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """One Ray node with 2 CPUs, started for these tests and shut down after them. Its GCS waits a minute
-    (not Ray's 15-25 s) before it calls a node dead that misses health checks: on a busy 2-core machine a node
-    added by a test was once marked dead for missed health checks during the test."""
+    """One Ray node with 2 CPUs, started for these tests and shut down after them. Its GCS gives a node that
+    stops answering health checks about two minutes (6 checks of 20 s; Ray's default, 5 of 10 s, about one)
+    before it calls it dead: on a busy 2-core machine a node added by a test was once marked dead for missed
+    health checks during the test."""
     patient = {"health_check_timeout_ms": 20_000, "health_check_failure_threshold": 6}
     nodes = Cluster(initialize_head=True,
                     head_node_args={"num_cpus": 2, "include_dashboard": False, "_system_config": patient})
@@ -341,7 +342,6 @@ class Handler:
 SLOW_SETUP_WORKER = """
 import os
 import runpy
-import sys
 import time
 
 import ray

@@ -51,6 +51,11 @@ def _replicas_fitting(node: dict[str, float], wanted: dict[str, float]) -> float
     return min((node.get(key, 0) // amount for key, amount in wanted.items() if amount), default=math.inf)
 
 
+def _no_room(why: str, serve_says: str = "") -> DeployFailed:
+    """The one sentence a deploy fails with when the nodes have no room for its replicas."""
+    return DeployFailed(f"no node of the Ray cluster can place a replica ({why})", detail=serve_says)
+
+
 def _stop(head: LocalRayHead | None) -> None:
     if head is not None:
         head.stop()
@@ -453,7 +458,7 @@ class RayDeployment(Deployment):
             if not why:
                 return
             if time.monotonic() - started > UNPLACEABLE_AFTER_S:
-                raise DeployFailed(f"no node of the Ray cluster can place a replica ({why})")
+                raise _no_room(why)
             await asyncio.sleep(1.0)
 
     async def _until_running(self, replicas: int) -> None:
@@ -492,7 +497,7 @@ class RayDeployment(Deployment):
         why = await self.backend.control(self.backend.unplaceable, self.spec, max(1, replicas))
         if why:
             await self.backend.control(self.backend.delete, self.spec)
-            raise DeployFailed(f"no node of the Ray cluster can place a replica ({why})", detail=serve_says)
+            raise _no_room(why, serve_says)
 
     async def logs(self, lines: int) -> str | None:
         text = await self.backend.control(self.backend.log_tail, self.spec.name, lines)
