@@ -43,6 +43,15 @@ class GatewayUnavailable(DcfError):
     """No gateway answers at the address, or it went away during a call."""
 
 
+class ForeignGateway(DcfError):
+    """The gateway at an address of this machine belongs to another user: nothing (no token, no code, no data)
+    was sent to it. `uid` is its owner's."""
+
+    def __init__(self, message: str, *, uid: int) -> None:
+        super().__init__(message)
+        self.uid = uid
+
+
 class GatewayStartError(DcfError):
     """A gateway could not start (port taken, state dir in use...)."""
 

@@ -34,13 +34,19 @@ def normalize_address(address: str) -> str:
     return address if ":" in address else f"{address}:{DEFAULT_PORT}"
 
 
-def resolve_address(explicit: str | None = None, config_gateway: str | None = None) -> str:
-    """The gateway to talk to: explicit argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway, then the
-    default."""
+def named_address(explicit: str | None = None, config_gateway: str | None = None) -> str | None:
+    """The gateway the user named: explicit argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway; None
+    when they named none."""
     for candidate in (explicit, os.environ.get(ENV_GATEWAY), config_gateway):
         if candidate and candidate.strip():
             return normalize_address(candidate)
-    return DEFAULT_ADDRESS
+    return None
+
+
+def resolve_address(explicit: str | None = None, config_gateway: str | None = None) -> str:
+    """The gateway to talk to: the one named (see `named_address`), else the default address. Clients prefer
+    `client.discovery.default_address()` to the plain default: it finds the user's own gateway."""
+    return named_address(explicit, config_gateway) or DEFAULT_ADDRESS
 
 
 def max_message_size() -> int:

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
 from dcf_jupyter.client import Client
+from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
 from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import FunctionError
@@ -28,28 +30,68 @@ FUNCTIONS = ROOT / "functions"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def _isolated_values(base: Path) -> dict[str, str | None]:
+    """What no test may share with the user: their state dir, default gateway, token, config dir (where the owner's
+    token lives) and Jupyter runtime dir (where kernels' gateways announce themselves)."""
+    return {"DCF_STATE_DIR": str(base / "default-state"), "DCF_GATEWAY": None, ENV_TOKEN: None,
+            ENV_CONFIG_DIR: str(base / "dcf-config"), "JUPYTER_RUNTIME_DIR": str(base / "jupyter-runtime")}
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _session_requirement_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Requirements that functions install go to a cache of this test session (set before any gateway starts,
-    which inherit it), not the user's: tests that count installs see their own."""
+def _session_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Set before any session fixture starts a gateway (which inherits it): the isolated values above, and a
+    requirement cache of this test session (tests that count installs see their own)."""
     cache = tmp_path_factory.mktemp("dcf-cache")
-    previous = os.environ.get(ENV_CACHE_DIR)
-    os.environ[ENV_CACHE_DIR] = str(cache)
+    values = {**_isolated_values(tmp_path_factory.getbasetemp()), ENV_CACHE_DIR: str(cache)}
+    previous = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     yield cache
-    if previous is None:
-        os.environ.pop(ENV_CACHE_DIR, None)
-    else:
-        os.environ[ENV_CACHE_DIR] = previous
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may touch the user's real state dir, default gateway or Jupyter runtime dir."""
-    monkeypatch.setenv("DCF_STATE_DIR", str(tmp_path_factory.getbasetemp() / "default-state"))
-    monkeypatch.delenv("DCF_GATEWAY", raising=False)
-    monkeypatch.delenv("DCF_TOKEN", raising=False)
-    # Kernels' embedded gateways announce themselves there (for the JupyterLab panel): not in the user's.
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path_factory.getbasetemp() / "jupyter-runtime"))
+    """The same values again for each test, undone after it, so a test that changes them changes no other."""
+    for key, value in _isolated_values(tmp_path_factory.getbasetemp()).items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+
+def owner_metadata() -> tuple[tuple[str, str], ...]:
+    """The owner's token as gRPC metadata, for raw stubs (our Client sends it by itself)."""
+    token = read_owner_token()
+    assert token, "no gateway of this test session has made the owner's token yet"
+    return (("authorization", f"Bearer {token}"),)
+
+
+class _WithToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                 grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the owner's token to every call of a raw channel."""
+
+    def _add(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), *owner_metadata()])
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._add(details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+    intercept_stream_unary = intercept_unary_unary
+    intercept_stream_stream = intercept_unary_unary
+
+
+def owner_channel(address: str, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+    """A raw channel (no client-side checks) whose calls carry the owner's token, as a DCF client given it."""
+    return grpc.intercept_channel(grpc.insecure_channel(address, options=options), _WithToken())
 
 
 class GatewayHandle:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import yaml
-from conftest import FUNCTIONS, GatewayHandle, start_gateway
+from conftest import FUNCTIONS, GatewayHandle, owner_channel, start_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,7 +81,7 @@ def test_any_yaml_function_body_loads_or_names_the_bad_key(body: dict) -> None:
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayHandle, grpc.Channel]]:
     """A gateway of this module's own with echo deployed, and a raw channel to it (no client-side checks)."""
     handle = start_gateway(tmp_path_factory.mktemp("fuzz") / "state")
-    channel = grpc.insecure_channel(handle.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+    channel = owner_channel(handle.address, options=[("grpc.max_receive_message_length", 64 << 20)])
     try:
         handle.client.deploy(FUNCTIONS / "echo")
         pid = handle.client.info()["pid"]

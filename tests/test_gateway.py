@@ -10,8 +10,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import FUNCTIONS, HANGS_ON_REQUEST, call_until_answered, start_gateway, with_keys, with_timeout
+from conftest import (
+    FUNCTIONS,
+    HANGS_ON_REQUEST,
+    call_until_answered,
+    owner_channel,
+    start_gateway,
+    with_keys,
+    with_timeout,
+)
 
+from dcf_jupyter.client import Client
 from dcf_jupyter.definition.source import pack_folder
 from dcf_jupyter.errors import (
     ConfigError,
@@ -37,7 +46,7 @@ PID_HANDLER = """
 
 @pytest.fixture
 def stub(gateway):
-    with grpc.insecure_channel(gateway.address) as channel:
+    with owner_channel(gateway.address) as channel:
         yield pb_grpc.GatewayStub(channel)
 
 
@@ -60,8 +69,12 @@ def test_a_thousand_frame_stream_arrives_in_order_byte_identical(gateway) -> Non
 def test_large_messages_pass_and_oversized_ones_say_the_limit(gateway) -> None:
     big = os.urandom(20 * 1024 * 1024)
     assert gateway.client.call("echo", big) == big
-    with pytest.raises(InvalidArgument, match="larger than max"):
+    with pytest.raises(InvalidArgument, match=r"the request is 64 MiB, more than this client's limit of 64 MiB: "
+                                              r"raise it with \$DCF_MAX_MESSAGE_SIZE"):
         gateway.client.call("echo", bytes(gateway.client.max_message_size + 1))
+    # A request larger than the gateway takes names the gateway's limit.
+    with pytest.raises(InvalidArgument, match="the request is 64 MiB, more than the gateway's limit of 64 MiB"):
+        Client(gateway.address, max_message_size=128 << 20).call("echo", bytes((64 << 20) + 16))
     # A client with a larger limit of its own is stopped by the gateway, which names its limit.
     limit = gateway.client.info()["max_message_size"]
     options = [("grpc.max_send_message_length", 2 * limit)]

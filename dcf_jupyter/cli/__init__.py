@@ -16,16 +16,24 @@ from .runtime import runtime
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-g", "--gateway", "gateway_address", default=None, envvar=None,
               help="gateway address host:port [default: $DCF_GATEWAY, config.yaml's dcf.gateway, 127.0.0.1:32222]")
+@click.option("--trust", is_flag=True,
+              help="use the -g gateway even if another user of this machine runs it (never sent your own token)")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM CA bundle: talk TLS to the gateway [default: $DCF_TLS_CA]")
+@click.option("--max-message-size", type=click.IntRange(1024), default=None,
+              help="largest request/reply in bytes [default: $DCF_MAX_MESSAGE_SIZE or 64 MiB]")
 @click.version_option(__version__, prog_name="dcf")
 @click.pass_context
-def cli(ctx: click.Context, gateway_address: str | None, tls_ca: str | None) -> None:
+def cli(ctx: click.Context, gateway_address: str | None, trust: bool, tls_ca: str | None,
+        max_message_size: int | None) -> None:
     """dcf-jupyter's DCF command line: serverless (GPU) functions on this machine or a gateway.
 
-    The token of a gateway that needs one comes from $DCF_TOKEN.
+    Your own gateways' token is found by itself (your config dir); another gateway's comes from $DCF_TOKEN.
+    A gateway on this machine is used only if it is yours (see --trust).
     """
-    ctx.obj = CliState(gateway=gateway_address, tls_ca=tls_ca)
+    if trust and not gateway_address:
+        raise click.UsageError("--trust needs -g/--gateway: name the gateway you trust")
+    ctx.obj = CliState(gateway=gateway_address, tls_ca=tls_ca, trust=trust, max_message_size=max_message_size)
 
 
 cli.add_command(function)

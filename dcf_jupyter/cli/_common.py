@@ -24,10 +24,13 @@ class CliState:
 
     gateway: str | None = None
     tls_ca: str | None = None
+    trust: bool = False
+    max_message_size: int | None = None
 
     def client(self, config: ConfigFile | None = None) -> Client:
-        """A client for -g, else $DCF_GATEWAY, else the config's dcf.gateway, else the default."""
-        return Client(self.gateway, config_gateway=config.gateway if config else None, tls_ca=self.tls_ca)
+        """A client for -g, else $DCF_GATEWAY, else the config's dcf.gateway, else your own gateway."""
+        return Client(self.gateway, config_gateway=config.gateway if config else None, tls_ca=self.tls_ca,
+                      trust=self.trust, max_message_size=self.max_message_size)
 
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)

@@ -21,15 +21,16 @@ from ..build.image import (
     image_source,
     push_image,
 )
-from ..client import Client, Reply
+from ..client import Reply
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
 from ..definition.spec import ConfigFile, FunctionSpec
-from ..errors import DcfError, GatewayUnavailable
+from ..errors import DcfError, ForeignGateway, GatewayUnavailable
 from ..gateway import find_gateway, start_detached
+from ..ports import describe_user
 from ..protocol.names import BINARY, DEPLOYED_BY
-from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir
+from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size, named_address
 from ._common import AliasedGroup, CliState, config_option, human_bytes, load, pass_state, reports_errors
 from .local_run import ImageRun, LocalRun
 
@@ -101,7 +102,7 @@ def build(state: CliState, config_path: Path, verbose: bool, nocache: bool, imag
           base_image: str | None, network: str | None, ca_bundle: Path | None, names: tuple[str, ...]) -> None:
     """Check the functions of a config file and build their container images."""
     config = load(config_path)
-    limit = Client(state.gateway).max_message_size
+    limit = state.max_message_size or max_message_size()
     options = BuildOptions(base_image=base_image, nocache=nocache, network=network, ca_bundle=ca_bundle)
     for name in names or tuple(config.functions):
         spec = config.function(name)
@@ -228,16 +229,33 @@ def push(spec: FunctionSpec, *, yes: bool, verbose: bool) -> None:
 
 
 def ensure_gateway(state: CliState, config: ConfigFile) -> None:
-    """Start the default local gateway in the background when nothing answers at the default address."""
+    """Start the user's own gateway in the background when none of theirs answers and they named none: on
+    127.0.0.1:32222, or on a free port when another user holds that one (clients then find it by its state
+    dir). A gateway the user named must answer (and be theirs, or trusted)."""
+    named = named_address(state.gateway, config.gateway) is not None
+    foreign: ForeignGateway | None = None
     with state.client(config) as probe:
-        if probe.health():
-            return
+        try:
+            if probe.health():
+                return
+        except ForeignGateway as exc:
+            if named:
+                raise
+            foreign = exc
         address = probe.address
-    if address != DEFAULT_ADDRESS:  # only the embedded default is ours to start
+    if named:
         raise GatewayUnavailable(f"no DCF gateway answers at {address}; start one with `dcf gateway start --detach`")
     state_dir = default_state_dir()
-    if find_gateway(state_dir) is None:
-        running, _ = start_detached(state_dir, DEFAULT_HOST, DEFAULT_PORT)
+    running = find_gateway(state_dir)
+    if running is not None:
+        raise GatewayUnavailable(f"your gateway (pid {running.pid}) at {running.address} does not answer; see "
+                                 f"{state_dir / 'gateway.log'}, or restart it with `dcf gateway stop` and "
+                                 "`dcf gateway start --detach`")
+    running, _ = start_detached(state_dir, DEFAULT_HOST, 0 if foreign else DEFAULT_PORT)
+    if foreign is not None:
+        click.echo(f"{DEFAULT_ADDRESS} is another user's gateway ({describe_user(foreign.uid)}), so dcf started "
+                   f"your own on {running.address} (dcf finds it there; stop it with `dcf gateway stop`).", err=True)
+    else:
         click.echo(f"Started a local gateway on {running.address} (stop it with `dcf gateway stop`).", err=True)
 
 

@@ -56,7 +56,7 @@ def status(state: CliState, state_dir: Path | None) -> None:
     if address is None:
         running = find_gateway((state_dir or default_state_dir()).expanduser().resolve())
         address = running.address if running else None
-    with Client(address, tls_ca=state.tls_ca) as client:
+    with Client(address, tls_ca=state.tls_ca, trust=state.trust) as client:
         if not client.health():
             click.echo(f"No gateway answers at {client.address}.")
             sys.exit(1)

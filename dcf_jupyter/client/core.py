@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from ..credentials import read_owner_token
 from ..definition.check import check_handler
 from ..definition.source import pack_folder
 from ..definition.spec import FunctionSpec, load_config
@@ -29,6 +30,7 @@ from ..errors import (
     ConfigError,
     DcfError,
     DeployError,
+    ForeignGateway,
     FunctionError,
     FunctionExists,
     FunctionNotFound,
@@ -36,15 +38,18 @@ from ..errors import (
     InvalidArgument,
     Unauthenticated,
 )
+from ..ports import describe_user, on_this_machine, serving_uids, split_address
 from ..protocol import gateway_pb2 as pb
 from ..protocol import gateway_pb2_grpc as pb_grpc
 from ..protocol.names import BINARY, DEPLOYED_BY, JSON, TEXT
-from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, resolve_address
+from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
+from .discovery import default_address
 
 TRACEBACK_KEY = "dcf-traceback-bin"
 ORIGIN_KEY = "dcf-origin"
 MANAGEMENT_TIMEOUT_S = 30.0
+_READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY
 
 __all__ = ["Client", "FunctionInfo", "Reply"]
 
@@ -130,6 +135,24 @@ def in_folder(traceback_text: str, folder: Path) -> str:
     return _RELATIVE_FILE.sub(rooted, traceback_text)
 
 
+_TOO_LARGE = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.3g} MiB"
+
+
+def _too_large_sentence(match: re.Match[str], details: str) -> str:
+    """grpcio's "Sent message larger than max (N vs. M)" as a sentence naming the limit and how to raise it."""
+    size, limit = int(match.group(2)), int(match.group(3))
+    gateway_side = "SERVER" in details
+    what = "reply" if match.group(1) == "Received" and not gateway_side else "request"
+    whose = "the gateway's" if gateway_side else "this client's"
+    return (f"the {what} is {_mib(size)}, more than {whose} limit of {_mib(limit)}: raise it with "
+            f"$DCF_MAX_MESSAGE_SIZE (bytes; `dcf --max-message-size`) for clients and the gateway's "
+            f"--max-message-size (both ends must allow it)")
+
+
 def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = "") -> DcfError:
     """The DcfError for a failed RPC."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
@@ -150,6 +173,8 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
         return FunctionNotFound(details)
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return FunctionExists(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (too_large := _TOO_LARGE.search(details)):
+        return InvalidArgument(_too_large_sentence(too_large, details))
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE):
         return InvalidArgument(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -164,7 +189,14 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
 
 
 class Client:
-    """A connection to one gateway; thread-safe, cheap to keep, close when done (or use `with`)."""
+    """A connection to one gateway; thread-safe, cheap to keep, close when done (or use `with`).
+
+    A gateway on this machine (loopback, or one of its own addresses) is used only if its socket belongs to this
+    user: before the first call, and again after every reconnect, the client checks who listens there
+    (`ports`); another user's gateway gets nothing, not even a health check, unless `trust=True`. The token sent
+    is `token`, else $DCF_TOKEN, else (to this user's own gateways only) the owner's token (`credentials`);
+    `token=""` sends none.
+    """
 
     def __init__(
         self,
@@ -174,10 +206,17 @@ class Client:
         max_message_size: int | None = None,
         config_gateway: str | None = None,
         tls_ca: str | Path | None = None,
+        trust: bool = False,
     ) -> None:
-        self.address = resolve_address(address, config_gateway)
+        self.address = named_address(address, config_gateway) or default_address()
         self.max_message_size = max_message_size or default_max_message_size()
-        self._token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        self._given_token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        self._anonymous = token == ""
+        self._trust = trust
+        where = split_address(self.address)
+        self._here = where if where is not None and on_this_machine(where[0]) else None
+        self._owner_checked = self._here is None  # a gateway elsewhere: its TLS certificate is what proves it
+        self._token = self._given_token if self._here is None else None  # decided by the owner check
         tls_ca = tls_ca if tls_ca is not None else os.environ.get(ENV_TLS_CA) or None
         options = grpc_options(self.max_message_size)
         if tls_ca:
@@ -208,8 +247,43 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.address!r})"
 
+    def _connected(self) -> bool:
+        """Whether the channel holds a live connection now (one made after an owner check: a dropped connection
+        goes idle and waits for the next call, which checks again first)."""
+        # grpcio's public API only offers a polling thread per channel (subscribe); the Cython channel answers
+        # synchronously, in a microsecond.
+        try:
+            return bool(self._channel._channel.check_connectivity_state(False) == _READY)  # type: ignore[attr-defined]
+        except AttributeError:  # another grpcio layout: check every call
+            return False
+
+    def check_owner(self) -> None:
+        """Make sure the gateway at this machine's address is this user's (ForeignGateway otherwise, unless
+        trusted) and pick the token to send; free while the connection it checked lasts."""
+        if self._here is None or (self._owner_checked and self._connected()):
+            return
+        host, port = self._here
+        uids = serving_uids(host, port)
+        strangers = sorted((uids or set()) - {os.geteuid()})
+        if strangers and not self._trust:
+            raise ForeignGateway(
+                f"the gateway at {self.address} belongs to another user of this machine "
+                f"({describe_user(strangers[0])}), so nothing was sent to it: start your own (`dcf gateway start "
+                f"--detach --port 0`), or, if you trust that user's gateway, name it with trust (`dcf -g "
+                f"{self.address} --trust`, `Client({self.address!r}, trust=True)`, `%dcf gateway {self.address} "
+                "--trust`)", uid=strangers[0])
+        if self._anonymous:
+            self._token = None
+        elif strangers:  # trusted, but not ours: only a token the user gave, never their own
+            self._token = self._given_token
+        else:
+            self._token = self._given_token or read_owner_token()
+        # Nobody listens yet: check again at the next call (the one now fails: no gateway answers).
+        self._owner_checked = uids is None or bool(uids)
+
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        self.check_owner()
         return (("authorization", f"Bearer {self._token}"),) if self._token else None
 
     # --- invoking ---------------------------------------------------------------
@@ -349,7 +423,8 @@ class Client:
             return {"info": text}
 
     def health(self, timeout: float = 2.0) -> bool:
-        """True if a gateway answers HealthCheck within `timeout` seconds."""
+        """True if a gateway answers HealthCheck within `timeout` seconds (ForeignGateway: another user's
+        listens there, and was not asked)."""
         try:
             return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=self._metadata).Msg == "OK"
         except grpc.RpcError:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..pids import pid_alive
-from ..settings import ENV_TOKEN, announce_dir, resolve_address
+from ..running import find_gateway
+from ..settings import DEFAULT_ADDRESS, announce_dir, default_state_dir, named_address
 
 SHARED_ID = "shared"
 
@@ -34,9 +35,17 @@ class GatewayEntry:
                 "kernel_id": self.kernel_id, "notebook": self.notebook}
 
 
+def default_address() -> str:
+    """Where a client goes when the user names no gateway: their own gateway of the default state dir when one
+    runs (`dcf gateway start`, or the one `dcf function deploy` started, on a free port if another user holds
+    127.0.0.1:32222), else 127.0.0.1:32222."""
+    running = find_gateway(default_state_dir())
+    return running.address if running is not None and running.address else DEFAULT_ADDRESS
+
+
 def shared_gateway() -> GatewayEntry:
-    """The gateway `dcf` and clients use by default."""
-    return GatewayEntry(id=SHARED_ID, address=resolve_address(), token=os.environ.get(ENV_TOKEN) or None,
+    """The gateway `dcf` and clients use by default (its token: $DCF_TOKEN, else the owner's, as any client)."""
+    return GatewayEntry(id=SHARED_ID, address=named_address() or default_address(), token=None,
                         label="shared gateway", kind="shared")
 
 

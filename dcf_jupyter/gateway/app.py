@@ -23,18 +23,21 @@ from .._version import __version__
 from ..backends.base import Backend
 from ..backends.docker import DockerBackend
 from ..backends.local import LocalBackend
+from ..credentials import owner_token, private_dir, tighten, token_path, write_private
+from ..definition.requirements import cache_root
 from ..errors import DcfError, GatewayStartError
+from ..ports import port_holder
+from ..running import GATEWAY_FILE, read_gateway_file
 from ..settings import grpc_options
 from .announce import ENV_ANNOUNCE, announce, withdraw
 from .auth import TokenInterceptor, TokenPolicy, is_loopback, server_credentials
 from .control import (
-    GATEWAY_FILE,
     LOCK_FILE,
     SOCKET_DIR_FILE,
     SOCKET_DIR_PREFIX,
     GatewayOptions,
+    check_options,
     format_address,
-    read_gateway_file,
     remove_left_socket_dir,
 )
 from .service import Gateway
@@ -111,23 +114,19 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
     return backends
 
 
-def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
-    """A gRPC server with the token check when a token is set, and TLS credentials when asked for."""
-    loopback = is_loopback(options.host)
-    if not options.token and not loopback:
-        raise GatewayStartError(
-            f"refusing to listen on {options.host} without a token: anyone who reaches it could deploy code. "
-            "Pass --token (or set DCF_TOKEN) and give clients the same token, or listen on 127.0.0.1")
-    if bool(options.tls_cert) != bool(options.tls_key):
-        raise GatewayStartError("TLS needs both --tls-cert and --tls-key")
+def _server(options: GatewayOptions, token: str) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
+    """A gRPC server with the token check, and TLS credentials when asked for."""
+    check_options(options)
     credentials = None
     if options.tls_cert and options.tls_key:
         try:
             credentials = server_credentials(options.tls_cert, options.tls_key)
         except ValueError as exc:
             raise GatewayStartError(f"TLS: {exc}") from None
-    interceptors = [TokenInterceptor(TokenPolicy(options.token, loopback))] if options.token else []
-    server_options = grpc_options(options.max_message)
+    interceptors = [TokenInterceptor(TokenPolicy(token, is_loopback(options.host), options.private))]
+    # One gateway per port: grpcio turns SO_REUSEPORT on by default, and a second server on the port would then
+    # share its calls without a word.
+    server_options = [*grpc_options(options.max_message), ("grpc.so_reuseport", 0)]
     if options.flow_window > 0:
         # gRPC grows each stream's receive window with its bandwidth estimate (BDP probing), so
         # fast senders park megabytes per stream in the gateway; a fixed window keeps memory flat.
@@ -135,11 +134,41 @@ def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCreden
     return grpc.aio.server(options=server_options, interceptors=interceptors), credentials
 
 
+def _cannot_listen(options: GatewayOptions) -> GatewayStartError:
+    """Why the port could not be bound, naming who holds it when this machine says."""
+    address = format_address(options.host, options.port)
+    holder = port_holder(options.host, options.port) if options.port else ""
+    if holder:
+        return GatewayStartError(f"cannot listen on {address}: port {options.port} is held by {holder}; pick "
+                                 "another with --port (0 picks a free one), or stop that process")
+    return GatewayStartError(f"cannot listen on {address}: the port is in use or the address is not this "
+                             "machine's (is a gateway already running? try `dcf gateway status`)")
+
+
+def _private_state(state_dir: Path) -> list[str]:
+    """Make the state dir and the caches owner-only (tightening what an older version left looser); returns
+    what was tightened."""
+    notes = private_dir(state_dir)
+    for child in (*state_dir.iterdir(), *(state_dir / "logs").glob("*")):
+        notes += tighten(child)
+    cache = cache_root().parent  # requirement installs and model caches of this user's functions
+    notes += private_dir(cache)
+    for child in cache.iterdir():
+        notes += tighten(child)
+    return notes
+
+
 async def run_gateway(options: GatewayOptions) -> None:
     """Serve until SIGTERM/SIGINT, the lifeline closing, or the task being cancelled."""
-    server, credentials = _server(options)  # refuse a bad configuration before touching the state dir
+    os.umask(0o077)  # everything this process and its workers write is its owner's alone
+    check_options(options)  # refuse a bad configuration before touching the state dir
+    try:
+        token = options.token or owner_token()
+    except OSError as exc:
+        raise GatewayStartError(f"cannot make or read your token in {token_path().parent}: {exc}") from None
+    server, credentials = _server(options, token)
     state_dir = options.state_dir.expanduser().resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    tightened = _private_state(state_dir)
     lock = _lock_state_dir(state_dir)
     socket_dir = _fresh_socket_dir(state_dir)
     try:
@@ -159,10 +188,9 @@ async def run_gateway(options: GatewayOptions) -> None:
         except RuntimeError:
             port = 0
         if port == 0:
-            raise GatewayStartError(
-                f"cannot listen on {format_address(options.host, options.port)}: the port is in use or the "
-                "address is not local (is a gateway already running? try `dcf gateway status`)"
-            )
+            raise _cannot_listen(options)
+        for note in tightened:
+            log.warning("%s", note)
         for warning in gateway.registry.load():
             log.warning("%s", warning)
         await server.start()
@@ -170,11 +198,13 @@ async def run_gateway(options: GatewayOptions) -> None:
         gateway.address = address
         info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),
                 "started": time.time(), "version": __version__, "tls": credentials is not None,
-                "token": bool(options.token)}
-        (state_dir / GATEWAY_FILE).write_text(json.dumps(info))
-        announced = _announce(address, options, state_dir)
-        log.info("DCF gateway %s listening on %s%s%s (state dir %s)", __version__, address,
-                 " with TLS" if credentials else "", ", token required for management" if options.token else "",
+                "private": options.private}
+        write_private(state_dir / GATEWAY_FILE, json.dumps(info))
+        announced = _announce(address, token, state_dir)
+        log.info("DCF gateway %s listening on %s%s, %s (state dir %s)", __version__, address,
+                 " with TLS" if credentials else "",
+                 "the token required for every call" if options.private or not is_loopback(options.host) else
+                 "the token required for deploys, deletes, scaling and logs",
                  state_dir)
 
         stop = asyncio.Event()
@@ -213,13 +243,13 @@ async def run_gateway(options: GatewayOptions) -> None:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _announce(address: str, options: GatewayOptions, state_dir: Path) -> Path | None:
+def _announce(address: str, token: str, state_dir: Path) -> Path | None:
     """Announce this gateway to the JupyterLab panel when a kernel started it to ($DCF_ANNOUNCE says whose)."""
     about = os.environ.get(ENV_ANNOUNCE)
     if not about:
         return None
     try:
-        return announce(address, options.token, state_dir, dict(json.loads(about)))
+        return announce(address, token, state_dir, dict(json.loads(about)))
     except (OSError, ValueError, TypeError) as exc:  # the panel will not list it; the kernel still has it
         log.warning("could not announce this gateway to JupyterLab: %s", exc)
         return None

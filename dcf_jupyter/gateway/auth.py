@@ -1,34 +1,29 @@
-"""Who may do what: bearer-token checks on gRPC metadata, and the bind/TLS rules of the gateway.
+"""Who may do what: bearer-token checks on gRPC metadata.
 
-Policy, when a token is set: the management RPCs (Deploy, Update, Delete, ReplicaUpdate) always need it;
-on a non-loopback address every RPC but HealthCheck needs it; on loopback, invoking and reading stay
-open so DCF's own plaintext clients work unchanged. Without a token the gateway only listens on
-loopback.
+Every gateway has a token (the one given, else its owner's: credentials.py). HealthCheck is open to all
+(liveness probes carry no credentials). On a loopback address, invoking (Invoke, InvokeBytes, InvokeStream,
+Invokes) and the read-only List, GetMeta and Info stay open too, so DCF's own plaintext clients work unchanged,
+unless the gateway is --private. Everything else needs the token on every address: what runs code (Deploy,
+Update), changes what runs (Delete, ReplicaUpdate), shows what functions printed (GetLog), and any RPC added
+later unless it is listed here.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-MANAGEMENT_RPCS = frozenset({"Deploy", "Update", "Delete", "ReplicaUpdate"})
-OPEN_RPCS = frozenset({"HealthCheck"})  # liveness probes carry no credentials
+from ..ports import is_loopback
+
+__all__ = ["LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenInterceptor", "TokenPolicy", "bearer_token", "is_loopback",
+           "server_credentials"]
+
+OPEN_RPCS = frozenset({"HealthCheck"})
+LOOPBACK_OPEN_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes", "List", "GetMeta", "Info"})
 BEARER = "bearer "
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback IPs (127.0.0.0/8, ::1)."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name that may resolve anywhere is treated as reachable from outside
 
 
 def bearer_token(metadata: Any) -> str | None:
@@ -42,18 +37,15 @@ def bearer_token(metadata: Any) -> str | None:
 class TokenPolicy:
     """Which RPCs need the token; the token is compared in constant time."""
 
-    def __init__(self, token: str, loopback: bool) -> None:
+    def __init__(self, token: str, loopback: bool, private: bool = False) -> None:
         if not token:
             raise ValueError("a token policy needs a token")
         self._token = token.encode()
-        self.loopback = loopback
+        self.open = OPEN_RPCS | (LOOPBACK_OPEN_RPCS if loopback and not private else frozenset())
 
     def needs_token(self, method: str) -> bool:
         """True when `method` (e.g. "/pb.Gateway/Deploy") may only be called with the token."""
-        name = method.rsplit("/", 1)[-1]
-        if name in OPEN_RPCS:
-            return False
-        return name in MANAGEMENT_RPCS or not self.loopback
+        return method.rsplit("/", 1)[-1] not in self.open
 
     def allows(self, method: str, metadata: Any) -> bool:
         """True when the call may go ahead."""
@@ -96,8 +88,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or self.policy.allows(details.method, details.invocation_metadata):
             return handler
         name = details.method.rsplit("/", 1)[-1]
-        return _deny(handler, f"{name} needs the gateway's token: pass --token or set DCF_TOKEN "
-                              "(sent as 'authorization: Bearer TOKEN' metadata)")
+        return _deny(handler, f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; "
+                              "another client sends it as 'authorization: Bearer TOKEN' metadata (dcf: $DCF_TOKEN)")
 
 
 def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -17,9 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..credentials import PRIVATE_FILE_MODE, private_dir
 from ..errors import GatewayStartError
 from ..logfile import tail_text
 from ..pids import pid_alive
+from ..ports import is_loopback
+from ..running import RunningGateway, find_gateway, read_gateway_file
 from ..settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -31,7 +33,6 @@ from ..settings import (
 
 GATEWAY_LOG = "gateway.log"
 DEFAULT_STREAM_WINDOW = 32  # calls in flight per Invokes stream before the gateway stops reading it
-GATEWAY_FILE = "gateway.json"
 LOCK_FILE = "gateway.lock"
 SOCKET_DIR_FILE = "sockets.path"
 SOCKET_DIR_PREFIX = "dcf-"
@@ -56,7 +57,8 @@ class GatewayOptions:
     ephemeral: bool = False  # remove the state dir on the way out (an embedded gateway's temporary one)
     docker: bool = True  # offer the docker backend when a Docker daemon answers
     ray_address: str | None = None  # the ray backend's cluster (None: a local Ray, started on first use)
-    token: str | None = None  # see auth.py for what needs it
+    token: str | None = None  # given by the user; None: the owner's token (credentials.py). See auth.py
+    private: bool = False  # the token for every RPC but HealthCheck, on loopback too
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
     tls_key: str | None = None
 
@@ -85,8 +87,15 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
                         help="Ray cluster of the ray backend, as Ray takes it: auto, HOST:PORT or ray://HOST:10001 "
                              "(default: a local Ray, started on the first ray deploy and stopped with the gateway)")
     parser.add_argument("--token", default=None,
-                        help="require this token for deploys and deletes, and every call beyond loopback "
-                             "(default: $DCF_TOKEN); clients send $DCF_TOKEN")
+                        help="the token clients must send (default: $DCF_TOKEN, else your own token, made at your "
+                             "first gateway start and kept in your config dir); a token on a command line is "
+                             "visible to every user in `ps`: prefer --token-file")
+    parser.add_argument("--token-file", default=None,
+                        help="read the token from this file (its first line)")
+    parser.add_argument("--token-fd", type=int, default=None, help=argparse.SUPPRESS)  # from spawn_gateway
+    parser.add_argument("--private", action="store_true",
+                        help="require the token for every RPC but HealthCheck, on loopback too (by default "
+                             "invoking, List, GetMeta and Info stay open on loopback for DCF's own clients)")
     parser.add_argument("--tls-cert", default=None,
                         help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
@@ -106,6 +115,23 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     return parser
 
 
+def given_token(args: argparse.Namespace) -> str | None:
+    """The token the user gave: an inherited fd (a parent's), --token-file, --token, then $DCF_TOKEN; None when
+    none was (the gateway then uses its owner's)."""
+    if args.token_fd is not None:
+        with os.fdopen(args.token_fd, encoding="utf-8") as pipe:
+            return pipe.read().strip() or None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GatewayStartError(f"--token-file: cannot read {args.token_file} ({exc})") from None
+        if not token or not token[0].strip():
+            raise GatewayStartError(f"--token-file: {args.token_file} is empty")
+        return token[0].strip()
+    return args.token or os.environ.get(ENV_TOKEN) or None
+
+
 def options_from(args: argparse.Namespace) -> GatewayOptions:
     """GatewayOptions from parsed `gateway_parser()` flags (the environment fills what they leave out)."""
     for wrong, message in ((not 0 <= args.port <= 65535, f"--port must be within 0..65535, got {args.port}"),
@@ -113,6 +139,7 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
                            (args.flow_window < 0, f"--flow-window must be 0 or more, got {args.flow_window}")):
         if wrong:
             raise GatewayStartError(message)
+    token = given_token(args)
     return GatewayOptions(
         state_dir=(args.state_dir or default_state_dir()).expanduser(),
         host=args.host,
@@ -125,7 +152,8 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         ephemeral=args.ephemeral,
         docker=not args.no_docker,
         ray_address=args.ray_address or None,
-        token=args.token or os.environ.get(ENV_TOKEN) or None,
+        token=token,
+        private=args.private,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else None,
     )
@@ -133,8 +161,8 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
 
 def options_argv(options: GatewayOptions) -> list[str]:
     """The flags beyond host, port and state dir (`spawn_gateway` gives those) that give `options` to a gateway
-    process, less the token (secrets go by environment, never on a command line) and the lifeline (an fd
-    only its parent can pass)."""
+    process, less the token (`spawn_gateway` hands it over a pipe: never on a command line or in an environment)
+    and the lifeline (an fd only its parent can pass)."""
     default = GatewayOptions(state_dir=options.state_dir)
     argv = ["--max-message-size", str(options.max_message)]
     for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
@@ -143,6 +171,7 @@ def options_argv(options: GatewayOptions) -> list[str]:
         if getattr(options, field) != getattr(default, field):
             argv += [flag, str(getattr(options, field))]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
+    argv += ["--private"] * options.private
     return argv
 
 
@@ -162,34 +191,6 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def read_gateway_file(state_dir: Path) -> dict[str, object] | None:
-    """What a running gateway wrote about itself (pid, address...), or None."""
-    try:
-        return json.loads((state_dir / GATEWAY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@dataclass
-class RunningGateway:
-    """A gateway process: its pid, address and state dir."""
-
-    pid: int
-    address: str
-    state_dir: Path
-
-
-def find_gateway(state_dir: Path) -> RunningGateway | None:
-    """The gateway serving `state_dir`, if one is running."""
-    info = read_gateway_file(state_dir)
-    if not info:
-        return None
-    pid = int(str(info.get("pid") or 0))
-    if pid <= 0 or not pid_alive(pid):
-        return None
-    return RunningGateway(pid=pid, address=str(info.get("address", "")), state_dir=state_dir)
-
-
 def gateway_command(state_dir: Path, host: str, port: int, extra: list[str] | None = None) -> list[str]:
     """The command line of a gateway process."""
     return [sys.executable, "-m", "dcf_jupyter.gateway", "--host", host, "--port", str(port),
@@ -199,9 +200,10 @@ def gateway_command(state_dir: Path, host: str, port: int, extra: list[str] | No
 class PendingGateway:
     """A gateway process that was spawned and may not be listening yet."""
 
-    def __init__(self, process: subprocess.Popen[bytes], state_dir: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], state_dir: Path, *, created: bool = False) -> None:
         self.process = process
         self.state_dir = state_dir
+        self.created = created  # the state dir is new: a start that fails leaves nothing behind
 
     def wait(self, timeout: float = 30.0) -> RunningGateway:
         """Block until the gateway listens (it writes gateway.json) and return it; GatewayStartError otherwise."""
@@ -212,7 +214,9 @@ class PendingGateway:
             if code is not None:
                 tail = tail_text(log_path, 5).strip()
                 last = tail.splitlines()[-1] if tail else "no output"
-                raise GatewayStartError(f"the gateway exited with code {code} while starting: {last}")
+                self._forget()
+                raise GatewayStartError(f"the gateway exited with code {code} while starting: "
+                                        f"{last.removeprefix('Error: ')}")
             info = read_gateway_file(self.state_dir)
             if info and int(str(info.get("pid") or 0)) == self.process.pid:
                 return RunningGateway(pid=self.process.pid, address=str(info["address"]), state_dir=self.state_dir)
@@ -220,33 +224,55 @@ class PendingGateway:
         self.process.terminate()
         raise GatewayStartError(f"the gateway did not start within {timeout:g}s; see {log_path}")
 
+    def _forget(self) -> None:
+        if self.created:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
 
 def spawn_gateway(
     state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, new_session: bool = True,
-    pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None, token: str | None = None,
 ) -> PendingGateway:
-    """Start a gateway process (output in state_dir/gateway.log) without waiting for it."""
+    """Start a gateway process (output in state_dir/gateway.log) without waiting for it. Its token (`token`, else
+    $DCF_TOKEN of `env` or of this process; none: the gateway uses its owner's) goes over a pipe, never on its
+    command line or in its environment, where the functions it runs could read it."""
     state_dir = state_dir.expanduser().resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
     running = find_gateway(state_dir)
     if running is not None:
         raise GatewayStartError(f"a gateway (pid {running.pid}) already serves {state_dir} at {running.address}")
-    with open(state_dir / GATEWAY_LOG, "ab") as log:
-        process = subprocess.Popen(
-            gateway_command(state_dir, host, port, extra),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=new_session, close_fds=True, pass_fds=pass_fds,
-            env={**os.environ, **env} if env else None,  # secrets go by environment, never on the command line
-        )
-    return PendingGateway(process, state_dir)
+    created = not state_dir.exists()
+    private_dir(state_dir)
+    child_env = {**os.environ, **(env or {})}
+    token = token or child_env.pop(ENV_TOKEN, None) or None
+    child_env.pop(ENV_TOKEN, None)
+    extra = list(extra or [])
+    token_r = None
+    if token:
+        token_r, token_w = os.pipe()
+        os.write(token_w, token.encode())  # a few bytes: fits the pipe's buffer, so this never blocks
+        os.close(token_w)
+        extra += ["--token-fd", str(token_r)]
+    try:
+        log_fd = os.open(state_dir / GATEWAY_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+        with os.fdopen(log_fd, "ab") as log:
+            process = subprocess.Popen(
+                gateway_command(state_dir, host, port, extra),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=new_session, close_fds=True,
+                pass_fds=(*pass_fds, *([token_r] if token_r is not None else [])), env=child_env,
+            )
+    finally:
+        if token_r is not None:
+            os.close(token_r)
+    return PendingGateway(process, state_dir, created=created)
 
 
 def start_detached(
     state_dir: Path, host: str, port: int, *, extra: list[str] | None = None, timeout: float = 30.0,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, token: str | None = None,
 ) -> tuple[RunningGateway, subprocess.Popen[bytes]]:
-    """Start a gateway in the background and wait until it listens."""
-    pending = spawn_gateway(state_dir, host, port, extra=extra, env=env)
+    """Start a gateway in the background and wait until it listens (see `spawn_gateway` for `token`)."""
+    pending = spawn_gateway(state_dir, host, port, extra=extra, env=env, token=token)
     return pending.wait(timeout), pending.process
 
 
@@ -258,28 +284,44 @@ def stop_gateway(state_dir: Path, timeout: float = 15.0) -> RunningGateway | Non
     os.kill(running.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pid_alive(running.pid) or _is_zombie(running.pid):
+        if not pid_alive(running.pid):
             return running
         time.sleep(0.05)
     os.kill(running.pid, signal.SIGKILL)
     return running
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
+def check_options(options: GatewayOptions) -> None:
+    """Refuse what no gateway may do, before anything is created: listen beyond loopback without a token the
+    user chose (and gave clients), or half a TLS configuration."""
+    if not options.token and not is_loopback(options.host):
+        raise GatewayStartError(
+            f"refusing to listen on {options.host} without a token: anyone who reaches it could deploy code. "
+            "Pass --token-file (or set DCF_TOKEN) and give clients the same token, or listen on 127.0.0.1")
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise GatewayStartError("TLS needs both --tls-cert and --tls-key")
 
 
 def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m dcf_jupyter.gateway") -> int:
-    """Parse the gateway's flags; serve until SIGTERM/SIGINT, or with --detach start one in the background."""
-    args = gateway_parser(prog).parse_args(argv)
+    """Parse the gateway's flags (defaults from gateway.yaml); serve until SIGTERM/SIGINT, or with --detach start
+    one in the background."""
+    from .config import apply_config  # only a process that starts a gateway reads gateway.yaml
+
+    # Everything a gateway writes (state, sources, logs, sockets, caches) is its owner's alone.
+    os.umask(0o077)
+    parser = gateway_parser(prog)
     try:
+        for warning in apply_config(parser):
+            print(f"Warning: {warning}", file=sys.stderr)
+        args = parser.parse_args(argv)
+        given = sys.argv[1:] if argv is None else argv
+        if args.token and any(flag == "--token" or flag.startswith("--token=") for flag in given):
+            print("Warning: --token on the command line is visible to every user of this machine (ps); "
+                  "use --token-file FILE or $DCF_TOKEN", file=sys.stderr)
         options = options_from(args)
         if args.detach:
             return _detach(options)
+        check_options(options)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
         from .app import loop_for, run_event_loop, run_gateway  # the server, loaded only to run it
 
@@ -297,8 +339,9 @@ def _detach(options: GatewayOptions) -> int:
     if running is not None:
         print(f"A gateway is already running (pid {running.pid}) on {running.address}.")
         return 0
+    check_options(options)  # a start refused for its flags creates nothing
     running, _ = start_detached(options.state_dir, options.host, options.port, extra=options_argv(options),
-                                env={ENV_TOKEN: options.token} if options.token else None)
+                                token=options.token)
     print(f"DCF gateway started (pid {running.pid}) on {running.address}")
     print(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")
     return 0

@@ -7,16 +7,17 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, pid_alive, spawn_gateway
-from ..settings import ENV_ANNOUNCE, ENV_TOKEN
+from ..gateway.control import LOCK_FILE, PendingGateway, RunningGateway, remove_left_socket_dir, spawn_gateway
+from ..pids import pid_alive
+from ..settings import ENV_ANNOUNCE
 
 STATE_PREFIX = "dcf-kernel-"
 OWNER_FILE = "kernel.pid"  # the pid of the process (kernel) the gateway belongs to
@@ -76,34 +77,43 @@ def _announce_env() -> dict[str, str]:
 class EmbeddedGateway:
     """Spawned at once, waited for on first use, stopped at exit; it also exits if this process dies.
 
-    Its state dir is a temp dir that always goes: this process removes it when it stops the gateway;
-    the gateway removes it when it stops because this process died; and should both die at once,
-    the next embedded gateway on the machine removes it.
+    Its state dir is a temp dir that always goes: this process removes it when it stops the gateway, or when
+    the gateway dies on its own (a thread reaps it, so it never lingers as a zombie); the gateway removes it when
+    it stops because this process died; and should both die at once, the next embedded gateway on the machine
+    removes it. Its token is the owner's, as for any gateway of the user's (credentials.py).
     """
 
     def __init__(self) -> None:
         remove_stale_state_dirs()
         self._tmp = Path(tempfile.mkdtemp(prefix=STATE_PREFIX))
         (self._tmp / OWNER_FILE).write_text(str(os.getpid()))
-        # Loopback is shared by every user of the machine: deploying (running code) needs this kernel's token.
-        self.token = secrets.token_urlsafe(32)
         # The gateway holds the read end; when this process dies the pipe closes and it stops.
         life_r, self._lifeline = os.pipe()
         try:
             self._pending: PendingGateway | None = spawn_gateway(
                 self._tmp, "127.0.0.1", 0, extra=["--lifeline-fd", str(life_r), "--ephemeral"], pass_fds=(life_r,),
-                env={ENV_TOKEN: self.token, **_announce_env()},
+                env=_announce_env(),
             )
         finally:
             os.close(life_r)
         self.running: RunningGateway | None = None
         self._lock = threading.Lock()
+        self.exited = threading.Event()
+        threading.Thread(target=self._reap, args=(self._pending.process,), name="dcf-embedded-gateway-reaper",
+                         daemon=True).start()
         atexit.register(self.stop)
 
     @property
     def state_dir(self) -> Path:
         """Where this gateway keeps functions and logs (removed when it stops)."""
         return self._tmp
+
+    def _reap(self, process: subprocess.Popen[bytes]) -> None:
+        """Wait for the gateway's exit, whoever caused it, and remove what a killed one left."""
+        process.wait()
+        self.exited.set()
+        remove_left_socket_dir(self._tmp)  # a SIGKILLed gateway could not remove its worker sockets
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def wait(self, timeout: float = 30.0) -> str:
         """The gateway's address once it listens."""
@@ -126,10 +136,10 @@ class EmbeddedGateway:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except Exception:  # noqa: BLE001 - it must not outlive us
-                    process.kill()
-                    process.wait()
+                if not self.exited.wait(10):
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    self.exited.wait(10)
+            self.exited.wait(10)  # the reaper removes the state dir
             shutil.rmtree(self._tmp, ignore_errors=True)
             atexit.unregister(self.stop)

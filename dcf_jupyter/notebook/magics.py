@@ -93,6 +93,8 @@ def _dcf_parser() -> _Parser:
     commands.add_parser("status", help="which gateway this notebook uses")
     gateway = commands.add_parser("gateway", help="use another gateway: %%dcf gateway HOST:PORT")
     gateway.add_argument("address", nargs="?")
+    gateway.add_argument("--trust", action="store_true",
+                         help="use it even if another user of this machine runs it (your token is not sent)")
     return parser
 
 
@@ -115,7 +117,7 @@ class DcfMagics(Magics):
     """`%%dcf_function` and `%dcf`."""
 
     workspace = Unicode(DEFAULT_WORKSPACE, help="folder where %%dcf_function writes function folders").tag(config=True)
-    gateway = Unicode("", help="gateway address (default: $DCF_GATEWAY, else 127.0.0.1:32222, "
+    gateway = Unicode("", help="gateway address (default: $DCF_GATEWAY, else your own gateway if one answers, "
                                "else an embedded gateway started for the kernel)").tag(config=True)
     verbose = Bool(False, help="show the function's traceback for bad-input errors (ValueError) too").tag(config=True)
 
@@ -221,7 +223,7 @@ class DcfMagics(Magics):
             if args.address is None:
                 print(self.session.address or "not connected yet (the first call connects)")
             else:
-                print(f"Using the gateway at {self.session.connect(args.address)}.")
+                print(f"Using the gateway at {self.session.connect(args.address, trust=args.trust)}.")
             return None
         raise UsageError(parser.format_help())
 

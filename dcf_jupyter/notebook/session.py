@@ -29,8 +29,9 @@ from ..definition.spec import (
     validate_name,
     write_config,
 )
-from ..errors import ConfigError, DcfError, FunctionNotFound, GatewayUnavailable
-from ..settings import ENV_GATEWAY, resolve_address
+from ..errors import ConfigError, DcfError, ForeignGateway, FunctionNotFound, GatewayUnavailable
+from ..ports import describe_user
+from ..settings import ENV_GATEWAY
 from .display import as_result
 from .embedded import EmbeddedGateway
 from .function import FunctionProxy, python_name
@@ -38,6 +39,14 @@ from .progress import Progress, make_progress
 
 DEFAULT_WORKSPACE = "dcf-functions"
 LOG_POLL_S = 0.5
+
+
+def _answers(probe: Client, timeout: float) -> bool:
+    """Whether a gateway of the user's answers the probe (another user's does not count)."""
+    try:
+        return probe.health(timeout=timeout)
+    except ForeignGateway:
+        return False
 
 
 class Session:
@@ -49,6 +58,7 @@ class Session:
         self.announce = announce
         # A gateway named by the user ($DCF_GATEWAY, %dcf gateway) must answer: no embedded stand-in for it.
         self._explicit = gateway or os.environ.get(ENV_GATEWAY) or None
+        self._trust = False  # whether the named gateway may be another user's (`%dcf gateway ADDR --trust`)
         self._embedded: EmbeddedGateway | None = None
         self._client: Client | None = None
         self._lock = threading.RLock()
@@ -57,24 +67,32 @@ class Session:
     # --- the gateway ----------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Start the embedded gateway in the background now if no gateway answers (first use then waits less)."""
+        """Start the embedded gateway in the background now if no gateway of the user's answers (first use then
+        waits less)."""
         with self._lock:
             if self._client is None and self._embedded is None and self._explicit is None:
-                with Client(resolve_address()) as probe:
-                    if not probe.health(timeout=1.0):
+                with Client() as probe:
+                    if not _answers(probe, timeout=1.0):
                         self._embedded = EmbeddedGateway()
 
     def client(self) -> Client:
-        """The client of this session's gateway, starting the embedded one if none answers."""
+        """The client of this session's gateway, starting the embedded one if none of the user's answers."""
         with self._lock:
             if self._client is not None:
                 return self._client
+            why = ""
             if self._embedded is None:
-                address = resolve_address(self._explicit)
-                with Client(address) as probe:
-                    if probe.health(timeout=2.0):
-                        self._client = Client(address)
-                        return self._client
+                # A gateway named by the user must be theirs (or trusted): another user's raises ForeignGateway.
+                with Client(self._explicit, trust=self._trust) as probe:
+                    try:
+                        if probe.health(timeout=2.0):
+                            self._client = Client(probe.address, trust=self._trust)
+                            return self._client
+                    except ForeignGateway as exc:
+                        if self._explicit is not None:
+                            raise
+                        why = f" ({probe.address} is another user's gateway, {describe_user(exc.uid)}: not used)"
+                    address = probe.address
                 if self._explicit is not None:
                     raise GatewayUnavailable(
                         f"no DCF gateway answers at {address}; start it, or unset DCF_GATEWAY to let this "
@@ -82,8 +100,8 @@ class Session:
                 self._embedded = EmbeddedGateway()
             address = self._embedded.wait()
             self.announce(f"Started an embedded DCF gateway on {address} for this kernel "
-                          "(local backend; it stops with the kernel).")
-            self._client = Client(address, token=self._embedded.token)
+                          f"(local backend; it stops with the kernel){why}.")
+            self._client = Client(address)
             return self._client
 
     @property
@@ -96,15 +114,17 @@ class Session:
         """True when this session runs its own gateway."""
         return self._embedded is not None
 
-    def connect(self, address: str) -> str:
-        """Use the gateway at `address` from now on (stopping the embedded one, if any)."""
-        with Client(resolve_address(address)) as probe:
+    def connect(self, address: str, *, trust: bool = False) -> str:
+        """Use the gateway at `address` from now on (stopping the embedded one, if any); `trust` uses it even if
+        another user of this machine runs it."""
+        with Client(address, trust=trust) as probe:
             if not probe.health(timeout=3.0):
                 raise GatewayUnavailable(f"no DCF gateway answers at {probe.address}")
         with self._lock:
             self._disconnect()
             self._explicit = address
-            self._client = Client(resolve_address(address))
+            self._trust = trust
+            self._client = Client(address, trust=trust)
             return self._client.address
 
     def close(self) -> None:

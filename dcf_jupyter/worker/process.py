@@ -241,7 +241,8 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
     # stream never starves health checks. The runner's gate bounds the handler.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=concurrency + 8, thread_name_prefix="dcf-grpc"),
-        options=grpc_options(max_message),
+        # One server per port: grpcio's default SO_REUSEPORT would let another server share it unnoticed.
+        options=[*grpc_options(max_message), ("grpc.so_reuseport", 0)],
     )
     server.add_generic_rpc_handlers((handlers,))
     port = server.add_insecure_port(address)
