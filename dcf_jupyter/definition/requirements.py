@@ -15,7 +15,8 @@ from typing import IO, Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..errors import ConfigError
+from ..credentials import private_dir
+from ..errors import ConfigError, brief
 
 REQUIREMENTS = "requirements.txt"
 # Installed with `pip install --no-deps`: for packages whose declared dependencies are wrong or heavy
@@ -23,8 +24,25 @@ REQUIREMENTS = "requirements.txt"
 NODEPS_REQUIREMENTS = "requirements-nodeps.txt"
 
 
+# The pip options a requirements file may carry: where packages come from, and which kinds of them. pip would take
+# more (-e, -r, -c read other files and folders of the machine that installs; others change how pip runs), but a
+# function's requirements are installed by the gateway, in an image or on a Ray node: those are refused, naming
+# the line, rather than dropped or passed on.
+INDEX_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links",
+                           "--trusted-host", "--pre", "--prefer-binary", "--only-binary", "--no-binary"})
+
+
+def _option(line: str) -> str:
+    """The option of a pip option line: "--index-url" of "--index-url=https://..." or "-i https://..."."""
+    word = line.split(None, 1)[0]
+    if word.startswith("--"):
+        return word.split("=", 1)[0]
+    return word[:2]  # "-ihttps://..." is "-i" too
+
+
 def read_requirements(path: Path) -> list[str]:
-    """The meaningful lines of a requirements file (comments and blanks dropped); [] if there is none."""
+    """The meaningful lines of a requirements file (comments and blanks dropped); [] if there is none.
+    ConfigError, naming the line, for one that is neither a requirement nor an index option pip takes there."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -32,17 +50,23 @@ def read_requirements(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({exc})") from None
     lines = []
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split(" #", 1)[0].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    for line in lines:
-        if _pip_only(line):
-            continue  # pip options (-i, --find-links ...), paths and URLs: passed to pip as they are
-        try:
-            Requirement(line)
-        except InvalidRequirement as exc:
-            raise ConfigError(f"{path}: {line!r} is not a valid requirement ({exc})") from None
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}: line {number} ({brief(line)})"
+        if line.startswith("-"):
+            if _option(line) not in INDEX_OPTIONS:
+                raise ConfigError(
+                    f"{where}: the pip option {_option(line)} is not taken in a function's requirements (only where "
+                    f"packages come from: {', '.join(sorted(INDEX_OPTIONS))}); list packages here, and put a local "
+                    "one inside the function folder as ./path")
+        elif not _pip_only(line):
+            try:
+                Requirement(line)
+            except InvalidRequirement as exc:
+                raise ConfigError(f"{where} is not a valid requirement ({exc})") from None
+        lines.append(line)
     return lines
 
 
@@ -122,7 +146,7 @@ def install_missing(folder: Path, runtime: str, *, python: str, output: IO[Any],
     if not missing and not missing_nodeps:
         return None
     root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)  # what a function installs is its owner's alone
     target = root / requirements_key([python, *missing, "--no-deps", *missing_nodeps])
     with open(target.with_name(target.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second installer waits here, then finds the work done

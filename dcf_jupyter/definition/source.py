@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError, InvalidArgument, brief
@@ -19,9 +20,16 @@ MAX_MEMBERS = 100_000
 
 
 def iter_source_files(root: Path) -> list[Path]:
-    """Files of a function folder that belong in its source (caches, VCS and venvs left out), sorted."""
+    """Files of a function folder that belong in its source (caches, VCS and venvs left out), sorted. Links to
+    folders are followed (a `src/` linked from elsewhere is packed), each folder once."""
     files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = Path(dirpath).resolve()
+        if real in seen:  # a link back up the tree
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for name in sorted(filenames):
             if not name.endswith(SKIP_SUFFIXES):
@@ -71,27 +79,31 @@ def pack_folder(root: str | Path, *, limit: int) -> bytes:
     return data
 
 
-def unpack_source(data: bytes, dest: Path, *, max_bytes: int) -> None:
-    """Extract a packed function folder into `dest`; InvalidArgument for anything unsafe or oversized."""
+def unpack_source(data: bytes, dest: Path, *, max_bytes: int, max_files: int = MAX_MEMBERS) -> None:
+    """Extract a packed function folder into `dest`; InvalidArgument for anything unsafe or oversized, found while
+    reading the headers (so a bomb is refused at its first oversized entry, before anything is written). Blocks
+    for as long as the archive takes: call it off an event loop."""
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")  # noqa: SIM115 - closed by the `with tar` below
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InvalidArgument(f"the function source is not a gzip'd tar archive ({exc})") from None
     with tar:
-        try:
-            members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise InvalidArgument(f"the function source archive is corrupt ({exc})") from None
-        if len(members) > MAX_MEMBERS:
-            raise InvalidArgument(f"the function source has more than {MAX_MEMBERS} files")
+        members = []
         total = 0
-        for member in members:
-            path = PurePosixPath(member.name)
-            if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
-                raise InvalidArgument(f"the function source holds an unsafe entry {brief(member.name)}")
-            total += member.size
-            if total > max_bytes:
-                raise InvalidArgument(f"the function source unpacks to more than {max_bytes // (1024 * 1024)} MiB")
+        try:
+            for member in tar:
+                path = PurePosixPath(member.name)
+                if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
+                    raise InvalidArgument(f"the function source holds an unsafe entry {brief(member.name)}")
+                members.append(member)
+                if len(members) > max_files:
+                    raise InvalidArgument(f"the function source has more than {max_files} files")
+                total += member.size
+                if total > max_bytes:
+                    raise InvalidArgument(f"the function source unpacks to more than {max_bytes // (1024 * 1024)} "
+                                          "MiB, the gateway's limit (4 times its --max-message-size)")
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise InvalidArgument(f"the function source archive is corrupt ({exc})") from None
         dest.mkdir(parents=True, exist_ok=True)
         # Members were checked above; the "data" filter (where this Python has it) checks again.
         if hasattr(tarfile, "data_filter"):

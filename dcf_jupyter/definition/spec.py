@@ -372,6 +372,8 @@ def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = 
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively: a hostile file could nest thousands deep
+        raise ConfigError(f"{source}: nested too deeply to be a config file") from None
     r = _Reader(source)
     top = r.mapping(data, "(top level)")
     r.unknown_keys({k: v for k, v in top.items() if k not in ("provider", "version")}, "", ("functions", "dcf"))

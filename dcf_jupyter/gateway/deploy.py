@@ -14,8 +14,9 @@ from pathlib import Path
 import grpc
 
 from ..backends.base import DeployFailed, Deployment, DeploymentSpec
+from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
 from ..definition.source import unpack_source
-from ..definition.spec import MAX_REPLICAS, load_config
+from ..definition.spec import MAX_REPLICAS, FunctionSpec, load_config
 from ..errors import ConfigError, DcfError, InvalidArgument, brief
 from ..protocol import gateway_pb2 as pb
 from .core import GatewayCore
@@ -23,6 +24,9 @@ from .registry import FunctionRecord
 from .rpc import Abort, unary_rpc, valid_name
 
 log = logging.getLogger("dcf.gateway")
+# A function's unpacked source may be this many times the largest message: a packed folder of model weights
+# barely shrinks, while a source that grows more than this is a compression bomb.
+SOURCE_SIZE_FACTOR = 4
 
 
 class Deploying(GatewayCore):
@@ -55,7 +59,7 @@ class Deploying(GatewayCore):
             if previous is not None:
                 await previous.stop()
             if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
         task = asyncio.create_task(retire(self._retiring.get(name)), name=f"dcf-retire-{name}")
         self._retiring[name] = task
@@ -115,52 +119,17 @@ class Deploying(GatewayCore):
             _check_replicas(request.Replicas)
             revision = (old.revision + 1) if old else 1
             source_dir = self.function_dir(name) / f"rev-{revision}"
-            shutil.rmtree(source_dir, ignore_errors=True)
             try:
-                unpack_source(request.Source, source_dir, max_bytes=16 * self.max_message)
-                spec = load_config(source_dir / "config.yaml").function(name)
-            except (InvalidArgument, ConfigError) as exc:
-                shutil.rmtree(source_dir, ignore_errors=True)
-                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).replace(str(source_dir) + "/", "")) from None
-            backend = request.Backend or spec.backend or self.default_backend
-            if not self.offers(backend):
-                shutil.rmtree(source_dir, ignore_errors=True)
-                offered = sorted({*self.backends, *self.on_demand})
-                raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"unknown backend {brief(backend)} (this gateway has: {', '.join(offered)})")
-            limits = request.Limits if request.HasField("Limits") else None
-            replicas = request.Replicas or (old.replicas if old else spec.replicas)
-            annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
-            record = FunctionRecord(
-                name=name,
-                backend=backend,
-                revision=revision,
-                replicas=replicas,
-                image=request.Image or spec.image_ref,
-                env={**spec.environment, **request.EnvVars},
-                labels={**spec.labels, **request.Labels},
-                annotations={**annotations, **spec.annotations, **request.Annotations},
-                limits={"memory": limits.Memory, "cpu": limits.CPU, "gpu": limits.GPU} if limits else
-                {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
-                concurrency=spec.concurrency,
-                autoscaling=spec.autoscaling.as_dict() if spec.autoscaling else {},
-                timeout=spec.timeout,
-                invocations=old.invocations if old else 0,
-                created=old.created if old else time.time(),
-            )
-            try:
-                deployment = await self._create(record)
-                await deployment.start()
-            except DcfError as exc:  # the backend could not be joined (Ray absent or unreachable)
-                shutil.rmtree(source_dir, ignore_errors=True)
-                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} was not deployed: {exc}") from None
-            except DeployFailed as failure:
-                shutil.rmtree(source_dir, ignore_errors=True)
-                log.warning("deploy of %s failed: %s", name, failure.message)
-                # Paths inside the function read as in the user's folder (src/handler.py), not in this
-                # gateway's copy of it; the client puts its own folder in front.
-                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} did not start: {failure.message}",
-                            detail=failure.detail.replace(f"{source_dir}/", "")) from None
+                # Unpacking a big source takes seconds: off the loop, so calls and health checks go on meanwhile.
+                spec = await asyncio.to_thread(self._unpack, name, request.Source, source_dir)
+                record = self._record(name, revision, request, spec, old)
+                deployment = await self._start(record, source_dir)
+            except Exception:
+                # A failed deploy leaves nothing behind: its revision, and for a first deploy the function's
+                # folder and log too.
+                await asyncio.to_thread(self._discard, name, source_dir, first=old is None)
+                raise
+            backend, replicas = record.backend, record.replicas
             # The new revision is ready: switch calls to it, then retire the old one.
             previous = self.deployments.get(name)
             self.deployments[name] = deployment
@@ -175,6 +144,71 @@ class Deploying(GatewayCore):
                 replicas_said = f"{replicas} replica{'s' if replicas != 1 else ''}"
             return pb.Message(Msg=f"{verb}: {name} ({replicas_said} on the {backend} backend)")
 
+    def _unpack(self, name: str, source: bytes, source_dir: Path) -> FunctionSpec:
+        """Unpack a deploy's source as a new revision and read its config (blocking: run it in a thread)."""
+        shutil.rmtree(source_dir, ignore_errors=True)
+        try:
+            unpack_source(source, source_dir, max_bytes=SOURCE_SIZE_FACTOR * self.max_message)
+            spec = load_config(source_dir / "config.yaml").function(name)
+            for requirements in (REQUIREMENTS, NODEPS_REQUIREMENTS):
+                read_requirements(source_dir / requirements)  # a line pip must not be given is refused now
+        except (InvalidArgument, ConfigError) as exc:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).replace(str(source_dir) + "/", "")) from None
+        return spec
+
+    def _discard(self, name: str, source_dir: Path, *, first: bool) -> None:
+        """Remove what a failed deploy wrote (blocking: run it in a thread)."""
+        shutil.rmtree(source_dir, ignore_errors=True)
+        if first:
+            shutil.rmtree(self.function_dir(name), ignore_errors=True)
+            for path in (self.log_path(name), self.log_path(name).with_suffix(".log.1")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def _record(self, name: str, revision: int, request: pb.CreateFunctionRequest, spec: FunctionSpec,
+                old: FunctionRecord | None) -> FunctionRecord:
+        """The registry's record of a deploy: the request's values over the config's."""
+        backend = request.Backend or spec.backend or self.default_backend
+        if not self.offers(backend):
+            offered = sorted({*self.backends, *self.on_demand})
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"unknown backend {brief(backend)} (this gateway has: {', '.join(offered)})")
+        limits = request.Limits if request.HasField("Limits") else None
+        annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
+        return FunctionRecord(
+            name=name,
+            backend=backend,
+            revision=revision,
+            replicas=request.Replicas or (old.replicas if old else spec.replicas),
+            image=request.Image or spec.image_ref,
+            env={**spec.environment, **request.EnvVars},
+            labels={**spec.labels, **request.Labels},
+            annotations={**annotations, **spec.annotations, **request.Annotations},
+            limits={"memory": limits.Memory, "cpu": limits.CPU, "gpu": limits.GPU} if limits else
+            {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
+            concurrency=spec.concurrency,
+            autoscaling=spec.autoscaling.as_dict() if spec.autoscaling else {},
+            timeout=spec.timeout,
+            invocations=old.invocations if old else 0,
+            created=old.created if old else time.time(),
+        )
+
+    async def _start(self, record: FunctionRecord, source_dir: Path) -> Deployment:
+        """Start a new revision on its backend; its failure as the sentence a client shows."""
+        name = record.name
+        try:
+            deployment = await self._create(record)
+            await deployment.start()
+        except DcfError as exc:  # the backend could not be joined (Ray absent or unreachable)
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} was not deployed: {exc}") from None
+        except DeployFailed as failure:
+            log.warning("deploy of %s failed: %s", name, failure.message)
+            # Paths inside the function read as in the user's folder (src/handler.py), not in this
+            # gateway's copy of it; the client puts its own folder in front.
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} did not start: {failure.message}",
+                        detail=failure.detail.replace(f"{source_dir}/", "")) from None
+        return deployment
+
     @unary_rpc
     async def Delete(self, request: pb.DeleteFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         name = valid_name(request.FunctionName)
@@ -187,10 +221,7 @@ class Deploying(GatewayCore):
             await self._retired(name)
             self.registry.remove(name)
             self.start_errors.pop(name, None)
-            shutil.rmtree(self.function_dir(name), ignore_errors=True)
-            for path in (self.log_path(name), self.log_path(name).with_suffix(".log.1")):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            await asyncio.to_thread(self._discard, name, self.function_dir(name), first=True)
         log.info("deleted %s", name)
         return pb.Message(Msg=f"Deleted: {name}")
 

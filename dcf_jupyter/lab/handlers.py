@@ -29,6 +29,7 @@ from jupyter_server.utils import url_path_join
 
 from ..client.core import Client, FunctionInfo, Reply
 from ..client.discovery import GatewayEntry, all_gateways
+from ..definition.source import iter_source_files
 from ..errors import (
     ConfigError,
     DcfError,
@@ -119,13 +120,18 @@ class DcfHandler(APIHandler):
         self.finish(json.dumps(value))
 
     async def guarded(self, work: Callable[[], Any]) -> None:
-        """Run `work` (a coroutine function) and answer its value, or the error's sentence."""
+        """Run `work` (a coroutine function) and answer its value, or the error's sentence: a failure of ours too
+        (its traceback goes to the server's log, never to the browser)."""
         try:
             self.answer(await work())
         except Problem as problem:
             self.answer({"message": problem.message}, problem.status)
         except DcfError as error:
             self.answer({"message": str(error).split("\n", 1)[0], "detail": error.detail}, status_of(error))
+        except Exception as error:
+            self.log.exception("the DCF panel's %s %s failed", self.request.method, self.request.path)
+            self.answer({"message": f"the DCF panel's server failed ({type(error).__name__}: {error}); the Jupyter "
+                                    "server's log has the traceback"}, 500)
 
 
 class GatewaysHandler(DcfHandler):
@@ -226,13 +232,29 @@ class DeployHandler(DcfHandler):
         root the server serves."""
         if not path.strip():
             raise Problem(400, "say which function to deploy: the path of its folder or config.yaml")
+        if "\0" in path:
+            raise Problem(400, "the path holds a NUL character, which no file name can")
         root = Path(self.settings["server_root_dir"]).expanduser().resolve()
         target = (root / path.lstrip("/")).resolve()
         if not target.is_relative_to(root):
             raise Problem(403, f"{path} is outside the folder this Jupyter server serves")
         if not target.exists():
             raise Problem(404, f"{path} does not exist")
+        folder = target.parent if target.is_file() else target
+        # The browser may only deploy what it could open: no link in the folder may lead out of the root.
+        for name in iter_source_files(folder):
+            if not name.resolve().is_relative_to(root):
+                raise Problem(403, f"{path}: {_shown(name, folder)} leads outside the folder this Jupyter server "
+                                   "serves (a link); copy what it points to in instead")
         return target
+
+
+def _shown(path: Path, folder: Path) -> str:
+    """`path` as the user sees it in `folder` (links not followed)."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
 
 
 def setup_handlers(web_app: Any) -> None:
