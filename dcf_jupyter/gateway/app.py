@@ -30,7 +30,7 @@ from ..ports import port_holder
 from ..running import GATEWAY_FILE, read_gateway_file
 from ..settings import grpc_options
 from .announce import ENV_ANNOUNCE, announce, withdraw
-from .auth import TokenInterceptor, TokenPolicy, is_loopback, server_credentials
+from .auth import TokenGuard, TokenPolicy, is_loopback, server_credentials
 from .control import (
     LOCK_FILE,
     SOCKET_DIR_FILE,
@@ -114,8 +114,8 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
     return backends
 
 
-def _server(options: GatewayOptions, token: str) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
-    """A gRPC server with the token check, and TLS credentials when asked for."""
+def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
+    """A gRPC server (the token check goes with its handlers: `TokenGuard`), and TLS credentials when asked for."""
     check_options(options)
     credentials = None
     if options.tls_cert and options.tls_key:
@@ -123,7 +123,6 @@ def _server(options: GatewayOptions, token: str) -> tuple[grpc.aio.Server, grpc.
             credentials = server_credentials(options.tls_cert, options.tls_key)
         except ValueError as exc:
             raise GatewayStartError(f"TLS: {exc}") from None
-    interceptors = [TokenInterceptor(TokenPolicy(token, is_loopback(options.host), options.private))]
     # One gateway per port: grpcio turns SO_REUSEPORT on by default, and a second server on the port would then
     # share its calls without a word.
     server_options = [*grpc_options(options.max_message), ("grpc.so_reuseport", 0)]
@@ -131,7 +130,7 @@ def _server(options: GatewayOptions, token: str) -> tuple[grpc.aio.Server, grpc.
         # gRPC grows each stream's receive window with its bandwidth estimate (BDP probing), so
         # fast senders park megabytes per stream in the gateway; a fixed window keeps memory flat.
         server_options += [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", options.flow_window)]
-    return grpc.aio.server(options=server_options, interceptors=interceptors), credentials
+    return grpc.aio.server(options=server_options), credentials
 
 
 def _cannot_listen(options: GatewayOptions) -> GatewayStartError:
@@ -166,7 +165,7 @@ async def run_gateway(options: GatewayOptions) -> None:
         token = options.token or owner_token()
     except OSError as exc:
         raise GatewayStartError(f"cannot make or read your token in {token_path().parent}: {exc}") from None
-    server, credentials = _server(options, token)
+    server, credentials = _server(options)
     state_dir = options.state_dir.expanduser().resolve()
     tightened = _private_state(state_dir)
     lock = _lock_state_dir(state_dir)
@@ -181,7 +180,8 @@ async def run_gateway(options: GatewayOptions) -> None:
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,
         )
-        server.add_generic_rpc_handlers((gateway.rpc_handlers(),))
+        policy = TokenPolicy(token, is_loopback(options.host), options.private)
+        server.add_generic_rpc_handlers((TokenGuard(gateway.rpc_handlers(), policy),))
         bind = format_address(options.host, options.port)
         try:
             port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)

@@ -11,14 +11,13 @@ later unless it is listed here.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from ..ports import is_loopback
 
-__all__ = ["LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenInterceptor", "TokenPolicy", "bearer_token", "is_loopback",
+__all__ = ["LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenGuard", "TokenPolicy", "bearer_token", "is_loopback",
            "server_credentials"]
 
 OPEN_RPCS = frozenset({"HealthCheck"})
@@ -74,17 +73,17 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     return grpc.stream_stream_rpc_method_handler(abort_streaming, **args)
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without the token where the policy needs it (installed only when a token is set)."""
+class TokenGuard(grpc.GenericRpcHandler):
+    """The gateway's RPC handlers, each call checked against the policy as its handler is looked up: a call that
+    needs the token and lacks it gets a handler that fails with UNAUTHENTICATED. (A server interceptor would do
+    the same with a coroutine per call; this is a set lookup on the hot path.)"""
 
-    def __init__(self, policy: TokenPolicy) -> None:
+    def __init__(self, handlers: grpc.GenericRpcHandler, policy: TokenPolicy) -> None:
+        self.handlers = handlers
         self.policy = policy
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self.handlers.service(details)
         if handler is None or self.policy.allows(details.method, details.invocation_metadata):
             return handler
         name = details.method.rsplit("/", 1)[-1]
