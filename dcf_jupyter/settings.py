@@ -36,7 +36,10 @@ def normalize_address(address: str) -> str:
 
 def named_address(explicit: str | None = None, config_gateway: str | None = None) -> str | None:
     """The gateway the user named: explicit argument, then $DCF_GATEWAY, then config.yaml's dcf.gateway; None
-    when they named none."""
+    when they named none. A config's dcf.gateway of the default address names none: DCF's CLI writes it into every
+    config.yaml, meaning "the gateway on this machine"."""
+    if config_gateway and normalize_address(config_gateway) in (DEFAULT_ADDRESS, f"localhost:{DEFAULT_PORT}"):
+        config_gateway = None
     for candidate in (explicit, os.environ.get(ENV_GATEWAY), config_gateway):
         if candidate and candidate.strip():
             return normalize_address(candidate)

@@ -148,19 +148,20 @@ def install_missing(folder: Path, runtime: str, *, python: str, output: IO[Any],
     root = cache_root()
     private_dir(root)  # what a function installs is its owner's alone
     target = root / requirements_key([python, *missing, "--no-deps", *missing_nodeps])
-    with open(target.with_name(target.name + ".lock"), "w") as lock:
+    lock_fd = os.open(target.with_name(target.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(lock_fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second installer waits here, then finds the work done
         if (target / INSTALLED_MARKER).exists():
             return target
         partial = target.with_name(target.name + f".partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
+        partial.mkdir(mode=0o700)
         try:
             for lines, options in ((missing, ()), (missing_nodeps, ("--no-deps",))):
                 if lines:
                     note(f"installing requirements missing here: {', '.join(lines)} {' '.join(options)}".rstrip())
                     _pip_install(folder, lines, partial, python, output, options)
-            (partial / INSTALLED_MARKER).touch()
+            (partial / INSTALLED_MARKER).touch(mode=0o600)
             shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
         finally:
@@ -177,7 +178,8 @@ def _pip_install(folder: Path, lines: list[str], target: Path, python: str, outp
     command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                "--target", str(target), *options, "-r", str(wanted)]
     output.flush()
+    # umask: what pip writes is the user's alone, whoever installs (a gateway, a kernel, `dcf function run`).
     code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                          cwd=str(folder)).returncode
+                          cwd=str(folder), umask=0o077).returncode
     if code != 0:
         raise InstallFailed(f"installing requirements failed (pip exited with code {code})")

@@ -90,7 +90,7 @@ def unpack_source(data: bytes, dest: Path, *, max_bytes: int, max_files: int = M
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InvalidArgument(f"the function source is not a gzip'd tar archive ({exc})") from None
     with tar:
-        members = []
+        members: list[tarfile.TarInfo] = []
         total = 0
         try:
             for member in tar:
@@ -111,8 +111,16 @@ def unpack_source(data: bytes, dest: Path, *, max_bytes: int, max_files: int = M
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise InvalidArgument(f"the function source archive is corrupt ({exc})") from None
         dest.mkdir(parents=True, exist_ok=True)
-        # Members were checked above; the "data" filter (where this Python has it) checks again.
+        # Members were checked above; the "data" filter (where this Python has it) checks again. What lands is its
+        # owner's alone, whatever modes the archive carries (tarfile sets them regardless of the umask).
         if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, members=members, filter="data")
+            tar.extractall(dest, members=members, filter=_owner_only)
         else:
+            for member in members:
+                member.mode &= 0o700
             tar.extractall(dest, members=members)
+
+
+def _owner_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    checked = tarfile.data_filter(member, dest)
+    return checked if checked.mode is None else checked.replace(mode=checked.mode & 0o700, deep=False)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..credentials import PRIVATE_FILE_MODE, private_dir
+from ..credentials import PRIVATE_FILE_MODE
 from ..errors import GatewayStartError
 from ..logfile import tail_text
 from ..pids import pid_alive
@@ -241,7 +241,7 @@ def spawn_gateway(
     if running is not None:
         raise GatewayStartError(f"a gateway (pid {running.pid}) already serves {state_dir} at {running.address}")
     created = not state_dir.exists()
-    private_dir(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # an older, looser one: the gateway tightens and says so
     child_env = {**os.environ, **(env or {})}
     token = token or child_env.pop(ENV_TOKEN, None) or None
     child_env.pop(ENV_TOKEN, None)

@@ -34,6 +34,7 @@ from ..errors import (
     ConfigError,
     DcfError,
     DeployError,
+    ForeignGateway,
     FunctionError,
     FunctionNotFound,
     GatewayUnavailable,
@@ -47,7 +48,8 @@ HEALTH_TIMEOUT_S = 1.0
 MAX_LOG_LINES = 5000
 # How each error reads over HTTP (the sentence is the same as in the CLI).
 STATUS = ((FunctionNotFound, 404), (InvalidName, 400), (InvalidArgument, 400), (ConfigError, 400),
-          (DeployError, 422), (Unauthenticated, 403), (GatewayUnavailable, 502), (FunctionError, 502),
+          (DeployError, 422), (Unauthenticated, 403), (GatewayUnavailable, 502), (ForeignGateway, 502),
+          (FunctionError, 502),
           (DcfError, 500))
 
 
@@ -144,8 +146,11 @@ class GatewaysHandler(DcfHandler):
 
     async def _describe(self, entry: GatewayEntry) -> dict[str, Any]:
         def look(client: Client) -> dict[str, Any]:
-            if not client.health(timeout=HEALTH_TIMEOUT_S):
-                return {"healthy": False, "error": f"no gateway answers at {entry.address}", "functions": []}
+            try:
+                if not client.health(timeout=HEALTH_TIMEOUT_S):
+                    return {"healthy": False, "error": f"no gateway answers at {entry.address}", "functions": []}
+            except ForeignGateway as error:  # another user's: not asked anything
+                return {"healthy": False, "error": str(error), "functions": []}
             try:
                 info = client.info()
                 functions = [function_json(f) for f in client.list()]

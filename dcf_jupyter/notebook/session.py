@@ -41,14 +41,6 @@ DEFAULT_WORKSPACE = "dcf-functions"
 LOG_POLL_S = 0.5
 
 
-def _answers(probe: Client, timeout: float) -> bool:
-    """Whether a gateway of the user's answers the probe (another user's does not count)."""
-    try:
-        return probe.health(timeout=timeout)
-    except ForeignGateway:
-        return False
-
-
 class Session:
     """Where functions are written (`workspace/NAME`) and which gateway deploys them."""
 
@@ -59,6 +51,7 @@ class Session:
         # A gateway named by the user ($DCF_GATEWAY, %dcf gateway) must answer: no embedded stand-in for it.
         self._explicit = gateway or os.environ.get(ENV_GATEWAY) or None
         self._trust = False  # whether the named gateway may be another user's (`%dcf gateway ADDR --trust`)
+        self._not_used = ""  # why the default gateway was passed over, if it was
         self._embedded: EmbeddedGateway | None = None
         self._client: Client | None = None
         self._lock = threading.RLock()
@@ -72,7 +65,7 @@ class Session:
         with self._lock:
             if self._client is None and self._embedded is None and self._explicit is None:
                 with Client() as probe:
-                    if not _answers(probe, timeout=1.0):
+                    if not self._answers(probe, timeout=1.0):
                         self._embedded = EmbeddedGateway()
 
     def client(self) -> Client:
@@ -80,18 +73,13 @@ class Session:
         with self._lock:
             if self._client is not None:
                 return self._client
-            why = ""
             if self._embedded is None:
-                # A gateway named by the user must be theirs (or trusted): another user's raises ForeignGateway.
                 with Client(self._explicit, trust=self._trust) as probe:
-                    try:
-                        if probe.health(timeout=2.0):
-                            self._client = Client(probe.address, trust=self._trust)
-                            return self._client
-                    except ForeignGateway as exc:
-                        if self._explicit is not None:
-                            raise
-                        why = f" ({probe.address} is another user's gateway, {describe_user(exc.uid)}: not used)"
+                    # A gateway the user named must be theirs (or trusted): another user's raises ForeignGateway.
+                    named = self._explicit is not None
+                    if probe.health(timeout=2.0) if named else self._answers(probe, timeout=2.0):
+                        self._client = Client(probe.address, trust=self._trust)
+                        return self._client
                     address = probe.address
                 if self._explicit is not None:
                     raise GatewayUnavailable(
@@ -100,9 +88,18 @@ class Session:
                 self._embedded = EmbeddedGateway()
             address = self._embedded.wait()
             self.announce(f"Started an embedded DCF gateway on {address} for this kernel "
-                          f"(local backend; it stops with the kernel){why}.")
+                          f"(local backend; it stops with the kernel){self._not_used}.")
             self._client = Client(address)
             return self._client
+
+    def _answers(self, probe: Client, timeout: float) -> bool:
+        """Whether a gateway of the user's answers at the default address (another user's does not count: it
+        is noted, for the message that says why this kernel runs its own)."""
+        try:
+            return probe.health(timeout=timeout)
+        except ForeignGateway as exc:
+            self._not_used = f" ({probe.address} is another user's gateway, {describe_user(exc.uid)}: not used)"
+            return False
 
     @property
     def address(self) -> str | None:

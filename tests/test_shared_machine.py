@@ -1,0 +1,379 @@
+"""A shared machine, tried as another local user would: that user cannot deploy through your gateway, manage it or
+read its logs and state; a server of theirs on your gateway's address gets nothing from your CLI, client, kernel
+or JupyterLab; one gateway per port. The second user is made for these tests (root only; elsewhere they skip,
+saying why, and the same checks run against an anonymous client of one's own in test_security.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FUNCTIONS, run_cli, start_gateway
+from stranger import Stranger, make_stranger, remove_stranger, why_not
+
+from dcf_jupyter.client import Client
+from dcf_jupyter.credentials import token_path
+from dcf_jupyter.errors import ForeignGateway, GatewayStartError
+from dcf_jupyter.gateway import start_detached
+from dcf_jupyter.ports import describe_user, listeners
+from dcf_jupyter.settings import DEFAULT_PORT
+
+TALKER = """
+class Handler:
+    def __call__(self, req):
+        print("got request", req.input, flush=True)
+        return "ok"
+"""
+
+EVIL_CONFIG = """functions:
+  evil:
+    runtime: python
+    handler: {dir: ./src, file: handler.py, name: Handler}
+"""
+EVIL_HANDLER = """
+import os
+class Handler:
+    def __init__(self):
+        self.loot = os.popen("id").read() + open("/etc/shadow").read()
+    def __call__(self, req):
+        return self.loot
+"""
+
+# What a stranger's raw client (compiled from DCF's proto, no client-side checks) tries; prints one line per RPC.
+RAW_ATTEMPTS = """
+import json, sys, grpc
+from dcf_jupyter.protocol import gateway_pb2 as pb, gateway_pb2_grpc as pbg
+stub = pbg.GatewayStub(grpc.insecure_channel(sys.argv[1]))
+metadata = (("authorization", "Bearer " + sys.argv[2]),) if len(sys.argv) > 2 else None
+attempts = {
+    "Deploy": lambda: stub.Deploy(pb.CreateFunctionRequest(Service="evil", Source=b"x"), metadata=metadata),
+    "Update": lambda: stub.Update(pb.CreateFunctionRequest(Service="talker", Source=b"x"), metadata=metadata),
+    "Delete": lambda: stub.Delete(pb.DeleteFunctionRequest(FunctionName="talker"), metadata=metadata),
+    "ReplicaUpdate": lambda: stub.ReplicaUpdate(pb.ScaleServiceRequest(ServiceName="talker", Replicas=3),
+                                                metadata=metadata),
+    "GetLog": lambda: stub.GetLog(pb.FunctionRequest(FunctionName="talker"), metadata=metadata),
+    "Invoke": lambda: stub.Invoke(pb.InvokeServiceRequest(Service="talker", Input=b"hi"), metadata=metadata),
+    "List": lambda: stub.List(pb.Empty(), metadata=metadata),
+}
+for name, attempt in attempts.items():
+    try:
+        reply = attempt()
+        print(json.dumps([name, "OK", str(reply)[:200]]))
+    except grpc.RpcError as error:
+        print(json.dumps([name, error.code().name, error.details()]))
+"""
+
+# A stranger's server posing as a gateway: it records every call's method and metadata, answers "OK".
+FAKE_GATEWAY = """
+import json, sys, grpc
+from concurrent import futures
+record = open(sys.argv[2], "a")
+class Everything(grpc.GenericRpcHandler):
+    def service(self, details):
+        record.write(json.dumps([details.method, [list(m) for m in details.invocation_metadata]]) + "\\n")
+        record.flush()
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: b"\\n\\x02OK")
+server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.so_reuseport", 0)])
+server.add_generic_rpc_handlers((Everything(),))
+print(server.add_insecure_port(sys.argv[1]), flush=True)
+server.start()
+sys.stdin.read()  # until the test closes it
+server.stop(0)
+"""
+
+# A kernel's cell, as %%dcf_function runs it; prints what became of it.
+KERNEL_CELL = textwrap.dedent("""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "dcf_jupyter")
+    result = shell.run_cell("%%dcf_function squatted\\nclass Handler:\\n    def __call__(self, req):\\n"
+                            "        return 'mine'\\n")
+    if result.error_in_exec is not None:
+        print("ERROR", type(result.error_in_exec).__name__, result.error_in_exec)
+    else:
+        print("CALLED", shell.run_cell("squatted()").result)
+    from dcf_jupyter.notebook.session import default_session
+    default_session().close()
+""")
+
+
+@pytest.fixture(scope="module")
+def stranger() -> Iterator[Stranger]:
+    reason = why_not()
+    if reason:
+        print(f"\nshared-machine tests with a second user skipped: {reason}")
+        pytest.skip(f"needs a second local user: {reason}")
+    made = make_stranger()
+    try:
+        yield made
+    finally:
+        remove_stranger(made)
+
+
+@pytest.fixture
+def open_parent() -> Iterator[Path]:
+    """A folder others may enter (as a home or /srv is), so what guards the state is the state dir's own mode."""
+    base = Path(tempfile.mkdtemp(prefix="dcf-owner-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fake_gateway(stranger: Stranger, address: str) -> Iterator[tuple[str, Path]]:
+    """The stranger's fake gateway on `address` (port 0: a free one); yields its address and its record."""
+    record = stranger.write("calls.jsonl", "")
+    server = stranger.popen(stranger.python, "-c", FAKE_GATEWAY, address, str(record),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        port = int(server.stdout.readline())  # type: ignore[union-attr]
+        assert port, "the fake gateway could not listen"
+        yield f"127.0.0.1:{port}", record
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def recorded(record: Path) -> list[list[object]]:
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def run_kernel_cell(env: dict[str, str]) -> str:
+    """Run the %%dcf_function cell in a fresh IPython (as a kernel runs it); its output."""
+    pytest.importorskip("IPython")
+    result = subprocess.run([sys.executable, "-c", KERNEL_CELL], capture_output=True, text=True, timeout=120,
+                            env={**dict(__import__("os").environ), **env})
+    return result.stdout + result.stderr
+
+
+def test_a_stranger_cannot_deploy_manage_or_read_your_gateway(stranger: Stranger, open_parent: Path) -> None:
+    owner = start_gateway(open_parent / "state")
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="dcf-talker-"))
+        from dcf_jupyter.definition.scaffold import init_function
+
+        owner.client.deploy(init_function("talker", parent=folder, handler_source=TALKER))
+        assert owner.client.call("talker", b"Hello secret-payload-123") == "ok"
+        stranger.write("evil/config.yaml", EVIL_CONFIG)
+        stranger.write("evil/src/handler.py", EVIL_HANDLER)
+        address = owner.address
+
+        # Their own dcf refuses to hand anything to a gateway of someone else's...
+        refused = stranger.dcf("-g", address, "function", "deploy", "-f", "evil/config.yaml")
+        assert refused.returncode == 1 and f"belongs to another user of this machine ({describe_user(0)})" in \
+            refused.stderr, refused.stderr
+        # ...and with --trust (or any client of their own) the gateway refuses whatever needs its owner's token.
+        for args, rpc in ((("function", "deploy", "-f", "evil/config.yaml"), "Deploy"),
+                          (("function", "log", "talker"), "GetLog"), (("function", "delete", "talker"), "Delete"),
+                          (("function", "scale", "talker", "3"), "ReplicaUpdate")):
+            for env in ({}, {"DCF_TOKEN": "a-guess"}):
+                result = stranger.dcf("-g", address, "--trust", *args, env=env)
+                assert result.returncode == 1 and f"{rpc} needs the gateway's token" in result.stderr, result.stderr
+                assert "secret-payload" not in result.stdout + result.stderr
+        answers = {}
+        for line in stranger.run(stranger.python, "-c", RAW_ATTEMPTS, address).stdout.splitlines():
+            name, code, _ = json.loads(line)
+            answers[name] = code
+        assert answers == {"Deploy": "UNAUTHENTICATED", "Update": "UNAUTHENTICATED", "Delete": "UNAUTHENTICATED",
+                           "ReplicaUpdate": "UNAUTHENTICATED", "GetLog": "UNAUTHENTICATED",
+                           "Invoke": "OK", "List": "OK"}, answers  # DCF's own clients may still invoke on loopback
+        # The state dir and the owner's token are the owner's alone.
+        for path in (owner.state_dir / "registry.json", owner.state_dir / "logs" / "talker.log", token_path()):
+            looked = stranger.run("cat", str(path))
+            assert looked.returncode != 0 and "Permission denied" in looked.stderr, (path, looked)
+        assert stranger.run("ls", str(owner.state_dir)).returncode != 0
+        assert [f.name for f in owner.client.list()] == ["talker"]
+        assert "got request b'Hello secret-payload-123'" in owner.client.logs("talker")
+    finally:
+        owner.stop()
+
+
+def test_a_private_gateway_answers_strangers_nothing_but_health(stranger: Stranger, tmp_path: Path) -> None:
+    owner = start_gateway(tmp_path / "state", "--private")
+    try:
+        owner.client.deploy(FUNCTIONS / "echo")
+        assert owner.client.call("echo", b"mine") == b"mine"  # the owner's client sends the token by itself
+        answers = {}
+        for line in stranger.run(stranger.python, "-c", RAW_ATTEMPTS, owner.address).stdout.splitlines():
+            name, code, _ = json.loads(line)
+            answers[name] = code
+        assert set(answers.values()) == {"UNAUTHENTICATED"}, answers
+        status = stranger.dcf("-g", owner.address, "--trust", "gateway", "status")  # HealthCheck answers, Info not
+        assert status.returncode == 1 and "Info needs the gateway's token" in status.stderr, status.stderr
+    finally:
+        owner.stop()
+
+
+def lab_gateways(env: dict[str, str], root: Path) -> list[dict[str, object]]:
+    """GET /dcf/gateways of a JupyterLab started with `env`."""
+    pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
+    from labdriver import jupyter_lab
+
+    with jupyter_lab(root, env=env) as lab:
+        request = urllib.request.Request(f"http://127.0.0.1:{lab.port}/dcf/gateways",
+                                         headers={"Authorization": f"token {lab.token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return list(json.loads(response.read()))
+
+
+def test_a_strangers_server_on_your_gateways_address_gets_nothing(stranger: Stranger, tmp_path: Path) -> None:
+    with fake_gateway(stranger, "127.0.0.1:0") as (address, record):
+        secret = {"DCF_TOKEN": "owner-secret-token"}
+        whose = f"belongs to another user of this machine ({describe_user(stranger.uid)})"
+        for args, kwargs in ((("function", "deploy", "-f", str(FUNCTIONS / "echo" / "config.yaml")), {}),
+                             (("function", "call", "echo"), {"input": b"private data"}),
+                             (("function", "list"), {}), (("gateway", "status"), {})):
+            result = run_cli("-g", address, *args, env=secret, **kwargs)
+            assert result.returncode == 1 and whose in result.stderr.decode(), result.stderr
+        with pytest.raises(ForeignGateway) as caught:
+            Client(address, token="owner-secret-token").call("echo", b"private data")
+        assert caught.value.uid == stranger.uid and "--trust" in str(caught.value)
+        with pytest.raises(ForeignGateway):
+            Client(address).health()
+        output = run_kernel_cell({"DCF_GATEWAY": address, **secret})
+        assert "ERROR ForeignGateway" in output and whose in output, output
+        gateways = lab_gateways({"DCF_GATEWAY": address, **secret}, tmp_path)
+        assert not gateways[0]["healthy"] and whose in str(gateways[0]["error"]), gateways[0]
+        assert recorded(record) == [], "the stranger's server heard from us"
+
+        # A gateway start on their port says whose it is; a trusted call gets there without your token.
+        port = int(address.rsplit(":", 1)[1])
+        with pytest.raises(GatewayStartError, match=f"port {port} is held by another user, "
+                                                     f"{re.escape(describe_user(stranger.uid))}"):
+            start_detached(tmp_path / "refused", "127.0.0.1", port)
+        assert not (tmp_path / "refused").exists(), "a refused start leaves nothing behind"
+        trusted = run_cli("-g", address, "--trust", "function", "call", "echo", "-d", "x")
+        assert trusted.returncode == 0 and trusted.stdout == b"OK", trusted.stderr
+        calls = recorded(record)
+        assert [method for method, _ in calls] == ["/pb.Gateway/InvokeBytes"]
+        assert not [key for key, _ in calls[0][1] if key == "authorization"], "your own token went to a stranger"
+
+
+def test_when_a_stranger_holds_the_default_port_your_tools_start_your_own(stranger: Stranger,
+                                                                          tmp_path: Path) -> None:
+    held = listeners(DEFAULT_PORT)
+    if held:
+        pytest.skip(f"127.0.0.1:{DEFAULT_PORT} is in use on this machine ({describe_user(held[0].uid)}): this test "
+                    "needs the default port free to squat on it")
+    with fake_gateway(stranger, f"127.0.0.1:{DEFAULT_PORT}") as (_, record):
+        env = {"DCF_STATE_DIR": str(tmp_path / "cli-state")}
+        try:
+            deployed = run_cli("function", "deploy", "-f", str(FUNCTIONS / "echo" / "config.yaml"), env=env)
+            said = deployed.stderr.decode()
+            assert deployed.returncode == 0, said
+            assert f"127.0.0.1:{DEFAULT_PORT} is another user's gateway ({describe_user(stranger.uid)}), so dcf " \
+                "started your own on 127.0.0.1:" in said, said
+            called = run_cli("function", "call", "echo", "-d", "found it", env=env)
+            assert called.returncode == 0 and called.stdout == b"found it", called.stderr
+        finally:
+            run_cli("gateway", "stop", env=env)
+        output = run_kernel_cell({})
+        assert "Started an embedded DCF gateway" in output and \
+            f"(127.0.0.1:{DEFAULT_PORT} is another user's gateway" in output and "CALLED mine" in output, output
+        assert recorded(record) == [], "the stranger's server heard from us"
+
+
+def test_a_second_gateway_on_a_busy_port_fails_naming_the_first(tmp_path: Path) -> None:
+    first = start_gateway(tmp_path / "a")
+    try:
+        port = int(first.address.rsplit(":", 1)[1])
+        with pytest.raises(GatewayStartError, match=rf"cannot listen on 127\.0\.0\.1:{port}: port {port} is held by "
+                                                     rf"a process of yours \(pid {first.running.pid}: .*dcf_jupyter"):
+            start_detached(tmp_path / "b", "127.0.0.1", port)
+        assert not (tmp_path / "b").exists()
+        refused = run_cli("gateway", "start", "--port", str(port), "--state-dir", str(tmp_path / "c"))
+        assert refused.returncode == 1 and f"port {port} is held by a process of yours" in refused.stderr.decode()
+        assert first.client.health()
+    finally:
+        first.stop()
+
+
+def modes_of(folder: Path) -> dict[str, str]:
+    """Every path under `folder` (itself included) whose mode lets group or others in."""
+    loose = {}
+    for path in (folder, *folder.rglob("*")):
+        mode = path.lstat().st_mode & 0o777
+        if mode & 0o077:
+            loose[str(path.relative_to(folder.parent))] = f"{mode:04o}"
+    return loose
+
+
+def test_state_sockets_logs_and_caches_are_owner_only(open_parent: Path, make_function) -> None:
+    import os
+
+    from test_requirements import build_wheel
+
+    owner = start_gateway(open_parent / "state")
+    try:
+        folder = make_function("cached", "import dcfmodepkg\nclass Handler:\n    def __call__(self, req):\n"
+                                         "        return dcfmodepkg.VALUE\n",
+                               requirements=["--no-index", "--find-links ./wheels", "dcfmodepkg==1.0"])
+        build_wheel(folder / "wheels", "dcfmodepkg", "1.0", 'VALUE = "installed"\n')
+        owner.client.deploy(folder)
+        owner.client.deploy(FUNCTIONS / "echo")
+        assert owner.client.call("cached") == "installed" and owner.client.call("echo", b"x") == b"x"
+        assert owner.client.logs("echo") is not None
+        sockets = Path((owner.state_dir / "sockets.path").read_text().strip())
+        assert list(sockets.glob("*.sock")), "the local backend's worker sockets"
+        cache = Path(os.environ["DCF_CACHE_DIR"])
+        installed = [path.parent for path in cache.glob("requirements/*/dcfmodepkg")]
+        assert installed, "the requirement went to the cache"
+        for place in (owner.state_dir, sockets, *installed, token_path().parent):
+            assert modes_of(place) == {}, f"{place} lets others in"
+        assert cache.stat().st_mode & 0o077 == 0 and (cache / "requirements").stat().st_mode & 0o077 == 0
+    finally:
+        owner.stop()
+
+
+def test_a_looser_state_dir_is_tightened_at_start_and_the_log_says_so(open_parent: Path) -> None:
+    state = open_parent / "state"
+    (state / "logs").mkdir(parents=True)
+    for path, text in ((state / "registry.json", '{"version": 1, "functions": {}}'),
+                       (state / "logs" / "old.log", "got request b'secret'\n")):
+        path.write_text(text)
+        path.chmod(0o644)
+    state.chmod(0o755)
+    (state / "logs").chmod(0o755)
+    owner = start_gateway(state)
+    try:
+        assert modes_of(state) == {}
+        log = (state / "gateway.log").read_text()
+        assert f"tightened {state} from 0755 to 0700 (owner-only)" in log
+        assert f"tightened {state / 'registry.json'} from 0644 to 0600" in log
+    finally:
+        owner.stop()
+
+
+def test_the_owners_token_is_made_once_owner_only_and_never_shown(tmp_path: Path) -> None:
+    first = start_gateway(tmp_path / "one")
+    second = start_gateway(tmp_path / "two")
+    try:
+        token = token_path().read_text().strip()
+        assert len(token) >= 32 and token_path().stat().st_mode & 0o777 == 0o600
+        assert token_path().parent.stat().st_mode & 0o777 == 0o700
+        for handle in (first, second):  # one token for all of the owner's gateways, found by the client itself
+            assert "Deployed" in handle.client.deploy(FUNCTIONS / "echo")
+            for place in (handle.state_dir / "gateway.log", handle.state_dir / "registry.json",
+                          handle.state_dir / "gateway.json", Path(f"/proc/{handle.running.pid}/cmdline"),
+                          Path(f"/proc/{handle.running.pid}/environ")):
+                assert token.encode() not in place.read_bytes(), place
+    finally:
+        first.stop()
+        second.stop()
