@@ -190,3 +190,29 @@ def test_another_gateways_function_is_shown_but_not_managed() -> None:
     assert function_json(theirs)["managed"] is False
     built = "".join(path.read_text() for path in (ROOT / "dcf_jupyter" / "labextension" / "static").glob("*.js"))
     assert "(another gateway's)" in built, "the committed panel build shows it"
+
+
+def test_deploy_follows_no_link_out_of_the_served_folder(lab: Lab, tmp_path: Path) -> None:
+    import shutil
+
+    outside = tmp_path / "outside-src"
+    shutil.copytree(lab.root / "echo" / "src", outside)
+    cases = {"leaky": lambda folder: (folder / "src" / "secret.txt").symlink_to("/etc/hostname"),
+             "linked": lambda folder: (shutil.rmtree(folder / "src"), (folder / "src").symlink_to(outside)),
+             "inside": lambda folder: (shutil.rmtree(folder / "src"), (folder / "src").symlink_to("../echo/src"))}
+    for name, make_link in cases.items():
+        shutil.copytree(lab.root / "echo", lab.root / name)
+        make_link(lab.root / name)
+    try:
+        for name, leaked in (("leaky", "src/secret.txt"), ("linked", "src/handler.py")):
+            status, answer = api(lab, "POST", "gateways/shared/deploy", {"path": f"{name}/config.yaml"})
+            assert status == 403 and answer["message"] == f"{name}/config.yaml: {leaked} leads outside the folder " \
+                "this Jupyter server serves (a link); copy what it points to in instead", answer
+        status, answer = api(lab, "POST", "gateways/shared/deploy", {"path": "echo\u0000/config.yaml"})
+        assert status == 400 and "NUL" in answer["message"], answer
+        status, answer = api(lab, "POST", "gateways/shared/deploy", {"path": "inside"})  # a link within is fine
+        assert status == 200 and answer["message"].startswith("Deployed: echo"), answer
+        assert api(lab, "DELETE", "gateways/shared/functions/echo")[0] == 200
+    finally:
+        for name in cases:
+            shutil.rmtree(lab.root / name, ignore_errors=True)

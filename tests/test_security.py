@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
+import os
+import re
+import signal
+import tarfile
+import time
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, run_cli, start_gateway
+from conftest import FUNCTIONS, GatewayHandle, owner_channel, run_cli, start_gateway
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.errors import GatewayUnavailable, Unauthenticated
+from dcf_jupyter.credentials import ENV_CONFIG_DIR
+from dcf_jupyter.errors import DeployError, GatewayUnavailable, InvalidArgument, Unauthenticated
 from dcf_jupyter.gateway import GatewayStartError, start_detached
 from dcf_jupyter.gateway.auth import TokenPolicy, bearer_token, is_loopback
 from dcf_jupyter.protocol import gateway_pb2 as pb
@@ -72,9 +79,12 @@ def test_management_needs_the_token_and_dcf_clients_still_invoke(token_gateway: 
     assert token_gateway.client.call("echo", b"still here") == b"still here"
 
 
-def test_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
+def test_refuses_a_non_loopback_address_without_a_token_and_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(GatewayStartError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
         start_detached(tmp_path / "state", "0.0.0.0", 0, env={"DCF_TOKEN": ""})
+    refused = run_cli("gateway", "start", "--detach", "--host", "0.0.0.0", "--state-dir", str(tmp_path / "cli"))
+    assert refused.returncode == 1 and b"refusing to listen on 0.0.0.0 without a token" in refused.stderr
+    assert not (tmp_path / "state").exists() and not (tmp_path / "cli").exists(), "a refused start leaves nothing"
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -145,3 +155,142 @@ def test_embedded_gateway_keeps_a_token_in_the_kernel(tmp_path: Path) -> None:
             outsider.deploy(FUNCTIONS / "echo")
     finally:
         session.close()
+
+
+# --- hostile deploys: each one sentence, the gateway still serving, nothing left on disk ------------------------
+
+def packed(files: dict[str, bytes]) -> bytes:
+    """A function source as a deploy carries it, with exactly these files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+CONFIG = b"functions:\n  hostile:\n    runtime: python\n    handler: {dir: ./src, file: handler.py, name: Handler}\n"
+HANDLER = b"class Handler:\n    def __call__(self, req):\n        return 'ok'\n"
+
+
+def raw_deploy(handle: GatewayHandle, source: bytes) -> grpc.RpcError:
+    """Deploy `source` as 'hostile' with the owner's token but none of our client's checks; the refusal."""
+    with owner_channel(handle.address) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.GatewayStub(channel).Deploy(pb.CreateFunctionRequest(Service="hostile", Source=source), timeout=120)
+    return refused.value
+
+
+def left_behind(handle: GatewayHandle, name: str = "hostile") -> list[str]:
+    return [str(path) for path in (handle.state_dir / "functions" / name, handle.state_dir / "logs" / f"{name}.log")
+            if path.exists()]
+
+
+@pytest.mark.parametrize("line, option", [("-e /", "-e"), ("-r /etc/shadow", "-r"), ("-c constraints.txt", "-c"),
+                                          ("--editable=./pkg", "--editable"), ("--user", "--user")])
+def test_requirement_lines_pip_would_take_as_options_are_refused(fresh_gateway: GatewayHandle, make_function,
+                                                                 line: str, option: str) -> None:
+    folder = make_function("hostile", HANDLER.decode(), requirements=["pyyaml", line])
+    with pytest.raises(InvalidArgument) as refused:
+        fresh_gateway.client.deploy(folder)
+    assert re.match(rf"requirements\.txt: line \d \({re.escape(repr(line))}\): the pip option {option} is not taken "
+                    r"in a function's requirements \(only where packages come from: ", str(refused.value))
+    assert left_behind(fresh_gateway) == [] and fresh_gateway.client.list() == []
+
+
+def test_index_options_are_honoured_not_dropped(fresh_gateway: GatewayHandle, make_function) -> None:
+    # pyyaml is installed here, so pip never runs: the index lines are kept for when it must.
+    folder = make_function("indexed", HANDLER.decode(), requirements=[
+        "--index-url https://pypi.example.invalid/simple", "--extra-index-url=https://mirror.example.invalid",
+        "--trusted-host mirror.example.invalid", "-f ./wheels", "pyyaml"])
+    assert "Deployed" in fresh_gateway.client.deploy(folder)
+    assert fresh_gateway.client.call("indexed") == "ok"
+
+
+def test_a_deep_yaml_a_bomb_and_a_crashing_init_leave_nothing_behind(fresh_gateway: GatewayHandle,
+                                                                     make_function) -> None:
+    deep = raw_deploy(fresh_gateway, packed({"config.yaml": CONFIG + b"    labels: " + b"[" * 50_000,
+                                             "src/handler.py": HANDLER}))
+    assert deep.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert deep.details() == "config.yaml: nested too deeply to be a config file"
+    assert left_behind(fresh_gateway) == []
+    # 300 MB of zeros pack to 0.3 MB; refused at the entry's header, before anything is written.
+    bomb = io.BytesIO()
+    with tarfile.open(fileobj=bomb, mode="w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("weights.bin")
+        info.size = 300 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    refused = raw_deploy(fresh_gateway, bomb.getvalue())
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details() == "the function source unpacks to more than 256 MiB, the gateway's limit (4 times its " \
+                                "--max-message-size)"
+    assert left_behind(fresh_gateway) == []
+    folder = make_function("crashes", "class Handler:\n    def __init__(self):\n        raise RuntimeError('no')\n")
+    with pytest.raises(DeployError, match="crashes did not start"):
+        fresh_gateway.client.deploy(folder)
+    assert left_behind(fresh_gateway, "crashes") == []
+    log = (fresh_gateway.state_dir / "gateway.log").read_text()
+    assert "RecursionError" not in log and "Traceback" not in log
+    assert fresh_gateway.client.health() and fresh_gateway.client.list() == []
+
+
+def test_a_failed_update_keeps_the_serving_revision_and_its_log(fresh_gateway: GatewayHandle, make_function) -> None:
+    folder = make_function("kept", HANDLER.decode())
+    fresh_gateway.client.deploy(folder)
+    (folder / "src" / "handler.py").write_text("class Handler:\n    def __init__(self):\n        raise OSError('x')\n")
+    with pytest.raises(DeployError):
+        fresh_gateway.client.deploy(folder)
+    assert fresh_gateway.client.call("kept") == "ok"
+    assert sorted(p.name for p in (fresh_gateway.state_dir / "functions" / "kept").iterdir()) == ["rev-1"]
+    assert "OSError: x" in fresh_gateway.client.logs("kept")
+
+
+def test_the_cli_names_the_message_limit_and_how_to_raise_it(gateway: GatewayHandle) -> None:
+    result = run_cli("--max-message-size", str(1 << 20), "-g", gateway.address, "function", "call", "echo",
+                     input=bytes(2 << 20))
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith("Error: the request is 2 MiB, more than this client's limit of 1 MiB: "
+                                             "raise it with $DCF_MAX_MESSAGE_SIZE")
+
+
+def test_a_killed_embedded_gateway_is_reaped_and_its_files_removed(tmp_path: Path) -> None:
+    from dcf_jupyter.notebook.session import Session
+    from dcf_jupyter.pids import pid_alive
+
+    session = Session(tmp_path / "workspace", announce=lambda _: None)
+    try:
+        session.client().list()
+        embedded = session._embedded
+        assert embedded is not None and embedded.running is not None
+        state, pid = embedded.state_dir, embedded.running.pid
+        sockets = Path((state / "sockets.path").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        assert embedded.exited.wait(10), "the kernel reaps its gateway"
+        deadline = time.monotonic() + 10
+        while (state.exists() or sockets.exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(pid) and not state.exists() and not sockets.exists()
+    finally:
+        session.close()
+
+
+def test_gateway_yaml_sets_flag_defaults_and_says_what_is_wrong(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config"
+    monkeypatch.setenv(ENV_CONFIG_DIR, str(config))
+    config.mkdir()
+    (config / "gateway.yaml").write_text("private: true\nstream-window: 8\nfavourite_colour: blue\n")
+    handle = start_gateway(tmp_path / "state")
+    try:
+        handle.client.deploy(FUNCTIONS / "echo")
+        assert handle.client.call("echo", b"mine") == b"mine"
+        with pytest.raises(Unauthenticated, match="InvokeBytes needs the gateway's token"):
+            Client(handle.address, token="").call("echo", b"anyone")
+        log = (handle.state_dir / "gateway.log").read_text()
+        assert "unknown key 'favourite_colour' ignored" in log
+    finally:
+        handle.stop()
+    (config / "gateway.yaml").write_text("private: 'yes'\n")
+    refused = run_cli("gateway", "start", "--state-dir", str(tmp_path / "state2"))
+    assert refused.returncode == 1
+    assert f"{config / 'gateway.yaml'}: private must be true or false, got 'yes'" in refused.stderr.decode()

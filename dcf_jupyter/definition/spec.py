@@ -8,6 +8,7 @@ naming the file and the key (``config.yaml: functions.echo.limits.gpu: ...``).
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -145,8 +146,9 @@ class FunctionSpec:
 
     @property
     def handler_dir(self) -> Path:
-        """Absolute folder of the handler file."""
-        return ((self.root or Path.cwd()) / self.handler.dir).resolve()
+        """Absolute folder of the handler file, inside the function folder as written (a linked src/ stays
+        src/, not where the link leads)."""
+        return Path(os.path.abspath((self.root or Path.cwd()) / self.handler.dir))
 
     @property
     def handler_path(self) -> Path:
