@@ -270,6 +270,10 @@ def test_a_killed_embedded_gateway_is_reaped_and_its_files_removed(tmp_path: Pat
         while (state.exists() or sockets.exists()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pid_alive(pid) and not state.exists() and not sockets.exists()
+        said: list[str] = []
+        session.announce = said.append
+        assert session.client().list() == [] and session._embedded is not embedded  # a new one, said so
+        assert said[0].startswith("This kernel's embedded DCF gateway had stopped; starting a new one")
     finally:
         session.close()
 

@@ -71,6 +71,10 @@ class Session:
     def client(self) -> Client:
         """The client of this session's gateway, starting the embedded one if none of the user's answers."""
         with self._lock:
+            if self._embedded is not None and self._embedded.exited.is_set():
+                self._disconnect()  # it was killed: its functions are gone with it
+                self.announce("This kernel's embedded DCF gateway had stopped; starting a new one (run the cells "
+                              "that deploy your functions again).")
             if self._client is not None:
                 return self._client
             if self._embedded is None:
