@@ -206,7 +206,7 @@ def test_bad_input_is_answered_as_on_the_local_backend(ray_gateway: GatewayHandl
     try:
         big = os.urandom(20 * 1024 * 1024)
         assert ray_gateway.client.call("echo", big) == big
-        with pytest.raises(InvalidArgument, match="larger than max"):
+        with pytest.raises(InvalidArgument, match="the request is 64 MiB, more than this client's limit of 64 MiB"):
             ray_gateway.client.call("echo", bytes(ray_gateway.client.max_message_size + 1))
         with pytest.raises(FunctionNotFound, match=r"function 'nobody' is not deployed \(deployed: echo\)"):
             ray_gateway.client.call("nobody", b"x")
