@@ -46,12 +46,6 @@ def named_address(explicit: str | None = None, config_gateway: str | None = None
     return None
 
 
-def resolve_address(explicit: str | None = None, config_gateway: str | None = None) -> str:
-    """The gateway to talk to: the one named (see `named_address`), else the default address. Clients prefer
-    `client.discovery.default_address()` to the plain default: it finds the user's own gateway."""
-    return named_address(explicit, config_gateway) or DEFAULT_ADDRESS
-
-
 def max_message_size() -> int:
     """Largest gRPC message sent or received: $DCF_MAX_MESSAGE_SIZE bytes, default 64 MiB."""
     raw = os.environ.get(ENV_MAX_MESSAGE_SIZE, "")

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 from ..definition.spec import FunctionSpec, load_config
-from ..settings import resolve_address
+from ..settings import named_address
 from .core import Client, FunctionInfo, Reply
+from .discovery import default_address
 
 Result: TypeAlias = "str | bytes | list[Any] | dict[str, Any] | int | float | bool | None"
 """What `call` returns: str for text, bytes for binary replies; in a notebook, JSON parsed (displaying richly)."""
@@ -51,10 +52,10 @@ def route_to_session(route: NotebookRoute | None) -> None:
 
 def get_client(gateway: str | None = None, config_gateway: str | None = None) -> Client:
     """The client for `gateway`; with none, the notebook session's, else $DCF_GATEWAY's, else a config's
-    dcf.gateway, else 127.0.0.1:32222. Clients are shared: do not close them."""
+    dcf.gateway, else your own gateway (`discovery.default_address`). Clients are shared: do not close them."""
     if gateway is None and _route is not None:
         return _route.client()
-    address = resolve_address(gateway, config_gateway)
+    address = named_address(gateway, config_gateway) or default_address()
     with _clients_lock:
         client = _clients.get(address)
         if client is None:
