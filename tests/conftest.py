@@ -27,7 +27,6 @@ from dcf_jupyter.settings import ENV_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def _isolated_values(base: Path) -> dict[str, str | None]:

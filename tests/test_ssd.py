@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FUNCTIONS, SHARED_DATA
+from conftest import FUNCTIONS
 
 from dcf_jupyter.errors import FunctionError
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(FUNCTIONS / "ssd" / "src"))
 from images import decode_image, decode_request
 from voc import boxes_reply
 
-IMAGES = SHARED_DATA / "images"
+IMAGES = Path(__file__).resolve().parent / "data" / "images"
 PERSON_000001 = (8, 12, 352, 498)  # PASCAL VOC ground truth (xmin, ymin, xmax, ymax)
 
 
@@ -53,11 +53,8 @@ def box_of(item: dict[str, str]) -> tuple[float, ...]:
 
 
 def shared_image(name: str) -> bytes:
-    path = IMAGES / name
-    if not path.exists():
-        print(f"\nSKIP: {path} is absent (../shared/data is optional)", file=sys.stderr)
-        pytest.skip(f"{path} is absent")
-    return path.read_bytes()
+    """One of the demo photos shipped with the tests (tests/data/images/SOURCE.md says where each comes from)."""
+    return (IMAGES / name).read_bytes()
 
 
 # --- requests ------------------------------------------------------------------------------------
