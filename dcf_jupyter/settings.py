@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 32222
 DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -23,15 +25,22 @@ ENV_ANNOUNCE = "DCF_ANNOUNCE"
 
 
 def normalize_address(address: str) -> str:
-    """'host' -> 'host:32222'; strips a scheme such as 'grpc://' users sometimes paste."""
+    """'host' -> 'host:32222'; strips a scheme such as 'grpc://' users sometimes paste. ConfigError for a port
+    that is not one (grpc would quietly take 99999 modulo 65536)."""
+    given = address
     address = address.strip()
     for scheme in ("grpc://", "http://", "https://", "dns:///"):
         if address.startswith(scheme):
             address = address[len(scheme):]
     address = address.rstrip("/")
     if address.startswith("["):  # [::1]:port
-        return address if "]:" in address else f"{address}:{DEFAULT_PORT}"
-    return address if ":" in address else f"{address}:{DEFAULT_PORT}"
+        address = address if "]:" in address else f"{address}:{DEFAULT_PORT}"
+    elif ":" not in address:
+        address = f"{address}:{DEFAULT_PORT}"
+    port = address.rsplit(":", 1)[1]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{given.strip()!r} is not a gateway address: its port must be a number from 1 to 65535")
+    return address
 
 
 def named_address(explicit: str | None = None, config_gateway: str | None = None) -> str | None:

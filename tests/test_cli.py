@@ -122,6 +122,22 @@ def test_init_refuses_bad_names_and_existing_folders(tmp_path: Path) -> None:
     assert result.returncode != 0 and b"already exists" in result.stderr
 
 
+@pytest.mark.parametrize("args, sentence", [
+    (("function", "scale", "hello-dcf", "-1"), "replicas must be a whole number from 0 to 64, got '-1'"),
+    (("function", "scale", "hello-dcf", "abc"), "replicas must be a whole number from 0 to 64, got 'abc'"),
+    (("-g", "127.0.0.1:99999", "function", "list"),
+     "'127.0.0.1:99999' is not a gateway address: its port must be a number from 1 to 65535"),
+])
+def test_bad_arguments_are_one_sentence(args: tuple[str, ...], sentence: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode != 0 and sentence in result.stderr.decode(), result.stderr
+
+
+def test_help_lists_whole_summaries() -> None:
+    listed = run_cli("function", "--help").stdout.decode().split("Commands:", 1)[1]
+    assert "the reply goes to stdout unchanged." in " ".join(listed.split()) and "..." not in listed
+
+
 def test_no_gateway_says_how_to_start_one() -> None:
     result = run_cli("-g", "127.0.0.1:1", "function", "list")
     assert result.returncode == 1

@@ -105,6 +105,11 @@ def test_bad_name_is_a_usage_error(ip) -> None:
         ip.run_cell_magic("dcf_function", "Bad_Name", HELLO)
 
 
+def test_a_mistyped_option_names_the_one_meant(ip) -> None:
+    with pytest.raises(UsageError, match=r"^%%dcf_function: no option --gpus \(did you mean --gpu\?\)$"):
+        ip.run_cell_magic("dcf_function", "typo --gpus 1 --no-deploy", HELLO)
+
+
 def test_handler_error_shows_the_remote_traceback_with_cell_lines(ip, capsys) -> None:
     cell(ip, """\
         %%dcf_function nb-boom

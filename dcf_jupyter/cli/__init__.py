@@ -15,7 +15,8 @@ from .runtime import runtime
 @click.group(cls=AliasedGroup, aliases={"fn": "function", "functions": "function", "runtimes": "runtime"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-g", "--gateway", "gateway_address", default=None, envvar=None,
-              help="gateway address host:port [default: $DCF_GATEWAY, config.yaml's dcf.gateway, 127.0.0.1:32222]")
+              help="gateway address host:port [default: $DCF_GATEWAY, config.yaml's dcf.gateway, else your own "
+                   "gateway, else 127.0.0.1:32222]")
 @click.option("--trust", is_flag=True,
               help="use the -g gateway even if another user of this machine runs it (never sent your own token)")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), default=None,

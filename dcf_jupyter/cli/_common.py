@@ -62,10 +62,29 @@ class AliasedGroup(click.Group):
             if command is None or command.hidden:
                 continue
             label = name + (f" ({', '.join(sorted(reverse[name]))})" if name in reverse else "")
-            rows.append((label, command.get_short_help_str(limit=80)))
+            rows.append((label, command.get_short_help_str(limit=300)))  # whole first sentences
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+class WholeNumber(click.ParamType):
+    """A whole number within bounds, said in one sentence when it is not (click's IntRange answers "'abc' is not a
+    valid integer range")."""
+
+    name = "N"
+
+    def __init__(self, what: str, low: int, high: int) -> None:
+        self.what, self.low, self.high = what, low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = self.low - 1
+        if not self.low <= number <= self.high or isinstance(value, float):
+            self.fail(f"{self.what} must be a whole number from {self.low} to {self.high}, got {value!r}", param, ctx)
+        return number
 
 
 def report_error(error: DcfError, *, verbose: bool = False) -> None:

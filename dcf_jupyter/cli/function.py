@@ -25,13 +25,22 @@ from ..client import Reply
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
-from ..definition.spec import ConfigFile, FunctionSpec
+from ..definition.spec import MAX_REPLICAS, ConfigFile, FunctionSpec
 from ..errors import DcfError, ForeignGateway, GatewayUnavailable
 from ..gateway import find_gateway, start_detached
 from ..ports import describe_user
 from ..protocol.names import BINARY, DEPLOYED_BY
 from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size, named_address
-from ._common import AliasedGroup, CliState, config_option, human_bytes, load, pass_state, reports_errors
+from ._common import (
+    AliasedGroup,
+    CliState,
+    WholeNumber,
+    config_option,
+    human_bytes,
+    load,
+    pass_state,
+    reports_errors,
+)
 from .local_run import ImageRun, LocalRun
 
 
@@ -350,9 +359,9 @@ def delete(state: CliState, name: str) -> None:
         click.echo(client.delete(name))
 
 
-@function.command()
+@function.command(context_settings={"ignore_unknown_options": True})  # so "-1" reaches REPLICAS and its sentence
 @click.argument("name")
-@click.argument("replicas", type=click.IntRange(0, 64))
+@click.argument("replicas", type=WholeNumber("replicas", 0, MAX_REPLICAS))
 @pass_state
 @reports_errors
 def scale(state: CliState, name: str, replicas: int) -> None:

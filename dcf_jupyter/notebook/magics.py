@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import html
 import re
 import shlex
@@ -57,6 +58,21 @@ class _Parser(argparse.ArgumentParser):
 
     def exit(self, status: int = 0, message: str | None = None) -> Any:
         raise UsageError(message or self.format_usage())
+
+
+def _parse_with_suggestions(magic: Any, line: str) -> argparse.Namespace:
+    """`parse_argstring`, whose "unrecognized arguments" names the option meant when one is close (--gpus: --gpu)."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        unknown = re.search(r"unrecognized arguments: (\S+)", str(exc))
+        if unknown is None:
+            raise
+        options = [option for action in magic.parser._actions for option in action.option_strings]
+        close = difflib.get_close_matches(unknown.group(1), options, n=1)
+        if not close:
+            raise
+        raise UsageError(f"%%{magic.__name__}: no option {unknown.group(1)} (did you mean {close[0]}?)") from None
 
 
 def _dcf_parser() -> _Parser:
@@ -157,7 +173,7 @@ class DcfMagics(Magics):
         real DCF function: `dcf function build/deploy -f` work on it. Running the cell again
         redeploys in place. The cell is the worker's handler.py, as written (no IPython syntax).
         """
-        args = parse_argstring(self.dcf_function, line)
+        args = _parse_with_suggestions(self.dcf_function, line)
         try:
             proxy = self.session.define(
                 args.name, cell, gpu=args.gpu, memory=args.memory, cpu=args.cpu, requirements=args.requirements,
