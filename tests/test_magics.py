@@ -291,11 +291,22 @@ def test_embedded_gateway_starts_when_none_answers_and_stops_with_the_session(tm
         pytest.skip("a gateway already listens on 127.0.0.1:32222, so no embedded one would start")
     probe.close()
     said: list[str] = []
+
+    class Recorded:  # a progress display that writes where the session's announcements go
+        def step(self, label: str, fraction: float) -> None:
+            said.append(label)
+
+        def log(self, text: str) -> None:
+            pass
+
+        done = fail = log
+
     session = Session(tmp_path / "ws", announce=said.append)
     try:
-        proxy = session.define("embedded-hello", HELLO)
+        proxy = session.define("embedded-hello", HELLO, progress=Recorded())
         assert proxy() == "Hello DCF"
         assert session.embedded and said and "embedded DCF gateway" in said[0]
+        assert said[1] == "writing the function folder", "lines in the order things happened"
         state_dir = session._embedded.state_dir  # type: ignore[union-attr]
         assert state_dir.exists()
     finally:

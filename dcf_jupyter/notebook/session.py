@@ -179,6 +179,8 @@ class Session:
         check_handler_source(source, where, "Handler", line_offset=line_offset)
         if runtime is not None and canonical_runtime(runtime) is None:
             raise ConfigError(f"unknown runtime {runtime!r} (see `dcf runtime list`)")
+        # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
+        client = self.client() if deploy else None
         progress = progress or make_progress(f"%%dcf_function {name}")
         try:
             progress.step("writing the function folder", 0.1)
@@ -187,13 +189,12 @@ class Session:
                                        autoscaling=autoscaling)
             proxy = FunctionProxy(self, name, folder, line_offset=line_offset)
             self.functions[name] = proxy
-            if not deploy:
+            if client is None:
                 progress.done(f"wrote {folder}; deploy it with {python_name(name)}.deploy() "
                               f"or `dcf function deploy -f {folder / 'config.yaml'}`")
                 return proxy
             if backend == "docker":
                 self._build_image(folder, name, progress)
-            client = self.client()
             progress.step(f"deploying to {client.address}", 0.6)
             message = self._deploy_with_logs(client, name, progress, lambda: client.deploy(folder, backend=backend))
             info = client.get(name)
