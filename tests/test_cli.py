@@ -192,14 +192,17 @@ def test_bad_input_says_the_sentence_first_and_only_v_adds_the_traceback(fresh_g
 
     err = run_cli(*g, "function", "call", "picky", "-v", input=b"some text").stderr.decode()
     assert err.splitlines()[0] == "Error: ValueError: the request is not a JPEG image [INVALID_ARGUMENT]"
-    assert 'handler.py", line 6, in __call__' in err
+    # The user's own file, as it sits in their function folder, not the gateway's copy of it.
+    assert 'File "src/handler.py", line 6, in __call__' in err and str(fresh_gateway.state_dir) not in err
 
     # An unexpected exception keeps its traceback, after the sentence.
     err = run_cli(*g, "function", "call", "picky", input=b"boom").stderr.decode()
     assert err.splitlines()[0] == "Error: RuntimeError: the model broke [INTERNAL]"
     assert 'handler.py", line 4, in __call__' in err
-    # The log always has the traceback.
-    assert "ValueError: the request is not a JPEG image" in fresh_gateway.client.logs("picky")
+    # The log always has the traceback, with the same paths.
+    logged = run_cli(*g, "function", "log", "picky").stdout.decode()
+    assert "ValueError: the request is not a JPEG image" in logged and 'File "src/handler.py", line 6' in logged
+    assert str(fresh_gateway.state_dir) not in logged and "rev-1" not in logged
 
 
 def test_a_deploy_error_shows_the_users_path_not_the_gateways_copy(fresh_gateway, tmp_path: Path) -> None:

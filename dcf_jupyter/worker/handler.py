@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import collections.abc
+import contextlib
 import importlib.util
 import json
 import sys
@@ -94,12 +95,33 @@ def load_handler(handler_dir: str | Path, file: str = "handler.py", name: str = 
     raise HandlerLoadError(f"{name} in {path.name} is a {type(target).__name__}, not a class or function")
 
 
+_function_root: Path | None = None  # the folder this worker process serves (one function per process)
+
+
+def serve_function_from(root: Path) -> None:
+    """Say which function folder this process serves: its tracebacks name files relative to it."""
+    global _function_root
+    _function_root = root.resolve()
+
+
+def _as_written(filename: str) -> str:
+    """A traceback's file as the user knows it: src/handler.py, not the copy a gateway or a node unpacked."""
+    if _function_root is not None:
+        with contextlib.suppress(ValueError):
+            return Path(filename).resolve().relative_to(_function_root).as_posix()
+    return filename
+
+
 def format_user_traceback(exc: BaseException) -> str:
-    """The traceback without dcf-jupyter's own frames: what the user wrote is what they need."""
+    """The traceback without dcf-jupyter's own frames, its files relative to the function folder: what the user
+    wrote is what they need."""
     tb = traceback.TracebackException.from_exception(exc)
-    tb.stack = traceback.StackSummary.from_list(
-        [f for f in tb.stack if "dcf_jupyter" not in Path(f.filename).parts and "<frozen" not in f.filename]
-    )
+    frames = [f for f in tb.stack if "dcf_jupyter" not in Path(f.filename).parts and "<frozen" not in f.filename]
+    for frame in frames:
+        frame.filename = _as_written(frame.filename)
+    tb.stack = traceback.StackSummary.from_list(frames)
+    if isinstance(exc, SyntaxError) and tb.filename:
+        tb.filename = _as_written(tb.filename)
     return "".join(tb.format())
 
 

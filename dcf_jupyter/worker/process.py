@@ -43,6 +43,7 @@ from .handler import (
     is_stream,
     iter_results,
     load_handler,
+    serve_function_from,
 )
 from .link import Emit, LinkServer
 
@@ -322,6 +323,7 @@ def load_function_handler(function_dir: Path, name: str | None) -> tuple[Handler
     spec = config.function(name)
     for warning in config.warnings:
         _log(f"warning: {warning}")
+    serve_function_from(function_dir)
     # Relative paths in handlers (DCF's example functions) resolve against src/.
     os.chdir(spec.handler_dir)
     handler = load_handler(spec.handler_dir, spec.handler.filename, spec.handler.name)
