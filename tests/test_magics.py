@@ -105,6 +105,15 @@ def test_bad_name_is_a_usage_error(ip) -> None:
         ip.run_cell_magic("dcf_function", "Bad_Name", HELLO)
 
 
+def test_dcf_needs_says_which_extra_brings_what_is_missing(ip) -> None:
+    assert ip.run_line_magic("dcf", "needs json yaml") is None
+    with pytest.raises(UsageError) as refused:
+        ip.run_line_magic("dcf", "needs json no_such_module_xyz --extra widgets")
+    assert str(refused.value).startswith("this notebook needs no_such_module_xyz, which this kernel's Python (")
+    assert "lacks: pip install 'dcf-jupyter[widgets]' into it (in a clone: pip install -e '.[widgets]'), then " \
+        "restart the kernel" in str(refused.value)
+
+
 def test_a_mistyped_option_names_the_one_meant(ip) -> None:
     with pytest.raises(UsageError, match=r"^%%dcf_function: no option --gpus \(did you mean --gpu\?\)$"):
         ip.run_cell_magic("dcf_function", "typo --gpus 1 --no-deploy", HELLO)

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import difflib
 import html
+import importlib.util
 import re
 import shlex
 import sys
@@ -107,6 +108,10 @@ def _dcf_parser() -> _Parser:
     stream.add_argument("--loop", action="store_true", help="replay the video when it ends")
     stream.add_argument("--start", action="store_true", help="start streaming right away")
     commands.add_parser("status", help="which gateway this notebook uses")
+    needs = commands.add_parser("needs", help="stop here, saying which extra to install, unless this kernel can "
+                                              "import every MODULE: %%dcf needs MODULE ... [--extra NAME]")
+    needs.add_argument("modules", nargs="+", metavar="MODULE")
+    needs.add_argument("--extra", default="tutorials", help="the dcf-jupyter extra that brings them")
     gateway = commands.add_parser("gateway", help="use another gateway: %%dcf gateway HOST:PORT")
     gateway.add_argument("address", nargs="?")
     gateway.add_argument("--trust", action="store_true",
@@ -188,7 +193,8 @@ class DcfMagics(Magics):
 
     @line_magic
     def dcf(self, line: str) -> Any:
-        """Manage DCF functions: %dcf call|list|logs|delete|scale|status|gateway ... (%dcf? lists them)."""
+        """Manage DCF functions: %dcf call|list|logs|delete|scale|stream|status|gateway|needs ... (%dcf? lists
+        them)."""
         parser = _dcf_parser()
         try:
             words = shlex.split(line)
@@ -234,6 +240,14 @@ class DcfMagics(Magics):
             print(f"{kind} at {status['address']}, version {status['version']}, "
                   f"{status['functions']} function(s), backends: {', '.join(status['backends'] or [])}")
             print(f"workspace: {status['workspace']}")
+            return None
+        if command == "needs":
+            missing = [module for module in args.modules if importlib.util.find_spec(module) is None]
+            if missing:
+                raise UsageError(
+                    f"this notebook needs {', '.join(missing)}, which this kernel's Python ({sys.executable}) lacks: "
+                    f"pip install 'dcf-jupyter[{args.extra}]' into it (in a clone: pip install -e '.[{args.extra}]'), "
+                    "then restart the kernel")
             return None
         if command == "gateway":
             if args.address is None:
