@@ -20,7 +20,6 @@ import pytest
 from conftest import FUNCTIONS, run_cli, start_gateway
 from stranger import Stranger, make_stranger, remove_stranger, why_not
 
-import dcf_jupyter
 from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import token_path
 from dcf_jupyter.errors import ForeignGateway, GatewayStartError
@@ -288,8 +287,11 @@ def test_when_a_stranger_holds_the_default_port_your_tools_start_your_own(strang
         output = run_kernel_cell({})
         assert "Started an embedded DCF gateway" in output and \
             f"(127.0.0.1:{DEFAULT_PORT} is another user's gateway" in output and "CALLED mine" in output, output
-        with pytest.raises(ForeignGateway):  # the Python API, naming no gateway
-            dcf_jupyter.call("echo", b"private data")
+        # The Python API naming no gateway, in a fresh Python (this one may hold a notebook session of other tests).
+        api = subprocess.run([sys.executable, "-c", "import dcf_jupyter; dcf_jupyter.call('echo', b'private data')"],
+                             capture_output=True, text=True, timeout=60)
+        assert api.returncode == 1 and "ForeignGateway: the gateway at 127.0.0.1:32222 belongs to another user" in \
+            api.stderr, api.stderr
         gateways = lab_gateways({"DCF_TOKEN": "owner-secret-token"}, tmp_path)
         assert gateways[0]["address"] == f"127.0.0.1:{DEFAULT_PORT}" and not gateways[0]["healthy"]
         assert "belongs to another user of this machine" in str(gateways[0]["error"]), gateways[0]
