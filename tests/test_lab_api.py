@@ -216,3 +216,42 @@ def test_deploy_follows_no_link_out_of_the_served_folder(lab: Lab, tmp_path: Pat
     finally:
         for name in cases:
             shutil.rmtree(lab.root / name, ignore_errors=True)
+
+
+def test_which_entries_the_file_browser_may_deploy(lab: Lab) -> None:
+    status, listing = api(lab, "GET", "function-folders?path=")
+    assert status == 200 and "echo" in listing["names"], listing
+    assert api(lab, "GET", "function-folders?path=echo")[1]["names"] == ["config.yaml"]
+    assert api(lab, "GET", "function-folders?path=echo/src")[1]["names"] == []
+    status, refused = api(lab, "GET", "function-folders?path=../..")
+    assert status == 404 and "no folder this Jupyter server serves" in refused["message"]
+
+
+def test_the_panel_starts_your_gateway_when_none_answers(tmp_path: Path) -> None:
+    from labdriver import jupyter_lab
+
+    from dcf_jupyter.gateway import stop_gateway
+
+    state = tmp_path / "state"
+    (tmp_path / "root").mkdir()
+    with jupyter_lab(tmp_path / "root", env={"DCF_STATE_DIR": str(state), "DCF_GATEWAY": ""}) as quiet:
+        shared = api(quiet, "GET", "gateways")[1][0]
+        if shared["healthy"]:
+            pytest.skip(f"a gateway of yours already answers at {shared['address']}: nothing for the panel to start")
+        assert "no gateway answers" in shared["error"] or "another user" in shared["error"], shared
+        try:
+            status, started = api(quiet, "POST", "gateways/shared/start", {})
+            assert status == 200 and started["message"].startswith("started your gateway on 127.0.0.1:"), started
+            shared = api(quiet, "GET", "gateways")[1][0]
+            assert shared["healthy"] and started["message"].split()[4] == shared["address"], (started, shared)
+            assert api(quiet, "POST", "gateways/shared/start", {})[1]["message"].startswith(
+                "a gateway of yours already answers at")
+        finally:
+            stop_gateway(state)
+
+
+def test_a_kernels_gateway_is_not_started_from_the_panel(lab: Lab) -> None:
+    status, refused = api(lab, "POST", "gateways/kernel-1/start", {})
+    assert status == 400 and "a notebook's kernel starts its own" in refused["message"]
+    status, refused = api(lab, "POST", "gateways/shared/start", {})
+    assert status == 409 and "($DCF_GATEWAY): start it where it runs" in refused["message"], refused

@@ -35,6 +35,8 @@ class Handler:
         return f"got {req.text}"
 '''
 PANEL = "#dcf-panel"
+# Lumino keeps a menu's hidden items in the page (display: none): only a visible one is offered.
+DEPLOY_ITEM = '.lm-Menu-itemLabel:text-is("Deploy DCF function")'
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def page(lab: Lab) -> Iterator[NotebookPage]:
         "%%dcf_function nbfn\nclass Handler:\n    def __call__(self, req):\n        return 'from the notebook'",
     ])
     with playwright_driver() as driver, chromium_browser(driver) as browser:
-        notebook = NotebookPage(browser.new_page(viewport={"width": 1400, "height": 900}), lab, "mine.ipynb")
+        notebook = NotebookPage(browser.new_page(viewport={"width": 1440, "height": 900}), lab, "mine.ipynb")
         notebook.run_all()
         notebook.page.locator('.lm-TabBar-tab[data-id="dcf-panel"]').click()
         notebook.page.wait_for_selector(f"{PANEL} .dcf-gateway")
@@ -110,8 +112,12 @@ def test_deploy_from_the_file_browser(page: NotebookPage, panel_gateway: Gateway
     page.page.locator(".jp-toast-message", has_text="Deployed: echo").wait_for(timeout=60000)
     assert [f.name for f in panel_gateway.client.list()] == ["echo"]
     page.page.locator('.jp-DirListing-item[title^="Name: src"]').click(button="right")
-    assert page.page.locator('.lm-Menu-itemLabel:text-is("Deploy DCF function")').count() == 1, \
-        "offered on folders (the server says when one is not a function)"
+    page.page.locator(".lm-Menu").first.wait_for()
+    assert page.page.locator(f"{DEPLOY_ITEM}:visible").count() == 0, "not offered on a folder that is no function"
+    page.page.keyboard.press("Escape")
+    page.page.locator('.jp-BreadCrumbs-home').click()
+    page.page.locator('.jp-DirListing-item[title^="Name: echo"]').click(button="right")
+    assert page.page.locator(f"{DEPLOY_ITEM}:visible").count() == 1, "offered on a function folder"
     page.page.keyboard.press("Escape")
     page.page.locator('.lm-TabBar-tab[data-id="dcf-panel"]').click()
     row(page, "shared", "echo").wait_for(timeout=5000)
@@ -126,4 +132,54 @@ def test_a_notebooks_function_shows_under_its_kernels_gateway(page: NotebookPage
     block.locator('tr[data-function="nbfn"]').wait_for(timeout=5000)
     assert block.locator(".dcf-dot").get_attribute("class") == "dcf-dot dcf-up"
     shot(page, "panel-kernel-gateway.png")
+    assert page.console_errors == []
+
+
+MEASURE = """name => {
+    const panel = document.querySelector('#dcf-panel');
+    const found = panel?.querySelector(`[data-gateway="shared"] tr[data-function="${name}"]`);
+    if (!found) { return null; }
+    const edge = panel.getBoundingClientRect();
+    const buttons = [...found.querySelectorAll('button')].map(button => {
+        const box = button.getBoundingClientRect();
+        return {name: button.className, shown: box.width > 0 && box.height > 0 && box.bottom <= window.innerHeight,
+                inside: box.left >= edge.left && box.right <= edge.right};
+    });
+    return {buttons, scrolls_sideways: panel.scrollWidth > panel.clientWidth, width: edge.width};
+}"""
+
+
+def test_every_action_shows_at_the_default_sidebar_width_in_light_and_dark(page: NotebookPage,
+                                                                         panel_gateway: GatewayHandle,
+                                                                         tmp_path: Path) -> None:
+    """1440x900, the sidebar as JupyterLab opens it: a function with a long name, image and backend keeps its -, +
+    and x in view (the details are cut, not the actions), without sideways scrolling; light and dark themes."""
+    folder = init_function("a-function-with-a-rather-long-descriptive-name", parent=tmp_path, handler_source=PRINTER)
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("image: a-function-with",
+                                                 "image: registry.example.com/team/a-function-with"))
+    panel_gateway.client.deploy(folder)
+    try:
+        long_row = row(page, "shared", "a-function-with-a-rather-long-descriptive-name")
+        long_row.wait_for(timeout=5000)
+        for theme in ("JupyterLab Light", "JupyterLab Dark"):
+            page.page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                               f"{{theme: '{theme}'}})")
+            page.page.wait_for_function(f"() => document.body.dataset.jpThemeName === '{theme}'", timeout=10000)
+            # Measured in one go in the page (the panel redraws its rows every second).
+            seen = page.page.evaluate(MEASURE, "a-function-with-a-rather-long-descriptive-name")
+            assert seen is not None and len(seen["buttons"]) == 3, seen
+            for button in seen["buttons"]:
+                assert button["shown"] and button["inside"], f"cut off or hidden at the sidebar's width: {seen}"
+            assert not seen["scrolls_sideways"], seen
+            long_row.locator(".dcf-scale-up").click()  # clickable where it shows
+            shot(page, f"panel-{theme.split()[-1].lower()}.png")
+        page.page.wait_for_function(
+            """name => document.querySelector(`#dcf-panel [data-gateway="shared"] tr[data-function="${name}"]
+                                              .dcf-ready`)?.textContent === '3/3'""",
+            arg="a-function-with-a-rather-long-descriptive-name", timeout=30000)
+    finally:
+        page.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                           "{theme: 'JupyterLab Light'})")
+        panel_gateway.client.delete("a-function-with-a-rather-long-descriptive-name")
     assert page.console_errors == []

@@ -27,10 +27,10 @@ from ..definition.scaffold import init_function
 from ..definition.source import source_digest
 from ..definition.spec import MAX_REPLICAS, ConfigFile, FunctionSpec
 from ..errors import DcfError, ForeignGateway, GatewayUnavailable
-from ..gateway import find_gateway, start_detached
+from ..gateway.control import start_own_gateway
 from ..ports import describe_user
 from ..protocol.names import BINARY, DEPLOYED_BY
-from ..settings import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT, default_state_dir, max_message_size, named_address
+from ..settings import DEFAULT_ADDRESS, max_message_size, named_address
 from ._common import (
     AliasedGroup,
     CliState,
@@ -254,13 +254,7 @@ def ensure_gateway(state: CliState, config: ConfigFile) -> None:
         address = probe.address
     if named:
         raise GatewayUnavailable(f"no DCF gateway answers at {address}; start one with `dcf gateway start --detach`")
-    state_dir = default_state_dir()
-    running = find_gateway(state_dir)
-    if running is not None:
-        raise GatewayUnavailable(f"your gateway (pid {running.pid}) at {running.address} does not answer; see "
-                                 f"{state_dir / 'gateway.log'}, or restart it with `dcf gateway stop` and "
-                                 "`dcf gateway start --detach`")
-    running, _ = start_detached(state_dir, DEFAULT_HOST, 0 if foreign else DEFAULT_PORT)
+    running = start_own_gateway(default_port_taken=foreign is not None)
     if foreign is not None:
         click.echo(f"{DEFAULT_ADDRESS} is another user's gateway ({describe_user(foreign.uid)}), so dcf started "
                    f"your own on {running.address} (dcf finds it there; stop it with `dcf gateway stop`).", err=True)

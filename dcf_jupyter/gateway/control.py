@@ -175,6 +175,19 @@ def options_argv(options: GatewayOptions) -> list[str]:
     return argv
 
 
+def start_own_gateway(*, default_port_taken: bool = False) -> RunningGateway:
+    """Start the user's gateway in the background, in their default state dir: on 127.0.0.1:32222, or on a free
+    port when another user's process holds that one (clients find it through the state dir). GatewayStartError
+    when the gateway of that state dir runs but does not answer."""
+    state_dir = default_state_dir()
+    running = find_gateway(state_dir)
+    if running is not None:
+        raise GatewayStartError(f"your gateway (pid {running.pid}) at {running.address} does not answer; see "
+                                f"{state_dir / GATEWAY_LOG}, or restart it with `dcf gateway stop` and "
+                                "`dcf gateway start --detach`")
+    return start_detached(state_dir, DEFAULT_HOST, 0 if default_port_taken else DEFAULT_PORT)[0]
+
+
 def remove_left_socket_dir(state_dir: Path) -> None:
     """Remove the worker-socket temp dir the gateway of `state_dir` recorded and did not remove itself (it was
     SIGKILLed); call it only when that gateway is gone. Only a dir of ours in the temp dir is touched."""

@@ -7,6 +7,8 @@ request; the handlers reach gateways through `client.Client`, so gateway tokens 
     POST   dcf/gateways/ID/functions/NAME/call            {"input": "text"} or {"input_base64": "..."}
     DELETE dcf/gateways/ID/functions/NAME
     POST   dcf/gateways/ID/deploy                         {"path": "a function folder or config.yaml"}
+    POST   dcf/gateways/shared/start                      start your own gateway when none answers
+    GET    dcf/function-folders?path=DIR                  the entries of DIR that are functions (to deploy)
 
 Errors are JSON {"message": one sentence} with a 4xx/5xx status, never a traceback.
 """
@@ -28,8 +30,9 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from ..client.core import Client, FunctionInfo, Reply
-from ..client.discovery import GatewayEntry, all_gateways
+from ..client.discovery import SHARED_ID, GatewayEntry, all_gateways
 from ..definition.source import iter_source_files
+from ..definition.spec import load_config
 from ..errors import (
     ConfigError,
     DcfError,
@@ -37,11 +40,14 @@ from ..errors import (
     ForeignGateway,
     FunctionError,
     FunctionNotFound,
+    GatewayStartError,
     GatewayUnavailable,
     InvalidArgument,
     InvalidName,
     Unauthenticated,
 )
+from ..gateway.control import start_own_gateway
+from ..settings import named_address
 
 T = TypeVar("T")
 HEALTH_TIMEOUT_S = 1.0
@@ -49,7 +55,7 @@ MAX_LOG_LINES = 5000
 # How each error reads over HTTP (the sentence is the same as in the CLI).
 STATUS = ((FunctionNotFound, 404), (InvalidName, 400), (InvalidArgument, 400), (ConfigError, 400),
           (DeployError, 422), (Unauthenticated, 403), (GatewayUnavailable, 502), (ForeignGateway, 502),
-          (FunctionError, 502),
+          (FunctionError, 502), (GatewayStartError, 500),
           (DcfError, 500))
 
 
@@ -94,6 +100,10 @@ class DcfHandler(APIHandler):
             if entry.id == gateway_id:
                 return entry
         raise Problem(404, f"no gateway {gateway_id!r} (it may have stopped with its kernel)")
+
+    def served_root(self) -> Path:
+        """The folder this Jupyter server serves (its file browser's root)."""
+        return Path(self.settings["server_root_dir"]).expanduser().resolve()
 
     async def with_client(self, gateway_id: str, work: Callable[[Client], T]) -> T:
         return await self.on(self.gateway(gateway_id), work)
@@ -165,7 +175,7 @@ class GatewaysHandler(DcfHandler):
         return {**public, **await self.on(entry, look)}
 
     def relative(self, path: str) -> str:
-        root = Path(self.settings["server_root_dir"]).expanduser().resolve()
+        root = self.served_root()
         with contextlib.suppress(ValueError, OSError):
             return str(Path(path).resolve().relative_to(root))
         return path
@@ -239,7 +249,7 @@ class DeployHandler(DcfHandler):
             raise Problem(400, "say which function to deploy: the path of its folder or config.yaml")
         if "\0" in path:
             raise Problem(400, "the path holds a NUL character, which no file name can")
-        root = Path(self.settings["server_root_dir"]).expanduser().resolve()
+        root = self.served_root()
         target = (root / path.lstrip("/")).resolve()
         if not target.is_relative_to(root):
             raise Problem(403, f"{path} is outside the folder this Jupyter server serves")
@@ -262,6 +272,73 @@ def _shown(path: Path, folder: Path) -> str:
         return str(path)
 
 
+CONFIG_NAMES = ("config.yaml", "config.yml")
+
+
+def is_function(path: Path) -> bool:
+    """A folder holding a config.yaml that defines functions, or such a config.yaml itself."""
+    config = path if path.name in CONFIG_NAMES else next((path / n for n in CONFIG_NAMES if (path / n).is_file()), None)
+    if config is None or not config.is_file():
+        return False
+    try:
+        load_config(config)
+    except DcfError:
+        return False
+    return True
+
+
+class FunctionFoldersHandler(DcfHandler):
+    """Which entries of a folder the file browser may offer to deploy (its context menu asks as it lists them)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        async def work() -> dict[str, Any]:
+            path = self.get_argument("path", "")
+            if "\0" in path:
+                raise Problem(400, "the path holds a NUL character, which no file name can")
+
+            def scan() -> list[str]:
+                root = self.served_root()
+                folder = (root / path.lstrip("/")).resolve()
+                if not folder.is_relative_to(root) or not folder.is_dir():
+                    raise Problem(404, f"{path or '/'} is no folder this Jupyter server serves")
+                return sorted(entry.name for entry in folder.iterdir()
+                              if (entry.is_dir() or entry.name in CONFIG_NAMES) and is_function(entry))
+
+            return {"path": path, "names": await asyncio.to_thread(scan)}
+
+        await self.guarded(work)
+
+
+class StartHandler(DcfHandler):
+    """Start the shared gateway (the user's own, as `dcf function deploy` would) when none answers."""
+
+    @tornado.web.authenticated
+    async def post(self, gateway_id: str) -> None:
+        async def work() -> dict[str, Any]:
+            if gateway_id != SHARED_ID:
+                raise Problem(400, "only the shared gateway starts from here; a notebook's kernel starts its own")
+            named = named_address()
+            if named is not None:
+                raise Problem(409, f"this Jupyter server uses the gateway at {named} ($DCF_GATEWAY): start it where "
+                                   "it runs")
+
+            def start() -> str:
+                taken = False
+                with Client() as probe:
+                    try:
+                        if probe.health(timeout=HEALTH_TIMEOUT_S):
+                            return f"a gateway of yours already answers at {probe.address}"
+                    except ForeignGateway:
+                        taken = True
+                running = start_own_gateway(default_port_taken=taken)
+                return f"started your gateway on {running.address} (stop it with `dcf gateway stop`)"
+
+            return {"message": await asyncio.to_thread(start)}
+
+        await self.guarded(work)
+
+
 def setup_handlers(web_app: Any) -> None:
     """Route {base_url}dcf/... to the handlers above."""
     base = url_path_join(web_app.settings["base_url"], "dcf")
@@ -273,4 +350,6 @@ def setup_handlers(web_app: Any) -> None:
         (base + gateway + function + "/call", CallHandler),
         (base + gateway + function, FunctionHandler),
         (base + gateway + "/deploy", DeployHandler),
+        (base + gateway + "/start", StartHandler),
+        (url_path_join(base, "function-folders"), FunctionFoldersHandler),
     ])

@@ -2,12 +2,13 @@
 // function" on function folders and config.yaml files in the file browser.
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Notification } from '@jupyterlab/apputils';
-import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import { PathExt } from '@jupyterlab/coreutils';
+import { FileBrowser, IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { post } from './api';
+import { api, post } from './api';
 import { DcfPanel } from './panel';
 
 const ICON = new LabIcon({
@@ -18,15 +19,46 @@ const ICON = new LabIcon({
 });
 const DEPLOY = 'dcf:deploy';
 
-function selectedPath(factory: IFileBrowserFactory): { path: string; isFunction: boolean } | null {
+/**
+ * Which entries of each folder the file browser lists are functions (a folder with a config.yaml that defines
+ * some, or such a config.yaml), asked of the server as a folder is shown, so the context menu offers "Deploy
+ * DCF function" on those only (a menu's visibility is decided at once, it cannot wait for the server).
+ */
+class FunctionEntries {
+  constructor(factory: IFileBrowserFactory) {
+    const watch = (browser: FileBrowser) => {
+      const learn = () => void this.learn(browser.model.path);
+      browser.model.pathChanged.connect(learn);
+      browser.model.refreshed.connect(learn);
+      learn();
+    };
+    factory.tracker.forEach(watch);
+    factory.tracker.widgetAdded.connect((_, browser) => watch(browser));
+  }
+
+  has(path: string): boolean {
+    return this._known.get(PathExt.dirname(path))?.has(PathExt.basename(path)) ?? false;
+  }
+
+  async learn(folder: string): Promise<void> {
+    try {
+      const { names } = await api<{ names: string[] }>(`function-folders?path=${encodeURIComponent(folder)}`);
+      this._known.set(folder, new Set(names));
+    } catch {
+      this._known.delete(folder); // a folder that went away: nothing to offer there
+    }
+  }
+
+  private _known = new Map<string, Set<string>>();
+}
+
+function selectedPath(factory: IFileBrowserFactory, functions: FunctionEntries): string | null {
   const browser = factory.tracker.currentWidget;
   const item = browser?.selectedItems().next();
   if (!item || item.done || !item.value) {
     return null;
   }
-  const model = item.value;
-  const isFunction = model.type === 'directory' || model.name === 'config.yaml' || model.name === 'config.yml';
-  return { path: model.path, isFunction };
+  return functions.has(item.value.path) ? item.value.path : null;
 }
 
 function statusItem(panel: DcfPanel, shell: ILabShell | null, app: JupyterFrontEnd): Widget {
@@ -61,6 +93,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null
   ) => {
     const panel = new DcfPanel();
+    const functions = new FunctionEntries(factory);
     panel.title.icon = ICON;
     app.shell.add(panel, 'left', { rank: 600 });
     if (statusBar) {
@@ -74,18 +107,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Deploy DCF function',
       caption: 'Deploy this function folder (or its config.yaml) to the gateway chosen in the DCF panel',
       icon: ICON,
-      isVisible: () => selectedPath(factory)?.isFunction ?? false,
+      isVisible: () => selectedPath(factory, functions) !== null,
       execute: async () => {
-        const selected = selectedPath(factory);
+        const selected = selectedPath(factory, functions);
         const target = panel.target;
         if (!selected || !target) {
           return;
         }
         const done = post<{ message: string }>(`gateways/${encodeURIComponent(target.id)}/deploy`, {
-          path: selected.path
+          path: selected
         });
         Notification.promise(done, {
-          pending: { message: `Deploying ${selected.path} to ${target.label}…`, options: { autoClose: false } },
+          pending: { message: `Deploying ${selected} to ${target.label}…`, options: { autoClose: false } },
           success: { message: (result: any) => result.message, options: { autoClose: 5000 } },
           error: { message: (error: any) => `Deploy failed: ${error.message}`, options: { autoClose: false } }
         });
@@ -96,7 +129,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
-    app.contextMenu.addItem({ command: DEPLOY, selector: '.jp-DirListing-item[data-isdir]', rank: 3 });
+    app.contextMenu.addItem({ command: DEPLOY, selector: '.jp-DirListing-item', rank: 3 });
   }
 };
 

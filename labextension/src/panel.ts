@@ -4,7 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IGateway, IReply, api, functionPath, post } from './api';
+import { IFunctionRow, IGateway, IReply, api, functionPath, post } from './api';
 import { drawReply } from './reply';
 
 export const REFRESH_MS = 1000;
@@ -37,9 +37,16 @@ export class DcfPanel extends Widget {
     this.addClass('dcf-panel');
     this.title.caption = 'DCF functions';
     this._error = element('div', 'dcf-error');
+    this._info = element('div', 'dcf-info');
     this._gateways = element('div', 'dcf-gateways');
     this._detail = element('div', 'dcf-detail');
-    this.node.append(element('h2', 'dcf-heading', 'DCF functions'), this._error, this._gateways, this._detail);
+    this.node.append(
+      element('h2', 'dcf-heading', 'DCF functions'),
+      this._error,
+      this._info,
+      this._gateways,
+      this._detail
+    );
     void this.refresh();
     this._timer = window.setInterval(() => void this.refresh(), REFRESH_MS);
   }
@@ -95,74 +102,110 @@ export class DcfPanel extends Widget {
     target.onchange = () => {
       this._target = gateway.id;
     };
-    head.append(
-      target,
-      dot,
-      element('span', 'dcf-gateway-label', gateway.label),
-      element('span', 'dcf-gateway-address', gateway.address)
+    const names = element('div', 'dcf-gateway-names');
+    names.append(
+      element('div', 'dcf-gateway-label', gateway.label),
+      element('div', 'dcf-gateway-address', gateway.address)
     );
+    names.title = `${gateway.label} at ${gateway.address}`;
+    head.append(target, dot, names);
     block.append(head);
-    const about = gateway.healthy
-      ? `backends: ${(gateway.backends ?? []).join(', ') || 'none'}`
-      : gateway.error ?? '';
-    block.append(element('div', 'dcf-gateway-about', about));
-    if (gateway.healthy && gateway.error) {
+    if (!gateway.healthy) {
+      block.append(this._notAnswering(gateway));
+      return block;
+    }
+    block.append(element('div', 'dcf-gateway-about', `backends: ${(gateway.backends ?? []).join(', ') || 'none'}`));
+    if (gateway.error) {
       block.append(element('div', 'dcf-error', gateway.error));
     }
     if (!gateway.functions.length) {
-      block.append(element('div', 'dcf-empty', gateway.healthy ? 'no functions deployed' : ''));
+      block.append(
+        element('div', 'dcf-empty', 'No functions deployed: right-click a function folder → Deploy DCF function.')
+      );
       return block;
     }
+    // Three columns that fit the sidebar: the name with its details under it (cut to the width), the ready
+    // count, and the actions, which always show.
     const table = element('table', 'dcf-functions');
-    const header = element('tr');
-    for (const title of ['function', 'status', 'ready', 'calls', 'backend', 'image', '']) {
-      header.append(element('th', '', title));
-    }
-    table.append(header);
     for (const fn of gateway.functions) {
-      const row = element('tr', 'dcf-function');
-      row.dataset.function = fn.name;
-      const selected = this._selected?.gateway === gateway.id && this._selected.name === fn.name;
-      row.classList.toggle('dcf-selected', selected);
-      const cells: [string, string][] = [
-        ['dcf-name', fn.name],
-        ['dcf-status', fn.managed ? fn.status : `${fn.status} (another gateway's)`],
-        ['dcf-ready', fn.ready],
-        ['dcf-invocations', String(fn.invocations)],
-        ['dcf-backend', fn.backend],
-        ['dcf-image', fn.image]
-      ];
-      for (const [className, text] of cells) {
-        const cell = element('td', className, text);
-        if (className === 'dcf-status' && fn.error) {
-          cell.title = fn.error;
-        }
-        row.append(cell);
-      }
-      const actions = element('td', 'dcf-actions');
-      if (!fn.managed) {
-        actions.title = 'deployed by another gateway on the same cluster: scale or delete it through that gateway';
-      } else {
-        actions.append(
-          this._button('−', 'one replica fewer', 'dcf-scale-down', () =>
-            this._scale(gateway.id, fn.name, Math.max(0, fn.replicas - 1))
-          ),
-          this._button('+', 'one replica more', 'dcf-scale-up', () =>
-            this._scale(gateway.id, fn.name, fn.replicas + 1)
-          ),
-          this._button('✕', 'delete', 'dcf-delete', () => this._delete(gateway.id, fn.name))
-        );
-      }
-      row.append(actions);
-      row.onclick = event => {
-        if (!(event.target as HTMLElement).closest('button')) {
-          this._select({ gateway: gateway.id, name: fn.name });
-        }
-      };
-      table.append(row);
+      table.append(this._functionRow(gateway, fn));
     }
     block.append(table);
     return block;
+  }
+
+  private _notAnswering(gateway: IGateway): HTMLElement {
+    const note = element('div', 'dcf-not-answering');
+    note.append(element('div', 'dcf-gateway-about', gateway.error ?? 'not answering'));
+    if (gateway.kind !== 'shared') {
+      return note;
+    }
+    const start = element('button', 'jp-Button jp-mod-styled jp-mod-accept dcf-start', 'Start a gateway');
+    start.title = 'start your own gateway in the background, as `dcf gateway start --detach` does';
+    start.onclick = () => void this._start(start);
+    note.append(
+      element('div', 'dcf-hint', 'Start one here, or in a terminal with: dcf gateway start --detach'),
+      start
+    );
+    return note;
+  }
+
+  private async _start(button: HTMLButtonElement): Promise<void> {
+    button.disabled = true;
+    button.textContent = 'Starting…';
+    try {
+      const { message } = await post<{ message: string }>('gateways/shared/start', {});
+      this._error.textContent = '';
+      this._info.textContent = message;
+    } catch (error) {
+      this._error.textContent = (error as Error).message;
+    }
+    await this.refresh();
+  }
+
+  private _functionRow(gateway: IGateway, fn: IFunctionRow): HTMLElement {
+    const row = element('tr', 'dcf-function');
+    row.dataset.function = fn.name;
+    const selected = this._selected?.gateway === gateway.id && this._selected.name === fn.name;
+    row.classList.toggle('dcf-selected', selected);
+    const main = element('td', 'dcf-main');
+    const meta = element('div', 'dcf-meta');
+    const status = element('span', 'dcf-status', fn.managed ? fn.status : `${fn.status} (another gateway's)`);
+    if (fn.error) {
+      status.title = fn.error;
+    }
+    const calls = `${fn.invocations} call${fn.invocations === 1 ? '' : 's'}`;
+    meta.append(status, element('span', 'dcf-invocations', calls), element('span', 'dcf-backend', fn.backend));
+    if (fn.image) {
+      meta.append(element('span', 'dcf-image', fn.image));
+    }
+    meta.title = [fn.status, calls, `backend ${fn.backend}`, fn.image && `image ${fn.image}`, fn.error]
+      .filter(Boolean)
+      .join('\n');
+    const name = element('div', 'dcf-name', fn.name);
+    name.title = fn.name;
+    main.append(name, meta);
+    const ready = element('td', 'dcf-ready', fn.ready);
+    ready.title = 'replicas ready / wanted';
+    const actions = element('td', 'dcf-actions');
+    if (!fn.managed) {
+      actions.title = 'deployed by another gateway on the same cluster: scale or delete it through that gateway';
+    } else {
+      actions.append(
+        this._button('−', 'one replica fewer', 'dcf-scale-down', () =>
+          this._scale(gateway.id, fn.name, Math.max(0, fn.replicas - 1))
+        ),
+        this._button('+', 'one replica more', 'dcf-scale-up', () => this._scale(gateway.id, fn.name, fn.replicas + 1)),
+        this._button('✕', 'delete', 'dcf-delete', () => this._delete(gateway.id, fn.name))
+      );
+    }
+    row.append(main, ready, actions);
+    row.onclick = event => {
+      if (!(event.target as HTMLElement).closest('button')) {
+        this._select({ gateway: gateway.id, name: fn.name });
+      }
+    };
+    return row;
   }
 
   private _button(text: string, title: string, className: string, action: () => Promise<void>): HTMLElement {
@@ -274,6 +317,7 @@ export class DcfPanel extends Widget {
   private _timer: number;
   private _logTimer = 0;
   private _error: HTMLElement;
+  private _info: HTMLElement;
   private _gateways: HTMLElement;
   private _detail: HTMLElement;
   private _changed = new Signal<this, IGateway[]>(this);
