@@ -230,3 +230,46 @@ def test_dcf_stream_magic_opens_the_camera(browser: Any, lab: Lab, widget_gatewa
     stats = wait_received(notebook, 15)
     assert int(stats["received"]) >= 15
     assert notebook.console_errors == []
+
+
+LOOKS = """() => {
+    const camera = document.querySelector('.dcf-camera');
+    const video = document.querySelector('.widget-image');
+    return {camera_height: camera.getBoundingClientRect().height,
+            camera_buttons: [...camera.querySelectorAll('button')].map(b => b.classList.contains('widget-button')),
+            chooser: camera.querySelector('.dcf-chooser').textContent,
+            video_width: video.getBoundingClientRect().width, video_height: video.getBoundingClientRect().height,
+            cell_width: document.querySelector('.jp-OutputArea-output').getBoundingClientRect().width};
+}"""
+
+
+def test_widgets_look_finished_before_start_and_show_media_at_its_own_size(
+        browser: Any, lab: Lab, widget_gateway: dict[str, Any]) -> None:
+    """Before Start the camera widget is its toolbar only (labelled camera choice, ipywidgets' buttons as the
+    video widget has); a 320x240 clip shows at 320x240, not stretched to the cell; light and dark themes."""
+    import cv2
+    import numpy as np
+
+    clip = lab.root / "small.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for index in range(10):
+        writer.write(np.full((240, 320, 3), (40 * index) % 255, np.uint8))
+    writer.release()
+    notebook = open_notebook(browser, lab, "looks.ipynb", widget_gateway["address"], [
+        "from dcf_jupyter.widgets import CameraStream, VideoStream\nCameraStream('echo')",
+        "video = VideoStream('echo', 'small.avi')\nvideo.run()\nvideo",
+    ])
+    notebook.page.locator(".widget-image").wait_for()
+    for theme in ("JupyterLab Light", "JupyterLab Dark"):
+        notebook.page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                               f"{{theme: '{theme}'}})")
+        notebook.page.wait_for_function(f"() => document.body.dataset.jpThemeName === '{theme}'", timeout=10000)
+        looks = notebook.page.evaluate(LOOKS)
+        assert looks["camera_height"] < 60, f"blank space before Start: {looks}"
+        assert looks["camera_buttons"] == [True, True] and looks["chooser"].startswith("camera"), looks
+        assert abs(looks["video_width"] - 320) < 2 and abs(looks["video_height"] - 240) < 2, looks
+        assert looks["cell_width"] > 400, looks
+        screenshot(notebook, f"widgets-{theme.split()[-1].lower()}.png")
+    notebook.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                           "{theme: 'JupyterLab Light'})")
+    assert notebook.console_errors == []

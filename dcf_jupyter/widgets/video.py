@@ -69,13 +69,18 @@ class VideoStream(ipywidgets.VBox):
         self.function, self.source = function, source
         self.window, self.fps, self.overlay, self.loop, self.quality = window, fps, overlay, loop, quality
         self.max_frames = max_frames
-        open_video(source).release()  # fail now, in the cell that made the widget, if it cannot be read
+        capture = open_video(source)  # fail now, in the cell that made the widget, if it cannot be read
+        width = int(capture.get(_cv2().CAP_PROP_FRAME_WIDTH) or 0)
+        capture.release()
         self._gateway, self._client = gateway, client
-        self.image = ipywidgets.Image(format="jpeg", layout=ipywidgets.Layout(max_width="100%"))
+        # The frames at their own size, up to the cell's width, aspect kept (not stretched to the cell).
+        self.image = ipywidgets.Image(format="jpeg", layout=ipywidgets.Layout(
+            width=f"{width}px" if width else "auto", max_width="100%", height="auto"))
         self.text = ipywidgets.HTML()
         self.status = ipywidgets.HTML("stopped")
-        self.start_button = ipywidgets.Button(description="Start", icon="play")
-        self.stop_button = ipywidgets.Button(description="Stop", icon="stop", disabled=True)
+        compact = {"layout": ipywidgets.Layout(width="auto", min_width="6em")}  # as the camera's buttons
+        self.start_button = ipywidgets.Button(description="Start", icon="play", **compact)
+        self.stop_button = ipywidgets.Button(description="Stop", icon="stop", disabled=True, **compact)
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         bar = ipywidgets.HBox([self.start_button, self.stop_button, ipywidgets.HTML(f"→ {function}"), self.status])

@@ -140,7 +140,7 @@ export class DcfPanel extends Widget {
     if (gateway.kind !== 'shared') {
       return note;
     }
-    const start = element('button', 'jp-Button jp-mod-styled jp-mod-accept dcf-start', 'Start a gateway');
+    const start = element('button', 'jp-Button jp-mod-styled jp-mod-accept dcf-start-gateway', 'Start a gateway');
     start.title = 'start your own gateway in the background, as `dcf gateway start --detach` does';
     start.onclick = () => void this._start(start);
     note.append(

@@ -4,6 +4,7 @@
 // rate instead of growing a queue.
 
 const STATS_EVERY_MS = 250;
+const BUTTON = "jupyter-widgets jupyter-button widget-button";
 const SYNC_EVERY_MS = 1000;
 const LATENCY_SAMPLES = 120;
 
@@ -44,12 +45,18 @@ function render({ model, el }) {
   el.classList.add("dcf-camera");
 
   const bar = element("div", "dcf-bar");
-  const start = element("button", "dcf-start", "▶ Start");
-  const stop = element("button", "dcf-stop", "■ Stop");
+  // ipywidgets' own button classes: the same look as VideoStream's buttons, in light and dark themes.
+  const start = element("button", `${BUTTON} dcf-start`, "▶ Start");
+  const stop = element("button", `${BUTTON} dcf-stop`, "■ Stop");
+  const chooser = element("label", "dcf-chooser", "camera ");
   const cameras = element("select", "dcf-cameras");
+  const any = element("option", "", "default");  // the browser names its cameras once you allow one
+  any.value = "";  // no deviceId: the browser's choice
+  cameras.append(any);
+  chooser.append(cameras);
   const title = element("span", "dcf-function");
-  const stats = element("span", "dcf-stats", "stopped");
-  bar.append(start, stop, cameras, title, stats);
+  const stats = element("span", "dcf-stats", "stopped: Start opens your camera (the browser asks first)");
+  bar.append(start, stop, chooser, title, stats);
   const stage = element("div", "dcf-stage");
   const output = element("canvas", "dcf-output");
   stage.append(output);
@@ -100,7 +107,7 @@ function render({ model, el }) {
     const p50 = median(latencies);
     stats.textContent = streaming || received
       ? `${rate.toFixed(1)} fps · p50 ${p50.toFixed(0)} ms · ${received}/${sent} frames · ${dropped} dropped`
-      : "stopped";
+      : "stopped: Start opens your camera (the browser asks first)";
     const [encode, kernel, fn, draw] = [0, 1, 2, 3].map((i) => median(phases.map((p) => p[i])));
     stats.title = `p50: encode ${encode.toFixed(1)} ms, kernel ${kernel.toFixed(1)} ms, `
       + `function ${fn.toFixed(1)} ms, decode and draw ${draw.toFixed(1)} ms`;
@@ -181,6 +188,7 @@ function render({ model, el }) {
 
   function size(width, height) {
     if (output.width !== width || output.height !== height) Object.assign(output, { width, height });
+    el.dataset.drawn = "1";  // the stage shows from the first frame on: no empty canvas before Start
   }
 
   async function paint(blob) {

@@ -35,7 +35,7 @@ function mixdown(audio) {
 function render({ model, el }) {
   el.classList.add("dcf-spectrogram");
   const bar = element("div", "dcf-bar");
-  const record = element("button", "dcf-record", "● Record");
+  const record = element("button", "jupyter-widgets jupyter-button widget-button dcf-record", "● Record");
   const seconds = element("input", "dcf-seconds");
   Object.assign(seconds, { type: "number", min: "0.5", max: "60", step: "0.5", title: "seconds to record" });
   const unit = element("span", "", "s →");
