@@ -116,7 +116,6 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
 
 def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
     """A gRPC server (the token check goes with its handlers: `TokenGuard`), and TLS credentials when asked for."""
-    check_options(options)
     credentials = None
     if options.tls_cert and options.tls_key:
         try:

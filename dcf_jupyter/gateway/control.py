@@ -320,8 +320,6 @@ def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m d
     one in the background."""
     from .config import apply_config  # only a process that starts a gateway reads gateway.yaml
 
-    # Everything a gateway writes (state, sources, logs, sockets, caches) is its owner's alone.
-    os.umask(0o077)
     parser = gateway_parser(prog)
     try:
         for warning in apply_config(parser):
@@ -334,7 +332,6 @@ def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m d
         options = options_from(args)
         if args.detach:
             return _detach(options)
-        check_options(options)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
         from .app import loop_for, run_event_loop, run_gateway  # the server, loaded only to run it
 
