@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -25,3 +26,30 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return not is_zombie(pid)
+
+
+def session_members(session: int) -> list[int]:
+    """Pids of the live processes in session `session` (Linux /proc; [] elsewhere): everything a process started
+    with `start_new_session` left running, whatever process groups they made."""
+    from pathlib import Path
+
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # after the name: state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members
+
+
+def kill_session(session: int, *, but: int | None = None) -> list[int]:
+    """SIGKILL every live process of `session` (`but` one); returns their pids."""
+    import signal
+
+    killed = [pid for pid in session_members(session) if pid != but]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return killed

@@ -11,6 +11,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 32222
 DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+DEFAULT_PLACE_TIMEOUT = 180.0  # seconds a Ray replica may wait for resources other replicas hold (--place-timeout)
 
 ENV_GATEWAY = "DCF_GATEWAY"
 ENV_STATE_DIR = "DCF_STATE_DIR"

@@ -3,6 +3,7 @@ never `ray stop`), a gateway joined to it with --ray-address, functions as Ray S
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -15,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
 pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
 
-from conftest import FUNCTIONS, GatewayHandle, with_keys, with_timeout  # noqa: E402
+from conftest import FUNCTIONS, GatewayHandle, run_cli, with_keys, with_timeout  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
 from test_requirements import build_wheel  # noqa: E402
 
@@ -28,6 +29,7 @@ from dcf_jupyter.errors import (  # noqa: E402
     InvalidArgument,
 )
 from dcf_jupyter.gateway import start_detached  # noqa: E402
+from dcf_jupyter.pids import session_members  # noqa: E402
 
 # Which replica answered, and a revision mark an update changes.
 WHO = """
@@ -294,8 +296,8 @@ def test_a_function_no_node_can_place_fails_in_a_sentence(ray_gateway: GatewayHa
         thread.join()
     assert time.monotonic() - started < 60
     assert sorted(failures) == ["crowd", "greedy"], failures
-    assert "no node of the Ray cluster can place a replica (each replica needs CPU 1, GPU 2; the nodes have: " \
-           "CPU 2, GPU 0" in str(failures["greedy"])
+    assert "no node of the Ray cluster can place a replica (each replica needs GPU 2; the nodes have: GPU 0" \
+        in str(failures["greedy"])
     assert "room for 2 of the 3 asked" in str(failures["crowd"]), str(failures["crowd"])
     assert ray_gateway.client.list() == []
 
@@ -392,6 +394,81 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
     finally:
         ray_gateway.client.delete("where")
         cluster.remove_node(rejoined)
+
+
+NEVER = "class Handler:\n    def __call__(self, req):\n        return 'x'\n"
+
+
+@pytest.mark.timeout(600)
+def test_cpu_replicas_that_take_every_cpu_leave_a_gpu_function_placeable(ray_gateway: GatewayHandle, cluster: Cluster,
+                                                                         make_function) -> None:
+    """The order that used to starve GPUs: CPU-only replicas take every CPU, the GPU node's one included; then a
+    `gpu: 1` function deploys. Its replica asks for no CPU (only `limits.cpu` would), so it lands on the GPU."""
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
+    fill = with_keys(make_function("fill", NEVER), limits={"cpu": "1"})
+    where = with_keys(make_function("where", WHERE), limits={"gpu": "1"})
+    try:
+        ray_gateway.client.deploy(fill, replicas=3)  # 2 CPUs of the head, 1 of the GPU node
+        assert ray_gateway.client.get("fill").available_replicas == 3
+        started = time.monotonic()
+        ray_gateway.client.deploy(where)
+        assert time.monotonic() - started < 60
+        devices, node = str(ray_gateway.client.call("where", b"")).split()
+        assert devices == "0" and node == gpu_node.node_id
+    finally:
+        for name in ("where", "fill"):
+            with contextlib.suppress(FunctionNotFound):
+                ray_gateway.client.delete(name)
+        cluster.remove_node(gpu_node)
+
+
+@pytest.mark.timeout(600)
+def test_a_deploy_waiting_for_held_resources_says_so_and_gives_up_at_its_limit(cluster: Cluster, make_function,
+                                                                               tmp_path: Path) -> None:
+    """The one GPU is held by another function's replica: the second `gpu: 1` deploy says so within 30 s (on the
+    CLI, from the function's log: what it needs, which node, held by whom) and fails at the gateway's
+    --place-timeout, leaving no application, folder or log behind; the first keeps serving."""
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    extra = ["--backend", "ray", "--ray-address", cluster.address, "--no-docker", "--place-timeout", "45"]
+    gateway = GatewayHandle(*start_detached(state, "127.0.0.1", 0, timeout=120, extra=extra))
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
+    holder = with_keys(make_function("holder", WHERE), limits={"gpu": "1"})
+    waiter = with_keys(make_function("waiter", NEVER), limits={"gpu": "1"})
+    try:
+        gateway.client.deploy(holder)
+        command = [sys.executable, "-m", "dcf_jupyter.cli", "-g", gateway.address, "function", "deploy", "-f",
+                   str(waiter / "config.yaml")]
+        started = time.monotonic()
+        deploy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said_at, lines = None, []
+        assert deploy.stderr is not None
+        for line in deploy.stderr:
+            lines.append(line)
+            if "waiting for room on the Ray cluster" in line and said_at is None:
+                said_at = time.monotonic() - started
+        deploy.wait(30)
+        failed_at = time.monotonic() - started
+        text = "".join(lines)
+        print(text, f"said at {said_at} s, failed at {failed_at:.1f} s")
+        node = gpu_node.node_id[:8]
+        assert said_at is not None and said_at < 30, text
+        assert f"waiting for room on the Ray cluster: each replica needs GPU 1, and every node that has it is " \
+               f"taken: node {node} (GPU 1) runs 1 replica of holder; the deploy fails after 45 s" in text
+        assert deploy.returncode == 1 and 45 <= failed_at < 90, text
+        assert "Error: waiter did not start: no room on the Ray cluster within 45 s: each replica " \
+               f"needs GPU 1, and every node that has it is taken: node {node} (GPU 1) runs 1 replica of holder " \
+               "(free those resources, or give the gateway a longer --place-timeout)" in text
+        assert [f.name for f in gateway.client.list()] == ["holder"]
+        assert "waiter" not in serve_applications(cluster)
+        assert not (state / "functions" / "waiter").exists() and not (state / "logs" / "waiter.log").exists()
+        assert str(gateway.client.call("holder", b"")).split()[1] == gpu_node.node_id
+    finally:
+        gateway.client.delete("holder")
+        gateway.stop()
+        cluster.remove_node(gpu_node)
 
 
 @pytest.mark.timeout(600)
@@ -507,19 +584,6 @@ def plain_serve_application(cluster: Cluster) -> None:
     serve.run(serve.deployment(plain).bind(), name="plain", route_prefix=None)
 
 
-def session_members(session: int) -> list[int]:
-    """Pids of the processes in `session` (Linux /proc)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == session:  # after the name: state, ppid, pgrp, session
-            members.append(int(stat.parent.name))
-    return members
-
-
 def ray_heads_of(pid: int) -> list[int]:
     """The `ray start --head` children of process `pid`."""
     heads = []
@@ -549,12 +613,16 @@ def test_a_gateway_without_a_cluster_starts_a_local_ray_and_stops_all_of_it(make
         heads = ray_heads_of(gateway.process.pid)
         assert len(heads) == 1, "one Ray head, the gateway's child"
         assert len(session_members(heads[0])) >= 3, "the head runs its GCS and raylet in its own session"
+        # `dcf gateway stop` returns once the gateway is gone, and the gateway goes once its Ray has.
+        started = time.monotonic()
+        stopped = run_cli("gateway", "stop", "--state-dir", str(gateway.state_dir))
+        took = time.monotonic() - started
+        left = session_members(heads[0])
     finally:
         gateway.stop()
-    deadline = time.monotonic() + 60
-    while session_members(heads[0]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert session_members(heads[0]) == [], "every process of the gateway's Ray stopped with it"
+    assert stopped.returncode == 0 and b"Stopped the gateway" in stopped.stdout, stopped.stderr
+    assert left == [], "every process of the gateway's Ray stopped before `dcf gateway stop` returned"
+    assert took < 15, f"stopping took {took:.1f} s"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the head's processes in Linux's /proc")
@@ -597,10 +665,10 @@ def test_a_local_ray_stops_when_its_gateway_is_killed() -> None:
     finally:
         owner.kill()
         owner.wait()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 5
     while session_members(head) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert session_members(head) == [], "the killed owner's Ray stopped by itself"
+        time.sleep(0.1)
+    assert session_members(head) == [], "the killed owner's Ray stopped by itself within 5 s"
 
 
 @pytest.mark.timeout(400)

@@ -18,13 +18,16 @@ import math
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..definition.requirements import REQUIREMENTS, read_requirements
 from ..errors import GatewayStartError
+from ..logfile import note
 from ..protocol.link import CallFailed, LinkClosed
+from ..settings import DEFAULT_PLACE_TIMEOUT
 from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, log_book
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
 from .ray_head import LocalRayHead
@@ -42,6 +45,9 @@ QUEUED_PER_SLOT = 32  # the gateway's default Invokes window (gateway.control.DE
 HEALTH_CHECK_EVERY_S = 2.0  # Serve's default, 10 s, leaves a dead replica in the routing that long
 START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
 UNPLACEABLE_AFTER_S = 25.0  # a replica Ray cannot place anywhere for this long fails the deploy
+# A replica not running after this long: is it kept out by other replicas? (Serve says "to be scheduled" only
+# after 30 s, and for a worker that starts slowly too.) Asked every HELD_EVERY_S until it runs.
+HELD_AFTER_S, HELD_EVERY_S = 8.0, 2.0
 # In Serve's status message when a replica waits for a node; it also says so while a worker starts slowly.
 UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")
 
@@ -49,6 +55,33 @@ UNPLACEABLE_WORDS = ("to be scheduled", "insufficient", "infeasible")
 def _replicas_fitting(node: dict[str, float], wanted: dict[str, float]) -> float:
     """How many replicas asking `wanted` a node with `node` resources in all holds (inf when they ask nothing)."""
     return min((node.get(key, 0) // amount for key, amount in wanted.items() if amount), default=math.inf)
+
+
+def _wanted(spec: DeploymentSpec) -> dict[str, float]:
+    """What one replica of `spec` asks Ray for."""
+    options = actor_options(spec, upload=False)
+    return {"CPU": options["num_cpus"], "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
+
+
+def _amount(key: str, value: float) -> str:
+    return f"memory {value / 2**30:.1f} GiB" if key == "memory" else f"{key} {value:g}"
+
+
+def _needs(wanted: dict[str, float]) -> str:
+    return ", ".join(_amount(key, value) for key, value in wanted.items() if value) or "nothing"
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _holder(actor: dict[str, Any]) -> str:
+    """The application a Serve replica actor serves (its class is "ServeReplica:APP:DEPLOYMENT"), or the class of
+    another actor; '' for Serve's own controller and proxies, which ask for no resources."""
+    kind = str(actor.get("ActorClassName") or "")
+    if kind.startswith("ServeReplica:"):
+        return kind.split(":")[1]
+    return "" if kind.startswith(("ServeController", "ProxyActor")) or not kind else f"a {kind} actor"
 
 
 def _no_room(why: str, serve_says: str = "") -> DeployFailed:
@@ -108,7 +141,12 @@ class AppState:
 def actor_options(spec: DeploymentSpec, *, upload: bool = True) -> dict[str, Any]:
     """Ray actor options of a replica: the function's limits and its folder and requirements as runtime_env
     (`upload`: its working_dir uploaded to the cluster, as Serve needs it)."""
-    options: dict[str, Any] = {"num_cpus": spec.limits.cpus if spec.limits.cpus is not None else 1}
+    # A GPU function's replica asks for no CPU unless `limits.cpu` says so. Ray counts CPUs logically (the
+    # replica still runs on the node's cores): asking for one only decides where it may go, and CPU-only replicas
+    # on a GPU node could take every CPU there and leave its GPUs unplaceable. So a GPU replica is placeable
+    # whenever a GPU is free; CPU-only functions keep asking for one CPU.
+    default_cpus = 0 if spec.limits.gpus else 1
+    options: dict[str, Any] = {"num_cpus": spec.limits.cpus if spec.limits.cpus is not None else default_cpus}
     if spec.limits.gpus:
         options["num_gpus"] = spec.limits.gpus
     if spec.limits.memory_bytes:
@@ -136,18 +174,21 @@ class RayBackend(Backend):
     name = "ray"
     autoscales = True  # Serve's autoscaler: `autoscaling:` in config.yaml becomes its autoscaling_config
 
-    def __init__(self, address: str | None = None, *, head: LocalRayHead | None = None) -> None:
+    def __init__(self, address: str | None = None, *, head: LocalRayHead | None = None,
+                 place_timeout: float = DEFAULT_PLACE_TIMEOUT) -> None:
         self.address = address
         self.head = head
+        self.place_timeout = place_timeout  # how long a replica may wait for resources other replicas hold
         self.apps: dict[str, AppState] = {}
         self.functions: set[str] | None = None  # Serve applications that are DCF functions (None: not read yet)
         self._current: dict[str, int] = {}  # application -> the revision serving it
+        self._serving: dict[str, tuple[DeploymentSpec, int]] = {}  # application -> its last run: spec, replicas
         self._watching: asyncio.Task[None] | None = None
         self._changed: list[RayDeployment] = []
         self._control_lock = threading.Lock()
 
     @classmethod
-    def connect(cls, address: str | None = None) -> RayBackend:
+    def connect(cls, address: str | None = None, *, place_timeout: float = DEFAULT_PLACE_TIMEOUT) -> RayBackend:
         """Join the Ray cluster (or start a local one) and start Serve on it without an HTTP proxy: calls come
         through the gateway. Blocking; GatewayStartError says what went wrong in a sentence."""
         ray = _ray()
@@ -175,7 +216,7 @@ class RayBackend(Backend):
             _stop(head)
             raise GatewayStartError(f"cannot start Serve on {where}: {type(exc).__name__}: {exc}") from None
         log.info("ray backend on %s (Ray %s)", where, ray.__version__)
-        return cls(address, head=head)
+        return cls(address, head=head, place_timeout=place_timeout)
 
     async def control(self, call: Callable[..., T], *args: Any) -> T:
         """Run a blocking Ray/Serve call in a thread, one at a time: Serve's client is not thread-safe (two
@@ -264,6 +305,7 @@ class RayBackend(Backend):
         if hasattr(deployment, "_version"):
             deployment._version = f"rev-{spec.revision}"
         self._current[spec.name] = spec.revision
+        self._serving[spec.name] = (spec, replicas)
         _run(deployment.bind(spec.name, spec.concurrency, spec.revision), name=spec.name, route_prefix=None,
              _blocking=False)
 
@@ -273,20 +315,52 @@ class RayBackend(Backend):
         nothing else runs on them ('' when they can)."""
         import ray
 
-        options = actor_options(spec, upload=False)
-        wanted = {"CPU": options["num_cpus"], "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
+        wanted = _wanted(spec)
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         room = sum(_replicas_fitting(node, wanted) for node in nodes)
         if room >= replicas:
             return ""
-
-        def amount(key: str, value: float) -> str:
-            return f"memory {value / 2**30:.1f} GiB" if key == "memory" else f"{key} {value:g}"
-
-        asked = ", ".join(amount(key, value) for key, value in wanted.items() if value)
-        largest = "; ".join(", ".join(amount(key, node.get(key, 0)) for key in wanted) for node in nodes) or "none"
+        largest = "; ".join(", ".join(_amount(key, node.get(key, 0)) for key, value in wanted.items() if value)
+                            for node in nodes) or "none"
         room_for = f"; they have room for {room:g} of the {replicas} asked" if room else ""
-        return f"each replica needs {asked}; the nodes have: {largest}{room_for}"
+        return f"each replica needs {_needs(wanted)}; the nodes have: {largest}{room_for}"
+
+    @staticmethod
+    def held(spec: DeploymentSpec) -> str:
+        """Why a replica of `spec` waits although the cluster could hold it: every live node that has what it
+        needs has that taken now by other applications' replicas (named, by node). '' when a node has room now,
+        or when only this function's own replicas hold them (a worker still starting, a runtime_env installing)."""
+        import ray
+
+        try:  # no public API says which node an actor is on without Ray's dashboard, which we do not require
+            from ray._private import state as ray_state
+
+            available = ray_state.state.available_resources_per_node()
+            actors = list(ray_state.actors().values())
+        except Exception:  # noqa: BLE001 - a Ray without these: Serve's own words (in the log) remain
+            return ""
+        wanted = _wanted(spec)
+        nodes = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node.get("Alive")}
+        fitting = [node for node, resources in nodes.items() if _replicas_fitting(resources, wanted) >= 1]
+        if not fitting or any(_replicas_fitting(available.get(node, {}), wanted) >= 1 for node in fitting):
+            return ""
+        holders: dict[str, Counter[str]] = {node: Counter() for node in fitting}
+        for actor in actors:
+            node = (actor.get("Address") or {}).get("NodeID")
+            # (A replica of its own that waits shows the node it queues at too: only others' running ones count.)
+            owner = _holder(actor)
+            if actor.get("State") == "ALIVE" and node in holders and owner and owner != spec.name:
+                holders[node][owner] += 1
+        taken = [f"node {node[:8]} ({', '.join(_amount(k, nodes[node].get(k, 0)) for k, v in wanted.items() if v)})"
+                 f" runs {', '.join(f'{n} replica{_s(n)} of {app}' for app, n in sorted(apps.items()))}"
+                 for node, apps in holders.items() if apps]
+        if not taken:
+            return ""
+        return f"each replica needs {_needs(wanted)}, and every node that has it is taken: {'; '.join(taken)}"
+
+    def serving(self, name: str) -> tuple[DeploymentSpec, int] | None:
+        """What this gateway last ran as application `name` (spec, replicas), if anything."""
+        return self._serving.get(name)
 
     def delete(self, spec: DeploymentSpec) -> None:
         """Remove the application, unless a newer revision took it over (then its rollout retired this one)."""
@@ -295,6 +369,7 @@ class RayBackend(Backend):
         if self._current.get(spec.name, spec.revision) != spec.revision:
             return
         self._current.pop(spec.name, None)
+        self._serving.pop(spec.name, None)
         serve.delete(spec.name)
         self.apps.pop(spec.name, None)
         with contextlib.suppress(ValueError):  # no replica ever started, so no log book
@@ -388,6 +463,7 @@ class RayDeployment(Deployment):
         # An autoscaled function starts (and may go down to) min_replicas; Serve decides the rest.
         self._wanted = int(spec.autoscaling["min_replicas"]) if spec.autoscaling else spec.replicas
         self._link: ServeLink | None = None
+        self._was_serving: tuple[DeploymentSpec, int] | None = None  # what ran before this start or scale
 
     def _state(self) -> AppState | None:
         return self.backend.apps.get(self.spec.name)
@@ -411,6 +487,8 @@ class RayDeployment(Deployment):
             self.spec.revision else 0
 
     async def start(self) -> None:
+        # An update: the revision now serving is what a failed start puts back.
+        self._was_serving = self.backend.serving(self.spec.name)
         await self._apply(self._wanted)
 
     async def resume(self) -> None:
@@ -419,6 +497,7 @@ class RayDeployment(Deployment):
         await self._apply(self._wanted)
 
     async def scale(self, replicas: int) -> None:
+        self._was_serving = (self.spec, self._wanted)  # a scale that cannot be placed goes back to its count
         await self._apply(replicas)
         self._wanted = replicas
 
@@ -466,7 +545,8 @@ class RayDeployment(Deployment):
         fails, or when a replica waits to be scheduled for UNPLACEABLE_AFTER_S and the nodes have no room for
         it (`_still_placeable`)."""
         started = time.monotonic()
-        placement_checked = 0.0
+        placement_checked = held_checked = 0.0
+        said = ""  # the "waits for room" sentence last written to the function's log
         while True:
             # What Serve says here is also what List shows: no second read once it runs.
             self.backend.apps = await self.backend.control(self.backend._read_status)
@@ -485,6 +565,9 @@ class RayDeployment(Deployment):
                         log.info("%s: waiting on Serve, which says: %s", self.spec.name, state.message)
                     placement_checked = now
                     await self._still_placeable(replicas, state.message)
+                if now - started > HELD_AFTER_S and now - held_checked >= HELD_EVERY_S:
+                    held_checked = now  # a replica other replicas keep out, in a sentence of ours
+                    said = await self._held(said, now - started, state.message)
             if time.monotonic() - started > START_TIMEOUT_S:
                 raise DeployFailed(f"Serve did not run {replicas} replica(s) within {START_TIMEOUT_S:g}s"
                                    + (f": {state.message}" if state is not None and state.message else ""))
@@ -496,8 +579,33 @@ class RayDeployment(Deployment):
         at all (a node left since `_placeable`, or more replicas asked than the nodes have room for)."""
         why = await self.backend.control(self.backend.unplaceable, self.spec, max(1, replicas))
         if why:
-            await self.backend.control(self.backend.delete, self.spec)
+            await self._give_up()
             raise _no_room(why, serve_says)
+
+    async def _held(self, said: str, waited: float, serve_says: str) -> str:
+        """When other replicas hold what a replica of this revision needs: say so in the function's log (once
+        per change) and, past --place-timeout, give up in that sentence. Returns what was said."""
+        why = await self.backend.control(self.backend.held, self.spec)
+        if not why:
+            return said
+        limit = self.backend.place_timeout
+        if waited > limit:
+            await self._give_up()
+            raise DeployFailed(f"no room on the Ray cluster within {limit:g} s: {why} (free those resources, or give "
+                               "the gateway a longer --place-timeout)", detail=serve_says)
+        if why != said:
+            message = f"waiting for room on the Ray cluster: {why}; the deploy fails after {limit:g} s"
+            note(self.spec.log_path, message)
+            log.warning("%s: %s", self.spec.name, message)
+        return why
+
+    async def _give_up(self) -> None:
+        """Undo what this revision asked of Serve: a new application goes; an update or a scale is put back as it
+        was (the replicas it had keep serving)."""
+        if self._was_serving is not None:
+            await self.backend.control(self.backend.run, *self._was_serving)
+        else:
+            await self.backend.control(self.backend.delete, self.spec)
 
     async def logs(self, lines: int) -> str | None:
         text = await self.backend.control(self.backend.log_tail, self.spec.name, lines)

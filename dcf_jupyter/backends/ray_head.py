@@ -22,13 +22,17 @@ import time
 from pathlib import Path
 
 from ..errors import GatewayStartError
+from ..pids import kill_session, session_members
 
 log = logging.getLogger("dcf.gateway")
 
 STARTED = "Ray runtime started"
 START_TIMEOUT_S = 120.0
 ATTEMPTS = 3
-STOP_TIMEOUT_S = 40.0  # `ray start --block` drains its node for up to 30 s on SIGTERM
+# `ray start --block` drains its node for up to 30 s on SIGTERM. Nothing but this gateway uses this Ray, and the
+# gateway has released its replicas by now: a few seconds of grace, then every process of the head's session
+# goes, so that `dcf gateway stop` returns with nothing of it left (and the head never outlives its gateway).
+STOP_GRACE_S = 3.0
 
 
 def _free_port() -> int:
@@ -111,15 +115,16 @@ class LocalRayHead:
         return (errors or lines or [""])[-1][:300]
 
     def stop(self) -> None:
-        """Stop the head and every process it started (its session), by its pid."""
+        """Stop the head and every process it started (its session, workers in process groups of their own
+        included), by pid; returns once none is left."""
         if self.process.poll() is None:
             if self.process.stdin is not None:
-                self.process.stdin.close()  # the supervisor stops `ray start`, which stops its node
+                self.process.stdin.close()  # the supervisor stops `ray start`, then whatever of its session is left
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything of its session still there
+                self.process.wait(STOP_GRACE_S + 2)
+        kill_session(self.process.pid)  # anything of its session still there
         self.process.wait()
+        _gone(self.process.pid)
         self.output.unlink(missing_ok=True)
 
 
@@ -132,16 +137,27 @@ def _supervise(command: list[str]) -> int:
         sys.stdin.buffer.read()
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S - 5)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(STOP_GRACE_S)
+        kill_session(os.getsid(0), but=os.getpid())  # the GCS, raylet, agents and workers `ray start` left
+        _gone(os.getsid(0), but=os.getpid())
 
     threading.Thread(target=stop_at_end_of_input, daemon=True).start()
     try:
-        return process.wait()
+        code = process.wait()
     except KeyboardInterrupt:
-        return process.wait()
+        code = process.wait()
+    # `ray start` ended by itself: its node's processes go with it.
+    kill_session(os.getsid(0), but=os.getpid())
+    return code
+
+
+def _gone(session: int, *, but: int | None = None, within: float = 5.0) -> None:
+    """Wait (briefly) until every process of `session` (`but` one) has exited, killed ones included."""
+    deadline = time.monotonic() + within
+    while [pid for pid in session_members(session) if pid != but] and time.monotonic() < deadline:
+        kill_session(session, but=but)
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

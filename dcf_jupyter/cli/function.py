@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -21,7 +24,7 @@ from ..build.image import (
     image_source,
     push_image,
 )
-from ..client import Reply
+from ..client import Client, Reply
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
@@ -237,6 +240,42 @@ def push(spec: FunctionSpec, *, yes: bool, verbose: bool) -> None:
     push_image(spec.image_ref, on_log=click.echo if verbose else lambda line: None)
 
 
+NOTE_PREFIX = "[dcf-gateway] "
+NOTES_EVERY_S = 2.0
+
+
+def _notes(client: Client, name: str) -> list[str]:
+    """The gateway's own lines in a function's log (installs, restarts, waits for room)."""
+    try:
+        text = client.logs(name, 50)
+    except DcfError:
+        return []  # not deployed yet, or not now: nothing to say
+    return [line for line in text.splitlines() if line.startswith(NOTE_PREFIX)]
+
+
+@contextlib.contextmanager
+def gateway_notes(client: Client, name: str) -> Iterator[None]:
+    """While a deploy runs, print what the gateway notes about it (a long install, a wait for room on Ray) as it
+    says it, so a slow deploy says why instead of nothing."""
+    seen = set(_notes(client, name))  # said before this deploy
+    done = threading.Event()
+
+    def follow() -> None:
+        while not done.wait(NOTES_EVERY_S):
+            for line in _notes(client, name):
+                if line not in seen:
+                    seen.add(line)
+                    click.echo(f"  {line.removeprefix(NOTE_PREFIX)}", err=True)
+
+    thread = threading.Thread(target=follow, name=f"dcf-notes-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(NOTES_EVERY_S + 5)
+
+
 def ensure_gateway(state: CliState, config: ConfigFile) -> None:
     """Start the user's own gateway in the background when none of theirs answers and they named none: on
     127.0.0.1:32222, or on a free port when another user holds that one (clients then find it by its state
@@ -286,7 +325,9 @@ def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: b
             if spec.docker_registry and target != "local":
                 push(spec, yes=yes, verbose=verbose)
             click.echo(f"Deploying: {spec.name} to {client.address} ...")
-            message = client.deploy_spec(spec, update=update, replace=replace, backend=backend, replicas=replicas)
+            with gateway_notes(client, spec.name):
+                message = client.deploy_spec(spec, update=update, replace=replace, backend=backend,
+                                             replicas=replicas)
             click.echo(message)
             if verbose:
                 info = client.get(spec.name)

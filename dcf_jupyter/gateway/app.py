@@ -91,7 +91,7 @@ def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Even
 def _ray_backend(options: GatewayOptions) -> Backend:
     from ..backends.ray import RayBackend  # Ray is optional and slow to import: only when asked for
 
-    return RayBackend.connect(options.ray_address)
+    return RayBackend.connect(options.ray_address, place_timeout=options.place_timeout)
 
 
 async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path) -> dict[str, Backend]:

@@ -24,7 +24,7 @@ from ..errors import GatewayStartError
 GATEWAY_CONFIG = "gateway.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
 CONFIG_KEYS = frozenset({"host", "port", "max_message_size", "backend", "no_docker", "ray_address", "tls_cert",
-                         "tls_key", "stream_window", "flow_window", "loop", "private", "token_file"})
+                         "tls_key", "stream_window", "flow_window", "loop", "private", "token_file", "place_timeout"})
 
 
 def config_path() -> Path:
@@ -63,6 +63,10 @@ def _value(action: argparse.Action, key: str, raw: Any, path: Path) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise wrong("a whole number")
         return raw
+    if action.type is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise wrong("a number")
+        return float(raw)
     if isinstance(raw, (dict, list, bool)) or raw is None:
         raise wrong("a string")
     value = str(raw)

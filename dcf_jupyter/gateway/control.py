@@ -25,6 +25,7 @@ from ..running import RunningGateway, find_gateway, read_gateway_file
 from ..settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PLACE_TIMEOUT,
     DEFAULT_PORT,
     ENV_TOKEN,
     default_state_dir,
@@ -57,6 +58,7 @@ class GatewayOptions:
     ephemeral: bool = False  # remove the state dir on the way out (an embedded gateway's temporary one)
     docker: bool = True  # offer the docker backend when a Docker daemon answers
     ray_address: str | None = None  # the ray backend's cluster (None: a local Ray, started on first use)
+    place_timeout: float = DEFAULT_PLACE_TIMEOUT  # how long a Ray replica may wait for resources others hold
     token: str | None = None  # given by the user; None: the owner's token (credentials.py). See auth.py
     private: bool = False  # the token for every RPC but HealthCheck, on loopback too
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
@@ -86,6 +88,9 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster of the ray backend, as Ray takes it: auto, HOST:PORT or ray://HOST:10001 "
                              "(default: a local Ray, started on the first ray deploy and stopped with the gateway)")
+    parser.add_argument("--place-timeout", type=float, default=DEFAULT_PLACE_TIMEOUT,
+                        help="seconds a Ray deploy waits for resources other replicas hold before it fails, saying "
+                             f"which (default {DEFAULT_PLACE_TIMEOUT:g})")
     parser.add_argument("--token", default=None,
                         help="the token clients must send (default: $DCF_TOKEN, else your own token, made at your "
                              "first gateway start and kept in your config dir); a token on a command line is "
@@ -136,7 +141,8 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
     """GatewayOptions from parsed `gateway_parser()` flags (the environment fills what they leave out)."""
     for wrong, message in ((not 0 <= args.port <= 65535, f"--port must be within 0..65535, got {args.port}"),
                            (args.stream_window < 1, f"--stream-window must be at least 1, got {args.stream_window}"),
-                           (args.flow_window < 0, f"--flow-window must be 0 or more, got {args.flow_window}")):
+                           (args.flow_window < 0, f"--flow-window must be 0 or more, got {args.flow_window}"),
+                           (args.place_timeout <= 0, f"--place-timeout must be above 0, got {args.place_timeout:g}")):
         if wrong:
             raise GatewayStartError(message)
     token = given_token(args)
@@ -152,6 +158,7 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         ephemeral=args.ephemeral,
         docker=not args.no_docker,
         ray_address=args.ray_address or None,
+        place_timeout=args.place_timeout,
         token=token,
         private=args.private,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
@@ -167,7 +174,7 @@ def options_argv(options: GatewayOptions) -> list[str]:
     argv = ["--max-message-size", str(options.max_message)]
     for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
                         ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key"),
-                        ("--ray-address", "ray_address")):
+                        ("--ray-address", "ray_address"), ("--place-timeout", "place_timeout")):
         if getattr(options, field) != getattr(default, field):
             argv += [flag, str(getattr(options, field))]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
