@@ -22,7 +22,7 @@ from _harness import gateway_process_with, percentile
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.definition.scaffold import init_function
-from dcf_jupyter.definition.spec import load_config, write_config
+from dcf_jupyter.definition.spec import GpuRequest, load_config, write_config
 
 # A small conv net on a 3x224x224 float32 image (602 KB request): the model is built once, each call
 # runs one forward pass on the GPU and synchronises, so the reply reports real GPU time.
@@ -72,7 +72,7 @@ def make_function(parent: Path) -> Path:
     folder = init_function("gpu-net", runtime="python-gpu", parent=parent, handler_source=HANDLER)
     (folder / "requirements.txt").write_text("")  # torch and numpy come from the gateway's Python
     config = load_config(folder / "config.yaml")
-    config.functions["gpu-net"].limits.gpu = "1"
+    config.functions["gpu-net"].limits.gpu = GpuRequest(1)
     write_config(config, folder / "config.yaml")
     return folder
 

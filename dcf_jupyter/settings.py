@@ -23,6 +23,8 @@ ENV_EXTRA_SITE = "DCF_EXTRA_SITE"
 # JSON from the kernel that starts an embedded gateway (its pid, kernel id, notebook): the gateway announces itself
 # to the JupyterLab panel with it (gateway/announce.py).
 ENV_ANNOUNCE = "DCF_ANNOUNCE"
+ENV_GPU_SHARE = "DCF_GPU_SHARE"  # a replica's share of its GPU, when it holds part of one
+ENV_GPUS = "DCF_GPUS"  # the GPUs a gateway may hand out (as --gpus)
 
 
 def normalize_address(address: str) -> str:

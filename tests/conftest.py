@@ -134,9 +134,11 @@ PANEL_TOKEN = "lab-test-token"
 
 @pytest.fixture(scope="session")
 def panel_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
-    """The shared gateway the JupyterLab panel sees (test_lab_*), with a token, as a user runs one."""
+    """The shared gateway the JupyterLab panel sees (test_lab_*), with a token, as a user runs one, and two declared
+    GPUs (booked in a config dir of its own, so no other test's gateway sees them held)."""
     state = tmp_path_factory.mktemp("panel-gateway") / "state"
-    handle = GatewayHandle(*start_detached(state, "127.0.0.1", 0, env={ENV_TOKEN: PANEL_TOKEN}))
+    env = {ENV_TOKEN: PANEL_TOKEN, ENV_CONFIG_DIR: str(state.parent / "config")}
+    handle = GatewayHandle(*start_detached(state, "127.0.0.1", 0, env=env, extra=["--gpus", "0,1"]))
     handle.client = Client(handle.address, token=PANEL_TOKEN)
     try:
         yield handle

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import FUNCTIONS, HANGS_ON_REQUEST, ROOT, call_until_answered, run_cli, start_gateway, with_timeout
 
+from dcf_jupyter.backends.launcher import WorkerContainer
 from dcf_jupyter.build.image import (
     BuildError,
     BuildOptions,
@@ -175,8 +176,10 @@ def test_limits_become_container_limits_and_a_missing_gpu_says_so(docker, docker
     config.write_text(config.read_text().replace("gpu: ''", "gpu: '1'"))
     if shutil.which("nvidia-smi"):
         return  # on a GPU machine the request succeeds; the GPU path is proven there
-    with pytest.raises(DeployError, match="cannot start a container"):
+    with pytest.raises(DeployError, match="limited replica 0 asks for 1 whole GPU, and this gateway has no GPU to "
+                                          "give"):
         client.deploy(folder, backend="docker")
+    assert "limited" not in {f.name for f in client.list()}
 
 
 def test_a_failing_build_names_the_step_and_shows_the_log(docker, build_options, make_function) -> None:
@@ -281,3 +284,53 @@ def test_run_uses_the_image_only_when_built_from_this_folder(docker, build_optio
     assert b"Handler reply: folder" in ran.stdout
     forced = run_cli("function", "run", "fresh-or-stale", "--image", input=b"x", cwd=folder)
     assert b"Handler reply: image" in forced.stdout
+
+
+def test_a_gpu_replica_asks_docker_for_the_devices_it_was_granted(docker, build_options, make_function,
+                                                                  tmp_path: Path) -> None:
+    """The device request names the granted ids (not a count): checked in the container's view where the runtime
+    exposes GPUs, else in the request dockerd recorded; a container that cannot start is removed and its
+    devices are free again."""
+    folder = make_function("granted", "import os\nclass Handler:\n    def __call__(self, req):\n"
+                                      "        return os.environ.get('NVIDIA_VISIBLE_DEVICES', '')\n")
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("gpu: ''", "gpu: '1'"))
+    spec = load_config(config).function()
+    build_image(spec, build_options, client=docker)
+    request = WorkerContainer(spec.image_ref, 0, gpu_ids=("1",)).create_options()["device_requests"][0]
+    created = docker.containers.create(spec.image_ref, device_requests=[request])
+    try:
+        (recorded,) = created.attrs["HostConfig"]["DeviceRequests"]
+        assert recorded["DeviceIDs"] == ["1"] and not recorded.get("Count") and recorded["Capabilities"] == [["gpu"]]
+    finally:
+        created.remove(force=True)
+    gateway = start_gateway(tmp_path / "state", "--gpus", "0,1")
+    try:
+        gateway.client.deploy(FUNCTIONS / "echo")  # holds nothing: echo asks for no GPU
+        outcome = gpu_function_on_device_one(gateway, folder)
+        if shutil.which("nvidia-smi"):
+            assert outcome == "1"  # the container sees the device it was granted
+            return
+        assert "is the NVIDIA Container Toolkit installed?" in outcome
+        assert not docker.containers.list(all=True, filters={"label": "dcf.function=granted"})
+        zero, one = gateway.client.info()["gpus"]
+        assert [h["function"] for h in zero["holders"]] == ["holds-zero"] and one["holders"] == []
+    finally:
+        gateway.stop()
+
+
+def gpu_function_on_device_one(gateway, folder: Path) -> str:
+    """Deploy `folder` on the docker backend after a local replica took GPU 0: its reply, or the refusal."""
+    hold = folder.parent / "holds-zero"
+    shutil.copytree(folder, hold)
+    config = hold / "config.yaml"
+    config.write_text(config.read_text().replace("granted:", "holds-zero:"))
+    gateway.client.deploy(hold, backend="local")
+    try:
+        gateway.client.deploy(folder, backend="docker")
+    except DeployError as exc:
+        return str(exc)
+    try:
+        return str(gateway.client.call("granted"))
+    finally:
+        gateway.client.delete("granted")

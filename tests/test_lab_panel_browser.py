@@ -183,3 +183,35 @@ def test_every_action_shows_at_the_default_sidebar_width_in_light_and_dark(page:
                            "{theme: 'JupyterLab Light'})")
         panel_gateway.client.delete("a-function-with-a-rather-long-descriptive-name")
     assert page.console_errors == []
+
+
+def test_the_panel_shows_each_gpu_and_what_each_replica_holds(page: NotebookPage, panel_gateway: GatewayHandle,
+                                                              tmp_path: Path) -> None:
+    """The panel gateway has two declared GPUs: a `gpu: "0.5"` function's replicas show their device and share in
+    their row, and each GPU's line says how much of it is held and (in its tooltip) by whom."""
+    folder = init_function("half-gpu", parent=tmp_path, handler_source=PRINTER)
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("gpu: ''", "gpu: '0.5'"))
+    gpu_zero = page.page.locator(f'{PANEL} [data-gateway="shared"] .dcf-gpu[data-gpu="0"]')
+    assert gpu_zero.inner_text().startswith("GPU 0 declared GPU · free")
+    panel_gateway.client.deploy(folder)
+    try:
+        half = row(page, "shared", "half-gpu")
+        half.wait_for(timeout=5000)
+        page.page.wait_for_function(
+            """() => document.querySelector('#dcf-panel [data-gateway="shared"] .dcf-gpu[data-gpu="0"]')
+                     ?.textContent === 'GPU 0 declared GPU · 0.5 held'""", timeout=5000)
+        assert half.locator(".dcf-function-gpus").inner_text() == "GPU 0 (0.5)"
+        assert "half-gpu replica 0 (0.5)" in (gpu_zero.get_attribute("title") or "")
+        half.locator(".dcf-scale-up").click()  # the second half of GPU 0
+        page.page.wait_for_function(
+            """() => document.querySelector('#dcf-panel [data-gateway="shared"] .dcf-gpu[data-gpu="0"]')
+                     ?.textContent === 'GPU 0 declared GPU · held'""", timeout=30000)
+        assert half.locator(".dcf-function-gpus").inner_text() == "GPU 0 (0.5), GPU 0 (0.5)"
+        shot(page, "panel-gpus.png")
+    finally:
+        panel_gateway.client.delete("half-gpu")
+    page.page.wait_for_function(
+        """() => document.querySelector('#dcf-panel [data-gateway="shared"] .dcf-gpu[data-gpu="0"]')
+                 ?.textContent === 'GPU 0 declared GPU · free'""", timeout=5000)
+    assert page.console_errors == []

@@ -73,3 +73,145 @@ def test_the_public_api_is_typed_not_any(tmp_path: Path) -> None:
     assert "FunctionProxy" in revealed[4] and revealed[5] == '"dcf_jupyter.client.core.Reply"'
     assert revealed[6] == '"str"' and revealed[7] == '"dcf_jupyter.client.core.Client"'
     assert revealed[9].endswith('-> PIL.Image.Image"')
+
+
+def test_a_deploy_reads_the_functions_config_once_on_each_side(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One FunctionSpec travels: the client parses the folder's config.yaml once, the gateway the tarball's copy
+    once, and the backend gets the gateway's value (an in-process gateway, so both sides are counted)."""
+    import asyncio
+    import contextlib
+    import shutil
+    import threading
+    import traceback
+
+    from dcf_jupyter.client import Client
+    from dcf_jupyter.definition import spec as spec_module
+    from dcf_jupyter.gateway.app import run_gateway
+    from dcf_jupyter.gateway.control import GatewayOptions
+    from dcf_jupyter.running import find_gateway
+
+    parses: list[str] = []
+    real_parse = spec_module.parse_config
+
+    def counting_parse(text: str, **options: object) -> spec_module.ConfigFile:
+        stack = [frame.filename.replace("\\", "/") for frame in traceback.extract_stack()]
+        parses.append("gateway" if any("/dcf_jupyter/gateway/" in name for name in stack) else "client")
+        return real_parse(text, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spec_module, "parse_config", counting_parse)
+    folder = tmp_path / "echo"
+    shutil.copytree(Path(__file__).parent.parent / "functions" / "echo", folder)
+    state = tmp_path / "state"
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(run_gateway(GatewayOptions(state_dir=state, host="127.0.0.1", port=0, docker=False)))
+
+    def serve() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            running = find_gateway(state)
+            if running is not None or not thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert running is not None, "the in-process gateway did not start"
+        with Client(running.address) as client:
+            client.deploy(folder)
+            assert client.call("echo", b"once") == b"once"
+            client.scale("echo", 2)
+            client.delete("echo")
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(30)
+        loop.close()
+    assert parses == ["client", "gateway"], parses
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dcf_jupyter"
+# Tiers, highest first: a module may import its own tier and those below it. The modules at the package's top
+# (errors, settings, credentials...) are the bottom tier; `top` is dcf_jupyter/__init__.py, the public face.
+TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "gateway", "backends", "worker", "build", "definition",
+         "protocol", "bottom"]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _tier(module: str) -> str:
+    parts = module.split(".")
+    if module == "dcf_jupyter":
+        return "top"
+    if parts[1] in TIERS and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return "bottom"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every import of a dcf_jupyter module by another, at module level or inside functions (lazy ones too), by
+    AST; `if TYPE_CHECKING:` imports count as well."""
+    import ast
+
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_package_has_no_import_cycle_and_tiers_import_only_downward() -> None:
+    graph = import_graph()
+    assert len(graph) > 60 and "dcf_jupyter.gateway.app" in graph["dcf_jupyter.gateway.__main__"]
+    assert _cycles(graph) == []
+    upward = sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
+                    if TIERS.index(_tier(target)) < TIERS.index(_tier(source)))
+    assert upward == []

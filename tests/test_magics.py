@@ -248,7 +248,7 @@ def test_no_deploy_only_writes_the_folder(ip, gateway) -> None:
     from dcf_jupyter.definition.spec import load_config
 
     spec = load_config(folder).function("nb-later")
-    assert spec.limits.gpu == "1" and spec.limits.memory == "2G" and spec.runtime == "python-gpu"
+    assert str(spec.limits.gpu) == "1" and spec.limits.memory == "2G" and spec.wants_cuda
     assert "numpy" in (folder / "requirements.txt").read_text()
     assert "nb-later" not in {f.name for f in gateway.client.list()}
 

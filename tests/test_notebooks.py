@@ -169,6 +169,12 @@ def test_scale_out_notebook_outputs(tmp_path: Path) -> None:
     assert "slow: " in local and "from 1 replica(s)" in local and "from 2 replica(s)" in local, local
     # 50 ms calls from 8 clients: one replica does ~20/s, two ~40/s (the sleep, not this machine, sets it).
     assert float(local.split("2 replicas give ")[1].split("x")[0]) >= 1.5, local
+    gpus = text_of(outputs(notebook, "SEES_ITS_GPU = "))
+    print(gpus)
+    assert "GPUs" in gpus and "gpu-first sees CUDA_VISIBLE_DEVICES=" in gpus, gpus
+    if "GPUs: none" in gpus:  # no GPU here: both run on the CPU, and say so
+        assert "gpu-second sees CUDA_VISIBLE_DEVICES='', holds no GPU" in gpus
+        assert "no GPU to give here, so on the CPU" in gpus
     on_ray = text_of(outputs(notebook, 'on_ray = dcf_jupyter.function("slow-ray"'))
     placed = text_of(outputs(notebook, "WHERE = "))
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dcf_jupyter.definition.spec import dump_config, load_config, parse_config, validate_name
+from dcf_jupyter.definition.spec import ConfigFile, GpuRequest, dump_config, load_config, parse_config, validate_name
 from dcf_jupyter.errors import ConfigError, InvalidName
 
 # Exactly what the original DCF CLI wrote for DCF's SSD example.
@@ -44,8 +44,9 @@ def test_a_config_written_by_the_dcf_cli_loads_unchanged(tmp_path: Path) -> None
     assert spec.name == "ssd-gpu" and spec.runtime == "python"
     assert spec.handler.dir == "./src" and spec.handler.filename == "handler.py" and spec.handler.name == "Handler"
     assert spec.docker_registry == "keti.asuscomm.com:5001" and spec.image == "keti.asuscomm.com:5001/ssd-gpu"
-    assert (spec.limits.memory, spec.limits.cpu, spec.limits.gpu) == ("", "", "1")
-    assert spec.limits.gpus == 1 and spec.limits.cpus is None and spec.limits.memory_bytes is None
+    assert spec.limits.as_dcf() == {"memory": "", "cpu": "", "gpu": "1"}
+    assert spec.limits.gpu == GpuRequest(1) and spec.limits.cpus is None and spec.limits.memory_bytes is None
+    assert spec.wants_cuda  # a GPU asked for means a CUDA base image, whatever the runtime
     assert spec.build_arg_map == {"CUDA_VERSION": "9.0", "CUDNN_VERSION": "7.4.1.5", "UBUNTU_VERSION": "16.04"}
     assert spec.handler_path == tmp_path.resolve() / "src" / "handler.py"
 
@@ -82,6 +83,12 @@ functions:
     "snippet, key",
     [
         ("limits: {gpu: [1]}", "functions.f.limits.gpu"),
+        ("limits: {gpu: 1.5}", "functions.f.limits.gpu"),
+        ("limits: {gpu: '-1'}", "functions.f.limits.gpu"),
+        ("limits: {gpu: 'H100:'}", "functions.f.limits.gpu"),
+        ("limits: {gpu: 100}", "functions.f.limits.gpu"),
+        ("limits: {gpu_type: H100}", "functions.f.limits.gpu"),
+        ("limits: {gpu: 'A100:1', gpu_type: H100}", "functions.f.limits.gpu"),
         ("limits: {memory: lots}", "functions.f.limits.memory"),
         ("limits: {cpu: '-1'}", "functions.f.limits.cpu"),
         ("handler: [a, b]", "functions.f.handler"),
@@ -185,3 +192,30 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names(name: object) -> None:
     with pytest.raises(InvalidName):
         validate_name(name)
+
+
+@pytest.mark.parametrize(
+    "limits, count, kind, written",
+    [
+        ("{gpu: 1}", 1.0, "", "1"),
+        ("{gpu: '2'}", 2.0, "", "2"),
+        ("{gpu: 0.5}", 0.5, "", "0.5"),
+        ("{gpu: .25}", 0.25, "", "0.25"),
+        ("{gpu: 'H100:1'}", 1.0, "H100", "H100:1"),
+        ("{gpu: 1, gpu_type: A100}", 1.0, "A100", "A100:1"),
+        ("{gpu: 'h100:0.5', gpu_type: H100}", 0.5, "h100", "h100:0.5"),
+        ("{gpu: ''}", 0.0, "", ""),
+    ],
+)
+def test_a_gpu_request_is_whole_devices_or_a_share_of_one_of_a_kind(limits: str, count: float, kind: str,
+                                                                   written: str) -> None:
+    spec = parse_config(f"functions:\n  f:\n    limits: {limits}\n").function()
+    assert (spec.limits.gpu.count, spec.limits.gpu.kind, str(spec.limits.gpu)) == (count, kind, written)
+    assert spec.wants_cuda == bool(count)
+    assert parse_config(dump_config(ConfigFile({"f": spec}))).function().limits == spec.limits
+
+
+def test_requests_warns_that_no_backend_reads_it() -> None:
+    config = parse_config("functions:\n  f:\n    requests: {cpu: 1}\n")
+    assert config.warnings == ["config.yaml: functions.f.requests: not used by dcf-jupyter, ignored: every backend "
+                               "reserves what `limits:` asks"]

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-from ..definition.spec import Resources
+from ..definition.spec import FunctionSpec
+from .gpu_allocator import Grant
 
 
 class DeployFailed(Exception):
@@ -70,19 +71,20 @@ class TaskCalls:
 
 @dataclass
 class DeploymentSpec:
-    """What a backend needs to run one revision of a function."""
+    """What a backend needs to run one revision of a function: the function as its config.yaml says (with the
+    deploy's environment), and where this revision lives."""
 
-    name: str
+    function: FunctionSpec
     revision: int
     source_dir: Path  # the unpacked function folder (config.yaml inside)
     log_path: Path
     image: str = ""
-    runtime: str = "python"
-    env: dict[str, str] = field(default_factory=dict)
-    limits: Resources = field(default_factory=Resources)
     replicas: int = 1
-    concurrency: int = 1
-    autoscaling: dict[str, float] = field(default_factory=dict)  # config.yaml's `autoscaling:`, {} when unset
+
+    @property
+    def name(self) -> str:
+        """The function's name."""
+        return self.function.name
 
 
 class Deployment(abc.ABC):
@@ -132,6 +134,12 @@ class Deployment(abc.ABC):
     def recycle(self, link: WorkerLink) -> str:
         """Replace the replica behind `link` (its worker is stuck in a call past the function's timeout); returns
         what was done, for the caller's error message."""
+
+    allocates_gpus: ClassVar[bool] = False  # its replicas get GPUs from the gateway's allocator (not a cluster's)
+
+    def gpu_grants(self) -> list[Grant]:
+        """The GPUs its replicas hold on this machine (none where a cluster engine places them)."""
+        return []
 
     async def logs(self, lines: int) -> str | None:
         """The replicas' recent output, when the backend keeps it itself (None: read spec.log_path)."""

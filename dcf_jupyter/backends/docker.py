@@ -1,9 +1,9 @@
 """The docker backend: each replica is a container of the function's image, reached over gRPC.
 
-Limits map to Docker's memory and CPU limits and `gpu: N` to a GPU device request
-(NVIDIA). Docker restarts a crashed container (restart policy on-failure) at the
-same loopback port, and the gRPC link reconnects by itself. The docker SDK is
-blocking, so its calls run in threads.
+Limits map to Docker's memory and CPU limits, and `gpu:` to a device request naming the
+devices the gateway's allocator granted the replica (NVIDIA). Docker restarts a crashed
+container (restart policy on-failure) at the same loopback port, and the gRPC link
+reconnects by itself. The docker SDK is blocking, so its calls run in threads.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from ..build.image import docker_client
 from ..errors import DcfError
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from .gpu_allocator import GpuAllocator, Grant, NoGpu, gpu_environment
 from .grpc_link import GrpcLink
 from .launcher import LaunchFailed, WorkerContainer, free_port, wait_until_serving
 
@@ -28,18 +29,20 @@ class DockerBackend(Backend):
 
     name = "docker"
 
-    def __init__(self, client: Any, *, gateway_id: str, max_message: int, start_timeout: float = 600.0) -> None:
+    def __init__(self, client: Any, *, gateway_id: str, max_message: int, start_timeout: float = 600.0,
+                 gpus: GpuAllocator | None = None) -> None:
         self.client = client
+        self.gpus = gpus
         self.gateway_id = gateway_id
         self.max_message = max_message
         self.start_timeout = start_timeout
 
     @classmethod
-    def connect(cls, state_dir: Any, *, max_message: int) -> DockerBackend:
+    def connect(cls, state_dir: Any, *, max_message: int, gpus: GpuAllocator | None = None) -> DockerBackend:
         """A backend on the daemon from the environment (DockerUnavailable if none answers); removes
         containers an earlier run of this gateway left behind (they are started anew on restore)."""
         gateway_id = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-        backend = cls(docker_client(timeout=30), gateway_id=gateway_id, max_message=max_message)
+        backend = cls(docker_client(timeout=30), gateway_id=gateway_id, max_message=max_message, gpus=gpus)
         for container in backend.client.containers.list(all=True, filters={"label": f"{LABEL_GATEWAY}={gateway_id}"}):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
@@ -52,8 +55,9 @@ class DockerBackend(Backend):
 class _Container:
     """One replica: its container and the gRPC link to its worker."""
 
-    def __init__(self, container: Any, port: int, link: GrpcLink) -> None:
+    def __init__(self, container: Any, port: int, link: GrpcLink, grant: Grant | None) -> None:
         self.container = container
+        self.grant = grant
         self.port = port
         self.link = link
         self.ready = False
@@ -103,25 +107,56 @@ class DockerDeployment(Deployment):
             except Exception as exc:  # noqa: BLE001 - any pull failure ends the deploy with its reason
                 raise DeployFailed(f"image {image!r} is not here and pulling it failed: {exc}") from None
 
-    def _run_container(self, index: int) -> tuple[Any, int]:
+    def _grant(self, index: int) -> Grant | None:
+        """The GPUs of a new replica; DeployFailed with a sentence when none can be had (a container cannot run
+        a GPU function on the CPU as a process can: its image and device request need one)."""
+        request = self.spec.function.limits.gpu
+        if not request:
+            return None
+        if self.backend.gpus is None:
+            raise DeployFailed(f"{self.spec.name} asks for {request} GPU, and this gateway hands out none")
+        try:
+            return self.backend.gpus.grant(self.spec.name, self.spec.revision, index, request)
+        except NoGpu as exc:
+            raise DeployFailed(str(exc)) from None
+
+    allocates_gpus = True
+
+    def gpu_grants(self) -> list[Grant]:
+        return [c.grant for c in self._containers if c.grant is not None]
+
+    def _run_container(self, index: int, grant: Grant | None) -> tuple[Any, int]:
         spec = self.spec
         port = free_port()
         launch = WorkerContainer(
-            spec.image, port, env={**spec.env, "DCF_REPLICA": str(index)}, gpus=spec.limits.gpus,
-            memory_bytes=spec.limits.memory_bytes, cpus=spec.limits.cpus,
+            spec.image, port,
+            env={**spec.function.environment, "DCF_REPLICA": str(index), **gpu_environment(grant, in_container=True)},
+            gpu_ids=tuple(str(i) for i in grant.devices) if grant else (),
+            memory_bytes=spec.function.limits.memory_bytes,
+            cpus=spec.function.limits.cpus,
             extra={"name": f"dcf-{spec.name}-r{spec.revision}-{index}-{self.backend.gateway_id[:6]}",
                    "labels": {LABEL_FUNCTION: spec.name, LABEL_GATEWAY: self.backend.gateway_id,
                               LABEL_REVISION: str(spec.revision)},
                    "restart_policy": {"Name": "on-failure"}},
         )
         try:
-            return launch.start(self.backend.client), port
+            container = launch.start(self.backend.client)
+            with contextlib.suppress(Exception):  # its host pid, for the memory it uses on its GPUs
+                container.reload()
+            return container, port
         except LaunchFailed as failure:
             raise DeployFailed(failure.message) from None
 
     async def _start_one(self, index: int) -> _Container:
-        container, port = await asyncio.to_thread(self._run_container, index)
-        replica = _Container(container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message))
+        grant = self._grant(index)
+        try:
+            container, port = await asyncio.to_thread(self._run_container, index, grant)
+        except BaseException:
+            self._release(grant)
+            raise
+        if grant is not None and self.backend.gpus is not None:
+            grant = self.backend.gpus.started(grant, int(container.attrs.get("State", {}).get("Pid") or 0))
+        replica = _Container(container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message), grant)
         loop = asyncio.get_running_loop()
 
         def healthy() -> bool:  # asked from the waiting thread, answered on the loop that owns the link
@@ -193,6 +228,11 @@ class DockerDeployment(Deployment):
         await replica.link.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(replica.container.remove, force=True)
+        self._release(replica.grant)
+
+    def _release(self, grant: Grant | None) -> None:
+        if self.backend.gpus is not None:
+            self.backend.gpus.release(grant)
 
     async def stop(self) -> None:
         if self._watcher is not None:

@@ -3,6 +3,7 @@ of the function's image (the docker backend, `dcf function run --image`), up to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -123,33 +124,49 @@ class WorkerContainer:
     image: str
     port: int
     env: dict[str, str] = field(default_factory=dict)
-    gpus: int = 0
+    gpus: int = 0  # any this many devices (`dcf function run` of an image)
+    gpu_ids: tuple[str, ...] = ()  # these devices (a gateway's replica: what its allocator granted)
     memory_bytes: int | None = None
     cpus: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more docker `containers.run` options (name, labels...)
 
-    def start(self, docker: Any) -> Any:
-        """The started container; LaunchFailed with one sentence when Docker refuses."""
-        from docker.errors import APIError, ImageNotFound
+    def create_options(self) -> dict[str, Any]:
+        """Docker's `containers.create` options for it (the GPU request names devices when it has ids)."""
         from docker.types import DeviceRequest
 
         from ..build.image import WORKER_PORT
 
-        options: dict[str, Any] = {"detach": True, "ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", self.port)},
+        options: dict[str, Any] = {"ports": {f"{WORKER_PORT}/tcp": ("127.0.0.1", self.port)},
                                    "environment": {**self.env, "PYTHONUNBUFFERED": "1"}, **self.extra}
         if self.memory_bytes:
             options["mem_limit"] = self.memory_bytes
         if self.cpus:
             options["nano_cpus"] = int(self.cpus * 1e9)
-        if self.gpus:
+        if self.gpu_ids:
+            options["device_requests"] = [DeviceRequest(device_ids=list(self.gpu_ids), capabilities=[["gpu"]])]
+        elif self.gpus:
             options["device_requests"] = [DeviceRequest(count=self.gpus, capabilities=[["gpu"]])]
+        return options
+
+    def start(self, docker: Any) -> Any:
+        """The started container; LaunchFailed with one sentence when Docker refuses (a container that was
+        created but cannot start, for want of a GPU runtime say, is removed)."""
+        from docker.errors import APIError, ImageNotFound
+
+        hint = " (is the NVIDIA Container Toolkit installed?)" if self.gpus or self.gpu_ids else ""
         try:
-            return docker.containers.run(self.image, **options)
+            container = docker.containers.create(self.image, **self.create_options())
         except ImageNotFound:
             raise LaunchFailed(f"no image {self.image!r} here; build it with `dcf function build`") from None
         except APIError as exc:
-            hint = " (is the NVIDIA Container Toolkit installed?)" if self.gpus else ""
             raise LaunchFailed(f"cannot start a container of {self.image}: {exc.explanation or exc}{hint}") from None
+        try:
+            container.start()
+        except APIError as exc:
+            with contextlib.suppress(APIError):
+                container.remove(force=True)
+            raise LaunchFailed(f"cannot start a container of {self.image}: {exc.explanation or exc}{hint}") from None
+        return container
 
 
 def wait_until_serving(container: Any, healthy: Callable[[], bool], timeout: float, poll_s: float = 0.2) -> None:

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..logfile import note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from .gpu_allocator import GpuAllocator, Grant, NoGpu, gpu_environment
 from .launcher import LaunchFailed, WorkerProcess
 from .link import AsyncLink
 
@@ -61,6 +62,7 @@ class LocalBackend(Backend):
         max_message: int,
         start_timeout: float = 600.0,
         python: str = sys.executable,
+        gpus: GpuAllocator | None = None,
     ) -> None:
         # Unix socket paths are limited to ~100 bytes, so sockets live in a short
         # private temp folder rather than in the (possibly deep) state dir.
@@ -68,6 +70,7 @@ class LocalBackend(Backend):
         self.max_message = max_message
         self.start_timeout = start_timeout
         self.python = python
+        self.gpus = gpus
 
     def create(self, spec: DeploymentSpec) -> LocalDeployment:
         return LocalDeployment(self, spec)
@@ -77,7 +80,7 @@ class LocalBackend(Backend):
         pip-installing them there first if needed), or None when it has them all."""
         def install() -> Path | None:
             with open(spec.log_path, "ab") as log:
-                return install_missing(spec.source_dir, spec.runtime, python=self.python, output=log,
+                return install_missing(spec.source_dir, spec.function.runtime, python=self.python, output=log,
                                        note=lambda message: note(spec.log_path, message))
 
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,13 +110,46 @@ class LocalDeployment(Deployment):
         return len(self._ready)
 
     async def start(self) -> None:
+        request = self.spec.function.limits.gpu
+        if request and (self.backend.gpus is None or not self.backend.gpus.devices):
+            note(self.spec.log_path, f"{self.spec.name} asks for {request} GPU, and this machine has none that "
+                                     "the gateway can give: it runs on the CPU")
         self.extra_site = await self.backend.prepare_requirements(self.spec)
         await self.scale(self.spec.replicas)
 
+    def _grant(self, index: int) -> Grant | None:
+        """The GPUs of a new replica (None: it asks for none, or this machine has none and it runs on the CPU);
+        DeployFailed with the allocator's sentence when they are taken."""
+        allocator, request = self.backend.gpus, self.spec.function.limits.gpu
+        if allocator is None or not allocator.devices or not request:
+            return None
+        try:
+            return allocator.grant(self.spec.name, self.spec.revision, index, request)
+        except NoGpu as exc:
+            raise DeployFailed(str(exc)) from None
+
+    def _release(self, replicas: list[_Replica]) -> None:
+        if self.backend.gpus is not None:
+            for replica in replicas:
+                self.backend.gpus.release(replica.grant)
+
+    allocates_gpus = True
+
+    def gpu_grants(self) -> list[Grant]:
+        return [r.grant for r in self._replicas if r.grant is not None]
+
     async def scale(self, replicas: int) -> None:
         while len(self._replicas) > replicas:
-            await self._replicas.pop().stop()
-        new = [_Replica(self, index) for index in range(len(self._replicas), replicas)]
+            gone = self._replicas.pop()
+            await gone.stop()
+            self._release([gone])
+        new: list[_Replica] = []
+        try:
+            for index in range(len(self._replicas), replicas):
+                new.append(_Replica(self, index, self._grant(index)))
+        except DeployFailed:
+            self._release(new)
+            raise
         self._replicas.extend(new)
         for replica in new:
             replica.start()
@@ -123,6 +159,7 @@ class LocalDeployment(Deployment):
             for replica in new:
                 self._replicas.remove(replica)
             await asyncio.gather(*(r.stop() for r in new))
+            self._release(new)
             failure = failures[0]
             if isinstance(failure, DeployFailed):
                 raise failure
@@ -133,6 +170,7 @@ class LocalDeployment(Deployment):
     async def stop(self) -> None:
         replicas, self._replicas = self._replicas, []
         await asyncio.gather(*(r.stop() for r in replicas))
+        self._release(replicas)
         self._replicas_changed()
 
     def _ready_links(self) -> list[WorkerLink]:
@@ -148,9 +186,10 @@ class LocalDeployment(Deployment):
 class _Replica:
     """One worker process, supervised: restarted when it dies until stopped."""
 
-    def __init__(self, deployment: LocalDeployment, index: int) -> None:
+    def __init__(self, deployment: LocalDeployment, index: int, grant: Grant | None = None) -> None:
         self.deployment = deployment
         self.index = index
+        self.grant = grant  # its GPUs, kept across restarts of its process
         self.link: AsyncLink | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._exit: asyncio.Future[int] | None = None
@@ -200,17 +239,13 @@ class _Replica:
         # A function's code has no business with the gateway's token, nor with the token of its local Ray.
         env.pop(ENV_TOKEN, None)
         env.pop("RAY_AUTH_TOKEN", None)
-        env.update(spec.env)
+        env.update(spec.function.environment)
         env["PYTHONUNBUFFERED"] = "1"
         env["DCF_FUNCTION_NAME"] = spec.name
         env["DCF_REPLICA"] = str(self.index)
         if self.deployment.extra_site is not None:
             env[ENV_EXTRA_SITE] = str(self.deployment.extra_site)
-        if spec.limits.gpus == 0:
-            # As in a container without a GPU request: frameworks must not grab GPUs.
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        elif "CUDA_VISIBLE_DEVICES" not in os.environ:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.limits.gpus))
+        env.update(gpu_environment(self.grant))
         return env
 
     async def _launch(self) -> None:
@@ -222,7 +257,7 @@ class _Replica:
             if spec.log_path.stat().st_size > LOG_ROTATE_BYTES:
                 spec.log_path.replace(spec.log_path.with_suffix(".log.1"))
         worker = WorkerProcess(spec.source_dir, spec.name, python=backend.python, socket=str(sock),
-                               max_message=backend.max_message, concurrency=spec.concurrency,
+                               max_message=backend.max_message, concurrency=spec.function.concurrency,
                                env=self._environment(), lifeline=True)
         try:
             with open(spec.log_path, "ab") as log:  # noqa: ASYNC230 - opening a local file: microseconds
@@ -230,6 +265,8 @@ class _Replica:
         except LaunchFailed as failure:
             raise DeployFailed(failure.message) from None
         self.process = started.process
+        if self.grant is not None and self.deployment.backend.gpus is not None:
+            self.grant = self.deployment.backend.gpus.started(self.grant, self.process.pid)
         self._exit = _exit_future(self.process)
         self._close_lifeline()
         self._lifeline = started.lifeline_fd

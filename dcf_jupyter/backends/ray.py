@@ -28,7 +28,7 @@ from ..errors import GatewayStartError
 from ..logfile import note
 from ..protocol.link import CallFailed, LinkClosed
 from ..settings import DEFAULT_PLACE_TIMEOUT
-from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, log_book
+from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, LogBook, log_book
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
 from .ray_head import LocalRayHead
 
@@ -77,11 +77,12 @@ def _s(count: int) -> str:
 
 def _holder(actor: dict[str, Any]) -> str:
     """The application a Serve replica actor serves (its class is "ServeReplica:APP:DEPLOYMENT"), or the class of
-    another actor; '' for Serve's own controller and proxies, which ask for no resources."""
+    another actor; '' for Serve's own controller and proxies and for our functions' log books, which ask for no
+    resources (Ray's actor table does not say what an actor holds)."""
     kind = str(actor.get("ActorClassName") or "")
     if kind.startswith("ServeReplica:"):
         return kind.split(":")[1]
-    return "" if kind.startswith(("ServeController", "ProxyActor")) or not kind else f"a {kind} actor"
+    return "" if kind.startswith(("ServeController", "ProxyActor", LogBook.__name__)) or not kind else f"a {kind} actor"
 
 
 def _no_room(why: str, serve_says: str = "") -> DeployFailed:
@@ -145,13 +146,17 @@ def actor_options(spec: DeploymentSpec, *, upload: bool = True) -> dict[str, Any
     # replica still runs on the node's cores): asking for one only decides where it may go, and CPU-only replicas
     # on a GPU node could take every CPU there and leave its GPUs unplaceable. So a GPU replica is placeable
     # whenever a GPU is free; CPU-only functions keep asking for one CPU.
-    default_cpus = 0 if spec.limits.gpus else 1
-    options: dict[str, Any] = {"num_cpus": spec.limits.cpus if spec.limits.cpus is not None else default_cpus}
-    if spec.limits.gpus:
-        options["num_gpus"] = spec.limits.gpus
-    if spec.limits.memory_bytes:
-        options["memory"] = spec.limits.memory_bytes
-    runtime_env: dict[str, Any] = {"working_dir": str(spec.source_dir), "env_vars": dict(spec.env)}
+    limits = spec.function.limits
+    default_cpus = 0 if limits.gpu else 1
+    options: dict[str, Any] = {"num_cpus": limits.cpus if limits.cpus is not None else default_cpus}
+    if limits.gpu:
+        options["num_gpus"] = limits.gpu.count
+        if limits.gpu.kind:
+            options["accelerator_type"] = limits.gpu.kind
+    if limits.memory_bytes:
+        options["memory"] = limits.memory_bytes
+    runtime_env: dict[str, Any] = {"working_dir": str(spec.source_dir),
+                                   "env_vars": dict(spec.function.environment)}
     packages = read_requirements(spec.source_dir / REQUIREMENTS)
     if packages:
         runtime_env["pip"] = {"packages": packages, "pip_check": False}
@@ -294,10 +299,12 @@ class RayBackend(Backend):
         # revision is a rolling update (old replicas serve until new ones are ready).
         replica: Any = serve.deployment(FunctionReplica)  # Serve's typing of the decorator is loose
         # An autoscaled function has no fixed count: Serve keeps it between min_replicas and max_replicas.
-        count = {"autoscaling_config": dict(spec.autoscaling)} if spec.autoscaling else {"num_replicas": replicas}
+        autoscaling = spec.function.autoscaling
+        count = {"autoscaling_config": autoscaling.as_dict()} if autoscaling else {"num_replicas": replicas}
         deployment = replica.options(
             name=spec.name, **count,
-            max_ongoing_requests=QUEUED_PER_SLOT * max(1, spec.concurrency), ray_actor_options=actor_options(spec),
+            max_ongoing_requests=QUEUED_PER_SLOT * max(1, spec.function.concurrency),
+            ray_actor_options=actor_options(spec),
             health_check_period_s=HEALTH_CHECK_EVERY_S)
         # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas;
         # `options(version=)` is no longer public, so it is set where `serve.run` reads it. Then re-running a
@@ -306,7 +313,7 @@ class RayBackend(Backend):
             deployment._version = f"rev-{spec.revision}"
         self._current[spec.name] = spec.revision
         self._serving[spec.name] = (spec, replicas)
-        _run(deployment.bind(spec.name, spec.concurrency, spec.revision), name=spec.name, route_prefix=None,
+        _run(deployment.bind(spec.name, spec.function.concurrency, spec.revision), name=spec.name, route_prefix=None,
              _blocking=False)
 
     @staticmethod
@@ -461,7 +468,8 @@ class RayDeployment(Deployment):
         super().__init__(spec)
         self.backend = backend
         # An autoscaled function starts (and may go down to) min_replicas; Serve decides the rest.
-        self._wanted = int(spec.autoscaling["min_replicas"]) if spec.autoscaling else spec.replicas
+        autoscaling = spec.function.autoscaling
+        self._wanted = autoscaling.min_replicas if autoscaling else spec.replicas
         self._link: ServeLink | None = None
         self._was_serving: tuple[DeploymentSpec, int] | None = None  # what ran before this start or scale
 
@@ -476,7 +484,7 @@ class RayDeployment(Deployment):
     @property
     def replicas(self) -> int:
         state = self._state()
-        if self.spec.autoscaling and state is not None:  # what Serve's autoscaler wants now
+        if self.spec.function.autoscaling and state is not None:  # what Serve's autoscaler wants now
             return state.wanted
         return self._wanted
 
@@ -555,7 +563,7 @@ class RayDeployment(Deployment):
                 if state.status == "DEPLOY_FAILED":
                     raise DeployFailed(state.message.splitlines()[0] if state.message else "its deploy failed",
                                        detail=state.message)
-                settled = bool(self.spec.autoscaling) or sum(state.replicas.values()) == replicas
+                settled = bool(self.spec.function.autoscaling) or sum(state.replicas.values()) == replicas
                 if state.status == "RUNNING" and state.running >= replicas and settled:
                     return
                 pending = any(words in state.message.lower() for words in UNPLACEABLE_WORDS)

@@ -94,15 +94,14 @@ def base_image_for(spec: FunctionSpec, options: BuildOptions) -> str:
         return options.base_image
     if spec.base_image:
         return spec.base_image
-    if canonical_runtime(spec.runtime) in ("python-gpu", "tensorflow-gpu") or spec.limits.gpus:
+    if spec.wants_cuda:
         return cuda_base_image(spec.build_arg_map)
     return DEFAULT_PYTHON_BASE
 
 
 def template_dockerfile(spec: FunctionSpec) -> str:
     """The runtime template: its head and the shared tail."""
-    runtime = canonical_runtime(spec.runtime) or "python"
-    head_dir = "python-gpu" if runtime in ("python-gpu", "tensorflow-gpu") or spec.limits.gpus else "python"
+    head_dir = "python-gpu" if spec.wants_cuda else "python"
     # One joinpath step at a time: Traversable.joinpath takes several parts only from Python 3.11.
     templates = resources.files("dcf_jupyter.build") / "templates"
     return (templates / head_dir / "Dockerfile.head").read_text() + (templates / "Dockerfile.tail").read_text()

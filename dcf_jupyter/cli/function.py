@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -184,7 +185,7 @@ def run(name: str, config_path: Path, mode: str | None, output: Path | None, tim
         runner: LocalRun | ImageRun = ImageRun(spec)
         click.echo(f"Running image ({spec.image_ref}) in local")
     else:
-        if spec.limits.gpus:
+        if spec.limits.gpu:
             click.echo("Checking GPU...")
             click.echo(gpu_report())
         runner = LocalRun(spec)
@@ -350,14 +351,15 @@ def call(state: CliState, name: str, data: str | None, timeout: float | None, ve
 
 @function.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("-v", "--verbose", is_flag=True, help="also the GPUs each replica holds, and their memory use")
 @pass_state
 @reports_errors
-def list_(state: CliState, as_json: bool) -> None:
+def list_(state: CliState, as_json: bool, verbose: bool) -> None:
     """List deployed functions with invocations, replicas and status."""
     with state.client() as client:
         functions = client.list()
     if as_json:
-        click.echo(json.dumps([f.__dict__ for f in functions], indent=2))
+        click.echo(json.dumps([dataclasses.asdict(f) for f in functions], indent=2))
         return
     rows = [("Function", "Image", "Maintainer", "Invocations", "Replicas", "Status", "Backend", "Description")]
     for f in functions:
@@ -366,8 +368,11 @@ def list_(state: CliState, as_json: bool) -> None:
                      f"{f.status} ({f.annotations[DEPLOYED_BY]}'s)" if f.deployed_elsewhere else f.status,
                      f.backend, f.annotations.get("dcf.desc", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
+    for index, row in enumerate(rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if verbose and index > 0:
+            for held in functions[index - 1].gpus:
+                click.echo(f"    replica {held.replica}: {held.describe()}")
     if not functions:
         click.echo("(no functions deployed; `dcf function deploy -f config.yaml` deploys one)")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..client import Client
+from ..client.gpu_report import gpu_lines
 from ..gateway import find_gateway, stop_gateway
 from ..gateway.control import gateway_command_line
 from ..settings import default_state_dir
@@ -65,4 +66,6 @@ def status(state: CliState, state_dir: Path | None) -> None:
                f"version {info.get('version', '?')}")
     click.echo(f"Functions: {info.get('functions', '?')}  Backends: {', '.join(info.get('backends', []))}  "
                f"State: {info.get('state_dir', '?')}")
+    for line in gpu_lines(info):
+        click.echo(line)
 

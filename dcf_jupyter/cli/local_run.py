@@ -112,7 +112,7 @@ class ImageRun:
     def __enter__(self) -> ImageRun:
         port = free_port()
         launch = WorkerContainer(self.spec.image_ref, port, env=dict(self.spec.environment),
-                                 gpus=self.spec.limits.gpus)
+                                 gpus=self.spec.limits.gpu.devices)
         try:
             self.container = launch.start(self.docker)
             # Docker publishes the port through its own proxy (root's, not ours): the container is ours to trust,

@@ -18,12 +18,13 @@ from .api import (
     route_to_session,
     stream,
 )
-from .core import Client, FunctionInfo, Reply
+from .core import Client, FunctionInfo, ReplicaGpus, Reply
 
 __all__ = [
     "Client",
     "FunctionInfo",
     "NotebookRoute",
+    "ReplicaGpus",
     "Reply",
     "Result",
     "call",

@@ -81,6 +81,23 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class ReplicaGpus:
+    """The GPUs one replica holds on the gateway's machine."""
+
+    replica: int
+    devices: tuple[int, ...]
+    share: float = 1.0  # of each device: 1.0 for whole devices
+    memory_used: int = 0  # bytes its process uses on them, 0 when the driver does not say
+
+    def describe(self) -> str:
+        """'GPU 0 (0.5, 1.2 GiB)'."""
+        which = f"GPU{'s' if len(self.devices) != 1 else ''} {','.join(map(str, self.devices))}"
+        parts = ([f"{self.share:g}"] if self.share < 1 else []) + (
+            [f"{self.memory_used / 2**30:.1f} GiB"] if self.memory_used else [])
+        return f"{which} ({', '.join(parts)})" if parts else which
+
+
+@dataclass(frozen=True)
 class FunctionInfo:
     """A deployed function as the gateway reports it."""
 
@@ -94,6 +111,7 @@ class FunctionInfo:
     error: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    gpus: list[ReplicaGpus] = field(default_factory=list)  # per replica, on the local and docker backends
 
     @property
     def deployed_elsewhere(self) -> bool:
@@ -107,6 +125,7 @@ class FunctionInfo:
             name=fn.Name, image=fn.Image, invocations=fn.InvocationCount, replicas=fn.Replicas,
             available_replicas=fn.AvailableReplicas, status=fn.Status or "Ready", backend=fn.Backend,
             error=fn.Error, annotations=dict(fn.Annotations), labels=dict(fn.Labels),
+            gpus=[ReplicaGpus(g.Replica, tuple(g.Devices), g.Share or 1.0, g.MemoryUsed) for g in fn.Gpus],
         )
 
 
@@ -367,7 +386,7 @@ class Client:
             EnvVars=env or {},
             Labels=spec.labels,
             Annotations=spec.annotations,
-            Limits=pb.FunctionResources(Memory=spec.limits.memory, CPU=spec.limits.cpu, GPU=spec.limits.gpu),
+            Limits=pb.FunctionResources(Memory=spec.limits.memory, CPU=spec.limits.cpu, GPU=str(spec.limits.gpu)),
             Source=pack_folder(spec.root, limit=self.max_message_size - 64 * 1024),
             Backend=backend or spec.backend,
             Replicas=replicas or spec.replicas,

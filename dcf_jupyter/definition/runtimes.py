@@ -8,6 +8,9 @@ RUNTIMES: dict[str, str] = {
     "tensorflow-gpu": "python-gpu with TensorFlow installed",
 }
 
+# Runtimes whose images start from NVIDIA's CUDA base.
+GPU_RUNTIMES = frozenset({"python-gpu", "tensorflow-gpu"})
+
 # Names other DCF configs use for the same runtimes.
 ALIASES: dict[str, str] = {"python3": "python", "tensorflow": "python", "python3-gpu": "python-gpu"}
 

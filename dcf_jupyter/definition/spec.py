@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, InvalidName, brief
-from .runtimes import RUNTIMES, canonical_runtime
+from .runtimes import GPU_RUNTIMES, RUNTIMES, canonical_runtime
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_CONFIG_BYTES = 1 << 20
@@ -55,21 +55,72 @@ class HandlerRef:
 
 
 _MEMORY_RE = re.compile(r"^(\d+(\.\d+)?)\s*([kmgtKMGT]i?[bB]?|[bB])?$")
-_MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+_GPU_RE = re.compile(r"^(?:(?P<kind>[A-Za-z][-\w.]{0,39}):)?(?P<count>\d{1,2}(\.\d{1,4})?|\.\d{1,4})$")
+MAX_GPUS = 64
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """`limits.gpu` of a function: whole devices (`1`, `2`) or a share of one (`0.5`, `0.25`, as Ray's
+    `num_gpus`), of a named kind when `kind` is set (`H100:1`); `count` 0 asks for none."""
+
+    count: float = 0.0
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or (self.count > 1 and self.count != int(self.count)) or self.count > MAX_GPUS:
+            raise ValueError(f"a replica gets whole GPUs (1-{MAX_GPUS}) or a share of one (0-1), not {self.count:g}")
+
+    @classmethod
+    def parse(cls, text: str, kind: str = "") -> GpuRequest:
+        """From config.yaml's text ('1', '0.5', 'H100:1'); ValueError with the reason when it is none of them."""
+        text = text.strip()
+        if not text:
+            if kind:
+                raise ValueError("gpu_type names a kind of GPU but gpu: says how many of it")
+            return cls()
+        match = _GPU_RE.match(text)
+        if match is None:
+            raise ValueError(f"expected a number of GPUs like '1', a share like '0.5', or 'KIND:N' like 'H100:1', "
+                             f"got {text!r}")
+        named = match.group("kind") or ""
+        if named and kind and named.lower() != kind.lower():
+            raise ValueError(f"gpu: names {named!r} but gpu_type: names {kind!r}")
+        return cls(float(match.group("count")), named or kind)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __str__(self) -> str:
+        """DCF's string form, as config.yaml and FunctionResources.GPU carry it."""
+        if not self:
+            return ""
+        number = str(int(self.count)) if self.is_whole else f"{self.count:g}"
+        return f"{self.kind}:{number}" if self.kind else number
+
+    @property
+    def is_whole(self) -> bool:
+        """True for whole devices (1, 2, ...), False for a share of one."""
+        return self.count == int(self.count)
+
+    @property
+    def devices(self) -> int:
+        """How many devices a replica occupies, wholly or in part (0 when none)."""
+        return int(self.count) if self.is_whole else 1
+
+    @property
+    def share(self) -> float:
+        """The share of each occupied device: 1.0 for whole devices."""
+        return 1.0 if self.is_whole else self.count
 
 
 @dataclass
 class Resources:
-    """DCF's FunctionResources: strings, empty meaning 'not set'."""
+    """DCF's FunctionResources: `memory` and `cpu` as DCF writes them (empty: not set), `gpu` typed."""
 
     memory: str = ""
     cpu: str = ""
-    gpu: str = ""
-
-    @property
-    def gpus(self) -> int:
-        """Number of GPUs asked for (0 when unset)."""
-        return int(self.gpu) if self.gpu else 0
+    gpu: GpuRequest = field(default_factory=GpuRequest)
 
     @property
     def cpus(self) -> float | None:
@@ -93,6 +144,10 @@ class Resources:
     def is_empty(self) -> bool:
         """True when nothing is set."""
         return not (self.memory or self.cpu or self.gpu)
+
+    def as_dcf(self) -> dict[str, str]:
+        """DCF's three strings (config.yaml's `limits:`, FunctionResources)."""
+        return {"memory": self.memory, "cpu": self.cpu, "gpu": str(self.gpu)}
 
 
 AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
@@ -129,7 +184,6 @@ class FunctionSpec:
     docker_registry: str = ""
     image: str = ""
     limits: Resources = field(default_factory=Resources)
-    requests: Resources = field(default_factory=Resources)
     build_args: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     build_packages: list[str] = field(default_factory=list)
@@ -164,6 +218,12 @@ class FunctionSpec:
     def build_arg_map(self) -> dict[str, str]:
         """build_args as a mapping."""
         return dict(arg.split("=", 1) for arg in self.build_args)
+
+    @property
+    def wants_cuda(self) -> bool:
+        """Whether it runs on a CUDA base image: a GPU runtime, or any GPU asked for (the one place this is
+        decided)."""
+        return canonical_runtime(self.runtime) in GPU_RUNTIMES or bool(self.limits.gpu)
 
     @property
     def image_ref(self) -> str:
@@ -206,7 +266,13 @@ _FUNCTION_KEYS = {
     "build_args", "environment", "build_packages", "skip_build", "replicas", "timeout",
     "concurrency", "autoscaling", "backend", "labels", "annotations", "base_image", "lang", "secrets", "constraints",
 }
-_IGNORED_FUNCTION_KEYS = {"lang", "secrets", "constraints"}  # faas-style keys DCF files may carry
+# Keys DCF and faas-style files may carry that nothing here reads, and why.
+_IGNORED_FUNCTION_KEYS = {
+    "lang": "not used by dcf-jupyter, ignored",
+    "secrets": "not used by dcf-jupyter, ignored",
+    "constraints": "not used by dcf-jupyter, ignored",
+    "requests": "not used by dcf-jupyter, ignored: every backend reserves what `limits:` asks",
+}
 
 
 class _Reader:
@@ -311,19 +377,19 @@ class _Reader:
 
     def resources(self, value: Any, key: str) -> Resources:
         data = self.mapping(value, key)
-        self.unknown_keys(data, f"{key}.", ("memory", "cpu", "gpu"))
-        res = Resources(
-            memory=self.string(data.get("memory"), f"{key}.memory").strip(),
-            cpu=self.string(data.get("cpu"), f"{key}.cpu").strip(),
-            gpu=self.string(data.get("gpu"), f"{key}.gpu").strip(),
-        )
-        if res.memory and not _MEMORY_RE.match(res.memory):
-            raise self.fail(f"{key}.memory", f"expected a size like '512M' or '2G', got {res.memory!r}")
-        if res.cpu and not re.match(r"^(\d+(\.\d+)?|\d+m)$", res.cpu):
-            raise self.fail(f"{key}.cpu", f"expected a CPU count like '1', '0.5' or '500m', got {res.cpu!r}")
-        if res.gpu and not re.match(r"^\d{1,2}$", res.gpu):
-            raise self.fail(f"{key}.gpu", f"expected a whole number of GPUs like '1', got {res.gpu!r}")
-        return res
+        self.unknown_keys(data, f"{key}.", ("memory", "cpu", "gpu", "gpu_type"))
+        memory = self.string(data.get("memory"), f"{key}.memory").strip()
+        cpu = self.string(data.get("cpu"), f"{key}.cpu").strip()
+        if memory and not _MEMORY_RE.match(memory):
+            raise self.fail(f"{key}.memory", f"expected a size like '512M' or '2G', got {memory!r}")
+        if cpu and not re.match(r"^(\d+(\.\d+)?|\d+m)$", cpu):
+            raise self.fail(f"{key}.cpu", f"expected a CPU count like '1', '0.5' or '500m', got {cpu!r}")
+        try:
+            gpu = GpuRequest.parse(self.string(data.get("gpu"), f"{key}.gpu"),
+                                   self.string(data.get("gpu_type"), f"{key}.gpu_type").strip())
+        except ValueError as exc:
+            raise self.fail(f"{key}.gpu", str(exc)) from None
+        return Resources(memory=memory, cpu=cpu, gpu=gpu)
 
     def autoscaling(self, value: Any, key: str) -> Autoscaling | None:
         if value is None:
@@ -406,7 +472,7 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
     r.unknown_keys(data, f"{key}.", _FUNCTION_KEYS, listed=False)
     for k in data:
         if k in _IGNORED_FUNCTION_KEYS:
-            r.warn(f"{key}.{k}", "not used by dcf-jupyter, ignored")
+            r.warn(f"{key}.{k}", _IGNORED_FUNCTION_KEYS[k])
     runtime = r.string(data.get("runtime"), f"{key}.runtime") or "python"
     if canonical_runtime(runtime) is None:
         raise r.fail(f"{key}.runtime", f"unknown runtime {brief(runtime)} (known: {', '.join(RUNTIMES)})")
@@ -443,7 +509,6 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
         docker_registry=r.string(data.get("docker_registry"), f"{key}.docker_registry"),
         image=r.string(data.get("image"), f"{key}.image"),
         limits=r.resources(data.get("limits"), f"{key}.limits"),
-        requests=r.resources(data.get("requests"), f"{key}.requests"),
         build_args=build_args,
         environment=r.env_map(data.get("environment"), f"{key}.environment"),
         build_packages=r.string_list(data.get("build_packages"), f"{key}.build_packages"),
@@ -494,11 +559,9 @@ def function_to_dict(spec: FunctionSpec) -> dict[str, Any]:
         "handler": {"dir": spec.handler.dir, "file": spec.handler.file, "name": spec.handler.name},
         "docker_registry": spec.docker_registry,
         "image": spec.image,
-        "limits": {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
+        "limits": spec.limits.as_dcf(),
         "build_args": list(spec.build_args),
     }
-    if not spec.requests.is_empty():
-        out["requests"] = {"memory": spec.requests.memory, "cpu": spec.requests.cpu, "gpu": spec.requests.gpu}
     if spec.environment:
         out["environment"] = [f"{k}={v}" for k, v in spec.environment.items()]
     if spec.build_packages:

@@ -22,13 +22,15 @@ import grpc
 from .._version import __version__
 from ..backends.base import Backend
 from ..backends.docker import DockerBackend
+from ..backends.gpu_allocator import GpuAllocator
+from ..backends.gpu_inventory import inventory as gpu_inventory
 from ..backends.local import LocalBackend
-from ..credentials import owner_token, private_dir, tighten, token_path, write_private
+from ..credentials import config_dir, owner_token, private_dir, tighten, token_path, write_private
 from ..definition.requirements import cache_root
-from ..errors import DcfError, GatewayStartError
+from ..errors import ConfigError, DcfError, GatewayStartError
 from ..ports import port_holder
 from ..running import GATEWAY_FILE, read_gateway_file
-from ..settings import grpc_options
+from ..settings import ENV_GPUS, grpc_options
 from .announce import ENV_ANNOUNCE, announce, withdraw
 from .auth import TokenGuard, TokenPolicy, is_loopback, server_credentials
 from .control import (
@@ -42,6 +44,7 @@ from .control import (
 )
 from .service import Gateway
 
+GPU_LEASES = "gpu-leases"  # in the user's config dir: what each of their gateways granted (gpu_allocator.py)
 log = logging.getLogger("dcf.gateway")
 FLUSH_EVERY_S = 2.0
 
@@ -94,18 +97,30 @@ def _ray_backend(options: GatewayOptions) -> Backend:
     return RayBackend.connect(options.ray_address, place_timeout=options.place_timeout)
 
 
-async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path) -> dict[str, Backend]:
+def _gpu_allocator(options: GatewayOptions) -> GpuAllocator:
+    """This machine's GPUs as `--gpus`/$DCF_GPUS and $CUDA_VISIBLE_DEVICES leave them to this gateway, booked in
+    the user's lease folder beside the other gateways'; GatewayStartError for a list that names none of them."""
+    declared = options.gpus if options.gpus is not None else os.environ.get(ENV_GPUS)
+    try:
+        devices = gpu_inventory(declared, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    except ConfigError as exc:
+        raise GatewayStartError(str(exc)) from None
+    return GpuAllocator(devices, config_dir() / GPU_LEASES)
+
+
+async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path,
+                         gpus: GpuAllocator) -> dict[str, Backend]:
     """The local backend always; the docker one when a Docker daemon answers (and it is not turned off); the
     ray one now when it is the default or a cluster was named (else on its first deploy, see `on_demand`)."""
     backends: dict[str, Backend] = {
-        "local": LocalBackend(socket_dir, max_message=options.max_message)
+        "local": LocalBackend(socket_dir, max_message=options.max_message, gpus=gpus)
     }
     if options.ray_from_start:
         backends["ray"] = await asyncio.to_thread(_ray_backend, options)
     if options.docker:
         try:
             backends["docker"] = await asyncio.to_thread(DockerBackend.connect, state_dir,
-                                                         max_message=options.max_message)
+                                                         max_message=options.max_message, gpus=gpus)
         except DcfError as exc:
             log.info("docker backend unavailable: %s", exc)
     if options.default_backend not in backends:
@@ -164,6 +179,7 @@ async def run_gateway(options: GatewayOptions) -> None:
         token = options.token or owner_token()
     except OSError as exc:
         raise GatewayStartError(f"cannot make or read your token in {token_path().parent}: {exc}") from None
+    gpus = _gpu_allocator(options)
     server, credentials = _server(options)
     state_dir = options.state_dir.expanduser().resolve()
     tightened = _private_state(state_dir)
@@ -172,12 +188,13 @@ async def run_gateway(options: GatewayOptions) -> None:
     try:
         gateway = Gateway(
             state_dir,
-            await _make_backends(options, state_dir, socket_dir),
+            await _make_backends(options, state_dir, socket_dir, gpus),
             default_backend=options.default_backend,
             on_demand={"ray": lambda: _ray_backend(options)},
             max_message=options.max_message,
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,
+            gpus=gpus,
         )
         policy = TokenPolicy(token, is_loopback(options.host), options.private)
         server.add_generic_rpc_handlers((TokenGuard(gateway.rpc_handlers(), policy),))
@@ -200,6 +217,8 @@ async def run_gateway(options: GatewayOptions) -> None:
                 "private": options.private}
         write_private(state_dir / GATEWAY_FILE, json.dumps(info))
         announced = _announce(address, token, state_dir)
+        gpus.label = _gpu_label(address)
+        log.info("GPUs: %s", gpus.inventory.describe())
         log.info("DCF gateway %s listening on %s%s, %s (state dir %s)", __version__, address,
                  " with TLS" if credentials else "",
                  "the token required for every call" if options.private or not is_loopback(options.host) else
@@ -240,6 +259,16 @@ async def run_gateway(options: GatewayOptions) -> None:
         lock.close()
         if options.ephemeral:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _gpu_label(address: str) -> str:
+    """Who holds a GPU this gateway granted, as the user's other gateways name it: a kernel's notebook, else the
+    gateway's address."""
+    with contextlib.suppress(ValueError, TypeError):
+        notebook = dict(json.loads(os.environ.get(ENV_ANNOUNCE) or "{}")).get("notebook")
+        if notebook:
+            return f"notebook {notebook}"
+    return f"gateway {address} (pid {os.getpid()})"
 
 
 def _announce(address: str, token: str, state_dir: Path) -> Path | None:

@@ -24,7 +24,8 @@ from ..errors import GatewayStartError
 GATEWAY_CONFIG = "gateway.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
 CONFIG_KEYS = frozenset({"host", "port", "max_message_size", "backend", "no_docker", "ray_address", "tls_cert",
-                         "tls_key", "stream_window", "flow_window", "loop", "private", "token_file", "place_timeout"})
+                         "tls_key", "stream_window", "flow_window", "loop", "private", "token_file", "place_timeout",
+                         "gpus"})
 
 
 def config_path() -> Path:

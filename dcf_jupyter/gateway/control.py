@@ -59,6 +59,7 @@ class GatewayOptions:
     docker: bool = True  # offer the docker backend when a Docker daemon answers
     ray_address: str | None = None  # the ray backend's cluster (None: a local Ray, started on first use)
     place_timeout: float = DEFAULT_PLACE_TIMEOUT  # how long a Ray replica may wait for resources others hold
+    gpus: str | None = None  # the GPUs the local and docker backends hand out (--gpus; None: $DCF_GPUS, else all)
     token: str | None = None  # given by the user; None: the owner's token (credentials.py). See auth.py
     private: bool = False  # the token for every RPC but HealthCheck, on loopback too
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
@@ -91,6 +92,10 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--place-timeout", type=float, default=DEFAULT_PLACE_TIMEOUT,
                         help="seconds a Ray deploy waits for resources other replicas hold before it fails, saying "
                              f"which (default {DEFAULT_PLACE_TIMEOUT:g})")
+    parser.add_argument("--gpus", default=None, metavar="LIST",
+                        help="the GPUs this gateway hands to local and docker replicas: indices like 0,1,2,3, a count "
+                             "like 4 (0-3), or none (default: $DCF_GPUS, else every GPU NVML or nvidia-smi lists "
+                             "that $CUDA_VISIBLE_DEVICES allows)")
     parser.add_argument("--token", default=None,
                         help="the token clients must send (default: $DCF_TOKEN, else your own token, made at your "
                              "first gateway start and kept in your config dir); a token on a command line is "
@@ -159,6 +164,7 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         docker=not args.no_docker,
         ray_address=args.ray_address or None,
         place_timeout=args.place_timeout,
+        gpus=args.gpus,
         token=token,
         private=args.private,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
@@ -174,7 +180,8 @@ def options_argv(options: GatewayOptions) -> list[str]:
     argv = ["--max-message-size", str(options.max_message)]
     for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
                         ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key"),
-                        ("--ray-address", "ray_address"), ("--place-timeout", "place_timeout")):
+                        ("--ray-address", "ray_address"), ("--place-timeout", "place_timeout"),
+                        ("--gpus", "gpus")):
         if getattr(options, field) != getattr(default, field):
             argv += [flag, str(getattr(options, field))]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from ..backends.base import Backend, Deployment
+from ..backends.gpu_allocator import GpuAllocator
 from .control import DEFAULT_STREAM_WINDOW
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, valid_name
@@ -30,6 +31,7 @@ class GatewayCore:
         ready_timeout: float = 30.0,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         on_demand: dict[str, Callable[[], Backend]] | None = None,
+        gpus: GpuAllocator | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.backends = backends
@@ -40,6 +42,7 @@ class GatewayCore:
         self.address = address
         self.ready_timeout = ready_timeout
         self.stream_window = stream_window
+        self.gpus = gpus  # the GPUs the local and docker backends hand out
         self.registry = Registry(state_dir)
         self.deployments: dict[str, Deployment] = {}
         self.start_errors: dict[str, str] = {}

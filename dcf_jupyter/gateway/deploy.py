@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -16,7 +17,7 @@ import grpc
 from ..backends.base import DeployFailed, Deployment, DeploymentSpec
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
 from ..definition.source import unpack_source
-from ..definition.spec import MAX_REPLICAS, FunctionSpec, load_config
+from ..definition.spec import MAX_REPLICAS, FunctionSpec, GpuRequest, load_config
 from ..errors import ConfigError, DcfError, InvalidArgument, brief
 from ..protocol import gateway_pb2 as pb
 from .core import GatewayCore
@@ -39,7 +40,8 @@ class Deploying(GatewayCore):
     async def _restore_one(self, record: FunctionRecord) -> None:
         async with self._lock(record.name):
             try:
-                deployment = await self._create(record)
+                spec = await asyncio.to_thread(self._read_spec, record)
+                deployment = await self._create(record, spec)
                 await deployment.resume()
             except (DeployFailed, KeyError, DcfError) as exc:
                 message = exc.message if isinstance(exc, DeployFailed) else str(exc)
@@ -49,6 +51,11 @@ class Deploying(GatewayCore):
             self.deployments[record.name] = deployment
             self.start_errors.pop(record.name, None)
             log.info("restarted %s (revision %d, %d replica(s))", record.name, record.revision, record.replicas)
+
+    def _read_spec(self, record: FunctionRecord) -> FunctionSpec:
+        """The function as its deployed revision's config.yaml says, with its deploy's environment (blocking)."""
+        folder = self.function_dir(record.name) / f"rev-{record.revision}"
+        return _with_deploy_env(load_config(folder / "config.yaml").function(record.name), record)
 
     def _retire(self, name: str, previous: Deployment | None, folder: Path | None) -> None:
         """Stop a replaced revision and remove its folder in the background: a deploy returns once the new
@@ -70,27 +77,22 @@ class Deploying(GatewayCore):
         tasks = list(self._retiring.values()) if name is None else [t for t in [self._retiring.get(name)] if t]
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _create(self, record: FunctionRecord) -> Deployment:
+    async def _create(self, record: FunctionRecord, spec: FunctionSpec) -> Deployment:
         if not self.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
         backend = await self.backend(record.backend)
-        if record.autoscaling and not backend.autoscales:
+        if spec.autoscaling and not backend.autoscales:
             raise ConfigError(f"config.yaml's `autoscaling:` needs the ray backend; the {record.backend} backend "
                               "runs a fixed number of replicas: deploy with `--backend ray`, or remove `autoscaling:` "
                               "and set `replicas:`")
         return backend.create(
             DeploymentSpec(
-                name=record.name,
+                function=spec,
                 revision=record.revision,
                 source_dir=self.function_dir(record.name) / f"rev-{record.revision}",
                 log_path=self.log_path(record.name),
                 image=record.image,
-                runtime=record.annotations.get("dcf.runtime", "python"),
-                env=dict(record.env),
-                limits=record.resources,
                 replicas=record.replicas,
-                concurrency=record.concurrency,
-                autoscaling=dict(record.autoscaling),
             )
         )
 
@@ -122,8 +124,9 @@ class Deploying(GatewayCore):
             try:
                 # Unpacking a big source takes seconds: off the loop, so calls and health checks go on meanwhile.
                 spec = await asyncio.to_thread(self._unpack, name, request.Source, source_dir)
+                _check_limits(request, spec)
                 record = self._record(name, revision, request, spec, old)
-                deployment = await self._start(record, source_dir)
+                deployment = await self._start(record, _with_deploy_env(spec, record), source_dir)
             except Exception:
                 # A failed deploy leaves nothing behind: its revision, and for a first deploy the function's
                 # folder and log too.
@@ -142,7 +145,7 @@ class Deploying(GatewayCore):
                 replicas_said = f"{spec.autoscaling.min_replicas}-{spec.autoscaling.max_replicas} replicas, autoscaled,"
             else:
                 replicas_said = f"{replicas} replica{'s' if replicas != 1 else ''}"
-            return pb.Message(Msg=f"{verb}: {name} ({replicas_said} on the {backend} backend)")
+            return pb.Message(Msg=f"{verb}: {name} ({replicas_said} on the {backend} backend{_placement(deployment)})")
 
     def _unpack(self, name: str, source: bytes, source_dir: Path) -> FunctionSpec:
         """Unpack a deploy's source as a new revision and read its config (blocking: run it in a thread)."""
@@ -167,13 +170,13 @@ class Deploying(GatewayCore):
 
     def _record(self, name: str, revision: int, request: pb.CreateFunctionRequest, spec: FunctionSpec,
                 old: FunctionRecord | None) -> FunctionRecord:
-        """The registry's record of a deploy: the request's values over the config's."""
+        """The registry's record of a deploy: the request's choices (backend, replicas, image, environment) over
+        the config's."""
         backend = request.Backend or spec.backend or self.default_backend
         if not self.offers(backend):
             offered = sorted({*self.backends, *self.on_demand})
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                         f"unknown backend {brief(backend)} (this gateway has: {', '.join(offered)})")
-        limits = request.Limits if request.HasField("Limits") else None
         annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
         return FunctionRecord(
             name=name,
@@ -181,23 +184,18 @@ class Deploying(GatewayCore):
             revision=revision,
             replicas=request.Replicas or (old.replicas if old else spec.replicas),
             image=request.Image or spec.image_ref,
-            env={**spec.environment, **request.EnvVars},
+            env=dict(request.EnvVars),
             labels={**spec.labels, **request.Labels},
             annotations={**annotations, **spec.annotations, **request.Annotations},
-            limits={"memory": limits.Memory, "cpu": limits.CPU, "gpu": limits.GPU} if limits else
-            {"memory": spec.limits.memory, "cpu": spec.limits.cpu, "gpu": spec.limits.gpu},
-            concurrency=spec.concurrency,
-            autoscaling=spec.autoscaling.as_dict() if spec.autoscaling else {},
-            timeout=spec.timeout,
             invocations=old.invocations if old else 0,
             created=old.created if old else time.time(),
         )
 
-    async def _start(self, record: FunctionRecord, source_dir: Path) -> Deployment:
+    async def _start(self, record: FunctionRecord, spec: FunctionSpec, source_dir: Path) -> Deployment:
         """Start a new revision on its backend; its failure as the sentence a client shows."""
         name = record.name
         try:
-            deployment = await self._create(record)
+            deployment = await self._create(record, spec)
             await deployment.start()
         except DcfError as exc:  # the backend could not be joined (Ray absent or unreachable)
             raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} was not deployed: {exc}") from None
@@ -231,8 +229,9 @@ class Deploying(GatewayCore):
         _check_replicas(request.Replicas)
         async with self._lock(name):
             record, deployment = self._route(name)
-            if record.autoscaling:
-                low, high = (int(record.autoscaling[key]) for key in ("min_replicas", "max_replicas"))
+            autoscaling = deployment.spec.function.autoscaling
+            if autoscaling:
+                low, high = autoscaling.min_replicas, autoscaling.max_replicas
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
                             f"{name} autoscales between {low} and {high} replicas (config.yaml's `autoscaling:`): "
                             "change those and deploy again, or remove `autoscaling:` to scale it by hand")
@@ -251,3 +250,44 @@ class Deploying(GatewayCore):
 def _check_replicas(replicas: int) -> None:
     if replicas > MAX_REPLICAS:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_REPLICAS} replicas, asked for {replicas}")
+
+
+def _with_deploy_env(spec: FunctionSpec, record: FunctionRecord) -> FunctionSpec:
+    """The function with its deploy request's environment over config.yaml's."""
+    return dataclasses.replace(spec, environment={**spec.environment, **record.env}) if record.env else spec
+
+
+def _check_limits(request: pb.CreateFunctionRequest, spec: FunctionSpec) -> None:
+    """A request's Limits must say what the folder's config.yaml says: it is the one source of what a replica
+    gets (DCF's own clients fill Limits from it; an empty field means not given)."""
+    if not request.HasField("Limits"):
+        return
+    given = request.Limits
+    try:
+        gpu_differs = bool(given.GPU.strip()) and GpuRequest.parse(given.GPU) != spec.limits.gpu
+    except ValueError as exc:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"Limits.GPU: {exc}") from None
+    for key, value, differs in (("memory", given.Memory, given.Memory.strip() not in ("", spec.limits.memory)),
+                                ("cpu", given.CPU, given.CPU.strip() not in ("", spec.limits.cpu)),
+                                ("gpu", given.GPU, gpu_differs)):
+        if differs:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the request's Limits.{key.upper() if key != 'memory' else 'Memory'} {brief(value)} differs "
+                        f"from config.yaml's limits.{key} {brief(spec.limits.as_dcf()[key])}: the function folder's "
+                        "config.yaml says what a replica gets; change it there and deploy again")
+
+
+def _placement(deployment: Deployment) -> str:
+    """Where a deploy's replicas got their GPUs, for its message ('' when it asks for none)."""
+    request = deployment.spec.function.limits.gpu
+    grants = deployment.gpu_grants()
+    if not request or not deployment.allocates_gpus:
+        return ""
+    if not grants:
+        return "; no GPU to give here, so on the CPU" if deployment.spec.replicas else ""
+    said = []
+    for grant in sorted(grants, key=lambda g: g.replica):
+        devices = ",".join(map(str, grant.devices))
+        share = f" ({grant.share:g})" if grant.share < 1 else ""
+        said.append(f"replica {grant.replica} on GPU{'s' if len(grant.devices) > 1 else ''} {devices}{share}")
+    return "; " + ", ".join(said)

@@ -48,7 +48,7 @@ def _call_failures(record: FunctionRecord) -> Iterator[None]:
 
 async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: Deployment, link: Any) -> bytes:
     """One call's reply within the function's timeout; a timeout recycles the stuck worker."""
-    timeout = record.timeout or DEFAULT_CALL_TIMEOUT_S
+    timeout = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
     with _call_failures(record):
         try:
             return await within(reply, timeout)

@@ -9,36 +9,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..definition.spec import Resources
-
 REGISTRY_FILE = "registry.json"
 FORMAT_VERSION = 1
 
 
 @dataclass
 class FunctionRecord:
-    """What the gateway remembers of a deployed function, enough to start it again after a restart."""
+    """What the gateway remembers of a deployed function besides its config.yaml (which stays in the revision's
+    folder and is read again at a restart): the deploy's own choices, and its counters."""
 
     name: str
     backend: str
     revision: int
     replicas: int = 1
     image: str = ""
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the deploy request's EnvVars, over config.yaml's
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    limits: dict[str, str] = field(default_factory=dict)
-    concurrency: int = 1
-    autoscaling: dict[str, float] = field(default_factory=dict)
-    timeout: float | None = None
     invocations: int = 0
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
-
-    @property
-    def resources(self) -> Resources:
-        """`limits` as a Resources value."""
-        return Resources(**{k: self.limits.get(k, "") for k in ("memory", "cpu", "gpu")})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FunctionRecord:

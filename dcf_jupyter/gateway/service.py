@@ -13,6 +13,8 @@ import grpc
 
 from .._version import __version__
 from ..backends.base import OtherFunction
+from ..backends.gpu_allocator import memory_by_holder
+from ..backends.gpu_allocator import status as gpu_status
 from ..logfile import tail_text
 from ..protocol import gateway_pb2 as pb
 from ..protocol.names import DEPLOYED_BY, SERVICE
@@ -36,9 +38,18 @@ class Gateway(Invoking, Deploying):
         self.registry.flush()
         for backend in self.backends.values():
             await backend.close()
+        if self.gpus is not None:
+            self.gpus.close()
 
 
-    def _function(self, record: FunctionRecord) -> pb.Function:
+    async def _gpu_memory(self, names: list[str]) -> dict[int, int]:
+        """Bytes used on their GPUs by the replicas of `names`, by process (asks the driver: in a thread)."""
+        grants = [g for n in names if (d := self.deployments.get(n)) is not None for g in d.gpu_grants()]
+        if self.gpus is None or not grants:
+            return {}
+        return await asyncio.to_thread(memory_by_holder, self.gpus, grants)
+
+    def _function(self, record: FunctionRecord, gpu_memory: dict[int, int]) -> pb.Function:
         deployment = self.deployments.get(record.name)
         error = self.start_errors.get(record.name, "")
         if deployment is None:
@@ -57,11 +68,15 @@ class Gateway(Invoking, Deploying):
             Status=status,
             Backend=record.backend,
             Error=error,
+            Gpus=[pb.ReplicaGpus(Replica=g.replica, Devices=g.devices, Share=g.share,
+                                 MemoryUsed=gpu_memory.get(g.pid, 0))
+                  for g in (deployment.gpu_grants() if deployment else [])],
         )
 
     @unary_rpc
     async def List(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Functions:
-        functions: list[pb.Function] = [self._function(record) for record in self.registry.records.values()]
+        memory = await self._gpu_memory(list(self.registry.records))
+        functions: list[pb.Function] = [self._function(record, memory) for record in self.registry.records.values()]
         for backend in list(self.backends.values()):
             functions += [self._others_function(backend.name, other) for other in
                           await backend.others(self.registry.records)]
@@ -85,7 +100,7 @@ class Gateway(Invoking, Deploying):
                     if other.name == name:
                         return self._others_function(backend.name, other)
             raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
-        return self._function(record)
+        return self._function(record, await self._gpu_memory([name]))
 
     @unary_rpc
     async def GetLog(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
@@ -113,6 +128,8 @@ class Gateway(Invoking, Deploying):
             "default_backend": self.default_backend,
             "functions": len(self.registry.records),
             "max_message_size": self.max_message,
+            "gpus": await asyncio.to_thread(gpu_status, self.gpus) if self.gpus is not None else [],
+            "gpu_source": self.gpus.inventory.source if self.gpus is not None else "none",
         }
         return pb.Message(Msg=json.dumps(info))
 

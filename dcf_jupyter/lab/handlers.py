@@ -167,7 +167,7 @@ class GatewaysHandler(DcfHandler):
             except DcfError as error:
                 return {"healthy": True, "error": str(error).split("\n", 1)[0], "functions": []}
             return {"healthy": True, "error": None, "backends": info.get("backends", []),
-                    "version": info.get("version", ""), "functions": functions}
+                    "version": info.get("version", ""), "gpus": info.get("gpus", []), "functions": functions}
 
         public = entry.public()
         if entry.notebook:  # Jupyter gives kernels the notebook's absolute path: show it as the file browser does

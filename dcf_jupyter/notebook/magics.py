@@ -23,6 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, TraitError, Unicode
 
 from ..client import FunctionInfo
+from ..client.gpu_report import gpu_lines
 from ..errors import ConfigError, DcfError, InvalidName, explain
 from .function import LogText, python_name
 from .session import DEFAULT_WORKSPACE, Session, set_default_session
@@ -33,11 +34,12 @@ CELL_LINE_OFFSET = 1  # the %%dcf_function line comes before the handler's first
 class FunctionTable:
     """`%dcf list`: an HTML table in notebooks, aligned text elsewhere."""
 
-    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "Image")
+    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "GPUs", "Image")
 
     def __init__(self, functions: list[FunctionInfo]) -> None:
         self.rows = [(f.name, f.status, f"{f.available_replicas}/{f.replicas}", str(f.invocations), f.backend,
-                      f.image or "-") for f in functions]
+                      "; ".join(f"{g.replica}: {g.describe()}" for g in f.gpus) or "-", f.image or "-")
+                     for f in functions]
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
@@ -157,7 +159,9 @@ class DcfMagics(Magics):
 
     @magic_arguments()
     @argument("name", help="function name: lowercase letters, digits and '-' (bound as a Python name, - -> _)")
-    @argument("--gpu", type=int, default=None, help="GPUs to give it (builds into a CUDA image with --backend docker)")
+    @argument("--gpu", default=None,
+              help="GPUs to give it: 1, 2, a share of one like 0.5, or KIND:N like H100:1 (a CUDA image with "
+                   "--backend docker)")
     @argument("--memory", default=None, help="memory limit, e.g. 2G")
     @argument("--cpu", default=None, help="CPU limit, e.g. 1 or 500m")
     @argument("--requirements", nargs="+", default=[], metavar="PKG", help="pip requirements for its requirements.txt")
@@ -240,6 +244,7 @@ class DcfMagics(Magics):
             print(f"{kind} at {status['address']}, version {status['version']}, "
                   f"{status['functions']} function(s), backends: {', '.join(status['backends'] or [])}")
             print(f"workspace: {status['workspace']}")
+            print("\n".join(gpu_lines(status)))
             return None
         if command == "needs":
             missing = [module for module in args.modules if importlib.util.find_spec(module) is None]

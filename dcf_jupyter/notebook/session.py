@@ -23,6 +23,7 @@ from ..definition.scaffold import new_spec, template_text
 from ..definition.spec import (
     ConfigFile,
     FunctionSpec,
+    GpuRequest,
     Resources,
     autoscaling_from,
     load_config,
@@ -148,7 +149,8 @@ class Session:
         client = self.client()
         info = client.info()
         return {"address": client.address, "embedded": self.embedded, "workspace": str(self.workspace.resolve()),
-                "functions": info.get("functions"), "version": info.get("version"), "backends": info.get("backends")}
+                "functions": info.get("functions"), "version": info.get("version"), "backends": info.get("backends"),
+                "gpus": info.get("gpus") or [], "gpu_source": info.get("gpu_source", "none")}
 
     # --- functions ------------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class Session:
         name: str,
         source: str,
         *,
-        gpu: int | None = None,
+        gpu: float | str | None = None,
         memory: str | None = None,
         cpu: str | None = None,
         requirements: Sequence[str] = (),
@@ -184,9 +186,9 @@ class Session:
         progress = progress or make_progress(f"%%dcf_function {name}")
         try:
             progress.step("writing the function folder", 0.1)
-            folder = self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-                                       runtime=runtime, backend=backend, replicas=replicas,
-                                       autoscaling=autoscaling)
+            spec = self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
+                                     runtime=runtime, backend=backend, replicas=replicas, autoscaling=autoscaling)
+            folder = self.workspace / name
             proxy = FunctionProxy(self, name, folder, line_offset=line_offset)
             self.functions[name] = proxy
             if client is None:
@@ -194,45 +196,47 @@ class Session:
                               f"or `dcf function deploy -f {folder / 'config.yaml'}`")
                 return proxy
             if backend == "docker":
-                self._build_image(folder, name, progress)
+                self._build_image(spec, progress)
             progress.step(f"deploying to {client.address}", 0.6)
-            message = self._deploy_with_logs(client, name, progress, lambda: client.deploy(folder, backend=backend))
+            message = self._deploy_with_logs(client, name, progress, lambda: client.deploy_spec(spec))
             info = client.get(name)
             where_runs = "the embedded gateway" if self.embedded else "gateway"
+            # The gateway's message ends with where GPUs went ("...; replica 0 on GPU 1)"): keep that part.
+            gpus = f" ({message.partition('; ')[2].rstrip(')')})" if "; " in message else ""
             progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
-                          f"on the {info.backend} backend of {where_runs} {client.address}; "
+                          f"on the {info.backend} backend of {where_runs} {client.address}{gpus}; "
                           f"call {python_name(name)}(data)")
             return proxy
         except DcfError as exc:
             progress.fail(str(exc).splitlines()[0])
             raise
 
-    def write_folder(self, name: str, source: str, *, gpu: int | None, memory: str | None, cpu: str | None,
+    def write_folder(self, name: str, source: str, *, gpu: float | str | None, memory: str | None, cpu: str | None,
                      requirements: Sequence[str], runtime: str | None, backend: str | None,
-                     replicas: int | None, autoscaling: Mapping[str, float] | None = None) -> Path:
-        """Write (or rewrite) config.yaml, src/handler.py and requirements.txt; other files in the folder stay."""
+                     replicas: int | None, autoscaling: Mapping[str, float] | None = None) -> FunctionSpec:
+        """Write (or rewrite) config.yaml, src/handler.py and requirements.txt (other files in the folder stay);
+        the function as the CLI will read it back."""
         folder = self.workspace / name
         (folder / "src").mkdir(parents=True, exist_ok=True)
-        if runtime is None:
-            runtime = "python-gpu" if gpu else "python"
-        spec = new_spec(name, runtime)
-        spec.limits = Resources(memory=memory or "", cpu=str(cpu or ""), gpu=str(gpu) if gpu else "")
+        spec = new_spec(name, runtime or "python")
+        try:
+            spec.limits = Resources(memory=memory or "", cpu=str(cpu or ""), gpu=GpuRequest.parse(str(gpu or "")))
+        except ValueError as exc:
+            raise ConfigError(f"--gpu: {exc}") from None
         spec.backend = backend or ""
         spec.replicas = replicas or 1
         spec.autoscaling = autoscaling_from(autoscaling, f"function {name}") if autoscaling else None
         spec.root = folder.resolve()
         (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
-        reqs = template_text(runtime, "requirements.txt") + "".join(f"{r}\n" for r in requirements)
+        reqs = template_text(spec.runtime, "requirements.txt") + "".join(f"{r}\n" for r in requirements)
         (folder / "requirements.txt").write_text(reqs, encoding="utf-8")
         write_config(ConfigFile(functions={name: spec}), folder / "config.yaml")
-        load_config(folder / "config.yaml")  # what the CLI will read back must be valid
-        return folder
+        return load_config(folder / "config.yaml").function(name)  # what the CLI will read back must be valid
 
-    def _build_image(self, folder: Path, name: str, progress: Progress) -> None:
+    def _build_image(self, spec: FunctionSpec, progress: Progress) -> None:
         """Build the function's image on this machine's Docker, showing the build log as it goes."""
         from ..build.image import BuildOptions, base_image_for, build_image
 
-        spec = load_config(folder / "config.yaml").function(name)
         options = BuildOptions.from_env()
         progress.step(f"building image {spec.image_ref} from {base_image_for(spec, options)}", 0.2)
         lines: list[str] = []
@@ -339,7 +343,7 @@ def set_default_session(session: Session) -> None:
     route_to_session(session)
 
 
-def function(name: str, source_or_class: str | type, *, gpu: int | None = None, memory: str | None = None,
+def function(name: str, source_or_class: str | type, *, gpu: float | str | None = None, memory: str | None = None,
              cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
              backend: str | None = None, replicas: int | None = None,
              autoscaling: Mapping[str, float] | None = None, deploy: bool = True) -> FunctionProxy:

@@ -112,7 +112,7 @@ class Functions(_message.Message):
     def __init__(self, Functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error")
+    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus")
     class AnnotationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class Function(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     Name: str
     Image: str
     InvocationCount: int
@@ -147,7 +148,20 @@ class Function(_message.Message):
     Status: str
     Backend: str
     Error: str
-    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ...) -> None: ...
+    Gpus: _containers.RepeatedCompositeFieldContainer[ReplicaGpus]
+    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ...) -> None: ...
+
+class ReplicaGpus(_message.Message):
+    __slots__ = ("Replica", "Devices", "Share", "MemoryUsed")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    MEMORYUSED_FIELD_NUMBER: _ClassVar[int]
+    Replica: int
+    Devices: _containers.RepeatedScalarFieldContainer[int]
+    Share: float
+    MemoryUsed: int
+    def __init__(self, Replica: _Optional[int] = ..., Devices: _Optional[_Iterable[int]] = ..., Share: _Optional[float] = ..., MemoryUsed: _Optional[int] = ...) -> None: ...
 
 class FunctionResources(_message.Message):
     __slots__ = ("Memory", "CPU", "GPU")

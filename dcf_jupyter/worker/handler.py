@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import HandlerLoadError
 from ..protocol.names import BINARY, JSON, TEXT
+from .gpu_share import keep_frameworks_in_share
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def load_handler(handler_dir: str | Path, file: str = "handler.py", name: str = 
     path = handler_dir / file
     if not path.is_file():
         raise HandlerLoadError(f"no handler file at {path}")
+    keep_frameworks_in_share()
     # The folder goes first on sys.path so a handler can import its neighbours
     # (DCF's SSD example handler imports models/ssd/predict.py that way).
     if str(handler_dir) not in sys.path:

@@ -3,6 +3,31 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+export interface IReplicaGpus {
+  replica: number;
+  devices: number[];
+  share: number; // of each device: 1 for whole devices
+  memory_used: number; // bytes, 0 when the driver does not say
+}
+
+export interface IGpuHolder {
+  function: string;
+  replica: number;
+  share: number;
+  gateway: string; // '' for this gateway's own replicas, else who booked it (a notebook, another gateway)
+  memory_used: number;
+}
+
+export interface IGpu {
+  index: number;
+  name: string;
+  memory_total: number;
+  memory_used: number;
+  share_held: number;
+  holders: IGpuHolder[];
+  others: { pid: number; user: string; memory_used: number }[];
+}
+
 export interface IFunctionRow {
   name: string;
   image: string;
@@ -14,6 +39,7 @@ export interface IFunctionRow {
   error: string;
   ready: string;
   managed: boolean; // false: another gateway deployed it on a shared cluster (listed here, managed there)
+  gpus: IReplicaGpus[];
 }
 
 export interface IGateway {
@@ -27,6 +53,7 @@ export interface IGateway {
   error: string | null;
   backends?: string[];
   version?: string;
+  gpus?: IGpu[];
   functions: IFunctionRow[];
 }
 

@@ -4,7 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IFunctionRow, IGateway, IReply, api, functionPath, post } from './api';
+import { IFunctionRow, IGateway, IGpu, IReplicaGpus, IReply, api, functionPath, post } from './api';
 import { drawReply } from './reply';
 
 export const REFRESH_MS = 1000;
@@ -115,6 +115,9 @@ export class DcfPanel extends Widget {
       return block;
     }
     block.append(element('div', 'dcf-gateway-about', `backends: ${(gateway.backends ?? []).join(', ') || 'none'}`));
+    for (const gpu of gateway.gpus ?? []) {
+      block.append(gpuLine(gpu));
+    }
     if (gateway.error) {
       block.append(element('div', 'dcf-error', gateway.error));
     }
@@ -175,11 +178,17 @@ export class DcfPanel extends Widget {
       status.title = fn.error;
     }
     const calls = `${fn.invocations} call${fn.invocations === 1 ? '' : 's'}`;
-    meta.append(status, element('span', 'dcf-invocations', calls), element('span', 'dcf-backend', fn.backend));
+    // What a GPU function's replicas hold comes right after its status: the sidebar cuts what follows.
+    const gpus = (fn.gpus ?? []).map(replicaGpus).join(', ');
+    meta.append(status);
+    if (gpus) {
+      meta.append(element('span', 'dcf-function-gpus', gpus));
+    }
+    meta.append(element('span', 'dcf-invocations', calls), element('span', 'dcf-backend', fn.backend));
     if (fn.image) {
       meta.append(element('span', 'dcf-image', fn.image));
     }
-    meta.title = [fn.status, calls, `backend ${fn.backend}`, fn.image && `image ${fn.image}`, fn.error]
+    meta.title = [fn.status, calls, `backend ${fn.backend}`, gpus, fn.image && `image ${fn.image}`, fn.error]
       .filter(Boolean)
       .join('\n');
     const name = element('div', 'dcf-name', fn.name);
@@ -321,4 +330,31 @@ export class DcfPanel extends Widget {
   private _gateways: HTMLElement;
   private _detail: HTMLElement;
   private _changed = new Signal<this, IGateway[]>(this);
+}
+
+function size(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${Math.round(bytes / 2 ** 20)} MiB`;
+}
+
+/** 'GPU 0 (0.5, 20.8 GiB)': what one replica holds. */
+function replicaGpus(held: IReplicaGpus): string {
+  const parts = [held.share < 1 ? `${held.share}` : '', held.memory_used ? size(held.memory_used) : ''].filter(Boolean);
+  const which = `GPU${held.devices.length === 1 ? '' : 's'} ${held.devices.join(',')}`;
+  return parts.length ? `${which} (${parts.join(', ')})` : which;
+}
+
+/** One GPU of a gateway: its name, memory in use, and who holds it (the tooltip lists every holder). */
+function gpuLine(gpu: IGpu): HTMLElement {
+  const held = gpu.share_held >= 0.9999 ? 'held' : gpu.share_held > 0 ? `${gpu.share_held} held` : 'free';
+  const memory = gpu.memory_total ? ` · ${size(gpu.memory_used)} of ${size(gpu.memory_total)}` : '';
+  const line = element('div', 'dcf-gpu', `GPU ${gpu.index} ${gpu.name} · ${held}${memory}`);
+  line.dataset.gpu = `${gpu.index}`;
+  const holders = gpu.holders.map(h => {
+    const share = h.share < 1 ? ` (${h.share})` : '';
+    const whose = h.gateway ? ` [${h.gateway}]` : '';
+    return `${h.function} replica ${h.replica}${share}${whose}${h.memory_used ? `: ${size(h.memory_used)}` : ''}`;
+  });
+  const others = gpu.others.map(o => `another process (pid ${o.pid}${o.user ? `, ${o.user}` : ''}): ${size(o.memory_used)}`);
+  line.title = [`GPU ${gpu.index} ${gpu.name}: ${held}`, ...holders, ...others].join('\n');
+  return line;
 }

@@ -1,0 +1,313 @@
+"""GPUs for the replicas of the local and docker backends: distinct whole devices per replica, shares of one
+packed up to 1.0, released when the replica stops.
+
+Every gateway of a user on this machine books its grants in a lease file of its own in one owner-only folder,
+under a lock, and reads the others' (a dead gateway's file is dropped): two notebooks' embedded gateways, or a
+notebook and a shared gateway, never hand out one device twice. Other users' processes are not booked here
+(hand each gateway its part of a shared machine with `--gpus`); status shows them from the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..credentials import private_dir, write_private
+from ..definition.spec import GpuRequest
+from ..pids import pid_alive
+from ..ports import describe_user
+from ..settings import ENV_GPU_SHARE
+from .gpu_inventory import Gpu, Inventory, processes
+
+FULL = 1.0
+EPSILON = 1e-6  # shares are sums of decimals like 0.1: compare with room for rounding
+
+
+class NoGpu(Exception):
+    """A replica's GPU request does not fit; the message is the sentence for the user."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The devices one replica holds, and its share of each (1.0: whole)."""
+
+    function: str
+    revision: int
+    replica: int
+    devices: tuple[int, ...]
+    share: float
+    gateway: str = ""  # who booked it: "this gateway", a notebook, another gateway's address
+    gateway_pid: int = 0
+    pid: int = 0  # the replica's process, for its memory use (0: not started yet)
+
+    @property
+    def cuda_visible_devices(self) -> str:
+        """CUDA_VISIBLE_DEVICES for the replica (indices in PCI bus order)."""
+        return ",".join(str(i) for i in self.devices)
+
+    def holder(self) -> str:
+        """'echo replica 1 (0.5)' for sentences."""
+        share = "" if self.share >= FULL - EPSILON else f" ({self.share:g})"
+        return f"{self.function} replica {self.replica}{share}"
+
+
+@dataclass
+class _LeaseFile:
+    pid: int
+    label: str
+    grants: list[Grant] = field(default_factory=list)
+
+
+class GpuAllocator:
+    """Hands out this gateway's inventory to replicas; thread-safe (docker starts replicas from threads)."""
+
+    def __init__(self, inventory: Inventory, lease_dir: Path | None, label: str = "") -> None:
+        self.inventory = inventory
+        self.lease_dir = lease_dir
+        self.label = label or f"gateway pid {os.getpid()}"
+        self._mine: list[Grant] = []
+        self._lock = threading.Lock()
+
+    @property
+    def devices(self) -> tuple[Gpu, ...]:
+        """The devices this gateway hands out."""
+        return self.inventory.devices
+
+    # --- granting -------------------------------------------------------------------------------
+
+    def grant(self, function: str, revision: int, replica: int, request: GpuRequest) -> Grant | None:
+        """Book devices for one replica; None when it asks for none. NoGpu with a sentence naming what it asked
+        and who holds each device when it does not fit."""
+        if not request:
+            return None
+        with self._lock, self._leases() as others:
+            held = self._held(others, function, revision)
+            chosen = self._choose(request, held)
+            if chosen is None:
+                raise NoGpu(self._refusal(function, replica, request, held))
+            grant = Grant(function, revision, replica, chosen, request.share, self.label, os.getpid())
+            self._mine.append(grant)
+            self._save()
+            return grant
+
+    def started(self, grant: Grant, pid: int) -> Grant:
+        """Record the process that holds `grant` (for its memory use); the grant as now booked."""
+        with self._lock:
+            updated = Grant(**{**asdict(grant), "devices": grant.devices, "pid": pid})
+            self._mine = [updated if g == grant else g for g in self._mine]
+            self._save()
+            return updated
+
+    def release(self, grant: Grant | None) -> None:
+        """Give a replica's devices back (it stopped)."""
+        if grant is None:
+            return
+        with self._lock:
+            self._mine = [g for g in self._mine if not _same_holder(g, grant)]
+            self._save()
+
+    def grants(self) -> list[Grant]:
+        """Every booking on this gateway's devices: this gateway's and the user's other gateways'."""
+        with self._lock, self._leases() as others:
+            mine = list(self._mine)
+        indices = {d.index for d in self.devices}
+        return mine + [g for g in others if set(g.devices) & indices]
+
+    def _held(self, others: list[Grant], function: str, revision: int) -> dict[int, list[Grant]]:
+        """Bookings per device. The same function's other revisions do not count: during an update the new
+        revision starts on the devices the old one serves from, and the old one retires once it is ready."""
+        held: dict[int, list[Grant]] = {d.index: [] for d in self.devices}
+        for grant in [*self._mine, *others]:
+            if grant.function == function and grant.revision != revision and grant.gateway_pid == os.getpid():
+                continue
+            for index in grant.devices:
+                if index in held:
+                    held[index].append(grant)
+        return held
+
+    def _choose(self, request: GpuRequest, held: dict[int, list[Grant]]) -> tuple[int, ...] | None:
+        kind = request.kind.lower()
+        fits = [d for d in self.devices if not kind or kind in d.name.lower()]
+        used = {index: sum(g.share for g in grants) for index, grants in held.items()}
+        if request.is_whole:
+            free = [d.index for d in fits if used[d.index] < EPSILON]
+            return tuple(free[: request.devices]) if len(free) >= request.devices else None
+        # A share goes where it fits most tightly: shares pack onto few devices and leave whole ones free.
+        room = [d for d in fits if used[d.index] + request.share <= FULL + EPSILON]
+        if not room:
+            return None
+        best = max(room, key=lambda d: (used[d.index], -d.index))
+        return (best.index,)
+
+    def _refusal(self, function: str, replica: int, request: GpuRequest, held: dict[int, list[Grant]]) -> str:
+        kind = f"{request.kind} " if request.kind else ""
+        if request.is_whole:
+            asked = f"{request.devices} whole {kind}GPU{'s' if request.devices != 1 else ''}"
+        else:
+            asked = f"{request.share:g} of a {kind}GPU"
+        if not self.devices:
+            return f"{function} replica {replica} asks for {asked}, and this gateway has no GPU to give"
+        if request.kind and not any(request.kind.lower() in d.name.lower() for d in self.devices):
+            names = ", ".join(sorted({d.name for d in self.devices}))
+            return f"{function} replica {replica} asks for {asked}, and this gateway has none of that kind ({names})"
+        taken = []
+        for device in self.devices:
+            grants = held[device.index]
+            if grants:
+                whose = ", ".join(f"{g.holder()}{_whose(g)}" for g in grants)
+                taken.append(f"GPU {device.index} by {whose}")
+            else:
+                taken.append(f"GPU {device.index} free")
+        return f"{function} replica {replica} asks for {asked}, which does not fit: {'; '.join(taken)}"
+
+    # --- the lease files ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _leases(self) -> Iterator[list[Grant]]:
+        """The other live gateways' grants, read under the folder's lock (held until the block ends)."""
+        if self.lease_dir is None:
+            yield []
+            return
+        private_dir(self.lease_dir)
+        with open(self.lease_dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield list(self._read_others())
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read_others(self) -> Iterator[Grant]:
+        assert self.lease_dir is not None
+        for path in self.lease_dir.glob("gateway-*.json"):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                pid = int(data["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if pid == os.getpid():
+                continue
+            if not pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            for raw in data.get("grants", []):
+                with contextlib.suppress(TypeError, ValueError):
+                    yield Grant(**{**raw, "devices": tuple(raw["devices"]), "gateway": data.get("label", "")})
+
+    def _save(self) -> None:
+        if self.lease_dir is None:
+            return
+        path = self.lease_dir / f"gateway-{os.getpid()}.json"
+        if not self._mine:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        private_dir(self.lease_dir)
+        record = _LeaseFile(os.getpid(), self.label, list(self._mine))
+        write_private(path, json.dumps(asdict(record)))
+
+    def close(self) -> None:
+        """Drop every grant (the gateway stops)."""
+        with self._lock:
+            self._mine = []
+            self._save()
+
+
+def _same_holder(a: Grant, b: Grant) -> bool:
+    return (a.function, a.revision, a.replica, a.devices) == (b.function, b.revision, b.replica, b.devices)
+
+
+def _whose(grant: Grant) -> str:
+    return "" if grant.gateway_pid == os.getpid() else f" [{grant.gateway}]"
+
+
+
+def gpu_environment(grant: Grant | None, *, in_container: bool = False) -> dict[str, str]:
+    """A replica's environment for its grant. Without one, no GPU is visible (as in a container without a device
+    request). A share of a device keeps frameworks inside it where they allow it: TensorFlow grows its memory
+    instead of taking the device's, JAX preallocates only its share, and the worker caps PyTorch's caching
+    allocator at the share (`DCF_GPU_SHARE`, see worker/gpu_share.py). Compute time is not divided: shares of one
+    device run their kernels side by side."""
+    if grant is None:
+        return {"CUDA_VISIBLE_DEVICES": ""} if not in_container else {}
+    env: dict[str, str] = {}
+    if not in_container:  # in a container the runtime shows only its devices, numbered from 0
+        env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=grant.cuda_visible_devices)
+    if grant.share < FULL - EPSILON:
+        env.update({ENV_GPU_SHARE: f"{grant.share:g}", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                    "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{grant.share:g}"})
+    return env
+
+
+def memory_by_holder(allocator: GpuAllocator, grants: list[Grant]) -> dict[int, int]:
+    """Bytes each grant's process (or a child of it) uses on its devices, by that process's pid (blocking)."""
+    if not grants:
+        return {}
+    on = processes(allocator.devices)
+    pids = {g.pid for g in grants if g.pid}
+    used: dict[int, int] = {}
+    for device_processes in on.values():
+        for process in device_processes:
+            holder = _ancestor_in(process.pid, pids)
+            if holder:
+                used[holder] = used.get(holder, 0) + process.memory_used
+    return used
+
+
+def status(allocator: GpuAllocator) -> list[dict[str, Any]]:
+    """Each device: name, memory, the replicas that hold it (function, replica, share, whose, memory used) and
+    other processes on it that no gateway of this user booked (blocking: asks the driver)."""
+    grants = allocator.grants()
+    on = processes(allocator.devices)
+    pids = {g.pid for g in grants if g.pid}
+    report = []
+    for device in allocator.devices:
+        device_processes = on.get(device.index, [])
+        by_holder: dict[int, int] = {}
+        others = []
+        for process in device_processes:
+            holder = _ancestor_in(process.pid, pids)
+            if holder:
+                by_holder[holder] = by_holder.get(holder, 0) + process.memory_used
+            else:
+                others.append({"pid": process.pid, "memory_used": process.memory_used, "user": _user_of(process.pid)})
+        mine = [g for g in grants if device.index in g.devices]
+        holders: list[dict[str, Any]] = [
+            {"function": g.function, "replica": g.replica, "revision": g.revision, "share": g.share,
+             "gateway": "" if g.gateway_pid == os.getpid() else g.gateway, "pid": g.pid,
+             "memory_used": by_holder.get(g.pid, 0)} for g in mine]
+        report.append({"index": device.index, "name": device.name, "uuid": device.uuid,
+                       "memory_total": device.memory_total,
+                       "memory_used": sum(p.memory_used for p in device_processes),
+                       "share_held": round(sum(g.share for g in mine), 4), "holders": holders,
+                       "others": others})
+    return report
+
+
+def _ancestor_in(pid: int, wanted: set[int], depth: int = 8) -> int:
+    """`pid` or the nearest of its ancestors in `wanted` (a handler may run its GPU work in a child), else 0."""
+    for _ in range(depth):
+        if pid in wanted:
+            return pid
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+        if pid <= 1:
+            return 0
+    return 0
+
+
+def _user_of(pid: int) -> str:
+    try:
+        return describe_user(os.stat(f"/proc/{pid}").st_uid)
+    except OSError:
+        return ""
