@@ -92,10 +92,11 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """`%load_ext dcf_jupyter`: register %%dcf_function and %dcf."""
+    """`%load_ext dcf_jupyter`: register %%dcf_function and %dcf (with `%dcf stream`'s widgets)."""
     from .notebook.magics import load
+    from .widgets.launch import stream_widget
 
-    load(ipython)
+    load(ipython, stream_widget=stream_widget)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .protocol.names import Status
+
 
 def brief(value: object, limit: int = 80) -> str:
     """repr() of a user-given value for an error message, cut to `limit` characters (names can be megabytes)."""
@@ -95,14 +97,14 @@ class FunctionError(DcfError):
 
     detail_title = "Traceback from the function"
 
-    def __init__(self, message: str, *, code: str = "INTERNAL", detail: str = "", function: str = "") -> None:
+    def __init__(self, message: str, *, code: str = Status.INTERNAL.name, detail: str = "", function: str = "") -> None:
         super().__init__(message, detail=detail, function=function)
         self.code = code
 
     @property
     def is_bad_input(self) -> bool:
         """The handler raised ValueError: its way of saying the request was wrong, not that it broke."""
-        return self.code == "INVALID_ARGUMENT"
+        return self.code == Status.INVALID_ARGUMENT.name
 
 
 class Unauthenticated(DcfError):

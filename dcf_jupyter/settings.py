@@ -12,6 +12,7 @@ DEFAULT_PORT = 32222
 DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 DEFAULT_PLACE_TIMEOUT = 180.0  # seconds a Ray replica may wait for resources other replicas hold (--place-timeout)
+DEFAULT_STREAM_WINDOW = 32  # calls in flight per Invokes stream before the gateway stops reading it
 
 ENV_GATEWAY = "DCF_GATEWAY"
 ENV_STATE_DIR = "DCF_STATE_DIR"

@@ -132,10 +132,10 @@ def test_a_deploy_reads_the_functions_config_once_on_each_side(tmp_path: Path,
 
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dcf_jupyter"
-# Tiers, highest first: a module may import its own tier and those below it. The modules at the package's top
-# (errors, settings, credentials...) are the bottom tier; `top` is dcf_jupyter/__init__.py, the public face.
+# Tiers, highest first: a module may import its own tier and those below it. `top` is dcf_jupyter/__init__.py, the
+# public face; `bottom` the modules beside it (errors, settings, credentials...); protocol/ imports nothing of ours.
 TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "gateway", "backends", "worker", "build", "definition",
-         "protocol", "bottom"]
+         "bottom", "protocol"]
 
 
 def _module_name(path: Path) -> str:
@@ -210,8 +210,40 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_cycle_and_tiers_import_only_downward() -> None:
     graph = import_graph()
-    assert len(graph) > 60 and "dcf_jupyter.gateway.app" in graph["dcf_jupyter.gateway.__main__"]
+    # A lazy import (inside a function) is seen: the command line loads the server only to serve.
+    assert len(graph) > 60 and "dcf_jupyter.gateway.app" in graph["dcf_jupyter.gateway.command"]
     assert _cycles(graph) == []
     upward = sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
                     if TIERS.index(_tier(target)) < TIERS.index(_tier(source)))
     assert upward == []
+
+
+def _wire_literals() -> set[str]:
+    """What only protocol/ may spell out: method paths, metadata keys, status names, the service."""
+    from dcf_jupyter.protocol import names
+
+    return {names.SERVICE, names.ORIGIN_KEY, names.TRACEBACK_KEY, names.AUTHORIZATION_KEY, names.HEALTHY,
+            *(status.name for status in names.Status)}
+
+
+def test_wire_names_are_spelled_only_in_protocol() -> None:
+    """A method path ("/pb.Gateway/..."), metadata key, status name or the service as a string literal outside
+    protocol/ (docstrings aside) fails: each is defined once in protocol/names.py."""
+    import ast
+
+    wire = _wire_literals()
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "protocol":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                text = node.value
+                if text in wire or text.startswith(("/pb.", "pb.Gateway/")) or "dcf-traceback" in text:
+                    found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {text!r}")
+    assert found == []

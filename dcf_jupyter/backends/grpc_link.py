@@ -12,18 +12,17 @@ from collections.abc import AsyncIterator
 import grpc
 
 from ..protocol.link import FORM_MESSAGE, CallFailed, LinkClosed
+from ..protocol.names import HEALTH_CHECK, INVOKE, INVOKE_BYTES, INVOKE_STREAM, ORIGIN_KEY, TRACEBACK_KEY
 from ..settings import grpc_options
 from .base import TaskCalls
-
-_TRACEBACK_KEY = "dcf-traceback-bin"
 
 
 def _failure(error: grpc.aio.AioRpcError, address: str) -> Exception:
     """A worker's error status as the local link would report it."""
     metadata = dict(error.trailing_metadata() or ())
-    if error.code() == grpc.StatusCode.UNAVAILABLE and "dcf-origin" not in metadata:
+    if error.code() == grpc.StatusCode.UNAVAILABLE and ORIGIN_KEY not in metadata:
         return LinkClosed(f"the worker at {address} is unreachable ({error.details()})")
-    traceback = metadata.get(_TRACEBACK_KEY, b"")
+    traceback = metadata.get(TRACEBACK_KEY, b"")
     if isinstance(traceback, bytes):
         traceback = traceback.decode("utf-8", "replace")
     return CallFailed(error.code().value[0], error.details() or error.code().name, traceback)
@@ -37,11 +36,11 @@ class GrpcLink(TaskCalls):
         self.address = address
         self._channel = grpc.aio.insecure_channel(address, options=grpc_options(max_message))
         self._unary = {
-            FORM_MESSAGE: self._channel.unary_unary("/pb.Gateway/Invoke"),
+            FORM_MESSAGE: self._channel.unary_unary(INVOKE),
         }
-        self._bytes = self._channel.unary_unary("/pb.Gateway/InvokeBytes")
-        self._stream = self._channel.unary_stream("/pb.Gateway/InvokeStream")
-        self._health = self._channel.unary_unary("/pb.Gateway/HealthCheck")
+        self._bytes = self._channel.unary_unary(INVOKE_BYTES)
+        self._stream = self._channel.unary_stream(INVOKE_STREAM)
+        self._health = self._channel.unary_unary(HEALTH_CHECK)
         self._closed = False
 
     @property

@@ -27,7 +27,7 @@ from ..definition.requirements import REQUIREMENTS, read_requirements
 from ..errors import GatewayStartError
 from ..logfile import note
 from ..protocol.link import CallFailed, LinkClosed
-from ..settings import DEFAULT_PLACE_TIMEOUT
+from ..settings import DEFAULT_PLACE_TIMEOUT, DEFAULT_STREAM_WINDOW
 from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, LogBook, log_book
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
 from .ray_head import LocalRayHead
@@ -41,7 +41,7 @@ STATUS_EVERY_S = 1.0
 # queues the rest). When every replica is full, Serve's router retries with back-off: with 1 per slot that
 # halved a 50 ms function's calls per second here, and with 4, an Invokes stream (32 calls in flight, the
 # gateway's window) of 60 KB frames ran at 22-46 frames/s instead of 200.
-QUEUED_PER_SLOT = 32  # the gateway's default Invokes window (gateway.control.DEFAULT_STREAM_WINDOW)
+QUEUED_PER_SLOT = DEFAULT_STREAM_WINDOW  # calls Serve queues per replica slot: one full Invokes window
 HEALTH_CHECK_EVERY_S = 2.0  # Serve's default, 10 s, leaves a dead replica in the routing that long
 START_TIMEOUT_S = 600.0  # pip installs into a runtime_env can take minutes
 UNPLACEABLE_AFTER_S = 25.0  # a replica Ray cannot place anywhere for this long fails the deploy

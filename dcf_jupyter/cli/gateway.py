@@ -10,7 +10,7 @@ import click
 from ..client import Client
 from ..client.gpu_report import gpu_lines
 from ..gateway import find_gateway, stop_gateway
-from ..gateway.control import gateway_command_line
+from ..gateway.command import gateway_command_line
 from ..settings import default_state_dir
 from ._common import AliasedGroup, CliState, pass_state, reports_errors
 

@@ -41,13 +41,22 @@ from ..errors import (
 from ..ports import describe_user, on_this_machine, serving_uids, split_address
 from ..protocol import gateway_pb2 as pb
 from ..protocol import gateway_pb2_grpc as pb_grpc
-from ..protocol.names import BINARY, DEPLOYED_BY, JSON, TEXT
+from ..protocol.names import (
+    BINARY,
+    DEPLOYED_BY,
+    HEALTHY,
+    INVOKE_BYTES,
+    JSON,
+    ORIGIN_FUNCTION,
+    ORIGIN_KEY,
+    TEXT,
+    TRACEBACK_KEY,
+    authorization,
+)
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
 from .discovery import default_address
 
-TRACEBACK_KEY = "dcf-traceback-bin"
-ORIGIN_KEY = "dcf-origin"
 MANAGEMENT_TIMEOUT_S = 30.0
 _READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY
 
@@ -181,7 +190,7 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
     remote_tb = trailing.get(TRACEBACK_KEY, b"")
     if isinstance(remote_tb, bytes):
         remote_tb = remote_tb.decode("utf-8", "replace")
-    if origin == "function" or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if origin == ORIGIN_FUNCTION or code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return FunctionError(details, code=code.name, detail=remote_tb, function=function)
     if code == grpc.StatusCode.UNAVAILABLE and not origin:
         return GatewayUnavailable(
@@ -248,7 +257,7 @@ class Client:
             self._channel = grpc.insecure_channel(self.address, options=options)
         self._stub = pb_grpc.GatewayStub(self._channel)
         self._raw_invoke = self._channel.unary_unary(
-            "/pb.Gateway/InvokeBytes",
+            INVOKE_BYTES,
             request_serializer=pb.InvokeServiceRequest.SerializeToString,
             response_deserializer=pb.Messages.FromString,
         )
@@ -303,7 +312,7 @@ class Client:
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
         self.check_owner()
-        return (("authorization", f"Bearer {self._token}"),) if self._token else None
+        return (authorization(self._token),) if self._token else None
 
     # --- invoking ---------------------------------------------------------------
 
@@ -445,6 +454,6 @@ class Client:
         """True if a gateway answers HealthCheck within `timeout` seconds (ForeignGateway: another user's
         listens there, and was not asked)."""
         try:
-            return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=self._metadata).Msg == "OK"
+            return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=self._metadata).Msg == HEALTHY
         except grpc.RpcError:
             return False

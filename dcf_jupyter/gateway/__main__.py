@@ -2,6 +2,6 @@
 
 import sys
 
-from .control import gateway_command_line
+from .command import gateway_command_line
 
 sys.exit(gateway_command_line())

@@ -42,6 +42,7 @@ from .control import (
     format_address,
     remove_left_socket_dir,
 )
+from .core import GatewayCore
 from .service import Gateway
 
 GPU_LEASES = "gpu-leases"  # in the user's config dir: what each of their gateways granted (gpu_allocator.py)
@@ -186,7 +187,7 @@ async def run_gateway(options: GatewayOptions) -> None:
     lock = _lock_state_dir(state_dir)
     socket_dir = _fresh_socket_dir(state_dir)
     try:
-        gateway = Gateway(
+        gateway = Gateway(GatewayCore(
             state_dir,
             await _make_backends(options, state_dir, socket_dir, gpus),
             default_backend=options.default_backend,
@@ -195,7 +196,7 @@ async def run_gateway(options: GatewayOptions) -> None:
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,
             gpus=gpus,
-        )
+        ))
         policy = TokenPolicy(token, is_loopback(options.host), options.private)
         server.add_generic_rpc_handlers((TokenGuard(gateway.rpc_handlers(), policy),))
         bind = format_address(options.host, options.port)
@@ -211,7 +212,7 @@ async def run_gateway(options: GatewayOptions) -> None:
             log.warning("%s", warning)
         await server.start()
         address = format_address(options.host, port)
-        gateway.address = address
+        gateway.core.address = address
         info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),
                 "started": time.time(), "version": __version__, "tls": credentials is not None,
                 "private": options.private}

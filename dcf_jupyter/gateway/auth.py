@@ -16,19 +16,19 @@ from typing import Any
 import grpc
 
 from ..ports import is_loopback
+from ..protocol.names import AUTHORIZATION_KEY, BEARER
 
 __all__ = ["LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenGuard", "TokenPolicy", "bearer_token", "is_loopback",
            "server_credentials"]
 
 OPEN_RPCS = frozenset({"HealthCheck"})
 LOOPBACK_OPEN_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes", "List", "GetMeta", "Info"})
-BEARER = "bearer "
 
 
 def bearer_token(metadata: Any) -> str | None:
     """The token of an `authorization: Bearer TOKEN` metadata entry, if any."""
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value[: len(BEARER)].lower() == BEARER:
+        if key == AUTHORIZATION_KEY and isinstance(value, str) and value[: len(BEARER)].lower() == BEARER:
             return value[len(BEARER):].strip()
     return None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -27,13 +26,13 @@ from ..settings import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PLACE_TIMEOUT,
     DEFAULT_PORT,
+    DEFAULT_STREAM_WINDOW,
     ENV_TOKEN,
     default_state_dir,
     max_message_size,
 )
 
 GATEWAY_LOG = "gateway.log"
-DEFAULT_STREAM_WINDOW = 32  # calls in flight per Invokes stream before the gateway stops reading it
 LOCK_FILE = "gateway.lock"
 SOCKET_DIR_FILE = "sockets.path"
 SOCKET_DIR_PREFIX = "dcf-"
@@ -327,45 +326,3 @@ def check_options(options: GatewayOptions) -> None:
             "Pass --token-file (or set DCF_TOKEN) and give clients the same token, or listen on 127.0.0.1")
     if bool(options.tls_cert) != bool(options.tls_key):
         raise GatewayStartError("TLS needs both --tls-cert and --tls-key")
-
-
-def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m dcf_jupyter.gateway") -> int:
-    """Parse the gateway's flags (defaults from gateway.yaml); serve until SIGTERM/SIGINT, or with --detach start
-    one in the background."""
-    from .config import apply_config  # only a process that starts a gateway reads gateway.yaml
-
-    parser = gateway_parser(prog)
-    try:
-        for warning in apply_config(parser):
-            print(f"Warning: {warning}", file=sys.stderr)
-        args = parser.parse_args(argv)
-        given = sys.argv[1:] if argv is None else argv
-        if args.token and any(flag == "--token" or flag.startswith("--token=") for flag in given):
-            print("Warning: --token on the command line is visible to every user of this machine (ps); "
-                  "use --token-file FILE or $DCF_TOKEN", file=sys.stderr)
-        options = options_from(args)
-        if args.detach:
-            return _detach(options)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-        from .app import loop_for, run_event_loop, run_gateway  # the server, loaded only to run it
-
-        run_event_loop(run_gateway(options), loop_for(options, args.loop))
-    except GatewayStartError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def _detach(options: GatewayOptions) -> int:
-    running = find_gateway(options.state_dir.resolve())
-    if running is not None:
-        print(f"A gateway is already running (pid {running.pid}) on {running.address}.")
-        return 0
-    check_options(options)  # a start refused for its flags creates nothing
-    running, _ = start_detached(options.state_dir, options.host, options.port, extra=options_argv(options),
-                                token=options.token)
-    print(f"DCF gateway started (pid {running.pid}) on {running.address}")
-    print(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")
-    return 0

@@ -1,4 +1,4 @@
-"""The gateway's state, shared by its invoke and deploy sides: backends, registry, running deployments,
+"""The gateway's state, which its invoker and deployer are given: backends, registry, running deployments,
 where function sources and logs live, and which deployment serves a name."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import grpc
 
 from ..backends.base import Backend, Deployment
 from ..backends.gpu_allocator import GpuAllocator
-from .control import DEFAULT_STREAM_WINDOW
+from ..settings import DEFAULT_STREAM_WINDOW
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, valid_name
 
@@ -47,7 +47,6 @@ class GatewayCore:
         self.deployments: dict[str, Deployment] = {}
         self.start_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._retiring: dict[str, asyncio.Task[None]] = {}  # name -> its replaced revision being stopped
         self.started = time.time()
 
     # --- paths --------------------------------------------------------------
@@ -60,7 +59,8 @@ class GatewayCore:
         """The function's log file (all replicas and revisions)."""
         return self.state_dir / "logs" / f"{name}.log"
 
-    def _lock(self, name: str) -> asyncio.Lock:
+    def lock(self, name: str) -> asyncio.Lock:
+        """The lock that orders deploys, deletes and scaling of one function (or of a backend's joining)."""
         return self._locks.setdefault(name, asyncio.Lock())
 
     def offers(self, backend: str) -> bool:
@@ -72,12 +72,12 @@ class GatewayCore:
         fails, KeyError if this gateway has no such backend."""
         if name not in self.backends:
             connect = self.on_demand[name]
-            async with self._lock(f"backend {name}"):
+            async with self.lock(f"backend {name}"):
                 if name not in self.backends:
                     self.backends[name] = await asyncio.to_thread(connect)
         return self.backends[name]
 
-    def _not_deployed(self, name: str, listing: str = "") -> Abort:
+    def not_deployed(self, name: str, listing: str = "") -> Abort:
         """NOT_FOUND for a name this gateway has not deployed, saying so when another gateway runs it on a
         shared cluster (it is listed here, but managed there)."""
         for backend in self.backends.values():
@@ -88,14 +88,15 @@ class GatewayCore:
                              "gateway")
         return Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed{listing}")
 
-    def _route(self, name: str) -> tuple[FunctionRecord, Deployment]:
+    def route(self, name: str) -> tuple[FunctionRecord, Deployment]:
+        """The record and serving deployment of `name`; an Abort saying why when there is none."""
         if not name:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "no function named: set InvokeServiceRequest.Service")
         record = self.registry.records.get(name)
         if record is None:
             valid_name(name)
             deployed = ", ".join(sorted(self.registry.records)) or "none"
-            raise self._not_deployed(name, f" (deployed: {deployed})")
+            raise self.not_deployed(name, f" (deployed: {deployed})")
         deployment = self.deployments.get(name)
         if deployment is None:
             error = self.start_errors.get(name)

@@ -30,31 +30,35 @@ log = logging.getLogger("dcf.gateway")
 SOURCE_SIZE_FACTOR = 4
 
 
-class Deploying(GatewayCore):
-    """The deploy side of the gateway."""
+class Deployer:
+    """The deploy side of the gateway, over its state: Deploy, Update, Delete, ReplicaUpdate, restores."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+        self._retiring: dict[str, asyncio.Task[None]] = {}  # name -> its replaced revision being stopped
 
     async def restore(self) -> None:
         """Start every function of the registry again (after a gateway restart), in parallel."""
-        await asyncio.gather(*(self._restore_one(r) for r in list(self.registry.records.values())))
+        await asyncio.gather(*(self._restore_one(r) for r in list(self.core.registry.records.values())))
 
     async def _restore_one(self, record: FunctionRecord) -> None:
-        async with self._lock(record.name):
+        async with self.core.lock(record.name):
             try:
                 spec = await asyncio.to_thread(self._read_spec, record)
                 deployment = await self._create(record, spec)
                 await deployment.resume()
             except (DeployFailed, KeyError, DcfError) as exc:
                 message = exc.message if isinstance(exc, DeployFailed) else str(exc)
-                self.start_errors[record.name] = message
+                self.core.start_errors[record.name] = message
                 log.error("could not restart %s: %s", record.name, message)
                 return
-            self.deployments[record.name] = deployment
-            self.start_errors.pop(record.name, None)
+            self.core.deployments[record.name] = deployment
+            self.core.start_errors.pop(record.name, None)
             log.info("restarted %s (revision %d, %d replica(s))", record.name, record.revision, record.replicas)
 
     def _read_spec(self, record: FunctionRecord) -> FunctionSpec:
         """The function as its deployed revision's config.yaml says, with its deploy's environment (blocking)."""
-        folder = self.function_dir(record.name) / f"rev-{record.revision}"
+        folder = self.core.function_dir(record.name) / f"rev-{record.revision}"
         return _with_deploy_env(load_config(folder / "config.yaml").function(record.name), record)
 
     def _retire(self, name: str, previous: Deployment | None, folder: Path | None) -> None:
@@ -72,15 +76,15 @@ class Deploying(GatewayCore):
         self._retiring[name] = task
         task.add_done_callback(lambda done: self._retiring.get(name) is done and self._retiring.pop(name))
 
-    async def _retired(self, name: str | None = None) -> None:
+    async def retired(self, name: str | None = None) -> None:
         """Wait until the replaced revisions (of `name`, or of all functions) are stopped."""
         tasks = list(self._retiring.values()) if name is None else [t for t in [self._retiring.get(name)] if t]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _create(self, record: FunctionRecord, spec: FunctionSpec) -> Deployment:
-        if not self.offers(record.backend):
+        if not self.core.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
-        backend = await self.backend(record.backend)
+        backend = await self.core.backend(record.backend)
         if spec.autoscaling and not backend.autoscales:
             raise ConfigError(f"config.yaml's `autoscaling:` needs the ray backend; the {record.backend} backend "
                               "runs a fixed number of replicas: deploy with `--backend ray`, or remove `autoscaling:` "
@@ -89,8 +93,8 @@ class Deploying(GatewayCore):
             DeploymentSpec(
                 function=spec,
                 revision=record.revision,
-                source_dir=self.function_dir(record.name) / f"rev-{record.revision}",
-                log_path=self.log_path(record.name),
+                source_dir=self.core.function_dir(record.name) / f"rev-{record.revision}",
+                log_path=self.core.log_path(record.name),
                 image=record.image,
                 replicas=record.replicas,
             )
@@ -106,8 +110,8 @@ class Deploying(GatewayCore):
 
     async def _deploy(self, request: pb.CreateFunctionRequest, *, update: bool) -> pb.Message:
         name = valid_name(request.Service)
-        async with self._lock(name):
-            old = self.registry.records.get(name)
+        async with self.core.lock(name):
+            old = self.core.registry.records.get(name)
             if old is not None and not update:
                 raise Abort(grpc.StatusCode.ALREADY_EXISTS,
                             f"function {name!r} is already deployed; update it (Update RPC, "
@@ -120,7 +124,7 @@ class Deploying(GatewayCore):
                             "this gateway runs function folders: deploy with `dcf function deploy -f config.yaml`")
             _check_replicas(request.Replicas)
             revision = (old.revision + 1) if old else 1
-            source_dir = self.function_dir(name) / f"rev-{revision}"
+            source_dir = self.core.function_dir(name) / f"rev-{revision}"
             try:
                 # Unpacking a big source takes seconds: off the loop, so calls and health checks go on meanwhile.
                 spec = await asyncio.to_thread(self._unpack, name, request.Source, source_dir)
@@ -134,11 +138,11 @@ class Deploying(GatewayCore):
                 raise
             backend, replicas = record.backend, record.replicas
             # The new revision is ready: switch calls to it, then retire the old one.
-            previous = self.deployments.get(name)
-            self.deployments[name] = deployment
-            self.start_errors.pop(name, None)
-            self.registry.put(record)
-            self._retire(name, previous, self.function_dir(name) / f"rev-{old.revision}" if old else None)
+            previous = self.core.deployments.get(name)
+            self.core.deployments[name] = deployment
+            self.core.start_errors.pop(name, None)
+            self.core.registry.put(record)
+            self._retire(name, previous, self.core.function_dir(name) / f"rev-{old.revision}" if old else None)
             verb = "Updated" if old else "Deployed"
             log.info("%s %s (revision %d, %d replica(s), %s)", verb.lower(), name, revision, replicas, backend)
             if spec.autoscaling:
@@ -151,7 +155,7 @@ class Deploying(GatewayCore):
         """Unpack a deploy's source as a new revision and read its config (blocking: run it in a thread)."""
         shutil.rmtree(source_dir, ignore_errors=True)
         try:
-            unpack_source(source, source_dir, max_bytes=SOURCE_SIZE_FACTOR * self.max_message)
+            unpack_source(source, source_dir, max_bytes=SOURCE_SIZE_FACTOR * self.core.max_message)
             spec = load_config(source_dir / "config.yaml").function(name)
             for requirements in (REQUIREMENTS, NODEPS_REQUIREMENTS):
                 read_requirements(source_dir / requirements)  # a line pip must not be given is refused now
@@ -163,8 +167,8 @@ class Deploying(GatewayCore):
         """Remove what a failed deploy wrote (blocking: run it in a thread)."""
         shutil.rmtree(source_dir, ignore_errors=True)
         if first:
-            shutil.rmtree(self.function_dir(name), ignore_errors=True)
-            for path in (self.log_path(name), self.log_path(name).with_suffix(".log.1")):
+            shutil.rmtree(self.core.function_dir(name), ignore_errors=True)
+            for path in (self.core.log_path(name), self.core.log_path(name).with_suffix(".log.1")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
@@ -172,9 +176,9 @@ class Deploying(GatewayCore):
                 old: FunctionRecord | None) -> FunctionRecord:
         """The registry's record of a deploy: the request's choices (backend, replicas, image, environment) over
         the config's."""
-        backend = request.Backend or spec.backend or self.default_backend
-        if not self.offers(backend):
-            offered = sorted({*self.backends, *self.on_demand})
+        backend = request.Backend or spec.backend or self.core.default_backend
+        if not self.core.offers(backend):
+            offered = sorted({*self.core.backends, *self.core.on_demand})
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                         f"unknown backend {brief(backend)} (this gateway has: {', '.join(offered)})")
         annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
@@ -210,16 +214,16 @@ class Deploying(GatewayCore):
     @unary_rpc
     async def Delete(self, request: pb.DeleteFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         name = valid_name(request.FunctionName)
-        async with self._lock(name):
-            if name not in self.registry.records:
-                raise self._not_deployed(name)
-            deployment = self.deployments.pop(name, None)
+        async with self.core.lock(name):
+            if name not in self.core.registry.records:
+                raise self.core.not_deployed(name)
+            deployment = self.core.deployments.pop(name, None)
             if deployment is not None:
                 await deployment.stop()
-            await self._retired(name)
-            self.registry.remove(name)
-            self.start_errors.pop(name, None)
-            await asyncio.to_thread(self._discard, name, self.function_dir(name), first=True)
+            await self.retired(name)
+            self.core.registry.remove(name)
+            self.core.start_errors.pop(name, None)
+            await asyncio.to_thread(self._discard, name, self.core.function_dir(name), first=True)
         log.info("deleted %s", name)
         return pb.Message(Msg=f"Deleted: {name}")
 
@@ -227,8 +231,8 @@ class Deploying(GatewayCore):
     async def ReplicaUpdate(self, request: pb.ScaleServiceRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         name = valid_name(request.ServiceName)
         _check_replicas(request.Replicas)
-        async with self._lock(name):
-            record, deployment = self._route(name)
+        async with self.core.lock(name):
+            record, deployment = self.core.route(name)
             autoscaling = deployment.spec.function.autoscaling
             if autoscaling:
                 low, high = autoscaling.min_replicas, autoscaling.max_replicas
@@ -241,7 +245,7 @@ class Deploying(GatewayCore):
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} could not scale: {failure.message}",
                             detail=failure.detail) from None
             record.replicas = request.Replicas
-            self.registry.put(record)
+            self.core.registry.put(record)
         log.info("scaled %s to %d replica(s)", name, request.Replicas)
         return pb.Message(Msg=f"Scaled: {name} to {request.Replicas} replica{'s' if request.Replicas != 1 else ''}")
 

@@ -16,6 +16,7 @@ import grpc
 from ..backends.base import Deployment, NoReplica
 from ..errors import brief
 from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
+from ..protocol.names import ORIGIN_FUNCTION
 from ..protocol.wire import WireError, parse_invoke_request
 from .core import GatewayCore
 from .registry import FunctionRecord
@@ -32,7 +33,7 @@ def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeou
     done = deployment.recycle(link)
     return Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                  f"{record.name!r} did not answer within {timeout:g}s (its config.yaml `timeout`, default "
-                 f"{DEFAULT_CALL_TIMEOUT_S:g}s); {done}", origin="function")
+                 f"{DEFAULT_CALL_TIMEOUT_S:g}s); {done}", origin=ORIGIN_FUNCTION)
 
 
 @contextlib.contextmanager
@@ -59,7 +60,7 @@ async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: D
 def _link_lost(name: str, exc: LinkClosed) -> Abort:
     return Abort(grpc.StatusCode.UNAVAILABLE,
                  f"the worker of {name!r} stopped during the call ({exc}); it is being restarted, try again",
-                 origin="function")
+                 origin=ORIGIN_FUNCTION)
 
 
 def _service_of(raw: bytes) -> str:
@@ -71,21 +72,24 @@ def _service_of(raw: bytes) -> str:
 
 
 
-class Invoking(GatewayCore):
-    """The invoke RPCs of the gateway."""
+class Invoker:
+    """The invoke RPCs of the gateway, over its state."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
 
     async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
         remaining = context.time_remaining()
-        timeout = self.ready_timeout if remaining is None else min(self.ready_timeout, max(remaining, 0.0))
+        timeout = self.core.ready_timeout if remaining is None else min(self.core.ready_timeout, max(remaining, 0.0))
         try:
             return await deployment.pick(timeout)
         except NoReplica as exc:
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
-        record, deployment = self._route(_service_of(raw))
+        record, deployment = self.core.route(_service_of(raw))
         link = await self._pick(record, deployment, context)
-        self.registry.count(record)
+        self.core.registry.count(record)
         return await _answer(link.call(form, raw), record, deployment, link)
 
     @unary_rpc
@@ -98,9 +102,9 @@ class Invoking(GatewayCore):
 
     @streaming_rpc
     async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        record, deployment = self._route(_service_of(raw))
+        record, deployment = self.core.route(_service_of(raw))
         link = await self._pick(record, deployment, context)
-        self.registry.count(record)
+        self.core.registry.count(record)
         with _call_failures(record):
             async for item in link.stream(raw):
                 yield item
@@ -114,7 +118,7 @@ class Invoking(GatewayCore):
         gateway stops reading, so gRPC flow control slows the sender instead of
         memory growing.
         """
-        window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.stream_window)
+        window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.core.stream_window)
         bound: tuple[FunctionRecord, Deployment, Any] | None = None  # once the first message arrived
         unanswered: collections.deque[int] = collections.deque()  # call ids sent to the worker, in order
 
@@ -124,13 +128,13 @@ class Invoking(GatewayCore):
                 async for raw in requests:
                     service = _service_of(raw)
                     if bound is None:
-                        record, deployment = self._route(service)
+                        record, deployment = self.core.route(service)
                         bound = (record, deployment, await self._pick(record, deployment, context))
                     record, _, link = bound
                     if service and service != record.name:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"this stream calls {record.name!r}; open another stream for {brief(service)}")
-                    self.registry.count(record)
+                    self.core.registry.count(record)
                     call_id, future = link.submit(FORM_MESSAGES, raw)
                     unanswered.append(call_id)
                     await window.put(future)

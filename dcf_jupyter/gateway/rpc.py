@@ -15,7 +15,7 @@ import grpc
 from ..definition.spec import validate_name
 from ..errors import InvalidName
 from ..protocol.link import CallFailed
-from ..protocol.names import ORIGIN_KEY, TRACEBACK_KEY, grpc_status
+from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_GATEWAY, ORIGIN_KEY, TRACEBACK_KEY, grpc_status
 
 log = logging.getLogger("dcf.gateway")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("dcf.gateway")
 class Abort(Exception):
     """Ends an RPC with a status; `origin` tells clients whether the gateway or the function failed."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, detail: str = "", origin: str = "gateway") -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, detail: str = "", origin: str = ORIGIN_GATEWAY) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -33,7 +33,7 @@ class Abort(Exception):
     @classmethod
     def from_call(cls, failure: CallFailed) -> Abort:
         return cls(grpc_status(failure.code), failure.message,
-                   detail=failure.detail, origin="function")
+                   detail=failure.detail, origin=ORIGIN_FUNCTION)
 
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         md: tuple[tuple[str, str | bytes], ...] = ((ORIGIN_KEY, self.origin),)

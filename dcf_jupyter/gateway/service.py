@@ -17,41 +17,58 @@ from ..backends.gpu_allocator import memory_by_holder
 from ..backends.gpu_allocator import status as gpu_status
 from ..logfile import tail_text
 from ..protocol import gateway_pb2 as pb
-from ..protocol.names import DEPLOYED_BY, SERVICE
-from .deploy import Deploying
-from .invoke import Invoking
-from .registry import FunctionRecord
+from ..protocol.names import DEPLOYED_BY, HEALTHY, SERVICE
+from .core import GatewayCore
+from .deploy import Deployer
+from .invoke import Invoker
+from .registry import FunctionRecord, Registry
 from .rpc import Abort, unary_rpc, valid_name
 
 DEFAULT_LOG_LINES = 200
 MAX_LOG_LINES = 100_000
 
 
-class Gateway(Invoking, Deploying):
-    """Routes calls and manages functions; one instance per gateway process."""
+class Gateway:
+    """DCF's gRPC service `pb.Gateway`: one instance per gateway process, wiring the invoker and the deployer over
+    the state they share, and answering the read-only RPCs itself."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+        self.invoker = Invoker(self.core)
+        self.deployer = Deployer(self.core)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry of deployed functions."""
+        return self.core.registry
+
+    async def restore(self) -> None:
+        """Start the registry's functions again (after a restart)."""
+        await self.deployer.restore()
 
     async def close(self) -> None:
         """Stop every replica this gateway runs (a cluster's keep serving, for the next gateway to re-attach)
         and save the registry."""
-        deployments, self.deployments = self.deployments, {}
-        await asyncio.gather(self._retired(), *(d.release() for d in deployments.values()), return_exceptions=True)
-        self.registry.flush()
-        for backend in self.backends.values():
+        deployments, self.core.deployments = self.core.deployments, {}
+        await asyncio.gather(self.deployer.retired(), *(d.release() for d in deployments.values()),
+                             return_exceptions=True)
+        self.core.registry.flush()
+        for backend in self.core.backends.values():
             await backend.close()
-        if self.gpus is not None:
-            self.gpus.close()
+        if self.core.gpus is not None:
+            self.core.gpus.close()
 
 
     async def _gpu_memory(self, names: list[str]) -> dict[int, int]:
         """Bytes used on their GPUs by the replicas of `names`, by process (asks the driver: in a thread)."""
-        grants = [g for n in names if (d := self.deployments.get(n)) is not None for g in d.gpu_grants()]
-        if self.gpus is None or not grants:
+        grants = [g for n in names if (d := self.core.deployments.get(n)) is not None for g in d.gpu_grants()]
+        if self.core.gpus is None or not grants:
             return {}
-        return await asyncio.to_thread(memory_by_holder, self.gpus, grants)
+        return await asyncio.to_thread(memory_by_holder, self.core.gpus, grants)
 
     def _function(self, record: FunctionRecord, gpu_memory: dict[int, int]) -> pb.Function:
-        deployment = self.deployments.get(record.name)
-        error = self.start_errors.get(record.name, "")
+        deployment = self.core.deployments.get(record.name)
+        error = self.core.start_errors.get(record.name, "")
         if deployment is None:
             status = "Failed" if error else "Not Ready"
         else:
@@ -75,11 +92,12 @@ class Gateway(Invoking, Deploying):
 
     @unary_rpc
     async def List(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Functions:
-        memory = await self._gpu_memory(list(self.registry.records))
-        functions: list[pb.Function] = [self._function(record, memory) for record in self.registry.records.values()]
-        for backend in list(self.backends.values()):
+        memory = await self._gpu_memory(list(self.core.registry.records))
+        records = self.core.registry.records.values()
+        functions: list[pb.Function] = [self._function(record, memory) for record in records]
+        for backend in list(self.core.backends.values()):
             functions += [self._others_function(backend.name, other) for other in
-                          await backend.others(self.registry.records)]
+                          await backend.others(self.core.registry.records)]
         functions.sort(key=lambda function: function.Name)
         return pb.Functions(Functions=functions)
 
@@ -93,10 +111,10 @@ class Gateway(Invoking, Deploying):
     @unary_rpc
     async def GetMeta(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Function:
         name = valid_name(request.FunctionName)
-        record = self.registry.records.get(name)
+        record = self.core.registry.records.get(name)
         if record is None:
-            for backend in list(self.backends.values()):  # another gateway's, on a shared cluster
-                for other in await backend.others(self.registry.records):
+            for backend in list(self.core.backends.values()):  # another gateway's, on a shared cluster
+                for other in await backend.others(self.core.registry.records):
                     if other.name == name:
                         return self._others_function(backend.name, other)
             raise Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed")
@@ -106,13 +124,13 @@ class Gateway(Invoking, Deploying):
     async def GetLog(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         name = valid_name(request.FunctionName)
         # A function being deployed has a log already (its requirement installs, its first start).
-        if name not in self.registry.records and not self._lock(name).locked():
-            raise self._not_deployed(name)
+        if name not in self.core.registry.records and not self.core.lock(name).locked():
+            raise self.core.not_deployed(name)
         lines = min(request.Lines or DEFAULT_LOG_LINES, MAX_LOG_LINES)
-        deployment = self.deployments.get(name)
+        deployment = self.core.deployments.get(name)
         text = await deployment.logs(lines) if deployment is not None else None
         if text is None:
-            text = await asyncio.to_thread(tail_text, self.log_path(name), lines)
+            text = await asyncio.to_thread(tail_text, self.core.log_path(name), lines)
         return pb.Message(Msg=text)
 
     @unary_rpc
@@ -120,22 +138,22 @@ class Gateway(Invoking, Deploying):
         info = {
             "name": "dcf-jupyter gateway",
             "version": __version__,
-            "address": self.address,
+            "address": self.core.address,
             "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started, 1),
-            "state_dir": str(self.state_dir),
-            "backends": sorted(self.backends),
-            "default_backend": self.default_backend,
-            "functions": len(self.registry.records),
-            "max_message_size": self.max_message,
-            "gpus": await asyncio.to_thread(gpu_status, self.gpus) if self.gpus is not None else [],
-            "gpu_source": self.gpus.inventory.source if self.gpus is not None else "none",
+            "uptime_s": round(time.time() - self.core.started, 1),
+            "state_dir": str(self.core.state_dir),
+            "backends": sorted(self.core.backends),
+            "default_backend": self.core.default_backend,
+            "functions": len(self.core.registry.records),
+            "max_message_size": self.core.max_message,
+            "gpus": await asyncio.to_thread(gpu_status, self.core.gpus) if self.core.gpus is not None else [],
+            "gpu_source": self.core.gpus.inventory.source if self.core.gpus is not None else "none",
         }
         return pb.Message(Msg=json.dumps(info))
 
     @unary_rpc
     async def HealthCheck(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.Message:
-        return pb.Message(Msg="OK")
+        return pb.Message(Msg=HEALTHY)
 
     # --- wiring -----------------------------------------------------------------
 
@@ -150,17 +168,17 @@ class Gateway(Invoking, Deploying):
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "Invoke": unary(self.Invoke, req),
-                "InvokeBytes": unary(self.InvokeBytes, req),
-                "InvokeStream": grpc.unary_stream_rpc_method_handler(self.InvokeStream, req, None),
-                "Invokes": grpc.stream_stream_rpc_method_handler(self.Invokes, req, None),
+                "Invoke": unary(self.invoker.Invoke, req),
+                "InvokeBytes": unary(self.invoker.InvokeBytes, req),
+                "InvokeStream": grpc.unary_stream_rpc_method_handler(self.invoker.InvokeStream, req, None),
+                "Invokes": grpc.stream_stream_rpc_method_handler(self.invoker.Invokes, req, None),
                 "List": unary(self.List, pb.Empty.FromString, pb.Functions.SerializeToString),
-                "Deploy": unary(self.Deploy, pb.CreateFunctionRequest.FromString, message),
-                "Update": unary(self.Update, pb.CreateFunctionRequest.FromString, message),
-                "Delete": unary(self.Delete, pb.DeleteFunctionRequest.FromString, message),
+                "Deploy": unary(self.deployer.Deploy, pb.CreateFunctionRequest.FromString, message),
+                "Update": unary(self.deployer.Update, pb.CreateFunctionRequest.FromString, message),
+                "Delete": unary(self.deployer.Delete, pb.DeleteFunctionRequest.FromString, message),
                 "GetMeta": unary(self.GetMeta, pb.FunctionRequest.FromString, pb.Function.SerializeToString),
                 "GetLog": unary(self.GetLog, pb.FunctionRequest.FromString, message),
-                "ReplicaUpdate": unary(self.ReplicaUpdate, pb.ScaleServiceRequest.FromString, message),
+                "ReplicaUpdate": unary(self.deployer.ReplicaUpdate, pb.ScaleServiceRequest.FromString, message),
                 "Info": unary(self.Info, pb.Empty.FromString, message),
                 "HealthCheck": unary(self.HealthCheck, pb.Empty.FromString, message),
             },

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..client import FunctionInfo, Reply
+from ..client import Client, FunctionInfo, Reply
 from .display import as_result
 
-if TYPE_CHECKING:
-    from .session import Session
+
+class Session(Protocol):
+    """What a proxy needs of its session (notebook/session.py's, which makes the proxies)."""
+
+    def client(self) -> Client:
+        """The client of the session's gateway."""
+        ...
 
 
 class LogText(str):

@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, TraitError, Unicode
 
-from ..client import FunctionInfo
+from ..client import Client, FunctionInfo
 from ..client.gpu_report import gpu_lines
 from ..errors import ConfigError, DcfError, InvalidName, explain
 from .function import LogText, python_name
@@ -135,6 +136,9 @@ def _autoscaling_flags(args: argparse.Namespace) -> dict[str, float] | None:
     return given
 
 
+StreamWidget = Callable[[argparse.Namespace, Client], Any]
+
+
 @magics_class
 class DcfMagics(Magics):
     """`%%dcf_function` and `%dcf`."""
@@ -144,8 +148,11 @@ class DcfMagics(Magics):
                                "else an embedded gateway started for the kernel)").tag(config=True)
     verbose = Bool(False, help="show the function's traceback for bad-input errors (ValueError) too").tag(config=True)
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+    def __init__(self, shell: Any = None, stream_widget: StreamWidget | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
+        # `%dcf stream`'s widget: given by the extension (dcf_jupyter.load_ipython_extension), which sits above
+        # both the notebook and the widgets; the widgets use this package, so it must not import them.
+        self.stream_widget = stream_widget
         self.session = Session(self.workspace, self.gateway or None)
         self.verbose_error: DcfError | None = None  # raised by a command given -v: shown in full
         set_default_session(self.session)
@@ -263,17 +270,10 @@ class DcfMagics(Magics):
         raise UsageError(parser.format_help())
 
     def _stream(self, args: argparse.Namespace) -> Any:
+        if self.stream_widget is None:
+            raise UsageError("%dcf stream: load the extension with `%load_ext dcf_jupyter` (it brings the widgets)")
         try:
-            if args.camera:
-                from ..widgets.camera import CameraStream
-
-                return CameraStream(args.name, width=args.width, height=args.height, fps=args.fps or 30.0,
-                                    overlay=args.overlay, window=args.window, autostart=args.start,
-                                    client=self.session.client())
-            from ..widgets.video import VideoStream
-
-            return VideoStream(args.name, args.video, window=args.window, fps=args.fps, overlay=args.overlay,
-                               loop=args.loop, autostart=args.start, client=self.session.client())
+            return self.stream_widget(args, self.session.client())
         except (ImportError, OSError, ValueError, TraitError) as exc:
             raise UsageError(f"%dcf stream: {exc}") from None
 
@@ -314,12 +314,13 @@ def _show_dcf_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_o
     return None
 
 
-def load(shell: Any) -> DcfMagics:
-    """Register the magics and error display on `shell`, and warm up a gateway in the background."""
+def load(shell: Any, stream_widget: StreamWidget | None = None) -> DcfMagics:
+    """Register the magics and error display on `shell`, and warm up a gateway in the background; `stream_widget`
+    makes `%dcf stream`'s widget."""
     existing = shell.magics_manager.registry.get("DcfMagics")
     if existing is not None:
         return existing  # loading twice is harmless
-    magics = DcfMagics(shell)
+    magics = DcfMagics(shell, stream_widget=stream_widget)
     shell.register_magics(magics)
     if not shell.custom_exceptions:  # never displace another extension's handler
         shell.set_custom_exc((DcfError,), _show_dcf_error)

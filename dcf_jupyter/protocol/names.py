@@ -22,6 +22,7 @@ INVOKE_BYTES = method("InvokeBytes")  # ours: the reply as bytes (DCF's Invoke r
 INVOKE_STREAM = method("InvokeStream")  # ours: one request, a reply per item a generator handler yields
 INVOKES = method("Invokes")
 HEALTH_CHECK = method("HealthCheck")
+HEALTHY = "OK"  # HealthCheck's reply
 
 # Trailing metadata of a failed call.
 ORIGIN_KEY = "dcf-origin"  # "function" when the function failed, "gateway" when the gateway refused
@@ -31,7 +32,12 @@ ORIGIN_FUNCTION, ORIGIN_GATEWAY = "function", "gateway"
 DEPLOYED_BY = "dcf.deployed-by"
 # Request metadata: `authorization: Bearer TOKEN` when the gateway wants a token.
 AUTHORIZATION_KEY = "authorization"
-BEARER = "bearer "
+BEARER = "bearer "  # compared case-insensitively, as HTTP's scheme names are
+
+
+def authorization(token: str) -> tuple[str, str]:
+    """The metadata entry that carries `token`."""
+    return AUTHORIZATION_KEY, f"Bearer {token}"
 
 
 class Status(enum.IntEnum):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, REPLY, CallFailed
-from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
+from ..protocol.names import HEALTHY, ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
 from ..protocol.wire import WireError, message_parts, messages_parts, parse_invoke_request
 from ..settings import ENV_EXTRA_SITE, max_message_size
 from .handler import (
@@ -219,7 +219,7 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
                 abort(context, failure)
 
     def health(request: pb.Empty, context: grpc.ServicerContext) -> pb.Message:
-        return pb.Message(Msg="OK")
+        return pb.Message(Msg=HEALTHY)
 
     def info(request: pb.Empty, context: grpc.ServicerContext) -> pb.Message:
         return pb.Message(Msg=json.dumps({"worker": runner.service, "pid": os.getpid()}))

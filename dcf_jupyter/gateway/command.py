@@ -1,0 +1,61 @@
+"""The gateway's command line (`python -m dcf_jupyter.gateway`, `dcf gateway start`): parse the flags with
+gateway.yaml's defaults, then start one in the background or serve in this process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..errors import GatewayStartError
+from .control import (
+    GATEWAY_LOG,
+    GatewayOptions,
+    check_options,
+    find_gateway,
+    gateway_parser,
+    options_argv,
+    options_from,
+    start_detached,
+)
+
+
+def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m dcf_jupyter.gateway") -> int:
+    """Parse the gateway's flags (defaults from gateway.yaml); serve until SIGTERM/SIGINT, or with --detach start
+    one in the background."""
+    from .config import apply_config  # only a process that starts a gateway reads gateway.yaml
+
+    parser = gateway_parser(prog)
+    try:
+        for warning in apply_config(parser):
+            print(f"Warning: {warning}", file=sys.stderr)
+        args = parser.parse_args(argv)
+        given = sys.argv[1:] if argv is None else argv
+        if args.token and any(flag == "--token" or flag.startswith("--token=") for flag in given):
+            print("Warning: --token on the command line is visible to every user of this machine (ps); "
+                  "use --token-file FILE or $DCF_TOKEN", file=sys.stderr)
+        options = options_from(args)
+        if args.detach:
+            return _detach(options)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+        from .app import loop_for, run_event_loop, run_gateway  # the server: loaded only to serve, not to --detach
+
+        run_event_loop(run_gateway(options), loop_for(options, args.loop))
+    except GatewayStartError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _detach(options: GatewayOptions) -> int:
+    running = find_gateway(options.state_dir.resolve())
+    if running is not None:
+        print(f"A gateway is already running (pid {running.pid}) on {running.address}.")
+        return 0
+    check_options(options)  # a start refused for its flags creates nothing
+    running, _ = start_detached(options.state_dir, options.host, options.port, extra=options_argv(options),
+                                token=options.token)
+    print(f"DCF gateway started (pid {running.pid}) on {running.address}")
+    print(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")
+    return 0
