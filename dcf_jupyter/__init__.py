@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     BuildError,
+    ClientTimeout,
     ConfigError,
     DcfError,
     DeployError,
@@ -55,6 +56,7 @@ _LAZY = {
 __all__ = [
     "BuildError",
     "Client",
+    "ClientTimeout",
     "ConfigError",
     "DcfError",
     "DeployError",

@@ -107,6 +107,11 @@ class FunctionError(DcfError):
         return self.code == Status.INVALID_ARGUMENT.name
 
 
+class ClientTimeout(DcfError, TimeoutError):
+    """The caller gave up: no reply came within the timeout the call was given (the function's own `timeout`,
+    which ends the call on the gateway's side, is a FunctionError with code DEADLINE_EXCEEDED instead)."""
+
+
 class Unauthenticated(DcfError):
     """The gateway wants a token this client did not send (or sent wrong)."""
 

@@ -225,3 +225,17 @@ def call_until_answered(client: Client, name: str, within: float = 5.0) -> str:
         except FunctionError:
             assert time.monotonic() - start < within, f"{name} did not answer within {within} s"
             time.sleep(0.05)
+
+
+# Modules that start engines or browsers, build images, execute notebooks or make Unix users: minutes each.
+# `python -m pytest -m "not slow"` leaves them out for a fast loop while developing; CI runs everything.
+SLOW_MODULES = frozenset({"test_ray", "test_kuberay", "test_docker", "test_notebooks", "test_binder",
+                          "test_lab_panel_browser", "test_widgets_browser", "test_shared_machine", "test_detect",
+                          "test_ssd"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of SLOW_MODULES, and load tests, `slow`."""
+    for item in items:
+        if item.module is not None and (item.module.__name__ in SLOW_MODULES or item.get_closest_marker("load")):
+            item.add_marker(pytest.mark.slow)

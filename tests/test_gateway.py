@@ -20,9 +20,11 @@ from conftest import (
     with_timeout,
 )
 
+import dcf_jupyter
 from dcf_jupyter.client import Client
 from dcf_jupyter.definition.source import pack_folder
 from dcf_jupyter.errors import (
+    ClientTimeout,
     ConfigError,
     DeployError,
     FunctionError,
@@ -420,6 +422,24 @@ def test_a_stuck_handler_times_out_as_deadline_exceeded_and_its_worker_is_recycl
         assert len(call_until_answered(gateway.client, "stuck")) == 32
     finally:
         gateway.client.delete("stuck")
+
+
+def test_the_callers_timeout_is_a_client_timeout_not_the_functions(gateway, make_function) -> None:
+    """The function's own `timeout` ends the call on the gateway (FunctionError DEADLINE_EXCEEDED, above); a
+    caller's shorter timeout is ClientTimeout, for calls and streams alike, and the function keeps serving."""
+    gateway.client.deploy(with_timeout(make_function("slow-to-answer", HANGS_ON_REQUEST), 5))
+    try:
+        boot = gateway.client.call("slow-to-answer")
+        with pytest.raises(ClientTimeout) as info:
+            gateway.client.call("slow-to-answer", b"hang", timeout=0.5)
+        assert not isinstance(info.value, FunctionError) and isinstance(info.value, TimeoutError)
+        assert str(info.value).startswith("calling 'slow-to-answer': no reply within the timeout this call was "
+                                          "given")
+        with pytest.raises(ClientTimeout):
+            list(dcf_jupyter.stream("slow-to-answer", [b"hang"], gateway=gateway.address, timeout=0.5))
+        assert len(call_until_answered(gateway.client, "slow-to-answer")) == len(boot) == 32  # still serving
+    finally:
+        gateway.client.delete("slow-to-answer")
 
 
 SLOW_RECORDER = """

@@ -247,3 +247,25 @@ def test_wire_names_are_spelled_only_in_protocol() -> None:
                 if text in wire or text.startswith(("/pb.", "pb.Gateway/")) or "dcf-traceback" in text:
                     found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {text!r}")
     assert found == []
+
+
+def test_rays_private_api_is_used_in_one_module_for_a_stated_range() -> None:
+    """Ray's private API is reached only from backends/ray_internals.py; the `ray` extra pins the range it states,
+    and a Ray outside it is one sentence when the ray backend starts."""
+    import re
+
+    from dcf_jupyter.backends import ray_internals
+    from dcf_jupyter.errors import GatewayStartError
+
+    users = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                   if re.search(r"ray\._private|ray\.serve\.api import _|serve\._private",
+                                path.read_text(encoding="utf-8")))
+    assert users == ["backends/ray_internals.py"]
+    pinned = re.findall(r'"ray\[serve\]([^";]+)', (PACKAGE.parent / "pyproject.toml").read_text())
+    assert pinned == [ray_internals.SUPPORTED_RAY]
+    ray_internals.check_version("2.60.0")
+    for unsupported in ("2.40.0", "3.0.0", "nightly"):
+        with pytest.raises(GatewayStartError) as refused:
+            ray_internals.check_version(unsupported)
+        assert str(refused.value) == (f"the ray backend supports Ray >=2.50,<2.61, and this Python has Ray "
+                                      f"{unsupported}: pip install 'ray[serve]>=2.50,<2.61' (or 'dcf-jupyter[ray]')")

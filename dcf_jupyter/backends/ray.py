@@ -29,6 +29,7 @@ from ..logfile import note
 from ..protocol.link import CallFailed, LinkClosed
 from ..settings import DEFAULT_PLACE_TIMEOUT, DEFAULT_STREAM_WINDOW
 from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, LogBook, log_book
+from . import ray_internals
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
 from .ray_head import LocalRayHead
 
@@ -99,11 +100,8 @@ def _use_token(auth_env: dict[str, str]) -> None:
     """Join the next cluster with this token. Ray reads its auth mode and token once (when imported, when it
     last started a cluster), so after setting them it is told to read them again, as `ray.init` does itself."""
     os.environ.update(auth_env)
-    with contextlib.suppress(ImportError, AttributeError):  # a Ray without token authentication needs none
-        from ray._private.authentication import authentication_token_setup as auth
-
-        auth.Config.initialize("")
-        auth.AuthenticationTokenLoader.instance().reset_cache()
+    with contextlib.suppress(AttributeError):  # a Ray whose loader differs: its own reading at init stands
+        ray_internals.reload_auth_token()
 
 
 def _token_refused(where: str) -> GatewayStartError:
@@ -118,6 +116,7 @@ def _ray() -> Any:
         import ray
     except ImportError:
         raise GatewayStartError("the ray backend needs Ray: pip install 'dcf-jupyter[ray]'") from None
+    ray_internals.check_version(ray.__version__)
     return ray
 
 
@@ -168,9 +167,7 @@ def _uploaded(runtime_env: dict[str, Any]) -> dict[str, Any]:
     """The runtime_env with its working_dir uploaded to the cluster (a gcs:// URI, content-addressed, so a
     revision is uploaded once). Serve keeps a local path as it is and then cannot report the application's
     status; Ray's own `ray.init(runtime_env=...)` and job submission upload the same way."""
-    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
-
-    return dict(upload_working_dir_if_needed(runtime_env, include_gitignore=False, logger=log))
+    return ray_internals.upload_working_dir(runtime_env, log)
 
 
 class RayBackend(Backend):
@@ -291,7 +288,6 @@ class RayBackend(Backend):
     def run(self, spec: DeploymentSpec, replicas: int) -> None:
         """Deploy (or update in place) the application of `spec` with `replicas` replicas; returns at once."""
         from ray import serve
-        from ray.serve.api import _run
 
         from ..worker.serve_replica import FunctionReplica
 
@@ -306,15 +302,11 @@ class RayBackend(Backend):
             max_ongoing_requests=QUEUED_PER_SLOT * max(1, spec.function.concurrency),
             ray_actor_options=actor_options(spec),
             health_check_period_s=HEALTH_CHECK_EVERY_S)
-        # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas;
-        # `options(version=)` is no longer public, so it is set where `serve.run` reads it. Then re-running a
-        # revision (a scale, a gateway re-attaching after a restart) leaves its replicas serving.
-        if hasattr(deployment, "_version"):
-            deployment._version = f"rev-{spec.revision}"
+        # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas.
         self._current[spec.name] = spec.revision
         self._serving[spec.name] = (spec, replicas)
-        _run(deployment.bind(spec.name, spec.function.concurrency, spec.revision), name=spec.name, route_prefix=None,
-             _blocking=False)
+        ray_internals.run_application(deployment.bind(spec.name, spec.function.concurrency, spec.revision),
+                                      f"rev-{spec.revision}", spec.name)
 
     @staticmethod
     def unplaceable(spec: DeploymentSpec, replicas: int = 1) -> str:
@@ -340,10 +332,7 @@ class RayBackend(Backend):
         import ray
 
         try:  # no public API says which node an actor is on without Ray's dashboard, which we do not require
-            from ray._private import state as ray_state
-
-            available = ray_state.state.available_resources_per_node()
-            actors = list(ray_state.actors().values())
+            available, actors = ray_internals.placement()
         except Exception:  # noqa: BLE001 - a Ray without these: Serve's own words (in the log) remain
             return ""
         wanted = _wanted(spec)

@@ -7,7 +7,6 @@
 """
 
 from .api import (
-    NotebookRoute,
     Result,
     call,
     delete,
@@ -15,7 +14,6 @@ from .api import (
     get_client,
     list_functions,
     logs,
-    route_to_session,
     stream,
 )
 from .core import Client, FunctionInfo, ReplicaGpus, Reply
@@ -23,7 +21,6 @@ from .core import Client, FunctionInfo, ReplicaGpus, Reply
 __all__ = [
     "Client",
     "FunctionInfo",
-    "NotebookRoute",
     "ReplicaGpus",
     "Reply",
     "Result",
@@ -33,6 +30,5 @@ __all__ = [
     "get_client",
     "list_functions",
     "logs",
-    "route_to_session",
     "stream",
 ]

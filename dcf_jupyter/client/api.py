@@ -72,9 +72,11 @@ def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: flo
     return get_client(gateway).call(name, data, timeout=timeout)
 
 
-def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None) -> Iterator[bytes]:
-    """Stream inputs to a function, yielding its replies in order (see Client.stream)."""
-    return get_client(gateway).stream(name, inputs)
+def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None,
+           timeout: float | None = None) -> Iterator[bytes]:
+    """Stream inputs to a function, yielding its replies in order (see Client.stream); `timeout`: seconds for the
+    whole stream (ClientTimeout past it)."""
+    return get_client(gateway).stream(name, inputs, timeout=timeout)
 
 
 def deploy(folder: str | Path, name: str | None = None, *, gateway: str | None = None, **options: Any) -> str:

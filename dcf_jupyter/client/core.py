@@ -27,6 +27,7 @@ from ..definition.check import check_handler
 from ..definition.source import pack_folder
 from ..definition.spec import FunctionSpec, load_config
 from ..errors import (
+    ClientTimeout,
     ConfigError,
     DcfError,
     DeployError,
@@ -190,8 +191,12 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
     remote_tb = trailing.get(TRACEBACK_KEY, b"")
     if isinstance(remote_tb, bytes):
         remote_tb = remote_tb.decode("utf-8", "replace")
-    if origin == ORIGIN_FUNCTION or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if origin == ORIGIN_FUNCTION:
         return FunctionError(details, code=code.name, detail=remote_tb, function=function)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # no origin: the deadline was this client's own
+        return ClientTimeout(f"{subject or 'the call'}: no reply within the timeout this call was given "
+                             f"({details}); the call may still be running there: give it a longer timeout "
+                             "(timeout=, --timeout)", function=function)
     if code == grpc.StatusCode.UNAVAILABLE and not origin:
         return GatewayUnavailable(
             f"no DCF gateway answers at {address} ({details}); start one with `dcf gateway start --detach` "

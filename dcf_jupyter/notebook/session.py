@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..client import Client, Reply, Result, get_client, route_to_session
+from ..client import Client, Reply, Result, get_client
+from ..client.api import route_to_session  # the notebook's hook: not part of the public face
 from ..definition.check import check_handler_source
 from ..definition.runtimes import canonical_runtime
 from ..definition.scaffold import new_spec, template_text
