@@ -27,6 +27,7 @@ from .errors import (
 if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers should see it
     from .client import (
         Client,
+        DeployResult,
         FunctionInfo,
         Reply,
         Result,
@@ -45,7 +46,8 @@ if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers shou
 # Loaded on first use: worker and gateway processes import this package too and
 # should not pay for the client, IPython or widgets.
 _LAZY = {
-    "Client": "client", "FunctionInfo": "client", "Reply": "client", "Result": "client", "get_client": "client",
+    "Client": "client", "DeployResult": "client",
+    "FunctionInfo": "client", "Reply": "client", "Result": "client", "get_client": "client",
     "call": "client", "stream": "client", "deploy": "client", "delete": "client", "logs": "client",
     "list_functions": "client",
     "function": "notebook.session", "Session": "notebook.session",
@@ -60,6 +62,7 @@ __all__ = [
     "ConfigError",
     "DcfError",
     "DeployError",
+    "DeployResult",
     "FunctionError",
     "FunctionExists",
     "FunctionInfo",

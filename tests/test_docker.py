@@ -126,7 +126,7 @@ def test_gateway_deploys_calls_logs_and_deletes_containers(docker, docker_gatewa
     build_image(spec, build_options, client=docker)
     client = docker_gateway.client
     assert "docker" in client.info()["backends"]
-    assert "docker backend" in client.deploy(FUNCTIONS / "echo", backend="docker")
+    assert "docker backend" in client.deploy(FUNCTIONS / "echo", backend="docker").message
     try:
         assert client.call("echo", b"\x00through a container") == b"\x00through a container"
         assert list(client.stream("echo", [b"a", b"b"])) == [b"a", b"b"]

@@ -230,7 +230,7 @@ def test_deploy_twice_is_already_exists_and_update_replaces_in_place(gateway, ma
 def test_replicas_share_calls_round_robin(gateway, make_function) -> None:
     gateway.client.deploy(make_function("spread", PID_HANDLER))
     try:
-        assert gateway.client.scale("spread", 3) == "Scaled: spread to 3 replicas"
+        assert gateway.client.scale("spread", 3).available_replicas == 3
         pids = [gateway.client.call("spread") for _ in range(9)]
         assert len(set(pids)) == 3 and all(pids.count(p) == 3 for p in set(pids))
         gateway.client.scale("spread", 1)
@@ -399,7 +399,8 @@ def test_module_level_api_resolves_the_address_like_the_cli(gateway, make_functi
     assert not hasattr(api, "list"), "no alias shadows the builtin"
     assert list(api.stream("echo", [b"a", b"b"])) == [b"a", b"b"]
     assert "ready" in api.logs("via-config")
-    assert api.delete("via-config") == "Deleted: via-config"
+    assert api.delete("via-config") is None
+    assert "via-config" not in {f.name for f in api.list_functions()}
 
 
 def test_a_stuck_handler_times_out_as_deadline_exceeded_and_its_worker_is_recycled(gateway, make_function) -> None:
@@ -427,7 +428,7 @@ def test_a_stuck_handler_times_out_as_deadline_exceeded_and_its_worker_is_recycl
 def test_the_callers_timeout_is_a_client_timeout_not_the_functions(gateway, make_function) -> None:
     """The function's own `timeout` ends the call on the gateway (FunctionError DEADLINE_EXCEEDED, above); a
     caller's shorter timeout is ClientTimeout, for calls and streams alike, and the function keeps serving."""
-    gateway.client.deploy(with_timeout(make_function("slow-to-answer", HANGS_ON_REQUEST), 5))
+    gateway.client.deploy(with_timeout(make_function("slow-to-answer", HANGS_ON_REQUEST), 2))
     try:
         boot = gateway.client.call("slow-to-answer")
         with pytest.raises(ClientTimeout) as info:
@@ -437,7 +438,8 @@ def test_the_callers_timeout_is_a_client_timeout_not_the_functions(gateway, make
                                           "given")
         with pytest.raises(ClientTimeout):
             list(dcf_jupyter.stream("slow-to-answer", [b"hang"], gateway=gateway.address, timeout=0.5))
-        assert len(call_until_answered(gateway.client, "slow-to-answer")) == len(boot) == 32  # still serving
+        # The abandoned calls still hold the worker: the next call's own timeout (2 s) recycles it, then it serves.
+        assert len(call_until_answered(gateway.client, "slow-to-answer", within=15)) == len(boot) == 32
     finally:
         gateway.client.delete("slow-to-answer")
 
@@ -479,9 +481,8 @@ def test_a_call_whose_deadline_passes_in_the_queue_never_runs(gateway, make_func
         first = threading.Thread(target=gateway.client.call, args=("slow", b"first"))
         first.start()
         time.sleep(0.1)  # "first" is running in the only worker thread
-        with pytest.raises(FunctionError) as info:
+        with pytest.raises(ClientTimeout):  # the caller's deadline, not the function's timeout
             gateway.client.call("slow", b"late", timeout=0.1)
-        assert info.value.code == "DEADLINE_EXCEEDED"
         first.join()
         assert gateway.client.call("slow", b"probe") == b"probe"
         assert ran.read_bytes().split() == [b"first", b"probe"]

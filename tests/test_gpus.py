@@ -64,9 +64,9 @@ def gpu_gateway(tmp_path: Path):
 def test_replicas_get_distinct_devices_shares_pack_and_a_request_that_does_not_fit_names_the_holders(
         gpu_gateway: GatewayHandle, make_function) -> None:
     client = gpu_gateway.client
-    said = client.deploy(gpu_function(make_function, "one-each", "1", replicas=2))
+    said = client.deploy(gpu_function(make_function, "one-each", "1", replicas=2)).message
     assert said.startswith("Deployed: one-each (2 replicas on the local backend; replica 0 on GPU ")
-    assert client.deploy(gpu_function(make_function, "two-each", "2")).endswith("replica 0 on GPUs 2,3)")
+    assert client.deploy(gpu_function(make_function, "two-each", "2")).message.endswith("replica 0 on GPUs 2,3)")
     one = devices_of(gpu_gateway, "one-each", 2)
     two = devices_of(gpu_gateway, "two-each", 1)
     held = [r["CUDA_VISIBLE_DEVICES"] for r in one] + [two[0]["CUDA_VISIBLE_DEVICES"]]
@@ -165,7 +165,7 @@ def test_without_any_gpu_a_gpu_function_runs_on_the_cpu_saying_so_and_cpu_functi
         gateway: GatewayHandle, make_function) -> None:
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has a GPU: the CPU fallback is for machines without one")
-    said = gateway.client.deploy(gpu_function(make_function, "wants-gpu", "1"))
+    said = gateway.client.deploy(gpu_function(make_function, "wants-gpu", "1")).message
     try:
         assert said == "Deployed: wants-gpu (1 replica on the local backend; no GPU to give here, so on the CPU)"
         (reply,) = devices_of(gateway, "wants-gpu", 1)

@@ -55,6 +55,9 @@ PUBLIC_API = textwrap.dedent("""
     reveal_type(dcf_jupyter.get_client())
     reveal_type(client.stream("f", [b"a"]))
     reveal_type(dcf_jupyter.boxes)
+    reveal_type(dcf_jupyter.deploy("functions/echo"))
+    reveal_type(dcf_jupyter.Client("127.0.0.1:32222").scale("f", 2))
+    reveal_type(dcf_jupyter.Client("127.0.0.1:32222").delete("f"))
 """)
 
 
@@ -73,6 +76,9 @@ def test_the_public_api_is_typed_not_any(tmp_path: Path) -> None:
     assert "FunctionProxy" in revealed[4] and revealed[5] == '"dcf_jupyter.client.core.Reply"'
     assert revealed[6] == '"str"' and revealed[7] == '"dcf_jupyter.client.core.Client"'
     assert revealed[9].endswith('-> PIL.Image.Image"')
+    # Management calls return typed results, not prose.
+    assert revealed[10:] == ['"dcf_jupyter.client.core.DeployResult"', '"dcf_jupyter.client.core.FunctionInfo"',
+                             '"None"']
 
 
 def test_a_deploy_reads_the_functions_config_once_on_each_side(tmp_path: Path,

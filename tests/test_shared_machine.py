@@ -377,7 +377,7 @@ def test_the_owners_token_is_made_once_owner_only_and_never_shown(tmp_path: Path
         assert len(token) >= 32 and token_path().stat().st_mode & 0o777 == 0o600
         assert token_path().parent.stat().st_mode & 0o777 == 0o700
         for handle in (first, second):  # one token for all of the owner's gateways, found by the client itself
-            assert "Deployed" in handle.client.deploy(FUNCTIONS / "echo")
+            assert "Deployed" in handle.client.deploy(FUNCTIONS / "echo").message
             for place in (handle.state_dir / "gateway.log", handle.state_dir / "registry.json",
                           handle.state_dir / "gateway.json", Path(f"/proc/{handle.running.pid}/cmdline"),
                           Path(f"/proc/{handle.running.pid}/environ")):

@@ -37,7 +37,7 @@ def demo() -> None:
             click.echo("  " + HELLO_HANDLER.rstrip().replace("\n", "\n  "))
             click.echo("\n$ dcf function deploy -f hello-dcf/config.yaml")
             with Client(running.address) as client:
-                click.echo(client.deploy(folder))
+                click.echo(client.deploy(folder).message)
                 click.echo("\n$ echo Hello | dcf function call hello-dcf")
                 click.echo(client.call("hello-dcf", b"Hello\n"))
         finally:

@@ -327,11 +327,10 @@ def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: b
                 push(spec, yes=yes, verbose=verbose)
             click.echo(f"Deploying: {spec.name} to {client.address} ...")
             with gateway_notes(client, spec.name):
-                message = client.deploy_spec(spec, update=update, replace=replace, backend=backend,
-                                             replicas=replicas)
-            click.echo(message)
+                result = client.deploy(spec, update=update, replace=replace, backend=backend, replicas=replicas)
+            click.echo(result.message)
             if verbose:
-                info = client.get(spec.name)
+                info = result.function
                 click.echo(f"  status {info.status}, {info.available_replicas}/{info.replicas} replicas ready")
 
 
@@ -396,7 +395,8 @@ def log(state: CliState, name: str, lines: int) -> None:
 def delete(state: CliState, name: str) -> None:
     """Stop and remove a deployed function."""
     with state.client() as client:
-        click.echo(client.delete(name))
+        client.delete(name)
+    click.echo(f"Deleted: {name}")
 
 
 @function.command(context_settings={"ignore_unknown_options": True})  # so "-1" reaches REPLICAS and its sentence
@@ -407,4 +407,6 @@ def delete(state: CliState, name: str) -> None:
 def scale(state: CliState, name: str, replicas: int) -> None:
     """Run REPLICAS replicas of a deployed function (calls are spread round-robin)."""
     with state.client() as client:
-        click.echo(client.scale(name, replicas))
+        info = client.scale(name, replicas)
+    click.echo(f"Scaled: {name} to {info.replicas} replica{'s' if info.replicas != 1 else ''} "
+               f"({info.available_replicas} ready)")

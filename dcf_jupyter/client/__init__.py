@@ -16,10 +16,11 @@ from .api import (
     logs,
     stream,
 )
-from .core import Client, FunctionInfo, ReplicaGpus, Reply
+from .core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply
 
 __all__ = [
     "Client",
+    "DeployResult",
     "FunctionInfo",
     "ReplicaGpus",
     "Reply",

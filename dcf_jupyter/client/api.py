@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeAlias
 
 from ..definition.spec import FunctionSpec, load_config
 from ..settings import named_address
-from .core import Client, FunctionInfo, Reply
+from .core import Client, DeployResult, FunctionInfo, Reply
 from .discovery import default_address
 
 Result: TypeAlias = "str | bytes | list[Any] | dict[str, Any] | int | float | bool | None"
@@ -34,7 +34,7 @@ class NotebookRoute(Protocol):
         """A reply as the notebook shows it (images as images, boxes drawn on the request)."""
         ...
 
-    def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> str:
+    def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> DeployResult:
         """Deploy with the notebook's progress display."""
         ...
 
@@ -79,14 +79,19 @@ def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None,
     return get_client(gateway).stream(name, inputs, timeout=timeout)
 
 
-def deploy(folder: str | Path, name: str | None = None, *, gateway: str | None = None, **options: Any) -> str:
-    """Deploy a function folder (or its config.yaml) to `gateway`, else the notebook's, $DCF_GATEWAY's or the
-    config's dcf.gateway (see Client.deploy_spec for `options`); in a notebook, with its progress display."""
-    config = load_config(folder)
-    spec = config.function(name)
+def deploy(function: str | Path | FunctionSpec, name: str | None = None, *, gateway: str | None = None,
+           **options: Any) -> DeployResult:
+    """Deploy a function folder (or its config.yaml, or a FunctionSpec) to `gateway`, else the notebook's,
+    $DCF_GATEWAY's or the config's dcf.gateway; `options` as Client.deploy's. In a notebook, with its progress
+    display."""
+    if isinstance(function, FunctionSpec):
+        spec, config_gateway = function, None
+    else:
+        config = load_config(function)
+        spec, config_gateway = config.function(name), config.gateway
     if gateway is None and _route is not None:
         return _route.deploy(spec, _route.client(), **options)
-    return get_client(gateway, config.gateway).deploy_spec(spec, **options)
+    return get_client(gateway, config_gateway).deploy(spec, **options)
 
 
 def list_functions(*, gateway: str | None = None) -> builtins.list[FunctionInfo]:
@@ -99,6 +104,6 @@ def logs(name: str, lines: int = 200, *, gateway: str | None = None) -> str:
     return get_client(gateway).logs(name, lines)
 
 
-def delete(name: str, *, gateway: str | None = None) -> str:
+def delete(name: str, *, gateway: str | None = None) -> None:
     """Stop and remove a function."""
-    return get_client(gateway).delete(name)
+    get_client(gateway).delete(name)

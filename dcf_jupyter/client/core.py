@@ -139,6 +139,28 @@ class FunctionInfo:
         )
 
 
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deploy did: the function as the gateway reports it afterwards, the gateway's sentence, and whether
+    it updated a deployed function (else it deployed a new one). `str()` is the sentence."""
+
+    function: FunctionInfo
+    message: str
+    updated: bool = False
+
+    @property
+    def name(self) -> str:
+        """The function's name."""
+        return self.function.name
+
+    def __str__(self) -> str:
+        return self.message
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """As a notebook cell's result: the sentence (its fields stay attributes)."""
+        printer.text(self.message)
+
+
 def to_bytes(data: Any) -> bytes:
     """Request payload: bytes as is, str as UTF-8, other objects as JSON."""
     if isinstance(data, bytes):
@@ -381,16 +403,19 @@ class Client:
         except grpc.RpcError as exc:
             raise _error(exc, self.address, subject, function) from None
 
-    def deploy_spec(
-        self, spec: FunctionSpec, *, update: bool = True, replace: bool = False, backend: str | None = None,
-        replicas: int | None = None, env: dict[str, str] | None = None, timeout: float | None = None,
-    ) -> str:
-        """Deploy one function of a loaded config; returns the gateway's message.
+    def deploy(
+        self, function: str | Path | FunctionSpec, name: str | None = None, *, update: bool = True,
+        replace: bool = False, backend: str | None = None, replicas: int | None = None,
+        env: dict[str, str] | None = None, timeout: float | None = None,
+    ) -> DeployResult:
+        """Deploy a function folder (or its config.yaml; `name` picks one of several functions), or a FunctionSpec
+        already read; the result says what the gateway did and how the function stands now.
 
         An existing function is updated in place (its old replicas serve until the new
         ones are ready) unless `update` is False (then FunctionExists) or `replace`
         is True (deleted first, as `faas-cli deploy --replace`).
         """
+        spec = function if isinstance(function, FunctionSpec) else load_config(function).function(name)
         if spec.root is None:
             raise DeployError(f"{spec.name}: the function has no folder to deploy")
         check_handler(spec)  # the mistakes `dcf function build` names, named before anything is uploaded
@@ -410,19 +435,17 @@ class Client:
                 self.delete(spec.name)
         try:
             try:
-                return self._manage("Deploy", request, f"deploying {spec.name!r}", timeout, spec.name).Msg
+                message = self._manage("Deploy", request, f"deploying {spec.name!r}", timeout, spec.name).Msg
+                updated = False
             except FunctionExists:
                 if not update:
                     raise
-            return self._manage("Update", request, f"updating {spec.name!r}", timeout, spec.name).Msg
+                message = self._manage("Update", request, f"updating {spec.name!r}", timeout, spec.name).Msg
+                updated = True
         except DeployError as exc:
             exc.detail = in_folder(exc.detail, spec.root)
             raise
-
-    def deploy(self, folder: str | Path, name: str | None = None, **options: Any) -> str:
-        """Deploy the function folder (or config.yaml) at `folder`; `name` picks one of several."""
-        config = load_config(folder)
-        return self.deploy_spec(config.function(name), **options)
+        return DeployResult(self.get(spec.name), message, updated)
 
     def list(self) -> list[FunctionInfo]:
         """Deployed functions."""
@@ -438,14 +461,15 @@ class Client:
         request = pb.FunctionRequest(FunctionName=name, Lines=lines)
         return self._manage("GetLog", request, f"reading logs of {name!r}").Msg
 
-    def delete(self, name: str) -> str:
-        """Stop and remove a function."""
-        return self._manage("Delete", pb.DeleteFunctionRequest(FunctionName=name), f"deleting {name!r}").Msg
+    def delete(self, name: str) -> None:
+        """Stop and remove a function (FunctionNotFound if it is not deployed)."""
+        self._manage("Delete", pb.DeleteFunctionRequest(FunctionName=name), f"deleting {name!r}")
 
-    def scale(self, name: str, replicas: int, *, timeout: float | None = None) -> str:
-        """Run `replicas` replicas of a function."""
+    def scale(self, name: str, replicas: int, *, timeout: float | None = None) -> FunctionInfo:
+        """Run `replicas` replicas of a function (ready before this returns); how it stands now."""
         request = pb.ScaleServiceRequest(ServiceName=name, Replicas=replicas)
-        return self._manage("ReplicaUpdate", request, f"scaling {name!r}", timeout).Msg
+        self._manage("ReplicaUpdate", request, f"scaling {name!r}", timeout)
+        return self.get(name)
 
     def info(self) -> dict[str, Any]:
         """What the gateway says about itself (version, backends, address...)."""

@@ -202,7 +202,8 @@ class ScaleHandler(DcfHandler):
             replicas = self.body().get("replicas")
             if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
                 raise Problem(400, f"replicas must be a whole number, 0 or more, got {replicas!r}")
-            return {"message": await self.with_client(gateway_id, lambda c: c.scale(name, replicas))}
+            info = await self.with_client(gateway_id, lambda c: c.scale(name, replicas))
+            return {"message": f"Scaled: {name} to {info.replicas} replica(s)", "function": function_json(info)}
 
         await self.guarded(work)
 
@@ -228,7 +229,8 @@ class FunctionHandler(DcfHandler):
     @tornado.web.authenticated
     async def delete(self, gateway_id: str, name: str) -> None:
         async def work() -> dict[str, Any]:
-            return {"message": await self.with_client(gateway_id, lambda c: c.delete(name))}
+            await self.with_client(gateway_id, lambda c: c.delete(name))
+            return {"message": f"Deleted: {name}"}
 
         await self.guarded(work)
 
@@ -238,7 +240,8 @@ class DeployHandler(DcfHandler):
     async def post(self, gateway_id: str) -> None:
         async def work() -> dict[str, Any]:
             folder = self.function_folder(str(self.body().get("path", "")))
-            return {"message": await self.with_client(gateway_id, lambda c: c.deploy(folder))}
+            result = await self.with_client(gateway_id, lambda c: c.deploy(folder))
+            return {"message": result.message, "function": function_json(result.function)}
 
         await self.guarded(work)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..client import Client, FunctionInfo, Reply
+from ..client import Client, DeployResult, FunctionInfo, Reply
 from .display import as_result
 
 
@@ -62,15 +62,15 @@ class FunctionProxy:
         """The function's recent log (its workers' output and handler tracebacks)."""
         return LogText(self.session.client().logs(self.name, lines))
 
-    def scale(self, replicas: int) -> str:
-        """Run `replicas` replicas."""
+    def scale(self, replicas: int) -> FunctionInfo:
+        """Run `replicas` replicas; how the function stands now."""
         return self.session.client().scale(self.name, replicas)
 
-    def delete(self) -> str:
+    def delete(self) -> None:
         """Stop and remove the function from the gateway (its folder stays)."""
-        return self.session.client().delete(self.name)
+        self.session.client().delete(self.name)
 
-    def deploy(self) -> str:
+    def deploy(self) -> DeployResult:
         """Deploy (or update) the function from its folder."""
         if self.folder is None:
             raise ValueError(f"{self.name} has no folder to deploy from")

@@ -237,11 +237,13 @@ class DcfMagics(Magics):
         if command == "logs":
             return LogText(client().logs(args.name, args.lines))
         if command == "delete":
-            print(client().delete(args.name))
+            client().delete(args.name)
+            print(f"Deleted: {args.name}")
             self.session.functions.pop(args.name, None)
             return None
         if command == "scale":
-            print(client().scale(args.name, args.replicas))
+            info = client().scale(args.name, args.replicas)
+            print(f"Scaled: {info.name} to {info.replicas} replica(s), {info.available_replicas} ready")
             return None
         if command == "stream":
             return self._stream(args)

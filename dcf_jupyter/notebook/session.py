@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..client import Client, Reply, Result, get_client
+from ..client import Client, DeployResult, Reply, Result, get_client
 from ..client.api import route_to_session  # the notebook's hook: not part of the public face
 from ..definition.check import check_handler_source
 from ..definition.runtimes import canonical_runtime
@@ -199,8 +199,8 @@ class Session:
             if backend == "docker":
                 self._build_image(spec, progress)
             progress.step(f"deploying to {client.address}", 0.6)
-            message = self._deploy_with_logs(client, name, progress, lambda: client.deploy_spec(spec))
-            info = client.get(name)
+            result = self._deploy_with_logs(client, name, progress, lambda: client.deploy(spec))
+            message, info = result.message, result.function
             where_runs = "the embedded gateway" if self.embedded else "gateway"
             # The gateway's message ends with where GPUs went ("...; replica 0 on GPU 1)"): keep that part.
             gpus = f" ({message.partition('; ')[2].rstrip(')')})" if "; " in message else ""
@@ -252,25 +252,26 @@ class Session:
         """`dcf_jupyter.call()` in a notebook: the reply as `%%dcf_function`'s callable gives it."""
         return as_result(reply, request=request)
 
-    def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> str:
+    def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> DeployResult:
         """`dcf_jupyter.deploy()` in a notebook: the progress display `%%dcf_function` shows."""
         progress = make_progress(f"deploy {spec.name}")
         try:
             progress.step(f"deploying to {client.address}", 0.3)
-            message = self._deploy_with_logs(client, spec.name, progress, lambda: client.deploy_spec(spec, **options))
+            result = self._deploy_with_logs(client, spec.name, progress, lambda: client.deploy(spec, **options))
         except DcfError as exc:
             progress.fail(str(exc).splitlines()[0])
             raise
-        progress.done(message)
-        return message
+        progress.done(result.message)
+        return result
 
-    def _deploy_with_logs(self, client: Client, name: str, progress: Progress, deploy: Callable[[], str]) -> str:
+    def _deploy_with_logs(self, client: Client, name: str, progress: Progress,
+                          deploy: Callable[[], DeployResult]) -> DeployResult:
         """Run `deploy` while showing the function's latest log lines (requirement installs can take minutes)."""
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                outcome["message"] = deploy()
+                outcome["result"] = deploy()
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 outcome["error"] = exc
 
@@ -283,7 +284,8 @@ class Session:
                     progress.log(client.logs(name, 15))
         if "error" in outcome:
             raise outcome["error"]
-        return str(outcome["message"])
+        result: DeployResult = outcome["result"]
+        return result
 
 
 def source_of(obj: str | type) -> str:
