@@ -219,7 +219,8 @@ def test_deploy_twice_is_already_exists_and_update_replaces_in_place(gateway, ma
             gateway.client.deploy(folder, update=False)
         (folder / "src" / "handler.py").write_text(
             "class Handler:\n    def __call__(self, req):\n        return 'v2'\n")
-        assert gateway.client.deploy(folder).startswith("Updated: versioned")
+        updated = gateway.client.deploy(folder)
+        assert updated.message.startswith("Updated: versioned") and updated.updated
         assert gateway.client.call("versioned") == "v2"
         info = gateway.client.get("versioned")
         assert info.replicas == info.available_replicas == 1  # no duplicate workers left behind
@@ -392,7 +393,7 @@ def test_module_level_api_resolves_the_address_like_the_cli(gateway, make_functi
     folder = make_function("via-config", "class Handler:\n    def __call__(self, req):\n        return 'cfg'\n")
     config = folder / "config.yaml"
     config.write_text(config.read_text() + f"dcf:\n  gateway: {gateway.address}\n")
-    assert api.deploy(folder).startswith("Deployed: via-config")  # found through dcf.gateway
+    assert api.deploy(folder).message.startswith("Deployed: via-config")  # found through dcf.gateway
     monkeypatch.setenv("DCF_GATEWAY", gateway.address)
     assert api.call("via-config") == "cfg"
     assert "via-config" in {f.name for f in api.list_functions()}
@@ -573,7 +574,7 @@ def test_the_ray_backend_without_ray_is_one_sentence(tmp_path: Path, monkeypatch
         assert str(failure.value).startswith(
             "echo was not deployed: the ray backend needs Ray: pip install 'dcf-jupyter[ray]'"), failure.value
         assert handle.client.list() == []
-        assert handle.client.deploy(FUNCTIONS / "echo").startswith("Deployed: echo (1 replica on the local")
+        assert handle.client.deploy(FUNCTIONS / "echo").message.startswith("Deployed: echo (1 replica on the local")
     finally:
         handle.stop()
     with pytest.raises(GatewayStartError, match=r"the ray backend needs Ray: pip install 'dcf-jupyter\[ray\]'"):

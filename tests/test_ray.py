@@ -122,7 +122,7 @@ def test_an_update_rolls_out_without_a_failed_call(ray_gateway: GatewayHandle, c
     caller.start()
     try:
         (folder / "src" / "handler.py").write_text(WHO.replace('MARK = "v1"', 'MARK = "v2"'))
-        assert ray_gateway.client.deploy(folder).startswith("Updated: who")
+        assert ray_gateway.client.deploy(folder).message.startswith("Updated: who")
         deadline = time.monotonic() + 30
         while not (seen and seen[-1].startswith("v2")) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -609,7 +609,7 @@ def test_a_gateway_without_a_cluster_starts_a_local_ray_and_stops_all_of_it(make
     gateway = GatewayHandle(*start_detached(tmp_path / "state", "127.0.0.1", 0, timeout=120,
                                             extra=["--backend", "ray", "--no-docker"]))
     try:
-        assert gateway.client.deploy(folder).startswith("Deployed: who (1 replica on the ray backend)")
+        assert gateway.client.deploy(folder).message.startswith("Deployed: who (1 replica on the ray backend)")
         mark, _, text = str(gateway.client.call("who", "hi")).split()
         assert (mark, text) == ("v1", "hi")
         heads = ray_heads_of(gateway.process.pid)
