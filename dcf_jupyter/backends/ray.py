@@ -305,7 +305,7 @@ class RayBackend(Backend):
         # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas.
         self._current[spec.name] = spec.revision
         self._serving[spec.name] = (spec, replicas)
-        ray_internals.run_application(deployment.bind(spec.name, spec.function.concurrency, spec.revision),
+        ray_internals.run_application(deployment, (spec.name, spec.function.concurrency, spec.revision),
                                       f"rev-{spec.revision}", spec.name)
 
     @staticmethod

@@ -55,11 +55,11 @@ def placement() -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     return ray_state.state.available_resources_per_node(), list(ray_state.actors().values())
 
 
-def run_application(deployment: Any, version: str, name: str) -> None:
-    """Deploy (or update) an application without waiting for it, its deployment at a fixed version: a re-run of
-    the same version (a scale, a gateway re-attaching) leaves its replicas serving."""
+def run_application(deployment: Any, arguments: tuple[Any, ...], version: str, name: str) -> None:
+    """Deploy (or update) the application of `deployment` bound to `arguments` without waiting for it, at a fixed
+    version: a re-run of the same version (a scale, a gateway re-attaching) leaves its replicas serving."""
     from ray.serve.api import _run
 
     if hasattr(deployment, "_version"):  # `options(version=)` is no longer public; `serve.run` reads this
         deployment._version = version
-    _run(deployment, name=name, route_prefix=None, _blocking=False)
+    _run(deployment.bind(*arguments), name=name, route_prefix=None, _blocking=False)
