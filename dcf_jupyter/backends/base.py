@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from ..definition.spec import FunctionSpec
-from .gpu_allocator import Grant
+from .gpu_allocator import GpuAllocator, Grant, NoGpu
 
 
 class DeployFailed(Exception):
@@ -140,6 +140,14 @@ class Deployment(abc.ABC):
     def gpu_grants(self) -> list[Grant]:
         """The GPUs its replicas hold on this machine (none where a cluster engine places them)."""
         return []
+
+    def _book_gpus(self, allocator: GpuAllocator, index: int) -> Grant | None:
+        """The GPUs `allocator` grants replica `index` (None: it asks for none); DeployFailed with the allocator's
+        sentence when they are taken."""
+        try:
+            return allocator.grant(self.spec.name, self.spec.revision, index, self.spec.function.limits.gpu)
+        except NoGpu as exc:
+            raise DeployFailed(str(exc)) from None
 
     async def logs(self, lines: int) -> str | None:
         """The replicas' recent output, when the backend keeps it itself (None: read spec.log_path)."""

@@ -16,7 +16,7 @@ from typing import Any
 from ..build.image import docker_client
 from ..errors import DcfError
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
-from .gpu_allocator import GpuAllocator, Grant, NoGpu, gpu_environment
+from .gpu_allocator import GpuAllocator, Grant, gpu_environment
 from .grpc_link import GrpcLink
 from .launcher import LaunchFailed, WorkerContainer, free_port, wait_until_serving
 
@@ -115,10 +115,7 @@ class DockerDeployment(Deployment):
             return None
         if self.backend.gpus is None:
             raise DeployFailed(f"{self.spec.name} asks for {request} GPU, and this gateway hands out none")
-        try:
-            return self.backend.gpus.grant(self.spec.name, self.spec.revision, index, request)
-        except NoGpu as exc:
-            raise DeployFailed(str(exc)) from None
+        return self._book_gpus(self.backend.gpus, index)
 
     allocates_gpus = True
 

@@ -10,6 +10,7 @@ notebook and a shared gateway, never hand out one device twice. Other users' pro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ from ..definition.spec import GpuRequest
 from ..pids import pid_alive
 from ..ports import describe_user
 from ..settings import ENV_GPU_SHARE
-from .gpu_inventory import Gpu, Inventory, processes
+from .gpu_inventory import Gpu, GpuProcess, Inventory, processes
 
 FULL = 1.0
 EPSILON = 1e-6  # shares are sums of decimals like 0.1: compare with room for rounding
@@ -100,7 +101,7 @@ class GpuAllocator:
     def started(self, grant: Grant, pid: int) -> Grant:
         """Record the process that holds `grant` (for its memory use); the grant as now booked."""
         with self._lock:
-            updated = Grant(**{**asdict(grant), "devices": grant.devices, "pid": pid})
+            updated = dataclasses.replace(grant, pid=pid)
             self._mine = [updated if g == grant else g for g in self._mine]
             self._save()
             return updated
@@ -228,7 +229,6 @@ def _whose(grant: Grant) -> str:
     return "" if grant.gateway_pid == os.getpid() else f" [{grant.gateway}]"
 
 
-
 def gpu_environment(grant: Grant | None, *, in_container: bool = False) -> dict[str, str]:
     """A replica's environment for its grant. Without one, no GPU is visible (as in a container without a device
     request). A share of a device keeps frameworks inside it where they allow it: TensorFlow grows its memory
@@ -250,15 +250,26 @@ def memory_by_holder(allocator: GpuAllocator, grants: list[Grant]) -> dict[int, 
     """Bytes each grant's process (or a child of it) uses on its devices, by that process's pid (blocking)."""
     if not grants:
         return {}
-    on = processes(allocator.devices)
     pids = {g.pid for g in grants if g.pid}
     used: dict[int, int] = {}
-    for device_processes in on.values():
-        for process in device_processes:
-            holder = _ancestor_in(process.pid, pids)
-            if holder:
-                used[holder] = used.get(holder, 0) + process.memory_used
+    for device_processes in processes(allocator.devices).values():
+        for holder, memory in _attributed(device_processes, pids)[0].items():
+            used[holder] = used.get(holder, 0) + memory
     return used
+
+
+def _attributed(device_processes: list[GpuProcess], pids: set[int]) -> tuple[dict[int, int], list[GpuProcess]]:
+    """One device's processes: bytes used by each of `pids` (with its children), and the processes of no one
+    of them."""
+    by_holder: dict[int, int] = {}
+    others = []
+    for process in device_processes:
+        holder = _ancestor_in(process.pid, pids)
+        if holder:
+            by_holder[holder] = by_holder.get(holder, 0) + process.memory_used
+        else:
+            others.append(process)
+    return by_holder, others
 
 
 def status(allocator: GpuAllocator) -> list[dict[str, Any]]:
@@ -270,14 +281,8 @@ def status(allocator: GpuAllocator) -> list[dict[str, Any]]:
     report = []
     for device in allocator.devices:
         device_processes = on.get(device.index, [])
-        by_holder: dict[int, int] = {}
-        others = []
-        for process in device_processes:
-            holder = _ancestor_in(process.pid, pids)
-            if holder:
-                by_holder[holder] = by_holder.get(holder, 0) + process.memory_used
-            else:
-                others.append({"pid": process.pid, "memory_used": process.memory_used, "user": _user_of(process.pid)})
+        by_holder, strangers = _attributed(device_processes, pids)
+        others = [{"pid": p.pid, "memory_used": p.memory_used, "user": _user_of(p.pid)} for p in strangers]
         mine = [g for g in grants if device.index in g.devices]
         holders: list[dict[str, Any]] = [
             {"function": g.function, "replica": g.replica, "revision": g.revision, "share": g.share,

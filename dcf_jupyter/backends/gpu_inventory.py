@@ -25,11 +25,6 @@ class Gpu:
     uuid: str = ""
     memory_total: int = 0  # bytes; 0 when unknown (a declared device on a machine without NVML)
 
-    @property
-    def label(self) -> str:
-        """'GPU 1 (NVIDIA H200)'."""
-        return f"GPU {self.index} ({self.name})"
-
 
 @dataclass(frozen=True)
 class Inventory:
@@ -83,7 +78,7 @@ def inventory(declared: str | None, cuda_visible: str | None, found: Inventory |
     nvidia-smi does not list are taken as declared: how a gateway is handed GPUs it cannot see, and how tests
     run without any."""
     found = found if found is not None else detect()
-    wanted = parse_gpu_list(declared or "", "--gpus" if declared else "$DCF_GPUS")
+    wanted = parse_gpu_list(declared or "")
     devices = list(found.devices)
     source = found.source
     if wanted is not None:

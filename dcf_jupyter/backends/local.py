@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..logfile import note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
-from .gpu_allocator import GpuAllocator, Grant, NoGpu, gpu_environment
+from .gpu_allocator import GpuAllocator, Grant, gpu_environment
 from .launcher import LaunchFailed, WorkerProcess
 from .link import AsyncLink
 
@@ -120,13 +120,10 @@ class LocalDeployment(Deployment):
     def _grant(self, index: int) -> Grant | None:
         """The GPUs of a new replica (None: it asks for none, or this machine has none and it runs on the CPU);
         DeployFailed with the allocator's sentence when they are taken."""
-        allocator, request = self.backend.gpus, self.spec.function.limits.gpu
-        if allocator is None or not allocator.devices or not request:
+        allocator = self.backend.gpus
+        if allocator is None or not allocator.devices:
             return None
-        try:
-            return allocator.grant(self.spec.name, self.spec.revision, index, request)
-        except NoGpu as exc:
-            raise DeployFailed(str(exc)) from None
+        return self._book_gpus(allocator, index)
 
     def _release(self, replicas: list[_Replica]) -> None:
         if self.backend.gpus is not None:

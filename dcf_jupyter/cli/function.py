@@ -407,6 +407,4 @@ def delete(state: CliState, name: str) -> None:
 def scale(state: CliState, name: str, replicas: int) -> None:
     """Run REPLICAS replicas of a deployed function (calls are spread round-robin)."""
     with state.client() as client:
-        info = client.scale(name, replicas)
-    click.echo(f"Scaled: {name} to {info.replicas} replica{'s' if info.replicas != 1 else ''} "
-               f"({info.available_replicas} ready)")
+        click.echo(client.scale(name, replicas).scaled())

@@ -123,6 +123,11 @@ class FunctionInfo:
     labels: dict[str, str] = field(default_factory=dict)
     gpus: list[ReplicaGpus] = field(default_factory=list)  # per replica, on the local and docker backends
 
+    def scaled(self) -> str:
+        """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)'."""
+        return (f"Scaled: {self.name} to {self.replicas} replica{'s' if self.replicas != 1 else ''} "
+                f"({self.available_replicas} ready)")
+
     @property
     def deployed_elsewhere(self) -> bool:
         """Another gateway deployed it on a shared cluster: this gateway lists it but does not manage it."""

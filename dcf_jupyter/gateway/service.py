@@ -58,7 +58,6 @@ class Gateway:
         if self.core.gpus is not None:
             self.core.gpus.close()
 
-
     async def _gpu_memory(self, names: list[str]) -> dict[int, int]:
         """Bytes used on their GPUs by the replicas of `names`, by process (asks the driver: in a thread)."""
         grants = [g for n in names if (d := self.core.deployments.get(n)) is not None for g in d.gpu_grants()]

@@ -203,7 +203,7 @@ class ScaleHandler(DcfHandler):
             if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
                 raise Problem(400, f"replicas must be a whole number, 0 or more, got {replicas!r}")
             info = await self.with_client(gateway_id, lambda c: c.scale(name, replicas))
-            return {"message": f"Scaled: {name} to {info.replicas} replica(s)", "function": function_json(info)}
+            return {"message": info.scaled(), "function": function_json(info)}
 
         await self.guarded(work)
 

@@ -242,8 +242,7 @@ class DcfMagics(Magics):
             self.session.functions.pop(args.name, None)
             return None
         if command == "scale":
-            info = client().scale(args.name, args.replicas)
-            print(f"Scaled: {info.name} to {info.replicas} replica(s), {info.available_replicas} ready")
+            print(client().scale(args.name, args.replicas).scaled())
             return None
         if command == "stream":
             return self._stream(args)
