@@ -125,17 +125,17 @@ def main() -> None:
             t0 = time.perf_counter()
             client.deploy(folder)
             results["deploy_s"] = round(time.perf_counter() - t0, 3)
-            info = json.loads(client.call("gpu-net", b"info"))
+            info = client.call("gpu-net", b"info")
             results["replica_info"] = info
             results["replica_is_not_gateway"] = info["pid"] != gateway_pid
-            reply = json.loads(client.call("gpu-net", image))
+            reply = client.call("gpu-net", image)
             results["same_logits_as_in_process"] = bool(
                 np.allclose(reply["logits"], reference, atol=1e-3)
             )
             gw = timed(lambda: client.call("gpu-net", image), args.calls)
             # The fixed cost of a call, apart from moving 600 KB: the 4-byte "info" request.
             tiny = timed(lambda: client.call("gpu-net", b"info"), args.calls)
-            compute = [json.loads(client.call("gpu-net", image))["compute_ms"] for _ in range(50)]
+            compute = [client.call("gpu-net", image)["compute_ms"] for _ in range(50)]
             start = time.perf_counter()
             count = sum(1 for _ in client.stream("gpu-net", (image for _ in range(args.frames))))
             stream_s = time.perf_counter() - start

@@ -117,17 +117,17 @@ def main() -> int:
             results["inventory"] = client.info()["gpu_source"]
             step(results, "deploy_a", lambda: client.deploy(a, timeout=600))
             step(results, "deploy_b", lambda: client.deploy(b, timeout=600))
-            step(results, "call_a", lambda: json.loads(client.call("share-a", "status")))
-            step(results, "call_b", lambda: json.loads(client.call("share-b", "status")))
+            step(results, "call_a", lambda: client.call("share-a", "status"))
+            step(results, "call_b", lambda: client.call("share-b", "status"))
             results["gpus"] = client.info()["gpus"]
             print(json.dumps(results["gpus"], indent=1), flush=True)
             step(results, "listing", lambda: [(f.name, [g.describe() for g in f.gpus]) for f in client.list()])
             step(results, "deploy_c_refused", lambda: client.deploy(c, timeout=600))
             step(results, "scale_a_refused", lambda: client.scale("share-a", 2, timeout=600))
             # 20 GiB held + 60 GiB more is past half of the device: a's own OOM, b unaffected.
-            step(results, "a_past_its_share", lambda: json.loads(client.call("share-a", "alloc:60")))
-            step(results, "a_after_oom", lambda: json.loads(client.call("share-a", "status")))
-            step(results, "b_within_its_share", lambda: json.loads(client.call("share-b", "alloc:30")))
+            step(results, "a_past_its_share", lambda: client.call("share-a", "alloc:60"))
+            step(results, "a_after_oom", lambda: client.call("share-a", "status"))
+            step(results, "b_within_its_share", lambda: client.call("share-b", "alloc:30"))
             step(results, "delete_b", lambda: client.delete("share-b"))
             step(results, "scale_a_to_2", lambda: client.scale("share-a", 2, timeout=600))
             step(results, "listing_after", lambda: [(f.name, [g.describe() for g in f.gpus]) for f in client.list()])

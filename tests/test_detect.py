@@ -293,10 +293,10 @@ def test_detect_through_the_gateway(gateway) -> None:
     gateway.client.deploy(DETECT)
     try:
         dog = shared_image("dog.jpg")
-        reply = json.loads(gateway.client.call("detect", dog))
+        reply = gateway.client.call("detect", dog)
         assert {"dog", "bicycle", "car"} <= set(labels(reply))
         batch = json.dumps({"images": [base64.b64encode(dog).decode()] * 2, "threshold": 0.45}).encode()
-        replies = json.loads(gateway.client.call("detect", batch))
+        replies = gateway.client.call("detect", batch)
         assert len(replies) == 2 and replies[0] == replies[1] and {"car", "bicycle"} <= set(labels(replies[0]))
         assert min(float(item["confidence"]) for item in replies[0]) >= 0.45 and "dog" not in labels(replies[0])
         for bad in (b"", b"not an image"):
@@ -312,9 +312,9 @@ def test_detect_size_in_config_yaml_is_the_default_and_a_bad_one_fails_the_deplo
     gateway.client.deploy(with_keys(folder, environment={"DETECT_SIZE": "640"}))
     try:
         street = shared_image("street.jpg")
-        assert "traffic light" in labels(json.loads(gateway.client.call("detect", street)))
+        assert "traffic light" in labels(gateway.client.call("detect", street))
         as_512 = json.dumps({"image": base64.b64encode(street).decode(), "size": 512}).encode()
-        assert "traffic light" not in labels(json.loads(gateway.client.call("detect", as_512)))
+        assert "traffic light" not in labels(gateway.client.call("detect", as_512))
         with pytest.raises(DcfError, match="DETECT_SIZE must be a multiple of 32 from 128 to 1024, got '500'"):
             gateway.client.deploy(with_keys(folder, environment={"DETECT_SIZE": "500"}))
     finally:

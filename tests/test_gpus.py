@@ -5,7 +5,6 @@ either way; on a GPU machine the device check (benchmarks/gpu_share_check.py) pr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -47,7 +46,7 @@ def devices_of(gateway: GatewayHandle, name: str, replicas: int) -> list[dict[st
     """What each replica sees, by calling until every replica answered (round-robin)."""
     seen: dict[str, dict[str, str | None]] = {}
     for _ in range(replicas * 4):
-        reply = json.loads(gateway.client.call(name, b""))
+        reply = gateway.client.call(name, b"")
         seen[str(reply)] = reply
     return list(seen.values())
 

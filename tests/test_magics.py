@@ -379,7 +379,7 @@ def test_a_deploy_error_points_at_the_cell_not_the_gateways_copy(ip, capsys) -> 
     assert "rev-" not in err and "dcf-jupyter/functions" not in err
 
 
-def test_module_level_call_and_deploy_have_the_notebooks_faces(ip, capsys, make_function) -> None:
+def test_module_level_deploy_shows_progress_and_call_returns_what_a_script_gets(ip, capsys, make_function) -> None:
     import dcf_jupyter
 
     folder = make_function("api-faces", """
@@ -394,9 +394,12 @@ def test_module_level_call_and_deploy_have_the_notebooks_faces(ip, capsys, make_
     assert "[deploy api-faces]" in shown.out + shown.err, "the same progress display as %%dcf_function"
     try:
         from_api = dcf_jupyter.call("api-faces", b"an image")
+        from_script = dcf_jupyter.Client(ip.magics_manager.registry["DcfMagics"].session.client().address).call(
+            "api-faces", b"an image")
+        assert type(from_api) is type(from_script) is list and from_api == from_script  # no notebook-only type
+        assert from_api[0]["label"] == "person"
         from_proxy = dcf_jupyter.FunctionProxy(ip.magics_manager.registry["DcfMagics"].session, "api-faces")(
             b"an image")
-        assert type(from_api) is type(from_proxy) is JsonList and from_api == from_proxy
-        assert from_api[0]["label"] == "person"
+        assert type(from_proxy) is JsonList and from_proxy == from_api  # the cell's callable displays richly
     finally:
         dcf_jupyter.delete("api-faces")

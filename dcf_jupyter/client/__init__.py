@@ -7,7 +7,6 @@
 """
 
 from .api import (
-    Result,
     call,
     delete,
     deploy,
@@ -16,7 +15,7 @@ from .api import (
     logs,
     stream,
 )
-from .core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply
+from .core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply, Result
 
 __all__ = [
     "Client",

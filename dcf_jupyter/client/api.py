@@ -1,9 +1,9 @@
 """The module-level API (`dcf_jupyter.call`, `deploy`, ...) and `get_client`, the one way to a client.
 
-In a notebook the kernel's session routes these to its gateway (the embedded one included) and gives
-them the notebook's faces: deploys show progress, replies display richly, as `%%dcf_function`'s callable
-does. This module knows the session only through the `NotebookRoute` it registers: the client tier
-imports no notebook code.
+In a notebook the kernel's session routes these to its gateway (the embedded one included), and deploys
+show its progress display. Calls return the same values as in a script: how a reply looks is the
+notebook's business (`dcf_jupyter.boxes`, `%%dcf_function`'s callable), not the return type's. This module
+knows the session only through the `NotebookRoute` it registers: the client tier imports no notebook code.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ import builtins
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 from ..definition.spec import FunctionSpec, load_config
 from ..settings import named_address
-from .core import Client, DeployResult, FunctionInfo, Reply
+from .core import Client, DeployResult, FunctionInfo, Result
 from .discovery import default_address
-
-Result: TypeAlias = "str | bytes | list[Any] | dict[str, Any] | int | float | bool | None"
-"""What `call` returns: str for text, bytes for binary replies; in a notebook, JSON parsed (displaying richly)."""
 
 
 class NotebookRoute(Protocol):
@@ -28,10 +25,6 @@ class NotebookRoute(Protocol):
 
     def client(self) -> Client:
         """The session's client (starting its embedded gateway if none answers)."""
-        ...
-
-    def present(self, reply: Reply, request: Any) -> Result:
-        """A reply as the notebook shows it (images as images, boxes drawn on the request)."""
         ...
 
     def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> DeployResult:
@@ -64,11 +57,7 @@ def get_client(gateway: str | None = None, config_gateway: str | None = None) ->
 
 
 def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None) -> Result:
-    """Call a function once: str for text and JSON replies, bytes for binary ones (see Client.call); in a
-    notebook, the reply as `%%dcf_function`'s callable gives it."""
-    route = _route if gateway is None else None
-    if route is not None:
-        return route.present(route.client().call_reply(name, data, timeout=timeout), data)
+    """Call a function once: str when the handler returned text, bytes for bytes, the parsed value for JSON."""
     return get_client(gateway).call(name, data, timeout=timeout)
 
 

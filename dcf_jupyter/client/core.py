@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -61,7 +61,10 @@ from .discovery import default_address
 MANAGEMENT_TIMEOUT_S = 30.0
 _READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY
 
-__all__ = ["Client", "FunctionInfo", "Reply"]
+__all__ = ["Client", "FunctionInfo", "Reply", "Result"]
+
+Result: TypeAlias = "str | bytes | list[Any] | dict[str, Any] | int | float | bool | None"
+"""What `call` returns: str when the handler returned text, bytes for bytes, the parsed value for JSON."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,12 @@ class Reply:
         """True when the handler returned a JSON-able object."""
         return self.content_type == JSON
 
-    def value(self) -> bytes | str:
-        """str for text and JSON replies, bytes otherwise (what `call` returns)."""
-        return self.data.decode("utf-8", "replace") if self.content_type in (TEXT, JSON) else self.data
+    def value(self) -> Result:
+        """What the handler returned, as far as the wire carries it (what `call` returns, in a script and in a
+        notebook alike): str for text, the parsed value for JSON, bytes otherwise."""
+        if self.content_type == JSON:
+            return self.json()  # type: ignore[no-any-return]
+        return self.data.decode("utf-8", "replace") if self.content_type == TEXT else self.data
 
     def json(self) -> Any:
         """The reply parsed as JSON."""
@@ -357,8 +363,8 @@ class Client:
             raise _error(exc, self.address, f"calling {name!r}", name) from None
         return Reply(reply.Output, reply.ContentType or BINARY)
 
-    def call(self, name: str, data: Any = b"", *, timeout: float | None = None) -> bytes | str:
-        """Call a function once: str when the handler returned text or JSON, bytes when it returned bytes."""
+    def call(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Result:
+        """Call a function once: str when the handler returned text, bytes for bytes, the parsed value for JSON."""
         return self.call_reply(name, data, timeout=timeout).value()
 
     def invoke(self, name: str, data: Any = b"", *, timeout: float | None = None) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..client import Client, DeployResult, Reply, Result, get_client
+from ..client import Client, DeployResult, get_client
 from ..client.api import route_to_session  # the notebook's hook: not part of the public face
 from ..definition.check import check_handler_source
 from ..definition.runtimes import canonical_runtime
@@ -34,7 +34,6 @@ from ..definition.spec import (
 from ..errors import ConfigError, DcfError, ForeignGateway, FunctionNotFound, GatewayUnavailable
 from ..ports import describe_user
 from ..settings import ENV_GATEWAY
-from .display import as_result
 from .embedded import EmbeddedGateway
 from .function import FunctionProxy, python_name
 from .progress import Progress, make_progress
@@ -247,10 +246,6 @@ class Session:
             progress.log("\n".join(lines[-15:]))
 
         build_image(spec, options, on_log=on_log)
-
-    def present(self, reply: Reply, request: Any) -> Result:
-        """`dcf_jupyter.call()` in a notebook: the reply as `%%dcf_function`'s callable gives it."""
-        return as_result(reply, request=request)
 
     def deploy(self, spec: FunctionSpec, client: Client, **options: Any) -> DeployResult:
         """`dcf_jupyter.deploy()` in a notebook: the progress display `%%dcf_function` shows."""

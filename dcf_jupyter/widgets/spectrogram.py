@@ -89,8 +89,7 @@ def _wav_bytes(wav: str | Path | bytes) -> bytes:
 def analyze(wav: str | Path | bytes, *, function: str = "stft-data", client: Client | None = None,
             title: str = "") -> Any:
     """Send a .wav (path or bytes) to the STFT function: a Spectrum for `stft-data`, an image for `stft`."""
-    reply = (client or client_for()).call(function, _wav_bytes(wav))
-    raw = reply.encode() if isinstance(reply, str) else reply
+    raw = (client or client_for()).call_reply(function, _wav_bytes(wav)).data
     if raw.startswith(NPZ_MAGIC):
         return Spectrum.from_npz(raw, title)
     found = image_bytes(raw)
