@@ -2,6 +2,9 @@
 
     %load_ext dcf_jupyter          # then %%dcf_function NAME cells, %dcf ...
     from dcf_jupyter import call, stream, deploy, function
+
+The public API is what `__all__` lists here and in `dcf_jupyter.client`, `dcf_jupyter.widgets` and
+`dcf_jupyter.errors`; every other module is implementation.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers shou
         logs,
         stream,
     )
-    from .notebook.display import boxes
-    from .notebook.function import FunctionProxy
-    from .notebook.session import Session, function
+    from .notebook._display import boxes
+    from .notebook._function import FunctionProxy
+    from .notebook._session import function
 
 # Loaded on first use: worker and gateway processes import this package too and
 # should not pay for the client, IPython or widgets.
@@ -50,9 +53,9 @@ _LAZY = {
     "FunctionInfo": "client", "Reply": "client", "Result": "client", "get_client": "client",
     "call": "client", "stream": "client", "deploy": "client", "delete": "client", "logs": "client",
     "list_functions": "client",
-    "function": "notebook.session", "Session": "notebook.session",
-    "FunctionProxy": "notebook.function",
-    "boxes": "notebook.display",
+    "function": "notebook._session",
+    "FunctionProxy": "notebook._function",
+    "boxes": "notebook._display",
 }
 
 __all__ = [
@@ -72,7 +75,6 @@ __all__ = [
     "InvalidArgument",
     "Reply",
     "Result",
-    "Session",
     "Unauthenticated",
     "__version__",
     "boxes",
@@ -98,14 +100,14 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext dcf_jupyter`: register %%dcf_function and %dcf (with `%dcf stream`'s widgets)."""
-    from .notebook.magics import load
-    from .widgets.launch import stream_widget
+    from .notebook._magics import load
+    from .widgets._launch import stream_widget
 
     load(ipython, stream_widget=stream_widget)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext dcf_jupyter`: stop the embedded gateway, if one was started."""
-    from .notebook.magics import unload
+    from .notebook._magics import unload
 
     unload(ipython)

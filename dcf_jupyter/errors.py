@@ -11,6 +11,24 @@ from dataclasses import dataclass
 
 from .protocol.names import Status
 
+__all__ = [  # what callers may catch; `brief`, `explain` and `Explanation` serve the CLI and the magics
+    "BuildError",
+    "ClientTimeout",
+    "ConfigError",
+    "DcfError",
+    "DeployError",
+    "ForeignGateway",
+    "FunctionError",
+    "FunctionExists",
+    "FunctionNotFound",
+    "GatewayStartError",
+    "GatewayUnavailable",
+    "HandlerLoadError",
+    "InvalidArgument",
+    "InvalidName",
+    "Unauthenticated",
+]
+
 
 def brief(value: object, limit: int = 80) -> str:
     """repr() of a user-given value for an error message, cut to `limit` characters (names can be megabytes)."""

@@ -255,7 +255,7 @@ def test_deploy_pushes_to_docker_registry_after_asking(docker, docker_gateway, b
 
 
 def test_magic_session_builds_then_deploys_on_docker(docker_gateway, build_options, tmp_path, monkeypatch) -> None:
-    from dcf_jupyter.notebook.session import Session
+    from dcf_jupyter.notebook._session import Session
 
     monkeypatch.setenv("DCF_BUILD_BASE_IMAGE", str(build_options.base_image))
     monkeypatch.setenv("DCF_BUILD_NETWORK", str(build_options.network))

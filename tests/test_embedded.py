@@ -10,11 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from dcf_jupyter.notebook.embedded import OWNER_FILE, STATE_PREFIX, remove_stale_state_dirs
+from dcf_jupyter.notebook._embedded import OWNER_FILE, STATE_PREFIX, remove_stale_state_dirs
 
 KERNEL = textwrap.dedent("""
     import sys, time
-    from dcf_jupyter.notebook.embedded import EmbeddedGateway
+    from dcf_jupyter.notebook._embedded import EmbeddedGateway
     gateway = EmbeddedGateway()
     gateway.wait()
     print(gateway.state_dir, gateway._pending.process.pid, flush=True)

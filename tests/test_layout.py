@@ -34,11 +34,34 @@ def test_a_kernel_loads_no_gateway_server_backend_or_worker_module(gateway, tmp_
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     print("\n".join(loaded))
-    assert "dcf_jupyter.notebook.magics" in loaded and "dcf_jupyter.client.core" in loaded
+    assert "dcf_jupyter.notebook._magics" in loaded and "dcf_jupyter.client._core" in loaded
     server_side = [m for m in loaded if m.startswith(("dcf_jupyter.backends", "dcf_jupyter.worker"))
                    or (m.startswith("dcf_jupyter.gateway") and m not in ("dcf_jupyter.gateway",
                                                                           "dcf_jupyter.gateway.control"))]
     assert server_side == [], "the kernel imported gateway-side code"
+
+
+PUBLIC_MODULES = ["dcf_jupyter", "dcf_jupyter.client", "dcf_jupyter.widgets", "dcf_jupyter.errors"]
+
+
+def test_public_packages_keep_their_code_in_private_modules_behind_a_documented_all() -> None:
+    import importlib
+    import inspect
+
+    package = Path(__file__).resolve().parents[1] / "dcf_jupyter"
+    for folder in ("client", "widgets"):
+        public_files = [p.name for p in (package / folder).glob("*.py") if not p.name.startswith("_")]
+        assert public_files == [], f"{folder}/ should keep its code in _-prefixed modules: {public_files}"
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        exported = module.__all__
+        assert len(exported) == len(set(exported)), name
+        for attribute in exported:
+            value = getattr(module, attribute)  # every listed name resolves (lazy ones included)
+            if inspect.isclass(value) or inspect.isfunction(value):
+                assert inspect.getdoc(value), f"{name}.{attribute} has no docstring"
+                assert value.__module__.startswith("dcf_jupyter"), (name, attribute)
+    assert "Session" not in importlib.import_module("dcf_jupyter").__all__  # the kernel's session is internal
 
 
 PUBLIC_API = textwrap.dedent("""
@@ -72,12 +95,12 @@ def test_the_public_api_is_typed_not_any(tmp_path: Path) -> None:
     assert len(revealed) == PUBLIC_API.count("reveal_type"), out + err
     assert not [r for r in revealed if r.strip('"') == "Any"], out
     assert revealed[0].startswith('"def (name: str, data: Any =') and "-> str | bytes" in revealed[0]
-    assert revealed[3] == '"list[dcf_jupyter.client.core.FunctionInfo]"'
-    assert "FunctionProxy" in revealed[4] and revealed[5] == '"dcf_jupyter.client.core.Reply"'
-    assert revealed[6] == '"str"' and revealed[7] == '"dcf_jupyter.client.core.Client"'
+    assert revealed[3] == '"list[dcf_jupyter.client._core.FunctionInfo]"'
+    assert "FunctionProxy" in revealed[4] and revealed[5] == '"dcf_jupyter.client._core.Reply"'
+    assert revealed[6] == '"str"' and revealed[7] == '"dcf_jupyter.client._core.Client"'
     assert revealed[9].endswith('-> PIL.Image.Image"')
     # Management calls return typed results, not prose.
-    assert revealed[10:] == ['"dcf_jupyter.client.core.DeployResult"', '"dcf_jupyter.client.core.FunctionInfo"',
+    assert revealed[10:] == ['"dcf_jupyter.client._core.DeployResult"', '"dcf_jupyter.client._core.FunctionInfo"',
                              '"None"']
 
 

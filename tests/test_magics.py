@@ -18,8 +18,8 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 from dcf_jupyter.errors import DeployError, FunctionError, FunctionNotFound
-from dcf_jupyter.notebook.display import JsonList, TextResult, boxes
-from dcf_jupyter.notebook.session import Session, source_of
+from dcf_jupyter.notebook._display import JsonList, TextResult, boxes
+from dcf_jupyter.notebook._session import Session, source_of
 
 HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
 
@@ -216,7 +216,7 @@ def test_boxes_helper_accepts_json_text_and_dcf_strings() -> None:
 
 def test_other_json_displays_as_json() -> None:
     from dcf_jupyter.client import Reply
-    from dcf_jupyter.notebook.display import as_result
+    from dcf_jupyter.notebook._display import as_result
 
     result = as_result(Reply(b'{"a": [1, 2]}', "application/json"))
     assert result == {"a": [1, 2]}

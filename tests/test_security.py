@@ -139,7 +139,7 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
 
 
 def test_embedded_gateway_keeps_a_token_in_the_kernel(tmp_path: Path) -> None:
-    from dcf_jupyter.notebook.session import Session
+    from dcf_jupyter.notebook._session import Session
 
     session = Session(tmp_path / "workspace", announce=lambda _: None)
     try:
@@ -254,7 +254,7 @@ def test_the_cli_names_the_message_limit_and_how_to_raise_it(gateway: GatewayHan
 
 
 def test_a_killed_embedded_gateway_is_reaped_and_its_files_removed(tmp_path: Path) -> None:
-    from dcf_jupyter.notebook.session import Session
+    from dcf_jupyter.notebook._session import Session
     from dcf_jupyter.pids import pid_alive
 
     session = Session(tmp_path / "workspace", announce=lambda _: None)

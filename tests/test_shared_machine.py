@@ -101,7 +101,7 @@ KERNEL_CELL = textwrap.dedent("""
         print("ERROR", type(result.error_in_exec).__name__, result.error_in_exec)
     else:
         print("CALLED", shell.run_cell("squatted()").result)
-    from dcf_jupyter.notebook.session import default_session
+    from dcf_jupyter.notebook._session import default_session
     default_session().close()
 """)
 

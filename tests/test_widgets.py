@@ -18,8 +18,8 @@ import pytest
 from conftest import FUNCTIONS, GatewayHandle
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.widgets.frames import Frame, FrameStream
-from dcf_jupyter.widgets.replies import render_reply
+from dcf_jupyter.widgets._frames import Frame, FrameStream
+from dcf_jupyter.widgets._replies import render_reply
 
 pytest.importorskip("anywidget")
 cv2 = pytest.importorskip("cv2")
@@ -189,7 +189,7 @@ def test_video_stream_sends_every_frame_in_order_and_shows_replies(gateway: Gate
 
 def test_video_stream_draws_boxes_on_the_sent_frame(gateway: GatewayHandle, make_function: Any,
                                                     tmp_path: Path) -> None:
-    from dcf_jupyter.notebook.display import box_color
+    from dcf_jupyter.notebook._display import box_color
     from dcf_jupyter.widgets import VideoStream
 
     gateway.client.deploy(make_function("dog-boxes", BOXES))
@@ -249,7 +249,7 @@ def stft_gateway(gateway: GatewayHandle) -> Any:
 
 
 def test_spectrum_of_a_tone_peaks_at_the_tone(stft_gateway: GatewayHandle, tmp_path: Path) -> None:
-    from dcf_jupyter.widgets.spectrogram import Spectrum, analyze
+    from dcf_jupyter.widgets._spectrogram import Spectrum, analyze
 
     (tmp_path / "tone.wav").write_bytes(tone_wav(1000.0))
     spectrum = analyze(tmp_path / "tone.wav", client=stft_gateway.client)

@@ -167,7 +167,7 @@ def test_camera_draws_ssd_boxes_over_the_frame(browser: Any, lab: Lab, widget_ga
     wait_received(notebook, 10)
     notebook.page.wait_for_function("() => document.querySelector('.dcf-camera').dataset.boxes === '1'")
     screenshot(notebook, "camera-boxes.png")
-    from dcf_jupyter.notebook.display import box_color
+    from dcf_jupyter.notebook._display import box_color
 
     # On the box's left edge, half way down: the stroke in the class colour, over the camera picture.
     assert canvas_pixel(notebook, BOX["xmin"], (BOX["ymin"] + BOX["ymax"]) // 2) == box_color(str(BOX["class"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..client import Client
-from ..client.gpu_report import gpu_lines
+from ..client._gpu_report import gpu_lines
 from ..gateway import find_gateway, stop_gateway
 from ..gateway.command import gateway_command_line
 from ..settings import default_state_dir

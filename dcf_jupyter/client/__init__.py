@@ -6,7 +6,7 @@
         c.call_reply("hello-dcf", b"hi")
 """
 
-from .api import (
+from ._api import (
     call,
     delete,
     deploy,
@@ -15,7 +15,7 @@ from .api import (
     logs,
     stream,
 )
-from .core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply, Result
+from ._core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply, Result
 
 __all__ = [
     "Client",

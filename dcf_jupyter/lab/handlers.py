@@ -29,8 +29,8 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..client.core import Client, FunctionInfo, Reply
-from ..client.discovery import SHARED_ID, GatewayEntry, all_gateways
+from ..client._core import Client, FunctionInfo, Reply
+from ..client._discovery import SHARED_ID, GatewayEntry, all_gateways
 from ..definition.source import iter_source_files
 from ..definition.spec import load_config
 from ..errors import (

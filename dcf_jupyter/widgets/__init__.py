@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "CameraStream": "camera",
-    "VideoStream": "video",
-    "Spectrogram": "spectrogram",
-    "plot_spectrogram": "spectrogram",
-    "FrameStream": "frames",
+    "CameraStream": "_camera",
+    "VideoStream": "_video",
+    "Spectrogram": "_spectrogram",
+    "plot_spectrogram": "_spectrogram",
+    "FrameStream": "_frames",
 }
 
 __all__ = list(_LAZY)

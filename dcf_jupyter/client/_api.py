@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from ..definition.spec import FunctionSpec, load_config
 from ..settings import named_address
-from .core import Client, DeployResult, FunctionInfo, Result
-from .discovery import default_address
+from ._core import Client, DeployResult, FunctionInfo, Result
+from ._discovery import default_address
 
 
 class NotebookRoute(Protocol):

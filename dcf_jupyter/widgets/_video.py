@@ -14,10 +14,10 @@ from typing import Any
 import ipywidgets
 
 from ..client import Client
-from ..notebook.display import boxes
-from ..notebook.session import client_for
-from .frames import Frame, FrameStream
-from .replies import OVERLAYS, render_reply
+from ..notebook._display import boxes
+from ..notebook._session import client_for
+from ._frames import Frame, FrameStream
+from ._replies import OVERLAYS, render_reply
 
 LATENCY_SAMPLES = 120
 

@@ -10,9 +10,9 @@ import anywidget
 import traitlets
 
 from ..client import Client
-from ..notebook.session import client_for
-from .frames import Frame, FrameStream
-from .replies import OVERLAYS, render_reply
+from ..notebook._session import client_for
+from ._frames import Frame, FrameStream
+from ._replies import OVERLAYS, render_reply
 
 STATIC = Path(__file__).parent / "static"
 

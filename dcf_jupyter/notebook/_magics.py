@@ -24,10 +24,10 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, TraitError, Unicode
 
 from ..client import Client, FunctionInfo
-from ..client.gpu_report import gpu_lines
+from ..client._gpu_report import gpu_lines
 from ..errors import ConfigError, DcfError, InvalidName, explain
-from .function import LogText, python_name
-from .session import DEFAULT_WORKSPACE, Session, set_default_session
+from ._function import LogText, python_name
+from ._session import DEFAULT_WORKSPACE, Session, set_default_session
 
 CELL_LINE_OFFSET = 1  # the %%dcf_function line comes before the handler's first line
 
@@ -217,7 +217,7 @@ class DcfMagics(Magics):
         command = args.command
         client = self.session.client
         if command == "call":
-            from .display import as_result
+            from ._display import as_result
 
             if args.file is not None:
                 try:

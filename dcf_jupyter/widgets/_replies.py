@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..notebook.display import BOX_KEYS, box_color, caption_of, image_bytes
+from ..notebook._display import BOX_KEYS, box_color, caption_of, image_bytes
 
 OVERLAYS = ("auto", "image", "boxes", "text")
 TEXT_LIMIT = 4000  # characters shown of a text reply; a widget is no place for megabytes of text

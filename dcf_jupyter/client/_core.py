@@ -56,7 +56,7 @@ from ..protocol.names import (
 )
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
-from .discovery import default_address
+from ._discovery import default_address
 
 MANAGEMENT_TIMEOUT_S = 30.0
 _READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..client import Client, DeployResult, FunctionInfo, Reply
-from .display import as_result
+from ._display import as_result
 
 
 class Session(Protocol):
-    """What a proxy needs of its session (notebook/session.py's, which makes the proxies)."""
+    """What a proxy needs of its session (notebook/_session.py's, which makes the proxies)."""
 
     def client(self) -> Client:
         """The client of the session's gateway."""

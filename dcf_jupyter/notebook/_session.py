@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client, DeployResult, get_client
-from ..client.api import route_to_session  # the notebook's hook: not part of the public face
+from ..client._api import route_to_session  # the notebook's hook: not part of the public face
 from ..definition.check import check_handler_source
 from ..definition.runtimes import canonical_runtime
 from ..definition.scaffold import new_spec, template_text
@@ -34,9 +34,9 @@ from ..definition.spec import (
 from ..errors import ConfigError, DcfError, ForeignGateway, FunctionNotFound, GatewayUnavailable
 from ..ports import describe_user
 from ..settings import ENV_GATEWAY
-from .embedded import EmbeddedGateway
-from .function import FunctionProxy, python_name
-from .progress import Progress, make_progress
+from ._embedded import EmbeddedGateway
+from ._function import FunctionProxy, python_name
+from ._progress import Progress, make_progress
 
 DEFAULT_WORKSPACE = "dcf-functions"
 LOG_POLL_S = 0.5

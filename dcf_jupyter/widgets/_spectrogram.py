@@ -13,9 +13,9 @@ import anywidget
 import traitlets
 
 from ..client import Client
-from ..notebook.display import image_bytes
-from ..notebook.session import client_for
-from .camera import STATIC
+from ..notebook._display import image_bytes
+from ..notebook._session import client_for
+from ._camera import STATIC
 
 NPZ_MAGIC = b"PK\x03\x04"
 DB_RANGE = 100.0  # dB shown below the loudest bin, as the function's own PNG does
