@@ -13,7 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, HANGS_ON_REQUEST, ROOT, call_until_answered, run_cli, start_gateway, with_timeout
+from conftest import (
+    FUNCTIONS,
+    HANGS_ON_REQUEST,
+    ROOT,
+    call_until_answered,
+    run_cli,
+    start_gateway,
+    with_keys,
+    with_timeout,
+)
 
 from dcf_jupyter.backends.launcher import WorkerContainer
 from dcf_jupyter.build.image import (
@@ -180,6 +189,35 @@ def test_limits_become_container_limits_and_a_missing_gpu_says_so(docker, docker
                                           "give"):
         client.deploy(folder, backend="docker")
     assert "limited" not in {f.name for f in client.list()}
+
+
+def test_an_idle_container_goes_to_zero_and_the_next_call_starts_one(docker, docker_gateway, build_options,
+                                                                     make_function) -> None:
+    """The gateway's autoscaler on the docker backend: the container is removed after downscale_delay_s without
+    a call, and the next call waits for a new one (a stream's first frame too)."""
+    folder = with_keys(make_function("napper", "class Handler:\n    def __call__(self, req):\n"
+                                               "        return req.input or b'awake'\n"),
+                       autoscaling={"min_replicas": 0, "max_replicas": 2, "downscale_delay_s": 0.5})
+    build_image(load_config(folder).function(), build_options, client=docker)
+    client = docker_gateway.client
+    assert client.deploy(folder, backend="docker").message == \
+        "Deployed: napper (0-2 replicas, autoscaled, on the docker backend)"
+    try:
+        labelled = {"label": "dcf.function=napper"}
+        assert len(docker.containers.list(filters=labelled)) == 1
+        deadline = time.monotonic() + 30
+        while docker.containers.list(filters=labelled, all=True):
+            assert time.monotonic() < deadline, "the idle container was not removed"
+            time.sleep(0.1)
+        assert next(f for f in client.list() if f.name == "napper").idle
+        started = time.perf_counter()
+        assert client.call("napper", timeout=120) == b"awake"
+        print(f"cold start on the docker backend, call to reply: {time.perf_counter() - started:.2f} s")
+        assert len(docker.containers.list(filters=labelled)) == 1
+        assert list(client.stream("napper", [b"a", b"b", b"c"], timeout=120)) == [b"a", b"b", b"c"]
+        assert next(f for f in client.list() if f.name == "napper").cold_starts >= 1
+    finally:
+        client.delete("napper")
 
 
 def test_a_failing_build_names_the_step_and_shows_the_log(docker, build_options, make_function) -> None:

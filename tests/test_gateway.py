@@ -16,7 +16,6 @@ from conftest import (
     call_until_answered,
     owner_channel,
     start_gateway,
-    with_keys,
     with_timeout,
 )
 
@@ -191,17 +190,6 @@ def test_deploy_with_a_crashing_init_reports_its_traceback(gateway, make_functio
         gateway.client.deploy(folder)
     assert "FileNotFoundError" in str(info.value)
     assert "line 3, in __init__" in info.value.detail
-
-
-def test_autoscaling_on_a_backend_that_cannot_is_one_sentence(gateway, make_function) -> None:
-    folder = with_keys(make_function("elastic", "class Handler:\n    def __call__(self, req):\n        return 1\n"),
-                       autoscaling={"min_replicas": 1, "max_replicas": 3})
-    with pytest.raises(DeployError) as info:
-        gateway.client.deploy(folder)
-    assert str(info.value) == "elastic was not deployed: config.yaml's `autoscaling:` needs the ray backend; the " \
-        "local backend runs a fixed number of replicas: deploy with `--backend ray`, or remove `autoscaling:` and " \
-        "set `replicas:`"
-    assert "elastic" not in [info.name for info in gateway.client.list()]
 
 
 def test_deploy_of_an_image_only_request_explains_itself(stub) -> None:

@@ -285,10 +285,22 @@ def test_the_python_api_takes_autoscaling_keys(ip) -> None:
         dcf_jupyter.function("api-elastic", HELLO, autoscaling={"max_replica": 3, "max_replicas": 3}, deploy=False)
 
 
-def test_autoscaling_flags_on_the_local_backend_say_it_needs_ray(ip, capsys) -> None:
-    ip.run_cell("%%dcf_function nb-elastic-local --max-replicas 2\n" + HELLO)
-    err = capsys.readouterr().err
-    assert "`autoscaling:` needs the ray backend" in err and "Traceback" not in err, err
+def test_autoscaling_flags_deploy_on_the_local_backend_down_to_zero(ip, capsys) -> None:
+    import dcf_jupyter
+    from dcf_jupyter.definition.spec import load_config
+
+    result = ip.run_cell("%%dcf_function nb-elastic-local --min-replicas 0 --max-replicas 2 --downscale-delay 60\n"
+                         + HELLO)
+    assert result.success, capsys.readouterr().err
+    try:
+        spec = load_config(ip.magics_manager.registry["DcfMagics"].session.workspace / "nb-elastic-local").function(
+            "nb-elastic-local")
+        assert spec.autoscaling is not None
+        assert spec.autoscaling.as_dict() == {"min_replicas": 0, "max_replicas": 2, "downscale_delay_s": 60.0}
+        listed = next(f for f in dcf_jupyter.list_functions() if f.name == "nb-elastic-local")
+        assert listed.autoscaling == (0, 2) and listed.replicas_said == "1/1 (autoscaled 0-2)"
+    finally:
+        dcf_jupyter.delete("nb-elastic-local")
 
 
 def test_embedded_gateway_starts_when_none_answers_and_stops_with_the_session(tmp_path: Path) -> None:

@@ -192,6 +192,25 @@ def test_an_autoscaled_function_gets_a_replica_under_load_and_gives_it_back(ray_
         ray_gateway.client.delete("busy")
 
 
+@pytest.mark.timeout(600)
+def test_an_idle_function_goes_to_zero_replicas_and_a_call_waits_for_serve_to_start_one(
+        ray_gateway: GatewayHandle, make_function) -> None:
+    """`min_replicas: 0` on Ray: the deploy still starts one (Serve's initial_replicas), Serve removes it when
+    idle, and a call then waits in Serve's queue for the replica Serve starts for it."""
+    folder = with_keys(make_function("dozy", BUSY), limits={"cpu": "0.5"}, autoscaling={
+        "min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 1})
+    said = ray_gateway.client.deploy(folder).message
+    assert said == "Deployed: dozy (0-1 replicas, autoscaled, on the ray backend)"
+    try:
+        assert ray_gateway.client.get("dozy").available_replicas == 1
+        assert wait_for(lambda: ray_gateway.client.get("dozy").idle, within=180), ray_gateway.client.get("dozy")
+        started = time.monotonic()
+        assert ray_gateway.client.call("dozy", b"", timeout=180)  # the replica's id, Serve's name for it
+        print(f"Ray: a call at 0 replicas answered after {time.monotonic() - started:.1f} s")
+    finally:
+        ray_gateway.client.delete("dozy")
+
+
 def wait_for(condition, within: float) -> bool:
     """Whether `condition()` became true within `within` seconds (checked every 0.5 s)."""
     deadline = time.monotonic() + within

@@ -6,13 +6,15 @@ import abc
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from ..definition.spec import FunctionSpec
 from .gpu_allocator import GpuAllocator, Grant, NoGpu
+
+R = TypeVar("R")
 
 
 class DeployFailed(Exception):
@@ -100,6 +102,12 @@ class Deployment(abc.ABC):
         self._ready: list[WorkerLink] = []
         self._next = 0
         self._changed = asyncio.Event()
+        # Load, as an autoscaler reads it: calls (and open streams) each replica holds, and callers waiting for
+        # one. Counted on the event loop, so a replica chosen for removal while idle has no call on its way.
+        self._holds: dict[int, int] = {}
+        self.waiting = 0
+        self.load_changed = asyncio.Event()
+        self.wakes_on_call = False  # at 0 replicas a call waits for one to start (an autoscaler starts it)
 
     @abc.abstractmethod
     def _ready_links(self) -> list[WorkerLink]:
@@ -110,25 +118,75 @@ class Deployment(abc.ABC):
         self._changed.set()
 
     async def pick(self, timeout: float) -> WorkerLink:
-        """A ready replica's link (round-robin), waiting up to `timeout` seconds; NoReplica otherwise."""
+        """A ready replica's link (round-robin), waiting up to `timeout` seconds; NoReplica otherwise. The link
+        is held for the caller until it calls `let_go(link)`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            ready = self._ready
-            if ready:
-                self._next = (self._next + 1) % len(ready)
-                link = ready[self._next]
-                if link.is_open:
-                    return link
-            if self.replicas == 0:
-                raise NoReplica(f"{self.spec.name} is scaled to 0 replicas")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                detail = f" (last error: {self.last_error})" if self.last_error else ""
-                raise NoReplica(f"no replica of {self.spec.name} became ready within {timeout:g}s{detail}")
-            self._changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+        self._wait(+1)
+        try:
+            while True:
+                ready = self._ready
+                if ready:
+                    self._next = (self._next + 1) % len(ready)
+                    link = ready[self._next]
+                    if link.is_open:
+                        self.hold(link)
+                        return link
+                if self.replicas == 0 and not self.wakes_on_call:
+                    raise NoReplica(f"{self.spec.name} is scaled to 0 replicas")
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    detail = f" (last error: {self.last_error})" if self.last_error else ""
+                    raise NoReplica(f"no replica of {self.spec.name} became ready within {timeout:g}s{detail}")
+                self._changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+        finally:
+            self._wait(-1)
+
+    def _wait(self, change: int) -> None:
+        self.waiting += change
+        self.load_changed.set()
+
+    def hold(self, link: WorkerLink) -> None:
+        """Count a call (or an open stream) on `link` until `let_go(link)`."""
+        self._holds[id(link)] = self._holds.get(id(link), 0) + 1
+        self.load_changed.set()
+
+    def let_go(self, link: WorkerLink) -> None:
+        """A call (or stream) that `pick` or `hold` counted on `link` has ended."""
+        left = self._holds.get(id(link), 0) - 1
+        if left > 0:
+            self._holds[id(link)] = left
+        else:
+            self._holds.pop(id(link), None)
+        self.load_changed.set()
+
+    def holds(self, link: WorkerLink | None) -> int:
+        """Calls and streams in flight on `link`."""
+        return 0 if link is None else self._holds.get(id(link), 0)
+
+    @property
+    def ongoing(self) -> int:
+        """Calls and streams in flight on all replicas, plus callers waiting for one."""
+        return sum(self._holds.values()) + self.waiting
+
+    @staticmethod
+    def _free_indices(taken: Collection[int], count: int) -> list[int]:
+        """The `count` smallest replica indices not in `taken` (a scale-down may leave gaps; an index names a
+        replica's GPUs, container and log lines, so two replicas never share one)."""
+        free: list[int] = []
+        index = 0
+        while len(free) < count:
+            if index not in taken:
+                free.append(index)
+            index += 1
+        return free
+
+    def _removal_order(self, replicas: Sequence[R], link_of: Callable[[R], WorkerLink | None]) -> list[R]:
+        """`replicas` in the order a scale-down removes them: idle ones first (no call is cut short where that
+        can be helped), the newest first among equals."""
+        return sorted(reversed(replicas), key=lambda replica: self.holds(link_of(replica)) > 0)
 
     @abc.abstractmethod
     def recycle(self, link: WorkerLink) -> str:

@@ -55,7 +55,8 @@ class DockerBackend(Backend):
 class _Container:
     """One replica: its container and the gRPC link to its worker."""
 
-    def __init__(self, container: Any, port: int, link: GrpcLink, grant: Grant | None) -> None:
+    def __init__(self, index: int, container: Any, port: int, link: GrpcLink, grant: Grant | None) -> None:
+        self.index = index
         self.container = container
         self.grant = grant
         self.port = port
@@ -153,7 +154,7 @@ class DockerDeployment(Deployment):
             raise
         if grant is not None and self.backend.gpus is not None:
             grant = self.backend.gpus.started(grant, int(container.attrs.get("State", {}).get("Pid") or 0))
-        replica = _Container(container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message), grant)
+        replica = _Container(index, container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message), grant)
         loop = asyncio.get_running_loop()
 
         def healthy() -> bool:  # asked from the waiting thread, answered on the loop that owns the link
@@ -169,18 +170,22 @@ class DockerDeployment(Deployment):
         return replica
 
     async def scale(self, replicas: int) -> None:
-        while len(self._containers) > replicas:
-            await self._remove(self._containers.pop())
-        self._replicas_changed()
-        started = await asyncio.gather(*(self._start_one(i) for i in range(len(self._containers), replicas)),
-                                       return_exceptions=True)
+        surplus = len(self._containers) - replicas
+        if surplus > 0:
+            gone = self._removal_order(self._containers, lambda replica: replica.link)[:surplus]
+            for replica in gone:
+                self._containers.remove(replica)
+            self._replicas_changed()  # off the ready list before they stop: no new call reaches them
+            await asyncio.gather(*(self._remove(replica) for replica in gone))
+        indices = self._free_indices({c.index for c in self._containers}, replicas - len(self._containers))
+        started = await asyncio.gather(*(self._start_one(i) for i in indices), return_exceptions=True)
         failures = [r for r in started if isinstance(r, BaseException)]
-        for replica in started:
-            if isinstance(replica, _Container):
+        for outcome in started:
+            if isinstance(outcome, _Container):
                 if failures:
-                    await self._remove(replica)
+                    await self._remove(outcome)
                 else:
-                    self._containers.append(replica)
+                    self._containers.append(outcome)
         if failures:
             failure = failures[0]
             raise failure if isinstance(failure, DeployFailed) else DeployFailed(f"{type(failure).__name__}: {failure}")
@@ -198,14 +203,14 @@ class DockerDeployment(Deployment):
                 if healthy != replica.ready:
                     replica.ready = healthy
                     if not healthy:
-                        self.last_error = f"replica {self._containers.index(replica)} stopped answering"
+                        self.last_error = f"replica {replica.index} stopped answering"
                     self._replicas_changed()
 
     def recycle(self, link: WorkerLink) -> str:
-        for index, replica in enumerate(self._containers):
+        for replica in self._containers:
             if replica.link is link and not replica.restarting:
                 replica.ready, replica.restarting = False, True
-                self.last_error = f"replica {index} was stuck in a call; restarting its container"
+                self.last_error = f"replica {replica.index} was stuck in a call; restarting its container"
                 self._replicas_changed()
                 task = asyncio.create_task(self._restart(replica))
                 self._restarts.add(task)
@@ -243,9 +248,9 @@ class DockerDeployment(Deployment):
     async def logs(self, lines: int) -> str | None:
         def read() -> str:
             parts = []
-            for index, replica in enumerate(self._containers):
+            for replica in self._containers:
                 text = replica.container.logs(tail=lines).decode("utf-8", "replace")
-                parts.append(text if len(self._containers) == 1 else f"--- replica {index} ---\n{text}")
+                parts.append(text if len(self._containers) == 1 else f"--- replica {replica.index} ---\n{text}")
             return "".join(parts)
 
         try:

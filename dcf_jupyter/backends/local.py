@@ -136,13 +136,17 @@ class LocalDeployment(Deployment):
         return [r.grant for r in self._replicas if r.grant is not None]
 
     async def scale(self, replicas: int) -> None:
-        while len(self._replicas) > replicas:
-            gone = self._replicas.pop()
-            await gone.stop()
-            self._release([gone])
+        surplus = len(self._replicas) - replicas
+        if surplus > 0:
+            gone = self._removal_order(self._replicas, lambda replica: replica.link)[:surplus]
+            for replica in gone:
+                self._replicas.remove(replica)
+            self._replicas_changed()  # off the ready list before they stop: no new call reaches them
+            await asyncio.gather(*(replica.stop() for replica in gone))
+            self._release(gone)
         new: list[_Replica] = []
         try:
-            for index in range(len(self._replicas), replicas):
+            for index in self._free_indices({r.index for r in self._replicas}, replicas - len(self._replicas)):
                 new.append(_Replica(self, index, self._grant(index)))
         except DeployFailed:
             self._release(new)

@@ -296,7 +296,9 @@ class RayBackend(Backend):
         replica: Any = serve.deployment(FunctionReplica)  # Serve's typing of the decorator is loose
         # An autoscaled function has no fixed count: Serve keeps it between min_replicas and max_replicas.
         autoscaling = spec.function.autoscaling
-        count = {"autoscaling_config": autoscaling.as_dict()} if autoscaling else {"num_replicas": replicas}
+        # min_replicas 0 starts one all the same, as the other backends do: a deploy proves the Handler loads.
+        count = ({"autoscaling_config": {**autoscaling.as_dict(), "initial_replicas": max(1, autoscaling.min_replicas)}}
+                 if autoscaling else {"num_replicas": replicas})
         deployment = replica.options(
             name=spec.name, **count,
             max_ongoing_requests=QUEUED_PER_SLOT * max(1, spec.function.concurrency),
@@ -456,9 +458,11 @@ class RayDeployment(Deployment):
     def __init__(self, backend: RayBackend, spec: DeploymentSpec) -> None:
         super().__init__(spec)
         self.backend = backend
-        # An autoscaled function starts (and may go down to) min_replicas; Serve decides the rest.
+        # An autoscaled function starts min_replicas (at least one) and may go down to min_replicas; Serve
+        # decides the rest, and at 0 replicas its handle holds a call until one has started.
         autoscaling = spec.function.autoscaling
-        self._wanted = autoscaling.min_replicas if autoscaling else spec.replicas
+        self._wanted = max(1, autoscaling.min_replicas) if autoscaling else spec.replicas
+        self.wakes_on_call = autoscaling is not None and autoscaling.min_replicas == 0
         self._link: ServeLink | None = None
         self._was_serving: tuple[DeploymentSpec, int] | None = None  # what ran before this start or scale
 

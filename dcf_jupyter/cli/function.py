@@ -350,7 +350,8 @@ def call(state: CliState, name: str, data: str | None, timeout: float | None, ve
 
 @function.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-@click.option("-v", "--verbose", is_flag=True, help="also the GPUs each replica holds, and their memory use")
+@click.option("-v", "--verbose", is_flag=True,
+              help="also the GPUs each replica holds (and their memory use), and cold starts")
 @pass_state
 @reports_errors
 def list_(state: CliState, as_json: bool, verbose: bool) -> None:
@@ -363,15 +364,18 @@ def list_(state: CliState, as_json: bool, verbose: bool) -> None:
     rows = [("Function", "Image", "Maintainer", "Invocations", "Replicas", "Status", "Backend", "Description")]
     for f in functions:
         rows.append((f.name, f.image or "-", f.annotations.get("dcf.maintainer", ""), str(f.invocations),
-                     f"{f.available_replicas}/{f.replicas}",
+                     f.replicas_said,
                      f"{f.status} ({f.annotations[DEPLOYED_BY]}'s)" if f.deployed_elsewhere else f.status,
                      f.backend, f.annotations.get("dcf.desc", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         if verbose and index > 0:
-            for held in functions[index - 1].gpus:
+            listed = functions[index - 1]
+            for held in listed.gpus:
                 click.echo(f"    replica {held.replica}: {held.describe()}")
+            if listed.cold_starts:
+                click.echo(f"    {listed.cold_starts_said}")
     if not functions:
         click.echo("(no functions deployed; `dcf function deploy -f config.yaml` deploys one)")
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,32 @@ class FunctionInfo:
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     gpus: list[ReplicaGpus] = field(default_factory=list)  # per replica, on the local and docker backends
+    autoscaling: tuple[int, int] | None = None  # (min_replicas, max_replicas) when config.yaml autoscales it
+    cold_starts: int = 0  # replica starts that a call at 0 replicas waited for
+    last_cold_start_s: float = 0.0  # how long the last one took
+    last_cold_start_at: float = 0.0  # when it ended (Unix seconds; 0: never)
+
+    @property
+    def idle(self) -> bool:
+        """Scaled to zero while no call comes: the next call starts a replica."""
+        return self.status == "Idle"
+
+    @property
+    def replicas_said(self) -> str:
+        """Its replicas in words: '2/3', 'idle (0 replicas)', '1/1 (autoscaled 0-3)'."""
+        if self.idle:
+            return "idle (0 replicas)"
+        said = f"{self.available_replicas}/{self.replicas}"
+        return said if self.autoscaling is None else f"{said} (autoscaled {self.autoscaling[0]}-{self.autoscaling[1]})"
+
+    @property
+    def cold_starts_said(self) -> str:
+        """'3 cold starts, the last 0.41 s at 14:02:11' ('' when there was none)."""
+        if not self.cold_starts:
+            return ""
+        when = time.strftime("%H:%M:%S", time.localtime(self.last_cold_start_at))
+        return (f"{self.cold_starts} cold start{'s' if self.cold_starts != 1 else ''}, the last "
+                f"{self.last_cold_start_s:.2f} s at {when}")
 
     def scaled(self) -> str:
         """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)'."""
@@ -147,6 +174,9 @@ class FunctionInfo:
             available_replicas=fn.AvailableReplicas, status=fn.Status or "Ready", backend=fn.Backend,
             error=fn.Error, annotations=dict(fn.Annotations), labels=dict(fn.Labels),
             gpus=[ReplicaGpus(g.Replica, tuple(g.Devices), g.Share or 1.0, g.MemoryUsed) for g in fn.Gpus],
+            autoscaling=(fn.MinReplicas, fn.MaxReplicas) if fn.Autoscaled else None,
+            cold_starts=fn.ColdStarts, last_cold_start_s=fn.LastColdStartSeconds,
+            last_cold_start_at=fn.LastColdStartAt,
         )
 
 

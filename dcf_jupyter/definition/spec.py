@@ -154,11 +154,17 @@ AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests", "
                     "downscale_delay_s")
 
 
+# Ray Serve's defaults, so that one config.yaml means the same on every backend.
+DEFAULT_TARGET_ONGOING_REQUESTS = 2.0
+DEFAULT_UPSCALE_DELAY_S = 30.0
+DEFAULT_DOWNSCALE_DELAY_S = 600.0
+
+
 @dataclass
 class Autoscaling:
-    """`autoscaling:` of a function: Ray Serve keeps between `min_replicas` and `max_replicas` replicas, about
-    `target_ongoing_requests` calls in each; the delays are how long load must stay high (low) before it adds
-    (removes) one. Unset numbers are Serve's defaults."""
+    """`autoscaling:` of a function: keep between `min_replicas` (0: none while idle) and `max_replicas` replicas,
+    about `target_ongoing_requests` calls in each; the delays are how long load must stay high (low) before
+    replicas are added (removed). Unset numbers are Ray Serve's defaults, on every backend."""
 
     min_replicas: int = 1
     max_replicas: int = 1
@@ -170,6 +176,30 @@ class Autoscaling:
         """The keys that are set, as config.yaml and Serve's `autoscaling_config` name them."""
         values = {key: getattr(self, key) for key in AUTOSCALING_KEYS}
         return {key: value for key, value in values.items() if value is not None}
+
+    @property
+    def target(self) -> float:
+        """Calls in flight per replica the autoscaler aims for."""
+        return DEFAULT_TARGET_ONGOING_REQUESTS if self.target_ongoing_requests is None else self.target_ongoing_requests
+
+    @property
+    def upscale_delay(self) -> float:
+        """Seconds load must stay above the target before replicas are added."""
+        return DEFAULT_UPSCALE_DELAY_S if self.upscale_delay_s is None else self.upscale_delay_s
+
+    @property
+    def downscale_delay(self) -> float:
+        """Seconds load must stay below the target (or calls stay away) before replicas are removed."""
+        return DEFAULT_DOWNSCALE_DELAY_S if self.downscale_delay_s is None else self.downscale_delay_s
+
+    def clamp(self, replicas: int) -> int:
+        """`replicas` within min_replicas..max_replicas."""
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+    @property
+    def said(self) -> str:
+        """'0-3 replicas, autoscaled' as deploy messages and listings say it."""
+        return f"{self.min_replicas}-{self.max_replicas} replicas, autoscaled"
 
 
 @dataclass
@@ -398,7 +428,7 @@ class _Reader:
         self.unknown_keys(data, f"{key}.", AUTOSCALING_KEYS)
         if "max_replicas" not in data:
             raise self.fail(f"{key}.max_replicas", "missing: autoscaling needs the most replicas it may run")
-        low = self.integer(data.get("min_replicas"), f"{key}.min_replicas", low=1, high=MAX_REPLICAS, default=1)
+        low = self.integer(data.get("min_replicas"), f"{key}.min_replicas", low=0, high=MAX_REPLICAS, default=1)
         high = self.integer(data.get("max_replicas"), f"{key}.max_replicas", low=1, high=MAX_REPLICAS, default=1)
         if high < low:
             raise self.fail(f"{key}.max_replicas", f"is {high}, fewer than min_replicas ({low})")

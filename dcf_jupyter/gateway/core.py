@@ -12,7 +12,9 @@ import grpc
 
 from ..backends.base import Backend, Deployment
 from ..backends.gpu_allocator import GpuAllocator
+from ..logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
+from .autoscaler import Autoscaler, ColdStarts
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, valid_name
 
@@ -45,6 +47,7 @@ class GatewayCore:
         self.gpus = gpus  # the GPUs the local and docker backends hand out
         self.registry = Registry(state_dir)
         self.deployments: dict[str, Deployment] = {}
+        self._autoscalers: dict[int, Autoscaler] = {}  # by id() of the deployment it scales
         self.start_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
@@ -87,6 +90,50 @@ class GatewayCore:
                              "cluster: this gateway lists it but leaves it alone; call and manage it through that "
                              "gateway")
         return Abort(grpc.StatusCode.NOT_FOUND, f"function {name!r} is not deployed{listing}")
+
+    # --- serving ---------------------------------------------------------------
+
+    def serve(self, record: FunctionRecord, deployment: Deployment) -> Deployment | None:
+        """Route `record.name`'s calls to `deployment` (started), with an autoscaler of the gateway's own when
+        its config.yaml asks for `autoscaling:` and its backend does not scale by itself; the deployment it
+        replaces, if any (to stop with `stop`)."""
+        previous = self.deployments.get(record.name)
+        self.deployments[record.name] = deployment
+        policy = deployment.spec.function.autoscaling
+        backend = self.backends.get(record.backend)
+        if policy is not None and backend is not None and not backend.autoscales:
+            scaler = Autoscaler(
+                deployment, policy,
+                cold_starts=ColdStarts(record.cold_starts, record.last_cold_start_s, record.last_cold_start_at),
+                on_change=lambda: self._scaled(record.name, deployment),
+                note=lambda line: note(self.log_path(record.name), line))
+            self._autoscalers[id(deployment)] = scaler
+            scaler.start()
+        return previous
+
+    def autoscaler(self, deployment: Deployment) -> Autoscaler | None:
+        """The gateway's autoscaler of `deployment`, if it has one."""
+        return self._autoscalers.get(id(deployment))
+
+    def _scaled(self, name: str, deployment: Deployment) -> None:
+        """Remember an autoscaler's replica count and cold starts, for List and for a restart."""
+        record = self.registry.records.get(name)
+        scaler = self.autoscaler(deployment)
+        if record is None or scaler is None or self.deployments.get(name) is not deployment:
+            return
+        record.replicas = deployment.replicas
+        cold = scaler.cold_starts
+        record.cold_starts, record.last_cold_start_s, record.last_cold_start_at = cold.count, cold.last_seconds, \
+            cold.last_at
+        self.registry.save()
+
+    async def stop(self, deployment: Deployment, *, release: bool = False) -> None:
+        """Stop `deployment`'s autoscaler, then its replicas (`release`: the gateway is stopping, so a cluster
+        engine's replicas keep serving)."""
+        scaler = self._autoscalers.pop(id(deployment), None)
+        if scaler is not None:
+            await scaler.close()
+        await (deployment.release() if release else deployment.stop())
 
     def route(self, name: str) -> tuple[FunctionRecord, Deployment]:
         """The record and serving deployment of `name`; an Abort saying why when there is none."""

@@ -52,7 +52,7 @@ class Deployer:
                 self.core.start_errors[record.name] = message
                 log.error("could not restart %s: %s", record.name, message)
                 return
-            self.core.deployments[record.name] = deployment
+            self.core.serve(record, deployment)
             self.core.start_errors.pop(record.name, None)
             log.info("restarted %s (revision %d, %d replica(s))", record.name, record.revision, record.replicas)
 
@@ -68,7 +68,7 @@ class Deployer:
             if after is not None:
                 await asyncio.gather(after, return_exceptions=True)
             if previous is not None:
-                await previous.stop()
+                await self.core.stop(previous)
             if folder is not None:
                 await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
@@ -85,10 +85,8 @@ class Deployer:
         if not self.core.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
         backend = await self.core.backend(record.backend)
-        if spec.autoscaling and not backend.autoscales:
-            raise ConfigError(f"config.yaml's `autoscaling:` needs the ray backend; the {record.backend} backend "
-                              "runs a fixed number of replicas: deploy with `--backend ray`, or remove `autoscaling:` "
-                              "and set `replicas:`")
+        if spec.autoscaling is not None:  # a restart resumes at the count it had, within the bounds
+            record.replicas = spec.autoscaling.clamp(record.replicas)
         return backend.create(
             DeploymentSpec(
                 function=spec,
@@ -138,15 +136,14 @@ class Deployer:
                 raise
             backend, replicas = record.backend, record.replicas
             # The new revision is ready: switch calls to it, then retire the old one.
-            previous = self.core.deployments.get(name)
-            self.core.deployments[name] = deployment
+            previous = self.core.serve(record, deployment)
             self.core.start_errors.pop(name, None)
             self.core.registry.put(record)
             self._retire(name, previous, self.core.function_dir(name) / f"rev-{old.revision}" if old else None)
             verb = "Updated" if old else "Deployed"
             log.info("%s %s (revision %d, %d replica(s), %s)", verb.lower(), name, revision, replicas, backend)
             if spec.autoscaling:
-                replicas_said = f"{spec.autoscaling.min_replicas}-{spec.autoscaling.max_replicas} replicas, autoscaled,"
+                replicas_said = f"{spec.autoscaling.said},"
             else:
                 replicas_said = f"{replicas} replica{'s' if replicas != 1 else ''}"
             return pb.Message(Msg=f"{verb}: {name} ({replicas_said} on the {backend} backend{_placement(deployment)})")
@@ -186,12 +183,17 @@ class Deployer:
             name=name,
             backend=backend,
             revision=revision,
-            replicas=request.Replicas or (old.replicas if old else spec.replicas),
+            # An autoscaled function starts min_replicas, and one at least: a deploy proves its Handler loads.
+            replicas=(max(1, spec.autoscaling.min_replicas) if spec.autoscaling else
+                      request.Replicas or (old.replicas if old else spec.replicas)),
             image=request.Image or spec.image_ref,
             env=dict(request.EnvVars),
             labels={**spec.labels, **request.Labels},
             annotations={**annotations, **spec.annotations, **request.Annotations},
             invocations=old.invocations if old else 0,
+            cold_starts=old.cold_starts if old else 0,
+            last_cold_start_s=old.last_cold_start_s if old else 0.0,
+            last_cold_start_at=old.last_cold_start_at if old else 0.0,
             created=old.created if old else time.time(),
         )
 
@@ -219,7 +221,7 @@ class Deployer:
                 raise self.core.not_deployed(name)
             deployment = self.core.deployments.pop(name, None)
             if deployment is not None:
-                await deployment.stop()
+                await self.core.stop(deployment)
             await self.retired(name)
             self.core.registry.remove(name)
             self.core.start_errors.pop(name, None)

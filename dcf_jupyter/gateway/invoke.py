@@ -79,18 +79,51 @@ class Invoker:
         self.core = core
 
     async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
+        """A ready replica's link, held for this call until `deployment.let_go(link)`; at 0 replicas of an
+        autoscaled function, the one the call starts (a cold start)."""
         remaining = context.time_remaining()
+        scaler = self.core.autoscaler(deployment)
+        if scaler is not None and deployment.replicas == 0:
+            # Starting a replica may take as long as the function may answer in (models load), within the
+            # caller's own deadline.
+            limit = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
+            return await self._pick_waking(deployment, scaler.wake(),
+                                           limit if remaining is None else min(limit, max(remaining, 0.0)))
         timeout = self.core.ready_timeout if remaining is None else min(self.core.ready_timeout, max(remaining, 0.0))
         try:
             return await deployment.pick(timeout)
         except NoReplica as exc:
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
 
+    @staticmethod
+    async def _pick_waking(deployment: Deployment, waking: asyncio.Future[None], timeout: float) -> Any:
+        """The replica a cold start brings, or the start's failure in a sentence as soon as it fails."""
+        picking = asyncio.ensure_future(deployment.pick(timeout))
+        either: set[asyncio.Future[Any]] = {picking, waking}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller went away: the replica picked meanwhile is not kept for it
+            if not picking.cancel() and not picking.cancelled() and picking.exception() is None:
+                deployment.let_go(picking.result())
+            raise
+        failed = waking.done() and not waking.cancelled() and waking.exception() is not None
+        if not picking.done() and failed:
+            picking.cancel()  # not done, so it holds no replica
+            raise Abort(grpc.StatusCode.UNAVAILABLE, f"{deployment.spec.name} had no replica running, and starting "
+                                                     f"one failed: {waking.exception()}")
+        try:
+            return await picking
+        except NoReplica as exc:
+            raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
         record, deployment = self.core.route(_service_of(raw))
         link = await self._pick(record, deployment, context)
-        self.core.registry.count(record)
-        return await _answer(link.call(form, raw), record, deployment, link)
+        try:
+            self.core.registry.count(record)
+            return await _answer(link.call(form, raw), record, deployment, link)
+        finally:
+            deployment.let_go(link)
 
     @unary_rpc
     async def Invoke(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -104,10 +137,13 @@ class Invoker:
     async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         record, deployment = self.core.route(_service_of(raw))
         link = await self._pick(record, deployment, context)
-        self.core.registry.count(record)
-        with _call_failures(record):
-            async for item in link.stream(raw):
-                yield item
+        try:
+            self.core.registry.count(record)
+            with _call_failures(record):
+                async for item in link.stream(raw):
+                    yield item
+        finally:
+            deployment.let_go(link)
 
     @streaming_rpc
     async def Invokes(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -163,7 +199,8 @@ class Invoker:
             # Cancelled, failed or refused: the worker skips the calls it has not started.
             pumping.cancel()
             if bound is not None:
-                _, _, link = bound
+                _, deployment, link = bound
                 for call_id in unanswered:
                     link.cancel(call_id)
+                deployment.let_go(link)  # the stream held its replica from its first message on
 

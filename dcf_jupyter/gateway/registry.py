@@ -27,6 +27,9 @@ class FunctionRecord:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     invocations: int = 0
+    cold_starts: int = 0  # replica starts that a call at 0 replicas waited for (autoscaling)
+    last_cold_start_s: float = 0.0
+    last_cold_start_at: float = 0.0
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 

@@ -50,7 +50,7 @@ class Gateway:
         """Stop every replica this gateway runs (a cluster's keep serving, for the next gateway to re-attach)
         and save the registry."""
         deployments, self.core.deployments = self.core.deployments, {}
-        await asyncio.gather(self.deployer.retired(), *(d.release() for d in deployments.values()),
+        await asyncio.gather(self.deployer.retired(), *(self.core.stop(d, release=True) for d in deployments.values()),
                              return_exceptions=True)
         self.core.registry.flush()
         for backend in self.core.backends.values():
@@ -70,9 +70,12 @@ class Gateway:
         error = self.core.start_errors.get(record.name, "")
         if deployment is None:
             status = "Failed" if error else "Not Ready"
+        elif deployment.ready_replicas == 0 and deployment.replicas == 0 and deployment.wakes_on_call:
+            status = "Idle"  # scaled to zero: the next call starts a replica
         else:
             status = "Ready" if deployment.ready_replicas > 0 else "Not Ready"
             error = "" if status == "Ready" else deployment.last_error
+        autoscaling = (deployment.spec.function.autoscaling if deployment is not None else None)
         return pb.Function(
             Name=record.name,
             Image=record.image,
@@ -87,6 +90,12 @@ class Gateway:
             Gpus=[pb.ReplicaGpus(Replica=g.replica, Devices=g.devices, Share=g.share,
                                  MemoryUsed=gpu_memory.get(g.pid, 0))
                   for g in (deployment.gpu_grants() if deployment else [])],
+            Autoscaled=autoscaling is not None,
+            MinReplicas=autoscaling.min_replicas if autoscaling else 0,
+            MaxReplicas=autoscaling.max_replicas if autoscaling else 0,
+            ColdStarts=record.cold_starts,
+            LastColdStartSeconds=record.last_cold_start_s,
+            LastColdStartAt=record.last_cold_start_at,
         )
 
     @unary_rpc

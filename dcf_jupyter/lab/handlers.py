@@ -74,7 +74,10 @@ def status_of(error: DcfError) -> int:
 
 def function_json(info: FunctionInfo) -> dict[str, Any]:
     """A function as the panel shows it; `managed` is false for another gateway's (listed, not ours to change)."""
-    return {**asdict(info), "ready": f"{info.available_replicas}/{info.replicas}",
+    scaling = "; ".join(part for part in (
+        f"autoscaled {info.autoscaling[0]}-{info.autoscaling[1]}" if info.autoscaling else "",
+        info.cold_starts_said) if part)
+    return {**asdict(info), "ready": f"{info.available_replicas}/{info.replicas}", "scaling": scaling,
             "managed": not info.deployed_elsewhere}
 
 

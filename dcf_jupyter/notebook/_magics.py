@@ -38,7 +38,7 @@ class FunctionTable:
     COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "GPUs", "Image")
 
     def __init__(self, functions: list[FunctionInfo]) -> None:
-        self.rows = [(f.name, f.status, f"{f.available_replicas}/{f.replicas}", str(f.invocations), f.backend,
+        self.rows = [(f.name, f.status, f.replicas_said, str(f.invocations), f.backend,
                       "; ".join(f"{g.replica}: {g.describe()}" for g in f.gpus) or "-", f.image or "-")
                      for f in functions]
 
@@ -124,7 +124,8 @@ def _dcf_parser() -> _Parser:
 
 def _autoscaling_flags(args: argparse.Namespace) -> dict[str, float] | None:
     """config.yaml's `autoscaling:` from %%dcf_function's flags; None when none was given."""
-    given = {key: getattr(args, key) for key in ("min_replicas", "max_replicas", "target_ongoing_requests")}
+    given = {key: getattr(args, key) for key in ("min_replicas", "max_replicas", "target_ongoing_requests",
+                                                 "upscale_delay_s", "downscale_delay_s")}
     given = {key: value for key, value in given.items() if value is not None}
     if not given:
         return None
@@ -176,10 +177,15 @@ class DcfMagics(Magics):
     @argument("--backend", default=None, help="where it runs (default: the gateway's, local)")
     @argument("--replicas", type=int, default=None, help="worker replicas (default 1)")
     @argument("--max-replicas", type=int, default=None,
-              help="autoscale up to this many replicas (ray backend; config.yaml's autoscaling:)")
-    @argument("--min-replicas", type=int, default=None, help="autoscale down to this many (default 1)")
+              help="autoscale up to this many replicas (config.yaml's autoscaling:)")
+    @argument("--min-replicas", type=int, default=None,
+              help="autoscale down to this many (default 1; 0: none while idle, the next call starts one)")
     @argument("--target-ongoing-requests", type=float, default=None, metavar="N",
-              help="calls in flight per replica the autoscaler aims for (Serve's default 2)")
+              help="calls in flight per replica the autoscaler aims for (default 2, as Ray Serve)")
+    @argument("--upscale-delay", dest="upscale_delay_s", type=float, default=None, metavar="S",
+              help="seconds load stays high before replicas are added (default 30)")
+    @argument("--downscale-delay", dest="downscale_delay_s", type=float, default=None, metavar="S",
+              help="seconds load stays low (or no call comes) before replicas are removed (default 600)")
     @argument("--no-deploy", action="store_true", help="only write the function folder")
     @cell_magic
     def dcf_function(self, line: str, cell: str) -> None:

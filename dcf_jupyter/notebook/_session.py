@@ -175,7 +175,7 @@ class Session:
         """Write `workspace/name` from handler `source`, deploy it (unless `deploy` is False), return its proxy.
 
         Deploying a name again updates it in place: the old replicas serve until the new ones are ready.
-        `autoscaling` is config.yaml's `autoscaling:` (ray backend): min_replicas, max_replicas, ...
+        `autoscaling` is config.yaml's `autoscaling:`: min_replicas (0: none while idle), max_replicas, ...
         """
         validate_name(name)
         check_handler_source(source, where, "Handler", line_offset=line_offset)

@@ -112,7 +112,7 @@ class Functions(_message.Message):
     def __init__(self, Functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus")
+    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus", "Autoscaled", "MinReplicas", "MaxReplicas", "ColdStarts", "LastColdStartSeconds", "LastColdStartAt")
     class AnnotationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,12 @@ class Function(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALED_FIELD_NUMBER: _ClassVar[int]
+    MINREPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAXREPLICAS_FIELD_NUMBER: _ClassVar[int]
+    COLDSTARTS_FIELD_NUMBER: _ClassVar[int]
+    LASTCOLDSTARTSECONDS_FIELD_NUMBER: _ClassVar[int]
+    LASTCOLDSTARTAT_FIELD_NUMBER: _ClassVar[int]
     Name: str
     Image: str
     InvocationCount: int
@@ -149,7 +155,13 @@ class Function(_message.Message):
     Backend: str
     Error: str
     Gpus: _containers.RepeatedCompositeFieldContainer[ReplicaGpus]
-    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ...) -> None: ...
+    Autoscaled: bool
+    MinReplicas: int
+    MaxReplicas: int
+    ColdStarts: int
+    LastColdStartSeconds: float
+    LastColdStartAt: float
+    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ..., Autoscaled: bool = ..., MinReplicas: _Optional[int] = ..., MaxReplicas: _Optional[int] = ..., ColdStarts: _Optional[int] = ..., LastColdStartSeconds: _Optional[float] = ..., LastColdStartAt: _Optional[float] = ...) -> None: ...
 
 class ReplicaGpus(_message.Message):
     __slots__ = ("Replica", "Devices", "Share", "MemoryUsed")

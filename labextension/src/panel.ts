@@ -188,7 +188,10 @@ export class DcfPanel extends Widget {
     if (fn.image) {
       meta.append(element('span', 'dcf-image', fn.image));
     }
-    meta.title = [fn.status, calls, `backend ${fn.backend}`, gpus, fn.image && `image ${fn.image}`, fn.error]
+    if (fn.scaling) {
+      meta.append(element('span', 'dcf-scaling', fn.scaling));
+    }
+    meta.title = [fn.status, calls, `backend ${fn.backend}`, gpus, fn.scaling, fn.image && `image ${fn.image}`, fn.error]
       .filter(Boolean)
       .join('\n');
     const name = element('div', 'dcf-name', fn.name);

@@ -1,0 +1,203 @@
+"""Autoscaling on the local backend with the gateway's own autoscaler: idle functions go down to zero replicas
+(their processes and GPUs released), the next call starts one and waits for it (unary and streams alike, one
+replica for many first calls), load adds replicas up to max_replicas and idleness removes them, and a restart
+keeps the count. Docker's replicas go through the same autoscaler (test_docker); Ray's through Serve's
+(test_ray)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import GatewayHandle, start_gateway, with_keys
+
+from dcf_jupyter.client import Client, FunctionInfo
+from dcf_jupyter.definition.spec import Autoscaling
+from dcf_jupyter.gateway.autoscaler import wanted
+
+PID = """
+import os
+import time
+
+
+class Handler:
+    def __call__(self, req):
+        if req.input.startswith(b"sleep "):
+            time.sleep(float(req.input.split()[1]))
+        return os.getpid()
+"""
+
+
+def info(client: Client, name: str) -> FunctionInfo:
+    return next(f for f in client.list() if f.name == name)
+
+
+def until(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def scale_to_zero(make_function, name: str, **keys: object) -> Path:
+    return with_keys(make_function(name, PID), autoscaling={"min_replicas": 0, "max_replicas": 3,
+                                                            "downscale_delay_s": 0.5, **keys})
+
+
+@pytest.fixture()
+def own_gateway(tmp_path: Path):
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--gpus", "0,1")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_the_autoscaler_wants_replicas_for_the_load_within_its_bounds() -> None:
+    policy = Autoscaling(min_replicas=0, max_replicas=3, target_ongoing_requests=2)
+    assert [wanted(policy, ongoing) for ongoing in (0, 1, 2, 3, 4, 5, 6, 50)] == [0, 1, 1, 2, 2, 3, 3, 3]
+    assert wanted(Autoscaling(min_replicas=2, max_replicas=4), 0) == 2  # Serve's default target: 2 per replica
+
+
+def test_an_idle_function_goes_to_zero_and_the_next_call_starts_a_replica(own_gateway: GatewayHandle,
+                                                                          make_function) -> None:
+    client = own_gateway.client
+    said = client.deploy(scale_to_zero(make_function, "sleepy")).message
+    assert said == "Deployed: sleepy (0-3 replicas, autoscaled, on the local backend)"
+    first = client.call("sleepy")  # the deploy started one replica: it proved the Handler loads
+    assert isinstance(first, int) and alive(first)
+    until(lambda: info(client, "sleepy").idle, 10, "sleepy idle after 0.5 s without a call")
+    listed = info(client, "sleepy")
+    assert (listed.status, listed.replicas, listed.replicas_said) == ("Idle", 0, "idle (0 replicas)")
+    until(lambda: not alive(first), 5, "the idle replica's process gone")
+
+    started = time.perf_counter()
+    second = client.call("sleepy")  # no error, no retry: the call waits for the replica it starts
+    print(f"cold start on the local backend, call to reply: {time.perf_counter() - started:.2f} s")
+    assert second != first and alive(second)
+    listed = info(client, "sleepy")
+    assert listed.cold_starts == 1 and 0 < listed.last_cold_start_s < 30 and listed.last_cold_start_at > 0
+    assert listed.replicas_said == "1/1 (autoscaled 0-3)" and listed.status == "Ready"
+    log = client.logs("sleepy")
+    assert "no call for 0.5s: scaled from 1 to 0 replicas" in log, log
+    assert "a call arrived at 0 replicas: started 1 in " in log, log
+
+
+def test_twenty_first_calls_start_one_replica_and_all_get_replies(own_gateway: GatewayHandle,
+                                                                 make_function) -> None:
+    client = own_gateway.client
+    client.deploy(scale_to_zero(make_function, "crowd"))  # upscale_delay_s: Serve's 30 s, so load adds none
+    until(lambda: info(client, "crowd").idle, 10, "crowd idle")
+    barrier = threading.Barrier(20)
+
+    def first_call(_: int) -> object:
+        barrier.wait()
+        return client.call("crowd", b"sleep 0.05", timeout=60)
+
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(first_call, range(20)))
+    assert len(replies) == 20 and len(set(replies)) == 1, replies  # one replica answered them all
+    assert info(client, "crowd").cold_starts == 1
+
+
+def test_a_stream_to_a_function_at_zero_replicas_loses_no_frame(own_gateway: GatewayHandle, make_function) -> None:
+    client = own_gateway.client
+    client.deploy(with_keys(make_function("flow", "class Handler:\n    def __call__(self, req):\n"
+                                                  "        return req.input\n"),
+                            autoscaling={"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 0.3}))
+    until(lambda: info(client, "flow").idle, 10, "flow idle")
+    frames = [f"frame {i}".encode() for i in range(200)]
+    assert list(client.stream("flow", frames, timeout=60)) == frames
+    # An open stream holds its replica: no scale-down under it, even past the delay.
+    def slowly() -> Iterator[bytes]:
+        for frame in frames[:10]:
+            time.sleep(0.1)
+            yield frame
+
+    assert list(client.stream("flow", slowly(), timeout=60)) == frames[:10]
+    assert info(client, "flow").cold_starts == 1  # the first stream's replica served the second too
+
+
+def test_load_adds_replicas_up_to_max_and_idleness_takes_them_back(own_gateway: GatewayHandle,
+                                                                   make_function) -> None:
+    client = own_gateway.client
+    client.deploy(with_keys(make_function("busy", PID), autoscaling={
+        "min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1, "upscale_delay_s": 0,
+        "downscale_delay_s": 1}))
+    stop = threading.Event()
+    answered_by: set[int] = set()
+
+    def caller() -> None:
+        while not stop.is_set():
+            answered_by.add(int(client.call("busy", b"sleep 0.3", timeout=60)))
+
+    callers = [threading.Thread(target=caller) for _ in range(6)]
+    for thread in callers:
+        thread.start()
+    try:
+        started = time.monotonic()
+        until(lambda: info(client, "busy").available_replicas == 3, 30, "3 replicas under 6 callers")
+        print(f"6 callers of a 0.3 s function: 3 replicas ready after {time.monotonic() - started:.2f} s")
+        assert info(client, "busy").replicas == 3  # never past max_replicas
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in callers:
+            thread.join()
+    assert len(answered_by) == 3, answered_by  # every replica took calls
+    until(lambda: info(client, "busy").replicas == 1, 15, "back to min_replicas once idle")
+    assert "scaled from 3 to 1 replica" in client.logs("busy") or "to 1 replica" in client.logs("busy")
+
+
+def test_a_restart_keeps_the_scaling_state_and_zero_gives_gpus_back(tmp_path: Path, make_function) -> None:
+    state = tmp_path / "state"
+    handle = start_gateway(state, "--no-docker", "--gpus", "0,1")
+    try:
+        folder = scale_to_zero(make_function, "gpu-sleepy")
+        config = folder / "config.yaml"
+        config.write_text(config.read_text().replace("gpu: ''", "gpu: '1'"))
+        handle.client.deploy(folder)
+        assert [g.devices for g in info(handle.client, "gpu-sleepy").gpus] == [(0,)]
+        until(lambda: info(handle.client, "gpu-sleepy").idle, 10, "idle")
+        assert info(handle.client, "gpu-sleepy").gpus == []  # its GPU went back with its replica
+        handle.client.call("gpu-sleepy")
+        until(lambda: info(handle.client, "gpu-sleepy").idle, 10, "idle again")
+    finally:
+        handle.stop()
+    handle = start_gateway(state, "--no-docker", "--gpus", "0,1")
+    try:
+        listed = info(handle.client, "gpu-sleepy")
+        assert listed.idle and listed.cold_starts == 1, listed  # restarted at 0 replicas, its count kept
+        handle.client.call("gpu-sleepy")
+        listed = info(handle.client, "gpu-sleepy")
+        assert listed.cold_starts == 2 and [g.devices for g in listed.gpus] == [(0,)]
+    finally:
+        handle.stop()
+
+
+def test_listings_say_idle_autoscaling_bounds_and_cold_starts() -> None:
+    pytest.importorskip("jupyter_server", reason="the panel's REST side runs in Jupyter Server")
+    from dcf_jupyter.lab.handlers import function_json
+
+    at = time.mktime((2026, 12, 4, 14, 2, 11, 0, 0, -1))
+    idle = FunctionInfo("f", "", 7, 0, 0, "Idle", "local", autoscaling=(0, 3), cold_starts=2,
+                        last_cold_start_s=0.414, last_cold_start_at=at)
+    assert idle.idle and idle.replicas_said == "idle (0 replicas)"
+    assert idle.cold_starts_said == "2 cold starts, the last 0.41 s at 14:02:11"
+    shown = function_json(idle)
+    assert shown["ready"] == "0/0" and shown["scaling"] == "autoscaled 0-3; 2 cold starts, the last 0.41 s at 14:02:11"
+    fixed = FunctionInfo("g", "", 0, 2, 1, "Ready", "local")
+    assert fixed.replicas_said == "1/2" and fixed.cold_starts_said == "" and function_json(fixed)["scaling"] == ""
