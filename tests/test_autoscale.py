@@ -7,6 +7,7 @@ keeps the count. Docker's replicas go through the same autoscaler (test_docker);
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -179,8 +180,9 @@ def test_a_restart_keeps_the_scaling_state_and_zero_gives_gpus_back(tmp_path: Pa
         handle.stop()
     handle = start_gateway(state, "--no-docker", "--gpus", "0,1")
     try:
+        until(lambda: info(handle.client, "gpu-sleepy").idle, 30, "restored, idle")  # restores run after start
         listed = info(handle.client, "gpu-sleepy")
-        assert listed.idle and listed.cold_starts == 1, listed  # restarted at 0 replicas, its count kept
+        assert listed.cold_starts == 1 and listed.gpus == [], listed  # restarted at 0 replicas, its count kept
         handle.client.call("gpu-sleepy")
         listed = info(handle.client, "gpu-sleepy")
         assert listed.cold_starts == 2 and [g.devices for g in listed.gpus] == [(0,)]
@@ -201,3 +203,81 @@ def test_listings_say_idle_autoscaling_bounds_and_cold_starts() -> None:
     assert shown["ready"] == "0/0" and shown["scaling"] == "autoscaled 0-3; 2 cold starts, the last 0.41 s at 14:02:11"
     fixed = FunctionInfo("g", "", 0, 2, 1, "Ready", "local")
     assert fixed.replicas_said == "1/2" and fixed.cold_starts_said == "" and function_json(fixed)["scaling"] == ""
+
+
+SHOWS_ITSELF = """
+import os
+import sys
+
+PRELOADED = "numpy" in sys.modules  # imported by the template before the fork (requirements.txt names it)
+
+import numpy as np
+
+
+class Handler:
+    def __init__(self):
+        self.draw = float(np.random.rand())
+
+    def __call__(self, req):
+        return {"pid": os.getpid(), "parent": os.getppid(), "replica": os.environ.get("DCF_REPLICA"),
+                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "draw": self.draw, "preloaded": PRELOADED}
+"""
+
+
+def replicas_seen(client: Client, name: str, replicas: int) -> dict[str, dict[str, object]]:
+    seen: dict[str, dict[str, object]] = {}
+    for _ in range(replicas * 4):
+        reply = client.call(name)
+        assert isinstance(reply, dict)
+        seen[str(reply["replica"])] = reply
+    return seen
+
+
+def two_gpu_replicas(make_function, name: str) -> Path:
+    folder = with_keys(make_function(name, SHOWS_ITSELF, requirements=["numpy"]),
+                       autoscaling={"min_replicas": 2, "max_replicas": 2})
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("gpu: ''", "gpu: '1'"))
+    return folder
+
+
+def test_replicas_fork_from_a_template_with_their_own_environment_devices_and_random_numbers(
+        own_gateway: GatewayHandle, make_function) -> None:
+    """An autoscaled function's replicas are forked from a warm template (their parent, not the gateway): each
+    gets its own GPUs and DCF_REPLICA (set after the fork, before the Handler) and its own NumPy random state."""
+    client = own_gateway.client
+    client.deploy(two_gpu_replicas(make_function, "forked"))
+    seen = replicas_seen(client, "forked", 2)
+    assert sorted(seen) == ["0", "1"]
+    parents = {reply["parent"] for reply in seen.values()}
+    assert len(parents) == 1 and own_gateway.running.pid not in parents, seen  # one template, not the gateway
+    assert sorted(str(reply["cuda"]) for reply in seen.values()) == ["0", "1"]
+    assert seen["0"]["draw"] != seen["1"]["draw"], "forked replicas share NumPy's random state"
+    assert all(reply["preloaded"] for reply in seen.values())
+
+
+def test_without_templates_replicas_are_the_gateways_children(tmp_path: Path, make_function,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DCF_TEMPLATES", "0")
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--gpus", "0,1")
+    try:
+        handle.client.deploy(two_gpu_replicas(make_function, "spawned"))
+        seen = replicas_seen(handle.client, "spawned", 2)
+        assert {reply["parent"] for reply in seen.values()} == {handle.running.pid}
+        assert seen["0"]["draw"] != seen["1"]["draw"] and not any(reply["preloaded"] for reply in seen.values())
+    finally:
+        handle.stop()
+
+
+def test_killing_the_gateway_ends_its_template_and_the_replicas_forked_from_it(tmp_path: Path,
+                                                                              make_function) -> None:
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--gpus", "0,1")
+    try:
+        handle.client.deploy(two_gpu_replicas(make_function, "orphans"))
+        seen = replicas_seen(handle.client, "orphans", 2)
+        pids = [int(str(reply["pid"])) for reply in seen.values()] + [int(str(seen["0"]["parent"]))]
+        assert all(alive(pid) for pid in pids)
+        os.kill(handle.running.pid, signal.SIGKILL)
+        until(lambda: not any(alive(pid) for pid in pids), 10, "template and replicas gone with the gateway")
+    finally:
+        handle.stop()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 
 class LaunchFailed(Exception):
@@ -50,17 +50,22 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
     lifeline: bool = False  # hand the worker a pipe whose EOF (our death) ends it
 
-    def command(self, status_fd: int, lifeline_fd: int | None) -> list[str]:
-        """The worker's command line."""
-        command = [self.python, "-u", "-m", "dcf_jupyter.worker", str(self.folder), "--name", self.name,
-                   "--status-fd", str(status_fd)]
-        for flag, value in (("--socket", self.socket), ("--grpc", self.grpc), ("--lifeline-fd", lifeline_fd),
+    def arguments(self) -> list[str]:
+        """The worker's arguments but for its descriptors (what a template's fork is given too)."""
+        arguments = [str(self.folder), "--name", self.name]
+        for flag, value in (("--socket", self.socket), ("--grpc", self.grpc),
                             ("--max-message-size", self.max_message), ("--concurrency", self.concurrency)):
             if value is not None:
-                command += [flag, str(value)]
-        return command
+                arguments += [flag, str(value)]
+        return arguments
 
-    def start(self, output: IO[Any] | int, cwd: Path) -> StartedWorker:
+    def command(self, status_fd: int, lifeline_fd: int | None) -> list[str]:
+        """The worker's command line."""
+        descriptors = ["--status-fd", str(status_fd)] + (["--lifeline-fd", str(lifeline_fd)] if lifeline_fd
+                                                         is not None else [])
+        return [self.python, "-u", "-m", "dcf_jupyter.worker", *self.arguments(), *descriptors]
+
+    def start(self, output: IO[Any] | int, cwd: Path) -> StartedWorker[subprocess.Popen[bytes]]:
         """Start the process (its stdout and stderr to `output`); it reports readiness through a pipe."""
         status_r, status_w = os.pipe()
         life_r, life_w = os.pipe() if self.lifeline else (None, None)
@@ -80,11 +85,26 @@ class WorkerProcess:
         return StartedWorker(process, status_r, life_w)
 
 
+class WorkerHandle(Protocol):
+    """What the backends use of a worker process: a subprocess.Popen, or a replica a template forked."""
+
+    pid: int
+
+    def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+Handle = TypeVar("Handle", bound=WorkerHandle)
+
+
 @dataclass
-class StartedWorker:
+class StartedWorker(Generic[Handle]):
     """A worker process that was started; `read_status` waits for its readiness line."""
 
-    process: subprocess.Popen[bytes]
+    process: Handle
     status_fd: int
     lifeline_fd: int | None  # our end: closing it (or dying) tells the worker to go
 

@@ -12,7 +12,6 @@ import contextlib
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -24,15 +23,16 @@ from ..logfile import note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from .gpu_allocator import GpuAllocator, Grant, gpu_environment
-from .launcher import LaunchFailed, WorkerProcess
+from .launcher import LaunchFailed, StartedWorker, WorkerHandle, WorkerProcess
 from .link import AsyncLink
+from .templates import Template, TemplateKey, Templates, preloads_for, templates_enabled
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 STOP_GRACE_S = 3.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_RESET_S = 0.1, 10.0, 30.0
 
 
-def _exit_future(process: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+def _exit_future(process: WorkerHandle) -> asyncio.Future[int]:
     """A future of the process's exit code, fed by a thread of its own (not the loop's bounded executor)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[int] = loop.create_future()
@@ -71,9 +71,13 @@ class LocalBackend(Backend):
         self.start_timeout = start_timeout
         self.python = python
         self.gpus = gpus
+        self.templates = Templates(socket_dir)
 
     def create(self, spec: DeploymentSpec) -> LocalDeployment:
         return LocalDeployment(self, spec)
+
+    async def close(self) -> None:
+        await self.templates.close()
 
     async def prepare_requirements(self, spec: DeploymentSpec) -> Path | None:
         """A folder with the function's requirements that this environment lacks (from the per-user cache,
@@ -100,6 +104,7 @@ class LocalDeployment(Deployment):
         self.backend = backend
         self._replicas: list[_Replica] = []
         self.extra_site: Path | None = None
+        self.template: Template | None = None  # replicas fork from it (autoscaled functions)
 
     @property
     def replicas(self) -> int:
@@ -115,7 +120,23 @@ class LocalDeployment(Deployment):
             note(self.spec.log_path, f"{self.spec.name} asks for {request} GPU, and this machine has none that "
                                      "the gateway can give: it runs on the CPU")
         self.extra_site = await self.backend.prepare_requirements(self.spec)
-        await self.scale(self.spec.replicas)
+        if self.spec.function.autoscaling is not None and templates_enabled():
+            # Its replicas start while calls wait: fork them from a process that has imported what they import.
+            function = self.spec.function
+            key = TemplateKey(self.backend.python, preloads_for(function.runtime, self.spec.source_dir),
+                              str(self.extra_site or ""), tuple(sorted(function.environment.items())))
+            self.template = await self.backend.templates.acquire(key, _base_environment(function.environment),
+                                                                 self.spec.log_path)
+        try:
+            await self.scale(self.spec.replicas)
+        except BaseException:
+            await self._release_template()
+            raise
+
+    async def _release_template(self) -> None:
+        template, self.template = self.template, None
+        if template is not None:
+            await self.backend.templates.release(template)
 
     def _grant(self, index: int) -> Grant | None:
         """The GPUs of a new replica (None: it asks for none, or this machine has none and it runs on the CPU);
@@ -173,6 +194,7 @@ class LocalDeployment(Deployment):
         await asyncio.gather(*(r.stop() for r in replicas))
         self._release(replicas)
         self._replicas_changed()
+        await self._release_template()
 
     def _ready_links(self) -> list[WorkerLink]:
         return [r.link for r in self._replicas if r.link is not None and r.link.is_open]
@@ -184,6 +206,18 @@ class LocalDeployment(Deployment):
         return "the stuck worker was restarted"
 
 
+def _base_environment(function_environment: dict[str, str]) -> dict[str, str]:
+    """A worker's environment before its replica's own variables: the gateway's, less its secrets, with the
+    function's `environment:` over it."""
+    env = dict(os.environ)
+    # A function's code has no business with the gateway's token, nor with the token of its local Ray.
+    env.pop(ENV_TOKEN, None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.update(function_environment)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 class _Replica:
     """One worker process, supervised: restarted when it dies until stopped."""
 
@@ -192,7 +226,7 @@ class _Replica:
         self.index = index
         self.grant = grant  # its GPUs, kept across restarts of its process
         self.link: AsyncLink | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: WorkerHandle | None = None
         self._exit: asyncio.Future[int] | None = None
         self.first_start: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
@@ -236,12 +270,7 @@ class _Replica:
 
     def _environment(self) -> dict[str, str]:
         spec = self.deployment.spec
-        env = dict(os.environ)
-        # A function's code has no business with the gateway's token, nor with the token of its local Ray.
-        env.pop(ENV_TOKEN, None)
-        env.pop("RAY_AUTH_TOKEN", None)
-        env.update(spec.function.environment)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = _base_environment(spec.function.environment)
         env["DCF_FUNCTION_NAME"] = spec.name
         env["DCF_REPLICA"] = str(self.index)
         if self.deployment.extra_site is not None:
@@ -260,9 +289,17 @@ class _Replica:
         worker = WorkerProcess(spec.source_dir, spec.name, python=backend.python, socket=str(sock),
                                max_message=backend.max_message, concurrency=spec.function.concurrency,
                                env=self._environment(), lifeline=True)
+        started: StartedWorker[Any] | None = None
+        template = self.deployment.template
         try:
             with open(spec.log_path, "ab") as log:  # noqa: ASYNC230 - opening a local file: microseconds
-                started = worker.start(log, cwd=spec.source_dir)
+                if template is not None:
+                    try:
+                        started = await asyncio.to_thread(template.fork, worker, log.fileno(), spec.source_dir)
+                    except LaunchFailed as failure:
+                        self.note(f"replica {self.index}: {failure.message}; starting a fresh process instead")
+                if started is None:
+                    started = worker.start(log, cwd=spec.source_dir)
         except LaunchFailed as failure:
             raise DeployFailed(failure.message) from None
         self.process = started.process

@@ -330,6 +330,16 @@ def load_function_handler(function_dir: Path, name: str | None) -> tuple[Handler
     return handler, spec.name, spec.concurrency
 
 
+def use_extra_site() -> None:
+    """Put the function's requirement folder ($DCF_EXTRA_SITE) first on sys.path, .pth files included: the
+    packages the function asked for that the gateway's environment lacks (or has in another version)."""
+    extra_site = os.environ.get(ENV_EXTRA_SITE)
+    if extra_site and extra_site not in sys.path:
+        before = list(sys.path)
+        site.addsitedir(extra_site)
+        sys.path[:] = [p for p in sys.path if p not in before] + before
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a worker process."""
     parser = argparse.ArgumentParser(prog="python -m dcf_jupyter.worker", description=__doc__.splitlines()[0])
@@ -351,13 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         _die_with_parent(args.lifeline_fd)
     # Until the Handler is loaded, SIGTERM keeps its default action: the worker ends at once.
 
-    extra_site = os.environ.get(ENV_EXTRA_SITE)
-    if extra_site:
-        # Packages the function asked for that the gateway's environment lacks
-        # (or has in another version): they go first, .pth files included.
-        before = list(sys.path)
-        site.addsitedir(extra_site)
-        sys.path[:] = [p for p in sys.path if p not in before] + before
+    use_extra_site()
     started = time.monotonic()
     _log(f"starting {args.name or args.function_dir.name} (pid {os.getpid()})")
     try:
