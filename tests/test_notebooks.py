@@ -175,6 +175,12 @@ def test_scale_out_notebook_outputs(tmp_path: Path) -> None:
     if "GPUs: none" in gpus:  # no GPU here: both run on the CPU, and say so
         assert "gpu-second sees CUDA_VISIBLE_DEVICES='', holds no GPU" in gpus
         assert "no GPU to give here, so on the CPU" in gpus
+    naps = text_of(outputs(notebook, "NAPS = "))
+    print(naps)
+    assert "after 3 s without a call: Idle, idle (0 replicas)" in naps, naps
+    assert "now: 1/1 (autoscaled 0-2); 1 cold start, the last " in naps, naps
+    assert "[dcf-gateway] no call for 2s: scaled from 1 to 0 replicas" in naps, naps
+    assert "[dcf-gateway] a call arrived at 0 replicas: started 1 in " in naps, naps
     on_ray = text_of(outputs(notebook, 'on_ray = dcf_jupyter.function("slow-ray"'))
     placed = text_of(outputs(notebook, "WHERE = "))
     try:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, run_cli, start_gateway
+from conftest import FUNCTIONS, run_cli, start_gateway, with_keys
 from stranger import Stranger, make_stranger, remove_stranger, why_not
 
 from dcf_jupyter.client import Client
@@ -201,6 +201,49 @@ def test_a_stranger_cannot_deploy_manage_or_read_your_gateway(stranger: Stranger
         assert stranger.run("ls", str(owner.state_dir)).returncode != 0
         assert [f.name for f in owner.client.list()] == ["talker"]
         assert "got request b'Hello secret-payload-123'" in owner.client.logs("talker")
+    finally:
+        owner.stop()
+
+
+FORK_ME = textwrap.dedent("""
+    import json, os, socket, sys
+    from dcf_jupyter.worker.template import receive_message, send_message
+
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(sys.argv[1])
+    except OSError as exc:
+        print(json.dumps({"connect": type(exc).__name__}))
+        sys.exit(0)
+    fds = [os.pipe()[1], os.open(os.devnull, os.O_WRONLY), os.pipe()[0]]
+    try:
+        send_message(connection, {"argv": ["/tmp", "--name", "x"], "env": {}, "cwd": "/"}, fds)
+    except BrokenPipeError:
+        pass  # refused before it read a byte: its answer is waiting all the same
+    print(json.dumps(receive_message(connection)[0]))
+""")
+
+
+def test_a_stranger_cannot_have_your_warm_template_fork_their_code(stranger: Stranger, open_parent: Path,
+                                                                   make_function) -> None:
+    """A template forks replicas as its owner: its socket is in the gateway's owner-only folder, and even where
+    that folder is opened up, it asks the kernel who connects and serves its owner only."""
+    owner = start_gateway(open_parent / "state")
+    try:
+        folder = with_keys(make_function("warm", "class Handler:\n    def __call__(self, req):\n        return 'ok'\n"),
+                           autoscaling={"min_replicas": 0, "max_replicas": 1})
+        owner.client.deploy(folder)
+        sockets = Path((owner.state_dir / "sockets.path").read_text().strip())
+        (template,) = sockets.glob("template-*.sock")
+        assert modes_of(sockets) == {}
+        ran = stranger.run(stranger.python, "-c", FORK_ME, str(template))
+        assert json.loads(ran.stdout.strip() or "null") == {"connect": "PermissionError"}, ran
+        sockets.chmod(0o755)  # as if someone opened the folder up
+        template.chmod(0o777)
+        ran = stranger.run(stranger.python, "-c", FORK_ME, str(template))
+        assert json.loads(ran.stdout.strip() or "null") == {  # refused, unforked
+            "error": "only the gateway's own user may ask for replicas"}, ran
+        assert owner.client.call("warm") == "ok"
     finally:
         owner.stop()
 

@@ -6,7 +6,7 @@ import abc
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
@@ -183,10 +183,16 @@ class Deployment(abc.ABC):
             index += 1
         return free
 
-    def _removal_order(self, replicas: Sequence[R], link_of: Callable[[R], WorkerLink | None]) -> list[R]:
-        """`replicas` in the order a scale-down removes them: idle ones first (no call is cut short where that
-        can be helped), the newest first among equals."""
-        return sorted(reversed(replicas), key=lambda replica: self.holds(link_of(replica)) > 0)
+    def _take_out(self, replicas: list[R], count: int, link_of: Callable[[R], WorkerLink | None]) -> list[R]:
+        """Take `count` replicas out of `replicas` for a scale-down, idle ones first (no call is cut short where
+        that can be helped), the newest first among equals, and off the ready list, so that no new call reaches
+        them; the caller stops them."""
+        gone = sorted(reversed(replicas), key=lambda replica: self.holds(link_of(replica)) > 0)[:max(count, 0)]
+        for replica in gone:
+            replicas.remove(replica)
+        if gone:
+            self._replicas_changed()
+        return gone
 
     @abc.abstractmethod
     def recycle(self, link: WorkerLink) -> str:

@@ -170,13 +170,8 @@ class DockerDeployment(Deployment):
         return replica
 
     async def scale(self, replicas: int) -> None:
-        surplus = len(self._containers) - replicas
-        if surplus > 0:
-            gone = self._removal_order(self._containers, lambda replica: replica.link)[:surplus]
-            for replica in gone:
-                self._containers.remove(replica)
-            self._replicas_changed()  # off the ready list before they stop: no new call reaches them
-            await asyncio.gather(*(self._remove(replica) for replica in gone))
+        gone = self._take_out(self._containers, len(self._containers) - replicas, lambda replica: replica.link)
+        await asyncio.gather(*(self._remove(replica) for replica in gone))
         indices = self._free_indices({c.index for c in self._containers}, replicas - len(self._containers))
         started = await asyncio.gather(*(self._start_one(i) for i in indices), return_exceptions=True)
         failures = [r for r in started if isinstance(r, BaseException)]

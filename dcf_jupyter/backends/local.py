@@ -157,14 +157,9 @@ class LocalDeployment(Deployment):
         return [r.grant for r in self._replicas if r.grant is not None]
 
     async def scale(self, replicas: int) -> None:
-        surplus = len(self._replicas) - replicas
-        if surplus > 0:
-            gone = self._removal_order(self._replicas, lambda replica: replica.link)[:surplus]
-            for replica in gone:
-                self._replicas.remove(replica)
-            self._replicas_changed()  # off the ready list before they stop: no new call reaches them
-            await asyncio.gather(*(replica.stop() for replica in gone))
-            self._release(gone)
+        gone = self._take_out(self._replicas, len(self._replicas) - replicas, lambda replica: replica.link)
+        await asyncio.gather(*(replica.stop() for replica in gone))
+        self._release(gone)
         new: list[_Replica] = []
         try:
             for index in self._free_indices({r.index for r in self._replicas}, replicas - len(self._replicas)):

@@ -32,6 +32,7 @@ import socket
 import struct
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifeline-fd", required=True, type=int, help="exit when this fd reaches EOF")
     parser.add_argument("--preload", default="", help="modules to import, comma-separated")
     args = parser.parse_args(argv)
+    # Python 3.12 warns at every fork of a process with threads; the template's only threads are a framework's
+    # idle import-time ones, which its replicas start again when they need them (see the module docstring).
+    warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
     started = time.monotonic()
     from .process import use_extra_site
 
