@@ -281,3 +281,19 @@ def test_killing_the_gateway_ends_its_template_and_the_replicas_forked_from_it(t
         until(lambda: not any(alive(pid) for pid in pids), 10, "template and replicas gone with the gateway")
     finally:
         handle.stop()
+
+
+def test_calls_that_race_a_replica_going_to_zero_are_never_lost(own_gateway: GatewayHandle, make_function) -> None:
+    """With no downscale delay the replica goes the moment a call ends, so the next call arrives while it stops
+    or just after: each one either reaches it before it is taken out, or waits for the next cold start."""
+    client = own_gateway.client
+    client.deploy(with_keys(make_function("flicker", PID), autoscaling={"min_replicas": 0, "max_replicas": 1,
+                                                                        "downscale_delay_s": 0}))
+    replies = [client.call("flicker", timeout=60) for _ in range(60)]
+    assert all(isinstance(reply, int) for reply in replies)
+    listed = info(client, "flicker")
+    print(f"60 calls in a row, {listed.cold_starts} cold starts among them")
+    assert listed.cold_starts >= 1 and listed.invocations == 60
+    sockets = Path((own_gateway.state_dir / "sockets.path").read_text().strip())
+    until(lambda: info(client, "flicker").idle, 10, "idle")
+    until(lambda: not list(sockets.glob("flicker.*.sock")), 10, "the stopped replicas' sockets removed")

@@ -227,6 +227,7 @@ class _Replica:
         self._task: asyncio.Task[None] | None = None
         self._lifeline: int | None = None
         self._stopping = False
+        self.socket: Path | None = None  # where its worker serves the link
 
     def start(self) -> None:
         name = f"dcf-replica-{self.deployment.spec.name}-{self.index}"
@@ -276,7 +277,9 @@ class _Replica:
     async def _launch(self) -> None:
         spec = self.deployment.spec
         backend = self.deployment.backend
+        self._remove_socket()  # a restarted process's old one
         sock = backend.socket_dir / f"{spec.name}.{spec.revision}.{self.index}.{secrets.token_hex(3)}.sock"
+        self.socket = sock
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             if spec.log_path.stat().st_size > LOG_ROTATE_BYTES:
@@ -337,6 +340,12 @@ class _Replica:
                 process.kill()
             await asyncio.shield(exited)
 
+    def _remove_socket(self) -> None:
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.unlink()
+            self.socket = None
+
     def _close_lifeline(self) -> None:
         if self._lifeline is not None:
             with contextlib.suppress(OSError):
@@ -351,6 +360,7 @@ class _Replica:
         if self.link is not None:
             self.link.close()
         self._close_lifeline()
+        self._remove_socket()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
