@@ -27,6 +27,7 @@ class RunningGateway:
     pid: int
     address: str
     state_dir: Path
+    http_address: str = ""  # its HTTP face ('' for none)
 
 
 def find_gateway(state_dir: Path) -> RunningGateway | None:
@@ -37,4 +38,5 @@ def find_gateway(state_dir: Path) -> RunningGateway | None:
     pid = int(str(info.get("pid") or 0))
     if pid <= 0 or not pid_alive(pid):
         return None
-    return RunningGateway(pid=pid, address=str(info.get("address", "")), state_dir=state_dir)
+    return RunningGateway(pid=pid, address=str(info.get("address", "")), state_dir=state_dir,
+                          http_address=str(info.get("http_address") or ""))

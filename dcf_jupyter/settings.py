@@ -25,6 +25,7 @@ ENV_EXTRA_SITE = "DCF_EXTRA_SITE"
 # to the JupyterLab panel with it (gateway/announce.py).
 ENV_ANNOUNCE = "DCF_ANNOUNCE"
 ENV_GPU_SHARE = "DCF_GPU_SHARE"  # a replica's share of its GPU, when it holds part of one
+ENV_HTTP_PORT = "DCF_HTTP_PORT"  # the gateway's HTTP face (as --http-port)
 ENV_GPUS = "DCF_GPUS"  # the GPUs a gateway may hand out (as --gpus)
 
 

@@ -66,6 +66,8 @@ def status(state: CliState, state_dir: Path | None) -> None:
                f"version {info.get('version', '?')}")
     click.echo(f"Functions: {info.get('functions', '?')}  Backends: {', '.join(info.get('backends', []))}  "
                f"State: {info.get('state_dir', '?')}")
+    if info.get("http_address"):
+        click.echo(f"HTTP: http://{info['http_address']} (REST calls, /metrics, /openapi.json)")
     for line in gpu_lines(info):
         click.echo(line)
 

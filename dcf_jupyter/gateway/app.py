@@ -213,15 +213,17 @@ async def run_gateway(options: GatewayOptions) -> None:
         await server.start()
         address = format_address(options.host, port)
         gateway.core.address = address
+        http_runner, http_address = await _http_face(gateway, policy, options, port)
+        gateway.core.http_address = http_address
         info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),
                 "started": time.time(), "version": __version__, "tls": credentials is not None,
-                "private": options.private}
+                "private": options.private, "http_address": http_address}
         write_private(state_dir / GATEWAY_FILE, json.dumps(info))
         announced = _announce(address, token, state_dir)
         gpus.label = _gpu_label(address)
         log.info("GPUs: %s", gpus.inventory.describe())
-        log.info("DCF gateway %s listening on %s%s, %s (state dir %s)", __version__, address,
-                 " with TLS" if credentials else "",
+        log.info("DCF gateway %s listening on %s%s%s, %s (state dir %s)", __version__, address,
+                 " with TLS" if credentials else "", f", HTTP on {http_address}" if http_address else "",
                  "the token required for every call" if options.private or not is_loopback(options.host) else
                  "the token required for deploys, deletes, scaling and logs",
                  state_dir)
@@ -247,6 +249,8 @@ async def run_gateway(options: GatewayOptions) -> None:
             log.info("stopping")
             for task in (restoring, flushing):
                 task.cancel()
+            if http_runner is not None:
+                await http_runner.cleanup()
             await server.stop(grace=1.0)
             await gateway.close()
             with contextlib.suppress(FileNotFoundError):
@@ -260,6 +264,33 @@ async def run_gateway(options: GatewayOptions) -> None:
         lock.close()
         if options.ephemeral:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOptions, grpc_port: int
+                     ) -> tuple[Any, str]:
+    """Start the HTTP face beside the gRPC port (see http.py): its runner and address, (None, "") without one.
+    A port taken is one sentence when it was asked for; the default one falls back to a free port."""
+    port = options.http_port_for(grpc_port)
+    if port is None:
+        return None, ""
+    if options.tls_cert:
+        log.warning("no HTTP face: the gateway serves TLS, and the HTTP face does not yet (--http-port -1 says so)")
+        return None, ""
+    from .http import HttpFace, serve_http
+
+    face = HttpFace(gateway, policy, gateway.core.metrics, max_message=options.max_message,
+                    cors_origins=options.cors_origins)
+    try:
+        runner, bound = await serve_http(face, options.host, port)
+    except OSError as exc:
+        if options.http_port is not None and options.http_port > 0:
+            holder = port_holder(options.host, port)
+            raise GatewayStartError(f"cannot serve HTTP on {format_address(options.host, port)}: "
+                                    f"{(holder and f'held by {holder}') or exc.strerror}; pick another with "
+                                    "--http-port (0: a free one, -1: none)") from None
+        runner, bound = await serve_http(face, options.host, 0)
+        log.warning("HTTP port %d is taken; the HTTP face listens on a free port instead", port)
+    return runner, format_address(options.host, bound)
 
 
 def _gpu_label(address: str) -> str:

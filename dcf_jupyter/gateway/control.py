@@ -27,6 +27,7 @@ from ..settings import (
     DEFAULT_PLACE_TIMEOUT,
     DEFAULT_PORT,
     DEFAULT_STREAM_WINDOW,
+    ENV_HTTP_PORT,
     ENV_TOKEN,
     default_state_dir,
     max_message_size,
@@ -63,6 +64,15 @@ class GatewayOptions:
     private: bool = False  # the token for every RPC but HealthCheck, on loopback too
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
     tls_key: str | None = None
+    http_port: int | None = None  # the HTTP face's port: None for the one after `port` (a free one with port 0),
+    # 0 for a free one, -1 for none (see http_port_for)
+    cors_origins: tuple[str, ...] = ()  # web pages of these origins may call the HTTP face from a browser
+
+    def http_port_for(self, grpc_port: int) -> int | None:
+        """The port the HTTP face binds once gRPC has `grpc_port` (None: no HTTP face)."""
+        if self.http_port is None:
+            return 0 if self.port == 0 else grpc_port + 1
+        return None if self.http_port < 0 else self.http_port
 
     @property
     def ray_from_start(self) -> bool:
@@ -108,6 +118,13 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--tls-cert", default=None,
                         help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help="the HTTP face's port (REST calls, /metrics): 0 picks a free one, -1 turns it off "
+                             "(default: $DCF_HTTP_PORT, else the port after --port, e.g. 32223; a free one with "
+                             "--port 0)")
+    parser.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                        help="let web pages of this origin (e.g. https://example.org) call the HTTP face from a "
+                             "browser; repeat for more (default: none)")
     parser.add_argument("--stream-window", type=int, default=DEFAULT_STREAM_WINDOW,
                         help=f"calls in flight per Invokes stream before the gateway stops reading it "
                              f"(default {DEFAULT_STREAM_WINDOW})")
@@ -150,6 +167,16 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         if wrong:
             raise GatewayStartError(message)
     token = given_token(args)
+    http_port = args.http_port
+    if http_port is None and os.environ.get(ENV_HTTP_PORT, "").strip():
+        try:
+            http_port = int(os.environ[ENV_HTTP_PORT])
+        except ValueError:
+            raise GatewayStartError(f"${ENV_HTTP_PORT} must be a port number, got "
+                                    f"{os.environ[ENV_HTTP_PORT][:40]!r}") from None
+    if http_port is not None and not -1 <= http_port <= 65535:
+        raise GatewayStartError(f"--http-port must be within 0..65535 (or -1: no HTTP face), got {http_port}")
+    origins = tuple(args.cors_origin or ())
     return GatewayOptions(
         state_dir=(args.state_dir or default_state_dir()).expanduser(),
         host=args.host,
@@ -168,6 +195,8 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         private=args.private,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else None,
+        http_port=http_port,
+        cors_origins=origins,
     )
 
 
@@ -180,9 +209,11 @@ def options_argv(options: GatewayOptions) -> list[str]:
     for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
                         ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key"),
                         ("--ray-address", "ray_address"), ("--place-timeout", "place_timeout"),
-                        ("--gpus", "gpus")):
+                        ("--gpus", "gpus"), ("--http-port", "http_port")):
         if getattr(options, field) != getattr(default, field):
             argv += [flag, str(getattr(options, field))]
+    for origin in options.cors_origins:
+        argv += ["--cors-origin", origin]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
     argv += ["--private"] * options.private
     return argv
@@ -245,7 +276,8 @@ class PendingGateway:
                                         f"{last.removeprefix('Error: ')}")
             info = read_gateway_file(self.state_dir)
             if info and int(str(info.get("pid") or 0)) == self.process.pid:
-                return RunningGateway(pid=self.process.pid, address=str(info["address"]), state_dir=self.state_dir)
+                return RunningGateway(pid=self.process.pid, address=str(info["address"]), state_dir=self.state_dir,
+                                      http_address=str(info.get("http_address") or ""))
             time.sleep(0.02)
         self.process.terminate()
         raise GatewayStartError(f"the gateway did not start within {timeout:g}s; see {log_path}")

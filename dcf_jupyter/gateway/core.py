@@ -15,6 +15,7 @@ from ..backends.gpu_allocator import GpuAllocator
 from ..logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
 from .autoscaler import Autoscaler, ColdStarts
+from .metrics import GatewayMetrics
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, valid_name
 
@@ -51,6 +52,9 @@ class GatewayCore:
         self.start_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
+        self.http_address = ""  # its HTTP face, once serving
+        self.metrics = GatewayMetrics()
+        self.metrics.watch(self)
 
     # --- paths --------------------------------------------------------------
 

@@ -8,6 +8,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
@@ -116,14 +118,45 @@ class Invoker:
         except NoReplica as exc:
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
 
-    async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
-        record, deployment = self.core.route(_service_of(raw))
-        link = await self._pick(record, deployment, context)
+    @contextlib.contextmanager
+    def _measured(self, record: FunctionRecord) -> Iterator[None]:
+        """Count one call (or stream) of `record`'s function: in flight while it runs, then its status and time."""
+        metrics, name = self.core.metrics, record.name
+        started = time.perf_counter()
+        status = "OK"
+        metrics.in_flight.labels(name).inc()
         try:
-            self.core.registry.count(record)
-            return await _answer(link.call(form, raw), record, deployment, link)
+            yield
+        except Abort as exc:
+            status = exc.code.name
+            raise
+        except (asyncio.CancelledError, GeneratorExit):  # the caller went away
+            status = "CANCELLED"
+            raise
+        except BaseException:
+            status = "INTERNAL"
+            raise
         finally:
-            deployment.let_go(link)
+            metrics.in_flight.labels(name).dec()
+            metrics.call_done(name, record.backend, status, time.perf_counter() - started)
+
+    def _route(self, raw: bytes) -> tuple[FunctionRecord, Deployment]:
+        """The function a request names, counting a request the gateway cannot route under function=""."""
+        try:
+            return self.core.route(_service_of(raw))
+        except Abort as exc:
+            self.core.metrics.call_done("", "", exc.code.name, 0.0)
+            raise
+
+    async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
+        record, deployment = self._route(raw)
+        with self._measured(record):
+            link = await self._pick(record, deployment, context)
+            try:
+                self.core.registry.count(record)
+                return await _answer(link.call(form, raw), record, deployment, link)
+            finally:
+                deployment.let_go(link)
 
     @unary_rpc
     async def Invoke(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -135,15 +168,24 @@ class Invoker:
 
     @streaming_rpc
     async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        record, deployment = self.core.route(_service_of(raw))
-        link = await self._pick(record, deployment, context)
-        try:
-            self.core.registry.count(record)
-            with _call_failures(record):
-                async for item in link.stream(raw):
-                    yield item
-        finally:
-            deployment.let_go(link)
+        record, deployment = self._route(raw)
+        with self._measured(record):
+            link = await self._pick(record, deployment, context)
+            try:
+                self.core.registry.count(record)
+                timeout = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
+                items = link.stream(raw)
+                with _call_failures(record):
+                    while True:
+                        try:  # a generator may run long, but not sit for longer than `timeout` between items
+                            item = await within(items.__anext__(), timeout)
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.TimeoutError:
+                            raise _timed_out(record, deployment, link, timeout) from None
+                        yield item
+            finally:
+                deployment.let_go(link)
 
     @streaming_rpc
     async def Invokes(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -155,6 +197,7 @@ class Invoker:
         memory growing.
         """
         window: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.core.stream_window)
+        measured = contextlib.ExitStack()  # the stream, counted once it names its function
         bound: tuple[FunctionRecord, Deployment, Any] | None = None  # once the first message arrived
         unanswered: collections.deque[int] = collections.deque()  # call ids sent to the worker, in order
 
@@ -164,13 +207,15 @@ class Invoker:
                 async for raw in requests:
                     service = _service_of(raw)
                     if bound is None:
-                        record, deployment = self.core.route(service)
+                        record, deployment = self._route(raw)
+                        measured.enter_context(self._measured(record))
                         bound = (record, deployment, await self._pick(record, deployment, context))
                     record, _, link = bound
                     if service and service != record.name:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"this stream calls {record.name!r}; open another stream for {brief(service)}")
                     self.core.registry.count(record)
+                    self.core.metrics.frames.labels(record.name).inc()
                     call_id, future = link.submit(FORM_MESSAGES, raw)
                     unanswered.append(call_id)
                     await window.put(future)
@@ -203,4 +248,5 @@ class Invoker:
                 for call_id in unanswered:
                     link.cancel(call_id)
                 deployment.let_go(link)  # the stream held its replica from its first message on
+            measured.__exit__(*sys.exc_info())
 

@@ -147,6 +147,7 @@ class Gateway:
             "name": "dcf-jupyter gateway",
             "version": __version__,
             "address": self.core.address,
+            "http_address": self.core.http_address,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.core.started, 1),
             "state_dir": str(self.core.state_dir),

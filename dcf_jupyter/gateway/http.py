@@ -1,0 +1,337 @@
+"""The gateway's HTTP face: the same service as its gRPC one, on a port of its own, on the same event loop.
+
+    POST /function/{name}            the body is req.input; the reply comes back with the handler's content type
+                                     (a generator's items stream back as they come: chunked, or server-sent
+                                     events with `Accept: text/event-stream`)
+    GET  /system/functions           List            POST/PUT /system/functions   Deploy / Update (JSON)
+    GET  /system/function/{name}     GetMeta         DELETE /system/function/{name}   Delete
+    GET  /system/function-log/{name} GetLog          PUT  /system/scale-function  ReplicaUpdate
+    GET  /system/info                Info            GET  /healthz                HealthCheck
+    GET  /metrics                    Prometheus      GET  /openapi.json           this API, described
+
+Every route calls the gRPC service's own method (a request message in, a reply message out, JSON in between as
+protobuf's JSON mapping writes it), so HTTP and gRPC cannot disagree: the same credential (`Authorization:
+Bearer TOKEN`) under the same open/closed split (auth.py), the same size limit, and errors as
+`{"message": sentence}` with the HTTP status of the gRPC one. aiohttp, because it is asyncio's own HTTP server
+and client (it runs on the gateway's loop beside grpc.aio, with no second server framework) and carries
+WebSockets too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from ..protocol import gateway_pb2 as pb
+from ..protocol.names import BINARY, JSON, SERVICE, TEXT
+from .auth import TokenPolicy
+from .metrics import GatewayMetrics
+from .openapi import openapi
+from .rpc import Abort, within
+
+log = logging.getLogger("dcf.gateway")
+
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 412, grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+CONTENT_TYPES = {TEXT: "text/plain; charset=utf-8", JSON: "application/json", BINARY: "application/octet-stream"}
+TIMEOUT_HEADER = "X-Dcf-Timeout"  # seconds the caller waits, as a gRPC deadline does
+ORIGIN_HEADER = "X-Dcf-Origin"  # who failed: the gateway or the function (as gRPC's trailing metadata says)
+
+
+class HttpAbort(Exception):
+    """What `context.abort` raises for an HTTP request: the gRPC status and its sentence."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, metadata: Any = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.metadata = dict(metadata or ())
+
+
+class HttpContext:
+    """What the gateway's RPC methods use of a gRPC ServicerContext, for a call that came over HTTP."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        raise HttpAbort(code, details, trailing_metadata)
+
+
+def failure(code: grpc.StatusCode, message: str, origin: str = "") -> web.Response:
+    """An error as every route answers it."""
+    response = web.json_response({"message": message, "code": code.name}, status=HTTP_STATUS.get(code, 500))
+    if origin:
+        response.headers[ORIGIN_HEADER] = origin
+    return response
+
+
+def as_json(message: Message) -> dict[str, Any]:
+    """A protobuf message as protobuf's JSON mapping writes it (field names as in gateway.proto)."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class HttpFace:
+    """The routes, over a gateway's service object (service.Gateway) and its token policy."""
+
+    def __init__(self, gateway: Any, policy: TokenPolicy, metrics: GatewayMetrics, *, max_message: int,
+                 cors_origins: tuple[str, ...] = ()) -> None:
+        self.gateway = gateway
+        self.policy = policy
+        self.metrics = metrics
+        self.max_message = max_message
+        self.cors_origins = cors_origins
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=self.max_message, middlewares=[self._errors])
+        app.router.add_post("/function/{name}", self.invoke)
+        app.router.add_get("/system/functions", self.list_functions)
+        app.router.add_post("/system/functions", self.deploy)
+        app.router.add_put("/system/functions", self.update)
+        app.router.add_get("/system/function/{name}", self.get_meta)
+        app.router.add_delete("/system/function/{name}", self.delete)
+        app.router.add_get("/system/function-log/{name}", self.get_log)
+        app.router.add_put("/system/scale-function", self.scale)
+        app.router.add_get("/system/info", self.info)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/openapi.json", self.describe)
+        return app
+
+    # --- the rules every route follows ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        allowed = origin in self.cors_origins
+        if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Max-Age": "600",
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
+                "Access-Control-Allow-Headers": f"Authorization, Content-Type, {TIMEOUT_HEADER}"})
+        request["cors"] = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if allowed else {}
+        response = await self._answer(request, handler)
+        if not response.prepared:  # a streamed reply took them before its headers went out
+            response.headers.update(request["cors"])
+        return response
+
+    async def _answer(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except HttpAbort as exc:
+            return failure(exc.code, exc.message, str(exc.metadata.get("dcf-origin", "")))
+        except Abort as exc:
+            return failure(exc.code, exc.message, exc.origin)
+        except web.HTTPRequestEntityTooLarge:
+            return failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"the request is larger than the gateway's limit of {self.max_message} bytes "
+                           "(its --max-message-size)")
+        except web.HTTPMethodNotAllowed as exc:
+            response = failure(grpc.StatusCode.UNIMPLEMENTED, f"{request.method} {request.path} is not a route "
+                               f"(allowed: {', '.join(sorted(exc.allowed_methods))}); see /openapi.json")
+            response.set_status(405)
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return response
+        except web.HTTPNotFound:
+            return failure(grpc.StatusCode.NOT_FOUND, f"no route {request.method} {request.path}; see /openapi.json")
+        except web.HTTPException as exc:
+            return web.json_response({"message": exc.reason}, status=exc.status)
+        return response
+
+    def _allow(self, request: web.Request, rpc: str) -> None:
+        """Abort with UNAUTHENTICATED unless the policy lets this request call `rpc`."""
+        header = request.headers.get("Authorization", "")
+        if not self.policy.allows(f"/{SERVICE}/{rpc}", [("authorization", header)] if header else []):
+            raise HttpAbort(grpc.StatusCode.UNAUTHENTICATED,
+                            f"{rpc} needs the gateway's token: send it as 'Authorization: Bearer TOKEN'")
+
+    @staticmethod
+    def _timeout(request: web.Request) -> float | None:
+        raw = request.headers.get(TIMEOUT_HEADER) or request.query.get("timeout")
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise HttpAbort(grpc.StatusCode.INVALID_ARGUMENT, f"{TIMEOUT_HEADER}: expected seconds, got {raw[:40]!r}") \
+                from None
+        if not value > 0:
+            raise HttpAbort(grpc.StatusCode.INVALID_ARGUMENT, f"{TIMEOUT_HEADER}: must be above 0, got {raw[:40]!r}")
+        return value
+
+    async def _rpc(self, request: web.Request, rpc: str, method: Callable[..., Awaitable[Any]], message: Any) -> Any:
+        """Call the service's `method` with `message` (a message type: the JSON body as one), once the policy
+        lets this request call `rpc`: a body is read only for those who may send it."""
+        self._allow(request, rpc)
+        if isinstance(message, type):
+            message = await self._json_body(request, message)
+        return await method(message, HttpContext(self._timeout(request)))
+
+    async def _json_body(self, request: web.Request, kind: type[Message]) -> Any:
+        try:
+            return json_format.Parse(await request.text() or "{}", kind())
+        except (json_format.ParseError, UnicodeDecodeError) as exc:
+            raise HttpAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the body is not a {kind.DESCRIPTOR.name} in JSON: {str(exc)[:200]}") from None
+
+    # --- invoking -------------------------------------------------------------------------------------------
+
+    async def invoke(self, request: web.Request) -> web.StreamResponse:
+        """POST /function/{name}: one call; a generator's items stream back as it yields them."""
+        self._allow(request, "InvokeStream")
+        raw = pb.InvokeServiceRequest(Service=request.match_info["name"], Input=await request.read())
+        timeout = self._timeout(request)
+        context = HttpContext(timeout)
+        events = "text/event-stream" in request.headers.get("Accept", "")
+        items = self.gateway.invoker.InvokeStream(raw.SerializeToString(), context)
+
+        async def next_item() -> bytes | None:  # within the caller's deadline, as gRPC keeps a call's
+            left = context.time_remaining()
+            if left is None:
+                return await _next(items)
+            try:
+                return await within(_next(items), left)
+            except asyncio.TimeoutError:
+                await items.aclose()
+                raise HttpAbort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no reply within the caller's {TIMEOUT_HEADER} of {timeout:g}s") from None
+
+        first = await next_item()
+        if first is None:
+            return web.Response(status=204)
+        second = None if events else await next_item()
+        if second is None and not events:  # one reply: sent whole, with its length and content type
+            reply = pb.Messages.FromString(first)
+            return web.Response(body=reply.Output, content_type=None,
+                                headers={"Content-Type": CONTENT_TYPES.get(reply.ContentType, CONTENT_TYPES[BINARY])})
+        first_reply = pb.Messages.FromString(first)
+        response = web.StreamResponse(headers={**request.get("cors", {}), "Content-Type": "text/event-stream" if events
+                                               else CONTENT_TYPES.get(first_reply.ContentType, CONTENT_TYPES[BINARY])})
+        await response.prepare(request)
+        try:
+            for item in (first, second):
+                if item is not None:
+                    await response.write(_chunk(pb.Messages.FromString(item), events))
+            while (item := await next_item()) is not None:
+                await response.write(_chunk(pb.Messages.FromString(item), events))
+        except HttpAbort as exc:  # headers are out: the failure ends the stream as its last event
+            await response.write(_event({"message": exc.message, "code": exc.code.name}, "error") if events else b"")
+            log.info("an HTTP stream ended early: %s", exc.message)
+        await response.write_eof()
+        return response
+
+    # --- management -----------------------------------------------------------------------------------------
+
+    async def list_functions(self, request: web.Request) -> web.Response:
+        reply = await self._rpc(request, "List", self.gateway.List, pb.Empty())
+        return web.json_response(as_json(reply).get("Functions", []))
+
+    async def deploy(self, request: web.Request) -> web.Response:
+        reply = await self._rpc(request, "Deploy", self.gateway.deployer.Deploy, pb.CreateFunctionRequest)
+        return web.json_response(as_json(reply))
+
+    async def update(self, request: web.Request) -> web.Response:
+        reply = await self._rpc(request, "Update", self.gateway.deployer.Update, pb.CreateFunctionRequest)
+        return web.json_response(as_json(reply))
+
+    async def get_meta(self, request: web.Request) -> web.Response:
+        message = pb.FunctionRequest(FunctionName=request.match_info["name"])
+        return web.json_response(as_json(await self._rpc(request, "GetMeta", self.gateway.GetMeta, message)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        message = pb.DeleteFunctionRequest(FunctionName=request.match_info["name"])
+        return web.json_response(as_json(await self._rpc(request, "Delete", self.gateway.deployer.Delete, message)))
+
+    async def get_log(self, request: web.Request) -> web.Response:
+        try:
+            lines = int(request.query.get("lines", "0"))
+        except ValueError:
+            raise HttpAbort(grpc.StatusCode.INVALID_ARGUMENT, "lines: expected a whole number") from None
+        message = pb.FunctionRequest(FunctionName=request.match_info["name"], Lines=max(lines, 0))
+        reply = await self._rpc(request, "GetLog", self.gateway.GetLog, message)
+        return web.Response(text=reply.Msg, content_type="text/plain", charset="utf-8")
+
+    async def scale(self, request: web.Request) -> web.Response:
+        reply = await self._rpc(request, "ReplicaUpdate", self.gateway.deployer.ReplicaUpdate, pb.ScaleServiceRequest)
+        return web.json_response(as_json(reply))
+
+    async def info(self, request: web.Request) -> web.Response:
+        reply = await self._rpc(request, "Info", self.gateway.Info, pb.Empty())
+        return web.json_response(json.loads(reply.Msg))
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        reply = await self._rpc(request, "HealthCheck", self.gateway.HealthCheck, pb.Empty())
+        return web.Response(text=reply.Msg)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """GET /metrics: open where List is (what runs and how much it is called, no inputs or outputs)."""
+        self._allow(request, "List")
+        body, content_type = await asyncio.to_thread(self.metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def describe(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi())
+
+
+async def _next(items: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await items.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _event(data: Any, event: str = "") -> bytes:
+    lines = [f"event: {event}"] if event else []
+    text = data if isinstance(data, str) else json.dumps(data)
+    lines += [f"data: {line}" for line in text.split("\n")]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _chunk(reply: pb.Messages, events: bool) -> bytes:
+    """One streamed item: its bytes as they are, or a server-sent event (text as is, bytes as base64)."""
+    if not events:
+        return bytes(reply.Output)
+    if reply.ContentType in (TEXT, JSON):
+        return _event(reply.Output.decode("utf-8", "replace"))
+    import base64
+
+    return _event(base64.b64encode(reply.Output).decode("ascii"), "bytes")
+
+
+async def serve_http(face: HttpFace, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `face` on host:port (0: a free port); the runner (to clean up) and the port bound. OSError when the
+    port cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may bind while old ones linger
+        listener.bind((host.strip("[]"), port))  # no SO_REUSEPORT: one server per port, as for gRPC
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    runner = web.AppRunner(face.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, listener).start()
+    return runner, int(listener.getsockname()[1])

@@ -1,0 +1,90 @@
+"""The gateway's Prometheus metrics (prometheus_client, a registry of the gateway's own), served at the HTTP
+face's GET /metrics.
+
+Counted as calls happen (a few microseconds a call): calls by function, backend and gRPC status, gateway-side
+latency, calls in flight, stream frames, deploys and their duration. Read from the gateway's state when scraped:
+replicas wanted and ready, cold starts, GPU memory per device. Function labels are deployed names only (a call
+naming an unknown function counts under function=""), so a caller cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from ..backends.gpu_inventory import processes
+
+if TYPE_CHECKING:
+    from .core import GatewayCore
+
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+DEPLOY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+class GatewayMetrics:
+    """The metrics of one gateway process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("dcf_calls", "Calls answered, by function, backend and gRPC status.",
+                             ["function", "backend", "status"], registry=self.registry)
+        self.latency = Histogram("dcf_call_duration_seconds", "Seconds from a call's arrival at the gateway to "
+                                 "its reply (a stream: to its end).", ["function"], buckets=CALL_BUCKETS,
+                                 registry=self.registry)
+        self.in_flight = Gauge("dcf_calls_in_flight", "Calls and streams the gateway is serving now.", ["function"],
+                               registry=self.registry)
+        self.frames = Counter("dcf_stream_frames", "Requests sent over bidirectional (Invokes) streams.",
+                              ["function"], registry=self.registry)
+        self.deploys = Counter("dcf_deploys", "Deploys and updates, by outcome (ok or failed).", ["outcome"],
+                               registry=self.registry)
+        self.deploy_seconds = Histogram("dcf_deploy_duration_seconds", "Seconds a deploy or update took.",
+                                        buckets=DEPLOY_BUCKETS, registry=self.registry)
+
+    def watch(self, core: GatewayCore) -> None:
+        """Read replicas, cold starts and GPUs from `core` at every scrape."""
+        self.registry.register(_StateCollector(core))
+
+    def call_done(self, function: str, backend: str, status: str, seconds: float) -> None:
+        """Count one finished call."""
+        self.calls.labels(function, backend, status).inc()
+        self.latency.labels(function).observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format Prometheus scrapes, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _StateCollector(Collector):
+    """What the gateway's state says at the moment of a scrape."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+
+    def collect(self) -> Iterator[Metric]:
+        replicas = GaugeMetricFamily("dcf_replicas", "Replicas by function: wanted (asked for, by the user or "
+                                     "an autoscaler) and ready.", labels=["function", "backend", "state"])
+        cold = CounterMetricFamily("dcf_cold_starts", "Replica starts that a call at zero replicas waited for.",
+                                   labels=["function"])
+        for name, record in list(self.core.registry.records.items()):
+            deployment = self.core.deployments.get(name)
+            wanted = deployment.replicas if deployment is not None else 0
+            ready = deployment.ready_replicas if deployment is not None else 0
+            replicas.add_metric([name, record.backend, "wanted"], wanted)
+            replicas.add_metric([name, record.backend, "ready"], ready)
+            cold.add_metric([name], record.cold_starts)
+        yield replicas
+        yield cold
+        gpus = self.core.gpus
+        if gpus is not None and gpus.devices:
+            memory = GaugeMetricFamily("dcf_gpu_memory_used_bytes", "Memory in use on each GPU the gateway hands "
+                                       "out, as the driver reports it.", labels=["gpu", "name"])
+            on = processes(gpus.devices)  # asks the driver: exposition runs off the event loop
+            for device in gpus.devices:
+                memory.add_metric([str(device.index), device.name],
+                                  sum(process.memory_used for process in on.get(device.index, [])))
+            yield memory
