@@ -294,3 +294,37 @@ def test_browsers_of_listed_origins_only(tmp_path: Path) -> None:
         assert status == 405 and "access-control-allow-origin" not in headers
     finally:
         handle.stop()
+
+
+def test_a_websocket_stream_carries_500_frames_in_order_and_ends_with_a_failure_said(http_gateway) -> None:
+    import asyncio
+
+    import aiohttp
+
+    _, web = http_gateway
+    frames = [f"frame {i}".encode() * 100 for i in range(500)]
+
+    async def talk() -> tuple[list[bytes], list[str], object]:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://{web.host}:{web.port}/function/echo/stream") as ws:
+                async def send() -> None:
+                    for frame in frames:
+                        await ws.send_bytes(frame)
+
+                sending = asyncio.create_task(send())
+                replies = [await ws.receive_bytes(timeout=30) for _ in frames]
+                await sending
+                await ws.close()
+            async with session.ws_connect(f"http://{web.host}:{web.port}/function/faces/stream") as ws:
+                await ws.send_str("one")
+                await ws.send_str("bad")
+                said = [await ws.receive_str(timeout=30)]
+                failure = await ws.receive_json(timeout=30)
+                closed = await ws.receive(timeout=30)
+                return replies, said, (failure, closed.type, ws.close_code)
+
+    replies, said, (failure, kind, code) = asyncio.run(talk())
+    assert replies == frames  # every frame, in order
+    assert said == ["text: one"]
+    assert failure == {"message": "ValueError: not a picture", "code": "INVALID_ARGUMENT"}
+    assert kind == aiohttp.WSMsgType.CLOSE and code == 1011

@@ -3,6 +3,7 @@
     POST /function/{name}            the body is req.input; the reply comes back with the handler's content type
                                      (a generator's items stream back as they come: chunked, or server-sent
                                      events with `Accept: text/event-stream`)
+    GET  /function/{name}/stream     a WebSocket: one message one call, replies in order (an Invokes stream)
     GET  /system/functions           List            POST/PUT /system/functions   Deploy / Update (JSON)
     GET  /system/function/{name}     GetMeta         DELETE /system/function/{name}   Delete
     GET  /system/function-log/{name} GetLog          PUT  /system/scale-function  ReplicaUpdate
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -104,6 +105,7 @@ class HttpFace:
         """The aiohttp application."""
         app = web.Application(client_max_size=self.max_message, middlewares=[self._errors])
         app.router.add_post("/function/{name}", self.invoke)
+        app.router.add_get("/function/{name}/stream", self.stream)
         app.router.add_get("/system/functions", self.list_functions)
         app.router.add_post("/system/functions", self.deploy)
         app.router.add_put("/system/functions", self.update)
@@ -240,6 +242,40 @@ class HttpFace:
             log.info("an HTTP stream ended early: %s", exc.message)
         await response.write_eof()
         return response
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """GET /function/{name}/stream, a WebSocket: each message is one call, each reply comes back in request
+        order (text for text and JSON replies, binary for bytes). It is an `Invokes` stream: the same window of
+        calls in flight, past which the gateway stops reading the socket, so TCP slows the sender."""
+        self._allow(request, "Invokes")
+        name = request.match_info["name"]
+        socket_ = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30)
+        await socket_.prepare(request)
+
+        async def calls() -> AsyncIterator[bytes]:
+            async for message in socket_:
+                if message.type == WSMsgType.BINARY:
+                    yield pb.InvokeServiceRequest(Service=name, Input=message.data).SerializeToString()
+                elif message.type == WSMsgType.TEXT:
+                    yield pb.InvokeServiceRequest(Service=name, Input=message.data.encode()).SerializeToString()
+                elif message.type == WSMsgType.ERROR:
+                    return
+
+        try:
+            async for raw in self.gateway.invoker.Invokes(calls(), HttpContext(None)):
+                reply = pb.Messages.FromString(raw)
+                if reply.ContentType in (TEXT, JSON):
+                    await socket_.send_str(reply.Output.decode("utf-8", "replace"))
+                else:
+                    await socket_.send_bytes(reply.Output)
+        except HttpAbort as exc:  # the stream ends with its first failure, as Invokes does: said, then closed
+            await socket_.send_json({"message": exc.message, "code": exc.code.name})
+            await socket_.close(code=WSCloseCode.INTERNAL_ERROR, message=exc.code.name.encode())
+            return socket_
+        except ConnectionResetError:
+            return socket_
+        await socket_.close()
+        return socket_
 
     # --- management -----------------------------------------------------------------------------------------
 

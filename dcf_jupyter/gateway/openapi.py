@@ -53,6 +53,11 @@ def openapi() -> dict[str, Any]:
                                 "token as 'Authorization: Bearer TOKEN'."},
         "paths": {
             "/function/{name}": {"post": invoke},
+            "/function/{name}/stream": {"get": _op(
+                "A WebSocket: each message (binary, or text as UTF-8) is one call; replies come back in request "
+                "order, text for text and JSON replies, binary for bytes; a failure ends the stream with a JSON "
+                "{message, code} and close code 1011", "Invokes", params=[_NAME],
+                ok={"description": "101 Switching Protocols", "content": {}})},
             "/system/functions": {
                 "get": _op("Deployed functions", "List"),
                 "post": _op("Deploy a function (Source: the folder as a base64 tar.gz)", "Deploy", token=True,
