@@ -211,6 +211,18 @@ def test_a_private_gateway_asks_the_token_for_calls_too(tmp_path: Path) -> None:
         handle.stop()
 
 
+def test_no_metrics_and_no_http_face_when_asked(tmp_path: Path) -> None:
+    quiet = start_gateway(tmp_path / "quiet", "--no-docker", "--no-metrics")
+    none = start_gateway(tmp_path / "none", "--no-docker", "--http-port", "-1")
+    try:
+        status, _, raw = Http(quiet.running.http_address).request("GET", "/metrics")
+        assert status == 404 and "--no-metrics" in json.loads(raw)["message"]
+        assert none.running.http_address == "" and none.client.info()["http_address"] == ""
+    finally:
+        quiet.stop()
+        none.stop()
+
+
 def test_the_openapi_description_lists_exactly_the_routes(http_gateway) -> None:
     _, web = http_gateway
     status, described = web.json("GET", "/openapi.json")
@@ -252,7 +264,8 @@ def test_metrics_parse_as_prometheus_text_and_count_the_calls_made(http_gateway)
     assert before_or(seen, "dcf_deploys_total", outcome="ok") >= 4
     assert ("dcf_calls_in_flight", (("function", "hello-dcf"),)) in seen
     names = {name for name, _ in seen}
-    assert {"dcf_cold_starts_total", "dcf_deploy_duration_seconds_bucket", "dcf_calls_total"} <= names, names
+    assert {"dcf_cold_starts_total", "dcf_deploy_duration_seconds_bucket", "dcf_calls_total",
+            "dcf_worker_restarts_total"} <= names, names
     list(handle.client.stream("echo", [b"a", b"b", b"c"]))
     assert before_or(samples(), "dcf_stream_frames_total", function="echo") >= 3
 
@@ -328,3 +341,19 @@ def test_a_websocket_stream_carries_500_frames_in_order_and_ends_with_a_failure_
     assert said == ["text: one"]
     assert failure == {"message": "ValueError: not a picture", "code": "INVALID_ARGUMENT"}
     assert kind == aiohttp.WSMsgType.CLOSE and code == 1011
+
+
+def test_the_grafana_dashboard_asks_for_metrics_the_gateway_exports(http_gateway) -> None:
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    handle, web = http_gateway
+    list(handle.client.stream("echo", [b"a"]))
+    exported = {sample.name for family in text_string_to_metric_families(web.request("GET", "/metrics")[2].decode())
+                for sample in family.samples}
+    exported.add("dcf_gpu_memory_used_bytes")  # only where the gateway hands out GPUs (none here)
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dcf.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bdcf_[a-z_]+", target["expr"])}
+    assert asked and asked <= exported, asked - exported

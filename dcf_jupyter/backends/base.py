@@ -108,6 +108,7 @@ class Deployment(abc.ABC):
         self.waiting = 0
         self.load_changed = asyncio.Event()
         self.wakes_on_call = False  # at 0 replicas a call waits for one to start (an autoscaler starts it)
+        self.restarts = 0  # replicas that died or were stuck and were started again
 
     @abc.abstractmethod
     def _ready_links(self) -> list[WorkerLink]:

@@ -206,6 +206,7 @@ class DockerDeployment(Deployment):
             if replica.link is link and not replica.restarting:
                 replica.ready, replica.restarting = False, True
                 self.last_error = f"replica {replica.index} was stuck in a call; restarting its container"
+                self.restarts += 1
                 self._replicas_changed()
                 task = asyncio.create_task(self._restart(replica))
                 self._restarts.add(task)

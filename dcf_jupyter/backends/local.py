@@ -255,6 +255,7 @@ class _Replica:
                 if self._stopping:
                     return
                 self.deployment.last_error = f"replica {self.index} exited with code {code}"
+                self.deployment.restarts += 1
                 self.note(f"replica {self.index} exited with code {code}; restarting in {backoff:.1f}s")
                 if loop.time() - started > HEALTHY_RESET_S:
                     backoff = BACKOFF_FIRST_S

@@ -196,6 +196,7 @@ async def run_gateway(options: GatewayOptions) -> None:
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,
             gpus=gpus,
+            metrics=options.metrics,
         ))
         policy = TokenPolicy(token, is_loopback(options.host), options.private)
         server.add_generic_rpc_handlers((TokenGuard(gateway.rpc_handlers(), policy),))

@@ -25,7 +25,7 @@ GATEWAY_CONFIG = "gateway.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
 CONFIG_KEYS = frozenset({"host", "port", "max_message_size", "backend", "no_docker", "ray_address", "tls_cert",
                          "tls_key", "stream_window", "flow_window", "loop", "private", "token_file", "place_timeout",
-                         "gpus", "http_port"})
+                         "gpus", "http_port", "no_metrics"})
 
 
 def config_path() -> Path:

@@ -67,6 +67,7 @@ class GatewayOptions:
     http_port: int | None = None  # the HTTP face's port: None for the one after `port` (a free one with port 0),
     # 0 for a free one, -1 for none (see http_port_for)
     cors_origins: tuple[str, ...] = ()  # web pages of these origins may call the HTTP face from a browser
+    metrics: bool = True  # count calls and deploys for /metrics
 
     def http_port_for(self, grpc_port: int) -> int | None:
         """The port the HTTP face binds once gRPC has `grpc_port` (None: no HTTP face)."""
@@ -125,6 +126,8 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                         help="let web pages of this origin (e.g. https://example.org) call the HTTP face from a "
                              "browser; repeat for more (default: none)")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="count nothing and serve no /metrics (they cost about a microsecond a call)")
     parser.add_argument("--stream-window", type=int, default=DEFAULT_STREAM_WINDOW,
                         help=f"calls in flight per Invokes stream before the gateway stops reading it "
                              f"(default {DEFAULT_STREAM_WINDOW})")
@@ -197,6 +200,7 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else None,
         http_port=http_port,
         cors_origins=origins,
+        metrics=not args.no_metrics,
     )
 
 
@@ -215,7 +219,7 @@ def options_argv(options: GatewayOptions) -> list[str]:
     for origin in options.cors_origins:
         argv += ["--cors-origin", origin]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
-    argv += ["--private"] * options.private
+    argv += ["--private"] * options.private + ["--no-metrics"] * (not options.metrics)
     return argv
 
 

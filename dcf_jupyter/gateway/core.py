@@ -35,6 +35,7 @@ class GatewayCore:
         stream_window: int = DEFAULT_STREAM_WINDOW,
         on_demand: dict[str, Callable[[], Backend]] | None = None,
         gpus: GpuAllocator | None = None,
+        metrics: bool = True,
     ) -> None:
         self.state_dir = state_dir
         self.backends = backends
@@ -53,7 +54,7 @@ class GatewayCore:
         self._locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
         self.http_address = ""  # its HTTP face, once serving
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(enabled=metrics)
         self.metrics.watch(self)
 
     # --- paths --------------------------------------------------------------

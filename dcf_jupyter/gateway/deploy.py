@@ -107,14 +107,13 @@ class Deployer:
         return await self._deploy(request, update=True)
 
     async def _deploy(self, request: pb.CreateFunctionRequest, *, update: bool) -> pb.Message:
-        started, outcome = time.perf_counter(), "failed"
+        started, ok = time.perf_counter(), False
         try:
             reply = await self._deploy_now(request, update=update)
-            outcome = "ok"
+            ok = True
             return reply
         finally:
-            self.core.metrics.deploys.labels(outcome).inc()
-            self.core.metrics.deploy_seconds.observe(time.perf_counter() - started)
+            self.core.metrics.deployed(ok, time.perf_counter() - started)
 
     async def _deploy_now(self, request: pb.CreateFunctionRequest, *, update: bool) -> pb.Message:
         name = valid_name(request.Service)

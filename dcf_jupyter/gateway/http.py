@@ -323,6 +323,8 @@ class HttpFace:
     async def prometheus(self, request: web.Request) -> web.Response:
         """GET /metrics: open where List is (what runs and how much it is called, no inputs or outputs)."""
         self._allow(request, "List")
+        if not self.metrics.enabled:
+            raise HttpAbort(grpc.StatusCode.NOT_FOUND, "this gateway counts nothing (it was started with --no-metrics)")
         body, content_type = await asyncio.to_thread(self.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -124,7 +124,7 @@ class Invoker:
         metrics, name = self.core.metrics, record.name
         started = time.perf_counter()
         status = "OK"
-        metrics.in_flight.labels(name).inc()
+        metrics.call_started(name)
         try:
             yield
         except Abort as exc:
@@ -137,7 +137,6 @@ class Invoker:
             status = "INTERNAL"
             raise
         finally:
-            metrics.in_flight.labels(name).dec()
             metrics.call_done(name, record.backend, status, time.perf_counter() - started)
 
     def _route(self, raw: bytes) -> tuple[FunctionRecord, Deployment]:
@@ -145,7 +144,7 @@ class Invoker:
         try:
             return self.core.route(_service_of(raw))
         except Abort as exc:
-            self.core.metrics.call_done("", "", exc.code.name, 0.0)
+            self.core.metrics.call_done("", "", exc.code.name, 0.0, started=False)
             raise
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
@@ -215,7 +214,7 @@ class Invoker:
                         raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"this stream calls {record.name!r}; open another stream for {brief(service)}")
                     self.core.registry.count(record)
-                    self.core.metrics.frames.labels(record.name).inc()
+                    self.core.metrics.frame(record.name)
                     call_id, future = link.submit(FORM_MESSAGES, raw)
                     unanswered.append(call_id)
                     await window.put(future)

@@ -29,7 +29,8 @@ DEPLOY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 class GatewayMetrics:
     """The metrics of one gateway process."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # off (--no-metrics): nothing is counted, /metrics answers 404
         self.registry = CollectorRegistry(auto_describe=True)
         self.calls = Counter("dcf_calls", "Calls answered, by function, backend and gRPC status.",
                              ["function", "backend", "status"], registry=self.registry)
@@ -49,10 +50,29 @@ class GatewayMetrics:
         """Read replicas, cold starts and GPUs from `core` at every scrape."""
         self.registry.register(_StateCollector(core))
 
-    def call_done(self, function: str, backend: str, status: str, seconds: float) -> None:
-        """Count one finished call."""
-        self.calls.labels(function, backend, status).inc()
-        self.latency.labels(function).observe(seconds)
+    def call_started(self, function: str) -> None:
+        """A call (or stream) began."""
+        if self.enabled:
+            self.in_flight.labels(function).inc()
+
+    def call_done(self, function: str, backend: str, status: str, seconds: float, *, started: bool = True) -> None:
+        """Count one finished call (`started`: it was counted in flight)."""
+        if self.enabled:
+            if started:
+                self.in_flight.labels(function).dec()
+            self.calls.labels(function, backend, status).inc()
+            self.latency.labels(function).observe(seconds)
+
+    def frame(self, function: str) -> None:
+        """One request over a bidirectional stream."""
+        if self.enabled:
+            self.frames.labels(function).inc()
+
+    def deployed(self, ok: bool, seconds: float) -> None:
+        """Count one deploy or update."""
+        if self.enabled:
+            self.deploys.labels("ok" if ok else "failed").inc()
+            self.deploy_seconds.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
@@ -70,6 +90,9 @@ class _StateCollector(Collector):
                                      "an autoscaler) and ready.", labels=["function", "backend", "state"])
         cold = CounterMetricFamily("dcf_cold_starts", "Replica starts that a call at zero replicas waited for.",
                                    labels=["function"])
+        restarts = CounterMetricFamily("dcf_worker_restarts", "Replicas started again after their worker died or "
+                                       "was stuck past the function's timeout (this revision, this gateway run).",
+                                       labels=["function"])
         for name, record in list(self.core.registry.records.items()):
             deployment = self.core.deployments.get(name)
             wanted = deployment.replicas if deployment is not None else 0
@@ -77,8 +100,10 @@ class _StateCollector(Collector):
             replicas.add_metric([name, record.backend, "wanted"], wanted)
             replicas.add_metric([name, record.backend, "ready"], ready)
             cold.add_metric([name], record.cold_starts)
+            restarts.add_metric([name], deployment.restarts if deployment is not None else 0)
         yield replicas
         yield cold
+        yield restarts
         gpus = self.core.gpus
         if gpus is not None and gpus.devices:
             memory = GaugeMetricFamily("dcf_gpu_memory_used_bytes", "Memory in use on each GPU the gateway hands "
