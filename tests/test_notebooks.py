@@ -128,6 +128,11 @@ def test_shell_notebook_outputs(tmp_path: Path) -> None:
     assert "Deployed: hello-dcf" in text_of(outputs(notebook, "!dcf function deploy -f hello-dcf/config.yaml"))
     assert text_of(outputs(notebook, "!echo Hello | dcf function call hello-dcf")).strip() == "Hello DCF"
     assert "hello-dcf" in text_of(outputs(notebook, "!dcf function list"))
+    over_http = text_of(outputs(notebook, "status = !dcf gateway status"))
+    if "curl is not installed here" not in over_http:
+        lines = over_http.splitlines()
+        assert lines[1] == "Hello DCF" and '"Name": "hello-dcf"' in lines[2], over_http
+        assert 'dcf_calls_total{function="hello-dcf",backend="local",status="OK"} ' in over_http, over_http
     docker = text_of(outputs(notebook, "if can_build:"))
     assert "Hello DCF" in docker or "Skipped: no image could be built" in docker, docker
     bases = text_of(outputs(notebook, "gpu_spec = replace("))

@@ -34,7 +34,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ..protocol import gateway_pb2 as pb
-from ..protocol.names import BINARY, JSON, SERVICE, TEXT
+from ..protocol.names import AUTHORIZATION_KEY, BINARY, JSON, ORIGIN_KEY, TEXT
+from ..protocol.names import method as rpc_path
 from .auth import TokenPolicy
 from .metrics import GatewayMetrics
 from .openapi import openapi
@@ -142,7 +143,7 @@ class HttpFace:
         try:
             response = await handler(request)
         except HttpAbort as exc:
-            return failure(exc.code, exc.message, str(exc.metadata.get("dcf-origin", "")))
+            return failure(exc.code, exc.message, str(exc.metadata.get(ORIGIN_KEY, "")))
         except Abort as exc:
             return failure(exc.code, exc.message, exc.origin)
         except web.HTTPRequestEntityTooLarge:
@@ -164,7 +165,7 @@ class HttpFace:
     def _allow(self, request: web.Request, rpc: str) -> None:
         """Abort with UNAUTHENTICATED unless the policy lets this request call `rpc`."""
         header = request.headers.get("Authorization", "")
-        if not self.policy.allows(f"/{SERVICE}/{rpc}", [("authorization", header)] if header else []):
+        if not self.policy.allows(rpc_path(rpc), [(AUTHORIZATION_KEY, header)] if header else []):
             raise HttpAbort(grpc.StatusCode.UNAUTHENTICATED,
                             f"{rpc} needs the gateway's token: send it as 'Authorization: Bearer TOKEN'")
 

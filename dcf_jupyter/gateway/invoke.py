@@ -18,7 +18,7 @@ import grpc
 from ..backends.base import Deployment, NoReplica
 from ..errors import brief
 from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
-from ..protocol.names import ORIGIN_FUNCTION
+from ..protocol.names import ORIGIN_FUNCTION, Status
 from ..protocol.wire import WireError, parse_invoke_request
 from .core import GatewayCore
 from .registry import FunctionRecord
@@ -123,7 +123,7 @@ class Invoker:
         """Count one call (or stream) of `record`'s function: in flight while it runs, then its status and time."""
         metrics, name = self.core.metrics, record.name
         started = time.perf_counter()
-        status = "OK"
+        status = Status.OK.name
         metrics.call_started(name)
         try:
             yield
@@ -131,10 +131,10 @@ class Invoker:
             status = exc.code.name
             raise
         except (asyncio.CancelledError, GeneratorExit):  # the caller went away
-            status = "CANCELLED"
+            status = Status.CANCELLED.name
             raise
         except BaseException:
-            status = "INTERNAL"
+            status = Status.INTERNAL.name
             raise
         finally:
             metrics.call_done(name, record.backend, status, time.perf_counter() - started)

@@ -10,17 +10,25 @@ naming an unknown function counts under function=""), so a caller cannot grow th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from ..backends.base import Deployment
+from ..backends.gpu_allocator import GpuAllocator
 from ..backends.gpu_inventory import processes
+from .registry import Registry
 
-if TYPE_CHECKING:
-    from .core import GatewayCore
+
+class GatewayState(Protocol):
+    """What a scrape reads of the gateway's state (core.GatewayCore has it)."""
+
+    registry: Registry
+    deployments: dict[str, Deployment]
+    gpus: GpuAllocator | None
 
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 DEPLOY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -46,7 +54,7 @@ class GatewayMetrics:
         self.deploy_seconds = Histogram("dcf_deploy_duration_seconds", "Seconds a deploy or update took.",
                                         buckets=DEPLOY_BUCKETS, registry=self.registry)
 
-    def watch(self, core: GatewayCore) -> None:
+    def watch(self, core: GatewayState) -> None:
         """Read replicas, cold starts and GPUs from `core` at every scrape."""
         self.registry.register(_StateCollector(core))
 
@@ -82,7 +90,7 @@ class GatewayMetrics:
 class _StateCollector(Collector):
     """What the gateway's state says at the moment of a scrape."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: GatewayState) -> None:
         self.core = core
 
     def collect(self) -> Iterator[Metric]:

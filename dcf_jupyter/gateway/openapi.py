@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._version import __version__
+from ..protocol.names import HEALTHY, method
 
 _ERROR = {"description": "An error: {\"message\": sentence, \"code\": the gRPC status name}",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -19,7 +20,7 @@ _TOKEN: list[dict[str, list[str]]] = [{"bearer": []}]
 def _op(summary: str, rpc: str, *, token: bool = False, body: str = "", params: list[Any] | None = None,
         ok: dict[str, Any] | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {
-        "summary": summary, "operationId": rpc, "x-grpc-method": f"pb.Gateway/{rpc}",
+        "summary": summary, "operationId": rpc, "x-grpc-method": method(rpc),
         "responses": {"200": ok or _JSON_OK, "default": _ERROR},
     }
     if params:
@@ -74,7 +75,7 @@ def openapi() -> dict[str, Any]:
             "/system/info": {"get": _op("The gateway: version, backends, GPUs", "Info",
                                         ok={"description": "Info as JSON", "content": {"application/json": {
                                             "schema": {"type": "object"}}}})},
-            "/healthz": {"get": _op("Liveness: 'OK'", "HealthCheck", ok={"description": "OK", "content": {
+            "/healthz": {"get": _op("Liveness: 'OK'", "HealthCheck", ok={"description": HEALTHY, "content": {
                 "text/plain": {"schema": {"type": "string"}}}})},
             "/metrics": {"get": _op("Prometheus metrics", "Metrics", ok={"description": "Prometheus text format",
                                                                         "content": {"text/plain": {"schema": {
