@@ -300,11 +300,20 @@ def test_browsers_of_listed_origins_only(tmp_path: Path) -> None:
         assert "Authorization" in headers["access-control-allow-headers"]
         status, headers, body = web.request("POST", "/function/hello-dcf", headers={"Origin": "https://example.org"})
         assert body == b"Hello DCF" and headers["access-control-allow-origin"] == "https://example.org"
-        status, headers, _ = web.request("POST", "/function/hello-dcf", headers={"Origin": "https://evil.example"})
-        assert "access-control-allow-origin" not in headers
+        # Any page can make a browser POST to 127.0.0.1 without asking first: one of another origin is refused
+        # before its call runs, as is one that renamed its own host to this address (DNS rebinding).
+        for headers_sent in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                             {"Host": f"evil.example:{web.port}"}):
+            status, headers, raw = web.request("POST", "/function/hello-dcf", b"x", headers=headers_sent)
+            assert status == 403 and "access-control-allow-origin" not in headers, (headers_sent, raw)
+            assert json.loads(raw)["code"] == "PERMISSION_DENIED"
         status, headers, _ = web.request("OPTIONS", "/function/hello-dcf", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
-        assert status == 405 and "access-control-allow-origin" not in headers
+        assert status == 403 and "access-control-allow-origin" not in headers
+        for host in (f"localhost:{web.port}", f"127.0.0.1:{web.port}"):  # this machine's names are fine
+            assert web.request("POST", "/function/hello-dcf", b"x", headers={"Host": host})[2] == b"Hello DCF"
+        calls = handle.client.get("hello-dcf").invocations
+        assert calls == 3, calls  # the refused requests ran nothing
     finally:
         handle.stop()
 

@@ -280,7 +280,7 @@ async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOpti
     from .http import HttpFace, serve_http
 
     face = HttpFace(gateway, policy, gateway.core.metrics, max_message=options.max_message,
-                    cors_origins=options.cors_origins)
+                    cors_origins=options.cors_origins, loopback=is_loopback(options.host))
     try:
         runner, bound = await serve_http(face, options.host, port)
     except OSError as exc:

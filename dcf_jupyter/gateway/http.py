@@ -21,6 +21,7 @@ WebSockets too.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import socket
@@ -53,6 +54,17 @@ HTTP_STATUS = {
 CONTENT_TYPES = {TEXT: "text/plain; charset=utf-8", JSON: "application/json", BINARY: "application/octet-stream"}
 TIMEOUT_HEADER = "X-Dcf-Timeout"  # seconds the caller waits, as a gRPC deadline does
 ORIGIN_HEADER = "X-Dcf-Origin"  # who failed: the gateway or the function (as gRPC's trailing metadata says)
+
+
+LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class HttpAbort(Exception):
@@ -95,12 +107,13 @@ class HttpFace:
     """The routes, over a gateway's service object (service.Gateway) and its token policy."""
 
     def __init__(self, gateway: Any, policy: TokenPolicy, metrics: GatewayMetrics, *, max_message: int,
-                 cors_origins: tuple[str, ...] = ()) -> None:
+                 cors_origins: tuple[str, ...] = (), loopback: bool = True) -> None:
         self.gateway = gateway
         self.policy = policy
         self.metrics = metrics
         self.max_message = max_message
         self.cors_origins = cors_origins
+        self.loopback = loopback  # served on a loopback address: only this machine's names are its hosts
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -127,6 +140,9 @@ class HttpFace:
                       ) -> web.StreamResponse:
         origin = request.headers.get("Origin", "")
         allowed = origin in self.cors_origins
+        refused = self._browser_refused(request, origin, allowed)
+        if refused:
+            return failure(grpc.StatusCode.PERMISSION_DENIED, refused)
         if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return web.Response(status=204, headers={
                 "Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Max-Age": "600",
@@ -137,6 +153,18 @@ class HttpFace:
         if not response.prepared:  # a streamed reply took them before its headers went out
             response.headers.update(request["cors"])
         return response
+
+    def _browser_refused(self, request: web.Request, origin: str, allowed: bool) -> str:
+        """Why a request from a web page is refused ('' when it is not): any page may make a browser send a POST
+        to 127.0.0.1 (and, renaming its own host to 127.0.0.1, read the replies), so a page of an origin not
+        listed with --cors-origin may not call, and a Host that is not this machine's name is refused."""
+        if origin and not allowed:
+            return (f"a web page of {origin[:100]} may not call this gateway (its owner lists the origins that "
+                    "may with --cors-origin)")
+        host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower() if request.host else ""
+        if self.loopback and host and not (host in LOCAL_NAMES or _is_address(host)):
+            return f"this gateway answers requests for its own address, not for {host[:100]!r}"
+        return ""
 
     async def _answer(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
