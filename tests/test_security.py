@@ -123,6 +123,21 @@ def test_tls_gateway_serves_tls_clients_only(tmp_path: Path) -> None:
             Client(handle.address).call("echo", b"plaintext", timeout=5)
         result = run_cli("--tls-ca", str(cert), "-g", handle.address, "function", "call", "echo", input=b"cli tls")
         assert result.returncode == 0 and result.stdout == b"cli tls", result.stderr
+        # Its HTTP face speaks HTTPS with the same certificate, and nothing in plaintext.
+        import http.client
+        import ssl
+
+        host, port = handle.running.http_address.rsplit(":", 1)
+        https = http.client.HTTPSConnection(host, int(port), timeout=30,
+                                            context=ssl.create_default_context(cafile=str(cert)))
+        https.request("POST", "/function/echo", body=b"over https")
+        assert https.getresponse().read() == b"over https"
+        https.close()
+        plain = http.client.HTTPConnection(host, int(port), timeout=10)
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            plain.request("POST", "/function/echo", body=b"plaintext")
+            plain.getresponse().read()
+        plain.close()
     finally:
         Client(handle.address, tls_ca=cert).close()
         from dcf_jupyter.gateway import stop_gateway

@@ -274,22 +274,22 @@ async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOpti
     port = options.http_port_for(grpc_port)
     if port is None:
         return None, ""
-    if options.tls_cert:
-        log.warning("no HTTP face: the gateway serves TLS, and the HTTP face does not yet (--http-port -1 says so)")
-        return None, ""
-    from .http import HttpFace, serve_http
+    from .http import HttpFace, serve_http, tls_context
+
+    # A TLS gateway serves HTTPS with the same certificate (check_options has read both files already).
+    tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
 
     face = HttpFace(gateway, policy, gateway.core.metrics, max_message=options.max_message,
                     cors_origins=options.cors_origins, loopback=is_loopback(options.host))
     try:
-        runner, bound = await serve_http(face, options.host, port)
+        runner, bound = await serve_http(face, options.host, port, tls)
     except OSError as exc:
         if options.http_port is not None and options.http_port > 0:
             holder = port_holder(options.host, port)
             raise GatewayStartError(f"cannot serve HTTP on {format_address(options.host, port)}: "
                                     f"{(holder and f'held by {holder}') or exc.strerror}; pick another with "
                                     "--http-port (0: a free one, -1: none)") from None
-        runner, bound = await serve_http(face, options.host, 0)
+        runner, bound = await serve_http(face, options.host, 0, tls)
         log.warning("HTTP port %d is taken; the HTTP face listens on a free port instead", port)
     return runner, format_address(options.host, bound)
 

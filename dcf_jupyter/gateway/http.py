@@ -25,6 +25,7 @@ import ipaddress
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -386,9 +387,17 @@ def _chunk(reply: pb.Messages, events: bool) -> bytes:
     return _event(base64.b64encode(reply.Output).decode("ascii"), "bytes")
 
 
-async def serve_http(face: HttpFace, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `face` on host:port (0: a free port); the runner (to clean up) and the port bound. OSError when the
-    port cannot be bound."""
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """HTTPS with the gateway's own certificate and key (the files gRPC's TLS uses)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def serve_http(face: HttpFace, host: str, port: int, tls: ssl.SSLContext | None = None
+                     ) -> tuple[web.AppRunner, int]:
+    """Serve `face` on host:port (0: a free port), over TLS when given a context; the runner (to clean up) and
+    the port bound. OSError when the port cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -400,5 +409,5 @@ async def serve_http(face: HttpFace, host: str, port: int) -> tuple[web.AppRunne
         raise
     runner = web.AppRunner(face.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    await web.SockSite(runner, listener).start()
+    await web.SockSite(runner, listener, ssl_context=tls).start()
     return runner, int(listener.getsockname()[1])
