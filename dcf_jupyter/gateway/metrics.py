@@ -10,7 +10,7 @@ naming an unknown function counts under function=""), so a caller cannot grow th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -53,23 +53,37 @@ class GatewayMetrics:
                                registry=self.registry)
         self.deploy_seconds = Histogram("dcf_deploy_duration_seconds", "Seconds a deploy or update took.",
                                         buckets=DEPLOY_BUCKETS, registry=self.registry)
+        self._in_flight: dict[str, Any] = {}
+        self._done: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def watch(self, core: GatewayState) -> None:
         """Read replicas, cold starts and GPUs from `core` at every scrape."""
         self.registry.register(_StateCollector(core))
 
+    # prometheus_client's labels() takes a lock and builds a key each time: the hot path keeps the children.
+    def _flight(self, function: str) -> Any:
+        child = self._in_flight.get(function)
+        if child is None:
+            child = self._in_flight[function] = self.in_flight.labels(function)
+        return child
+
     def call_started(self, function: str) -> None:
         """A call (or stream) began."""
         if self.enabled:
-            self.in_flight.labels(function).inc()
+            self._flight(function).inc()
 
     def call_done(self, function: str, backend: str, status: str, seconds: float, *, started: bool = True) -> None:
         """Count one finished call (`started`: it was counted in flight)."""
-        if self.enabled:
-            if started:
-                self.in_flight.labels(function).dec()
-            self.calls.labels(function, backend, status).inc()
-            self.latency.labels(function).observe(seconds)
+        if not self.enabled:
+            return
+        if started:
+            self._flight(function).dec()
+        key = (function, backend, status)
+        children = self._done.get(key)
+        if children is None:
+            children = self._done[key] = (self.calls.labels(*key), self.latency.labels(function))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def frame(self, function: str) -> None:
         """One request over a bidirectional stream."""
