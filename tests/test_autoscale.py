@@ -297,3 +297,21 @@ def test_calls_that_race_a_replica_going_to_zero_are_never_lost(own_gateway: Gat
     sockets = Path((own_gateway.state_dir / "sockets.path").read_text().strip())
     until(lambda: info(client, "flicker").idle, 10, "idle")
     until(lambda: not list(sockets.glob("flicker.*.sock")), 10, "the stopped replicas' sockets removed")
+
+
+def test_a_template_serves_a_function_whose_requirements_went_to_the_cache(own_gateway: GatewayHandle,
+                                                                          make_function) -> None:
+    """Packages the gateway's environment lacks are installed into the requirement cache; the template puts that
+    folder on its path as a fresh worker does, so a forked replica imports them."""
+    from test_requirements import build_wheel
+
+    folder = make_function("cached-pkg", "import dcftplpkg\n\n\nclass Handler:\n    def __call__(self, req):\n"
+                                         "        return dcftplpkg.VALUE\n",
+                           requirements=["--no-index", "--find-links ./wheels", "dcftplpkg==1.0"])
+    build_wheel(folder / "wheels", "dcftplpkg", "1.0", 'VALUE = "from the cache"\n')
+    with_keys(folder, autoscaling={"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 0.3})
+    client = own_gateway.client
+    client.deploy(folder)
+    until(lambda: info(client, "cached-pkg").idle, 10, "idle")
+    assert client.call("cached-pkg") == "from the cache"
+    assert info(client, "cached-pkg").cold_starts == 1
