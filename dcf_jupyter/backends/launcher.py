@@ -134,6 +134,19 @@ class StartedWorker(Generic[Handle]):
         return status if isinstance(status, dict) else {"ready": False, "error": "the worker sent a bad status line"}
 
 
+def end_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM `process`, then SIGKILL it if it has not ended within `grace` seconds; wait for it (blocking)."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 # --- a worker container -------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..definition.requirements import REQUIREMENTS
 from ..settings import ENV_EXTRA_SITE
-from .launcher import LaunchFailed, StartedWorker, WorkerProcess
+from .launcher import LaunchFailed, StartedWorker, WorkerProcess, end_process
 
 log = logging.getLogger("dcf.gateway")
 
@@ -183,13 +183,7 @@ class Template:
         """End the template (its replicas are stopped by their deployments first)."""
         with contextlib.suppress(OSError):
             os.close(self._lifeline)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
@@ -197,9 +191,8 @@ class Template:
 class Templates:
     """The local backend's templates, shared by the deployments whose keys match, started on first use."""
 
-    def __init__(self, socket_dir: Path, log_path: Path | None = None) -> None:
+    def __init__(self, socket_dir: Path) -> None:
         self.socket_dir = socket_dir
-        self.log_path = log_path
         self._templates: dict[TemplateKey, Template] = {}
         self._failed: dict[TemplateKey, str] = {}
         self._lock = asyncio.Lock()

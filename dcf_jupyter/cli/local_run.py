@@ -8,7 +8,14 @@ import subprocess
 import sys
 from typing import IO, Any
 
-from ..backends.launcher import LaunchFailed, WorkerContainer, WorkerProcess, free_port, wait_until_serving
+from ..backends.launcher import (
+    LaunchFailed,
+    WorkerContainer,
+    WorkerProcess,
+    end_process,
+    free_port,
+    wait_until_serving,
+)
 from ..client import Client, Reply
 from ..definition.requirements import InstallFailed, install_missing
 from ..definition.spec import FunctionSpec
@@ -74,13 +81,8 @@ class LocalRun:
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process)
 
     def __exit__(self, *exc: object) -> None:
         self.close()

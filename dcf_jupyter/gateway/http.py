@@ -162,7 +162,7 @@ class HttpFace:
         if origin and not allowed:
             return (f"a web page of {origin[:100]} may not call this gateway (its owner lists the origins that "
                     "may with --cors-origin)")
-        host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower() if request.host else ""
+        host = request.host.rsplit(":", 1)[0].strip("[]").lower() if request.host else ""
         if self.loopback and host and not (host in LOCAL_NAMES or _is_address(host)):
             return f"this gateway answers requests for its own address, not for {host[:100]!r}"
         return ""
@@ -253,18 +253,17 @@ class HttpFace:
         if first is None:
             return web.Response(status=204)
         second = None if events else await next_item()
-        if second is None and not events:  # one reply: sent whole, with its length and content type
-            reply = pb.Messages.FromString(first)
-            return web.Response(body=reply.Output, content_type=None,
-                                headers={"Content-Type": CONTENT_TYPES.get(reply.ContentType, CONTENT_TYPES[BINARY])})
         first_reply = pb.Messages.FromString(first)
-        response = web.StreamResponse(headers={**request.get("cors", {}), "Content-Type": "text/event-stream" if events
-                                               else CONTENT_TYPES.get(first_reply.ContentType, CONTENT_TYPES[BINARY])})
+        content_type = CONTENT_TYPES.get(first_reply.ContentType, CONTENT_TYPES[BINARY])
+        if second is None and not events:  # one reply: sent whole, with its length and content type
+            return web.Response(body=first_reply.Output, content_type=None, headers={"Content-Type": content_type})
+        response = web.StreamResponse(headers={**request.get("cors", {}),
+                                               "Content-Type": "text/event-stream" if events else content_type})
         await response.prepare(request)
         try:
-            for item in (first, second):
-                if item is not None:
-                    await response.write(_chunk(pb.Messages.FromString(item), events))
+            await response.write(_chunk(first_reply, events))
+            if second is not None:
+                await response.write(_chunk(pb.Messages.FromString(second), events))
             while (item := await next_item()) is not None:
                 await response.write(_chunk(pb.Messages.FromString(item), events))
         except HttpAbort as exc:  # headers are out: the failure ends the stream as its last event

@@ -149,16 +149,16 @@ class Invoker:
         """Count one call (or stream) of `record`'s function: in flight while it runs, then its status and time."""
         return _Measured(self.core.metrics, record)
 
-    def _route(self, raw: bytes) -> tuple[FunctionRecord, Deployment]:
+    def _route(self, service: str) -> tuple[FunctionRecord, Deployment]:
         """The function a request names, counting a request the gateway cannot route under function=""."""
         try:
-            return self.core.route(_service_of(raw))
+            return self.core.route(service)
         except Abort as exc:
             self.core.metrics.call_done("", "", exc.code.name, 0.0, started=False)
             raise
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
-        record, deployment = self._route(raw)
+        record, deployment = self._route(_service_of(raw))
         with self._measured(record):
             link = await self._pick(record, deployment, context)
             try:
@@ -177,7 +177,7 @@ class Invoker:
 
     @streaming_rpc
     async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        record, deployment = self._route(raw)
+        record, deployment = self._route(_service_of(raw))
         with self._measured(record):
             link = await self._pick(record, deployment, context)
             try:
@@ -216,7 +216,7 @@ class Invoker:
                 async for raw in requests:
                     service = _service_of(raw)
                     if bound is None:
-                        record, deployment = self._route(raw)
+                        record, deployment = self._route(service)
                         measured.enter_context(self._measured(record))
                         bound = (record, deployment, await self._pick(record, deployment, context))
                     record, _, link = bound
