@@ -29,6 +29,8 @@ import time
 class Handler:
     def __call__(self, req):
         for word in ("one", "two", "three"):
+            if req.input == b"fail" and word == "three":
+                raise RuntimeError("the camera went away")
             yield word
             time.sleep(0.3)
 """
@@ -132,6 +134,26 @@ def test_a_generators_items_arrive_as_they_are_yielded_chunked_or_as_events(http
     assert pieces[-1][0] - pieces[0][0] > 0.25, pieces  # streamed, not collected at the end
     events = b"".join(p for _, p in web.chunks("/function/words", b"", {"Accept": "text/event-stream"}))
     assert events == b"data: one\n\ndata: two\n\ndata: three\n\n"
+
+
+def test_a_generator_failing_midway_is_not_a_complete_reply(http_gateway) -> None:
+    """Its headers said 200 already: a chunked reply is cut off (no final chunk, so no client takes the items
+    for the whole reply), events end with an error event saying why."""
+    handle, web = http_gateway
+    received = []
+    with pytest.raises(http.client.IncompleteRead):
+        for _, piece in web.chunks("/function/words", b"fail"):
+            received.append(piece)
+    assert b"".join(received) == b"onetwo"
+    events = b"".join(p for _, p in web.chunks("/function/words", b"fail", {"Accept": "text/event-stream"}))
+    head, _, error = events.partition(b"event: error\n")
+    assert head == b"data: one\n\ndata: two\n\n"
+    said = json.loads(error.removeprefix(b"data: "))
+    assert said["code"] == "INTERNAL" and "RuntimeError: the camera went away" in said["message"], said
+    status, _, body = web.request("POST", "/function/hello-dcf", b"Hello")  # the gateway is fine afterwards
+    assert (status, body) == (200, b"Hello DCF")
+    said = (handle.state_dir / "gateway.log").read_text()
+    assert "ended early: RuntimeError: the camera went away" in said and "Traceback" not in said
 
 
 def test_errors_are_one_sentence_with_the_matching_status(http_gateway) -> None:
@@ -287,6 +309,9 @@ def test_curl_itself(http_gateway) -> None:
     streamed = subprocess.run(["curl", "-sSN", "-H", "Accept: text/event-stream", "-d", "",
                                f"{base}/function/words"], capture_output=True, timeout=60)
     assert streamed.stdout == b"data: one\n\ndata: two\n\ndata: three\n\n"
+    cut = subprocess.run(["curl", "-sSN", "--data-binary", "fail", f"{base}/function/words"], capture_output=True,
+                         timeout=60)
+    assert (cut.returncode, cut.stdout) == (18, b"onetwo"), cut  # 18: "transfer closed with data remaining"
 
 
 def test_browsers_of_listed_origins_only(tmp_path: Path) -> None:

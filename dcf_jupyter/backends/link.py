@@ -95,7 +95,12 @@ class AsyncLink(asyncio.Protocol):
         if waiter is None:  # cancelled meanwhile: drop the late reply
             return
         if isinstance(waiter, asyncio.Queue):
-            waiter.put_nowait(_END if kind == END else CallFailed.decode(arg, payload) if kind == ERROR else payload)
+            if kind == ERROR:
+                waiter.put_nowait(CallFailed.decode(arg, payload))
+                return
+            if kind != END:  # the LAST item: it ends the stream too
+                waiter.put_nowait(payload)
+            waiter.put_nowait(_END)
         elif not waiter.done():
             if kind == REPLY:
                 waiter.set_result(payload)

@@ -266,9 +266,15 @@ class HttpFace:
                 await response.write(_chunk(pb.Messages.FromString(second), events))
             while (item := await next_item()) is not None:
                 await response.write(_chunk(pb.Messages.FromString(item), events))
-        except HttpAbort as exc:  # headers are out: the failure ends the stream as its last event
-            await response.write(_event({"message": exc.message, "code": exc.code.name}, "error") if events else b"")
-            log.info("an HTTP stream ended early: %s", exc.message)
+        except (HttpAbort, Abort) as exc:
+            # The headers said 200 already. Events end with an error event saying why; a chunked reply is cut
+            # off without its last chunk, so no HTTP client takes the items so far for the whole reply.
+            log.info("an HTTP stream of %s ended early: %s", request.match_info["name"], exc.message)
+            if not events:
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            await response.write(_event({"message": exc.message, "code": exc.code.name}, "error"))
         await response.write_eof()
         return response
 

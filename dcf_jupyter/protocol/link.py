@@ -10,8 +10,10 @@ gateway -> worker: CALL (arg = reply form; payload = the serialized
 pb.InvokeServiceRequest as the client sent it), CANCEL, CREDIT (arg = how many
 more ITEMs of that streamed call the worker may send).
 worker -> gateway: REPLY (a serialized pb.Message / pb.Messages), ITEM (one
-pb.Messages of a streamed reply), END (stream done), ERROR (arg = gRPC status
-code, payload = UTF-8 message, NUL, traceback).
+pb.Messages of a streamed reply), END (stream done), LAST (the one item of a
+streamed call whose handler returned a single value: ITEM and END in one frame,
+so a plain reply asked for as a stream costs one frame and no CREDIT), ERROR
+(arg = gRPC status code, payload = UTF-8 message, NUL, traceback).
 
 A streamed call starts with STREAM_WINDOW credits and the gateway returns one
 per item its client has taken, so a generator handler runs at most that far
@@ -26,7 +28,7 @@ import struct
 HEADER = struct.Struct("<IQBB")
 
 CALL, CANCEL, CREDIT = 1, 2, 3
-REPLY, ITEM, END, ERROR = 16, 17, 18, 19
+REPLY, ITEM, END, ERROR, LAST = 16, 17, 18, 19, 20
 
 FORM_MESSAGE = 0  # Invoke: one pb.Message (string reply)
 FORM_MESSAGES = 1  # InvokeBytes, Invokes: one pb.Messages (bytes reply)

@@ -28,7 +28,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, REPLY, CallFailed
+from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, LAST, REPLY, CallFailed
 from ..protocol.names import HEALTHY, ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
 from ..protocol.wire import WireError, message_parts, messages_parts, parse_invoke_request
 from ..settings import ENV_EXTRA_SITE, max_message_size
@@ -148,15 +148,26 @@ class CallRunner:
 
     def stream(self, raw: bytes) -> Iterator[list[bytes]]:
         """One call, a reply per generated item; raises CallFailed (possibly after some items)."""
+        for kind, parts in self.frames(raw):
+            if kind != END:
+                yield parts
+
+    def frames(self, raw: bytes) -> Iterator[tuple[int, list[bytes]]]:
+        """One streamed call as link frames: (ITEM, parts) per generated item then (END, []), or one (LAST, parts)
+        when the handler returned a single value; raises CallFailed (possibly after some items)."""
         request = self._request(raw)
         with self._gate:
             try:
                 result = self._handler(request)
-                items = iter_results(result) if is_stream(result) else iter([encode_result(result)])
-                for content_type, payload in items:
-                    yield messages_parts(payload, content_type)
+                if not is_stream(result):
+                    content_type, payload = encode_result(result)
+                    yield LAST, messages_parts(payload, content_type)
+                    return
+                for content_type, payload in iter_results(result):
+                    yield ITEM, messages_parts(payload, content_type)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the handler raises fails this call only
                 raise self._failure(exc) from None
+        yield END, []
 
     def _failure(self, exc: BaseException) -> CallFailed:
         tb = format_user_traceback(exc)
@@ -168,9 +179,8 @@ class CallRunner:
         """Serve one link call through `emit` (the link's dispatch callback)."""
         try:
             if form == FORM_STREAM:
-                for parts in self.stream(raw):
-                    emit(ITEM, 0, parts)
-                emit(END, 0, ())
+                for kind, parts in self.frames(raw):
+                    emit(kind, 0, parts)
             else:
                 emit(REPLY, 0, self.unary(form, raw))
         except CallFailed as failure:
