@@ -161,10 +161,14 @@ def test_a_deploy_reads_the_functions_config_once_on_each_side(tmp_path: Path,
 
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dcf_jupyter"
-# Tiers, highest first: a module may import its own tier and those below it. `top` is dcf_jupyter/__init__.py, the
-# public face; `bottom` the modules beside it (errors, settings, credentials...); protocol/ imports nothing of ours.
+# Tiers, highest first: a module may import its own tier and those below it. `top` is the public face at the
+# package's root: __init__.py and the API modules beside it (secrets, mesh); `bottom` the other modules beside it
+# (errors, settings, credentials...); protocol/ imports nothing of ours.
 TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "gateway", "backends", "worker", "build", "definition",
          "bottom", "protocol"]
+
+
+TOP_MODULES = {"dcf_jupyter", "dcf_jupyter.secrets", "dcf_jupyter.mesh"}
 
 
 def _module_name(path: Path) -> str:
@@ -174,7 +178,7 @@ def _module_name(path: Path) -> str:
 
 def _tier(module: str) -> str:
     parts = module.split(".")
-    if module == "dcf_jupyter":
+    if module in TOP_MODULES:
         return "top"
     if parts[1] in TIERS and (PACKAGE / parts[1]).is_dir():
         return parts[1]

@@ -154,6 +154,28 @@ def test_dcf_list_logs_delete_status(ip, gateway, capsys) -> None:
         ip.run_line_magic("dcf", "frobnicate")
 
 
+def test_dcf_secret_asks_each_value_and_never_shows_it(ip, gateway, capsys, monkeypatch) -> None:
+    """Typing is what this machine cannot do: getpass is answered here, the rest is the real magic and gateway."""
+    asked = []
+
+    def typed(prompt: str) -> str:
+        asked.append(prompt)
+        return f"typed-{len(asked)}-never-shown"
+
+    monkeypatch.setattr("getpass.getpass", typed)
+    ip.run_line_magic("dcf", "secret create nb-key API_KEY PASSWORD")
+    assert asked == ["nb-key API_KEY: ", "nb-key PASSWORD: "]
+    assert capsys.readouterr().out.strip() == "Created: secret nb-key (2 keys)"
+    table = ip.run_line_magic("dcf", "secret list")
+    assert "API_KEY, PASSWORD" in repr(table) and "never-shown" not in repr(table) + table._repr_html_()
+    with pytest.raises(UsageError, match="type its value when asked") as refused:
+        ip.run_line_magic("dcf", "secret create nb-key API_KEY=sk-in-the-line")
+    assert "sk-in-the-line" not in str(refused.value)
+    ip.run_line_magic("dcf", "secret delete nb-key")
+    assert capsys.readouterr().out.strip() == "Deleted: secret nb-key"
+    assert "nb-key" not in repr(ip.run_line_magic("dcf", "secret list"))
+
+
 def png_bytes(color: str = "red", size: tuple[int, int] = (8, 6)) -> bytes:
     from PIL import Image
 

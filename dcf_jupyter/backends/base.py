@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
 
+from ..definition.secret_refs import env_secret_keys
 from ..definition.spec import FunctionSpec
 from .gpu_allocator import GpuAllocator, Grant, NoGpu
 
@@ -82,11 +83,32 @@ class DeploymentSpec:
     log_path: Path
     image: str = ""
     replicas: int = 1
+    # The values of the secrets the function names (secret -> key -> value), read from the gateway's store when
+    # this revision starts; repr=False keeps them out of any log line that prints a spec.
+    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict, repr=False)
+    mesh: MeshAccess | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         """The function's name."""
         return self.function.name
+
+    def secret_environment(self) -> dict[str, str]:
+        """The environment variables of the secrets the function asks for as variables (KEY=value; a key that
+        cannot be one stays a file only)."""
+        env: dict[str, str] = {}
+        for name in self.function.env_secrets:
+            env.update(env_secret_keys(self.secrets.get(name, {})))
+        return env
+
+
+@dataclass(frozen=True)
+class MeshAccess:
+    """How a replica reaches the gateway that runs it, to call other functions (`dcf_jupyter.mesh`): an address
+    and the gateway's invoke-only replica credential."""
+
+    address: str
+    token: str = field(repr=False)
 
 
 class Deployment(abc.ABC):

@@ -25,6 +25,7 @@ from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from .gpu_allocator import GpuAllocator, Grant, gpu_environment
 from .launcher import LaunchFailed, StartedWorker, WorkerHandle, WorkerProcess
 from .link import AsyncLink
+from .replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 from .templates import Template, TemplateKey, Templates, preloads_for, templates_enabled
 
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
@@ -228,6 +229,7 @@ class _Replica:
         self._lifeline: int | None = None
         self._stopping = False
         self.socket: Path | None = None  # where its worker serves the link
+        self.files: Path | None = None  # its secrets and mesh credential, when it has any
 
     def start(self) -> None:
         name = f"dcf-replica-{self.deployment.spec.name}-{self.index}"
@@ -273,14 +275,19 @@ class _Replica:
         if self.deployment.extra_site is not None:
             env[ENV_EXTRA_SITE] = str(self.deployment.extra_site)
         env.update(gpu_environment(self.grant))
+        env.update(replica_environment(spec, self.files))
         return env
 
     async def _launch(self) -> None:
         spec = self.deployment.spec
         backend = self.deployment.backend
-        self._remove_socket()  # a restarted process's old one
-        sock = backend.socket_dir / f"{spec.name}.{spec.revision}.{self.index}.{secrets.token_hex(3)}.sock"
+        self._remove_process_files()  # a restarted process's old one
+        stem = f"{spec.name}.{spec.revision}.{self.index}.{secrets.token_hex(3)}"
+        sock = backend.socket_dir / f"{stem}.sock"
         self.socket = sock
+        if needs_files(spec):
+            self.files = backend.socket_dir / f"{stem}.files"
+            write_replica_files(self.files, spec)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             if spec.log_path.stat().st_size > LOG_ROTATE_BYTES:
@@ -341,11 +348,14 @@ class _Replica:
                 process.kill()
             await asyncio.shield(exited)
 
-    def _remove_socket(self) -> None:
+    def _remove_process_files(self) -> None:
+        """Remove what a process of this replica was given: its socket and its files."""
         if self.socket is not None:
             with contextlib.suppress(OSError):
                 self.socket.unlink()
             self.socket = None
+        remove_replica_files(self.files)
+        self.files = None
 
     def _close_lifeline(self) -> None:
         if self._lifeline is not None:
@@ -361,7 +371,7 @@ class _Replica:
         if self.link is not None:
             self.link.close()
         self._close_lifeline()
-        self._remove_socket()
+        self._remove_process_files()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -10,9 +10,11 @@ from .demo import demo
 from .function import call, function
 from .gateway import gateway
 from .runtime import runtime
+from .secret import secret
 
 
-@click.group(cls=AliasedGroup, aliases={"fn": "function", "functions": "function", "runtimes": "runtime"},
+@click.group(cls=AliasedGroup,
+             aliases={"fn": "function", "functions": "function", "runtimes": "runtime", "secrets": "secret"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-g", "--gateway", "gateway_address", default=None, envvar=None,
               help="gateway address host:port [default: $DCF_GATEWAY, config.yaml's dcf.gateway, else your own "
@@ -40,6 +42,7 @@ def cli(ctx: click.Context, gateway_address: str | None, trust: bool, tls_ca: st
 cli.add_command(function)
 cli.add_command(gateway)
 cli.add_command(runtime)
+cli.add_command(secret)
 cli.add_command(demo)
 # The DCF CLI also had `dcf-cli invoke NAME` at the top level.
 cli.add_command(call, name="invoke")

@@ -368,7 +368,7 @@ def list_(state: CliState, as_json: bool, verbose: bool) -> None:
                      f"{f.status} ({f.annotations[DEPLOYED_BY]}'s)" if f.deployed_elsewhere else f.status,
                      f.backend, f.annotations.get("dcf.desc", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows):  # not echo_table: -v puts each function's details under its row
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         if verbose and index > 0:
             listed = functions[index - 1]

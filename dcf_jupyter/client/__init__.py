@@ -15,7 +15,7 @@ from ._api import (
     logs,
     stream,
 )
-from ._core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply, Result
+from ._core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply, Result, SecretInfo
 
 __all__ = [
     "Client",
@@ -24,6 +24,7 @@ __all__ = [
     "ReplicaGpus",
     "Reply",
     "Result",
+    "SecretInfo",
     "call",
     "delete",
     "deploy",

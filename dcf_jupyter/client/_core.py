@@ -11,6 +11,7 @@ Module-level functions use a shared `Client` for the resolved address
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -178,6 +179,21 @@ class FunctionInfo:
             cold_starts=fn.ColdStarts, last_cold_start_s=fn.LastColdStartSeconds,
             last_cold_start_at=fn.LastColdStartAt,
         )
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """A secret as the gateway shows it: name, keys, when it was last written and who uses it (never values)."""
+
+    name: str
+    keys: tuple[str, ...]
+    updated: float
+    used_by: tuple[str, ...]
+
+    @classmethod
+    def from_pb(cls, info: pb.SecretInfo) -> SecretInfo:
+        """From the gateway's SecretInfo message."""
+        return cls(info.Name, tuple(info.Keys), info.UpdatedAt, tuple(info.UsedBy))
 
 
 @dataclass(frozen=True)
@@ -511,6 +527,24 @@ class Client:
         request = pb.ScaleServiceRequest(ServiceName=name, Replicas=replicas)
         self._manage("ReplicaUpdate", request, f"scaling {name!r}", timeout)
         return self.get(name)
+
+    def create_secret(self, name: str, values: dict[str, str | bytes]) -> str:
+        """Create secret `name` holding `values` (key -> value), or replace its keys if it exists (the functions
+        using it restart with the new values); the gateway's one-line account."""
+        request = pb.SecretRequest(Name=name, Values={k: v.encode() if isinstance(v, str) else bytes(v)
+                                                      for k, v in values.items()})
+        return str(self._manage("CreateSecret", request, f"storing secret {name!r}").Msg)
+
+    def list_secrets(self) -> builtins.list[SecretInfo]:
+        """The gateway's secrets: names, keys and users, never values."""
+        return [SecretInfo.from_pb(s) for s in self._manage("ListSecrets", pb.Empty(), "listing secrets").Secrets]
+
+    def delete_secret(self, name: str) -> str:
+        """Delete secret `name` (InvalidArgument if there is none, or while a deployed function uses it)."""
+        try:
+            return str(self._manage("DeleteSecret", pb.SecretRequest(Name=name), f"deleting secret {name!r}").Msg)
+        except (DeployError, FunctionNotFound) as exc:  # the status codes of functions; this is about a secret
+            raise InvalidArgument(str(exc)) from None
 
     def info(self) -> dict[str, Any]:
         """What the gateway says about itself (version, backends, address...)."""

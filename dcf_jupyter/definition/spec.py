@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, InvalidName, brief
+from ..errors import ConfigError, InvalidArgument, InvalidName, brief
 from .runtimes import GPU_RUNTIMES, RUNTIMES, canonical_runtime
+from .secret_refs import validate_secret_name
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_CONFIG_BYTES = 1 << 20
@@ -226,7 +227,16 @@ class FunctionSpec:
     base_image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # names of the gateway's secrets its replicas get as files
+    secrets_as_env: bool | list[str] = False  # and as environment variables: all of them, or these
     root: Path | None = None
+
+    @property
+    def env_secrets(self) -> list[str]:
+        """The secrets whose keys its replicas also get as environment variables."""
+        if self.secrets_as_env is True:
+            return list(self.secrets)
+        return [name for name in self.secrets if name in (self.secrets_as_env or [])]
 
     @property
     def handler_dir(self) -> Path:
@@ -295,11 +305,11 @@ _FUNCTION_KEYS = {
     "runtime", "desc", "maintainer", "handler", "docker_registry", "image", "limits", "requests",
     "build_args", "environment", "build_packages", "skip_build", "replicas", "timeout",
     "concurrency", "autoscaling", "backend", "labels", "annotations", "base_image", "lang", "secrets", "constraints",
+    "secrets_as_env",
 }
 # Keys DCF and faas-style files may carry that nothing here reads, and why.
 _IGNORED_FUNCTION_KEYS = {
     "lang": "not used by dcf-jupyter, ignored",
-    "secrets": "not used by dcf-jupyter, ignored",
     "constraints": "not used by dcf-jupyter, ignored",
     "requests": "not used by dcf-jupyter, ignored: every backend reserves what `limits:` asks",
 }
@@ -387,6 +397,16 @@ class _Reader:
         if not isinstance(value, list):
             raise self.fail(key, f"expected a list of strings, got {_kind(value)}")
         return [self.string(item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+    def secret_names(self, value: Any, key: str) -> list[str]:
+        """A list of secret names (each once), as `secrets:` and `secrets_as_env:` hold them."""
+        names = self.string_list(value, key)
+        for i, name in enumerate(names):
+            try:
+                validate_secret_name(name)
+            except InvalidArgument as exc:
+                raise self.fail(f"{key}[{i}]", str(exc)) from None
+        return list(dict.fromkeys(names))
 
     def env_map(self, value: Any, key: str) -> dict[str, str]:
         """DCF writes `environment` as a list of "K=V"; a mapping is accepted too."""
@@ -530,6 +550,15 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
     skip_build = data.get("skip_build", False)
     if not isinstance(skip_build, bool):
         raise r.fail(f"{key}.skip_build", f"expected true or false, got {_kind(skip_build)}")
+    secrets = r.secret_names(data.get("secrets"), f"{key}.secrets")
+    secrets_as_env: bool | list[str] = data.get("secrets_as_env", False)
+    if not isinstance(secrets_as_env, bool):
+        secrets_as_env = r.secret_names(secrets_as_env, f"{key}.secrets_as_env")
+        for i, secret in enumerate(secrets_as_env):
+            if secret not in secrets:
+                listed = ", ".join(secrets) or "none"
+                raise r.fail(f"{key}.secrets_as_env[{i}]", f"{secret!r} is not one of `secrets:` ({listed}): list "
+                             "it there too")
     return FunctionSpec(
         name=name,
         runtime=runtime,
@@ -551,6 +580,8 @@ def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> Func
         base_image=r.string(data.get("base_image"), f"{key}.base_image"),
         labels=r.string_map(data.get("labels"), f"{key}.labels"),
         annotations=r.string_map(data.get("annotations"), f"{key}.annotations"),
+        secrets=secrets,
+        secrets_as_env=secrets_as_env,
         root=root,
     )
 
@@ -614,6 +645,10 @@ def function_to_dict(spec: FunctionSpec) -> dict[str, Any]:
         out["labels"] = dict(spec.labels)
     if spec.annotations:
         out["annotations"] = dict(spec.annotations)
+    if spec.secrets:
+        out["secrets"] = list(spec.secrets)
+    if spec.secrets_as_env:
+        out["secrets_as_env"] = spec.secrets_as_env if spec.secrets_as_env is True else list(spec.secrets_as_env)
     return out
 
 

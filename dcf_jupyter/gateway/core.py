@@ -18,6 +18,7 @@ from .autoscaler import Autoscaler, ColdStarts
 from .metrics import GatewayMetrics
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, valid_name
+from .secret_store import SecretStore
 
 
 class GatewayCore:
@@ -48,6 +49,7 @@ class GatewayCore:
         self.stream_window = stream_window
         self.gpus = gpus  # the GPUs the local and docker backends hand out
         self.registry = Registry(state_dir)
+        self.secrets = SecretStore(state_dir)
         self.deployments: dict[str, Deployment] = {}
         self._autoscalers: dict[int, Autoscaler] = {}  # by id() of the deployment it scales
         self.start_errors: dict[str, str] = {}

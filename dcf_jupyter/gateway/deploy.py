@@ -16,13 +16,16 @@ import grpc
 
 from ..backends.base import DeployFailed, Deployment, DeploymentSpec
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
+from ..definition.secret_refs import env_secret_keys
 from ..definition.source import unpack_source
 from ..definition.spec import MAX_REPLICAS, FunctionSpec, GpuRequest, load_config
 from ..errors import ConfigError, DcfError, InvalidArgument, brief
+from ..logfile import note
 from ..protocol import gateway_pb2 as pb
 from .core import GatewayCore
 from .registry import FunctionRecord
-from .rpc import Abort, unary_rpc, valid_name
+from .rpc import Abort, unary_rpc, valid_name, valid_secret_name
+from .secret_store import SecretMissing
 
 log = logging.getLogger("dcf.gateway")
 # A function's unpacked source may be this many times the largest message: a packed folder of model weights
@@ -95,8 +98,27 @@ class Deployer:
                 log_path=self.core.log_path(record.name),
                 image=record.image,
                 replicas=record.replicas,
+                secrets=await asyncio.to_thread(self._secret_values, spec),
             )
         )
+
+    def _secret_values(self, spec: FunctionSpec) -> dict[str, dict[str, bytes]]:
+        """The values of the secrets `spec` names, from the store (blocking); a missing one fails the deploy in
+        one sentence. A key asked for as a variable that cannot be one stays a file only, as the log says (as
+        Kubernetes' envFrom skips such keys)."""
+        values = {}
+        for name in spec.secrets:
+            try:
+                values[name] = self.core.secrets.get(name)
+            except SecretMissing:
+                raise ConfigError(f"{spec.name} needs the secret {name!r}, which this gateway does not hold: create "
+                                  f"it with `dcf secret create {name} --from-literal KEY=VALUE`") from None
+        for name in spec.env_secrets:
+            for key in sorted(set(values[name]) - set(env_secret_keys(values[name]))):
+                note(self.core.log_path(spec.name), f"secret {name!r}: key {key!r} is a file only "
+                     f"($DCF_SECRETS_DIR/{name}/{key}): it cannot be an environment variable (not a variable name, "
+                     "or not text)")
+        return values
 
     @unary_rpc
     async def Deploy(self, request: pb.CreateFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
@@ -197,6 +219,7 @@ class Deployer:
                       request.Replicas or (old.replicas if old else spec.replicas)),
             image=request.Image or spec.image_ref,
             env=dict(request.EnvVars),
+            secrets=[valid_secret_name(n) for n in dict.fromkeys(request.Secrets)],
             labels={**spec.labels, **request.Labels},
             annotations={**annotations, **spec.annotations, **request.Annotations},
             invocations=old.invocations if old else 0,
@@ -221,6 +244,29 @@ class Deployer:
             raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{name} did not start: {failure.message}",
                         detail=failure.detail.replace(f"{source_dir}/", "")) from None
         return deployment
+
+    async def roll(self, name: str) -> None:
+        """Start function `name` again as a new revision of the same folder (its secrets were rotated): the old
+        replicas serve until the new ones do, as for an update; Abort in one sentence if it cannot start."""
+        async with self.core.lock(name):
+            old = self.core.registry.records.get(name)
+            if old is None:
+                return
+            record = dataclasses.replace(old, revision=old.revision + 1)
+            old_dir = self.core.function_dir(name) / f"rev-{old.revision}"
+            source_dir = self.core.function_dir(name) / f"rev-{record.revision}"
+            try:
+                await asyncio.to_thread(shutil.copytree, old_dir, source_dir, symlinks=True)
+                spec = await asyncio.to_thread(self._read_spec, record)
+                deployment = await self._start(record, spec, source_dir)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, source_dir, ignore_errors=True)
+                raise
+            previous = self.core.serve(record, deployment)
+            self.core.start_errors.pop(name, None)
+            self.core.registry.put(record)
+            self._retire(name, previous, old_dir)
+            log.info("restarted %s as revision %d (a secret it uses changed)", name, record.revision)
 
     @unary_rpc
     async def Delete(self, request: pb.DeleteFunctionRequest, context: grpc.aio.ServicerContext) -> pb.Message:
@@ -268,8 +314,11 @@ def _check_replicas(replicas: int) -> None:
 
 
 def _with_deploy_env(spec: FunctionSpec, record: FunctionRecord) -> FunctionSpec:
-    """The function with its deploy request's environment over config.yaml's."""
-    return dataclasses.replace(spec, environment={**spec.environment, **record.env}) if record.env else spec
+    """The function with its deploy request's environment over config.yaml's, and its Secrets beside them."""
+    if not record.env and not record.secrets:
+        return spec
+    return dataclasses.replace(spec, environment={**spec.environment, **record.env},
+                               secrets=list(dict.fromkeys([*spec.secrets, *record.secrets])))
 
 
 def _check_limits(request: pb.CreateFunctionRequest, spec: FunctionSpec) -> None:

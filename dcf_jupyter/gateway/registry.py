@@ -24,6 +24,7 @@ class FunctionRecord:
     replicas: int = 1
     image: str = ""
     env: dict[str, str] = field(default_factory=dict)  # the deploy request's EnvVars, over config.yaml's
+    secrets: list[str] = field(default_factory=list)  # the deploy request's Secrets (names), beside config.yaml's
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     invocations: int = 0

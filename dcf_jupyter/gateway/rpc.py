@@ -12,8 +12,9 @@ from typing import Any, NoReturn
 
 import grpc
 
+from ..definition.secret_refs import validate_secret_name
 from ..definition.spec import validate_name
-from ..errors import InvalidName
+from ..errors import InvalidArgument, InvalidName
 from ..protocol.link import CallFailed
 from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_GATEWAY, ORIGIN_KEY, TRACEBACK_KEY, grpc_status
 
@@ -97,4 +98,11 @@ def valid_name(name: str) -> str:
     try:
         return validate_name(name)
     except InvalidName as exc:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+def valid_secret_name(name: str) -> str:
+    try:
+        return validate_secret_name(name)
+    except InvalidArgument as exc:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

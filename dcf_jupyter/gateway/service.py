@@ -23,6 +23,7 @@ from .deploy import Deployer
 from .invoke import Invoker
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, unary_rpc, valid_name
+from .secrets import SecretKeeper
 
 DEFAULT_LOG_LINES = 200
 MAX_LOG_LINES = 100_000
@@ -36,6 +37,7 @@ class Gateway:
         self.core = core
         self.invoker = Invoker(self.core)
         self.deployer = Deployer(self.core)
+        self.secrets = SecretKeeper(self.core, self.deployer)
 
     @property
     def registry(self) -> Registry:
@@ -190,6 +192,9 @@ class Gateway:
                 "ReplicaUpdate": unary(self.deployer.ReplicaUpdate, pb.ScaleServiceRequest.FromString, message),
                 "Info": unary(self.Info, pb.Empty.FromString, message),
                 "HealthCheck": unary(self.HealthCheck, pb.Empty.FromString, message),
+                "CreateSecret": unary(self.secrets.CreateSecret, pb.SecretRequest.FromString, message),
+                "ListSecrets": unary(self.secrets.ListSecrets, pb.Empty.FromString, pb.SecretList.SerializeToString),
+                "DeleteSecret": unary(self.secrets.DeleteSecret, pb.SecretRequest.FromString, message),
             },
         )
 

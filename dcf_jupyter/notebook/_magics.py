@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import getpass
 import html
 import importlib.util
 import re
@@ -23,37 +24,59 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, TraitError, Unicode
 
-from ..client import Client, FunctionInfo
+from ..client import Client, FunctionInfo, SecretInfo
 from ..client._gpu_report import gpu_lines
-from ..errors import ConfigError, DcfError, InvalidName, explain
+from ..definition.secret_refs import gather_values, validate_secret_key
+from ..errors import ConfigError, DcfError, InvalidArgument, InvalidName, explain
 from ._function import LogText, python_name
 from ._session import DEFAULT_WORKSPACE, Session, set_default_session
 
 CELL_LINE_OFFSET = 1  # the %%dcf_function line comes before the handler's first line
 
 
-class FunctionTable:
-    """`%dcf list`: an HTML table in notebooks, aligned text elsewhere."""
+class _Table:
+    """Rows as an HTML table in notebooks, aligned text elsewhere."""
 
-    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "GPUs", "Image")
+    COLUMNS: tuple[str, ...] = ()
+    EMPTY = ""
 
-    def __init__(self, functions: list[FunctionInfo]) -> None:
-        self.rows = [(f.name, f.status, f.replicas_said, str(f.invocations), f.backend,
-                      "; ".join(f"{g.replica}: {g.describe()}" for g in f.gpus) or "-", f.image or "-")
-                     for f in functions]
+    def __init__(self, rows: list[tuple[str, ...]]) -> None:
+        self.rows = rows
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if self.rows else \
-            "<i>No functions deployed.</i>"
+            f"<i>{html.escape(self.EMPTY)}</i>"
 
     def __repr__(self) -> str:
         if not self.rows:
-            return "No functions deployed."
+            return self.EMPTY
         table = [self.COLUMNS, *self.rows]
         widths = [max(len(r[i]) for r in table) for i in range(len(self.COLUMNS))]
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
+
+
+class FunctionTable(_Table):
+    """`%dcf list`."""
+
+    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "GPUs", "Image")
+    EMPTY = "No functions deployed."
+
+    def __init__(self, functions: list[FunctionInfo]) -> None:
+        super().__init__([(f.name, f.status, f.replicas_said, str(f.invocations), f.backend,
+                           "; ".join(f"{g.replica}: {g.describe()}" for g in f.gpus) or "-", f.image or "-")
+                          for f in functions])
+
+
+class SecretTable(_Table):
+    """`%dcf secret list`: names, keys and users, never values."""
+
+    COLUMNS = ("Secret", "Keys", "Used by")
+    EMPTY = "No secrets (%dcf secret create NAME KEY ... stores one)."
+
+    def __init__(self, secrets: list[SecretInfo]) -> None:
+        super().__init__([(s.name, ", ".join(s.keys), ", ".join(s.used_by) or "-") for s in secrets])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +133,14 @@ def _dcf_parser() -> _Parser:
     stream.add_argument("--height", type=int, default=480)
     stream.add_argument("--loop", action="store_true", help="replay the video when it ends")
     stream.add_argument("--start", action="store_true", help="start streaming right away")
+    secret = commands.add_parser("secret", help="named secrets: %%dcf secret create NAME KEY ... (each value is "
+                                                "asked for, never shown) | list | delete NAME")
+    secret.add_argument("action", choices=("create", "list", "delete"))
+    secret.add_argument("name", nargs="?")
+    secret.add_argument("keys", nargs="*", metavar="KEY", help="keys whose values you type when asked")
+    secret.add_argument("--env-file", metavar="FILE", help="every KEY=VALUE line of a .env file")
+    secret.add_argument("--file", dest="files", action="append", default=[], metavar="[KEY=]PATH",
+                        help="a file's bytes as a key (repeatable)")
     commands.add_parser("status", help="which gateway this notebook uses")
     needs = commands.add_parser("needs", help="stop here, saying which extra to install, unless this kernel can "
                                               "import every MODULE: %%dcf needs MODULE ... [--extra NAME]")
@@ -252,6 +283,8 @@ class DcfMagics(Magics):
             return None
         if command == "stream":
             return self._stream(args)
+        if command == "secret":
+            return self._secret(args)
         if command == "status":
             status = self.session.status()
             kind = "embedded gateway (stops with the kernel)" if status["embedded"] else "gateway"
@@ -275,6 +308,32 @@ class DcfMagics(Magics):
                 print(f"Using the gateway at {self.session.connect(args.address, trust=args.trust)}.")
             return None
         raise UsageError(parser.format_help())
+
+    def _secret(self, args: argparse.Namespace) -> Any:
+        client = self.session.client
+        if args.action == "list":
+            return SecretTable(client().list_secrets())
+        if not args.name:
+            raise UsageError(f"%dcf secret {args.action}: name the secret")
+        if args.action == "delete":
+            print(client().delete_secret(args.name))
+            return None
+        typed = [key for key in args.keys if "=" in key]
+        if typed:  # never echo it: the line may be the value itself
+            raise UsageError("%dcf secret create: give each KEY alone and type its value when asked: a value in "
+                             "the line would stay in the notebook and its history")
+        try:
+            values: dict[str, str | bytes] = dict(gather_values(
+                env_files=[args.env_file] if args.env_file else [], files=args.files))
+            for key in args.keys:
+                validate_secret_key(key, args.name)
+                values[key] = getpass.getpass(f"{args.name} {key}: ")
+        except InvalidArgument as exc:
+            raise UsageError(f"%dcf secret create: {exc}") from None
+        if not values:
+            raise UsageError("%dcf secret create NAME KEY ...: name at least one key (or --env-file / --file)")
+        print(client().create_secret(args.name, values))
+        return None
 
     def _stream(self, args: argparse.Namespace) -> Any:
         if self.stream_widget is None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rgateway.proto\x12\x02pb\"\x07\n\x05\x45mpty\"\x16\n\x07Message\x12\x0b\n\x03Msg\x18\x01 \x01(\t\"/\n\x08Messages\x12\x0e\n\x06Output\x18\x01 \x01(\x0c\x12\x13\n\x0b\x43ontentType\x18\x02 \x01(\t\"\xba\x04\n\x15\x43reateFunctionRequest\x12\x0f\n\x07Service\x18\x01 \x01(\t\x12\r\n\x05Image\x18\x02 \x01(\t\x12\x37\n\x07\x45nvVars\x18\x03 \x03(\x0b\x32&.pb.CreateFunctionRequest.EnvVarsEntry\x12\x35\n\x06Labels\x18\x04 \x03(\x0b\x32%.pb.CreateFunctionRequest.LabelsEntry\x12?\n\x0b\x41nnotations\x18\x05 \x03(\x0b\x32*.pb.CreateFunctionRequest.AnnotationsEntry\x12\x13\n\x0b\x43onstraints\x18\x06 \x03(\t\x12\x0f\n\x07Secrets\x18\x07 \x03(\t\x12\x14\n\x0cRegistryAuth\x18\x08 \x01(\t\x12%\n\x06Limits\x18\t \x01(\x0b\x32\x15.pb.FunctionResources\x12\'\n\x08Requests\x18\n \x01(\x0b\x32\x15.pb.FunctionResources\x12\x0e\n\x06Source\x18\x0b \x01(\x0c\x12\x0f\n\x07\x42\x61\x63kend\x18\x0c \x01(\t\x12\x10\n\x08Replicas\x18\r \x01(\x04\x1a.\n\x0c\x45nvVarsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\x15\x44\x65leteFunctionRequest\x12\x14\n\x0c\x46unctionName\x18\x01 \x01(\t\"<\n\x13ScaleServiceRequest\x12\x13\n\x0bServiceName\x18\x01 \x01(\t\x12\x10\n\x08Replicas\x18\x02 \x01(\x04\"6\n\x14InvokeServiceRequest\x12\x0f\n\x07Service\x18\x01 \x01(\t\x12\r\n\x05Input\x18\x02 \x01(\x0c\"6\n\x0f\x46unctionRequest\x12\x14\n\x0c\x46unctionName\x18\x01 \x01(\t\x12\r\n\x05Lines\x18\x02 \x01(\x04\",\n\tFunctions\x12\x1f\n\tFunctions\x18\x01 \x03(\x0b\x32\x0c.pb.Function\"\x86\x04\n\x08\x46unction\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12\r\n\x05Image\x18\x02 \x01(\t\x12\x17\n\x0fInvocationCount\x18\x03 \x01(\x04\x12\x10\n\x08Replicas\x18\x04 \x01(\x04\x12\x19\n\x11\x41vailableReplicas\x18\x05 \x01(\x04\x12\x32\n\x0b\x41nnotations\x18\x06 \x03(\x0b\x32\x1d.pb.Function.AnnotationsEntry\x12(\n\x06Labels\x18\x07 \x03(\x0b\x32\x18.pb.Function.LabelsEntry\x12\x0e\n\x06Status\x18\x08 \x01(\t\x12\x0f\n\x07\x42\x61\x63kend\x18\t \x01(\t\x12\r\n\x05\x45rror\x18\n \x01(\t\x12\x1d\n\x04Gpus\x18\x0b \x03(\x0b\x32\x0f.pb.ReplicaGpus\x12\x12\n\nAutoscaled\x18\x0c \x01(\x08\x12\x13\n\x0bMinReplicas\x18\r \x01(\x04\x12\x13\n\x0bMaxReplicas\x18\x0e \x01(\x04\x12\x12\n\nColdStarts\x18\x0f \x01(\x04\x12\x1c\n\x14LastColdStartSeconds\x18\x10 \x01(\x01\x12\x17\n\x0fLastColdStartAt\x18\x11 \x01(\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x0bReplicaGpus\x12\x0f\n\x07Replica\x18\x01 \x01(\r\x12\x0f\n\x07\x44\x65vices\x18\x02 \x03(\r\x12\r\n\x05Share\x18\x03 \x01(\x01\x12\x12\n\nMemoryUsed\x18\x04 \x01(\x04\"=\n\x11\x46unctionResources\x12\x0e\n\x06Memory\x18\x01 \x01(\t\x12\x0b\n\x03\x43PU\x18\x02 \x01(\t\x12\x0b\n\x03GPU\x18\x03 \x01(\t2\x8c\x05\n\x07Gateway\x12\x31\n\x06Invoke\x12\x18.pb.InvokeServiceRequest\x1a\x0b.pb.Message\"\x00\x12\"\n\x04List\x12\t.pb.Empty\x1a\r.pb.Functions\"\x00\x12\x32\n\x06\x44\x65ploy\x12\x19.pb.CreateFunctionRequest\x1a\x0b.pb.Message\"\x00\x12\x32\n\x06\x44\x65lete\x12\x19.pb.DeleteFunctionRequest\x1a\x0b.pb.Message\"\x00\x12\x32\n\x06Update\x12\x19.pb.CreateFunctionRequest\x1a\x0b.pb.Message\"\x00\x12.\n\x07GetMeta\x12\x13.pb.FunctionRequest\x1a\x0c.pb.Function\"\x00\x12,\n\x06GetLog\x12\x13.pb.FunctionRequest\x1a\x0b.pb.Message\"\x00\x12\x37\n\rReplicaUpdate\x12\x17.pb.ScaleServiceRequest\x1a\x0b.pb.Message\"\x00\x12 \n\x04Info\x12\t.pb.Empty\x1a\x0b.pb.Message\"\x00\x12\'\n\x0bHealthCheck\x12\t.pb.Empty\x1a\x0b.pb.Message\"\x00\x12\x37\n\x07Invokes\x12\x18.pb.InvokeServiceRequest\x1a\x0c.pb.Messages\"\x00(\x01\x30\x01\x12\x37\n\x0bInvokeBytes\x12\x18.pb.InvokeServiceRequest\x1a\x0c.pb.Messages\"\x00\x12:\n\x0cInvokeStream\x12\x18.pb.InvokeServiceRequest\x1a\x0c.pb.Messages\"\x00\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rgateway.proto\x12\x02pb\"\x07\n\x05\x45mpty\"\x16\n\x07Message\x12\x0b\n\x03Msg\x18\x01 \x01(\t\"/\n\x08Messages\x12\x0e\n\x06Output\x18\x01 \x01(\x0c\x12\x13\n\x0b\x43ontentType\x18\x02 \x01(\t\"\xba\x04\n\x15\x43reateFunctionRequest\x12\x0f\n\x07Service\x18\x01 \x01(\t\x12\r\n\x05Image\x18\x02 \x01(\t\x12\x37\n\x07\x45nvVars\x18\x03 \x03(\x0b\x32&.pb.CreateFunctionRequest.EnvVarsEntry\x12\x35\n\x06Labels\x18\x04 \x03(\x0b\x32%.pb.CreateFunctionRequest.LabelsEntry\x12?\n\x0b\x41nnotations\x18\x05 \x03(\x0b\x32*.pb.CreateFunctionRequest.AnnotationsEntry\x12\x13\n\x0b\x43onstraints\x18\x06 \x03(\t\x12\x0f\n\x07Secrets\x18\x07 \x03(\t\x12\x14\n\x0cRegistryAuth\x18\x08 \x01(\t\x12%\n\x06Limits\x18\t \x01(\x0b\x32\x15.pb.FunctionResources\x12\'\n\x08Requests\x18\n \x01(\x0b\x32\x15.pb.FunctionResources\x12\x0e\n\x06Source\x18\x0b \x01(\x0c\x12\x0f\n\x07\x42\x61\x63kend\x18\x0c \x01(\t\x12\x10\n\x08Replicas\x18\r \x01(\x04\x1a.\n\x0c\x45nvVarsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\x15\x44\x65leteFunctionRequest\x12\x14\n\x0c\x46unctionName\x18\x01 \x01(\t\"<\n\x13ScaleServiceRequest\x12\x13\n\x0bServiceName\x18\x01 \x01(\t\x12\x10\n\x08Replicas\x18\x02 \x01(\x04\"W\n\x14InvokeServiceRequest\x12\x0f\n\x07Service\x18\x01 \x01(\t\x12\r\n\x05Input\x18\x02 \x01(\x0c\x12\x10\n\x08TimeLeft\x18\x0f \x01(\x01\x12\r\n\x05\x44\x65pth\x18\x10 \x01(\r\"6\n\x0f\x46unctionRequest\x12\x14\n\x0c\x46unctionName\x18\x01 \x01(\t\x12\r\n\x05Lines\x18\x02 \x01(\x04\",\n\tFunctions\x12\x1f\n\tFunctions\x18\x01 \x03(\x0b\x32\x0c.pb.Function\"\x86\x04\n\x08\x46unction\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12\r\n\x05Image\x18\x02 \x01(\t\x12\x17\n\x0fInvocationCount\x18\x03 \x01(\x04\x12\x10\n\x08Replicas\x18\x04 \x01(\x04\x12\x19\n\x11\x41vailableReplicas\x18\x05 \x01(\x04\x12\x32\n\x0b\x41nnotations\x18\x06 \x03(\x0b\x32\x1d.pb.Function.AnnotationsEntry\x12(\n\x06Labels\x18\x07 \x03(\x0b\x32\x18.pb.Function.LabelsEntry\x12\x0e\n\x06Status\x18\x08 \x01(\t\x12\x0f\n\x07\x42\x61\x63kend\x18\t \x01(\t\x12\r\n\x05\x45rror\x18\n \x01(\t\x12\x1d\n\x04Gpus\x18\x0b \x03(\x0b\x32\x0f.pb.ReplicaGpus\x12\x12\n\nAutoscaled\x18\x0c \x01(\x08\x12\x13\n\x0bMinReplicas\x18\r \x01(\x04\x12\x13\n\x0bMaxReplicas\x18\x0e \x01(\x04\x12\x12\n\nColdStarts\x18\x0f \x01(\x04\x12\x1c\n\x14LastColdStartSeconds\x18\x10 \x01(\x01\x12\x17\n\x0fLastColdStartAt\x18\x11 \x01(\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x0bReplicaGpus\x12\x0f\n\x07Replica\x18\x01 \x01(\r\x12\x0f\n\x07\x44\x65vices\x18\x02 \x03(\r\x12\r\n\x05Share\x18\x03 \x01(\x01\x12\x12\n\nMemoryUsed\x18\x04 \x01(\x04\"=\n\x11\x46unctionResources\x12\x0e\n\x06Memory\x18\x01 \x01(\t\x12\x0b\n\x03\x43PU\x18\x02 \x01(\t\x12\x0b\n\x03GPU\x18\x03 \x01(\t\"{\n\rSecretRequest\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12-\n\x06Values\x18\x02 \x03(\x0b\x32\x1d.pb.SecretRequest.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"-\n\nSecretList\x12\x1f\n\x07Secrets\x18\x01 \x03(\x0b\x32\x0e.pb.SecretInfo\"K\n\nSecretInfo\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12\x0c\n\x04Keys\x18\x02 \x03(\t\x12\x11\n\tUpdatedAt\x18\x03 \x01(\x01\x12\x0e\n\x06UsedBy\x18\x04 \x03(\t2\x9c\x06\n\x07Gateway\x12\x31\n\x06Invoke\x12\x18.pb.InvokeServiceRequest\x1a\x0b.pb.Message\"\x00\x12\"\n\x04List\x12\t.pb.Empty\x1a\r.pb.Functions\"\x00\x12\x32\n\x06\x44\x65ploy\x12\x19.pb.CreateFunctionRequest\x1a\x0b.pb.Message\"\x00\x12\x32\n\x06\x44\x65lete\x12\x19.pb.DeleteFunctionRequest\x1a\x0b.pb.Message\"\x00\x12\x32\n\x06Update\x12\x19.pb.CreateFunctionRequest\x1a\x0b.pb.Message\"\x00\x12.\n\x07GetMeta\x12\x13.pb.FunctionRequest\x1a\x0c.pb.Function\"\x00\x12,\n\x06GetLog\x12\x13.pb.FunctionRequest\x1a\x0b.pb.Message\"\x00\x12\x37\n\rReplicaUpdate\x12\x17.pb.ScaleServiceRequest\x1a\x0b.pb.Message\"\x00\x12 \n\x04Info\x12\t.pb.Empty\x1a\x0b.pb.Message\"\x00\x12\'\n\x0bHealthCheck\x12\t.pb.Empty\x1a\x0b.pb.Message\"\x00\x12\x37\n\x07Invokes\x12\x18.pb.InvokeServiceRequest\x1a\x0c.pb.Messages\"\x00(\x01\x30\x01\x12\x37\n\x0bInvokeBytes\x12\x18.pb.InvokeServiceRequest\x1a\x0c.pb.Messages\"\x00\x12:\n\x0cInvokeStream\x12\x18.pb.InvokeServiceRequest\x1a\x0c.pb.Messages\"\x00\x30\x01\x12\x30\n\x0c\x43reateSecret\x12\x11.pb.SecretRequest\x1a\x0b.pb.Message\"\x00\x12*\n\x0bListSecrets\x12\t.pb.Empty\x1a\x0e.pb.SecretList\"\x00\x12\x30\n\x0c\x44\x65leteSecret\x12\x11.pb.SecretRequest\x1a\x0b.pb.Message\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUNCTION_ANNOTATIONSENTRY']._serialized_options = b'8\001'
   _globals['_FUNCTION_LABELSENTRY']._loaded_options = None
   _globals['_FUNCTION_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_SECRETREQUEST_VALUESENTRY']._loaded_options = None
+  _globals['_SECRETREQUEST_VALUESENTRY']._serialized_options = b'8\001'
   _globals['_EMPTY']._serialized_start=21
   _globals['_EMPTY']._serialized_end=28
   _globals['_MESSAGE']._serialized_start=30
@@ -60,21 +62,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCALESERVICEREQUEST']._serialized_start=723
   _globals['_SCALESERVICEREQUEST']._serialized_end=783
   _globals['_INVOKESERVICEREQUEST']._serialized_start=785
-  _globals['_INVOKESERVICEREQUEST']._serialized_end=839
-  _globals['_FUNCTIONREQUEST']._serialized_start=841
-  _globals['_FUNCTIONREQUEST']._serialized_end=895
-  _globals['_FUNCTIONS']._serialized_start=897
-  _globals['_FUNCTIONS']._serialized_end=941
-  _globals['_FUNCTION']._serialized_start=944
-  _globals['_FUNCTION']._serialized_end=1462
+  _globals['_INVOKESERVICEREQUEST']._serialized_end=872
+  _globals['_FUNCTIONREQUEST']._serialized_start=874
+  _globals['_FUNCTIONREQUEST']._serialized_end=928
+  _globals['_FUNCTIONS']._serialized_start=930
+  _globals['_FUNCTIONS']._serialized_end=974
+  _globals['_FUNCTION']._serialized_start=977
+  _globals['_FUNCTION']._serialized_end=1495
   _globals['_FUNCTION_ANNOTATIONSENTRY']._serialized_start=624
   _globals['_FUNCTION_ANNOTATIONSENTRY']._serialized_end=674
   _globals['_FUNCTION_LABELSENTRY']._serialized_start=577
   _globals['_FUNCTION_LABELSENTRY']._serialized_end=622
-  _globals['_REPLICAGPUS']._serialized_start=1464
-  _globals['_REPLICAGPUS']._serialized_end=1546
-  _globals['_FUNCTIONRESOURCES']._serialized_start=1548
-  _globals['_FUNCTIONRESOURCES']._serialized_end=1609
-  _globals['_GATEWAY']._serialized_start=1612
-  _globals['_GATEWAY']._serialized_end=2264
+  _globals['_REPLICAGPUS']._serialized_start=1497
+  _globals['_REPLICAGPUS']._serialized_end=1579
+  _globals['_FUNCTIONRESOURCES']._serialized_start=1581
+  _globals['_FUNCTIONRESOURCES']._serialized_end=1642
+  _globals['_SECRETREQUEST']._serialized_start=1644
+  _globals['_SECRETREQUEST']._serialized_end=1767
+  _globals['_SECRETREQUEST_VALUESENTRY']._serialized_start=1722
+  _globals['_SECRETREQUEST_VALUESENTRY']._serialized_end=1767
+  _globals['_SECRETLIST']._serialized_start=1769
+  _globals['_SECRETLIST']._serialized_end=1814
+  _globals['_SECRETINFO']._serialized_start=1816
+  _globals['_SECRETINFO']._serialized_end=1891
+  _globals['_GATEWAY']._serialized_start=1894
+  _globals['_GATEWAY']._serialized_end=2690
 # @@protoc_insertion_point(module_scope)

@@ -90,12 +90,16 @@ class ScaleServiceRequest(_message.Message):
     def __init__(self, ServiceName: _Optional[str] = ..., Replicas: _Optional[int] = ...) -> None: ...
 
 class InvokeServiceRequest(_message.Message):
-    __slots__ = ("Service", "Input")
+    __slots__ = ("Service", "Input", "TimeLeft", "Depth")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    TIMELEFT_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     Service: str
     Input: bytes
-    def __init__(self, Service: _Optional[str] = ..., Input: _Optional[bytes] = ...) -> None: ...
+    TimeLeft: float
+    Depth: int
+    def __init__(self, Service: _Optional[str] = ..., Input: _Optional[bytes] = ..., TimeLeft: _Optional[float] = ..., Depth: _Optional[int] = ...) -> None: ...
 
 class FunctionRequest(_message.Message):
     __slots__ = ("FunctionName", "Lines")
@@ -184,3 +188,36 @@ class FunctionResources(_message.Message):
     CPU: str
     GPU: str
     def __init__(self, Memory: _Optional[str] = ..., CPU: _Optional[str] = ..., GPU: _Optional[str] = ...) -> None: ...
+
+class SecretRequest(_message.Message):
+    __slots__ = ("Name", "Values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    Name: str
+    Values: _containers.ScalarMap[str, bytes]
+    def __init__(self, Name: _Optional[str] = ..., Values: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class SecretList(_message.Message):
+    __slots__ = ("Secrets",)
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    Secrets: _containers.RepeatedCompositeFieldContainer[SecretInfo]
+    def __init__(self, Secrets: _Optional[_Iterable[_Union[SecretInfo, _Mapping]]] = ...) -> None: ...
+
+class SecretInfo(_message.Message):
+    __slots__ = ("Name", "Keys", "UpdatedAt", "UsedBy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    UPDATEDAT_FIELD_NUMBER: _ClassVar[int]
+    USEDBY_FIELD_NUMBER: _ClassVar[int]
+    Name: str
+    Keys: _containers.RepeatedScalarFieldContainer[str]
+    UpdatedAt: float
+    UsedBy: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, Name: _Optional[str] = ..., Keys: _Optional[_Iterable[str]] = ..., UpdatedAt: _Optional[float] = ..., UsedBy: _Optional[_Iterable[str]] = ...) -> None: ...

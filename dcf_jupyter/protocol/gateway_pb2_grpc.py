@@ -99,6 +99,21 @@ class GatewayStub(object):
                 request_serializer=gateway__pb2.InvokeServiceRequest.SerializeToString,
                 response_deserializer=gateway__pb2.Messages.FromString,
                 _registered_method=True)
+        self.CreateSecret = channel.unary_unary(
+                '/pb.Gateway/CreateSecret',
+                request_serializer=gateway__pb2.SecretRequest.SerializeToString,
+                response_deserializer=gateway__pb2.Message.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/pb.Gateway/ListSecrets',
+                request_serializer=gateway__pb2.Empty.SerializeToString,
+                response_deserializer=gateway__pb2.SecretList.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/pb.Gateway/DeleteSecret',
+                request_serializer=gateway__pb2.SecretRequest.SerializeToString,
+                response_deserializer=gateway__pb2.Message.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer(object):
@@ -187,6 +202,25 @@ class GatewayServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSecret(self, request, context):
+        """Named secrets (DCF's CreateFunctionRequest.Secrets names them): values go in, never out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +288,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.InvokeStream,
                     request_deserializer=gateway__pb2.InvokeServiceRequest.FromString,
                     response_serializer=gateway__pb2.Messages.SerializeToString,
+            ),
+            'CreateSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecret,
+                    request_deserializer=gateway__pb2.SecretRequest.FromString,
+                    response_serializer=gateway__pb2.Message.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=gateway__pb2.Empty.FromString,
+                    response_serializer=gateway__pb2.SecretList.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=gateway__pb2.SecretRequest.FromString,
+                    response_serializer=gateway__pb2.Message.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -607,6 +656,87 @@ class Gateway(object):
             '/pb.Gateway/InvokeStream',
             gateway__pb2.InvokeServiceRequest.SerializeToString,
             gateway__pb2.Messages.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pb.Gateway/CreateSecret',
+            gateway__pb2.SecretRequest.SerializeToString,
+            gateway__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pb.Gateway/ListSecrets',
+            gateway__pb2.Empty.SerializeToString,
+            gateway__pb2.SecretList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pb.Gateway/DeleteSecret',
+            gateway__pb2.SecretRequest.SerializeToString,
+            gateway__pb2.Message.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,16 @@ AUTHORIZATION_KEY = "authorization"
 BEARER = "bearer "  # compared case-insensitively, as HTTP's scheme names are
 
 
+# What a replica finds in its environment: its secrets' folder ($DCF_SECRETS_DIR/NAME/KEY), and how it reaches the
+# gateway that runs it to call other functions (dcf_jupyter.mesh): an address and a file holding the gateway's
+# invoke-only replica credential.
+ENV_SECRETS_DIR = "DCF_SECRETS_DIR"
+ENV_MESH_ADDRESS = "DCF_MESH_ADDRESS"
+ENV_MESH_TOKEN_FILE = "DCF_MESH_TOKEN_FILE"
+# A chain of function-to-function calls deeper than this is refused (a function calling itself by mistake).
+MAX_CALL_DEPTH = 16
+
+
 def authorization(token: str) -> tuple[str, str]:
     """The metadata entry that carries `token`."""
     return AUTHORIZATION_KEY, f"Bearer {token}"
