@@ -31,9 +31,12 @@ ENV_GPUS = "DCF_GPUS"  # the GPUs a gateway may hand out (as --gpus)
 
 def normalize_address(address: str) -> str:
     """'host' -> 'host:32222'; strips a scheme such as 'grpc://' users sometimes paste. ConfigError for a port
-    that is not one (grpc would quietly take 99999 modulo 65536)."""
+    that is not one (grpc would quietly take 99999 modulo 65536). 'unix:PATH' (gRPC's name for a Unix socket, where
+    a gateway serves the replicas on its machine) stays as it is."""
     given = address
     address = address.strip()
+    if address.startswith("unix:"):
+        return address
     for scheme in ("grpc://", "http://", "https://", "dns:///"):
         if address.startswith(scheme):
             address = address[len(scheme):]

@@ -22,6 +22,7 @@ from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 
 VALUE = "sk-test-8c1e7d52f0a94b36"  # a value to look for everywhere it must not be
 READS_SECRETS = """
+import os
 import stat
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def test_dcf_clients_name_secrets_in_the_deploy_request(secret_gateway: GatewayH
     """DCF's CreateFunctionRequest.Secrets (field 7) works as config.yaml's `secrets:`."""
     secret_gateway.client.create_secret("dcf-style", {"TOKEN": "from-request"})
     folder = init_function("named-in-request", parent=tmp_path, handler_source=READS_SECRETS)
-    request = pb.CreateFunctionRequest(Service="named-in-request", Source=pack_folder(folder, limit=1 << 24), Secrets=["dcf-style"])
+    request = pb.CreateFunctionRequest(Service="named-in-request", Source=pack_folder(folder, limit=1 << 24),
+                                       Secrets=["dcf-style"])
     with owner_channel(secret_gateway.address) as channel:
         pb_grpc.GatewayStub(channel).Deploy(request, metadata=owner_metadata(), timeout=60)
     assert secret_gateway.client.call("named-in-request")["files"] == {"dcf-style/TOKEN": ["from-request", "0o600"]}

@@ -400,9 +400,18 @@ class Client:
 
     # --- invoking ---------------------------------------------------------------
 
+    def _request(self, name: str, data: Any) -> pb.InvokeServiceRequest:
+        """The request that calls `name` with `data` (dcf_jupyter.mesh's client adds the call chain's depth)."""
+        return pb.InvokeServiceRequest(Service=name, Input=to_bytes(data))
+
+    def _requests(self, name: str, inputs: Iterable[Any]) -> Iterator[pb.InvokeServiceRequest]:
+        """The requests of a stream (gRPC reads them on a thread of its own)."""
+        for item in inputs:
+            yield self._request(name, item)
+
     def call_reply(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Reply:
         """Call a function once; the reply with its content type."""
-        request = pb.InvokeServiceRequest(Service=name, Input=to_bytes(data))
+        request = self._request(name, data)
         try:
             reply = self._raw_invoke(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
@@ -417,19 +426,14 @@ class Client:
         """DCF's classic Invoke: the reply as a string (binary replies arrive base64-encoded)."""
         try:
             return self._stub.Invoke(
-                pb.InvokeServiceRequest(Service=name, Input=to_bytes(data)), timeout=timeout, metadata=self._metadata
+                self._request(name, data), timeout=timeout, metadata=self._metadata
             ).Msg
         except grpc.RpcError as exc:
             raise _error(exc, self.address, f"calling {name!r}", name) from None
 
     def stream(self, name: str, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
         """Bidirectional stream (DCF's Invokes): one reply per input, in order, as they arrive."""
-
-        def requests() -> Iterator[pb.InvokeServiceRequest]:
-            for item in inputs:
-                yield pb.InvokeServiceRequest(Service=name, Input=to_bytes(item))
-
-        replies = self._stub.Invokes(requests(), timeout=timeout, metadata=self._metadata)
+        replies = self._stub.Invokes(self._requests(name, inputs), timeout=timeout, metadata=self._metadata)
         try:
             for reply in replies:
                 yield reply.Output
@@ -441,7 +445,7 @@ class Client:
     def call_stream(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Iterator[Reply]:
         """Server streaming: one call whose handler yields several replies."""
         replies = self._stub.InvokeStream(
-            pb.InvokeServiceRequest(Service=name, Input=to_bytes(data)), timeout=timeout, metadata=self._metadata
+            self._request(name, data), timeout=timeout, metadata=self._metadata
         )
         try:
             for reply in replies:

@@ -27,6 +27,7 @@ DEFAULT_HANDLER_DIR = "./src"
 DEFAULT_HANDLER_FILE = "handler.py"
 DEFAULT_HANDLER_NAME = "Handler"
 MAX_REPLICAS = 64
+DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeout`
 
 
 def validate_name(name: object) -> str:

@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -20,7 +21,7 @@ from typing import IO, Any
 import grpc
 
 from .._version import __version__
-from ..backends.base import Backend
+from ..backends.base import Backend, MeshAccess
 from ..backends.docker import DockerBackend
 from ..backends.gpu_allocator import GpuAllocator
 from ..backends.gpu_inventory import inventory as gpu_inventory
@@ -46,6 +47,8 @@ from .core import GatewayCore
 from .service import Gateway
 
 GPU_LEASES = "gpu-leases"  # in the user's config dir: what each of their gateways granted (gpu_allocator.py)
+REPLICA_TOKEN_FILE = "replica-token"  # in the state dir
+MESH_SOCKET = "gateway.sock"  # in the socket folder: where replicas call other functions
 log = logging.getLogger("dcf.gateway")
 FLUSH_EVERY_S = 2.0
 
@@ -71,6 +74,19 @@ def _fresh_socket_dir(state_dir: Path) -> Path:
     socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
     (state_dir / SOCKET_DIR_FILE).write_text(str(socket_dir))
     return socket_dir
+
+
+def _replica_token(state_dir: Path) -> str:
+    """The gateway's replica token (invoke-only: auth.py), made once per state dir and kept there (0600), so
+    replicas that outlive a gateway restart, containers say, still reach the next one."""
+    path = state_dir / REPLICA_TOKEN_FILE
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        found = path.read_text(encoding="utf-8").strip()
+        if found:
+            return found
+    made = secrets.token_urlsafe(32)
+    write_private(path, made + "\n")
+    return made
 
 
 def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
@@ -198,7 +214,8 @@ async def run_gateway(options: GatewayOptions) -> None:
             gpus=gpus,
             metrics=options.metrics,
         ))
-        policy = TokenPolicy(token, is_loopback(options.host), options.private)
+        replica_token = _replica_token(state_dir)
+        policy = TokenPolicy(token, is_loopback(options.host), options.private, replica_token)
         server.add_generic_rpc_handlers((TokenGuard(gateway.rpc_handlers(), policy),))
         bind = format_address(options.host, options.port)
         try:
@@ -207,6 +224,12 @@ async def run_gateway(options: GatewayOptions) -> None:
             port = 0
         if port == 0:
             raise _cannot_listen(options)
+        # Replicas on this machine call other functions over a Unix socket in the gateway's 0700 socket folder:
+        # one hop, no TLS to set up, and no other user can reach it; the same policy guards it.
+        mesh_socket = socket_dir / MESH_SOCKET
+        if server.add_insecure_port(f"unix:{mesh_socket}") == 0:
+            raise GatewayStartError(f"cannot listen on {mesh_socket}")
+        gateway.core.mesh = MeshAccess(f"unix:{mesh_socket}", replica_token)
         for note in tightened:
             log.warning("%s", note)
         for warning in gateway.registry.load():

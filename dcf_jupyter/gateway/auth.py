@@ -4,8 +4,12 @@ Every gateway has a token (the one given, else its owner's: credentials.py). Hea
 (liveness probes carry no credentials). On a loopback address, invoking (Invoke, InvokeBytes, InvokeStream,
 Invokes) and the read-only List, GetMeta and Info stay open too, so DCF's own plaintext clients work unchanged,
 unless the gateway is --private. Everything else needs the token on every address: what runs code (Deploy,
-Update), changes what runs (Delete, ReplicaUpdate), shows what functions printed (GetLog), and any RPC added
-later unless it is listed here.
+Update), changes what runs (Delete, ReplicaUpdate), shows what functions printed (GetLog), holds secrets
+(CreateSecret, ListSecrets, DeleteSecret), and any RPC added later unless it is listed here.
+
+Replicas get a second credential, the gateway's replica token (`dcf_jupyter.mesh` sends it): it may invoke
+functions and nothing else, so a replica's code, or whatever it leaks to, cannot deploy, delete, read logs or
+secrets with it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import grpc
 from ..ports import is_loopback
 from ..protocol.names import AUTHORIZATION_KEY, BEARER
 
-__all__ = ["LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenGuard", "TokenPolicy", "bearer_token", "is_loopback",
+__all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenGuard", "TokenPolicy", "bearer_token", "is_loopback",
            "server_credentials"]
 
 OPEN_RPCS = frozenset({"HealthCheck"})
-LOOPBACK_OPEN_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes", "List", "GetMeta", "Info"})
+INVOKE_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes"})
+LOOPBACK_OPEN_RPCS = INVOKE_RPCS | {"List", "GetMeta", "Info"}
 
 
 def bearer_token(metadata: Any) -> str | None:
@@ -34,12 +39,14 @@ def bearer_token(metadata: Any) -> str | None:
 
 
 class TokenPolicy:
-    """Which RPCs need the token; the token is compared in constant time."""
+    """Which RPCs need the token, and which of those the replica token may call; tokens are compared in constant
+    time."""
 
-    def __init__(self, token: str, loopback: bool, private: bool = False) -> None:
+    def __init__(self, token: str, loopback: bool, private: bool = False, replica_token: str = "") -> None:
         if not token:
             raise ValueError("a token policy needs a token")
         self._token = token.encode()
+        self._replica_token = replica_token.encode()
         self.open = OPEN_RPCS | (LOOPBACK_OPEN_RPCS if loopback and not private else frozenset())
 
     def needs_token(self, method: str) -> bool:
@@ -48,10 +55,24 @@ class TokenPolicy:
 
     def allows(self, method: str, metadata: Any) -> bool:
         """True when the call may go ahead."""
+        return not self.refusal(method, metadata)
+
+    def refusal(self, method: str, metadata: Any, sent_as: str = "'authorization: Bearer TOKEN' metadata") -> str:
+        """Why the call may not go ahead, in a sentence ('' when it may); `sent_as` says how a client sends the
+        token."""
         if not self.needs_token(method):
-            return True
+            return ""
+        name = method.rsplit("/", 1)[-1]
         given = bearer_token(metadata)
-        return given is not None and hmac.compare_digest(given.encode(), self._token)
+        if given is not None:
+            if hmac.compare_digest(given.encode(), self._token):
+                return ""
+            if self._replica_token and hmac.compare_digest(given.encode(), self._replica_token):
+                if name in INVOKE_RPCS:
+                    return ""
+                return f"{name}: a replica's credential may only call functions"
+        return (f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; another client "
+                f"sends it as {sent_as} (dcf: $DCF_TOKEN)")
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -84,11 +105,10 @@ class TokenGuard(grpc.GenericRpcHandler):
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = self.handlers.service(details)
-        if handler is None or self.policy.allows(details.method, details.invocation_metadata):
-            return handler
-        name = details.method.rsplit("/", 1)[-1]
-        return _deny(handler, f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; "
-                              "another client sends it as 'authorization: Bearer TOKEN' metadata (dcf: $DCF_TOKEN)")
+        if handler is None:
+            return None
+        refused = self.policy.refusal(details.method, details.invocation_metadata)
+        return _deny(handler, refused) if refused else handler
 
 
 def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from ..backends.base import Backend, Deployment
+from ..backends.base import Backend, Deployment, MeshAccess
 from ..backends.gpu_allocator import GpuAllocator
 from ..logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
@@ -56,6 +56,7 @@ class GatewayCore:
         self._locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
         self.http_address = ""  # its HTTP face, once serving
+        self.mesh: MeshAccess | None = None  # how its replicas call other functions, once serving
         self.metrics = GatewayMetrics(enabled=metrics)
         self.metrics.watch(self)
 

@@ -99,6 +99,7 @@ class Deployer:
                 image=record.image,
                 replicas=record.replicas,
                 secrets=await asyncio.to_thread(self._secret_values, spec),
+                mesh=self.core.mesh,
             )
         )
 

@@ -194,9 +194,10 @@ class HttpFace:
     def _allow(self, request: web.Request, rpc: str) -> None:
         """Abort with UNAUTHENTICATED unless the policy lets this request call `rpc`."""
         header = request.headers.get("Authorization", "")
-        if not self.policy.allows(rpc_path(rpc), [(AUTHORIZATION_KEY, header)] if header else []):
-            raise HttpAbort(grpc.StatusCode.UNAUTHENTICATED,
-                            f"{rpc} needs the gateway's token: send it as 'Authorization: Bearer TOKEN'")
+        refused = self.policy.refusal(rpc_path(rpc), [(AUTHORIZATION_KEY, header)] if header else [],
+                                      sent_as="'Authorization: Bearer TOKEN'")
+        if refused:
+            raise HttpAbort(grpc.StatusCode.UNAUTHENTICATED, refused)
 
     @staticmethod
     def _timeout(request: web.Request) -> float | None:

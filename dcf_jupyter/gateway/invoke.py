@@ -16,10 +16,11 @@ from typing import Any
 import grpc
 
 from ..backends.base import Deployment, NoReplica
+from ..definition.spec import DEFAULT_CALL_TIMEOUT_S
 from ..errors import brief
 from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
-from ..protocol.names import ORIGIN_FUNCTION, Status
-from ..protocol.wire import WireError, parse_invoke_request
+from ..protocol.names import MAX_CALL_DEPTH, ORIGIN_FUNCTION, Status
+from ..protocol.wire import WireError, parse_call, time_left_field
 from .core import GatewayCore
 from .metrics import GatewayMetrics
 from .registry import FunctionRecord
@@ -27,7 +28,6 @@ from .rpc import Abort, streaming_rpc, unary_rpc, within
 
 log = logging.getLogger("dcf.gateway")
 
-DEFAULT_CALL_TIMEOUT_S = 300.0  # a call's limit when config.yaml sets no `timeout`
 
 
 def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeout: float) -> Abort:
@@ -66,12 +66,30 @@ def _link_lost(name: str, exc: LinkClosed) -> Abort:
                  origin=ORIGIN_FUNCTION)
 
 
-def _service_of(raw: bytes) -> str:
-    """The function an InvokeServiceRequest names, without copying its Input."""
+def _read(raw: bytes) -> tuple[str, float | None]:
+    """The function an InvokeServiceRequest names and the TimeLeft it asks for, without copying its Input; refused
+    at the end of a chain of function-to-function calls deeper than MAX_CALL_DEPTH (its Depth, which
+    dcf_jupyter.mesh counts)."""
     try:
-        return parse_invoke_request(raw)[0]
+        service, _, time_left, depth = parse_call(raw)
     except WireError as exc:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
+    if depth > MAX_CALL_DEPTH:
+        raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"a chain of {depth} function-to-function calls reached {brief(service)}: at most "
+                    f"{MAX_CALL_DEPTH} (does a function call itself, or two functions call each other?)")
+    return service, time_left
+
+
+def _forwarded(raw: bytes, asked: float | None, context: grpc.aio.ServicerContext) -> bytes:
+    """The request as the replica gets it: with the caller's time left, when it has a deadline (a replica's own
+    calls to other functions get no more than that: dcf_jupyter.mesh). A request's own TimeLeft stands when it is
+    the shorter: gRPC rounds the deadlines it carries up, by up to a tenth of a second, and a chain of calls must
+    not gain time at each hop."""
+    left = context.time_remaining()
+    if left is None or (asked is not None and asked <= left):
+        return raw
+    return raw + time_left_field(max(left, 0.0))
 
 
 
@@ -158,12 +176,13 @@ class Invoker:
             raise
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
-        record, deployment = self._route(_service_of(raw))
+        service, asked = _read(raw)
+        record, deployment = self._route(service)
         with self._measured(record):
             link = await self._pick(record, deployment, context)
             try:
                 self.core.registry.count(record)
-                return await _answer(link.call(form, raw), record, deployment, link)
+                return await _answer(link.call(form, _forwarded(raw, asked, context)), record, deployment, link)
             finally:
                 deployment.let_go(link)
 
@@ -177,13 +196,14 @@ class Invoker:
 
     @streaming_rpc
     async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        record, deployment = self._route(_service_of(raw))
+        service, asked = _read(raw)
+        record, deployment = self._route(service)
         with self._measured(record):
             link = await self._pick(record, deployment, context)
             try:
                 self.core.registry.count(record)
                 timeout = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
-                items = link.stream(raw)
+                items = link.stream(_forwarded(raw, asked, context))
                 with _call_failures(record):
                     while True:
                         try:  # a generator may run long, but not sit for longer than `timeout` between items
@@ -214,7 +234,7 @@ class Invoker:
             nonlocal bound
             try:
                 async for raw in requests:
-                    service = _service_of(raw)
+                    service, asked = _read(raw)
                     if bound is None:
                         record, deployment = self._route(service)
                         measured.enter_context(self._measured(record))
@@ -225,7 +245,7 @@ class Invoker:
                                     f"this stream calls {record.name!r}; open another stream for {brief(service)}")
                     self.core.registry.count(record)
                     self.core.metrics.frame(record.name)
-                    call_id, future = link.submit(FORM_MESSAGES, raw)
+                    call_id, future = link.submit(FORM_MESSAGES, _forwarded(raw, asked, context))
                     unanswered.append(call_id)
                     await window.put(future)
                 await window.put(None)

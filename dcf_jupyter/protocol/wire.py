@@ -8,9 +8,13 @@ in user space). Everything else uses the generated classes.
 
 from __future__ import annotations
 
-_SERVICE, _INPUT = 1, 2  # InvokeServiceRequest field numbers
+import struct
+
+_SERVICE, _INPUT, _TIME_LEFT, _DEPTH = 1, 2, 15, 16  # InvokeServiceRequest field numbers
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAX_FIELD_NUMBER = (1 << 29) - 1
+_DOUBLE = struct.Struct("<d")
+_TIME_LEFT_KEY = bytes([(_TIME_LEFT << 3) | _I64])
 
 
 class WireError(ValueError):
@@ -37,9 +41,17 @@ def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
 
     Follows protobuf rules: any field order, last value wins, unknown fields skipped.
     """
+    service, payload, _, _ = parse_call(data)
+    return service, payload
+
+
+def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
+    """(Service, Input, TimeLeft or None, Depth) of a serialized InvokeServiceRequest, as parse_invoke_request."""
     view = memoryview(data)
     service = b""
     payload = view[0:0]
+    time_left: float | None = None
+    depth = 0
     pos, end = 0, len(view)
     while pos < end:
         key, pos = _varint(view, pos)
@@ -56,8 +68,12 @@ def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
                 payload = view[pos:pos + length]
             pos += length
         elif kind == _VARINT:
-            _, pos = _varint(view, pos)
+            value, pos = _varint(view, pos)
+            if number == _DEPTH:
+                depth = value & 0xFFFFFFFF
         elif kind == _I64:
+            if number == _TIME_LEFT and pos + 8 <= end:
+                time_left = _DOUBLE.unpack_from(view, pos)[0]
             pos += 8
         elif kind == _I32:
             pos += 4
@@ -66,9 +82,14 @@ def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
         if pos > end:
             raise WireError("truncated field")
     try:
-        return service.decode("utf-8"), payload
+        return service.decode("utf-8"), payload, time_left, depth
     except UnicodeDecodeError:
         raise WireError("Service is not UTF-8") from None
+
+
+def time_left_field(seconds: float) -> bytes:
+    """InvokeServiceRequest.TimeLeft as bytes to append to a serialized request (the last value wins)."""
+    return _TIME_LEFT_KEY + _DOUBLE.pack(seconds)
 
 
 def _encode_varint(value: int) -> bytes:

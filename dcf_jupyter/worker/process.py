@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, LAST, REPLY, CallFailed
 from ..protocol.names import HEALTHY, ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
-from ..protocol.wire import WireError, message_parts, messages_parts, parse_invoke_request
+from ..protocol.wire import WireError, message_parts, messages_parts, parse_call
 from ..settings import ENV_EXTRA_SITE, max_message_size
+from .call_context import CallContext, enter_call, leave_call
 from .handler import (
     HandlerCallable,
     HandlerLoadError,
@@ -120,26 +121,36 @@ def _log(message: str) -> None:
 class CallRunner:
     """Runs the handler for one call; takes the serialized request and returns wire-ready reply parts."""
 
-    def __init__(self, handler: HandlerCallable, service: str, concurrency: int = 1) -> None:
+    def __init__(self, handler: HandlerCallable, service: str, concurrency: int = 1,
+                 timeout: float | None = None) -> None:
         self._handler = handler
         self.service = service
+        self.timeout = timeout  # a call's limit (config.yaml's `timeout`): the most its own calls may take
         # The Handler instance is shared: at most `concurrency` calls run in it at once.
         self._gate = threading.BoundedSemaphore(concurrency)
 
-    def _request(self, raw: bytes) -> Request:
+    def _request(self, raw: bytes, streamed: bool = False) -> tuple[Request, CallContext]:
+        """The Handler's Request, and the call's context: its deadline is the caller's time left, within the
+        function's own timeout (which for a generator bounds each item, not the whole)."""
         try:
-            service, data = parse_invoke_request(raw)
+            service, data, time_left, depth = parse_call(raw)
         except WireError as exc:
             raise CallFailed(Status.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
-        return Request(bytes(data), service or self.service)
+        limits = [t for t in (time_left, None if streamed else self.timeout) if t is not None]
+        deadline = time.monotonic() + min(limits) if limits else None
+        return Request(bytes(data), service or self.service), CallContext(deadline, depth)
 
     def unary(self, form: int, raw: bytes) -> list[bytes]:
         """One call, one reply (a generator's items folded into it); raises CallFailed."""
-        request = self._request(raw)
+        request, context = self._request(raw)
         try:
             with self._gate:
-                result = self._handler(request)
-                content_type, payload = collect_results(result) if is_stream(result) else encode_result(result)
+                entered = enter_call(context)
+                try:
+                    result = self._handler(request)
+                    content_type, payload = collect_results(result) if is_stream(result) else encode_result(result)
+                finally:
+                    leave_call(entered)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the handler raises fails this call only
             raise self._failure(exc) from None
         if form == FORM_MESSAGE:
@@ -155,8 +166,9 @@ class CallRunner:
     def frames(self, raw: bytes) -> Iterator[tuple[int, list[bytes]]]:
         """One streamed call as link frames: (ITEM, parts) per generated item then (END, []), or one (LAST, parts)
         when the handler returned a single value; raises CallFailed (possibly after some items)."""
-        request = self._request(raw)
+        request, context = self._request(raw, streamed=True)
         with self._gate:
+            entered = enter_call(context)
             try:
                 result = self._handler(request)
                 if not is_stream(result):
@@ -167,6 +179,8 @@ class CallRunner:
                     yield ITEM, messages_parts(payload, content_type)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the handler raises fails this call only
                 raise self._failure(exc) from None
+            finally:
+                leave_call(entered)
         yield END, []
 
     def _failure(self, exc: BaseException) -> CallFailed:
@@ -325,9 +339,18 @@ def _wait_for_stop(wake_fd: int, lifeline_fd: int | None) -> str:
                 return "the gateway is gone"
 
 
-def load_function_handler(function_dir: Path, name: str | None) -> tuple[HandlerCallable, str, int]:
-    """Read config.yaml in `function_dir`, load its Handler; returns (handler, name, concurrency)."""
-    from ..definition.spec import load_config
+class LoadedFunction(NamedTuple):
+    """A function's Handler, loaded, with what its calls need of its config.yaml."""
+
+    handler: HandlerCallable
+    name: str
+    concurrency: int
+    timeout: float
+
+
+def load_function_handler(function_dir: Path, name: str | None) -> LoadedFunction:
+    """Read config.yaml in `function_dir` and load its Handler."""
+    from ..definition.spec import DEFAULT_CALL_TIMEOUT_S, load_config
 
     config = load_config(function_dir / "config.yaml")
     spec = config.function(name)
@@ -337,7 +360,7 @@ def load_function_handler(function_dir: Path, name: str | None) -> tuple[Handler
     # Relative paths in handlers (DCF's example functions) resolve against src/.
     os.chdir(spec.handler_dir)
     handler = load_handler(spec.handler_dir, spec.handler.filename, spec.handler.name)
-    return handler, spec.name, spec.concurrency
+    return LoadedFunction(handler, spec.name, spec.concurrency, spec.timeout or DEFAULT_CALL_TIMEOUT_S)
 
 
 def use_extra_site() -> None:
@@ -375,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     _log(f"starting {args.name or args.function_dir.name} (pid {os.getpid()})")
     try:
-        handler, name, concurrency = load_function_handler(args.function_dir.resolve(), args.name)
+        loaded = load_function_handler(args.function_dir.resolve(), args.name)
     except HandlerLoadError as exc:
         _log(f"cannot start: {exc}\n{exc.detail.rstrip()}")
         _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": exc.detail})
@@ -384,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"cannot start: {exc}")
         _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": ""})
         return 3
-    concurrency = args.concurrency or concurrency
-    runner = CallRunner(handler, name, concurrency)
+    concurrency = args.concurrency or loaded.concurrency
+    runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout)
 
     link_server = grpc_srv = None
     port = None

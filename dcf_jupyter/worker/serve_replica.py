@@ -80,8 +80,8 @@ class FunctionReplica:
         book = log_book(name, create=True)
         sys.stdout, sys.stderr = (ReplicaLines(fd, replica[:8], also=book.add.remote) for fd in (1, 2))
         _add_missing_requirements(folder, name)
-        handler, service, _ = load_function_handler(folder, name)
-        self._runner = CallRunner(handler, service, concurrency)
+        loaded = load_function_handler(folder, name)
+        self._runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout)
 
     async def call(self, form: int, raw: bytes) -> Reply:
         """One call: (0, reply) or (status code, failure payload)."""

@@ -1,0 +1,147 @@
+"""Functions calling functions through `dcf_jupyter.mesh`, on a real gateway (local backend): a pipeline, a
+stream, the caller's deadline carried into the callee, the depth limit, unknown functions, and the replicas'
+credential, which may call functions and nothing else (a --private gateway included)."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FUNCTIONS, GatewayHandle, start_gateway, with_keys
+
+from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.errors import FunctionError
+
+CALLER = """
+import json
+import os
+from pathlib import Path
+
+from dcf_jupyter import mesh
+from dcf_jupyter.errors import DcfError, FunctionNotFound
+
+
+class Handler:
+    def __call__(self, req):
+        ask = json.loads(req.input)
+        if ask["do"] == "echo":
+            return mesh.call("echo", ask["data"])
+        if ask["do"] == "stream":
+            return [reply.decode() for reply in mesh.stream("echo", ask["items"])]
+        if ask["do"] == "time-left":
+            return {"mine": mesh.time_left(), "callee": mesh.call("tells-time-left", b"")}
+        if ask["do"] == "unknown":
+            try:
+                mesh.call("nowhere-to-be-found")
+            except FunctionNotFound as exc:
+                return "FunctionNotFound: " + str(exc)
+        if ask["do"] == "credential":
+            from dcf_jupyter.client import Client
+
+            token_file = Path(os.environ["DCF_MESH_TOKEN_FILE"])
+            said = {"mode": oct(token_file.stat().st_mode & 0o777), "in_env": any(
+                token_file.read_text().strip() in value for value in os.environ.values())}
+            client = Client(os.environ["DCF_MESH_ADDRESS"], token=token_file.read_text().strip())
+            for what, attempt in [("logs", lambda: client.logs("echo")), ("delete", lambda: client.delete("echo")),
+                                  ("secrets", client.list_secrets)]:
+                try:
+                    attempt()
+                    said[what] = "allowed"
+                except DcfError as exc:
+                    said[what] = str(exc)
+            return said
+        raise ValueError(ask)
+"""
+TELLS_TIME_LEFT = """
+from dcf_jupyter import mesh
+
+
+class Handler:
+    def __call__(self, req):
+        return mesh.time_left()
+"""
+LOOPS = """
+from dcf_jupyter import mesh
+
+
+class Handler:
+    def __call__(self, req):
+        return mesh.call("loops", b"again")
+"""
+
+
+def deploy_pipeline(handle: GatewayHandle, parent: Path) -> None:
+    handle.client.deploy(FUNCTIONS / "echo")
+    handle.client.deploy(init_function("tells-time-left", parent=parent, handler_source=TELLS_TIME_LEFT))
+    handle.client.deploy(with_keys(init_function("caller", parent=parent, handler_source=CALLER), timeout=20))
+
+
+@pytest.fixture(scope="module")
+def mesh_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
+    parent = tmp_path_factory.mktemp("mesh")
+    handle = start_gateway(parent / "state", "--no-docker")
+    try:
+        deploy_pipeline(handle, parent)
+        yield handle
+    finally:
+        handle.stop()
+
+
+def ask(handle: GatewayHandle, do: str, timeout: float | None = None, **more: object) -> object:
+    import json
+
+    return handle.client.call("caller", json.dumps({"do": do, **more}), timeout=timeout)
+
+
+def test_a_function_calls_another_and_streams_to_it(mesh_gateway: GatewayHandle) -> None:
+    assert ask(mesh_gateway, "echo", data="through the mesh") == b"through the mesh"  # echo returns bytes
+    assert ask(mesh_gateway, "stream", items=["a", "b", "c"]) == ["a", "b", "c"]
+
+
+def test_the_callee_gets_no_more_time_than_the_caller_has_left(mesh_gateway: GatewayHandle) -> None:
+    # gRPC rounds a deadline it passes on up by a few milliseconds: "at most" allows for that much.
+    seen = ask(mesh_gateway, "time-left", timeout=5.0)
+    assert isinstance(seen, dict)
+    assert 4.0 < seen["mine"] <= 5.05, seen  # the client's deadline, not the function's timeout of 20 s
+    assert 3.5 < seen["callee"] <= seen["mine"] + 0.05, seen
+    unhurried = ask(mesh_gateway, "time-left")  # no client deadline: the caller's own `timeout: 20`
+    assert isinstance(unhurried, dict) and 15 < unhurried["mine"] <= 20, unhurried
+    assert 15 < unhurried["callee"] <= unhurried["mine"] + 0.05, unhurried
+
+
+def test_an_unknown_function_is_function_not_found_naming_it(mesh_gateway: GatewayHandle) -> None:
+    said = ask(mesh_gateway, "unknown")
+    assert isinstance(said, str) and said.startswith("FunctionNotFound: ") and "nowhere-to-be-found" in said
+
+
+def test_a_replicas_credential_calls_functions_and_nothing_else(mesh_gateway: GatewayHandle) -> None:
+    said = ask(mesh_gateway, "credential")
+    assert isinstance(said, dict)
+    assert said["mode"] == "0o600" and said["in_env"] is False, said
+    for what in ("logs", "delete", "secrets"):
+        assert "a replica's credential may only call functions" in said[what], said
+    assert mesh_gateway.client.call("echo", b"still here") == b"still here"
+
+
+def test_a_call_chain_deeper_than_16_is_refused_in_a_sentence(mesh_gateway: GatewayHandle, tmp_path: Path) -> None:
+    # Every level waits in its Handler for the next: the replica runs enough calls at once for the whole chain.
+    mesh_gateway.client.deploy(with_keys(init_function("loops", parent=tmp_path, handler_source=LOOPS),
+                                         concurrency=20, timeout=60))
+    with pytest.raises(FunctionError) as failure:
+        mesh_gateway.client.call("loops", b"go", timeout=60)
+    assert "a chain of 17 function-to-function calls reached 'loops': at most 16" in str(failure.value)
+    mesh_gateway.client.delete("loops")
+
+
+def test_mesh_calls_work_on_a_private_gateway(tmp_path: Path) -> None:
+    """There every call needs a credential: the replicas' own is enough to invoke."""
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--private")
+    try:
+        deploy_pipeline(handle, tmp_path)
+        assert ask(handle, "echo", data="private") == b"private"
+        token = (handle.state_dir / "replica-token")
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    finally:
+        handle.stop()
