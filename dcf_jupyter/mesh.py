@@ -23,7 +23,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .client._api import get_client
 from .client._core import Client, Result, to_bytes
 from .errors import ClientTimeout
 from .protocol import gateway_pb2 as pb
@@ -64,6 +63,8 @@ def _mesh_client() -> Client:
     global _client
     address = os.environ.get(ENV_MESH_ADDRESS)
     if not address:
+        from .client._api import get_client  # not in a replica: the notebook's or the user's gateway
+
         return get_client()
     with _lock:
         if _client is None:

@@ -220,6 +220,61 @@ def test_an_idle_container_goes_to_zero_and_the_next_call_starts_one(docker, doc
         client.delete("napper")
 
 
+CONTAINER_SECRETS_AND_MESH = """
+import os
+from pathlib import Path
+
+from dcf_jupyter import mesh
+
+
+class Handler:
+    def __call__(self, req):
+        folder = Path(os.environ["DCF_SECRETS_DIR"])
+        return {"file": (folder / "docker-api" / "TOKEN").read_text(), "env": os.environ.get("TOKEN"),
+                "echo": mesh.call("echo", b"from a container").decode()}
+"""
+
+
+def test_a_container_gets_its_secrets_mounted_and_calls_functions_through_the_mesh(
+        docker, docker_gateway, build_options, make_function) -> None:
+    """Secrets as files in a read-only mount, never in the container's environment unless asked; `mesh.call` from
+    the container reaches a function of the same gateway on the local backend through its mounted socket."""
+    client = docker_gateway.client
+    value = "sk-docker-5f3a9c0e"
+    client.create_secret("docker-api", {"TOKEN": value})
+    client.deploy(FUNCTIONS / "echo", backend="local")
+    folder = with_keys(make_function("in-a-container", CONTAINER_SECRETS_AND_MESH), secrets=["docker-api"])
+    build_image(load_config(folder).function(), build_options, client=docker)
+    client.deploy(folder, backend="docker")
+    try:
+        assert client.call("in-a-container", timeout=120) == {"file": value, "env": None, "echo": "from a container"}
+        container = docker.containers.list(filters={"label": "dcf.function=in-a-container"})[0]
+        container.reload()
+        assert value not in str(container.attrs["Config"]["Env"])
+        mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+        assert mounts["/run/dcf"]["RW"] is False
+        assert value not in str(container.image.attrs)  # nor in the image
+    finally:
+        client.delete("in-a-container")
+        client.delete("echo")
+        client.delete_secret("docker-api")
+
+
+def test_a_handler_that_cannot_start_fails_the_deploy_at_once(docker, docker_gateway, build_options,
+                                                              make_function) -> None:
+    """Docker restarts the container (restart policy on-failure): its first restart ends the wait with the log."""
+    folder = make_function("cannot-start", "import not_a_module_anywhere\n\nclass Handler:\n"
+                                           "    def __call__(self, req):\n        return 'never'\n")
+    build_image(load_config(folder).function(), build_options, client=docker)
+    started = time.monotonic()
+    with pytest.raises(DeployError) as failure:
+        docker_gateway.client.deploy(folder, backend="docker")
+    assert time.monotonic() - started < 60, "a crash-looping container was waited on"
+    said = str(failure.value) + failure.value.detail
+    assert "did not become ready" in said and "not_a_module_anywhere" in said, said
+    assert not docker.containers.list(all=True, filters={"label": "dcf.function=cannot-start"})
+
+
 def test_a_failing_build_names_the_step_and_shows_the_log(docker, build_options, make_function) -> None:
     folder = make_function("unbuildable", "class Handler:\n    def __call__(self, req):\n        return 1\n",
                            requirements=["--no-index", "no-such-package-xyz==1.0"])

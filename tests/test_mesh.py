@@ -5,6 +5,8 @@ credential, which may call functions and nothing else (a --private gateway inclu
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +135,16 @@ def test_a_call_chain_deeper_than_16_is_refused_in_a_sentence(mesh_gateway: Gate
         mesh_gateway.client.call("loops", b"go", timeout=60)
     assert "a chain of 17 function-to-function calls reached 'loops': at most 16" in str(failure.value)
     mesh_gateway.client.delete("loops")
+
+
+def test_mesh_imports_with_only_the_packages_images_have() -> None:
+    """A container's image holds the worker's packages only (grpcio, protobuf, pyyaml): a Handler's
+    `from dcf_jupyter import mesh` must not need the rest."""
+    blocked = ["click", "platformdirs", "packaging", "pynvml", "uvloop", "aiohttp", "prometheus_client", "docker"]
+    code = (f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+            "from dcf_jupyter import mesh\nprint(mesh.time_left())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "None\n"), result.stderr
 
 
 def test_mesh_calls_work_on_a_private_gateway(tmp_path: Path) -> None:

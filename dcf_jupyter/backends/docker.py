@@ -11,17 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..build.image import docker_client
 from ..errors import DcfError
+from ..protocol.names import ENV_MESH_ADDRESS
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from .gpu_allocator import GpuAllocator, Grant, gpu_environment
 from .grpc_link import GrpcLink
 from .launcher import LaunchFailed, WorkerContainer, free_port, wait_until_serving
+from .replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 
 READY_POLL_S = 0.2
 LABEL_FUNCTION, LABEL_GATEWAY, LABEL_REVISION = "dcf.function", "dcf.gateway", "dcf.revision"
+CONTAINER_FILES = PurePosixPath("/run/dcf")  # a replica's secrets and mesh credential (read-only)
+CONTAINER_MESH_SOCKET = PurePosixPath("/run/dcf-gateway.sock")  # the gateway's replica socket
 
 
 class DockerBackend(Backend):
@@ -30,19 +36,22 @@ class DockerBackend(Backend):
     name = "docker"
 
     def __init__(self, client: Any, *, gateway_id: str, max_message: int, start_timeout: float = 600.0,
-                 gpus: GpuAllocator | None = None) -> None:
+                 gpus: GpuAllocator | None = None, files_dir: Path | None = None) -> None:
         self.client = client
         self.gpus = gpus
+        self.files_dir = files_dir  # where replicas' secret files are written, to be mounted (the socket folder)
         self.gateway_id = gateway_id
         self.max_message = max_message
         self.start_timeout = start_timeout
 
     @classmethod
-    def connect(cls, state_dir: Any, *, max_message: int, gpus: GpuAllocator | None = None) -> DockerBackend:
+    def connect(cls, state_dir: Any, *, max_message: int, gpus: GpuAllocator | None = None,
+                files_dir: Path | None = None) -> DockerBackend:
         """A backend on the daemon from the environment (DockerUnavailable if none answers); removes
         containers an earlier run of this gateway left behind (they are started anew on restore)."""
         gateway_id = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-        backend = cls(docker_client(timeout=30), gateway_id=gateway_id, max_message=max_message, gpus=gpus)
+        backend = cls(docker_client(timeout=30), gateway_id=gateway_id, max_message=max_message, gpus=gpus,
+                      files_dir=files_dir)
         for container in backend.client.containers.list(all=True, filters={"label": f"{LABEL_GATEWAY}={gateway_id}"}):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
@@ -55,12 +64,14 @@ class DockerBackend(Backend):
 class _Container:
     """One replica: its container and the gRPC link to its worker."""
 
-    def __init__(self, index: int, container: Any, port: int, link: GrpcLink, grant: Grant | None) -> None:
+    def __init__(self, index: int, container: Any, port: int, link: GrpcLink, grant: Grant | None,
+                 files: Path | None) -> None:
         self.index = index
         self.container = container
         self.grant = grant
         self.port = port
         self.link = link
+        self.files = files  # its secrets and mesh credential, mounted read-only
         self.ready = False
         self.restarting = False
 
@@ -123,19 +134,30 @@ class DockerDeployment(Deployment):
     def gpu_grants(self) -> list[Grant]:
         return [c.grant for c in self._containers if c.grant is not None]
 
-    def _run_container(self, index: int, grant: Grant | None) -> tuple[Any, int]:
+    def _run_container(self, index: int, grant: Grant | None, files: Path | None) -> tuple[Any, int]:
         spec = self.spec
         port = free_port()
+        env = {**spec.function.environment, "DCF_REPLICA": str(index), **gpu_environment(grant, in_container=True)}
+        mounts: dict[str, dict[str, str]] = {}
+        if files is not None:
+            write_replica_files(files, spec)
+            mounts[str(files)] = {"bind": str(CONTAINER_FILES), "mode": "ro"}
+            env.update(replica_environment(spec, CONTAINER_FILES))  # secrets' variables only if the function asks
+            if spec.mesh is not None and spec.mesh.address.startswith("unix:"):
+                # The gateway's replica socket, so its functions are one hop away (containers run as root: the
+                # socket in the gateway's 0700 folder is theirs to connect to, no other user's).
+                mounts[spec.mesh.address.removeprefix("unix:")] = {"bind": str(CONTAINER_MESH_SOCKET), "mode": "rw"}
+                env[ENV_MESH_ADDRESS] = f"unix:{CONTAINER_MESH_SOCKET}"
         launch = WorkerContainer(
             spec.image, port,
-            env={**spec.function.environment, "DCF_REPLICA": str(index), **gpu_environment(grant, in_container=True)},
+            env=env,
             gpu_ids=tuple(str(i) for i in grant.devices) if grant else (),
             memory_bytes=spec.function.limits.memory_bytes,
             cpus=spec.function.limits.cpus,
             extra={"name": f"dcf-{spec.name}-r{spec.revision}-{index}-{self.backend.gateway_id[:6]}",
                    "labels": {LABEL_FUNCTION: spec.name, LABEL_GATEWAY: self.backend.gateway_id,
                               LABEL_REVISION: str(spec.revision)},
-                   "restart_policy": {"Name": "on-failure"}},
+                   "restart_policy": {"Name": "on-failure"}, "volumes": mounts},
         )
         try:
             container = launch.start(self.backend.client)
@@ -147,14 +169,20 @@ class DockerDeployment(Deployment):
 
     async def _start_one(self, index: int) -> _Container:
         grant = self._grant(index)
+        files = None
+        if needs_files(self.spec) and self.backend.files_dir is not None:
+            stem = f"{self.spec.name}.{self.spec.revision}.{index}.{secrets.token_hex(3)}"
+            files = self.backend.files_dir / f"{stem}.files"
         try:
-            container, port = await asyncio.to_thread(self._run_container, index, grant)
+            container, port = await asyncio.to_thread(self._run_container, index, grant, files)
         except BaseException:
             self._release(grant)
+            remove_replica_files(files)
             raise
         if grant is not None and self.backend.gpus is not None:
             grant = self.backend.gpus.started(grant, int(container.attrs.get("State", {}).get("Pid") or 0))
-        replica = _Container(index, container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message), grant)
+        replica = _Container(index, container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message), grant,
+                             files)
         loop = asyncio.get_running_loop()
 
         def healthy() -> bool:  # asked from the waiting thread, answered on the loop that owns the link
@@ -227,6 +255,7 @@ class DockerDeployment(Deployment):
         with contextlib.suppress(Exception):
             await asyncio.to_thread(replica.container.remove, force=True)
         self._release(replica.grant)
+        remove_replica_files(replica.files)
 
     def _release(self, grant: Grant | None) -> None:
         if self.backend.gpus is not None:

@@ -208,7 +208,11 @@ def wait_until_serving(container: Any, healthy: Callable[[], bool], timeout: flo
     deadline = time.monotonic() + timeout
     while not healthy():
         container.reload()
-        exited = container.status in ("exited", "dead")
+        # With restart policy on-failure a worker that cannot start is restarted at once: its first restart
+        # says so as surely as an exit (waiting on would loop until the timeout, ten minutes).
+        restarts = int((container.attrs.get("State") or {}).get("RestartCount") or container.attrs.get("RestartCount")
+                       or 0)
+        exited = container.status in ("exited", "dead", "restarting") or restarts > 0
         if exited or time.monotonic() > deadline:
             tail = container.logs(tail=15).decode("utf-8", "replace")
             raise LaunchFailed("it exited" if exited else f"it did not answer within {timeout:g}s", tail)

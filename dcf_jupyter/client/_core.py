@@ -20,14 +20,11 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
 from ..credentials import read_owner_token
-from ..definition.check import check_handler
-from ..definition.source import pack_folder
-from ..definition.spec import FunctionSpec, load_config
 from ..errors import (
     ClientTimeout,
     ConfigError,
@@ -59,6 +56,9 @@ from ..protocol.names import (
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
 from ._discovery import default_address
+
+if TYPE_CHECKING:
+    from ..definition.spec import FunctionSpec
 
 MANAGEMENT_TIMEOUT_S = 30.0
 _READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY
@@ -476,6 +476,11 @@ class Client:
         ones are ready) unless `update` is False (then FunctionExists) or `replace`
         is True (deleted first, as `faas-cli deploy --replace`).
         """
+        # Imported here: a replica's mesh client (inside images, with only the worker's packages) never deploys.
+        from ..definition.check import check_handler
+        from ..definition.source import pack_folder
+        from ..definition.spec import FunctionSpec, load_config
+
         spec = function if isinstance(function, FunctionSpec) else load_config(function).function(name)
         if spec.root is None:
             raise DeployError(f"{spec.name}: the function has no folder to deploy")

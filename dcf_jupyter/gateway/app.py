@@ -136,7 +136,7 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
         backends["ray"] = await asyncio.to_thread(_ray_backend, options)
     if options.docker:
         try:
-            backends["docker"] = await asyncio.to_thread(DockerBackend.connect, state_dir,
+            backends["docker"] = await asyncio.to_thread(DockerBackend.connect, state_dir, files_dir=socket_dir,
                                                          max_message=options.max_message, gpus=gpus)
         except DcfError as exc:
             log.info("docker backend unavailable: %s", exc)
