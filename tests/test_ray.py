@@ -239,6 +239,11 @@ def test_bad_input_is_answered_as_on_the_local_backend(ray_gateway: GatewayHandl
         (junk / "config.yaml").write_text("functions: [\n")
         with pytest.raises(ConfigError, match="not valid YAML"):
             ray_gateway.client.deploy(junk, name="junk", backend="ray")
+        (junk / "config.yaml").write_text("functions:\n  junk:\n    secrets: [api]\n")
+        ray_gateway.client.create_secret("api", {"KEY": "value"})
+        with pytest.raises(DeployError, match="the ray backend cannot give them to its replicas yet"):
+            ray_gateway.client.deploy(junk, name="junk", backend="ray")
+        ray_gateway.client.delete_secret("api")
         assert [info.name for info in ray_gateway.client.list()] == ["echo"]
     finally:
         ray_gateway.client.delete("echo")

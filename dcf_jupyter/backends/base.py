@@ -287,6 +287,7 @@ class Backend(abc.ABC):
 
     name: str = ""
     autoscales = False  # runs `autoscaling:` functions (else a fixed number of replicas)
+    delivers_secrets = True  # gives replicas the secrets their function names (DeploymentSpec.secrets)
 
     @abc.abstractmethod
     def create(self, spec: DeploymentSpec) -> Deployment:

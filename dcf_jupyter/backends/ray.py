@@ -175,6 +175,9 @@ class RayBackend(Backend):
 
     name = "ray"
     autoscales = True  # Serve's autoscaler: `autoscaling:` in config.yaml becomes its autoscaling_config
+    # Not yet: a replica must fetch them from the gateway over an authenticated path (never runtime_env, which Ray
+    # logs), and until it does, a function that names secrets is refused rather than started without them.
+    delivers_secrets = False
 
     def __init__(self, address: str | None = None, *, head: LocalRayHead | None = None,
                  place_timeout: float = DEFAULT_PLACE_TIMEOUT) -> None:

@@ -88,6 +88,9 @@ class Deployer:
         if not self.core.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
         backend = await self.core.backend(record.backend)
+        if spec.secrets and not backend.delivers_secrets:
+            raise ConfigError(f"{spec.name} names secrets ({', '.join(spec.secrets)}), and the {backend.name} backend "
+                              "cannot give them to its replicas yet: deploy it on the local or docker backend")
         if spec.autoscaling is not None:  # a restart resumes at the count it had, within the bounds
             record.replicas = spec.autoscaling.clamp(record.replicas)
         return backend.create(
