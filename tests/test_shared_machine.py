@@ -205,6 +205,39 @@ def test_a_stranger_cannot_deploy_manage_or_read_your_gateway(stranger: Stranger
         owner.stop()
 
 
+CONNECT = textwrap.dedent("""
+    import json, socket, sys
+
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(sys.argv[1])
+        print(json.dumps({"connect": "ok"}))
+    except OSError as exc:
+        print(json.dumps({"connect": type(exc).__name__}))
+""")
+
+
+def test_a_stranger_cannot_touch_your_secrets_or_reach_your_replicas_socket(stranger: Stranger,
+                                                                            open_parent: Path) -> None:
+    owner = start_gateway(open_parent / "state")
+    try:
+        owner.client.create_secret("mine", {"KEY": "stranger-must-not-see"})
+        (before,) = owner.client.list_secrets()
+        for args, rpc in ((("secret", "list"), "ListSecrets"),
+                          (("secret", "create", "mine", "--from-literal", "KEY=theirs"), "CreateSecret"),
+                          (("secret", "delete", "mine"), "DeleteSecret")):
+            result = stranger.dcf("-g", owner.address, "--trust", *args, env={"DCF_TOKEN": "a-guess"})
+            assert result.returncode == 1 and f"{rpc} needs the gateway's token" in result.stderr, result.stderr
+        assert owner.client.list_secrets() == [before]
+        looked = stranger.run("cat", str(owner.state_dir / "secrets" / "mine.json"))
+        assert looked.returncode != 0 and "Permission denied" in looked.stderr, looked
+        sockets = Path((owner.state_dir / "sockets.path").read_text().strip())
+        ran = stranger.run(stranger.python, "-c", CONNECT, str(sockets / "gateway.sock"))
+        assert json.loads(ran.stdout.strip() or "null") == {"connect": "PermissionError"}, ran
+    finally:
+        owner.stop()
+
+
 FORK_ME = textwrap.dedent("""
     import json, os, socket, sys
     from dcf_jupyter.worker.template import receive_message, send_message
