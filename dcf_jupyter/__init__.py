@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers shou
     )
     from .notebook._display import boxes
     from .notebook._function import FunctionProxy
+    from .notebook._scratch import scratch_dir
     from .notebook._session import function
 
 # Loaded on first use: worker and gateway processes import this package too and
@@ -56,6 +57,7 @@ _LAZY = {
     "function": "notebook._session",
     "FunctionProxy": "notebook._function",
     "boxes": "notebook._display",
+    "scratch_dir": "notebook._scratch",
 }
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
     "list_functions",
     "load_ipython_extension",
     "logs",
+    "scratch_dir",
     "stream",
     "unload_ipython_extension",
 ]

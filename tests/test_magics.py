@@ -437,3 +437,16 @@ def test_module_level_deploy_shows_progress_and_call_returns_what_a_script_gets(
         assert type(from_proxy) is JsonList and from_proxy == from_api  # the cell's callable displays richly
     finally:
         dcf_jupyter.delete("api-faces")
+
+
+def test_scratch_dir_is_one_folder_per_kernel_removed_when_it_exits() -> None:
+    """Tutorials put generated media there instead of a new /tmp folder per run."""
+    import subprocess
+    import sys
+
+    code = ("import dcf_jupyter\nfolder = dcf_jupyter.scratch_dir()\nassert folder == dcf_jupyter.scratch_dir()\n"
+            "(folder / 'clip.avi').write_bytes(b'x')\nprint(folder)\n")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    folder = Path(ran.stdout.strip())
+    assert folder.name.startswith("dcf-media-") and not folder.exists()
