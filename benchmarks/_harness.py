@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -97,6 +99,14 @@ def compare(
     best = {label: pick(values) for label, values in results.items()}
     baseline = pick(BASELINES, key=lambda label: best[label])
     return best, baseline, best["gateway"] / best[baseline]
+
+
+def cpu() -> str:
+    """This machine's CPU model and count, to print beside every figure."""
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+             if line.startswith("model name")] if info.exists() else []
+    return f"{names[0] if names else platform.processor()} x{len(names) or os.cpu_count()}"
 
 
 def percentile(values: list[float], q: float) -> float:

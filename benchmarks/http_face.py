@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-from _harness import ROOT, gateway_process_with, percentile
+from _harness import ROOT, cpu, gateway_process_with, percentile
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.protocol import gateway_pb2 as pb
@@ -91,12 +91,6 @@ app.router.add_post("/function/echo", echo)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []
-    return f"{names[0] if names else platform.processor()} x{len(names)}"
 
 
 @contextlib.contextmanager

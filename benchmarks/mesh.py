@@ -10,12 +10,11 @@ loopback TCP port. Target: the mesh call <= 1.2x one client call. Rounds alterna
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-from _harness import gateway_with, percentile
+from _harness import cpu, gateway_with, percentile
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.definition.scaffold import init_function
@@ -40,12 +39,6 @@ class Handler:
         return sorted(latencies)[len(latencies) // 2]
 """
 
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []
-    return f"{names[0] if names else platform.processor()} x{len(names)}"
 
 
 def client_p50(client: Client, calls: int) -> float:

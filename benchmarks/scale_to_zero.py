@@ -25,19 +25,13 @@ import time
 from pathlib import Path
 
 import yaml
-from _harness import ROOT, gateway_process_with, median, percentile
+from _harness import ROOT, cpu, gateway_process_with, median, percentile
 
 from dcf_jupyter.client import Client, FunctionInfo
 
 SLEEPS = "import os, time\n\n\nclass Handler:\n    def __call__(self, req):\n        time.sleep(0.3)\n" \
          "        return str(os.getpid())\n"
 
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []
-    return f"{names[0] if names else platform.processor()} x{len(names) or os.cpu_count()}"
 
 
 def rss_of(pid: int) -> float:
