@@ -45,7 +45,11 @@ class Handler:
             token_file = Path(os.environ["DCF_MESH_TOKEN_FILE"])
             said = {"mode": oct(token_file.stat().st_mode & 0o777), "in_env": any(
                 token_file.read_text().strip() in value for value in os.environ.values())}
-            client = Client(os.environ["DCF_MESH_ADDRESS"], token=token_file.read_text().strip())
+            import grpc
+            from dcf_jupyter.protocol import gateway_pb2 as pb, gateway_pb2_grpc as pb_grpc
+
+            token = token_file.read_text().strip()
+            client = Client(os.environ["DCF_MESH_ADDRESS"], token=token)
             for what, attempt in [("logs", lambda: client.logs("echo")), ("delete", lambda: client.delete("echo")),
                                   ("secrets", client.list_secrets)]:
                 try:
@@ -53,6 +57,13 @@ class Handler:
                     said[what] = "allowed"
                 except DcfError as exc:
                     said[what] = str(exc)
+            with grpc.insecure_channel(os.environ["DCF_MESH_ADDRESS"]) as channel:  # as a raw DCF client would
+                try:
+                    pb_grpc.GatewayStub(channel).Deploy(pb.CreateFunctionRequest(Service="planted"), timeout=10,
+                                                        metadata=[("authorization", f"Bearer {token}")])
+                    said["deploy"] = "allowed"
+                except grpc.RpcError as exc:
+                    said["deploy"] = f"{exc.code().name}: {exc.details()}"
             return said
         raise ValueError(ask)
 """
@@ -122,8 +133,9 @@ def test_a_replicas_credential_calls_functions_and_nothing_else(mesh_gateway: Ga
     said = ask(mesh_gateway, "credential")
     assert isinstance(said, dict)
     assert said["mode"] == "0o600" and said["in_env"] is False, said
-    for what in ("logs", "delete", "secrets"):
+    for what in ("logs", "delete", "secrets", "deploy"):
         assert "a replica's credential may only call functions" in said[what], said
+    assert said["deploy"].startswith("UNAUTHENTICATED"), said
     assert mesh_gateway.client.call("echo", b"still here") == b"still here"
 
 
