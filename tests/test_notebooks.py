@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import socket
 from pathlib import Path
 
@@ -156,6 +158,12 @@ def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
     found = text_of(labelled).split("\n")[1]  # after the deploy's line: "person 0.76, person 0.71, tie 0.35, ..."
     assert found.startswith("person 0.") and found.count("person") == 2 and "tie 0." in found, found
     assert any("image/png" in o.get("data", {}) for o in labelled), "detect's boxes are drawn with their labels"
+    strip = [o["data"]["image/jpeg"] for o in outputs(notebook, "people(two)") if "image/jpeg" in o.get("data", {})]
+    assert strip, "people's reply is a picture"
+    from PIL import Image
+
+    crops = Image.open(io.BytesIO(base64.b64decode(strip[0])))  # asked detect through the mesh, cropped both
+    assert crops.height == 160 and crops.width >= 1.5 * crops.height, crops.size
     assert "'sent': 30, 'received': 30" in text_of(outputs(notebook, "video.run()"))
     camera = [o for o in outputs(notebook, 'CameraStream("detect")') if "data" in o]
     assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
