@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
@@ -30,6 +31,8 @@ from dcf_jupyter.errors import (  # noqa: E402
 )
 from dcf_jupyter.gateway import start_detached  # noqa: E402
 from dcf_jupyter.pids import session_members  # noqa: E402
+from dcf_jupyter.protocol import gateway_pb2 as pb  # noqa: E402
+from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc  # noqa: E402
 
 # Which replica answered, and a revision mark an update changes.
 WHO = """
@@ -239,14 +242,66 @@ def test_bad_input_is_answered_as_on_the_local_backend(ray_gateway: GatewayHandl
         (junk / "config.yaml").write_text("functions: [\n")
         with pytest.raises(ConfigError, match="not valid YAML"):
             ray_gateway.client.deploy(junk, name="junk", backend="ray")
-        (junk / "config.yaml").write_text("functions:\n  junk:\n    secrets: [api]\n")
-        ray_gateway.client.create_secret("api", {"KEY": "value"})
-        with pytest.raises(DeployError, match="the ray backend cannot give them to its replicas yet"):
-            ray_gateway.client.deploy(junk, name="junk", backend="ray")
-        ray_gateway.client.delete_secret("api")
         assert [info.name for info in ray_gateway.client.list()] == ["echo"]
     finally:
         ray_gateway.client.delete("echo")
+
+
+RAY_SECRETS_AND_MESH = """
+import os
+from pathlib import Path
+
+from dcf_jupyter import mesh
+
+
+class Handler:
+    def __init__(self):
+        self.key = (Path(os.environ["DCF_SECRETS_DIR"]) / "ray-api" / "TOKEN").read_text()  # at load, already there
+
+    def __call__(self, req):
+        return {"file": self.key, "env": os.environ.get("TOKEN"), "echo": mesh.call("echo", b"from Ray").decode()}
+"""
+
+
+def test_a_ray_replica_fetches_its_secrets_and_calls_functions_through_the_gateway(
+        ray_gateway: GatewayHandle, cluster: Cluster, make_function) -> None:
+    """Secrets never travel in runtime_env: the replica fetches them (ReplicaSecrets) with its function's credential,
+    which also calls other functions; another function's credential cannot fetch them."""
+    client = ray_gateway.client
+    value = "sk-ray-0b8d1e27"
+    client.create_secret("ray-api", {"TOKEN": value})
+    client.deploy(FUNCTIONS / "echo", backend="local")
+    folder = with_keys(make_function("ray-secrets", RAY_SECRETS_AND_MESH), secrets=["ray-api"],
+                       secrets_as_env=True)
+    try:
+        client.deploy(folder, backend="ray")
+        assert client.call("ray-secrets", timeout=60) == {"file": value, "env": value, "echo": "from Ray"}
+        from ray import serve
+
+        ray.init(address=cluster.address, namespace="dcf", ignore_reinit_error=True, log_to_driver=False)
+        assert value not in str(serve.status().applications["ray-secrets"])
+        from dcf_jupyter.gateway.auth import function_credential
+
+        token = (ray_gateway.state_dir / "replica-token").read_text().strip()
+        with grpc.insecure_channel(ray_gateway.address) as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            for credential in (function_credential(token, "echo"), owner_token_of()):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ReplicaSecrets(pb.FunctionRequest(FunctionName="ray-secrets"), timeout=10,
+                                        metadata=[("authorization", f"Bearer {credential}")])
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        client.delete("ray-secrets")
+        client.delete("echo")
+        client.delete_secret("ray-api")
+
+
+def owner_token_of() -> str:
+    from dcf_jupyter.credentials import read_owner_token
+
+    token = read_owner_token()
+    assert token
+    return token
 
 
 def serve_applications(cluster: Cluster) -> set[str]:

@@ -287,7 +287,9 @@ class Backend(abc.ABC):
 
     name: str = ""
     autoscales = False  # runs `autoscaling:` functions (else a fixed number of replicas)
-    delivers_secrets = True  # gives replicas the secrets their function names (DeploymentSpec.secrets)
+    # Replicas run elsewhere (a cluster's nodes): they reach the gateway over TCP with their function's credential
+    # and fetch their secrets themselves, instead of getting files from the gateway's machine.
+    replicas_on_cluster = False
 
     @abc.abstractmethod
     def create(self, spec: DeploymentSpec) -> Deployment:

@@ -175,9 +175,7 @@ class RayBackend(Backend):
 
     name = "ray"
     autoscales = True  # Serve's autoscaler: `autoscaling:` in config.yaml becomes its autoscaling_config
-    # Not yet: a replica must fetch them from the gateway over an authenticated path (never runtime_env, which Ray
-    # logs), and until it does, a function that names secrets is refused rather than started without them.
-    delivers_secrets = False
+    replicas_on_cluster = True  # secrets: fetched by each replica (ReplicaSecrets), never put in runtime_env
 
     def __init__(self, address: str | None = None, *, head: LocalRayHead | None = None,
                  place_timeout: float = DEFAULT_PLACE_TIMEOUT) -> None:
@@ -310,7 +308,10 @@ class RayBackend(Backend):
         # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas.
         self._current[spec.name] = spec.revision
         self._serving[spec.name] = (spec, replicas)
-        ray_internals.run_application(deployment, (spec.name, spec.function.concurrency, spec.revision),
+        # The gateway's address and the function's replica credential travel as the replica's arguments (kept by
+        # Serve's controller, never in runtime_env, which Ray logs): the replica fetches its secrets with them.
+        mesh = (spec.mesh.address, spec.mesh.token) if spec.mesh is not None else ("", "")
+        ray_internals.run_application(deployment, (spec.name, spec.function.concurrency, spec.revision, *mesh),
                                       f"rev-{spec.revision}", spec.name)
 
     @staticmethod

@@ -76,6 +76,12 @@ def _fresh_socket_dir(state_dir: Path) -> Path:
     return socket_dir
 
 
+def _reachable(address: str) -> str:
+    """`address` as a client dials it: a wildcard host (0.0.0.0, ::) becomes this machine's loopback."""
+    host, _, port = address.rpartition(":")
+    return f"127.0.0.1:{port}" if host.strip("[]") in ("0.0.0.0", "::", "") else address
+
+
 def _replica_token(state_dir: Path) -> str:
     """The gateway's replica token (invoke-only: auth.py), made once per state dir and kept there (0600), so
     replicas that outlive a gateway restart, containers say, still reach the next one."""
@@ -230,6 +236,7 @@ async def run_gateway(options: GatewayOptions) -> None:
         if server.add_insecure_port(f"unix:{mesh_socket}") == 0:
             raise GatewayStartError(f"cannot listen on {mesh_socket}")
         gateway.core.mesh = MeshAccess(f"unix:{mesh_socket}", replica_token)
+        gateway.core.policy = policy
         for note in tightened:
             log.warning("%s", note)
         for warning in gateway.registry.load():
@@ -237,6 +244,8 @@ async def run_gateway(options: GatewayOptions) -> None:
         await server.start()
         address = format_address(options.host, port)
         gateway.core.address = address
+        if credentials is None:  # cluster replicas reach it over TCP (a TLS gateway: not yet, they lack its CA)
+            gateway.core.cluster_mesh = MeshAccess(_reachable(address), replica_token)
         http_runner, http_address = await _http_face(gateway, policy, options, port)
         gateway.core.http_address = http_address
         info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),

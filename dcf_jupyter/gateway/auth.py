@@ -9,11 +9,14 @@ Update), changes what runs (Delete, ReplicaUpdate), shows what functions printed
 
 Replicas get a second credential, the gateway's replica token (`dcf_jupyter.mesh` sends it): it may invoke
 functions and nothing else, so a replica's code, or whatever it leaks to, cannot deploy, delete, read logs or
-secrets with it.
+secrets with it. Replicas on a cluster get a credential of their function's instead (`function_credential`: the
+function's name and an HMAC of it under the replica token): it may invoke too, and fetch that function's
+secrets (ReplicaSecrets), no other's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Any
 
@@ -22,12 +25,21 @@ import grpc
 from ..ports import is_loopback
 from ..protocol.names import AUTHORIZATION_KEY, BEARER
 
-__all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "TokenGuard", "TokenPolicy", "bearer_token", "is_loopback",
-           "server_credentials"]
+__all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "REPLICA_SECRETS_RPC", "TokenGuard", "TokenPolicy",
+           "bearer_token", "function_credential", "is_loopback", "server_credentials"]
 
 OPEN_RPCS = frozenset({"HealthCheck"})
 INVOKE_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes"})
 LOOPBACK_OPEN_RPCS = INVOKE_RPCS | {"List", "GetMeta", "Info"}
+
+
+REPLICA_SECRETS_RPC = "ReplicaSecrets"
+
+
+def function_credential(replica_token: str, function: str) -> str:
+    """The credential of `function`'s replicas on a cluster: NAME.HMAC (function names hold no '.')."""
+    digest = hmac.new(replica_token.encode(), function.encode(), hashlib.sha256).hexdigest()
+    return f"{function}.{digest}"
 
 
 def bearer_token(metadata: Any) -> str | None:
@@ -57,6 +69,15 @@ class TokenPolicy:
         """True when the call may go ahead."""
         return not self.refusal(method, metadata)
 
+    def credential_function(self, metadata: Any) -> str | None:
+        """The function whose replica credential the call carries (None: none, or not a valid one)."""
+        given = bearer_token(metadata)
+        if not given or "." not in given or not self._replica_token:
+            return None
+        function = given.split(".", 1)[0]
+        expected = function_credential(self._replica_token.decode(), function)
+        return function if hmac.compare_digest(given.encode(), expected.encode()) else None
+
     def refusal(self, method: str, metadata: Any, sent_as: str = "'authorization: Bearer TOKEN' metadata") -> str:
         """Why the call may not go ahead, in a sentence ('' when it may); `sent_as` says how a client sends the
         token."""
@@ -69,6 +90,10 @@ class TokenPolicy:
                 return ""
             if self._replica_token and hmac.compare_digest(given.encode(), self._replica_token):
                 if name in INVOKE_RPCS:
+                    return ""
+                return f"{name}: a replica's credential may only call functions"
+            if self.credential_function(metadata) is not None:
+                if name in INVOKE_RPCS or name == REPLICA_SECRETS_RPC:
                     return ""
                 return f"{name}: a replica's credential may only call functions"
         return (f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; another client "

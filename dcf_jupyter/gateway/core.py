@@ -14,6 +14,7 @@ from ..backends.base import Backend, Deployment, MeshAccess
 from ..backends.gpu_allocator import GpuAllocator
 from ..logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
+from .auth import TokenPolicy
 from .autoscaler import Autoscaler, ColdStarts
 from .metrics import GatewayMetrics
 from .registry import FunctionRecord, Registry
@@ -57,6 +58,8 @@ class GatewayCore:
         self.started = time.time()
         self.http_address = ""  # its HTTP face, once serving
         self.mesh: MeshAccess | None = None  # how its replicas call other functions, once serving
+        self.cluster_mesh: MeshAccess | None = None  # the same for replicas on a cluster: TCP, function credentials
+        self.policy: TokenPolicy | None = None  # who may call what, once serving
         self.metrics = GatewayMetrics(enabled=metrics)
         self.metrics.watch(self)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from ..backends.base import DeployFailed, Deployment, DeploymentSpec
+from ..backends.base import DeployFailed, Deployment, DeploymentSpec, MeshAccess
 from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS, read_requirements
 from ..definition.secret_refs import env_secret_keys
 from ..definition.source import unpack_source
@@ -22,6 +22,7 @@ from ..definition.spec import MAX_REPLICAS, FunctionSpec, GpuRequest, load_confi
 from ..errors import ConfigError, DcfError, InvalidArgument, brief
 from ..logfile import note
 from ..protocol import gateway_pb2 as pb
+from .auth import function_credential
 from .core import GatewayCore
 from .registry import FunctionRecord
 from .rpc import Abort, unary_rpc, valid_name, valid_secret_name
@@ -39,6 +40,7 @@ class Deployer:
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
         self._retiring: dict[str, asyncio.Task[None]] = {}  # name -> its replaced revision being stopped
+        self.newest_secrets: dict[str, list[str]] = {}  # name -> the secrets its newest revision names
 
     async def restore(self) -> None:
         """Start every function of the registry again (after a gateway restart), in parallel."""
@@ -88,9 +90,14 @@ class Deployer:
         if not self.core.offers(record.backend):
             raise ConfigError(f"backend {record.backend!r} is not available in this gateway")
         backend = await self.core.backend(record.backend)
-        if spec.secrets and not backend.delivers_secrets:
-            raise ConfigError(f"{spec.name} names secrets ({', '.join(spec.secrets)}), and the {backend.name} backend "
-                              "cannot give them to its replicas yet: deploy it on the local or docker backend")
+        self.newest_secrets[record.name] = list(spec.secrets)
+        mesh = self.core.mesh
+        if backend.replicas_on_cluster:
+            cluster = self.core.cluster_mesh
+            if cluster is None and spec.secrets:
+                raise ConfigError(f"{spec.name} names secrets, and replicas on the {backend.name} backend cannot "
+                                  "fetch them from a TLS gateway yet: deploy it on the local or docker backend")
+            mesh = MeshAccess(cluster.address, function_credential(cluster.token, spec.name)) if cluster else None
         if spec.autoscaling is not None:  # a restart resumes at the count it had, within the bounds
             record.replicas = spec.autoscaling.clamp(record.replicas)
         return backend.create(
@@ -102,7 +109,7 @@ class Deployer:
                 image=record.image,
                 replicas=record.replicas,
                 secrets=await asyncio.to_thread(self._secret_values, spec),
-                mesh=self.core.mesh,
+                mesh=mesh,
             )
         )
 
@@ -284,6 +291,7 @@ class Deployer:
             await self.retired(name)
             self.core.registry.remove(name)
             self.core.start_errors.pop(name, None)
+            self.newest_secrets.pop(name, None)
             await asyncio.to_thread(self._discard, name, self.core.function_dir(name), first=True)
         log.info("deleted %s", name)
         return pb.Message(Msg=f"Deleted: {name}")

@@ -8,11 +8,12 @@ import logging
 
 import grpc
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, brief
 from ..protocol import gateway_pb2 as pb
 from .core import GatewayCore
 from .deploy import Deployer
 from .rpc import Abort, unary_rpc, valid_secret_name
+from .secret_store import SecretMissing
 
 log = logging.getLogger("dcf.gateway")
 
@@ -60,6 +61,27 @@ class SecretKeeper:
         return pb.SecretList(Secrets=[
             pb.SecretInfo(Name=s.name, Keys=s.keys, UpdatedAt=s.updated, UsedBy=self.users(s.name))
             for s in self.core.secrets.summaries()])
+
+    @unary_rpc
+    async def ReplicaSecrets(self, request: pb.FunctionRequest, context: grpc.aio.ServicerContext) -> pb.SecretValues:
+        """The values of the secrets a deployed function names, for its replicas on a cluster only: the call must
+        carry that function's replica credential (not the owner's token: values go in, never out)."""
+        name = request.FunctionName
+        policy = self.core.policy
+        if policy is None or policy.credential_function(context.invocation_metadata()) != name:
+            raise Abort(grpc.StatusCode.PERMISSION_DENIED,
+                        f"only the replicas of {brief(name)} may fetch its secrets, with their own credential")
+        deployment = self.core.deployments.get(name)
+        # The serving revision's, and the newest one's (its replicas fetch while it starts, before it serves).
+        wanted = dict.fromkeys([*(deployment.spec.function.secrets if deployment is not None else []),
+                                *self.deployer.newest_secrets.get(name, [])])
+        values = []
+        for secret in wanted:
+            try:
+                values.append(pb.SecretRequest(Name=secret, Values=self.core.secrets.get(secret)))
+            except SecretMissing:
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"the secret {secret!r} is gone") from None
+        return pb.SecretValues(Secrets=values)
 
     @unary_rpc
     async def DeleteSecret(self, request: pb.SecretRequest, context: grpc.aio.ServicerContext) -> pb.Message:

@@ -195,6 +195,8 @@ class Gateway:
                 "CreateSecret": unary(self.secrets.CreateSecret, pb.SecretRequest.FromString, message),
                 "ListSecrets": unary(self.secrets.ListSecrets, pb.Empty.FromString, pb.SecretList.SerializeToString),
                 "DeleteSecret": unary(self.secrets.DeleteSecret, pb.SecretRequest.FromString, message),
+                "ReplicaSecrets": unary(self.secrets.ReplicaSecrets, pb.FunctionRequest.FromString,
+                                        pb.SecretValues.SerializeToString),
             },
         )
 

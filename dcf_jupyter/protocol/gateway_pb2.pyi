@@ -221,3 +221,9 @@ class SecretInfo(_message.Message):
     UpdatedAt: float
     UsedBy: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, Name: _Optional[str] = ..., Keys: _Optional[_Iterable[str]] = ..., UpdatedAt: _Optional[float] = ..., UsedBy: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SecretValues(_message.Message):
+    __slots__ = ("Secrets",)
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    Secrets: _containers.RepeatedCompositeFieldContainer[SecretRequest]
+    def __init__(self, Secrets: _Optional[_Iterable[_Union[SecretRequest, _Mapping]]] = ...) -> None: ...

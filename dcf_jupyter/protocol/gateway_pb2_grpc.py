@@ -114,6 +114,11 @@ class GatewayStub(object):
                 request_serializer=gateway__pb2.SecretRequest.SerializeToString,
                 response_deserializer=gateway__pb2.Message.FromString,
                 _registered_method=True)
+        self.ReplicaSecrets = channel.unary_unary(
+                '/pb.Gateway/ReplicaSecrets',
+                request_serializer=gateway__pb2.FunctionRequest.SerializeToString,
+                response_deserializer=gateway__pb2.SecretValues.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer(object):
@@ -221,6 +226,13 @@ class GatewayServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplicaSecrets(self, request, context):
+        """A replica on a cluster fetching the secrets its function names, with its function's replica credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +315,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.DeleteSecret,
                     request_deserializer=gateway__pb2.SecretRequest.FromString,
                     response_serializer=gateway__pb2.Message.SerializeToString,
+            ),
+            'ReplicaSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaSecrets,
+                    request_deserializer=gateway__pb2.FunctionRequest.FromString,
+                    response_serializer=gateway__pb2.SecretValues.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -737,6 +754,33 @@ class Gateway(object):
             '/pb.Gateway/DeleteSecret',
             gateway__pb2.SecretRequest.SerializeToString,
             gateway__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pb.Gateway/ReplicaSecrets',
+            gateway__pb2.FunctionRequest.SerializeToString,
+            gateway__pb2.SecretValues.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,57 @@ def log_book(function: str, *, create: bool = False) -> Any:
                                        num_cpus=0).remote()
 
 
+def _from_gateway(name: str, gateway: str, credential: str) -> Path:
+    """Fetch the secrets function `name` names from its gateway (ReplicaSecrets, with the function's replica
+    credential) into a 0600 folder of this node, and point the replica's environment at them and at the gateway
+    for dcf_jupyter.mesh; the folder, removed when the replica's process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import grpc
+
+    from ..definition.secret_refs import env_secret_keys
+    from ..definition.spec import load_config
+    from ..protocol import gateway_pb2 as pb
+    from ..protocol import gateway_pb2_grpc as pb_grpc
+    from ..protocol.names import ENV_MESH_ADDRESS, ENV_MESH_TOKEN_FILE, ENV_SECRETS_DIR, authorization
+
+    folder = Path(tempfile.mkdtemp(prefix=f"dcf-{name}-"))  # 0700
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    token_file = folder / "mesh-token"
+    _write_private(token_file, credential.encode())
+    os.environ[ENV_MESH_ADDRESS] = gateway
+    os.environ[ENV_MESH_TOKEN_FILE] = str(token_file)
+    spec = load_config(Path.cwd() / "config.yaml").function(name)
+    if not spec.secrets:
+        return folder
+    with grpc.insecure_channel(gateway) as channel:
+        try:
+            reply = pb_grpc.GatewayStub(channel).ReplicaSecrets(
+                pb.FunctionRequest(FunctionName=name), timeout=60, metadata=[authorization(credential)])
+        except grpc.RpcError as exc:
+            raise RuntimeError(f"could not fetch the secrets of {name} from its gateway at {gateway}: "
+                               f"{exc.details() or exc.code().name}") from None
+    secrets_dir = folder / "secrets"
+    secrets_dir.mkdir(mode=0o700)
+    as_env = set(spec.env_secrets)
+    for secret in reply.Secrets:
+        (secrets_dir / secret.Name).mkdir(mode=0o700)
+        for key, value in secret.Values.items():
+            _write_private(secrets_dir / secret.Name / key, value)
+        if secret.Name in as_env:
+            os.environ.update(env_secret_keys(dict(secret.Values)))
+    os.environ[ENV_SECRETS_DIR] = str(secrets_dir)
+    return folder
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 def replica_id() -> str:
     """Serve's id of the replica running this code ('' outside a replica)."""
     with contextlib.suppress(Exception):
@@ -70,9 +121,12 @@ class FunctionReplica:
     """One replica: builds the function's Handler once, then serves calls (`call`) and streamed calls
     (`stream`). Its working dir is the function folder Ray's runtime_env brought to this node."""
 
-    def __init__(self, name: str, concurrency: int = 1, revision: int = 0) -> None:
+    def __init__(self, name: str, concurrency: int = 1, revision: int = 0, gateway: str = "",
+                 credential: str = "") -> None:
         # `revision` is unused here: it makes each revision a new version to Serve (a rolling update).
         folder = Path.cwd()
+        if gateway:  # before the Handler loads: its __init__ may read its secrets
+            _from_gateway(name, gateway, credential)
         replica = replica_id()
         os.environ.setdefault("DCF_REPLICA", replica)  # handlers may say which replica answered
         # What the Handler prints (and its tracebacks) goes to Ray's log of this worker and, prefixed with the
