@@ -136,6 +136,10 @@ def test_shell_notebook_outputs(tmp_path: Path) -> None:
         assert lines[1] == "Hello DCF" and '"Name": "hello-dcf"' in lines[2], over_http
         counted = next(line for line in lines if line.startswith("dcf_calls_total{"))
         assert 'function="hello-dcf"' in counted and 'status="OK"' in counted and counted.endswith(" 2.0"), counted
+    secret = text_of(outputs(notebook, "!dcf function deploy -f greeter/config.yaml"))
+    assert "Hello DCF, from a function holding a 23-character key" in secret, secret
+    assert "weather-api  API_KEY" in secret and "demo-key-not-a-real-one" not in secret, secret
+    assert "Deleted: secret weather-api" in secret, secret
     docker = text_of(outputs(notebook, "if can_build:"))
     assert "Hello DCF" in docker or "Skipped: no image could be built" in docker, docker
     bases = text_of(outputs(notebook, "gpu_spec = replace("))
