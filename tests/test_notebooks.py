@@ -174,6 +174,23 @@ def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
     assert text_of(outputs(notebook, "done = False")) == ""
 
 
+def test_every_notebook_opens_with_dcf_what_it_teaches_and_the_extra_it_needs() -> None:
+    import re
+
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=4).cells
+        opening = cells[0].source
+        assert "(https://github.com/DigitalCompanion-KETI/DCFramework) (DCF)" in opening, path.name
+        assert "**After this notebook** you can " in opening, path.name
+        named = re.search(r"\*\*Needs\*\* `pip install 'dcf-jupyter\[(\w+)\]'`", opening)
+        assert named, path.name
+        asked = re.search(r"%dcf needs [^\n]*", cells[1].source)
+        if asked:  # the extra the notebook's own check names, when it lacks a module
+            extra = re.search(r"--extra (\w+)", asked.group(0))
+            assert named.group(1) == (extra.group(1) if extra else "tutorials"), (path.name, asked.group(0))
+        assert "It needs nothing but this notebook" not in opening, path.name
+
+
 def test_every_notebook_has_its_output_test() -> None:
     source = Path(__file__).read_text()
     untested = [p.name for p in NOTEBOOKS if f'"{p.name}"' not in source]
