@@ -29,7 +29,6 @@ from .rpc import Abort, streaming_rpc, unary_rpc, within
 log = logging.getLogger("dcf.gateway")
 
 
-
 def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeout: float) -> Abort:
     """A call ran past the function's timeout: recycle the stuck worker and say what was done."""
     log.warning("%s: a call ran past %gs; recycling its worker", record.name, timeout)
@@ -90,7 +89,6 @@ def _forwarded(raw: bytes, asked: float | None, context: grpc.aio.ServicerContex
     if left is None or (asked is not None and asked <= left):
         return raw
     return raw + time_left_field(max(left, 0.0))
-
 
 
 class _Measured:
