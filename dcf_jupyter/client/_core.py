@@ -542,7 +542,8 @@ class Client:
         using it restart with the new values); the gateway's one-line account."""
         request = pb.SecretRequest(Name=name, Values={k: v.encode() if isinstance(v, str) else bytes(v)
                                                       for k, v in values.items()})
-        return str(self._manage("CreateSecret", request, f"storing secret {name!r}").Msg)
+        # No timeout of its own: replacing a secret restarts the functions that use it, as long as deploys take.
+        return str(self._manage("CreateSecret", request, f"storing secret {name!r}", timeout=None).Msg)
 
     def list_secrets(self) -> builtins.list[SecretInfo]:
         """The gateway's secrets: names, keys and users, never values."""
