@@ -169,3 +169,26 @@ def test_mesh_calls_work_on_a_private_gateway(tmp_path: Path) -> None:
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
     finally:
         handle.stop()
+
+
+def test_a_generator_keeps_its_call_across_steps_run_in_other_threads() -> None:
+    """The ray backend steps a generator Handler in worker threads, each in a copy of the event loop's context:
+    every step still sees the call it serves (what mesh reads for deadlines and depth)."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dcf_jupyter.protocol import gateway_pb2 as pb
+    from dcf_jupyter.worker.call_context import current_call
+    from dcf_jupyter.worker.process import CallRunner
+
+    def handler(req):
+        for _ in range(3):
+            call = current_call()
+            yield str(call.depth if call is not None else None)
+
+    runner = CallRunner(handler, "steps")
+    items = runner.stream(pb.InvokeServiceRequest(Service="steps", Depth=2).SerializeToString())
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        steps = [pool.submit(contextvars.copy_context().run, next, items).result() for _ in range(3)]
+    assert [pb.Messages.FromString(b"".join(parts)).Output for parts in steps] == [b"2", b"2", b"2"]
+    assert current_call() is None

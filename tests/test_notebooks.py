@@ -96,9 +96,12 @@ def test_stft_notebook_outputs(tmp_path: Path) -> None:
     difference = float(compared.split("max |function - scipy| = ")[1].split(" dB")[0])
     assert difference < 1e-3, compared  # the reply carries float32 dB: equal to its precision
     stereo = text_of(outputs(notebook, "both = plot_spectrogram(stereo)"))
-    found = stereo.split("mid-file: [")[1].split("]")[0].replace("'", "").replace(" Hz", "").split(", ")
-    low, high = sorted(float(f) for f in found)
+    found = stereo.split("mid-file: ")[1].split(", the bins")[0].split(" Hz and ")
+    low, high = float(found[0]), float(found[1].removesuffix(" Hz"))
     assert abs(low - 440) < 44 and abs(high - 1000) < 44, stereo  # within a bin (44100 / 1024 Hz) of each tone
+    assert "bins are 43.1 Hz apart" in stereo, stereo
+    rising = compared.split("rises from ")[1].split(" Hz (second frame) to ")
+    assert float(rising[0]) < 400 and float(rising[1].split(" Hz")[0]) > 3400, compared  # the sweep, start to end
     widget = [o for o in outputs(notebook, 'Spectrogram("stft-data"') if "data" in o]
     assert widget and "application/vnd.jupyter.widget-view+json" in widget[0]["data"]
     assert text_of(outputs(notebook, "done = False")) == ""

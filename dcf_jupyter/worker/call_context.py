@@ -29,11 +29,15 @@ def current_call() -> CallContext | None:
     return _current.get()
 
 
-def enter_call(context: CallContext) -> contextvars.Token[CallContext | None]:
-    """Make `context` the current call of this thread; give the token back to `leave_call`."""
-    return _current.set(context)
+def enter_call(context: CallContext) -> CallContext | None:
+    """Make `context` the current call of this thread; give what it returns (the one before) to `leave_call`.
+    Plain values, not contextvars tokens: a generator Handler's steps may each run in another thread's context
+    (the ray backend steps it in worker threads), where a token would not reset."""
+    previous = _current.get()
+    _current.set(context)
+    return previous
 
 
-def leave_call(token: contextvars.Token[CallContext | None]) -> None:
+def leave_call(previous: CallContext | None) -> None:
     """End the call `enter_call` began."""
-    _current.reset(token)
+    _current.set(previous)

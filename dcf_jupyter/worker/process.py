@@ -177,6 +177,7 @@ class CallRunner:
                     return
                 for content_type, payload in iter_results(result):
                     yield ITEM, messages_parts(payload, content_type)
+                    enter_call(context)  # resumed: maybe in another thread (Ray steps a generator in worker threads)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the handler raises fails this call only
                 raise self._failure(exc) from None
             finally:
