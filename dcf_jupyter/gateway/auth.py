@@ -31,8 +31,6 @@ __all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "REPLICA_SECRETS_RP
 OPEN_RPCS = frozenset({"HealthCheck"})
 INVOKE_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes"})
 LOOPBACK_OPEN_RPCS = INVOKE_RPCS | {"List", "GetMeta", "Info"}
-
-
 REPLICA_SECRETS_RPC = "ReplicaSecrets"
 
 
@@ -71,7 +69,9 @@ class TokenPolicy:
 
     def credential_function(self, metadata: Any) -> str | None:
         """The function whose replica credential the call carries (None: none, or not a valid one)."""
-        given = bearer_token(metadata)
+        return self._function_of(bearer_token(metadata))
+
+    def _function_of(self, given: str | None) -> str | None:
         if not given or "." not in given or not self._replica_token:
             return None
         function = given.split(".", 1)[0]
@@ -89,13 +89,13 @@ class TokenPolicy:
             if hmac.compare_digest(given.encode(), self._token):
                 return ""
             if self._replica_token and hmac.compare_digest(given.encode(), self._replica_token):
-                if name in INVOKE_RPCS:
-                    return ""
-                return f"{name}: a replica's credential may only call functions"
-            if self.credential_function(metadata) is not None:
-                if name in INVOKE_RPCS or name == REPLICA_SECRETS_RPC:
-                    return ""
-                return f"{name}: a replica's credential may only call functions"
+                allowed = INVOKE_RPCS
+            elif self._function_of(given) is not None:
+                allowed = INVOKE_RPCS | {REPLICA_SECRETS_RPC}
+            else:
+                allowed = None
+            if allowed is not None:
+                return "" if name in allowed else f"{name}: a replica's credential may only call functions"
         return (f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; another client "
                 f"sends it as {sent_as} (dcf: $DCF_TOKEN)")
 
