@@ -21,6 +21,7 @@ from typing import Any
 
 from ..protocol.link import FORM_STREAM, CallFailed
 from .process import CallRunner, ReplicaLines, load_function_handler
+from .replica_folder import folder_environment, write_replica_folder
 
 NAMESPACE = "dcf"  # Ray namespace of dcf-jupyter's Serve applications and log books
 LOG_LINES_KEPT = 5000
@@ -57,10 +58,10 @@ def log_book(function: str, *, create: bool = False) -> Any:
                                        num_cpus=0).remote()
 
 
-def _from_gateway(name: str, gateway: str, credential: str) -> Path:
+def _from_gateway(name: str, gateway: str, credential: str) -> None:
     """Fetch the secrets function `name` names from its gateway (ReplicaSecrets, with the function's replica
-    credential) into a 0600 folder of this node, and point the replica's environment at them and at the gateway
-    for dcf_jupyter.mesh; the folder, removed when the replica's process exits."""
+    credential) into a private folder of this node (replica_folder's layout), removed when the replica's process
+    exits, and point the replica's environment at them and at the gateway for dcf_jupyter.mesh."""
     import atexit
     import shutil
     import tempfile
@@ -71,41 +72,26 @@ def _from_gateway(name: str, gateway: str, credential: str) -> Path:
     from ..definition.spec import load_config
     from ..protocol import gateway_pb2 as pb
     from ..protocol import gateway_pb2_grpc as pb_grpc
-    from ..protocol.names import ENV_MESH_ADDRESS, ENV_MESH_TOKEN_FILE, ENV_SECRETS_DIR, authorization
+    from ..protocol.names import authorization
 
-    folder = Path(tempfile.mkdtemp(prefix=f"dcf-{name}-"))  # 0700
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    token_file = folder / "mesh-token"
-    _write_private(token_file, credential.encode())
-    os.environ[ENV_MESH_ADDRESS] = gateway
-    os.environ[ENV_MESH_TOKEN_FILE] = str(token_file)
     spec = load_config(Path.cwd() / "config.yaml").function(name)
-    if not spec.secrets:
-        return folder
-    with grpc.insecure_channel(gateway) as channel:
-        try:
-            reply = pb_grpc.GatewayStub(channel).ReplicaSecrets(
-                pb.FunctionRequest(FunctionName=name), timeout=60, metadata=[authorization(credential)])
-        except grpc.RpcError as exc:
-            raise RuntimeError(f"could not fetch the secrets of {name} from its gateway at {gateway}: "
-                               f"{exc.details() or exc.code().name}") from None
-    secrets_dir = folder / "secrets"
-    secrets_dir.mkdir(mode=0o700)
-    as_env = set(spec.env_secrets)
-    for secret in reply.Secrets:
-        (secrets_dir / secret.Name).mkdir(mode=0o700)
-        for key, value in secret.Values.items():
-            _write_private(secrets_dir / secret.Name / key, value)
-        if secret.Name in as_env:
-            os.environ.update(env_secret_keys(dict(secret.Values)))
-    os.environ[ENV_SECRETS_DIR] = str(secrets_dir)
-    return folder
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    secrets: dict[str, dict[str, bytes]] = {}
+    if spec.secrets:
+        with grpc.insecure_channel(gateway) as channel:
+            try:
+                reply = pb_grpc.GatewayStub(channel).ReplicaSecrets(
+                    pb.FunctionRequest(FunctionName=name), timeout=60, metadata=[authorization(credential)])
+            except grpc.RpcError as exc:
+                raise RuntimeError(f"could not fetch the secrets of {name} from its gateway at {gateway}: "
+                                   f"{exc.details() or exc.code().name}") from None
+        secrets = {secret.Name: dict(secret.Values) for secret in reply.Secrets}
+    parent = Path(tempfile.mkdtemp(prefix=f"dcf-{name}-"))  # 0700
+    atexit.register(shutil.rmtree, parent, ignore_errors=True)
+    folder = parent / "replica"
+    write_replica_folder(folder, secrets, credential)
+    os.environ.update(folder_environment(folder, gateway))
+    for secret in spec.env_secrets:
+        os.environ.update(env_secret_keys(secrets.get(secret, {})))
 
 
 def replica_id() -> str:
