@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from ..client import Client
+from ..columns import aligned_lines
 from ..definition.spec import ConfigFile, load_config
 from ..errors import DcfError, explain
 
@@ -141,6 +142,5 @@ def human_bytes(size: float) -> str:
 
 def echo_table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print rows (the first is the header) as left-aligned columns."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for line in aligned_lines(rows):
+        click.echo(line)

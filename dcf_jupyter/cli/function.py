@@ -26,6 +26,7 @@ from ..build.image import (
     push_image,
 )
 from ..client import Client, Reply
+from ..columns import aligned_lines
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
@@ -367,9 +368,8 @@ def list_(state: CliState, as_json: bool, verbose: bool) -> None:
                      f.replicas_said,
                      f"{f.status} ({f.annotations[DEPLOYED_BY]}'s)" if f.deployed_elsewhere else f.status,
                      f.backend, f.annotations.get("dcf.desc", "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):  # not echo_table: -v puts each function's details under its row
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for index, line in enumerate(aligned_lines(rows)):  # not echo_table: -v puts each function's details under it
+        click.echo(line)
         if verbose and index > 0:
             listed = functions[index - 1]
             for held in listed.gpus:

@@ -26,6 +26,7 @@ from traitlets import Bool, TraitError, Unicode
 
 from ..client import Client, FunctionInfo, SecretInfo
 from ..client._gpu_report import gpu_lines
+from ..columns import aligned_lines
 from ..definition.secret_refs import gather_values, validate_secret_key
 from ..errors import ConfigError, DcfError, InvalidArgument, InvalidName, explain
 from ._function import LogText, python_name
@@ -52,9 +53,7 @@ class _Table:
     def __repr__(self) -> str:
         if not self.rows:
             return self.EMPTY
-        table = [self.COLUMNS, *self.rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(self.COLUMNS))]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
+        return "\n".join(aligned_lines([self.COLUMNS, *self.rows]))
 
 
 class FunctionTable(_Table):
