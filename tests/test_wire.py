@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcf_jupyter.protocol import gateway_pb2 as pb
-from dcf_jupyter.protocol.wire import WireError, message_parts, messages_parts, parse_invoke_request
+from dcf_jupyter.protocol.wire import WireError, message_parts, messages_parts, parse_call
 
 texts = st.text(max_size=200)
 payloads = st.binary(max_size=4096)
@@ -22,7 +22,7 @@ content_types = st.sampled_from(["", "text/plain; charset=utf-8", "application/j
 @given(service=texts, data=payloads)
 def test_it_reads_what_protobuf_writes(service: str, data: bytes) -> None:
     raw = pb.InvokeServiceRequest(Service=service, Input=data).SerializeToString()
-    name, view = parse_invoke_request(raw)
+    name, view = parse_call(raw)[:2]
     assert name == service and bytes(view) == data
 
 
@@ -36,7 +36,7 @@ def test_it_follows_protobufs_rules_for_order_repeats_and_unknown_fields(
            + pb.Function(InvocationCount=unknown).SerializeToString()  # field 3, a varint: unknown here
            + pb.InvokeServiceRequest(Service=later).SerializeToString())
     expected = pb.InvokeServiceRequest.FromString(raw)
-    name, view = parse_invoke_request(raw)
+    name, view = parse_call(raw)[:2]
     assert (name, bytes(view)) == (expected.Service, expected.Input)
 
 
@@ -62,10 +62,10 @@ def test_junk_is_a_wire_error_or_agrees_with_protobuf(junk: bytes) -> None:
         expected = pb.InvokeServiceRequest.FromString(junk)
     except DecodeError:
         with pytest.raises(WireError):  # what protobuf refuses, the gateway refuses
-            parse_invoke_request(junk)
+            parse_call(junk)
         return
     try:
-        name, view = parse_invoke_request(junk)
+        name, view = parse_call(junk)[:2]
     except WireError:
         return  # stricter than protobuf (wire types a request never carries, such as groups) is fine
     assert (name, bytes(view)) == (expected.Service, expected.Input)

@@ -210,8 +210,7 @@ def wait_until_serving(container: Any, healthy: Callable[[], bool], timeout: flo
         container.reload()
         # With restart policy on-failure a worker that cannot start is restarted at once: its first restart
         # says so as surely as an exit (waiting on would loop until the timeout, ten minutes).
-        restarts = int((container.attrs.get("State") or {}).get("RestartCount") or container.attrs.get("RestartCount")
-                       or 0)
+        restarts = int(container.attrs.get("RestartCount") or 0)  # top-level in Docker's inspect, beside State
         exited = container.status in ("exited", "dead", "restarting") or restarts > 0
         if exited or time.monotonic() > deadline:
             tail = container.logs(tail=15).decode("utf-8", "replace")

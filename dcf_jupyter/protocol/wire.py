@@ -1,7 +1,8 @@
 """Just enough of the protobuf wire format for the hot path: read a request's Service, write replies.
 
-The gateway forwards InvokeServiceRequest bytes to workers untouched and only
-needs the function name; workers build Message / Messages replies as a few
+The gateway forwards InvokeServiceRequest bytes to workers untouched (it may append
+the caller's TimeLeft) and only reads the function name, TimeLeft and Depth;
+workers build Message / Messages replies as a few
 byte strings around the payload, sent scatter-gather (no copy of the payload
 in user space). Everything else uses the generated classes.
 """
@@ -36,17 +37,12 @@ def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise WireError("varint too long")
 
 
-def parse_invoke_request(data: bytes) -> tuple[str, memoryview]:
-    """(Service, Input) of a serialized InvokeServiceRequest; Input is a view into `data` (no copy).
+def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
+    """(Service, Input, TimeLeft or None, Depth) of a serialized InvokeServiceRequest; Input is a view into `data`
+    (no copy).
 
     Follows protobuf rules: any field order, last value wins, unknown fields skipped.
     """
-    service, payload, _, _ = parse_call(data)
-    return service, payload
-
-
-def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
-    """(Service, Input, TimeLeft or None, Depth) of a serialized InvokeServiceRequest, as parse_invoke_request."""
     view = memoryview(data)
     service = b""
     payload = view[0:0]
