@@ -147,7 +147,7 @@ def cold_starts(client: Client, gateway_pid: int, parent: Path, rounds: int, det
     found["hello-dcf"] = report("hello-dcf", *cold_and_warm(client, "hello-cold", b"Hello", rounds), target=0.3)
     client.delete("hello-cold")
     if detect:
-        image = ROOT / "tests" / "data" / "images" / "street.jpg"
+        image = ROOT / "notebooks" / "images" / "street.jpg"
         client.deploy(copy_function(ROOT / "functions" / "detect", parent, "detect-cold", autoscaling=IDLE_FAST))
         found["detect"] = report("detect", *cold_and_warm(client, "detect-cold", image.read_bytes(),
                                                           max(3, rounds // 3)), target=1.0)

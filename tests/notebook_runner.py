@@ -21,10 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def execute(path: Path, workdir: Path, *, timeout: int = 300) -> nbformat.NotebookNode:
     """Run a copy of the notebook in `workdir`/notebooks (its function folders land there, not in the repo),
-    with `workdir`/functions standing for the repository's examples, as "../functions" from the notebook."""
+    with `workdir`/functions standing for the repository's examples, as "../functions" from the notebook, and
+    `workdir`/notebooks/images for the demo photos beside it."""
     (workdir / "notebooks").mkdir(parents=True, exist_ok=True)
     if not (workdir / "functions").exists():
         (workdir / "functions").symlink_to(ROOT / "functions")
+    if not (workdir / "notebooks" / "images").exists():
+        (workdir / "notebooks" / "images").symlink_to(ROOT / "notebooks" / "images")
     workdir = workdir / "notebooks"
     copy = workdir / path.name
     shutil.copy(path, copy)

@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 from dcf_jupyter.errors import DeployError, FunctionError, FunctionNotFound
-from dcf_jupyter.notebook._display import JsonList, TextResult, boxes
+from dcf_jupyter.notebook._display import BytesResult, JsonList, TextResult, boxes
 from dcf_jupyter.notebook._session import Session, source_of
 
 HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
@@ -196,6 +196,11 @@ def test_image_replies_display_as_images(ip, tmp_path: Path) -> None:
     image = ip.user_ns["nb_image"](png)
     bundle, _ = ip.display_formatter.format(image)
     assert bundle["image/png"] == base64.b64encode(png).decode()
+    # Its text beside the picture says what it is, not every byte (IPython's own bytes printer would).
+    assert bundle["text/plain"] == f"<image/png, {len(png)} bytes>"
+    as_text = ip.display_formatter.format(TextResult(base64.b64encode(png).decode()))[0]
+    assert as_text["text/plain"] == f"<image/png, {len(png)} bytes>" and "image/png" in as_text
+    assert ip.display_formatter.format(BytesResult(b"ab"))[0]["text/plain"] == "b'ab'"  # other bytes as bytes
     # A file sent with %dcf call --file comes back as bytes too.
     path = tmp_path / "red.png"
     path.write_bytes(png)
@@ -224,16 +229,42 @@ def test_ssd_boxes_draw_on_the_request_image(ip) -> None:
     result = ip.user_ns["nb_boxes"](jpeg.getvalue())
     assert isinstance(result, JsonList) and result[0]["class"] == "12"
     bundle, _ = ip.display_formatter.format(result)
-    drawn = Image.open(io.BytesIO(base64.b64decode(bundle["image/png"])))
+    assert "image/png" not in bundle  # one picture, saved once
+    drawn = Image.open(io.BytesIO(base64.b64decode(bundle["image/jpeg"]))).convert("RGB")
     assert drawn.size == (40, 30)
-    assert drawn.getpixel((1, 10)) != (255, 255, 255)  # the box's edge was drawn
-    assert drawn.getpixel((20, 25)) == (255, 255, 255)  # outside the box is untouched
+    assert min(drawn.getpixel((1, 10))) < 200  # the box's edge was drawn
+    assert min(drawn.getpixel((20, 25))) > 235  # outside the box (and its caption) stays white
 
 
 def test_boxes_helper_accepts_json_text_and_dcf_strings() -> None:
     picture = boxes(png_bytes("white", (50, 50)),
                     '[{"class": "15", "confidence": "0.8", "xmin": "10", "ymin": "10", "xmax": "40", "ymax": "45"}]')
     assert picture.size == (50, 50) and picture.getpixel((10, 30)) != (255, 255, 255)
+
+
+def test_drawn_boxes_show_once_as_a_jpeg_no_larger_than_the_notebook_needs() -> None:
+    from PIL import Image
+
+    picture = boxes(png_bytes("white", (2000, 1000)),
+                    [{"class": "15", "confidence": "0.8", "xmin": "10", "ymin": "10", "xmax": "400", "ymax": "450"}])
+    assert picture.size == (2000, 1000)  # the drawing keeps the photo's size...
+    # What a Jupyter kernel's formatters ask of it: no PNG (a kernel skips None), one JPEG.
+    assert picture._repr_png_() is None
+    assert Image.open(io.BytesIO(picture._repr_jpeg_())).size == (1024, 512)  # ...its view less
+
+
+def test_captions_of_crowded_boxes_never_hide_each_other() -> None:
+    from dcf_jupyter.notebook._display import place_captions
+
+    # Ten people side by side, boxes 30 px apart, captions 80 px wide: at most one row of captions fits above.
+    crowd = [(10.0 + 30 * i, 100.0, 40.0 + 30 * i, 300.0) for i in range(10)]
+    spots = place_captions(crowd, [(80.0, 20.0)] * 10, (400.0, 400.0))
+    for i, a in enumerate(spots):
+        assert 0 <= a[0] and a[2] <= 400 and 0 <= a[1] and a[3] <= 400, a
+        for b in spots[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    # A lone box's caption sits just above it, left-aligned.
+    assert place_captions([(50.0, 60.0, 90.0, 120.0)], [(30.0, 12.0)], (200.0, 200.0)) == [(50.0, 48.0, 80.0, 60.0)]
 
 
 def test_other_json_displays_as_json() -> None:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(FUNCTIONS / "ssd" / "src"))
 from images import decode_image, decode_request
 from voc import boxes_reply
 
-IMAGES = Path(__file__).resolve().parent / "data" / "images"
+IMAGES = Path(__file__).resolve().parent.parent / "notebooks" / "images"
 PERSON_000001 = (8, 12, 352, 498)  # PASCAL VOC ground truth (xmin, ymin, xmax, ymax)
 
 
@@ -53,7 +53,7 @@ def box_of(item: dict[str, str]) -> tuple[float, ...]:
 
 
 def shared_image(name: str) -> bytes:
-    """One of the demo photos shipped with the tests (tests/data/images/SOURCE.md says where each comes from)."""
+    """One of the demo photos shipped with the tutorials (notebooks/images/SOURCE.md says where each comes from)."""
     return (IMAGES / name).read_bytes()
 
 

@@ -203,6 +203,16 @@ def test_video_stream_draws_boxes_on_the_sent_frame(gateway: GatewayHandle, make
     shown = Image.open(io.BytesIO(video.image.value)).convert("RGB")
     edge = shown.getpixel((11, 100))  # on the box's left edge (drawn inside it)
     assert all(abs(a - b) < 40 for a, b in zip(edge, box_color("12"), strict=True)), edge
+    # The last frame as a saved notebook keeps it: one JPEG, the boxes drawn.
+    kept = video.snapshot()
+    assert kept.data == bytes(video.image.value) and kept.format == "jpeg" and kept._repr_png_() is None
+
+
+def test_a_video_snapshot_before_any_frame_says_so(tmp_path: Path) -> None:
+    from dcf_jupyter.widgets import VideoStream
+
+    with pytest.raises(ValueError, match="no frame yet"):
+        VideoStream("echo", write_clip(tmp_path / "clip.avi", frames=2)).snapshot()
 
 
 def test_video_stream_errors_are_clear(gateway: GatewayHandle, make_function: Any, tmp_path: Path) -> None:

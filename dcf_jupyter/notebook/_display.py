@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import io
 import json
 import pprint
@@ -135,11 +136,73 @@ def caption_of(box: dict[str, Any]) -> str:
     return caption
 
 
+Rect = tuple[float, float, float, float]
+DISPLAY_SIDE = 1024  # the longest side of a drawn image as a notebook shows and saves it
+
+
+def _overlap(a: Rect, b: Rect) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    return width * height if width > 0 and height > 0 else 0.0
+
+
+def place_captions(boxes_xy: list[Rect], sizes: list[tuple[float, float]], bounds: tuple[float, float]) -> list[Rect]:
+    """Where each box's caption of `sizes[i]` (width, height) goes: above the box, else inside its top, below it,
+    inside its bottom, right-aligned the same ways, then stacked further above or below; the first spot that
+    hides no caption placed before (the least hidden when all do), kept inside the image of `bounds` (width,
+    height)."""
+    placed: list[Rect] = []
+    for (x0, y0, x1, y1), (w, h) in zip(boxes_xy, sizes, strict=True):
+        rows = [y0 - h, y0, y1, y1 - h] + [y for k in (1, 2, 3) for y in (y0 - h * (k + 1), y1 + h * k)]
+        spots = [(x, y) for y in rows for x in (x0, x1 - w)]
+        best: Rect | None = None
+        best_hidden = float("inf")
+        for x, y in spots:
+            x = min(max(0.0, x), max(0.0, bounds[0] - w))
+            y = min(max(0.0, y), max(0.0, bounds[1] - h))
+            spot = (x, y, x + w, y + h)
+            hidden = sum(_overlap(spot, other) for other in placed)
+            if hidden < best_hidden:
+                best, best_hidden = spot, hidden
+            if hidden == 0:
+                break
+        assert best is not None
+        placed.append(best)
+    return placed
+
+
+def _jpeg_bytes(picture: Any, longest: int = DISPLAY_SIDE) -> bytes:
+    if max(picture.size) > longest:
+        picture = picture.copy()
+        picture.thumbnail((longest, longest))
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _drawn_image_class() -> type:
+    Image, _ = _pillow()
+
+    class DrawnImage(Image.Image):  # type: ignore[misc,name-defined]
+        """A PIL image that a notebook shows and saves once, as a JPEG of at most DISPLAY_SIDE pixels a side
+        (Pillow's own image is saved twice, PNG and JPEG, at full size)."""
+
+        def _repr_png_(self) -> None:
+            return None
+
+        def _repr_jpeg_(self) -> bytes:
+            return _jpeg_bytes(self)
+
+    return DrawnImage
+
+
 def boxes(image: Any, result: str | bytes | list[Any]) -> PILImage:
     """Draw SSD-style boxes (`class`, `confidence`, `xmin`... in pixels, strings or numbers) on `image`.
 
     `image`: JPEG/PNG bytes, base64 text of them, a path, a PIL image or an array;
-    `result`: the list of boxes or its JSON text. Returns a PIL image (it displays itself in notebooks).
+    `result`: the list of boxes or its JSON text. Returns a PIL image of the same size (a notebook shows it as
+    one JPEG); captions are placed so that none hides another, the most confident first.
     """
     _, ImageDraw = _pillow()
     picture = _as_pil(image).copy()
@@ -150,21 +213,32 @@ def boxes(image: Any, result: str | bytes | list[Any]) -> PILImage:
     width = max(2, round(min(picture.size) / 150))
     font = _font(max(11, round(min(picture.size) / 40)))
     for box in items:
-        x0, y0, x1, y1 = (float(box[k]) for k in BOX_KEYS)
-        color = box_color(str(box.get("class", "")))
-        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
-        caption = caption_of(box)
-        left, top, right, bottom = draw.textbbox((x0, y0), caption, font=font)
-        top_y = max(0.0, y0 - (bottom - top) - 6)
-        draw.rectangle((x0, top_y, x0 + (right - left) + 6, top_y + (bottom - top) + 6), fill=color)
-        draw.text((x0 + 3, top_y + 1 - (top - y0)), caption, fill=(0, 0, 0), font=font)
+        draw.rectangle(tuple(float(box[k]) for k in BOX_KEYS), outline=box_color(str(box.get("class", ""))),
+                       width=width)
+    ranked = sorted(items, key=_confidence, reverse=True)
+    captions = [caption_of(box) for box in ranked]
+    extents = [draw.textbbox((0, 0), caption, font=font) for caption in captions]
+    spots = place_captions([tuple(float(box[k]) for k in BOX_KEYS) for box in ranked],  # type: ignore[misc]
+                           [(right - left + 6, bottom - top + 6) for left, top, right, bottom in extents],
+                           (float(picture.width), float(picture.height)))
+    for box, caption, (left, top, _, _), spot in zip(ranked, captions, extents, spots, strict=True):
+        draw.rectangle(spot, fill=box_color(str(box.get("class", ""))))
+        draw.text((spot[0] + 3 - left, spot[1] + 3 - top), caption, fill=(0, 0, 0), font=font)
+    picture.__class__ = _drawn_image_class()
     return picture
 
 
-def _png(picture: Any) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def _confidence(box: dict[str, Any]) -> float:
+    try:
+        return float(box.get("confidence", 0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _image_caption(value: Any) -> str | None:
+    """"<image/jpeg, 16706 bytes>" when `value` is an image (or base64 of one), else None."""
+    image = image_bytes(value)
+    return f"<{image[0]}, {len(image[1])} bytes>" if image else None
 
 
 class _Rich:
@@ -176,7 +250,7 @@ class _Rich:
         image = image_bytes(value)
         if image:
             mime, data = image
-            return {mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<{mime}, {len(data)} bytes>"}
+            return {mime: base64.b64encode(data).decode("ascii"), "text/plain": _image_caption(data)}
         parsed = value
         if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
             try:
@@ -185,7 +259,8 @@ class _Rich:
                 return None
         if is_boxes(parsed) and self._dcf_input is not None and image_bytes(self._dcf_input):
             try:
-                return {"image/png": _png(boxes(self._dcf_input, parsed)), "text/plain": plain}
+                drawn = _jpeg_bytes(boxes(self._dcf_input, parsed))
+                return {"image/jpeg": base64.b64encode(drawn).decode("ascii"), "text/plain": plain}
             except Exception:  # noqa: BLE001 - fall back to showing the data
                 pass
         if isinstance(parsed, (list, dict)):
@@ -199,12 +274,20 @@ class TextResult(_Rich, str):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any] | None:
         return self._bundle(str(self), str.__repr__(self))
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Beside an image, its type and size (IPython would print str's repr of all its base64 text)."""
+        printer.text(_image_caption(str(self)) or str.__repr__(self))
+
 
 class BytesResult(_Rich, bytes):
     """A bytes reply; PNG/JPEG/GIF bytes display as images."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any] | None:
         return self._bundle(bytes(self), f"<{len(self)} bytes>") if sniff_image(self) else None
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Beside an image, its type and size (IPython would print bytes' repr of every byte)."""
+        printer.text(_image_caption(bytes(self)) or bytes.__repr__(self))
 
 
 class JsonList(_Rich, list):  # type: ignore[type-arg]

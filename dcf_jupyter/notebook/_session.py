@@ -13,6 +13,7 @@ import os
 import textwrap
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +258,7 @@ class Session:
             progress.fail(str(exc).splitlines()[0])
             raise
         progress.done(result.message)
-        return result
+        return AnnouncedDeploy(result.function, result.message, result.updated, cell=_cell_number())
 
     def _deploy_with_logs(self, client: Client, name: str, progress: Progress,
                           deploy: Callable[[], DeployResult]) -> DeployResult:
@@ -281,6 +282,31 @@ class Session:
             raise outcome["error"]
         result: DeployResult = outcome["result"]
         return result
+
+
+def _cell_number() -> int | None:
+    """The number of the cell running now, or None outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else int(shell.execution_count)
+
+
+@dataclass(frozen=True)
+class AnnouncedDeploy(DeployResult):
+    """A deploy whose sentence the progress display has just shown: as the result of that same cell it shows
+    nothing more (not the sentence twice); displayed in a later cell, it is the sentence."""
+
+    cell: int | None = None
+
+    def _ipython_display_(self) -> None:
+        if self.cell is not None and _cell_number() == self.cell:
+            return
+        from IPython.display import display
+
+        display({"text/plain": self.message}, raw=True)
 
 
 def source_of(obj: str | type) -> str:

@@ -141,6 +141,15 @@ class VideoStream(ipywidgets.VBox):
             raise RuntimeError(self.error)
         return stats
 
+    def snapshot(self) -> Any:
+        """The frame the widget shows now (its boxes drawn), as a picture a saved notebook keeps (the widget's
+        own view needs its kernel to show anything)."""
+        from IPython.display import Image
+
+        if not self.image.value:
+            raise ValueError("no frame yet: start() or run() the stream first")
+        return Image(data=bytes(self.image.value), format=self.image.format)
+
     def _pump(self) -> None:
         cv2 = _cv2()
         capture = open_video(self.source)
