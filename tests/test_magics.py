@@ -267,6 +267,20 @@ def test_captions_of_crowded_boxes_never_hide_each_other() -> None:
     assert place_captions([(50.0, 60.0, 90.0, 120.0)], [(30.0, 12.0)], (200.0, 200.0)) == [(50.0, 48.0, 80.0, 60.0)]
 
 
+def test_a_deploy_shown_by_its_progress_is_not_repeated_as_the_cells_result(ip) -> None:
+    from IPython.utils.capture import capture_output
+
+    from dcf_jupyter.client import FunctionInfo
+    from dcf_jupyter.notebook._session import AnnouncedDeploy
+
+    info = FunctionInfo("f", "", 0, 1, 1, "Ready", "local")
+    with capture_output() as same_cell:
+        AnnouncedDeploy(info, "Deployed: f", cell=ip.execution_count)._ipython_display_()
+    with capture_output() as later_cell:  # the same result shown again in another cell: its sentence
+        AnnouncedDeploy(info, "Deployed: f", cell=ip.execution_count - 1)._ipython_display_()
+    assert same_cell.outputs == [] and [o.data for o in later_cell.outputs] == [{"text/plain": "Deployed: f"}]
+
+
 def test_other_json_displays_as_json() -> None:
     from dcf_jupyter.client import Reply
     from dcf_jupyter.notebook._display import as_result
