@@ -21,6 +21,8 @@ from scipy.io import wavfile
 sys.path.insert(0, str(ROOT / "functions" / "stft" / "src"))
 import spectrogram
 
+from dcf_jupyter.spectrogram import render_png
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,7 +48,7 @@ def main() -> None:
 
     ours_c = median_seconds(our_compute, args.repeat)
     scipy_c = median_seconds(scipy_compute, args.repeat)
-    render = median_seconds(lambda: spectrogram.render_png(*spectrogram.spectrogram_db(x, rate)),
+    render = median_seconds(lambda: render_png(*spectrogram.spectrogram_db(x, rate)),
                             max(3, args.repeat // 4))
     print(f"10 s at 44.1 kHz ({len(wav) // 1024} KiB WAV), median of {args.repeat}:")
     print(f"  transform: ours {ours_t * 1e3:7.1f} ms   scipy.signal.stft {scipy_t * 1e3:7.1f} ms   "

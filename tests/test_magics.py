@@ -260,7 +260,7 @@ def test_captions_of_crowded_boxes_never_hide_each_other() -> None:
     crowd = [(10.0 + 30 * i, 100.0, 40.0 + 30 * i, 300.0) for i in range(10)]
     spots = place_captions(crowd, [(80.0, 20.0)] * 10, (400.0, 400.0))
     for i, a in enumerate(spots):
-        assert 0 <= a[0] and a[2] <= 400 and 0 <= a[1] and a[3] <= 400, a
+        assert a[0] >= 0 and a[2] <= 400 and a[1] >= 0 and a[3] <= 400, a
         for b in spots[i + 1:]:
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
     # A lone box's caption sits just above it, left-aligned.

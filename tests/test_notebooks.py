@@ -100,9 +100,10 @@ def test_streaming_notebook_outputs(tmp_path: Path) -> None:
     assert "'sent': 75, 'received': 75" in run
     assert "'sent': 75, 'received': 75" in text_of(outputs(notebook, "balls.run()"))
     assert pictures(outputs(notebook, "dcf_jupyter.boxes(")) == ["image/jpeg"]  # drawn, saved once
-    spectrum = [o for o in outputs(notebook, 'plot_spectrogram(media / "chirp.wav")') if "data" in o]
-    assert spectrum and "image/png" in spectrum[0]["data"]
-    assert text_of(outputs(notebook, "spectrum.db.shape")) == "'513 frequencies x 64 frames'"
+    assert pictures(outputs(notebook, 'notes = recorder.analyze(media / "notes.wav")')) == ["image/png"]
+    loudest = text_of(outputs(notebook, "middles = [notes.db")).split(": ")[1].split(" (")[0].split(", ")
+    found = [float(hz.removesuffix(" Hz")) for hz in loudest]  # C5, E5, G5 within a bin (15.6 Hz)
+    assert all(abs(hz - note) < 16 for hz, note in zip(found, (523.25, 659.25, 783.99), strict=True)), loudest
     # Run All leaves the widgets' functions deployed (clean-up waits for `done = True`) and no media beside it.
     assert text_of(outputs(notebook, "done = False")) == ""
     assert sorted(p.name for p in (tmp_path / "notebooks").iterdir()) == ["02-streaming.ipynb", "dcf-functions",
@@ -115,7 +116,19 @@ def test_stft_notebook_outputs(tmp_path: Path) -> None:
     assert "Deployed: stft (1 replica" in deployed and "Deployed: stft-data (1 replica" in deployed
     picture = outputs(notebook, 'dcf_jupyter.call("stft"')
     assert "characters of base64 text (a str: True), starting 'iVBORw0KGgoA'" in text_of(picture)  # a PNG header
-    assert any("image/png" in o.get("data", {}) for o in picture), "the base64 PNG displays as a picture"
+    assert pictures(picture) == ["image/png"], "the base64 PNG displays as a picture"
+    plotted = outputs(notebook, "spectrum = plot_spectrogram(chirp)")
+    assert pictures(plotted) == ["image/png"]
+    # One drawing for both: the function's PNG and plot_spectrogram's, alike but for their titles.
+    from PIL import Image
+
+    drawn = [Image.open(io.BytesIO(base64.b64decode(next(o["data"]["image/png"] for o in cell if "data" in o))))
+             for cell in (picture, plotted)]
+    assert drawn[0].size == drawn[1].size, [d.size for d in drawn]
+    import numpy as np
+
+    below_title = [np.asarray(d.convert("RGB"), float)[d.height // 10:] for d in drawn]
+    assert np.abs(below_title[0] - below_title[1]).mean() < 0.5, "the two spectrograms are drawn differently"
     compared = text_of(outputs(notebook, "signal.stft(x, rate"))
     difference = float(compared.split("max |function - scipy| = ")[1].split(" dB")[0])
     assert difference < 1e-3, compared  # the reply carries float32 dB: equal to its precision
@@ -126,6 +139,7 @@ def test_stft_notebook_outputs(tmp_path: Path) -> None:
     assert "bins are 43.1 Hz apart" in stereo, stereo
     rising = compared.split("rises from ")[1].split(" Hz (second frame) to ")
     assert float(rising[0]) < 400 and float(rising[1].split(" Hz")[0]) > 3400, compared  # the sweep, start to end
+    assert "bins are 15.6 Hz apart" in compared, compared
     widget = [o for o in outputs(notebook, 'Spectrogram("stft-data"') if "data" in o]
     assert widget and "application/vnd.jupyter.widget-view+json" in widget[0]["data"]
     assert text_of(outputs(notebook, "done = False")) == ""

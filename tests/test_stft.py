@@ -16,6 +16,7 @@ from scipy import signal
 from wavs import tone, wav_bytes
 
 from dcf_jupyter.errors import FunctionError
+from dcf_jupyter.spectrogram import render_png
 
 sys.path.insert(0, str(FUNCTIONS / "stft" / "src"))
 import spectrogram
@@ -70,11 +71,56 @@ def test_bad_input_is_a_value_error(data: bytes, fragment: str) -> None:
 
 
 def test_png_is_a_picture_of_the_spectrogram() -> None:
-    png = spectrogram.render_png(*spectrogram.spectrogram_db(tone(1.0, 16000), 16000), title="t")
+    png = render_png(*spectrogram.spectrogram_db(tone(1.0, 16000), 16000), title="t")
     from PIL import Image
 
     picture = Image.open(io.BytesIO(png))
-    assert picture.format == "PNG" and picture.size == (1000, 500)
+    assert picture.format == "PNG" and picture.size == (1000, 450)
+
+
+def test_frequency_ticks_are_readable_up_to_nyquist() -> None:
+    from dcf_jupyter.spectrogram import frequency_ticks, hz_label
+
+    assert [hz_label(f) for f in frequency_ticks(50, 8000)] == [
+        "50 Hz", "100 Hz", "200 Hz", "500 Hz", "1 kHz", "2 kHz", "5 kHz", "8 kHz"]
+    assert [hz_label(f) for f in frequency_ticks(86.1, 22050)][-3:] == ["5 kHz", "10 kHz", "20 kHz"]
+    assert hz_label(22050) == "22.05 kHz"
+
+
+def test_the_picture_leaves_out_the_frames_that_reach_past_the_audio() -> None:
+    from dcf_jupyter.spectrogram import whole_frames
+
+    rate = 16000
+    freqs, times, db = spectrogram.spectrogram_db(tone(1.0, rate), rate)
+    kept = whole_frames(times, 1.0, spectrogram.FRAME / rate)
+    assert kept[0] == 1 and kept[-1] == len(times) - 3, (kept, len(times))  # the first, and the last two, padded
+    # Those edge frames are where a tone starting at full volume clicks across every frequency:
+    high = freqs > 4000
+    assert db[high, 0].max() > db[high][:, kept].max() + 40
+    assert list(whole_frames(times[:2], 0.01, 0.064)) == [0, 1]  # too short to leave any out: all drawn
+
+
+def test_the_function_and_plot_spectrogram_draw_the_same_picture() -> None:
+    from PIL import Image
+
+    from dcf_jupyter.widgets._spectrogram import Spectrum
+
+    rate = 16000
+    wav = wav_bytes(tone(1.0, rate), rate, "int16")
+    sys.path.insert(0, str(FUNCTIONS / "stft" / "src"))
+    import handler
+
+    class Request:
+        input = wav
+
+    from_function = Image.open(io.BytesIO(base64.b64decode(handler.Handler()(Request()))))
+    numbers = Spectrum.from_npz(handler.Spectrum()(Request()), title=f"1.00 s at {rate} Hz")
+    from_notebook = Image.open(io.BytesIO(numbers.png()))
+    assert from_function.size == from_notebook.size
+    pixels = [np.asarray(picture.convert("RGB"), float) for picture in (from_function, from_notebook)]
+    difference = np.abs(pixels[0] - pixels[1])
+    # The .npz carries float32: a few pixels land one shade of the colour map apart, none more.
+    assert difference.max() <= 2 and (difference > 0).mean() < 0.002, (difference.max(), (difference > 0).mean())
 
 
 @pytest.fixture(scope="module")

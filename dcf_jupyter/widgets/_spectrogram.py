@@ -15,20 +15,22 @@ import traitlets
 from ..client import Client
 from ..notebook._display import image_bytes
 from ..notebook._session import client_for
+from ..spectrogram import figure_of, hz_label, render_png
 from ._camera import STATIC
 
 NPZ_MAGIC = b"PK\x03\x04"
-DB_RANGE = 100.0  # dB shown below the loudest bin, as the function's own PNG does
 
 
 @dataclass
 class Spectrum:
-    """A spectrogram as numbers (what `stft-data` returns); displays itself as a plot."""
+    """A spectrogram as numbers (what `stft-data` returns); displays itself as the picture `stft` draws."""
 
     freqs: Any  # Hz, one per row of db
     times: Any  # s, one per column of db
-    db: Any  # amplitude in dB, shape (len(freqs), len(times))
+    db: Any  # amplitude in dB re full scale, shape (len(freqs), len(times))
     title: str = ""
+    duration: float | None = None  # s of audio, and of one window: which frames reach past the audio's ends
+    window_s: float | None = None
 
     @classmethod
     def from_npz(cls, data: bytes, title: str = "") -> Spectrum:
@@ -36,7 +38,8 @@ class Spectrum:
         import numpy as np
 
         with np.load(io.BytesIO(data)) as arrays:
-            return cls(arrays["freqs"], arrays["times"], arrays["db"], title)
+            seconds = {key: float(arrays[key]) if key in arrays else None for key in ("duration", "window")}
+            return cls(arrays["freqs"], arrays["times"], arrays["db"], title, seconds["duration"], seconds["window"])
 
     @property
     def peak_hz(self) -> float:
@@ -47,34 +50,22 @@ class Spectrum:
         return float(self.freqs[1:][int(np.argmax(mean_db))]) if len(self.freqs) > 1 else float(self.freqs[0])
 
     def figure(self) -> Any:
-        """A matplotlib Figure: time on x, frequency on a log y axis, a dB colorbar (no pyplot state)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(9, 4), dpi=100)
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
-        rows = slice(1, None) if len(self.freqs) > 1 else slice(None)  # a log axis has no 0 Hz
-        top = float(self.db.max())
-        mesh = axes.pcolormesh(self.times, self.freqs[rows], self.db[rows], shading="nearest", cmap="magma",
-                               vmin=top - DB_RANGE, vmax=top)
-        axes.set_yscale("log")
-        axes.set_xlabel("time (s)")
-        axes.set_ylabel("frequency (Hz)")
-        if self.title:
-            axes.set_title(self.title)
-        figure.colorbar(mesh, ax=axes, label="amplitude (dB)")
-        figure.tight_layout()
-        return figure
+        """A matplotlib Figure of it (no pyplot state), drawn by dcf_jupyter.spectrogram as `stft` draws its PNG."""
+        return figure_of(self.freqs, self.times, self.db, title=self.title, duration=self.duration,
+                         window_s=self.window_s)
 
     def png(self) -> bytes:
-        """The plot as PNG bytes."""
-        buffer = io.BytesIO()
-        self.figure().savefig(buffer, format="png")
-        return buffer.getvalue()
+        """The picture as PNG bytes, the same as `stft`'s for the same audio."""
+        return render_png(self.freqs, self.times, self.db, title=self.title, duration=self.duration,
+                          window_s=self.window_s)
 
     def _repr_png_(self) -> bytes:
         return self.png()
+
+    def __repr__(self) -> str:
+        of = f" of {self.title}" if self.title else ""
+        top = hz_label(float(self.freqs[-1]))
+        return f"<Spectrum{of}: {len(self.freqs)} frequencies x {len(self.times)} frames, up to {top}>"
 
 
 def _wav_bytes(wav: str | Path | bytes) -> bytes:

@@ -1,10 +1,10 @@
-"""Spectrograms of WAV audio: read any WAV, a vectorised STFT, dB magnitudes, and a PNG picture.
+"""Spectrograms of WAV audio: read any WAV, a vectorised STFT, dB magnitudes, and the numbers as .npz.
 
 The transform uses scipy.signal.stft's framing and scaling (zero-padded boundaries,
 padded last segment, spectrum scaling), so its magnitudes match scipy's; framing is
 a strided view and the FFT runs over all frames at once (no Python loop over frames
-or bins). The picture is drawn on a fresh matplotlib Figure (no pyplot state), so
-repeated calls do not accumulate memory.
+or bins). The picture is drawn by dcf_jupyter.spectrogram, the code the notebook's
+plot_spectrogram draws with, so both look the same.
 """
 
 from __future__ import annotations
@@ -79,58 +79,10 @@ def spectrogram_db(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np
     return freqs, times, db
 
 
-def display_grid(freqs: np.ndarray, db: np.ndarray, rows: int = 400,
-                 columns: int = 1200) -> tuple[np.ndarray, np.ndarray]:
-    """db resampled for drawing: `rows` log-spaced frequency bands (each its loudest bin, so narrow
-    peaks stay visible) and at most `columns` time columns (each its group's loudest frame).
-    Returns (band edges in Hz, resampled dB [band, column])."""
-    edges = np.geomspace(freqs[1], freqs[-1], rows + 1)
-    lo = np.clip(np.searchsorted(freqs, edges[:-1]), 1, len(freqs) - 1)
-    hi = np.maximum(np.searchsorted(freqs, edges[1:]), lo + 1)
-    bins = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])  # one small range per display row
-    starts = np.concatenate(([0], np.cumsum(hi - lo)[:-1]))
-    banded = np.maximum.reduceat(db[bins], starts, axis=0)
-    group = max(1, -(-banded.shape[1] // columns))
-    if group > 1:
-        banded = np.maximum.reduceat(banded, np.arange(0, banded.shape[1], group), axis=1)
-    return edges, banded
-
-
-def render_png(freqs: np.ndarray, times: np.ndarray, db: np.ndarray, title: str = "") -> bytes:
-    """The spectrogram as a PNG: time on x, frequency on a log-scaled y axis, a dB colorbar."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    edges, grid = display_grid(freqs, db)
-    figure = Figure(figsize=(10, 5), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    top = float(db.max())
-    # Rows are log-spaced, so the image lies on a linear axis of log10(Hz), labelled in Hz.
-    image = axes.imshow(grid, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                        extent=(float(times[0]), float(times[-1]) if len(times) > 1 else 1.0,
-                                float(np.log10(edges[0])), float(np.log10(edges[-1]))),
-                        vmin=max(top - 100.0, DB_FLOOR), vmax=top)
-    decades = np.arange(np.ceil(np.log10(edges[0])), np.floor(np.log10(edges[-1])) + 1)
-    axes.set_yticks(decades, [f"{10 ** d:g}" for d in decades])
-    axes.set_xlabel("time (s)")
-    axes.set_ylabel("frequency (Hz, log scale)")
-    if title:
-        axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="amplitude (dB re full scale)", fraction=0.05, pad=0.02)
-    figure.subplots_adjust(left=0.08, right=0.95, bottom=0.11, top=0.92)
-    canvas = figure.canvas
-    canvas.draw()  # once; savefig would lay out and draw again
-    from PIL import Image
-
-    width, height = canvas.get_width_height()
+def to_npz(freqs: np.ndarray, times: np.ndarray, db: np.ndarray, duration: float, window: float) -> bytes:
+    """The numbers as .npz bytes: np.load(io.BytesIO(reply)) gives freqs, times and db, and the audio's duration
+    and the window's length in seconds (which frames reach past the audio's ends)."""
     buffer = io.BytesIO()
-    Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba()).convert("RGB").save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def to_npz(freqs: np.ndarray, times: np.ndarray, db: np.ndarray) -> bytes:
-    """The numbers as .npz bytes: np.load(io.BytesIO(reply)) gives freqs, times and db."""
-    buffer = io.BytesIO()
-    np.savez(buffer, freqs=freqs.astype(np.float32), times=times.astype(np.float32), db=db.astype(np.float32))
+    np.savez(buffer, freqs=freqs.astype(np.float32), times=times.astype(np.float32), db=db.astype(np.float32),
+             duration=np.float64(duration), window=np.float64(window))
     return buffer.getvalue()
