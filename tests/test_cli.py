@@ -86,6 +86,10 @@ def test_run_works_without_a_gateway(tmp_path: Path) -> None:
     assert "Starting [dcf-watcher] server ..." in out
     assert "Call hello-dcf in user's local\nHandler request: Hello\n\nHandler reply: Hello DCF\n" in out
     assert "loading" in result.stderr.decode()  # the handler's prints go to stderr, not the reply stream
+    # Seen together (a terminal, a notebook's `!`), the lines come in the order things happened.
+    merged = subprocess.run([sys.executable, "-m", "dcf_jupyter.cli", "function", "run", "hello-dcf"], input=b"Hi\n",
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120).stdout.decode()
+    assert merged.index("Handler reply: Hello DCF") < merged.index("[dcf-worker] stopping"), merged
     # From the parent folder too: NAME/config.yaml is found.
     assert run_cli("function", "run", "hello-dcf", input=b"x", cwd=tmp_path).returncode == 0
 
@@ -155,9 +159,15 @@ def test_gateway_start_detach_status_stop(tmp_path: Path) -> None:
         assert b"already running" in again.stdout
         status = run_cli("gateway", "status", "--state-dir", state)
         assert status.returncode == 0 and f"Gateway at {address}".encode() in status.stdout
+        # For scripts: the address alone (export DCF_GATEWAY=$(dcf gateway address --state-dir ...)).
+        assert run_cli("gateway", "address", "--state-dir", state).stdout.decode() == address + "\n"
+        http = run_cli("gateway", "address", "--http", "--state-dir", state).stdout.decode().strip()
+        assert http.startswith("127.0.0.1:") and http != address and f"HTTP: http://{http}".encode() in status.stdout
     finally:
         stopped = run_cli("gateway", "stop", "--state-dir", state)
     assert stopped.returncode == 0 and b"Stopped the gateway" in stopped.stdout
+    gone = run_cli("gateway", "address", "--state-dir", state)
+    assert gone.returncode == 1 and gone.stdout == b"" and b"No gateway is running for" in gone.stderr
     assert run_cli("-g", address, "gateway", "status").returncode == 1
 
 
@@ -242,3 +252,13 @@ def test_run_prints_a_syntax_error_once(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert out.count("class Handler(:") == 1 and out.count("SyntaxError: invalid syntax") == 1, "one traceback"
     assert result.stderr.decode().strip().splitlines()[-1].startswith("Error: syntax did not start: syntax error")
+
+
+def test_build_names_the_base_image_even_without_building(tmp_path: Path) -> None:
+    run_cli("function", "init", "seer", "--runtime", "python", cwd=tmp_path)
+    config = tmp_path / "seer" / "config.yaml"
+    plain = run_cli("function", "build", "-v", "--no-image", cwd=config.parent)
+    assert plain.returncode == 0 and b"Base image: python:" in plain.stdout, plain.stdout
+    config.write_text(config.read_text().replace("gpu: ''", "gpu: 1"))  # asks for a GPU: built on CUDA
+    gpu = run_cli("function", "build", "-v", "--no-image", cwd=config.parent)
+    assert b"Base image: nvidia/cuda:" in gpu.stdout and b"(no image built: --no-image)" in gpu.stdout, gpu.stdout

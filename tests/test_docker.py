@@ -373,7 +373,7 @@ def test_run_uses_the_image_only_when_built_from_this_folder(docker, build_optio
     (folder / "src" / "handler.py").write_text(
         "class Handler:\n    def __call__(self, req):\n        return 'folder'\n")
     ran = run_cli("function", "run", "fresh-or-stale", input=b"x", cwd=folder)
-    assert b"was not built from this folder" in ran.stderr
+    assert b"was not built from this folder" in ran.stderr and b", built 20" in ran.stderr  # and when it was
     assert b"Handler reply: folder" in ran.stdout
     forced = run_cli("function", "run", "fresh-or-stale", "--image", input=b"x", cwd=folder)
     assert b"Handler reply: image" in forced.stdout

@@ -569,6 +569,26 @@ def test_the_ray_backend_without_ray_is_one_sentence(tmp_path: Path, monkeypatch
         start_gateway(tmp_path / "state2", "--backend", "ray")
 
 
+def test_a_deploy_to_a_missing_docker_backend_says_why_it_is_missing(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    handle = start_gateway(tmp_path / "state")
+    try:
+        with pytest.raises(DeployError) as failure:
+            handle.client.deploy(FUNCTIONS / "echo", backend="docker")
+        assert "this gateway has no docker backend: when it started, no Docker daemon answers" in str(failure.value)
+    finally:
+        handle.stop()
+    handle = start_gateway(tmp_path / "state2", "--no-docker")
+    try:
+        with pytest.raises(DeployError, match="no docker backend: it was started with --no-docker"):
+            handle.client.deploy(FUNCTIONS / "echo", backend="docker")
+        with pytest.raises(InvalidArgument, match="unknown backend .kubernetes."):
+            handle.client.deploy(FUNCTIONS / "echo", backend="kubernetes")
+    finally:
+        handle.stop()
+
+
 @pytest.mark.parametrize(("flags", "loop"), [
     ([], "auto"),                                                 # uvloop when installed, else asyncio
     (["--backend", "ray"], "asyncio"),                            # Ray's handles answer faster on asyncio's loop

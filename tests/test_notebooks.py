@@ -163,29 +163,35 @@ def test_text_streaming_notebook_outputs(tmp_path: Path) -> None:
 
 def test_shell_notebook_outputs(tmp_path: Path) -> None:
     notebook = execute(ROOT / "notebooks" / "05-from-the-shell.ipynb", tmp_path)
-    assert "DCF gateway started" in text_of(outputs(notebook, "dcf gateway start --detach"))
+    started = text_of(outputs(notebook, "dcf gateway start --detach"))
+    assert "DCF gateway started" in started and "env: DCF_GATEWAY=127.0.0.1:" in started, started
     assert "Directory: hello-dcf is created." in text_of(outputs(notebook, "dcf function init hello-dcf"))
-    assert "Building function (hello-dcf) ..." in text_of(outputs(notebook, "dcf function build"))
+    written = text_of(outputs(notebook, "!cat hello-dcf/config.yaml"))
+    assert "image: hello-dcf" in written and "class Handler:" in written, written
+    built = text_of(outputs(notebook, "dcf function build"))
+    assert "Building function (hello-dcf) ..." in built and "Base image: python:" in built, built
     run = text_of(outputs(notebook, "echo Hello | dcf function run hello-dcf"))
     assert "Handler reply: Hello DCF" in run, run
+    assert run.index("hello-dcf was sent 6 bytes") < run.index("Handler reply") < run.index("[dcf-worker] stopping")
     assert "Deployed: hello-dcf" in text_of(outputs(notebook, "!dcf function deploy -f hello-dcf/config.yaml"))
     assert text_of(outputs(notebook, "!echo Hello | dcf function call hello-dcf")).strip() == "Hello DCF"
     assert "hello-dcf" in text_of(outputs(notebook, "!dcf function list"))
-    over_http = text_of(outputs(notebook, "status = !dcf gateway status"))
+    assert "hello-dcf was sent 6 bytes" in text_of(outputs(notebook, "!dcf function log hello-dcf")), "the call"
+    over_http = text_of(outputs(notebook, "http = !dcf gateway address --http"))
     if "curl is not installed here" not in over_http:
         lines = [line for line in over_http.splitlines() if line.strip()]
-        assert lines[1] == "Hello DCF" and '"Name": "hello-dcf"' in lines[2], over_http
+        assert lines[0] == "Hello DCF" and '"Name": "hello-dcf"' in lines[1], over_http
         counted = next(line for line in lines if line.startswith("dcf_calls_total{"))
         assert 'function="hello-dcf"' in counted and 'status="OK"' in counted and counted.endswith(" 2.0"), counted
     secret = text_of(outputs(notebook, "!dcf function deploy -f greeter/config.yaml"))
     assert "Hello DCF, from a function holding a 23-character key" in secret, secret
     assert "weather-api  API_KEY" in secret and "demo-key-not-a-real-one" not in secret, secret
     assert "Deleted: secret weather-api" in secret, secret
-    docker = text_of(outputs(notebook, "if can_build:"))
-    assert "Hello DCF" in docker or "Skipped: no image could be built" in docker, docker
-    bases = text_of(outputs(notebook, "gpu_spec = replace("))
-    assert "gpu: 1    -> nvidia/cuda:" in bases, bases
-    assert "Deleted: hello-dcf" in text_of(outputs(notebook, "!dcf function delete hello-dcf"))
+    docker = text_of(outputs(notebook, "--backend docker"))
+    assert "Hello DCF" in docker or "no docker backend: when it started, no Docker daemon answers" in docker, docker
+    assert "Base image: nvidia/cuda:" in text_of(outputs(notebook, "gpu-hello/config.yaml"))
+    cleaned = text_of(outputs(notebook, "!dcf function delete hello-dcf"))
+    assert "Deleted: hello-dcf" in cleaned and "Stopped the gateway" in cleaned, cleaned
 
 
 def test_object_detection_notebook_outputs(tmp_path: Path) -> None:

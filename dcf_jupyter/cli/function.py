@@ -130,6 +130,9 @@ def build(state: CliState, config_path: Path, verbose: bool, nocache: bool, imag
         if report.requirements and report.missing:
             click.echo("requirements.txt not installed here (the local backend installs them at deploy): "
                        + ", ".join(report.missing))
+        if verbose:
+            click.echo(f"Base image: {base_image_for(spec, options)}" + (" (no image built: --no-image)"
+                                                                        if image is False else ""))
         if image is False:
             continue
         try:
@@ -154,7 +157,7 @@ def build_one_image(spec: FunctionSpec, options: BuildOptions, docker: object, v
             click.echo("\r\033[K" + line[:100], nl=False)
 
     if verbose:
-        click.echo(f"Building image {spec.image_ref} from {base_image_for(spec, options)}")
+        click.echo(f"Building image {spec.image_ref}")
     image_id = build_image(spec, options, on_log=show, client=docker)
     if tty and not verbose:
         click.echo("\r\033[K", nl=False)
@@ -200,7 +203,9 @@ def run(name: str, config_path: Path, mode: str | None, output: Path | None, tim
         click.echo(f"Call {spec.name} in user's local")
         click.echo(f"Handler request: {describe_bytes(data)}")
         reply = runner.call(data, timeout=timeout)
-    click.echo(f"Handler reply: {describe_bytes(reply.data, limit=4000)}")
+        # Before the runner stops: its worker's "stopping" line comes after the reply, as it happens.
+        click.echo(f"Handler reply: {describe_bytes(reply.data, limit=4000)}")
+        sys.stdout.flush()
     if output is not None:
         output.write_bytes(reply.data)
         click.echo(f"Reply written to {output} ({len(reply.data)} bytes)")
@@ -209,14 +214,18 @@ def run(name: str, config_path: Path, mode: str | None, output: Path | None, tim
 def _pick_run_mode(spec: FunctionSpec) -> str:
     """The built image when Docker has one made from this very folder, else the folder itself (saying why)."""
     try:
-        built_from = image_source(spec.image_ref, docker_client(timeout=10))
+        docker = docker_client(timeout=10)
+        built_from = image_source(spec.image_ref, docker)
     except DockerUnavailable:
         return "local"
     if built_from is None:
         return "local"
     if built_from != source_digest(spec.root or Path.cwd()):
-        click.echo(f"(The image {spec.image_ref} was not built from this folder as it is now: running the folder. "
-                   "`dcf function build` refreshes the image; --image runs it anyway.)", err=True)
+        created = str(docker.images.get(spec.image_ref).attrs.get("Created", ""))
+        when = f", built {created[:10]} {created[11:16]} UTC," if len(created) >= 16 else ""
+        click.echo(f"(An image {spec.image_ref} exists{when} but was not built from this folder as it is now "
+                   "(another folder of that name, or an earlier version of this one): running the folder. "
+                   "`dcf function build` rebuilds the image from it; --image runs the old one anyway.)", err=True)
         return "local"
     return "image"
 

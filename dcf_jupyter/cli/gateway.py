@@ -49,6 +49,23 @@ def stop(state_dir: Path | None) -> None:
 
 @gateway.command()
 @state_dir_option
+@click.option("--http", is_flag=True, help="the HTTP face's HOST:PORT instead of the gRPC one")
+@reports_errors
+def address(state_dir: Path | None, http: bool) -> None:
+    """Print the HOST:PORT of the gateway of a state dir, alone (export DCF_GATEWAY=$(dcf gateway address))."""
+    state_dir = (state_dir or default_state_dir()).expanduser().resolve()
+    running = find_gateway(state_dir)
+    if running is None:
+        click.echo(f"No gateway is running for {state_dir}: `dcf gateway start --detach` starts one.", err=True)
+        sys.exit(1)
+    if http and not running.http_address:
+        click.echo(f"The gateway on {running.address} serves no HTTP (it was started with --http-port -1).", err=True)
+        sys.exit(1)
+    click.echo(running.http_address if http else running.address)
+
+
+@gateway.command()
+@state_dir_option
 @pass_state
 @reports_errors
 def status(state: CliState, state_dir: Path | None) -> None:

@@ -132,12 +132,14 @@ def _gpu_allocator(options: GatewayOptions) -> GpuAllocator:
 
 
 async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path,
-                         gpus: GpuAllocator) -> dict[str, Backend]:
+                         gpus: GpuAllocator) -> tuple[dict[str, Backend], dict[str, str]]:
     """The local backend always; the docker one when a Docker daemon answers (and it is not turned off); the
-    ray one now when it is the default or a cluster was named (else on its first deploy, see `on_demand`)."""
+    ray one now when it is the default or a cluster was named (else on its first deploy, see `on_demand`).
+    Returns them, and why each one missing is (a deploy that asks for it says so)."""
     backends: dict[str, Backend] = {
         "local": LocalBackend(socket_dir, max_message=options.max_message, gpus=gpus)
     }
+    missing: dict[str, str] = {}
     if options.ray_from_start:
         backends["ray"] = await asyncio.to_thread(_ray_backend, options)
     if options.docker:
@@ -146,10 +148,13 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
                                                          max_message=options.max_message, gpus=gpus)
         except DcfError as exc:
             log.info("docker backend unavailable: %s", exc)
+            missing["docker"] = f"when it started, {exc}"
+    else:
+        missing["docker"] = "it was started with --no-docker"
     if options.default_backend not in backends:
         raise GatewayStartError(f"the default backend {options.default_backend!r} is not available "
                                 f"(available: {', '.join(backends)})")
-    return backends
+    return backends, missing
 
 
 def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
@@ -209,9 +214,11 @@ async def run_gateway(options: GatewayOptions) -> None:
     lock = _lock_state_dir(state_dir)
     socket_dir = _fresh_socket_dir(state_dir)
     try:
+        backends, missing = await _make_backends(options, state_dir, socket_dir, gpus)
         gateway = Gateway(GatewayCore(
             state_dir,
-            await _make_backends(options, state_dir, socket_dir, gpus),
+            backends,
+            missing=missing,
             default_backend=options.default_backend,
             on_demand={"ray": lambda: _ray_backend(options)},
             max_message=options.max_message,

@@ -36,6 +36,7 @@ class GatewayCore:
         ready_timeout: float = 30.0,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         on_demand: dict[str, Callable[[], Backend]] | None = None,
+        missing: dict[str, str] | None = None,
         gpus: GpuAllocator | None = None,
         metrics: bool = True,
     ) -> None:
@@ -43,6 +44,7 @@ class GatewayCore:
         self.backends = backends
         # Backends joined on first use (a cluster engine that takes seconds to reach): name -> a blocking connect.
         self.on_demand = dict(on_demand or {})
+        self.missing = dict(missing or {})  # backends it could not offer: name -> why, in words
         self.default_backend = default_backend
         self.max_message = max_message
         self.address = address

@@ -217,9 +217,12 @@ class Deployer:
         the config's."""
         backend = request.Backend or spec.backend or self.core.default_backend
         if not self.core.offers(backend):
-            offered = sorted({*self.core.backends, *self.core.on_demand})
+            offered = ", ".join(sorted({*self.core.backends, *self.core.on_demand}))
+            if backend in self.core.missing:
+                raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"this gateway has no {backend} backend: "
+                            f"{self.core.missing[backend]} (it has: {offered})")
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                        f"unknown backend {brief(backend)} (this gateway has: {', '.join(offered)})")
+                        f"unknown backend {brief(backend)} (this gateway has: {offered})")
         annotations = {"dcf.desc": spec.desc, "dcf.maintainer": spec.maintainer, "dcf.runtime": spec.runtime}
         return FunctionRecord(
             name=name,
