@@ -583,7 +583,7 @@ def test_a_deploy_to_a_missing_docker_backend_says_why_it_is_missing(tmp_path: P
     try:
         with pytest.raises(DeployError, match="no docker backend: it was started with --no-docker"):
             handle.client.deploy(FUNCTIONS / "echo", backend="docker")
-        with pytest.raises(InvalidArgument, match="unknown backend .kubernetes."):
+        with pytest.raises(InvalidArgument, match="unknown backend 'kubernetes'"):
             handle.client.deploy(FUNCTIONS / "echo", backend="kubernetes")
     finally:
         handle.stop()

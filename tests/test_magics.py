@@ -34,7 +34,7 @@ def ip(gateway, tmp_path_factory):
     shell.user_ns["WORKSPACE"] = workspace
     yield shell
     for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class",
-                 "nb-picky"):
+                 "nb-picky", "nb-bound"):
         with contextlib.suppress(FunctionNotFound):  # not every test deploys every name
             gateway.client.delete(name)
 
@@ -290,12 +290,19 @@ def test_other_json_displays_as_json() -> None:
     assert result._repr_mimebundle_()["application/json"] == {"a": [1, 2]}
 
 
-def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path) -> None:
+def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path, capsys) -> None:
     import dcf_jupyter
 
     proxy = dcf_jupyter.function("api-src",
                                  "class Handler:\n    def __call__(self, req):\n        return req.text[::-1]\n")
     assert proxy(b"abc") == "cba"
+    # Its progress names the call that made it, and no variable: function() binds none.
+    said = capsys.readouterr().out
+    assert "[dcf_jupyter.function('api-src')] Deployed api-src: 1/1 replica(s)" in said and "(data)" not in said, said
+    assert repr(proxy).endswith(": call it with (data)>")
+    cell(ip, "%%dcf_function nb-bound\n" + HELLO)  # the magic binds nb_bound, and says so
+    assert "; call nb_bound(data)" in capsys.readouterr().out
+    assert repr(ip.user_ns["nb_bound"]).endswith(": call nb_bound(data)>")
     ip.run_cell(textwrap.dedent("""\
         import json
 
@@ -318,6 +325,10 @@ def test_no_deploy_only_writes_the_folder(ip, gateway) -> None:
     assert str(spec.limits.gpu) == "1" and spec.limits.memory == "2G" and spec.wants_cuda
     assert "numpy" in (folder / "requirements.txt").read_text()
     assert "nb-later" not in {f.name for f in gateway.client.list()}
+    cell(ip, "%%dcf_function nb-later --no-deploy --concurrency 3\n" + HELLO)
+    assert load_config(folder).function("nb-later").concurrency == 3
+    failed = ip.run_cell("%%dcf_function nb-later --no-deploy --concurrency 0\n" + HELLO)
+    assert "concurrency" in str(failed.error_in_exec) and "1" in str(failed.error_in_exec), failed.error_in_exec
 
 
 def test_autoscaling_flags_write_config_yamls_keys_and_bad_ones_are_sentences(ip, capsys) -> None:

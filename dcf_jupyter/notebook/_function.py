@@ -34,10 +34,12 @@ def python_name(function_name: str) -> str:
 class FunctionProxy:
     """Calls, streams to and manages one function through its session's gateway."""
 
-    def __init__(self, session: Session, name: str, folder: Path | None = None, line_offset: int = 0) -> None:
+    def __init__(self, session: Session, name: str, folder: Path | None = None, line_offset: int = 0,
+                 bound_as: str | None = None) -> None:
         self.session = session
         self.name = name
         self.folder = folder
+        self.bound_as = bound_as  # the variable %%dcf_function bound it to, if it was
         # Handler line N is line N + line_offset of the cell it came from (for readable tracebacks).
         self.line_offset = line_offset
 
@@ -83,4 +85,5 @@ class FunctionProxy:
 
     def __repr__(self) -> str:
         where = f" from {self.folder}" if self.folder else ""
-        return f"<DCF function {self.name!r}{where}: call {python_name(self.name)}(data)>"
+        call = f"{self.bound_as}(data)" if self.bound_as else "it with (data)"
+        return f"<DCF function {self.name!r}{where}: call {call}>"

@@ -206,6 +206,8 @@ class DcfMagics(Magics):
     @argument("--runtime", default=None, help="python (default), python-gpu or tensorflow-gpu")
     @argument("--backend", default=None, help="where it runs (default: the gateway's, local)")
     @argument("--replicas", type=int, default=None, help="worker replicas (default 1)")
+    @argument("--concurrency", type=int, default=None, metavar="N",
+              help="calls one replica's Handler runs at once, on threads (default 1)")
     @argument("--max-replicas", type=int, default=None,
               help="autoscale up to this many replicas (config.yaml's autoscaling:)")
     @argument("--min-replicas", type=int, default=None,
@@ -229,9 +231,10 @@ class DcfMagics(Magics):
         try:
             proxy = self.session.define(
                 args.name, cell, gpu=args.gpu, memory=args.memory, cpu=args.cpu, requirements=args.requirements,
-                runtime=args.runtime, backend=args.backend, replicas=args.replicas,
+                runtime=args.runtime, backend=args.backend, replicas=args.replicas, concurrency=args.concurrency,
                 autoscaling=_autoscaling_flags(args), deploy=not args.no_deploy,
                 line_offset=CELL_LINE_OFFSET, where=f"%%dcf_function {args.name} cell",
+                bound_as=python_name(args.name),
             )
         except (InvalidName, ConfigError) as exc:
             raise UsageError(str(exc)) from None

@@ -36,7 +36,7 @@ from ..errors import ConfigError, DcfError, ForeignGateway, FunctionNotFound, Ga
 from ..ports import describe_user
 from ..settings import ENV_GATEWAY
 from ._embedded import EmbeddedGateway
-from ._function import FunctionProxy, python_name
+from ._function import FunctionProxy
 from ._progress import Progress, make_progress
 
 DEFAULT_WORKSPACE = "dcf-functions"
@@ -167,35 +167,41 @@ class Session:
         runtime: str | None = None,
         backend: str | None = None,
         replicas: int | None = None,
+        concurrency: int | None = None,
         autoscaling: Mapping[str, float] | None = None,
         deploy: bool = True,
         line_offset: int = 0,
         where: str = "the handler source",
         progress: Progress | None = None,
+        bound_as: str | None = None,
     ) -> FunctionProxy:
         """Write `workspace/name` from handler `source`, deploy it (unless `deploy` is False), return its proxy.
 
         Deploying a name again updates it in place: the old replicas serve until the new ones are ready.
         `autoscaling` is config.yaml's `autoscaling:`: min_replicas (0: none while idle), max_replicas, ...
+        `bound_as`: the variable the caller binds the proxy to (`%%dcf_function` binds one), which its
+        messages then name; without one they name the `dcf_jupyter.function(...)` call.
         """
         validate_name(name)
         check_handler_source(source, where, "Handler", line_offset=line_offset)
         if runtime is not None and canonical_runtime(runtime) is None:
             raise ConfigError(f"unknown runtime {runtime!r} (see `dcf runtime list`)")
         # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
-        client = self.client() if deploy else None
-        progress = progress or make_progress(f"%%dcf_function {name}")
+        def write() -> FunctionSpec:
+            return self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
+                                     runtime=runtime, backend=backend, replicas=replicas, concurrency=concurrency,
+                                     autoscaling=autoscaling)
+
+        if not deploy:  # a moment's work with nothing to watch: no progress display
+            write()
+            return self._proxy(name, line_offset, bound_as)
+        client = self.client()
+        title = f"%%dcf_function {name}" if bound_as else f"dcf_jupyter.function({name!r})"  # what was run
+        progress = progress or make_progress(title)
         try:
             progress.step("writing the function folder", 0.1)
-            spec = self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-                                     runtime=runtime, backend=backend, replicas=replicas, autoscaling=autoscaling)
-            folder = self.workspace / name
-            proxy = FunctionProxy(self, name, folder, line_offset=line_offset)
-            self.functions[name] = proxy
-            if client is None:
-                progress.done(f"wrote {folder}; deploy it with {python_name(name)}.deploy() "
-                              f"or `dcf function deploy -f {folder / 'config.yaml'}`")
-                return proxy
+            spec = write()
+            proxy = self._proxy(name, line_offset, bound_as)
             if backend == "docker":
                 self._build_image(spec, progress)
             progress.step(f"deploying to {client.address}", 0.6)
@@ -204,17 +210,23 @@ class Session:
             where_runs = "the embedded gateway" if self.embedded else "gateway"
             # The gateway's message ends with where GPUs went ("...; replica 0 on GPU 1)"): keep that part.
             gpus = f" ({message.partition('; ')[2].rstrip(')')})" if "; " in message else ""
+            call = f"; call {bound_as}(data)" if bound_as else ""
             progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
-                          f"on the {info.backend} backend of {where_runs} {client.address}{gpus}; "
-                          f"call {python_name(name)}(data)")
+                          f"on the {info.backend} backend of {where_runs} {client.address}{gpus}{call}")
             return proxy
         except DcfError as exc:
             progress.fail(str(exc).splitlines()[0])
             raise
 
-    def write_folder(self, name: str, source: str, *, gpu: float | str | None, memory: str | None, cpu: str | None,
-                     requirements: Sequence[str], runtime: str | None, backend: str | None,
-                     replicas: int | None, autoscaling: Mapping[str, float] | None = None) -> FunctionSpec:
+    def _proxy(self, name: str, line_offset: int, bound_as: str | None) -> FunctionProxy:
+        proxy = FunctionProxy(self, name, self.workspace / name, line_offset=line_offset, bound_as=bound_as)
+        self.functions[name] = proxy
+        return proxy
+
+    def write_folder(self, name: str, source: str, *, gpu: float | str | None = None, memory: str | None = None,
+                     cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
+                     backend: str | None = None, replicas: int | None = None, concurrency: int | None = None,
+                     autoscaling: Mapping[str, float] | None = None) -> FunctionSpec:
         """Write (or rewrite) config.yaml, src/handler.py and requirements.txt (other files in the folder stay);
         the function as the CLI will read it back."""
         folder = self.workspace / name
@@ -226,6 +238,7 @@ class Session:
             raise ConfigError(f"--gpu: {exc}") from None
         spec.backend = backend or ""
         spec.replicas = replicas or 1
+        spec.concurrency = 1 if concurrency is None else concurrency  # read back below: out of range is a sentence
         spec.autoscaling = autoscaling_from(autoscaling, f"function {name}") if autoscaling else None
         spec.root = folder.resolve()
         (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
@@ -369,10 +382,11 @@ def set_default_session(session: Session) -> None:
 
 def function(name: str, source_or_class: str | type, *, gpu: float | str | None = None, memory: str | None = None,
              cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
-             backend: str | None = None, replicas: int | None = None,
+             backend: str | None = None, replicas: int | None = None, concurrency: int | None = None,
              autoscaling: Mapping[str, float] | None = None, deploy: bool = True) -> FunctionProxy:
     """Turn handler source (or a Handler class) into a deployed function and return its callable proxy."""
     return default_session().define(
         name, source_of(source_or_class), gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-        runtime=runtime, backend=backend, replicas=replicas, autoscaling=autoscaling, deploy=deploy,
+        runtime=runtime, backend=backend, replicas=replicas, concurrency=concurrency, autoscaling=autoscaling,
+        deploy=deploy,
     )
