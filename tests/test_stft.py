@@ -107,8 +107,13 @@ def test_the_function_and_plot_spectrogram_draw_the_same_picture() -> None:
 
     rate = 16000
     wav = wav_bytes(tone(1.0, rate), rate, "int16")
-    sys.path.insert(0, str(FUNCTIONS / "stft" / "src"))
-    import handler
+    import importlib.util
+
+    # By path: other tests put other functions' handler.py modules on sys.path under the same name.
+    found = importlib.util.spec_from_file_location("stft_handler", FUNCTIONS / "stft" / "src" / "handler.py")
+    assert found is not None and found.loader is not None
+    handler = importlib.util.module_from_spec(found)
+    found.loader.exec_module(handler)
 
     class Request:
         input = wav
