@@ -310,3 +310,41 @@ def test_dcf_stream_magic_makes_the_widgets(gateway: GatewayHandle, tmp_path: Pa
         shell.run_line_magic("dcf", "stream echo")
     with pytest.raises(UsageError, match="window must be at least 1"):
         shell.run_line_magic("dcf", "stream echo --camera --window 0")
+
+
+def test_the_camera_places_captions_where_boxes_does(tmp_path: Path) -> None:
+    """camera.js places captions in the browser (it measures the text there); the same rules as
+    dcf_jupyter.boxes(), checked on random crowds of boxes by running its function in Node."""
+    import json
+    import random
+    import shutil
+    import subprocess
+
+    from dcf_jupyter.notebook._display import place_captions
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed here: camera.js's caption placement is checked where it is")
+    source = (Path(__file__).resolve().parent.parent / "dcf_jupyter" / "widgets" / "static" / "camera.js").read_text()
+    placement = source[source.index("function overlap"):source.index("function drawBoxes")]
+    rng = random.Random(7)
+    cases = []
+    for _ in range(60):
+        boxes = []
+        for _ in range(rng.randint(1, 12)):
+            x0, y0 = rng.randint(-20, 600), rng.randint(-20, 440)
+            boxes.append((float(x0), float(y0), float(x0 + rng.randint(5, 300)), float(y0 + rng.randint(5, 300))))
+        sizes = [(float(rng.randint(30, 120)), float(rng.randint(14, 30))) for _ in boxes]
+        cases.append({"boxes": boxes, "sizes": sizes, "bounds": (640.0, 480.0)})
+    script = tmp_path / "place.js"
+    script.write_text(placement + """
+const cases = JSON.parse(require("fs").readFileSync(0, "utf8"));
+console.log(JSON.stringify(cases.map(({boxes, sizes, bounds}) => placeCaptions(
+    boxes.map(([x0, y0, x1, y1]) => ({x0, y0, x1, y1})), sizes, bounds[0], bounds[1]))));
+""")
+    ran = subprocess.run([node, str(script)], input=json.dumps(cases), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    in_browser = json.loads(ran.stdout)
+    in_python = [[list(spot) for spot in place_captions(case["boxes"], case["sizes"], case["bounds"])]
+                 for case in cases]
+    assert in_browser == in_python

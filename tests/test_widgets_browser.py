@@ -34,12 +34,14 @@ skip_module_without_browser()
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 BOX = {"class": 15, "confidence": 0.9, "xmin": 100, "ymin": 120, "xmax": 300, "ymax": 400}
+# Less sure, and so close that its caption, drawn where BOX's goes, would hide BOX's.
+NEIGHBOUR = {"class": 12, "confidence": 0.6, "xmin": 130, "ymin": 120, "xmax": 330, "ymax": 300}
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 BOXES_HANDLER = f"""
     class Handler:
         def __call__(self, req):
-            return [{BOX!r}]
+            return [{NEIGHBOUR!r}, {BOX!r}]
 """
 
 PROBE_HANDLER = """
@@ -165,12 +167,18 @@ def test_camera_draws_ssd_boxes_over_the_frame(browser: Any, lab: Lab, widget_ga
         "from dcf_jupyter.widgets import CameraStream\nCameraStream('boxes', autostart=True)",
     ])
     wait_received(notebook, 10)
-    notebook.page.wait_for_function("() => document.querySelector('.dcf-camera').dataset.boxes === '1'")
+    notebook.page.wait_for_function("() => document.querySelector('.dcf-camera').dataset.boxes === '2'")
     screenshot(notebook, "camera-boxes.png")
     from dcf_jupyter.notebook._display import box_color
 
     # On the box's left edge, half way down: the stroke in the class colour, over the camera picture.
     assert canvas_pixel(notebook, BOX["xmin"], (BOX["ymin"] + BOX["ymax"]) // 2) == box_color(str(BOX["class"]))
+    # Captions: the surer box's above its top left; the neighbour's, which would have covered it there, moved to
+    # above its own top right. Sampled in the captions' top padding row (no text there).
+    height = notebook.page.eval_on_selector(".dcf-output", "c => c.height")
+    row = BOX["ymin"] - (max(12, round(height / 32)) + 6) + 1
+    assert canvas_pixel(notebook, NEIGHBOUR["xmin"] + 5, row) == box_color(str(BOX["class"]))
+    assert canvas_pixel(notebook, NEIGHBOUR["xmax"] - 5, row) == box_color(str(NEIGHBOUR["class"]))
     caption = notebook.page.locator(".dcf-text").inner_text()
     assert caption == ""  # boxes are drawn, not printed
     assert notebook.console_errors == []

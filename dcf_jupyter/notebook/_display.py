@@ -215,7 +215,7 @@ def boxes(image: Any, result: str | bytes | list[Any]) -> PILImage:
     for box in items:
         draw.rectangle(tuple(float(box[k]) for k in BOX_KEYS), outline=box_color(str(box.get("class", ""))),
                        width=width)
-    ranked = sorted(items, key=_confidence, reverse=True)
+    ranked = sorted(items, key=confidence_of, reverse=True)
     captions = [caption_of(box) for box in ranked]
     extents = [draw.textbbox((0, 0), caption, font=font) for caption in captions]
     spots = place_captions([tuple(float(box[k]) for k in BOX_KEYS) for box in ranked],  # type: ignore[misc]
@@ -228,7 +228,8 @@ def boxes(image: Any, result: str | bytes | list[Any]) -> PILImage:
     return picture
 
 
-def _confidence(box: dict[str, Any]) -> float:
+def confidence_of(box: dict[str, Any]) -> float:
+    """A box's confidence as a number (0 when it has none or it is not a number)."""
     try:
         return float(box.get("confidence", 0))
     except (TypeError, ValueError):

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..notebook._display import BOX_KEYS, box_color, caption_of, image_bytes
+from ..notebook._display import BOX_KEYS, box_color, caption_of, confidence_of, image_bytes
 
 OVERLAYS = ("auto", "image", "boxes", "text")
 TEXT_LIMIT = 4000  # characters shown of a text reply; a widget is no place for megabytes of text
@@ -22,11 +22,12 @@ class Rendered:
 
 
 def _boxes(value: Any) -> list[dict[str, Any]] | None:
-    """Drawable boxes (x0, y0, x1, y1, caption, color) from a list in DCF's SSD example format, else None."""
+    """Drawable boxes (x0, y0, x1, y1, caption, color) from a list in DCF's SSD example format, else None; the
+    most confident first (its caption gets the first pick of the places, as `dcf_jupyter.boxes` gives it)."""
     if not isinstance(value, list) or not all(isinstance(b, dict) and all(k in b for k in BOX_KEYS) for b in value):
         return None
     drawn = []
-    for box in value:
+    for box in sorted(value, key=confidence_of, reverse=True):
         try:
             x0, y0, x1, y1 = (float(box[k]) for k in BOX_KEYS)
         except (TypeError, ValueError):

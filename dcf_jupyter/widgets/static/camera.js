@@ -22,6 +22,39 @@ function median(values) {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
+function overlap(a, b) {
+  const width = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
+  const height = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
+  return width > 0 && height > 0 ? width * height : 0;
+}
+
+// Where each caption goes, as dcf_jupyter.boxes() places them (notebook/_display.py, place_captions): above its
+// box, else inside its top, below it, inside its bottom, left- then right-aligned, then stacked further out; the
+// first spot that hides no caption placed before (the least hidden when all do), inside the canvas. The kernel
+// sends the most confident box first.
+function placeCaptions(boxes, sizes, width, height) {
+  const placed = [];
+  boxes.forEach(({ x0, y0, x1, y1 }, i) => {
+    const [w, h] = sizes[i];
+    const rows = [y0 - h, y0, y1, y1 - h];
+    for (const k of [1, 2, 3]) rows.push(y0 - h * (k + 1), y1 + h * k);
+    let best = null;
+    let bestHidden = Infinity;
+    search: for (const y of rows) {
+      for (const x of [x0, x1 - w]) {
+        const left = Math.min(Math.max(0, x), Math.max(0, width - w));
+        const top = Math.min(Math.max(0, y), Math.max(0, height - h));
+        const spot = [left, top, left + w, top + h];
+        const hidden = placed.reduce((sum, other) => sum + overlap(spot, other), 0);
+        if (hidden < bestHidden) [best, bestHidden] = [spot, hidden];
+        if (hidden === 0) break search;
+      }
+    }
+    placed.push(best);
+  });
+  return placed;
+}
+
 function drawBoxes(ctx, boxes) {
   const line = Math.max(2, Math.round(Math.min(ctx.canvas.width, ctx.canvas.height) / 160));
   ctx.lineWidth = line;
@@ -30,14 +63,15 @@ function drawBoxes(ctx, boxes) {
   for (const box of boxes) {
     ctx.strokeStyle = box.color;
     ctx.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0);
-    const width = ctx.measureText(box.caption).width + 8;
-    const height = parseInt(ctx.font, 10) + 6;
-    const top = Math.max(0, box.y0 - height);
-    ctx.fillStyle = box.color;
-    ctx.fillRect(box.x0 - line / 2, top, width, height);
-    ctx.fillStyle = "#000";
-    ctx.fillText(box.caption, box.x0 + 4 - line / 2, top + 3);
   }
+  const height = parseInt(ctx.font, 10) + 6;
+  const sizes = boxes.map((box) => [ctx.measureText(box.caption).width + 8, height]);
+  placeCaptions(boxes, sizes, ctx.canvas.width, ctx.canvas.height).forEach(([left, top, right, bottom], i) => {
+    ctx.fillStyle = boxes[i].color;
+    ctx.fillRect(left, top, right - left, bottom - top);
+    ctx.fillStyle = "#000";
+    ctx.fillText(boxes[i].caption, left + 4, top + 3);
+  });
 }
 
 function render({ model, el }) {
