@@ -214,15 +214,24 @@ def build_image(spec: FunctionSpec, options: BuildOptions | None = None,
     return str(image_id)
 
 
-def image_source(reference: str, client: Any = None) -> str | None:
-    """The source digest the image was built from ("" if it carries none), or None if there is no such image."""
+@dataclass(frozen=True)
+class BuiltImage:
+    """What Docker knows of a function's image: the source digest it was built from ("" if it carries none) and
+    when it was built (Docker's `Created`, ISO 8601 UTC)."""
+
+    source: str
+    created: str
+
+
+def built_image(reference: str, client: Any = None) -> BuiltImage | None:
+    """The image `reference` as Docker has it, or None if there is no such image."""
     from docker.errors import ImageNotFound
 
     try:
         image = (client or docker_client()).images.get(reference)
     except ImageNotFound:
         return None
-    return str((image.labels or {}).get(SOURCE_LABEL, ""))
+    return BuiltImage(str((image.labels or {}).get(SOURCE_LABEL, "")), str(image.attrs.get("Created", "")))
 
 
 def push_image(reference: str, on_log: Callable[[str], None] = lambda line: None, client: Any = None) -> None:

@@ -21,8 +21,8 @@ from ..build.image import (
     DockerUnavailable,
     base_image_for,
     build_image,
+    built_image,
     docker_client,
-    image_source,
     push_image,
 )
 from ..client import Client, Reply
@@ -214,14 +214,13 @@ def run(name: str, config_path: Path, mode: str | None, output: Path | None, tim
 def _pick_run_mode(spec: FunctionSpec) -> str:
     """The built image when Docker has one made from this very folder, else the folder itself (saying why)."""
     try:
-        docker = docker_client(timeout=10)
-        built_from = image_source(spec.image_ref, docker)
+        image = built_image(spec.image_ref, docker_client(timeout=10))
     except DockerUnavailable:
         return "local"
-    if built_from is None:
+    if image is None:
         return "local"
-    if built_from != source_digest(spec.root or Path.cwd()):
-        created = str(docker.images.get(spec.image_ref).attrs.get("Created", ""))
+    if image.source != source_digest(spec.root or Path.cwd()):
+        created = image.created
         when = f", built {created[:10]} {created[11:16]} UTC," if len(created) >= 16 else ""
         click.echo(f"(An image {spec.image_ref} exists{when} but was not built from this folder as it is now "
                    "(another folder of that name, or an earlier version of this one): running the folder. "

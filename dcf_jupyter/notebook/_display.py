@@ -212,17 +212,17 @@ def boxes(image: Any, result: str | bytes | list[Any]) -> PILImage:
     draw = ImageDraw.Draw(picture)
     width = max(2, round(min(picture.size) / 150))
     font = _font(max(11, round(min(picture.size) / 40)))
-    for box in items:
-        draw.rectangle(tuple(float(box[k]) for k in BOX_KEYS), outline=box_color(str(box.get("class", ""))),
-                       width=width)
-    ranked = sorted(items, key=confidence_of, reverse=True)
+    ranked = sorted(items, key=confidence_of, reverse=True)  # as the camera widget gets them
+    rects: list[Rect] = [tuple(float(box[k]) for k in BOX_KEYS) for box in ranked]  # type: ignore[misc]
+    colors = [box_color(str(box.get("class", ""))) for box in ranked]
+    for rect, color in zip(rects, colors, strict=True):
+        draw.rectangle(rect, outline=color, width=width)
     captions = [caption_of(box) for box in ranked]
     extents = [draw.textbbox((0, 0), caption, font=font) for caption in captions]
-    spots = place_captions([tuple(float(box[k]) for k in BOX_KEYS) for box in ranked],  # type: ignore[misc]
-                           [(right - left + 6, bottom - top + 6) for left, top, right, bottom in extents],
+    spots = place_captions(rects, [(right - left + 6, bottom - top + 6) for left, top, right, bottom in extents],
                            (float(picture.width), float(picture.height)))
-    for box, caption, (left, top, _, _), spot in zip(ranked, captions, extents, spots, strict=True):
-        draw.rectangle(spot, fill=box_color(str(box.get("class", ""))))
+    for caption, color, (left, top, _, _), spot in zip(captions, colors, extents, spots, strict=True):
+        draw.rectangle(spot, fill=color)
         draw.text((spot[0] + 3 - left, spot[1] + 3 - top), caption, fill=(0, 0, 0), font=font)
     picture.__class__ = _drawn_image_class()
     return picture

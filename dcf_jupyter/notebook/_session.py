@@ -186,7 +186,6 @@ class Session:
         check_handler_source(source, where, "Handler", line_offset=line_offset)
         if runtime is not None and canonical_runtime(runtime) is None:
             raise ConfigError(f"unknown runtime {runtime!r} (see `dcf runtime list`)")
-        # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
         def write() -> FunctionSpec:
             return self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
                                      runtime=runtime, backend=backend, replicas=replicas, concurrency=concurrency,
@@ -195,6 +194,7 @@ class Session:
         if not deploy:  # a moment's work with nothing to watch: no progress display
             write()
             return self._proxy(name, line_offset, bound_as)
+        # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
         client = self.client()
         title = f"%%dcf_function {name}" if bound_as else f"dcf_jupyter.function({name!r})"  # what was run
         progress = progress or make_progress(title)

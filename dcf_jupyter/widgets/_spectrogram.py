@@ -51,13 +51,14 @@ class Spectrum:
 
     def figure(self) -> Any:
         """A matplotlib Figure of it (no pyplot state), drawn by dcf_jupyter.spectrogram as `stft` draws its PNG."""
-        return figure_of(self.freqs, self.times, self.db, title=self.title, duration=self.duration,
-                         window_s=self.window_s)
+        return figure_of(self.freqs, self.times, self.db, **self._drawing())
 
     def png(self) -> bytes:
         """The picture as PNG bytes, the same as `stft`'s for the same audio."""
-        return render_png(self.freqs, self.times, self.db, title=self.title, duration=self.duration,
-                          window_s=self.window_s)
+        return render_png(self.freqs, self.times, self.db, **self._drawing())
+
+    def _drawing(self) -> dict[str, Any]:
+        return {"title": self.title, "duration": self.duration, "window_s": self.window_s}
 
     def _repr_png_(self) -> bytes:
         return self.png()
