@@ -33,25 +33,31 @@ __all__ = ["call", "call_async", "stream", "time_left"]
 
 
 class _MeshClient(Client):
-    """A replica's client: its gateway's replica token, and each request one deeper than the call it serves."""
+    """A replica's client: its gateway's replica token, and each request one deeper than the call it serves,
+    naming the calls that wait on it (so a replica whose slots they hold lends it one: worker/slots.py)."""
 
     def _request(self, name: str, data: Any) -> pb.InvokeServiceRequest:
         request = super()._request(name, data)
-        request.Depth = _depth()
+        request.Depth, callers = _chain()
+        request.Callers.extend(callers)
         left = time_left()
         if left is not None:  # exact: the gRPC deadline that carries it too is rounded up
             request.TimeLeft = max(left, 0.0)
         return request
 
     def _requests(self, name: str, inputs: Iterable[Any]) -> Iterator[pb.InvokeServiceRequest]:
-        depth = _depth()  # now, not in a generator: gRPC reads the requests on a thread outside the Handler's call
-        return (pb.InvokeServiceRequest(Service=name, Input=to_bytes(item), Depth=depth) for item in inputs)
+        depth, callers = _chain()  # now, not in a generator: gRPC reads the requests on a thread outside the call
+        return (pb.InvokeServiceRequest(Service=name, Input=to_bytes(item), Depth=depth, Callers=callers)
+                for item in inputs)
 
 
-def _depth() -> int:
-    """The depth of a call the current Handler call makes: one deeper than its own."""
+def _chain() -> tuple[int, tuple[int, ...]]:
+    """The depth of a call the current Handler call makes (one deeper than its own), and the calls that will wait
+    on it: the current call and those waiting on it."""
     caller = current_call()
-    return (caller.depth if caller is not None else 0) + 1
+    if caller is None:
+        return 1, ()
+    return caller.depth + 1, (*caller.callers, caller.call_id)
 
 
 _client: Client | None = None

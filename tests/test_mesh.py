@@ -1,12 +1,14 @@
 """Functions calling functions through `dcf_jupyter.mesh`, on a real gateway (local backend): a pipeline, a
-stream, the caller's deadline carried into the callee, the depth limit, unknown functions, and the replicas'
-credential, which may call functions and nothing else (a --private gateway included)."""
+stream, the caller's deadline carried into the callee, the depth limit, a function calling itself with every slot
+held by its own chain, unknown functions, and the replicas' credential, which may call functions and nothing else
+(on a default gateway, where every other call needs the owner's token)."""
 
 from __future__ import annotations
 
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +85,16 @@ class Handler:
     def __call__(self, req):
         return mesh.call("loops", b"again")
 """
+# Calls itself N deep; each level waits in its Handler for the next one.
+CHAIN = """
+from dcf_jupyter import mesh
+
+
+class Handler:
+    def __call__(self, req):
+        left = int(req.input)
+        return "bottom" if left == 0 else mesh.call("chain", str(left - 1))
+"""
 
 
 def deploy_pipeline(handle: GatewayHandle, parent: Path) -> None:
@@ -149,6 +161,64 @@ def test_a_call_chain_deeper_than_16_is_refused_in_a_sentence(mesh_gateway: Gate
     mesh_gateway.client.delete("loops")
 
 
+def test_a_function_calling_itself_is_not_wedged_by_its_own_chain(mesh_gateway: GatewayHandle,
+                                                                   tmp_path: Path) -> None:
+    """`concurrency: 4`, a self-call 20 deep: the fifth level finds the four slots held by its own callers, who
+    wait on it, and borrows one (worker/slots.py); the chain ends at the depth limit, in a sentence, at once."""
+    import time
+
+    mesh_gateway.client.deploy(with_keys(init_function("chain", parent=tmp_path, handler_source=CHAIN),
+                                         concurrency=4, timeout=60))
+    try:
+        started = time.monotonic()
+        assert mesh_gateway.client.call("chain", b"12", timeout=30) == "bottom"  # 13 levels on 4 slots
+        answered = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(FunctionError) as failure:
+            mesh_gateway.client.call("chain", b"20", timeout=30)
+        refused = time.monotonic() - started
+        assert "a chain of 17 function-to-function calls reached 'chain': at most 16" in str(failure.value)
+        assert answered < 1.0 and refused < 1.0, (answered, refused)
+        assert mesh_gateway.client.call("chain", b"3") == "bottom"  # every slot came back
+    finally:
+        mesh_gateway.client.delete("chain")
+
+
+def test_slots_are_lent_to_the_calls_their_holders_wait_on_one_at_a_time() -> None:
+    """A caller's slot goes to one call of its chain at a time; calls of other chains wait for a free slot."""
+    import threading
+
+    from dcf_jupyter.worker.slots import Slots
+
+    slots = Slots(1)
+    assert slots.acquire(1) is None and slots.full  # call 1 holds the only slot
+    assert slots.acquire(2, (1,)) == 1  # called by 1: borrows its slot
+    assert slots.acquire(3, (1, 2)) == 2  # called by 2 (called by 1): borrows 2's
+    order: list[str] = []
+
+    def wait_for(call: int, callers: tuple[int, ...], name: str) -> threading.Thread:
+        def run() -> None:
+            lender = slots.acquire(call, callers)
+            order.append(name)
+            slots.release(call, lender)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    sibling = wait_for(4, (1, 2), "sibling of 3")  # 2's slot is lent to 3 already: waits for it
+    stranger = wait_for(5, (), "another chain")  # waits for a free slot
+    time.sleep(0.2)
+    assert order == []
+    slots.release(3, 2)  # 3 answered: 2's slot is free to lend again
+    sibling.join(5)
+    assert order == ["sibling of 3"]
+    slots.release(2, 1)
+    slots.release(1, None)
+    stranger.join(5)
+    assert order == ["sibling of 3", "another chain"] and not slots.full
+
+
 def test_mesh_imports_with_only_the_packages_images_have() -> None:
     """A container's image holds the worker's packages only (grpcio, protobuf, pyyaml): a Handler's
     `from dcf_jupyter import mesh` must not need the rest."""
@@ -159,8 +229,9 @@ def test_mesh_imports_with_only_the_packages_images_have() -> None:
     assert (result.returncode, result.stdout) == (0, "None\n"), result.stderr
 
 
-def test_mesh_calls_work_on_a_private_gateway(tmp_path: Path) -> None:
-    """There every call needs a credential: the replicas' own is enough to invoke."""
+def test_mesh_calls_work_on_a_gateway_that_answers_only_its_owner(tmp_path: Path) -> None:
+    """There every call needs a credential (the default; --private says so too): the replicas' own is enough to
+    invoke."""
     handle = start_gateway(tmp_path / "state", "--no-docker", "--private")
     try:
         deploy_pipeline(handle, tmp_path)

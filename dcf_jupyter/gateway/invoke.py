@@ -70,7 +70,7 @@ def _read(raw: bytes) -> tuple[str, float | None]:
     at the end of a chain of function-to-function calls deeper than MAX_CALL_DEPTH (its Depth, which
     dcf_jupyter.mesh counts)."""
     try:
-        service, _, time_left, depth = parse_call(raw)
+        service, _, time_left, depth, _ = parse_call(raw)
     except WireError as exc:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
     if depth > MAX_CALL_DEPTH:
@@ -165,7 +165,7 @@ class Invoker:
         """Count one call (or stream) of `record`'s function: in flight while it runs, then its status and time."""
         return _Measured(self.core.metrics, record)
 
-    def _route(self, service: str) -> tuple[FunctionRecord, Deployment]:
+    def route(self, service: str) -> tuple[FunctionRecord, Deployment]:
         """The function a request names, counting a request the gateway cannot route under function=""."""
         try:
             return self.core.route(service)
@@ -175,7 +175,7 @@ class Invoker:
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
         service, asked = _read(raw)
-        record, deployment = self._route(service)
+        record, deployment = self.route(service)
         with self._measured(record):
             link = await self._pick(record, deployment, context)
             try:
@@ -195,7 +195,7 @@ class Invoker:
     @streaming_rpc
     async def InvokeStream(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         service, asked = _read(raw)
-        record, deployment = self._route(service)
+        record, deployment = self.route(service)
         with self._measured(record):
             link = await self._pick(record, deployment, context)
             try:
@@ -234,7 +234,7 @@ class Invoker:
                 async for raw in requests:
                     service, asked = _read(raw)
                     if bound is None:
-                        record, deployment = self._route(service)
+                        record, deployment = self.route(service)
                         measured.enter_context(self._measured(record))
                         bound = (record, deployment, await self._pick(record, deployment, context))
                     record, _, link = bound

@@ -90,16 +90,18 @@ class ScaleServiceRequest(_message.Message):
     def __init__(self, ServiceName: _Optional[str] = ..., Replicas: _Optional[int] = ...) -> None: ...
 
 class InvokeServiceRequest(_message.Message):
-    __slots__ = ("Service", "Input", "TimeLeft", "Depth")
+    __slots__ = ("Service", "Input", "TimeLeft", "Depth", "Callers")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TIMELEFT_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    CALLERS_FIELD_NUMBER: _ClassVar[int]
     Service: str
     Input: bytes
     TimeLeft: float
     Depth: int
-    def __init__(self, Service: _Optional[str] = ..., Input: _Optional[bytes] = ..., TimeLeft: _Optional[float] = ..., Depth: _Optional[int] = ...) -> None: ...
+    Callers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, Service: _Optional[str] = ..., Input: _Optional[bytes] = ..., TimeLeft: _Optional[float] = ..., Depth: _Optional[int] = ..., Callers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FunctionRequest(_message.Message):
     __slots__ = ("FunctionName", "Lines")

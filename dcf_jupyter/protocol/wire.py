@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-_SERVICE, _INPUT, _TIME_LEFT, _DEPTH = 1, 2, 15, 16  # InvokeServiceRequest field numbers
+_SERVICE, _INPUT, _TIME_LEFT, _DEPTH, _CALLERS = 1, 2, 15, 16, 17  # InvokeServiceRequest field numbers
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAX_FIELD_NUMBER = (1 << 29) - 1
 _DOUBLE = struct.Struct("<d")
@@ -37,17 +37,19 @@ def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise WireError("varint too long")
 
 
-def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
-    """(Service, Input, TimeLeft or None, Depth) of a serialized InvokeServiceRequest; Input is a view into `data`
-    (no copy).
+def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int, bytes]:
+    """(Service, Input, TimeLeft or None, Depth, Callers) of a serialized InvokeServiceRequest; Input is a view into
+    `data` (no copy), Callers the ids as packed little-endian 64-bit words (`callers_of` reads them).
 
-    Follows protobuf rules: any field order, last value wins, unknown fields skipped.
+    Follows protobuf rules: any field order, last value wins (a repeated field's values add up), unknown fields
+    skipped.
     """
     view = memoryview(data)
     service = b""
     payload = view[0:0]
     time_left: float | None = None
     depth = 0
+    callers = b""
     pos, end = 0, len(view)
     while pos < end:
         key, pos = _varint(view, pos)
@@ -62,6 +64,8 @@ def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
                 service = bytes(view[pos:pos + length])
             elif number == _INPUT:
                 payload = view[pos:pos + length]
+            elif number == _CALLERS:
+                callers += bytes(view[pos:pos + length - length % 8])
             pos += length
         elif kind == _VARINT:
             value, pos = _varint(view, pos)
@@ -70,6 +74,8 @@ def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
         elif kind == _I64:
             if number == _TIME_LEFT and pos + 8 <= end:
                 time_left = _DOUBLE.unpack_from(view, pos)[0]
+            elif number == _CALLERS and pos + 8 <= end:  # unpacked, as a writer may send repeated fields
+                callers += bytes(view[pos:pos + 8])
             pos += 8
         elif kind == _I32:
             pos += 4
@@ -78,9 +84,14 @@ def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int]:
         if pos > end:
             raise WireError("truncated field")
     try:
-        return service.decode("utf-8"), payload, time_left, depth
+        return service.decode("utf-8"), payload, time_left, depth, callers
     except UnicodeDecodeError:
         raise WireError("Service is not UTF-8") from None
+
+
+def callers_of(packed: bytes) -> tuple[int, ...]:
+    """The caller ids of parse_call's packed Callers."""
+    return struct.unpack(f"<{len(packed) // 8}Q", packed)
 
 
 def time_left_field(seconds: float) -> bytes:
@@ -99,6 +110,13 @@ def _encode_varint(value: int) -> bytes:
 
 def _len_field(number: int, length: int) -> bytes:
     return _encode_varint((number << 3) | _LEN) + _encode_varint(length)
+
+
+def call_head(service: str, input_size: int) -> bytes:
+    """What precedes an InvokeServiceRequest's Input of `input_size` bytes: its Service, then Input's key and length
+    (head + input is the serialized request, made without copying the input into a message first)."""
+    name = service.encode("utf-8")
+    return _len_field(_SERVICE, len(name)) + name + _len_field(_INPUT, input_size)
 
 
 def message_parts(text: str) -> list[bytes]:

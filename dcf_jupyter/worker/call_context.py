@@ -1,20 +1,34 @@
 """The call a replica's Handler is answering now, as far as calls it makes to other functions need to know
-(`dcf_jupyter.mesh`): the deadline it must answer by and how deep it is in a chain of function calls."""
+(`dcf_jupyter.mesh`): the deadline it must answer by, how deep it is in a chain of function calls, and which
+calls wait on it."""
 
 from __future__ import annotations
 
 import contextvars
+import itertools
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# Ids of the calls this process answers: random per process, so two replicas' ids do not meet.
+_ids = itertools.count(secrets.randbits(62))
+
+
+def new_call_id() -> int:
+    """An id for a call this process starts answering (unique among the calls of a chain)."""
+    return next(_ids)
 
 
 @dataclass(frozen=True)
 class CallContext:
-    """When the current call must be answered (time.monotonic(); None: no limit) and its depth in a chain of
-    function-to-function calls (0: a client's call)."""
+    """When the current call must be answered (time.monotonic(); None: no limit), its depth in a chain of
+    function-to-function calls (0: a client's call), its id, and the ids of the calls waiting on it (outermost
+    first)."""
 
     deadline: float | None
     depth: int
+    call_id: int = field(default_factory=new_call_id)
+    callers: tuple[int, ...] = ()
 
     def time_left(self) -> float | None:
         """Seconds left until the deadline (None: no limit)."""

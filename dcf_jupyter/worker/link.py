@@ -112,9 +112,13 @@ class LinkServer:
     `dispatch(form, payload, emit)`, which reports through `emit`.
     """
 
-    def __init__(self, path: str, dispatch: Dispatch, *, max_frame: int, concurrency: int = 1) -> None:
+    def __init__(self, path: str, dispatch: Dispatch, *, max_frame: int, concurrency: int = 1,
+                 waited_on: Callable[[bytes], bool] | None = None) -> None:
         self.path = path
         self._dispatch = dispatch
+        # A call that a call running here waits on runs on a thread of its own: queued behind calls that wait for
+        # the same slots, it would never start (worker/slots.py lends it its caller's slot).
+        self._waited_on = waited_on
         self._max_frame = max_frame
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(path)
@@ -168,7 +172,11 @@ class LinkServer:
                     return
                 if kind == CALL:
                     connection.received(call_id, arg)
-                    self._calls.put((connection, call_id, arg, payload))
+                    if self._waited_on is not None and self._waited_on(payload):
+                        threading.Thread(target=self._run_call, args=(connection, call_id, arg, payload),
+                                         name="dcf-call-lent", daemon=True).start()
+                    else:
+                        self._calls.put((connection, call_id, arg, payload))
                 elif kind == CREDIT:
                     connection.grant(call_id, arg)
                 elif kind == CANCEL:
@@ -182,22 +190,23 @@ class LinkServer:
 
     def _run_calls(self) -> None:
         while (item := self._calls.get()) is not _STOP:
-            connection, call_id, form, payload = item
-            if self._closing or not connection.take(call_id):
-                continue  # stopping: calls not started yet are dropped (the gateway sees the link close)
+            self._run_call(*item)
 
-            def emit(kind: int, arg: int, parts: Sequence[bytes], call_id: int = call_id,
-                     connection: _Connection = connection) -> None:
-                if kind == ITEM:
-                    connection.spend(call_id)  # raising here unwinds (and so closes) the handler's generator
-                connection.writer.write(call_id, kind, arg, parts)
+    def _run_call(self, connection: _Connection, call_id: int, form: int, payload: bytes) -> None:
+        if self._closing or not connection.take(call_id):
+            return  # stopping: calls not started yet are dropped (the gateway sees the link close)
 
-            try:
-                self._dispatch(form, payload, emit)
-            except StreamStopped:
-                pass  # cancelled: nobody reads the rest
-            except OSError:
-                pass  # the gateway went away mid-reply
-            finally:
-                if form == FORM_STREAM:  # only streamed calls hold credits; unary ones skip the lock
-                    connection.ended(call_id)
+        def emit(kind: int, arg: int, parts: Sequence[bytes]) -> None:
+            if kind == ITEM:
+                connection.spend(call_id)  # raising here unwinds (and so closes) the handler's generator
+            connection.writer.write(call_id, kind, arg, parts)
+
+        try:
+            self._dispatch(form, payload, emit)
+        except StreamStopped:
+            pass  # cancelled: nobody reads the rest
+        except OSError:
+            pass  # the gateway went away mid-reply
+        finally:
+            if form == FORM_STREAM:  # only streamed calls hold credits; unary ones skip the lock
+                connection.ended(call_id)

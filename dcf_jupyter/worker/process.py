@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, LAST, REPLY, CallFailed
 from ..protocol.names import HEALTHY, ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
-from ..protocol.wire import WireError, message_parts, messages_parts, parse_call
+from ..protocol.wire import WireError, callers_of, message_parts, messages_parts, parse_call
 from ..settings import ENV_EXTRA_SITE, max_message_size
 from .call_context import CallContext, enter_call, leave_call
 from .handler import (
@@ -47,6 +47,7 @@ from .handler import (
     serve_function_from,
 )
 from .link import Emit, LinkServer
+from .slots import Slots
 
 
 class ReplicaLines(io.TextIOBase):
@@ -126,25 +127,46 @@ class CallRunner:
         self._handler = handler
         self.service = service
         self.timeout = timeout  # a call's limit (config.yaml's `timeout`): the most its own calls may take
-        # The Handler instance is shared: at most `concurrency` calls run in it at once.
-        self._gate = threading.BoundedSemaphore(concurrency)
+        # The Handler instance is shared: at most `concurrency` calls run in it at once (a chain of calls waiting
+        # on itself borrows the slots of its waiting callers: slots.py).
+        self._slots = Slots(concurrency)
 
     def _request(self, raw: bytes, streamed: bool = False) -> tuple[Request, CallContext]:
         """The Handler's Request, and the call's context: its deadline is the caller's time left, within the
         function's own timeout (which for a generator bounds each item, not the whole)."""
         try:
-            service, data, time_left, depth = parse_call(raw)
+            service, data, time_left, depth, callers = parse_call(raw)
         except WireError as exc:
             raise CallFailed(Status.INVALID_ARGUMENT, f"malformed InvokeServiceRequest: {exc}") from None
         limits = [t for t in (time_left, None if streamed else self.timeout) if t is not None]
         deadline = time.monotonic() + min(limits) if limits else None
-        return Request(bytes(data), service or self.service), CallContext(deadline, depth)
+        context = CallContext(deadline, depth, callers=callers_of(callers) if callers else ())
+        return Request(bytes(data), service or self.service), context
+
+    def waited_on_here(self, raw: bytes) -> bool:
+        """Whether every slot is held and a call running here waits on this one (so it must not queue behind
+        calls that cannot start either: the link runs it on a thread of its own)."""
+        if not self._slots.full:
+            return False
+        try:
+            callers = parse_call(raw)[4]
+        except WireError:
+            return False
+        return bool(callers) and self._slots.waited_on_here(callers_of(callers))
+
+    @contextlib.contextmanager
+    def _slot(self, context: CallContext) -> Iterator[None]:
+        lender = self._slots.acquire(context.call_id, context.callers)
+        try:
+            yield
+        finally:
+            self._slots.release(context.call_id, lender)
 
     def unary(self, form: int, raw: bytes) -> list[bytes]:
         """One call, one reply (a generator's items folded into it); raises CallFailed."""
         request, context = self._request(raw)
         try:
-            with self._gate:
+            with self._slot(context):
                 entered = enter_call(context)
                 try:
                     result = self._handler(request)
@@ -167,7 +189,7 @@ class CallRunner:
         """One streamed call as link frames: (ITEM, parts) per generated item then (END, []), or one (LAST, parts)
         when the handler returned a single value; raises CallFailed (possibly after some items)."""
         request, context = self._request(raw, streamed=True)
-        with self._gate:
+        with self._slot(context):
             entered = enter_call(context)
             try:
                 result = self._handler(request)
@@ -417,9 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.socket:
             if os.path.exists(args.socket):
                 os.unlink(args.socket)
-            link_server = LinkServer(
-                args.socket, runner.dispatch, max_frame=args.max_message_size + 1024, concurrency=concurrency
-            )
+            link_server = LinkServer(args.socket, runner.dispatch, max_frame=args.max_message_size + 1024,
+                                     concurrency=concurrency, waited_on=runner.waited_on_here)
             link_server.serve_in_background()
         if args.grpc:
             grpc_srv, port = grpc_server(
