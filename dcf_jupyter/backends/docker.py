@@ -17,6 +17,7 @@ from typing import Any
 
 from ..build.image import docker_client
 from ..errors import DcfError
+from ..logfile import size_limits
 from ..protocol.names import ENV_MESH_ADDRESS
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from .gpu_allocator import GpuAllocator, Grant, gpu_environment
@@ -28,6 +29,13 @@ READY_POLL_S = 0.2
 LABEL_FUNCTION, LABEL_GATEWAY, LABEL_REVISION = "dcf.function", "dcf.gateway", "dcf.revision"
 CONTAINER_FILES = PurePosixPath("/run/dcf")  # a replica's secrets and mesh credential (read-only)
 CONTAINER_MESH_SOCKET = PurePosixPath("/run/dcf-gateway.sock")  # the gateway's replica socket
+
+
+def _log_config() -> dict[str, Any]:
+    """Docker keeps a container's output under the size the gateway's own logs keep (its json-file driver
+    rotates, and `docker logs --tail` reads across its files)."""
+    max_bytes, backups = size_limits()
+    return {"type": "json-file", "config": {"max-size": f"{max(1, max_bytes // 1024)}k", "max-file": str(backups + 1)}}
 
 
 class DockerBackend(Backend):
@@ -157,7 +165,7 @@ class DockerDeployment(Deployment):
             extra={"name": f"dcf-{spec.name}-r{spec.revision}-{index}-{self.backend.gateway_id[:6]}",
                    "labels": {LABEL_FUNCTION: spec.name, LABEL_GATEWAY: self.backend.gateway_id,
                               LABEL_REVISION: str(spec.revision)},
-                   "restart_policy": {"Name": "on-failure"}, "volumes": mounts},
+                   "restart_policy": {"Name": "on-failure"}, "volumes": mounts, "log_config": _log_config()},
         )
         try:
             container = launch.start(self.backend.client)

@@ -118,7 +118,8 @@ class StartedWorker(Generic[Handle]):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return {"ready": False, "error": f"the Handler was not ready after {timeout:g}s"}
-                if select.select([self.status_fd], [], [], min(remaining, 0.5))[0]:
+                # poll, not select: the gateway may hold more than 1024 descriptors (select's FD_SETSIZE)
+                if _readable(self.status_fd, min(remaining, 0.5)):
                     chunk = os.read(self.status_fd, 4096)
                     if not chunk:
                         code = self.process.wait()
@@ -132,6 +133,13 @@ class StartedWorker(Generic[Handle]):
         except ValueError:
             return {"ready": False, "error": f"the worker sent a bad status line: {line[:200]!r}"}
         return status if isinstance(status, dict) else {"ready": False, "error": "the worker sent a bad status line"}
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` has something to read (or reached EOF) within `timeout` seconds."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def end_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:

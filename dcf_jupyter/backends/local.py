@@ -19,7 +19,7 @@ from typing import Any
 
 from ..definition.requirements import InstallFailed, install_missing
 from ..errors import ConfigError
-from ..logfile import note, tail_text
+from ..logfile import log_for, note, tail_text
 from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
 from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from .gpu_allocator import GpuAllocator, Grant, gpu_environment
@@ -28,7 +28,6 @@ from .link import AsyncLink
 from .replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 from .templates import Template, TemplateKey, Templates, preloads_for, templates_enabled
 
-LOG_ROTATE_BYTES = 16 * 1024 * 1024
 STOP_GRACE_S = 3.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_RESET_S = 0.1, 10.0, 30.0
 
@@ -84,7 +83,7 @@ class LocalBackend(Backend):
         """A folder with the function's requirements that this environment lacks (from the per-user cache,
         pip-installing them there first if needed), or None when it has them all."""
         def install() -> Path | None:
-            with open(spec.log_path, "ab") as log:
+            with log_for(spec.log_path).pipe() as fd, open(fd, "ab", closefd=False) as log:
                 return install_missing(spec.source_dir, spec.function.runtime, python=self.python, output=log,
                                        note=lambda message: note(spec.log_path, message))
 
@@ -126,8 +125,7 @@ class LocalDeployment(Deployment):
             function = self.spec.function
             key = TemplateKey(self.backend.python, preloads_for(function.runtime, self.spec.source_dir),
                               str(self.extra_site or ""), tuple(sorted(function.environment.items())))
-            self.template = await self.backend.templates.acquire(key, _base_environment(function.environment),
-                                                                 self.spec.log_path)
+            self.template = await self.backend.templates.acquire(key, _base_environment(function.environment))
         try:
             await self.scale(self.spec.replicas)
         except BaseException:
@@ -288,24 +286,21 @@ class _Replica:
         if needs_files(spec):
             self.files = backend.socket_dir / f"{stem}.files"
             write_replica_files(self.files, spec)
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            if spec.log_path.stat().st_size > LOG_ROTATE_BYTES:
-                spec.log_path.replace(spec.log_path.with_suffix(".log.1"))
         worker = WorkerProcess(spec.source_dir, spec.name, python=backend.python, socket=str(sock),
                                max_message=backend.max_message, concurrency=spec.function.concurrency,
                                env=self._environment(), lifeline=True)
         started: StartedWorker[Any] | None = None
         template = self.deployment.template
         try:
-            with open(spec.log_path, "ab") as log:  # noqa: ASYNC230 - opening a local file: microseconds
+            # Its output goes to the function's log through a pipe of its own (logfile.py: kept under a size).
+            with log_for(spec.log_path).pipe() as output:
                 if template is not None:
                     try:
-                        started = await asyncio.to_thread(template.fork, worker, log.fileno(), spec.source_dir)
+                        started = await asyncio.to_thread(template.fork, worker, output, spec.source_dir)
                     except LaunchFailed as failure:
                         self.note(f"replica {self.index}: {failure.message}; starting a fresh process instead")
                 if started is None:
-                    started = worker.start(log, cwd=spec.source_dir)
+                    started = worker.start(output, cwd=spec.source_dir)
         except LaunchFailed as failure:
             raise DeployFailed(failure.message) from None
         self.process = started.process

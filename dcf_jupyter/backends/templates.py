@@ -198,9 +198,10 @@ class Templates:
         self._lock = asyncio.Lock()
         self._started = 0
 
-    async def acquire(self, key: TemplateKey, env: dict[str, str], output_path: Path) -> Template | None:
+    async def acquire(self, key: TemplateKey, env: dict[str, str]) -> Template | None:
         """The template of `key` (started now if none runs), counted as used until `release`; None when it
-        cannot start (said once in the function's log through `output_path`)."""
+        cannot start (said once in the gateway's log). A template's own output goes to the gateway's log: it
+        serves every function of its kind, none of whose logs it belongs in."""
         async with self._lock:
             template = self._templates.get(key)
             if template is None and key not in self._failed:
@@ -208,8 +209,7 @@ class Templates:
                 socket_path = self.socket_dir / f"template-{self._started}.sock"
 
                 def start() -> Template:
-                    with open(output_path, "ab") as output:
-                        return Template.start(key, socket_path, env, output)
+                    return Template.start(key, socket_path, env, None)  # the gateway's own stdout
 
                 try:
                     template = await asyncio.to_thread(start)

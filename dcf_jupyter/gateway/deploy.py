@@ -5,7 +5,6 @@ and restoring the registry's functions after a gateway restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import shutil
@@ -21,6 +20,7 @@ from ..definition.source import unpack_source
 from ..definition.spec import MAX_REPLICAS, FunctionSpec, GpuRequest, load_config
 from ..errors import ConfigError, DcfError, InvalidArgument, brief
 from ..logfile import note
+from ..logfile import remove as remove_log
 from ..protocol import gateway_pb2 as pb
 from .auth import function_credential
 from .core import GatewayCore
@@ -207,9 +207,7 @@ class Deployer:
         shutil.rmtree(source_dir, ignore_errors=True)
         if first:
             shutil.rmtree(self.core.function_dir(name), ignore_errors=True)
-            for path in (self.core.log_path(name), self.core.log_path(name).with_suffix(".log.1")):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            remove_log(self.core.log_path(name))
 
     def _record(self, name: str, revision: int, request: pb.CreateFunctionRequest, spec: FunctionSpec,
                 old: FunctionRecord | None) -> FunctionRecord:

@@ -25,6 +25,7 @@ from .replica_folder import folder_environment, write_replica_folder
 
 NAMESPACE = "dcf"  # Ray namespace of dcf-jupyter's Serve applications and log books
 LOG_LINES_KEPT = 5000
+LOG_LINE_MAX = 16 * 1024  # characters of one line a log book keeps
 LOG_BOOK_PREFIX = "dcf-log-"  # + the function's name: its log book actor (which also marks it a DCF function)
 Reply = tuple[int, bytes]
 _DONE = object()
@@ -38,8 +39,10 @@ class LogBook:
         self._lines: collections.deque[str] = collections.deque(maxlen=keep)
 
     def add(self, data: bytes) -> None:
-        """Keep these whole lines."""
-        self._lines.extend(data.decode("utf-8", "replace").splitlines())
+        """Keep these whole lines (a very long one shortened, so the book stays small whatever is printed)."""
+        self._lines.extend(line if len(line) <= LOG_LINE_MAX else
+                           f"{line[:LOG_LINE_MAX]} [... {len(line) - LOG_LINE_MAX} more characters left out]"
+                           for line in data.decode("utf-8", "replace").splitlines())
 
     def tail(self, lines: int) -> str:
         """The last `lines` lines, newline-terminated."""
