@@ -20,6 +20,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 TCP_LISTEN = "0A"
 WILDCARDS = (ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::"))
+LOOPBACK_V4, LOOPBACK_V6 = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")
+LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,30 @@ def listeners(port: int) -> list[Listener] | None:
 
 
 def _reaches(listener: IPAddress, target: IPAddress) -> bool:
-    """Whether a socket listening on `listener` takes connections made to `target`."""
+    """Whether a socket listening on `listener` takes connections made to `target` (an address `targets` gave)."""
     if listener in WILDCARDS:
         return True  # an IPv6 wildcard may take IPv4 too (dual stack): assume it does
     if isinstance(listener, ipaddress.IPv6Address) and listener.ipv4_mapped is not None:
         listener = listener.ipv4_mapped
     return listener == target
+
+
+def reaches(listening_host: str, host: str) -> bool:
+    """Whether a socket listening on `listening_host` takes connections made to `host` (both in any spelling)."""
+    listening = [_normal(address) for address in targets(listening_host, resolve=False)]
+    if listening_host.strip("[]") in ("0.0.0.0", "::"):
+        listening = list(WILDCARDS)
+    return any(_reaches(listener, target) for listener in listening for target in targets(host))
+
+
+def _normal(address: IPAddress) -> IPAddress:
+    """The address a connection to `address` really reaches: an IPv4-mapped IPv6 address is its IPv4 one, and the
+    unspecified addresses (0.0.0.0, ::), which Linux connects to this machine's loopback, are loopback."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return LOOPBACK_V4 if address.version == 4 else LOOPBACK_V6
+    return address
 
 
 def split_address(address: str) -> tuple[str, int] | None:
@@ -84,7 +104,7 @@ def split_address(address: str) -> tuple[str, int] | None:
 def is_loopback(host: str) -> bool:
     """True for localhost and loopback IPs (127.0.0.0/8, ::1)."""
     host = host.strip("[]")
-    if host == "localhost":
+    if host.lower() in LOCAL_NAMES:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -92,41 +112,66 @@ def is_loopback(host: str) -> bool:
         return False  # a name that may resolve anywhere is treated as reachable from outside
 
 
-def _targets(host: str) -> list[IPAddress]:
-    if host == "localhost":
-        return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+def targets(host: str, *, resolve: bool = True) -> list[IPAddress]:
+    """Every address a connection to `host` may reach, as it reaches it (`_normal`): an IP address in any spelling
+    (0.0.0.0, ::, IPv4-mapped, [::1]), localhost, or (with `resolve`) a name resolved as a connection would
+    resolve it; [] for a name that does not resolve."""
+    host = host.strip("[]")
     try:
-        return [ipaddress.ip_address(host)]
+        found = [ipaddress.ip_address(host.split("%", 1)[0])]
     except ValueError:
+        if host.lower() in LOCAL_NAMES:
+            found = [LOOPBACK_V4, LOOPBACK_V6]
+        elif not resolve:
+            return []
+        else:
+            found = _resolve(host)
+    normal: list[IPAddress] = []
+    for address in map(_normal, found):
+        if address not in normal:
+            normal.append(address)
+    return normal
+
+
+def _resolve(host: str) -> list[IPAddress]:
+    """What the system resolver makes of `host` (also inet_aton's spellings: 127.1, 0x7f000001, 0)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
         return []
+    found = []
+    for info in infos:
+        with contextlib.suppress(ValueError):
+            found.append(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+    return found
 
 
-def on_this_machine(host: str) -> bool:
-    """True for loopback names and addresses, and for IP addresses of this machine's own interfaces (a gateway
-    there is a process here, whose owner can be checked). A name other than localhost is not resolved."""
-    targets = _targets(host)
-    if not targets:
-        return False
-    target = targets[0]
-    if target.is_loopback:
-        return True
-    family = socket.AF_INET6 if isinstance(target, ipaddress.IPv6Address) else socket.AF_INET
+def _bindable(address: IPAddress) -> bool:
+    """True for an address of one of this machine's interfaces."""
+    family = socket.AF_INET6 if isinstance(address, ipaddress.IPv6Address) else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((str(target), 0))  # succeeds only for an address of this machine
+            probe.bind((str(address), 0))  # succeeds only for an address of this machine
     except OSError:
         return False
     return True
 
 
+def on_this_machine(host: str) -> bool:
+    """True when a connection to `host` may reach a process of this machine, whose owner can then be checked:
+    loopback in any spelling (all of 127/8, ::1, localhost), the unspecified addresses, IPv4-mapped ones, this
+    machine's own addresses, and names that resolve to any of these."""
+    return any(target.is_loopback or _bindable(target) for target in targets(host))
+
+
 def serving_uids(host: str, port: int) -> set[int] | None:
-    """The users whose sockets would take a connection to host:port on this machine (empty: nobody listens);
-    None when this system does not say."""
+    """The users whose sockets would take a connection to host:port on this machine, for every address the host
+    may reach (empty: nobody listens); None when this system does not say."""
     found = listeners(port)
     if found is None:
         return None
-    targets = _targets(host)
-    return {item.uid for item in found if any(_reaches(item.address, target) for target in targets)}
+    reached = targets(host)
+    return {item.uid for item in found if any(_reaches(item.address, target) for target in reached)}
 
 
 def describe_user(uid: int) -> str:
@@ -163,8 +208,8 @@ def port_holder(host: str, port: int) -> str:
     found = listeners(port)
     if not found:
         return ""
-    targets = _targets(host) or list(WILDCARDS)
-    holders = [item for item in found if any(_reaches(item.address, t) or _reaches(t, item.address) for t in targets)]
+    reached = targets(host) or list(WILDCARDS)
+    holders = [item for item in found if any(_reaches(item.address, t) or _reaches(t, item.address) for t in reached)]
     if not holders:
         return ""
     holder = next((item for item in holders if item.uid != os.geteuid()), holders[0])

@@ -1,15 +1,26 @@
-"""Gateways running on this machine, as their state dirs record them (`gateway.json`, written once a gateway
-listens): found by the CLI, kernels and the JupyterLab panel without loading any gateway code."""
+"""Gateways running on this machine: what each state dir records (`gateway.json`, written once its gateway
+listens), and every gateway of this user, each of which leaves a record in the user's owner-only config dir
+(`run/gateway-PID.json`). Read by the CLI, kernels and the JupyterLab panel without loading any gateway code.
+
+The records are how the owner's tools reach their own gateways over the gateway's Unix socket, whatever TCP address
+the user names (`own_socket`): nobody else can stand on that path, as the folder it lives in is the owner's alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .credentials import config_dir, private_dir, write_private
 from .pids import pid_alive
+from .ports import reaches, split_address
 
 GATEWAY_FILE = "gateway.json"
+RECORDS_DIR = "run"  # in the user's config dir
 
 
 def read_gateway_file(state_dir: Path) -> dict[str, object] | None:
@@ -28,6 +39,14 @@ class RunningGateway:
     address: str
     state_dir: Path
     http_address: str = ""  # its HTTP face ('' for none)
+    socket: str = ""  # its Unix socket, for its owner's tools ('' where it has none)
+
+    @classmethod
+    def from_record(cls, info: dict[str, object], state_dir: Path | None = None) -> RunningGateway:
+        """From what a gateway wrote about itself."""
+        return cls(pid=int(str(info.get("pid") or 0)), address=str(info.get("address") or ""),
+                   state_dir=state_dir or Path(str(info.get("state_dir") or ".")),
+                   http_address=str(info.get("http_address") or ""), socket=str(info.get("socket") or ""))
 
 
 def find_gateway(state_dir: Path) -> RunningGateway | None:
@@ -35,8 +54,71 @@ def find_gateway(state_dir: Path) -> RunningGateway | None:
     info = read_gateway_file(state_dir)
     if not info:
         return None
-    pid = int(str(info.get("pid") or 0))
-    if pid <= 0 or not pid_alive(pid):
+    running = RunningGateway.from_record(info, state_dir)
+    return running if running.pid > 0 and pid_alive(running.pid) else None
+
+
+def records_dir() -> Path:
+    """Where this user's gateways leave their records."""
+    return config_dir() / RECORDS_DIR
+
+
+def record_gateway(info: dict[str, object]) -> Path:
+    """Leave this gateway's record (owner-only); returns its path, for `withdraw_record`."""
+    folder = records_dir()
+    private_dir(folder)
+    path = folder / f"gateway-{os.getpid()}.json"
+    write_private(path, json.dumps(info))
+    return path
+
+
+def withdraw_record(path: Path) -> None:
+    """Remove a gateway's record (it is stopping)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def own_gateways() -> list[RunningGateway]:
+    """This user's running gateways, as their records say; the records of gateways that are gone are removed."""
+    folder = records_dir()
+    found = []
+    for path in sorted(folder.glob("gateway-*.json")) if folder.is_dir() else []:
+        try:
+            if path.stat().st_uid != os.geteuid():
+                continue
+            running = RunningGateway.from_record(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue  # half-written: its gateway is still starting, or it is not a record
+        if running.pid <= 0 or not pid_alive(running.pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        found.append(running)
+    return found
+
+
+def is_own_socket(path: str) -> bool:
+    """True for a Unix socket of this user's in a folder only this user may enter (so nobody else could have put
+    it there)."""
+    try:
+        info, folder = os.lstat(path), os.lstat(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    me = os.geteuid()
+    return (stat.S_ISSOCK(info.st_mode) and info.st_uid == me and folder.st_uid == me
+            and stat.S_ISDIR(folder.st_mode) and not folder.st_mode & 0o077)
+
+
+def own_socket(address: str) -> str | None:
+    """The Unix socket of this user's gateway that listens at TCP `address` (any spelling of it: 0.0.0.0,
+    localhost, IPv4-mapped...), or None when no gateway of theirs does."""
+    where = split_address(address)
+    if where is None:
         return None
-    return RunningGateway(pid=pid, address=str(info.get("address", "")), state_dir=state_dir,
-                          http_address=str(info.get("http_address") or ""))
+    host, port = where
+    for running in own_gateways():
+        listening = split_address(running.address)
+        if (listening is not None and listening[1] == port and running.socket and reaches(listening[0], host)
+                and is_own_socket(running.socket)):
+            return running.socket
+    return None

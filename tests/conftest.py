@@ -227,11 +227,28 @@ def call_until_answered(client: Client, name: str, within: float = 5.0) -> str:
             time.sleep(0.05)
 
 
+@pytest.fixture(scope="session")
+def stranger() -> Iterator[Any]:
+    """Another local user of this machine, with this project in a venv of its own (root only: skipped, saying
+    why, elsewhere); removed with its files at the end of the session."""
+    from stranger import make_stranger, remove_stranger, why_not
+
+    reason = why_not()
+    if reason:
+        print(f"\nshared-machine tests with a second user skipped: {reason}")
+        pytest.skip(f"needs a second local user: {reason}")
+    made = make_stranger()
+    try:
+        yield made
+    finally:
+        remove_stranger(made)
+
+
 # Modules that start engines or browsers, build images, execute notebooks or make Unix users: minutes each.
 # `python -m pytest -m "not slow"` leaves them out for a fast loop while developing; CI runs everything.
 SLOW_MODULES = frozenset({"test_ray", "test_kuberay", "test_docker", "test_notebooks", "test_binder",
                           "test_lab_panel_browser", "test_widgets_browser", "test_shared_machine", "test_detect",
-                          "test_ssd"})
+                          "test_ssd", "test_shared_machine_bounds"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

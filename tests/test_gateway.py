@@ -79,7 +79,7 @@ def test_large_messages_pass_and_oversized_ones_say_the_limit(gateway) -> None:
     # A client with a larger limit of its own is stopped by the gateway, which names its limit.
     limit = gateway.client.info()["max_message_size"]
     options = [("grpc.max_send_message_length", 2 * limit)]
-    with grpc.insecure_channel(gateway.address, options=options) as channel, pytest.raises(grpc.RpcError) as info:
+    with owner_channel(gateway.address, options=options) as channel, pytest.raises(grpc.RpcError) as info:
         pb_grpc.GatewayStub(channel).InvokeBytes(pb.InvokeServiceRequest(Service="echo", Input=bytes(limit + 1)))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and str(limit) in info.value.details()
 

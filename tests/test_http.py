@@ -1,7 +1,9 @@
 """The gateway's HTTP face, against a real gateway: invoking (text, JSON, bytes, a generator's items as they
 come, server-sent events), management routes mirroring the RPCs, the same credential rules, errors as one JSON
-sentence with the matching status, the OpenAPI description matching the routes, and /metrics that Prometheus'
-own parser reads, with counts that match the calls made."""
+sentence with the matching status, the OpenAPI description matching the routes, /metrics that Prometheus' own
+parser reads, with counts that match the calls made, and bodies read only within their budget. Most tests use a
+gateway started with --open-loopback, as OpenFaaS-style tools that send no token need; a default one asks every
+request but /healthz for the token."""
 
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ class Http:
 @pytest.fixture(scope="module")
 def http_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayHandle, Http]]:
     parent = tmp_path_factory.mktemp("http")
-    handle = start_gateway(parent / "state", "--no-docker", "--max-message-size", str(1024 * 1024))
+    handle = start_gateway(parent / "state", "--no-docker", "--max-message-size", str(1024 * 1024), "--open-loopback")
     try:
         assert handle.running.http_address, "the gateway says where its HTTP face is"
         from dcf_jupyter.definition.scaffold import init_function
@@ -217,13 +219,14 @@ def test_management_routes_mirror_the_rpcs_behind_the_same_credential(http_gatew
     assert web.json("GET", "/system/function/via-http")[0] == 404
 
 
-def test_a_private_gateway_asks_the_token_for_calls_too(tmp_path: Path) -> None:
-    handle = start_gateway(tmp_path / "state", "--no-docker", "--private")
+def test_a_default_gateway_asks_the_token_for_everything_but_health(tmp_path: Path) -> None:
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--private")  # --private: the default, still accepted
     try:
         handle.client.deploy(FUNCTIONS / "echo")
         web = Http(handle.running.http_address, read_owner_token())
         status, _, raw = web.request("POST", "/function/echo", b"x")
-        assert status == 401 and "InvokeStream needs the gateway's token" in json.loads(raw)["message"]
+        said = json.loads(raw)["message"]
+        assert status == 401 and "InvokeStream needs the gateway's token" in said and "--open-loopback" in said
         assert web.request("POST", "/function/echo", b"x", token=True)[2] == b"x"
         assert web.request("GET", "/system/functions")[0] == 401 and web.request("GET", "/metrics")[0] == 401
         assert web.request("GET", "/healthz")[0] == 200  # liveness probes carry no credential
@@ -237,7 +240,7 @@ def test_no_metrics_and_no_http_face_when_asked(tmp_path: Path) -> None:
     quiet = start_gateway(tmp_path / "quiet", "--no-docker", "--no-metrics")
     none = start_gateway(tmp_path / "none", "--no-docker", "--http-port", "-1")
     try:
-        status, _, raw = Http(quiet.running.http_address).request("GET", "/metrics")
+        status, _, raw = Http(quiet.running.http_address, read_owner_token()).request("GET", "/metrics", token=True)
         assert status == 404 and "--no-metrics" in json.loads(raw)["message"]
         assert none.running.http_address == "" and none.client.info()["http_address"] == ""
     finally:
@@ -297,6 +300,51 @@ def before_or(seen: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return seen.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def test_a_body_is_read_only_once_its_call_may_go_ahead_and_within_the_budget(http_gateway) -> None:
+    """The token, the route and the function are checked before a byte of a body is read; bodies being read are
+    bounded in total (twice --max-message-size, 1 MiB here): past it a request is refused at once, 503 with
+    Retry-After, nothing read; a body larger than a message is refused by its Content-Length."""
+    _, web = http_gateway
+    limit = 1024 * 1024
+
+    def announce(path: str, size: int) -> http.client.HTTPConnection:
+        """A request whose headers promise `size` bytes and whose body is not sent (yet)."""
+        connection = http.client.HTTPConnection(web.host, web.port, timeout=30)
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Length", str(size))
+        connection.endheaders()
+        return connection
+
+    def answer(connection: http.client.HTTPConnection) -> tuple[int, dict[str, str], dict[str, str]]:
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read())
+
+    for path, status, said in (("/function/nothing-here", 404, "is not deployed"),
+                               ("/function/echo", 413, "larger than the gateway's limit")):
+        connection = announce(path, 60 * limit if status == 413 else limit)
+        try:  # answered with no body sent
+            got, _, body = answer(connection)
+            assert got == status and said in body["message"], body
+        finally:
+            connection.close()
+    held = [announce("/function/echo", limit) for _ in range(2)]  # the budget: two bodies of a message each
+    try:
+        for connection in held:
+            connection.send(b"x" * 1000)  # begun, so the gateway holds their budget while it waits for the rest
+        time.sleep(0.5)
+        refused = announce("/function/echo", 1000)
+        status, headers, body = answer(refused)
+        refused.close()
+        assert status == 503 and headers["retry-after"] == "1" and "request bodies" in body["message"], body
+    finally:
+        for connection in held:
+            connection.close()
+    deadline = time.monotonic() + 10
+    while web.request("POST", "/function/echo", b"fits again")[2] != b"fits again":  # their budget came back
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed here")
 def test_curl_itself(http_gateway) -> None:
     _, web = http_gateway
@@ -315,7 +363,7 @@ def test_curl_itself(http_gateway) -> None:
 
 
 def test_browsers_of_listed_origins_only(tmp_path: Path) -> None:
-    handle = start_gateway(tmp_path / "state", "--no-docker", "--cors-origin", "https://example.org")
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--open-loopback", "--cors-origin", "https://example.org")
     try:
         handle.client.deploy(FUNCTIONS / "hello-dcf")
         web = Http(handle.running.http_address)
@@ -327,18 +375,24 @@ def test_browsers_of_listed_origins_only(tmp_path: Path) -> None:
         assert body == b"Hello DCF" and headers["access-control-allow-origin"] == "https://example.org"
         # Any page can make a browser POST to 127.0.0.1 without asking first: one of another origin is refused
         # before its call runs, as is one that renamed its own host to this address (DNS rebinding).
+        # A page's request that says it comes from another site, and no Origin, is refused too.
         for headers_sent in ({"Origin": "https://evil.example"}, {"Origin": "null"},
-                             {"Host": f"evil.example:{web.port}"}):
+                             {"Host": f"evil.example:{web.port}"}, {"Sec-Fetch-Site": "cross-site"},
+                             {"Sec-Fetch-Site": "same-site"}):
             status, headers, raw = web.request("POST", "/function/hello-dcf", b"x", headers=headers_sent)
             assert status == 403 and "access-control-allow-origin" not in headers, (headers_sent, raw)
             assert json.loads(raw)["code"] == "PERMISSION_DENIED"
         status, headers, _ = web.request("OPTIONS", "/function/hello-dcf", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert status == 403 and "access-control-allow-origin" not in headers
-        for host in (f"localhost:{web.port}", f"127.0.0.1:{web.port}"):  # this machine's names are fine
-            assert web.request("POST", "/function/hello-dcf", b"x", headers={"Host": host})[2] == b"Hello DCF"
+        # This machine's names are fine, IPv6 ones bracketed with or without a port; a request from the page's own
+        # origin, or typed in the address bar, too.
+        for headers_sent in ({"Host": f"localhost:{web.port}"}, {"Host": f"127.0.0.1:{web.port}"}, {"Host": "[::1]"},
+                             {"Host": f"[::1]:{web.port}"}, {"Sec-Fetch-Site": "same-origin"},
+                             {"Sec-Fetch-Site": "none"}):
+            assert web.request("POST", "/function/hello-dcf", b"x", headers=headers_sent)[2] == b"Hello DCF"
         calls = handle.client.get("hello-dcf").invocations
-        assert calls == 3, calls  # the refused requests ran nothing
+        assert calls == 7, calls  # the refused requests ran nothing
     finally:
         handle.stop()
 

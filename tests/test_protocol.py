@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import FUNCTIONS, ROOT, start_gateway
+
+from dcf_jupyter.credentials import read_owner_token
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,15 +52,42 @@ def test_additions_keep_every_original_name_and_number() -> None:
         assert mine_method.output_type.name == method.output_type.split(".")[-1]
 
 
-def test_client_compiled_from_the_original_proto_works(gateway, tmp_path: Path) -> None:
+def _original_client(stubs: Path, address: str, *token: str) -> subprocess.CompletedProcess[str]:
+    """DCF's own client code on stubs compiled from the original proto, in a process of its own (the original
+    stubs register the same `pb.*` names as ours)."""
+    return subprocess.run([sys.executable, str(DATA / "original_client.py"), str(stubs), address, *token],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def original_stubs(tmp_path: Path) -> Path:
     pytest.importorskip("grpc_tools")
     proto = tmp_path / "gateway.proto"
     proto.write_text((DATA / "dcf_original_gateway.proto").read_text())
     compiled = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}", f"--python_out={tmp_path}",
                                f"--grpc_python_out={tmp_path}", str(proto)], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr
-    # Its own process: the original stubs register the same `pb.*` names as ours.
-    result = subprocess.run([sys.executable, str(DATA / "original_client.py"), str(tmp_path), gateway.address],
-                            capture_output=True, text=True, timeout=60)
+    return tmp_path
+
+
+def test_client_compiled_from_the_original_proto_works_given_the_token(gateway, original_stubs: Path) -> None:
+    """A default gateway asks every client for its token; DCF's client code given it works unchanged."""
+    refused = _original_client(original_stubs, gateway.address)
+    assert refused.returncode != 0 and "--open-loopback" in refused.stderr, refused.stderr
+    result = _original_client(original_stubs, gateway.address, read_owner_token() or "")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "original DCF client OK" in result.stdout
+
+
+def test_client_compiled_from_the_original_proto_works_without_a_token_on_open_loopback(
+        tmp_path: Path, original_stubs: Path) -> None:
+    """A gateway started with --open-loopback serves DCF's original clients, which send no token, on loopback."""
+    handle = start_gateway(tmp_path / "state", "--no-docker", "--open-loopback")
+    try:
+        handle.client.deploy(FUNCTIONS / "echo")
+        handle.client.deploy(FUNCTIONS / "hello-dcf")
+        result = _original_client(original_stubs, handle.address)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "original DCF client OK" in result.stdout
+    finally:
+        handle.stop()

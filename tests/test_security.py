@@ -17,8 +17,8 @@ import pytest
 from conftest import FUNCTIONS, GatewayHandle, owner_channel, run_cli, start_gateway
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.credentials import ENV_CONFIG_DIR
-from dcf_jupyter.errors import DeployError, GatewayUnavailable, InvalidArgument, Unauthenticated
+from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
+from dcf_jupyter.errors import DeployError, InvalidArgument, Unauthenticated
 from dcf_jupyter.gateway import GatewayStartError, start_detached
 from dcf_jupyter.gateway.auth import TokenPolicy, bearer_token, is_loopback
 from dcf_jupyter.protocol import gateway_pb2 as pb
@@ -45,18 +45,26 @@ def test_policy_and_helpers() -> None:
     assert bearer_token((("authorization", "Bearer abc"),)) == "abc"
     assert bearer_token((("authorization", "bearer abc"),)) == "abc"
     assert bearer_token((("authorization", "Basic abc"),)) is None and bearer_token(None) is None
-    local, remote = TokenPolicy("t", loopback=True), TokenPolicy("t", loopback=False)
-    assert local.needs_token("/pb.Gateway/Deploy") and local.needs_token("/pb.Gateway/ReplicaUpdate")
-    assert not local.needs_token("/pb.Gateway/Invoke") and not local.needs_token("/pb.Gateway/Invokes")
-    assert remote.needs_token("/pb.Gateway/Invoke") and remote.needs_token("/pb.Gateway/List")
-    assert not remote.needs_token("/pb.Gateway/HealthCheck")
+    default, opened = TokenPolicy("t"), TokenPolicy("t", open_loopback=True)
+    remote = TokenPolicy("t", open_loopback=True, loopback=False)  # the flag opens nothing off loopback
+    for rpc in ("Deploy", "ReplicaUpdate", "GetLog", "CreateSecret"):
+        assert default.needs_token(f"/pb.Gateway/{rpc}") and opened.needs_token(f"/pb.Gateway/{rpc}")
+    for rpc in ("Invoke", "Invokes", "InvokeBytes", "InvokeStream", "List", "GetMeta", "Info"):
+        assert default.needs_token(f"/pb.Gateway/{rpc}") and remote.needs_token(f"/pb.Gateway/{rpc}")
+        assert not opened.needs_token(f"/pb.Gateway/{rpc}")
+    for policy in (default, opened, remote):
+        assert not policy.needs_token("/pb.Gateway/HealthCheck")
+    # A tokenless client refused by a default gateway is told how its owner opens it; one refused anyway is not.
+    assert "--open-loopback" in default.refusal("/pb.Gateway/Invoke", ())
+    assert "--open-loopback" not in default.refusal("/pb.Gateway/Deploy", ())
+    assert "--open-loopback" not in remote.refusal("/pb.Gateway/Invoke", ())
     assert remote.allows("/pb.Gateway/Invoke", (("authorization", "Bearer t"),))
     assert not remote.allows("/pb.Gateway/Invoke", (("authorization", "Bearer T"),))
     with pytest.raises(ValueError):
-        TokenPolicy("", loopback=True)
+        TokenPolicy("")
 
 
-def test_management_needs_the_token_and_dcf_clients_still_invoke(token_gateway: GatewayHandle) -> None:
+def test_every_rpc_but_health_needs_the_token_by_default(token_gateway: GatewayHandle) -> None:
     anonymous = Client(token_gateway.address, token="")
     with pytest.raises(Unauthenticated, match="Deploy needs the gateway's token"):
         anonymous.deploy(FUNCTIONS / "hello-dcf")
@@ -65,16 +73,18 @@ def test_management_needs_the_token_and_dcf_clients_still_invoke(token_gateway: 
             attempt(anonymous)
     with pytest.raises(Unauthenticated):
         Client(token_gateway.address, token="wrong").delete("echo")
-    # A plaintext client compiled from DCF's gateway.proto, no metadata at all, on loopback:
+    # A plaintext client compiled from DCF's gateway.proto, no metadata at all, on loopback: health only (the
+    # same client on an --open-loopback gateway: test_protocol.py).
     with grpc.insecure_channel(token_gateway.address) as channel:
         stub = pb_grpc.GatewayStub(channel)
-        assert stub.Invoke(pb.InvokeServiceRequest(Service="echo", Input=b"hi")).Msg == "hi"
         frames = [pb.InvokeServiceRequest(Service="echo", Input=b"%d" % i) for i in range(3)]
-        assert [m.Output for m in stub.Invokes(iter(frames))] == [b"0", b"1", b"2"]
-        assert [f.Name for f in stub.List(pb.Empty()).Functions] == ["echo"]
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Delete(pb.DeleteFunctionRequest(FunctionName="echo"))
-        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for attempt in (lambda: stub.Invoke(pb.InvokeServiceRequest(Service="echo", Input=b"hi")),
+                        lambda: list(stub.Invokes(iter(frames))), lambda: stub.List(pb.Empty()),
+                        lambda: stub.Delete(pb.DeleteFunctionRequest(FunctionName="echo"))):
+            with pytest.raises(grpc.RpcError) as caught:
+                attempt()
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert stub.HealthCheck(pb.Empty()).Msg == "OK"
     assert token_gateway.client.scale("echo", 1).replicas == 1
     assert token_gateway.client.call("echo", b"still here") == b"still here"
 
@@ -119,8 +129,12 @@ def test_tls_gateway_serves_tls_clients_only(tmp_path: Path) -> None:
         secure = Client(handle.address, tls_ca=cert)
         assert "Deployed" in secure.deploy(FUNCTIONS / "echo").message
         assert secure.call("echo", b"over tls") == b"over tls"
-        with pytest.raises(GatewayUnavailable):
-            Client(handle.address).call("echo", b"plaintext", timeout=5)
+        # Its TCP port speaks TLS only; its owner's own tools, over its Unix socket, need no certificate.
+        with grpc.insecure_channel(handle.address) as channel, pytest.raises(grpc.RpcError) as plaintext:
+            pb_grpc.GatewayStub(channel).HealthCheck(pb.Empty(), timeout=5)
+        assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+        own = Client(handle.address)
+        assert own.via_own_socket and own.call("echo", b"own socket") == b"own socket"
         result = run_cli("--tls-ca", str(cert), "-g", handle.address, "function", "call", "echo", input=b"cli tls")
         assert result.returncode == 0 and result.stdout == b"cli tls", result.stderr
         # Its HTTP face speaks HTTPS with the same certificate, and nothing in plaintext.
@@ -130,7 +144,8 @@ def test_tls_gateway_serves_tls_clients_only(tmp_path: Path) -> None:
         host, port = handle.running.http_address.rsplit(":", 1)
         https = http.client.HTTPSConnection(host, int(port), timeout=30,
                                             context=ssl.create_default_context(cafile=str(cert)))
-        https.request("POST", "/function/echo", body=b"over https")
+        https.request("POST", "/function/echo", body=b"over https",
+                      headers={"Authorization": f"Bearer {read_owner_token()}"})
         assert https.getresponse().read() == b"over https"
         https.close()
         plain = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -162,8 +177,10 @@ def test_embedded_gateway_keeps_a_token_in_the_kernel(tmp_path: Path) -> None:
         assert session.embedded and client.address.startswith("127.0.0.1:")
         proxy = session.define("guarded", "class Handler:\n    def __call__(self, req):\n        return 'mine'\n")
         assert proxy() == "mine"
+        assert client.via_own_socket  # the kernel reaches its gateway over the gateway's Unix socket
         outsider = Client(client.address, token="")
-        assert outsider.call("guarded") == "mine"  # loopback invocation stays open, as for DCF's clients
+        with pytest.raises(Unauthenticated, match="needs the gateway's token"):
+            outsider.call("guarded")  # the kernel's gateway answers only its owner
         with pytest.raises(Unauthenticated):
             outsider.delete("guarded")
         with pytest.raises(Unauthenticated):

@@ -1,6 +1,7 @@
-"""A shared machine, tried as another local user would: that user cannot deploy through your gateway, manage it or
-read its logs and state; a server of theirs on your gateway's address gets nothing from your CLI, client, kernel
-or JupyterLab; one gateway per port. The second user is made for these tests (root only; elsewhere they skip,
+"""A shared machine, tried as another local user would: that user cannot call, deploy through, manage or read your
+gateway and its state (unless you open calls with --open-loopback); a server of theirs on your gateway's address,
+in any spelling of it, gets nothing from your CLI, client, kernel or JupyterLab; your tools reach your gateway
+over its own Unix socket; one gateway per port. The second user is made for these tests (root only; elsewhere they skip,
 saying why, and the same checks run against an anonymous client of one's own in test_security.py)."""
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pytest
 from conftest import FUNCTIONS, run_cli, start_gateway, with_keys
-from stranger import Stranger, make_stranger, remove_stranger, why_not
+from stranger import Stranger
 
+import dcf_jupyter
 from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import token_path
-from dcf_jupyter.errors import ForeignGateway, GatewayStartError
+from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.errors import ForeignGateway, GatewayStartError, GatewayUnavailable
 from dcf_jupyter.gateway import start_detached
 from dcf_jupyter.ports import describe_user, listeners
 from dcf_jupyter.settings import DEFAULT_PORT
@@ -106,19 +109,6 @@ KERNEL_CELL = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def stranger() -> Iterator[Stranger]:
-    reason = why_not()
-    if reason:
-        print(f"\nshared-machine tests with a second user skipped: {reason}")
-        pytest.skip(f"needs a second local user: {reason}")
-    made = make_stranger()
-    try:
-        yield made
-    finally:
-        remove_stranger(made)
-
-
 @pytest.fixture
 def open_parent() -> Iterator[Path]:
     """A folder others may enter (as a home or /srv is), so what guards the state is the state dir's own mode."""
@@ -167,8 +157,6 @@ def test_a_stranger_cannot_deploy_manage_or_read_your_gateway(stranger: Stranger
     owner = start_gateway(open_parent / "state")
     try:
         folder = Path(tempfile.mkdtemp(prefix="dcf-talker-"))
-        from dcf_jupyter.definition.scaffold import init_function
-
         owner.client.deploy(init_function("talker", parent=folder, handler_source=TALKER))
         assert owner.client.call("talker", b"Hello secret-payload-123") == "ok"
         stranger.write("evil/config.yaml", EVIL_CONFIG)
@@ -180,7 +168,8 @@ def test_a_stranger_cannot_deploy_manage_or_read_your_gateway(stranger: Stranger
         assert refused.returncode == 1 and f"belongs to another user of this machine ({describe_user(0)})" in \
             refused.stderr, refused.stderr
         # ...and with --trust (or any client of their own) the gateway refuses whatever needs its owner's token.
-        for args, rpc in ((("function", "deploy", "-f", "evil/config.yaml"), "Deploy"),
+        # (A deploy asks the gateway's Info first, for its default backend: now that needs the token too.)
+        for args, rpc in ((("function", "deploy", "-f", "evil/config.yaml"), "Info"),
                           (("function", "log", "talker"), "GetLog"), (("function", "delete", "talker"), "Delete"),
                           (("function", "scale", "talker", "3"), "ReplicaUpdate")):
             for env in ({}, {"DCF_TOKEN": "a-guess"}):
@@ -191,9 +180,7 @@ def test_a_stranger_cannot_deploy_manage_or_read_your_gateway(stranger: Stranger
         for line in stranger.run(stranger.python, "-c", RAW_ATTEMPTS, address).stdout.splitlines():
             name, code, _ = json.loads(line)
             answers[name] = code
-        assert answers == {"Deploy": "UNAUTHENTICATED", "Update": "UNAUTHENTICATED", "Delete": "UNAUTHENTICATED",
-                           "ReplicaUpdate": "UNAUTHENTICATED", "GetLog": "UNAUTHENTICATED",
-                           "Invoke": "OK", "List": "OK"}, answers  # DCF's own clients may still invoke on loopback
+        assert set(answers.values()) == {"UNAUTHENTICATED"}, answers  # a default gateway answers its owner only
         # The state dir and the owner's token are the owner's alone.
         for path in (owner.state_dir / "registry.json", owner.state_dir / "logs" / "talker.log", token_path()):
             looked = stranger.run("cat", str(path))
@@ -281,20 +268,36 @@ def test_a_stranger_cannot_have_your_warm_template_fork_their_code(stranger: Str
         owner.stop()
 
 
-def test_a_private_gateway_answers_strangers_nothing_but_health(stranger: Stranger, tmp_path: Path) -> None:
-    owner = start_gateway(tmp_path / "state", "--private")
+def raw_attempts(stranger: Stranger, address: str) -> dict[str, str]:
+    """What each RPC of RAW_ATTEMPTS answered the stranger: OK or the status code."""
+    answers = {}
+    for line in stranger.run(stranger.python, "-c", RAW_ATTEMPTS, address).stdout.splitlines():
+        name, code, _ = json.loads(line)
+        answers[name] = code
+    return answers
+
+
+def test_a_default_gateway_answers_strangers_only_health_and_open_loopback_opens_calls(stranger: Stranger,
+                                                                                        tmp_path: Path) -> None:
+    owner = start_gateway(tmp_path / "state")
+    opened = start_gateway(tmp_path / "opened", "--open-loopback")
     try:
-        owner.client.deploy(FUNCTIONS / "echo")
-        assert owner.client.call("echo", b"mine") == b"mine"  # the owner's client sends the token by itself
-        answers = {}
-        for line in stranger.run(stranger.python, "-c", RAW_ATTEMPTS, owner.address).stdout.splitlines():
-            name, code, _ = json.loads(line)
-            answers[name] = code
-        assert set(answers.values()) == {"UNAUTHENTICATED"}, answers
+        folder = init_function("talker", parent=Path(tempfile.mkdtemp(prefix="dcf-talker-")), handler_source=TALKER)
+        for handle in (owner, opened):
+            handle.client.deploy(folder)
+            assert handle.client.call("talker", b"mine") == "ok"  # the owner's client sends the token by itself
+        assert set(raw_attempts(stranger, owner.address).values()) == {"UNAUTHENTICATED"}
         status = stranger.dcf("-g", owner.address, "--trust", "gateway", "status")  # HealthCheck answers, Info not
         assert status.returncode == 1 and "Info needs the gateway's token" in status.stderr, status.stderr
+        refused = stranger.dcf("-g", owner.address, "--trust", "function", "call", "talker", "-d", "x")
+        assert refused.returncode == 1 and "--open-loopback" in refused.stderr, refused.stderr  # says how to open
+        # --open-loopback: DCF's original clients, which send no token, may call and list; nothing more.
+        assert raw_attempts(stranger, opened.address) == {
+            "Deploy": "UNAUTHENTICATED", "Update": "UNAUTHENTICATED", "Delete": "UNAUTHENTICATED",
+            "ReplicaUpdate": "UNAUTHENTICATED", "GetLog": "UNAUTHENTICATED", "Invoke": "OK", "List": "OK"}
     finally:
         owner.stop()
+        opened.stop()
 
 
 def lab_gateways(env: dict[str, str], root: Path) -> list[dict[str, object]]:
@@ -340,6 +343,52 @@ def test_a_strangers_server_on_your_gateways_address_gets_nothing(stranger: Stra
         calls = recorded(record)
         assert [method for method, _ in calls] == ["/pb.Gateway/InvokeBytes"]
         assert not [key for key, _ in calls[0][1] if key == "authorization"], "your own token went to a stranger"
+
+
+def test_no_spelling_of_a_squatted_address_sends_it_anything(stranger: Stranger, tmp_path: Path) -> None:
+    """0.0.0.0, [::], IPv4-mapped, localhost, 127.1: each reaches the stranger's server on 127.0.0.1 (or nothing),
+    and each is checked before a byte leaves: no token, no deploy's tarball, no secret's value."""
+    with fake_gateway(stranger, "127.0.0.1:0") as (address, record):
+        port = int(address.rsplit(":", 1)[1])
+        secret = {"DCF_TOKEN": "owner-secret-token"}
+        whose = f"belongs to another user of this machine ({describe_user(stranger.uid)})"
+        for spelled in (f"0.0.0.0:{port}", f"[::ffff:127.0.0.1]:{port}", f"localhost:{port}", f"127.1:{port}",
+                        f"[0:0:0:0:0:ffff:7f00:1]:{port}", f"[::]:{port}"):
+            said = whose if spelled != f"[::]:{port}" else "no DCF gateway answers"  # [::] is ::1, not 127.0.0.1
+            for args, env, kwargs in (
+                    (("-g", spelled, "function", "deploy", "-f", str(FUNCTIONS / "echo" / "config.yaml")), {}, {}),
+                    (("-g", spelled, "secret", "create", "key", "--from-literal", "KEY=value-123"), {}, {}),
+                    (("function", "call", "echo"), {"DCF_GATEWAY": spelled}, {"input": b"private data"})):
+                result = run_cli(*args, env={**secret, **env}, **kwargs)
+                assert result.returncode == 1 and said in result.stderr.decode(), (spelled, result.stderr)
+            with pytest.raises(ForeignGateway if said == whose else GatewayUnavailable):
+                dcf_jupyter.call("echo", b"private data", gateway=spelled)
+        assert recorded(record) == [], "the stranger's server heard from us"
+
+
+def test_your_tools_reach_your_gateway_over_its_socket_past_a_squatter(stranger: Stranger, tmp_path: Path) -> None:
+    """Your gateway on 127.0.0.1:P, a stranger's server on [::1]:P: `localhost:P` may reach either over TCP, so
+    your tools go over your gateway's Unix socket, and the stranger hears nothing."""
+    owner = start_gateway(tmp_path / "state")
+    try:
+        owner.client.deploy(FUNCTIONS / "echo")
+        port = int(owner.address.rsplit(":", 1)[1])
+        try:
+            squatter = fake_gateway(stranger, f"[::1]:{port}")
+            held = squatter.__enter__()
+        except (AssertionError, ValueError):  # its server could not bind [::1]
+            pytest.skip("no IPv6 loopback here to squat on")
+        try:
+            _, record = held
+            called = run_cli("-g", f"localhost:{port}", "function", "call", "echo", input=b"over my socket")
+            assert called.returncode == 0 and called.stdout == b"over my socket", called.stderr
+            client = Client(f"localhost:{port}")
+            assert client.via_own_socket and client.call("echo", b"mine") == b"mine"
+            assert recorded(record) == [], "the stranger's server heard from us"
+        finally:
+            squatter.__exit__(None, None, None)
+    finally:
+        owner.stop()
 
 
 def test_when_a_stranger_holds_the_default_port_your_tools_start_your_own(stranger: Stranger,

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from ..protocol.names import (
     TRACEBACK_KEY,
     authorization,
 )
+from ..running import is_own_socket, own_socket
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
 from ._discovery import default_address
@@ -303,11 +305,13 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
 class Client:
     """A connection to one gateway; thread-safe, cheap to keep, close when done (or use `with`).
 
-    A gateway on this machine (loopback, or one of its own addresses) is used only if its socket belongs to this
-    user: before the first call, and again after every reconnect, the client checks who listens there
-    (`ports`); another user's gateway gets nothing, not even a health check, unless `trust=True`. The token sent
-    is `token`, else $DCF_TOKEN, else (to this user's own gateways only) the owner's token (`credentials`);
-    `token=""` sends none.
+    A gateway of this user's is reached over its Unix socket, in a folder only this user may enter, whatever TCP
+    address names it (`running.own_socket`): nobody else can stand in its way there. Any other gateway on this
+    machine (loopback in any spelling, one of its own addresses, a name that resolves to one) is used only if its
+    socket belongs to this user: before the first call, and again after every reconnect, the client checks who
+    listens there (`ports`); another user's gateway gets nothing, not even a health check, unless `trust=True`,
+    and an address nobody listens on gets nothing either. The token sent is `token`, else $DCF_TOKEN, else (to
+    this user's own gateways only) the owner's token (`credentials`); `token=""` sends none.
     """
 
     def __init__(
@@ -325,26 +329,54 @@ class Client:
         self._given_token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self._anonymous = token == ""
         self._trust = trust
-        where = split_address(self.address)
-        self._here = where if where is not None and on_this_machine(where[0]) else None
-        self._owner_checked = self._here is None  # a gateway elsewhere: its TLS certificate is what proves it
-        self._token = self._given_token if self._here is None else None  # decided by the owner check
+        self._lock = threading.Lock()
         tls_ca = tls_ca if tls_ca is not None else os.environ.get(ENV_TLS_CA) or None
+        try:
+            self._tls_roots = Path(tls_ca).expanduser().read_bytes() if tls_ca else None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the TLS CA bundle {tls_ca}: {exc.strerror}") from None
+        where = split_address(self.address)
+        # A TCP address on this machine: checked (and mapped to the gateway's own socket when it is the user's)
+        # before the first call and after every reconnect.
+        self._here = where if where is not None and on_this_machine(where[0]) else None
+        self._checked = self._here is None
+        if self._here is not None:
+            self._token: str | None = None  # decided by the check
+        elif self._unix_socket_of_ours():
+            self._token = None if self._anonymous else self._given_token or read_owner_token()
+        else:  # elsewhere: its TLS certificate is what proves it
+            self._token = self._given_token
+        own = own_socket(self.address) if self._here is not None else None
+        self._bind(f"unix:{own}" if own else self.address)
+
+    def _bind(self, target: str) -> None:
+        """Open the channel (and its stubs) to `target`, closing the one before."""
+        old = getattr(self, "_channel", None)
+        self.target = target  # what the channel dials: the address, or the user's gateway's own Unix socket
         options = grpc_options(self.max_message_size)
-        if tls_ca:
-            try:
-                roots = Path(tls_ca).expanduser().read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"cannot read the TLS CA bundle {tls_ca}: {exc.strerror}") from None
-            self._channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(roots), options=options)
+        if self._tls_roots and not target.startswith("unix:"):  # a socket of one's own never leaves this machine
+            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(self._tls_roots), options=options)
         else:
-            self._channel = grpc.insecure_channel(self.address, options=options)
-        self._stub = pb_grpc.GatewayStub(self._channel)
-        self._raw_invoke = self._channel.unary_unary(
+            channel = grpc.insecure_channel(target, options=options)
+        self._channel = channel
+        self._stub = pb_grpc.GatewayStub(channel)
+        self._raw_invoke = channel.unary_unary(
             INVOKE_BYTES,
             request_serializer=pb.InvokeServiceRequest.SerializeToString,
             response_deserializer=pb.Messages.FromString,
         )
+        if old is not None:
+            old.close()
+
+    def _unix_socket_of_ours(self) -> str | None:
+        """The path of a `unix:` address when the socket is this user's in a folder only they may enter."""
+        path = self.address.removeprefix("unix:") if self.address.startswith("unix:") else ""
+        return path if path and is_own_socket(path) else None
+
+    @property
+    def via_own_socket(self) -> bool:
+        """Whether the calls go over the Unix socket of a gateway of this user's."""
+        return self.target.startswith("unix:") and self.target != self.address
 
     def __enter__(self) -> Client:
         return self
@@ -370,12 +402,32 @@ class Client:
             return False
 
     def check_owner(self) -> None:
-        """Make sure the gateway at this machine's address is this user's (ForeignGateway otherwise, unless
-        trusted) and pick the token to send; free while the connection it checked lasts."""
-        if self._here is None or (self._owner_checked and self._connected()):
+        """Before a call to a TCP address on this machine: go over the Unix socket of the user's own gateway there
+        (which may have been restarted since), else make sure whoever listens there is this user (ForeignGateway
+        otherwise, unless trusted; GatewayUnavailable when nothing listens) and pick the token to send. Free
+        while the connection it checked lasts."""
+        if self._here is None or (self._checked and self._connected()):
             return
-        host, port = self._here
+        with self._lock:
+            own = own_socket(self.address)
+            target = f"unix:{own}" if own else self.address
+            if target != self.target:
+                self._bind(target)
+            if own:
+                self._token = None if self._anonymous else self._given_token or read_owner_token()
+            else:
+                self._token = self._tcp_token(*self._here)
+            self._checked = True
+
+    def _tcp_token(self, host: str, port: int) -> str | None:
+        """The token to send over TCP to host:port on this machine, once its listener is known to be the user's
+        (or trusted)."""
         uids = serving_uids(host, port)
+        if uids is not None and not uids:
+            # Nothing is sent to an address nobody listens on: whoever binds it before the connection would get it.
+            raise GatewayUnavailable(f"no DCF gateway answers at {self.address} (nothing listens there); start one "
+                                     "with `dcf gateway start --detach` or point DCF_GATEWAY / --gateway at a "
+                                     "running one")
         strangers = sorted((uids or set()) - {os.geteuid()})
         if strangers and not self._trust:
             raise ForeignGateway(
@@ -385,13 +437,10 @@ class Client:
                 f"{self.address} --trust`, `Client({self.address!r}, trust=True)`, `%dcf gateway {self.address} "
                 "--trust`)", uid=strangers[0])
         if self._anonymous:
-            self._token = None
-        elif strangers:  # trusted, but not ours: only a token the user gave, never their own
-            self._token = self._given_token
-        else:
-            self._token = self._given_token or read_owner_token()
-        # Nobody listens yet: check again at the next call (the one now fails: no gateway answers).
-        self._owner_checked = uids is None or bool(uids)
+            return None
+        if strangers:  # trusted, but not ours: only a token the user gave, never their own
+            return self._given_token
+        return self._given_token or read_owner_token()
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
@@ -413,7 +462,8 @@ class Client:
         """Call a function once; the reply with its content type."""
         request = self._request(name, data)
         try:
-            reply = self._raw_invoke(request, timeout=timeout, metadata=self._metadata)
+            metadata = self._metadata  # first: the check may open a new channel
+            reply = self._raw_invoke(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
             raise _error(exc, self.address, f"calling {name!r}", name) from None
         return Reply(reply.Output, reply.ContentType or BINARY)
@@ -425,15 +475,15 @@ class Client:
     def invoke(self, name: str, data: Any = b"", *, timeout: float | None = None) -> str:
         """DCF's classic Invoke: the reply as a string (binary replies arrive base64-encoded)."""
         try:
-            return self._stub.Invoke(
-                self._request(name, data), timeout=timeout, metadata=self._metadata
-            ).Msg
+            metadata = self._metadata
+            return self._stub.Invoke(self._request(name, data), timeout=timeout, metadata=metadata).Msg
         except grpc.RpcError as exc:
             raise _error(exc, self.address, f"calling {name!r}", name) from None
 
     def stream(self, name: str, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
         """Bidirectional stream (DCF's Invokes): one reply per input, in order, as they arrive."""
-        replies = self._stub.Invokes(self._requests(name, inputs), timeout=timeout, metadata=self._metadata)
+        metadata = self._metadata
+        replies = self._stub.Invokes(self._requests(name, inputs), timeout=timeout, metadata=metadata)
         try:
             for reply in replies:
                 yield reply.Output
@@ -444,9 +494,8 @@ class Client:
 
     def call_stream(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Iterator[Reply]:
         """Server streaming: one call whose handler yields several replies."""
-        replies = self._stub.InvokeStream(
-            self._request(name, data), timeout=timeout, metadata=self._metadata
-        )
+        metadata = self._metadata
+        replies = self._stub.InvokeStream(self._request(name, data), timeout=timeout, metadata=metadata)
         try:
             for reply in replies:
                 yield Reply(reply.Output, reply.ContentType or BINARY)
@@ -460,7 +509,8 @@ class Client:
     def _manage(self, rpc: str, request: Any, subject: str, timeout: float | None = MANAGEMENT_TIMEOUT_S,
                 function: str = "") -> Any:
         try:
-            return getattr(self._stub, rpc)(request, timeout=timeout, metadata=self._metadata)
+            metadata = self._metadata
+            return getattr(self._stub, rpc)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
             raise _error(exc, self.address, subject, function) from None
 
@@ -568,6 +618,7 @@ class Client:
         """True if a gateway answers HealthCheck within `timeout` seconds (ForeignGateway: another user's
         listens there, and was not asked)."""
         try:
-            return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=self._metadata).Msg == HEALTHY
-        except grpc.RpcError:
+            metadata = self._metadata
+            return self._stub.HealthCheck(pb.Empty(), timeout=timeout, metadata=metadata).Msg == HEALTHY
+        except (grpc.RpcError, GatewayUnavailable):
             return False

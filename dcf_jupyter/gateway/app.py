@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import grpc
 
+from .. import logfile
 from .._version import __version__
 from ..backends.base import Backend, MeshAccess
 from ..backends.docker import DockerBackend
@@ -30,10 +31,10 @@ from ..credentials import config_dir, owner_token, private_dir, tighten, token_p
 from ..definition.requirements import cache_root
 from ..errors import ConfigError, DcfError, GatewayStartError
 from ..ports import port_holder
-from ..running import GATEWAY_FILE, read_gateway_file
+from ..running import GATEWAY_FILE, read_gateway_file, record_gateway, withdraw_record
 from ..settings import ENV_GPUS, grpc_options
 from .announce import ENV_ANNOUNCE, announce, withdraw
-from .auth import TokenGuard, TokenPolicy, is_loopback, server_credentials
+from .auth import OPEN_RPCS, TokenGuard, TokenPolicy, is_loopback, server_credentials
 from .control import (
     LOCK_FILE,
     SOCKET_DIR_FILE,
@@ -44,11 +45,12 @@ from .control import (
     remove_left_socket_dir,
 )
 from .core import GatewayCore
+from .limits import ConnectionLimits, grpc_server_options
 from .service import Gateway
 
 GPU_LEASES = "gpu-leases"  # in the user's config dir: what each of their gateways granted (gpu_allocator.py)
 REPLICA_TOKEN_FILE = "replica-token"  # in the state dir
-MESH_SOCKET = "gateway.sock"  # in the socket folder: where replicas call other functions
+OWN_SOCKET = "gateway.sock"  # in the 0700 socket folder: the owner's tools and replicas on this machine
 log = logging.getLogger("dcf.gateway")
 FLUSH_EVERY_S = 2.0
 
@@ -157,7 +159,7 @@ async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: P
     return backends, missing
 
 
-def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
+def _server(options: GatewayOptions, limits: ConnectionLimits) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
     """A gRPC server (the token check goes with its handlers: `TokenGuard`), and TLS credentials when asked for."""
     credentials = None
     if options.tls_cert and options.tls_key:
@@ -167,7 +169,7 @@ def _server(options: GatewayOptions) -> tuple[grpc.aio.Server, grpc.ServerCreden
             raise GatewayStartError(f"TLS: {exc}") from None
     # One gateway per port: grpcio turns SO_REUSEPORT on by default, and a second server on the port would then
     # share its calls without a word.
-    server_options = [*grpc_options(options.max_message), ("grpc.so_reuseport", 0)]
+    server_options = [*grpc_options(options.max_message), ("grpc.so_reuseport", 0), *grpc_server_options(limits)]
     if options.flow_window > 0:
         # gRPC grows each stream's receive window with its bandwidth estimate (BDP probing), so
         # fast senders park megabytes per stream in the gateway; a fixed window keeps memory flat.
@@ -203,12 +205,14 @@ async def run_gateway(options: GatewayOptions) -> None:
     """Serve until SIGTERM/SIGINT, the lifeline closing, or the task being cancelled."""
     os.umask(0o077)  # everything this process and its workers write is its owner's alone
     check_options(options)  # refuse a bad configuration before touching the state dir
+    logfile.configure(options.log_max_bytes, options.log_backups)
     try:
         token = options.token or owner_token()
     except OSError as exc:
         raise GatewayStartError(f"cannot make or read your token in {token_path().parent}: {exc}") from None
     gpus = _gpu_allocator(options)
-    server, credentials = _server(options)
+    limits = ConnectionLimits.for_this_process()
+    server, credentials = _server(options, limits)
     state_dir = options.state_dir.expanduser().resolve()
     tightened = _private_state(state_dir)
     lock = _lock_state_dir(state_dir)
@@ -228,7 +232,7 @@ async def run_gateway(options: GatewayOptions) -> None:
             metrics=options.metrics,
         ))
         replica_token = _replica_token(state_dir)
-        policy = TokenPolicy(token, is_loopback(options.host), options.private, replica_token)
+        policy = TokenPolicy(token, options.open_loopback, replica_token, loopback=is_loopback(options.host))
         server.add_generic_rpc_handlers((TokenGuard(gateway.rpc_handlers(), policy),))
         bind = format_address(options.host, options.port)
         try:
@@ -237,12 +241,13 @@ async def run_gateway(options: GatewayOptions) -> None:
             port = 0
         if port == 0:
             raise _cannot_listen(options)
-        # Replicas on this machine call other functions over a Unix socket in the gateway's 0700 socket folder:
-        # one hop, no TLS to set up, and no other user can reach it; the same policy guards it.
-        mesh_socket = socket_dir / MESH_SOCKET
-        if server.add_insecure_port(f"unix:{mesh_socket}") == 0:
-            raise GatewayStartError(f"cannot listen on {mesh_socket}")
-        gateway.core.mesh = MeshAccess(f"unix:{mesh_socket}", replica_token)
+        # The owner's tools (found through this gateway's record) and the replicas on this machine reach it over a
+        # Unix socket in its 0700 socket folder: nobody else can connect there or stand in its place, and it needs
+        # no TLS; the same policy guards it.
+        own_socket = socket_dir / OWN_SOCKET
+        if server.add_insecure_port(f"unix:{own_socket}") == 0:
+            raise GatewayStartError(f"cannot listen on {own_socket}")
+        gateway.core.mesh = MeshAccess(f"unix:{own_socket}", replica_token)
         gateway.core.policy = policy
         for note in tightened:
             log.warning("%s", note)
@@ -253,19 +258,21 @@ async def run_gateway(options: GatewayOptions) -> None:
         gateway.core.address = address
         if credentials is None:  # cluster replicas reach it over TCP (a TLS gateway: not yet, they lack its CA)
             gateway.core.cluster_mesh = MeshAccess(_reachable(address), replica_token)
-        http_runner, http_address = await _http_face(gateway, policy, options, port)
+        http_runner, http_address = await _http_face(gateway, policy, options, port, limits)
         gateway.core.http_address = http_address
         info = {"pid": os.getpid(), "address": address, "state_dir": str(state_dir),
                 "started": time.time(), "version": __version__, "tls": credentials is not None,
-                "private": options.private, "http_address": http_address}
+                "private": not options.open_loopback, "http_address": http_address, "socket": str(own_socket)}
         write_private(state_dir / GATEWAY_FILE, json.dumps(info))
+        record = record_gateway(info)
         announced = _announce(address, token, state_dir)
         gpus.label = _gpu_label(address)
         log.info("GPUs: %s", gpus.inventory.describe())
+        log.info("Limits: %s", limits.describe())
         log.info("DCF gateway %s listening on %s%s%s, %s (state dir %s)", __version__, address,
                  " with TLS" if credentials else "", f", HTTP on {http_address}" if http_address else "",
-                 "the token required for every call" if options.private or not is_loopback(options.host) else
-                 "the token required for deploys, deletes, scaling and logs",
+                 "calls, List, GetMeta, Info and /metrics open to this machine (--open-loopback)"
+                 if policy.open != OPEN_RPCS else "the token required for every call",
                  state_dir)
 
         stop = asyncio.Event()
@@ -295,6 +302,7 @@ async def run_gateway(options: GatewayOptions) -> None:
             await gateway.close()
             with contextlib.suppress(FileNotFoundError):
                 (state_dir / GATEWAY_FILE).unlink()
+            withdraw_record(record)
             if announced is not None:
                 withdraw(announced)
     finally:
@@ -306,14 +314,15 @@ async def run_gateway(options: GatewayOptions) -> None:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOptions, grpc_port: int
-                     ) -> tuple[Any, str]:
+async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOptions, grpc_port: int,
+                     limits: ConnectionLimits) -> tuple[Any, str]:
     """Start the HTTP face beside the gRPC port (see http.py): its runner and address, (None, "") without one.
     A port taken is one sentence when it was asked for; the default one falls back to a free port."""
     port = options.http_port_for(grpc_port)
     if port is None:
         return None, ""
-    from .http import HttpFace, serve_http, tls_context
+    from .http import HttpFace
+    from .http_server import serve_http, tls_context
 
     # A TLS gateway serves HTTPS with the same certificate (check_options has read both files already).
     tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
@@ -321,14 +330,14 @@ async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOpti
     face = HttpFace(gateway, policy, gateway.core.metrics, max_message=options.max_message,
                     cors_origins=options.cors_origins, loopback=is_loopback(options.host))
     try:
-        runner, bound = await serve_http(face, options.host, port, tls)
+        runner, bound = await serve_http(face, options.host, port, tls, limits)
     except OSError as exc:
         if options.http_port is not None and options.http_port > 0:
             holder = port_holder(options.host, port)
             raise GatewayStartError(f"cannot serve HTTP on {format_address(options.host, port)}: "
                                     f"{(holder and f'held by {holder}') or exc.strerror}; pick another with "
                                     "--http-port (0: a free one, -1: none)") from None
-        runner, bound = await serve_http(face, options.host, 0, tls)
+        runner, bound = await serve_http(face, options.host, 0, tls, limits)
         log.warning("HTTP port %d is taken; the HTTP face listens on a free port instead", port)
     return runner, format_address(options.host, bound)
 

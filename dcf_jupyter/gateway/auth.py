@@ -1,11 +1,13 @@
 """Who may do what: bearer-token checks on gRPC metadata.
 
-Every gateway has a token (the one given, else its owner's: credentials.py). HealthCheck is open to all
-(liveness probes carry no credentials). On a loopback address, invoking (Invoke, InvokeBytes, InvokeStream,
-Invokes) and the read-only List, GetMeta and Info stay open too, so DCF's own plaintext clients work unchanged,
-unless the gateway is --private. Everything else needs the token on every address: what runs code (Deploy,
-Update), changes what runs (Delete, ReplicaUpdate), shows what functions printed (GetLog), holds secrets
-(CreateSecret, ListSecrets, DeleteSecret), and any RPC added later unless it is listed here.
+Every gateway has a token (the one given, else its owner's: credentials.py), and by default every RPC but
+HealthCheck needs it, loopback included, as Jupyter's servers have since 4.3: on a shared machine every other
+account is a stranger. HealthCheck is open to all (liveness probes carry no credentials). A gateway on a loopback
+address started with --open-loopback also opens invoking (Invoke, InvokeBytes, InvokeStream, Invokes) and the
+read-only List, GetMeta and Info (and /metrics), so DCF's original plaintext clients, which send no token, work
+unchanged. Everything else needs the token on every address: what runs code (Deploy, Update), changes what runs
+(Delete, ReplicaUpdate), shows what functions printed (GetLog), holds secrets (CreateSecret, ListSecrets,
+DeleteSecret), and any RPC added later unless it is listed here.
 
 Replicas get a second credential, the gateway's replica token (`dcf_jupyter.mesh` sends it): it may invoke
 functions and nothing else, so a replica's code, or whatever it leaks to, cannot deploy, delete, read logs or
@@ -25,13 +27,14 @@ import grpc
 from ..ports import is_loopback
 from ..protocol.names import AUTHORIZATION_KEY, BEARER
 
-__all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_RPCS", "REPLICA_SECRETS_RPC", "TokenGuard", "TokenPolicy",
-           "bearer_token", "function_credential", "is_loopback", "server_credentials"]
+__all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_LOOPBACK_FLAG", "OPEN_RPCS", "REPLICA_SECRETS_RPC", "TokenGuard",
+           "TokenPolicy", "bearer_token", "function_credential", "is_loopback", "server_credentials"]
 
 OPEN_RPCS = frozenset({"HealthCheck"})
 INVOKE_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes"})
 LOOPBACK_OPEN_RPCS = INVOKE_RPCS | {"List", "GetMeta", "Info"}
 REPLICA_SECRETS_RPC = "ReplicaSecrets"
+OPEN_LOOPBACK_FLAG = "--open-loopback"
 
 
 def function_credential(replica_token: str, function: str) -> str:
@@ -52,12 +55,14 @@ class TokenPolicy:
     """Which RPCs need the token, and which of those the replica token may call; tokens are compared in constant
     time."""
 
-    def __init__(self, token: str, loopback: bool, private: bool = False, replica_token: str = "") -> None:
+    def __init__(self, token: str, open_loopback: bool = False, replica_token: str = "", *,
+                 loopback: bool = True) -> None:
         if not token:
             raise ValueError("a token policy needs a token")
         self._token = token.encode()
         self._replica_token = replica_token.encode()
-        self.open = OPEN_RPCS | (LOOPBACK_OPEN_RPCS if loopback and not private else frozenset())
+        self.open = OPEN_RPCS | (LOOPBACK_OPEN_RPCS if loopback and open_loopback else frozenset())
+        self._could_open = loopback and not open_loopback  # a tokenless client refused is told how to open it
 
     def needs_token(self, method: str) -> bool:
         """True when `method` (e.g. "/pb.Gateway/Deploy") may only be called with the token."""
@@ -96,27 +101,28 @@ class TokenPolicy:
                 allowed = None
             if allowed is not None:
                 return "" if name in allowed else f"{name}: a replica's credential may only call functions"
-        return (f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; another client "
+        said = (f"{name} needs the gateway's token, which its owner's dcf tools send by themselves; another client "
                 f"sends it as {sent_as} (dcf: $DCF_TOKEN)")
+        if given is None and self._could_open and name in LOOPBACK_OPEN_RPCS:
+            said += (f". DCF's original clients send none: the gateway's owner lets this machine's clients call "
+                     f"functions and list them without it by starting the gateway with {OPEN_LOOPBACK_FLAG}")
+        return said
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as `handler` that fails with UNAUTHENTICATED."""
-    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """A handler that fails with UNAUTHENTICATED without reading the request: it takes the request as a stream it
+    never iterates (the arity a handler declares is the server's own business; the client sees the same status),
+    so a refused message, however large, is never received in full or held."""
+    async def abort(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def abort_streaming(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def abort_streaming(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover - makes this an async generator, as a streaming handler must be
 
-    args = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(abort, **args)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(abort_streaming, **args)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(abort, **args)
-    return grpc.stream_stream_rpc_method_handler(abort_streaming, **args)
+    if handler.unary_unary or handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(abort, response_serializer=handler.response_serializer)
+    return grpc.stream_stream_rpc_method_handler(abort_streaming, response_serializer=handler.response_serializer)
 
 
 class TokenGuard(grpc.GenericRpcHandler):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from .. import logfile
 from ..errors import GatewayStartError
 from .control import (
     GATEWAY_LOG,
@@ -36,10 +37,25 @@ def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m d
         options = options_from(args)
         if args.detach:
             return _detach(options)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-        from .app import loop_for, run_event_loop, run_gateway  # the server: loaded only to serve, not to --detach
+    except GatewayStartError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    logfile.configure(options.log_max_bytes, options.log_backups)
+    finish = logfile.capture_output(options.log_file) if options.log_file else None
+    try:
+        return _serve(options, args.loop)
+    finally:
+        if finish is not None:
+            finish()
 
-        run_event_loop(run_gateway(options), loop_for(options, args.loop))
+
+def _serve(options: GatewayOptions, loop: str) -> int:
+    """Serve in this process until stopped; 1 (said on stderr) when the gateway cannot start."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from .app import loop_for, run_event_loop, run_gateway  # the server: loaded only to serve, not to --detach
+
+    try:
+        run_event_loop(run_gateway(options), loop_for(options, loop))
     except GatewayStartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

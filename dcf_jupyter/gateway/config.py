@@ -1,7 +1,7 @@
 """gateway.yaml: the owner's standing choices for every gateway they start, as defaults of the gateway's flags.
 
     # ~/.config/dcf-jupyter/gateway.yaml  ($DCF_CONFIG_DIR/gateway.yaml)
-    private: true          # --private: every RPC but HealthCheck needs the token, on loopback too
+    open_loopback: true    # --open-loopback: DCF's original clients (no token) may call functions on loopback
     port: 32222
     max_message_size: 134217728
 
@@ -25,7 +25,7 @@ GATEWAY_CONFIG = "gateway.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
 CONFIG_KEYS = frozenset({"host", "port", "max_message_size", "backend", "no_docker", "ray_address", "tls_cert",
                          "tls_key", "stream_window", "flow_window", "loop", "private", "token_file", "place_timeout",
-                         "gpus", "http_port", "no_metrics"})
+                         "gpus", "http_port", "no_metrics", "open_loopback", "log_max_bytes", "log_backups"})
 
 
 def config_path() -> Path:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..credentials import PRIVATE_FILE_MODE
 from ..errors import GatewayStartError
+from ..logfile import DEFAULT_BACKUPS as DEFAULT_LOG_BACKUPS
+from ..logfile import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
 from ..logfile import tail_text
 from ..pids import pid_alive
 from ..ports import is_loopback
@@ -39,6 +41,7 @@ SOCKET_DIR_FILE = "sockets.path"
 SOCKET_DIR_PREFIX = "dcf-"
 
 
+MIN_LOG_BYTES = 64 * 1024
 DEFAULT_FLOW_WINDOW = 512 * 1024  # flat memory under many streams, full speed on loopback and LANs
 
 
@@ -61,13 +64,16 @@ class GatewayOptions:
     place_timeout: float = DEFAULT_PLACE_TIMEOUT  # how long a Ray replica may wait for resources others hold
     gpus: str | None = None  # the GPUs the local and docker backends hand out (--gpus; None: $DCF_GPUS, else all)
     token: str | None = None  # given by the user; None: the owner's token (credentials.py). See auth.py
-    private: bool = False  # the token for every RPC but HealthCheck, on loopback too
+    open_loopback: bool = False  # on loopback, invoking, List, GetMeta, Info and /metrics without the token
     tls_cert: str | None = None  # PEM files: serve TLS instead of plaintext
     tls_key: str | None = None
     http_port: int | None = None  # the HTTP face's port: None for the one after `port` (a free one with port 0),
     # 0 for a free one, -1 for none (see http_port_for)
     cors_origins: tuple[str, ...] = ()  # web pages of these origins may call the HTTP face from a browser
     metrics: bool = True  # count calls and deploys for /metrics
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES  # each function's log, and the gateway's, rotates at this size
+    log_backups: int = DEFAULT_LOG_BACKUPS  # old files of each log kept
+    log_file: Path | None = None  # the gateway's own output goes here, rotated (a detached gateway's gateway.log)
 
     def http_port_for(self, grpc_port: int) -> int | None:
         """The port the HTTP face binds once gRPC has `grpc_port` (None: no HTTP face)."""
@@ -113,9 +119,13 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--token-file", default=None,
                         help="read the token from this file (its first line)")
     parser.add_argument("--token-fd", type=int, default=None, help=argparse.SUPPRESS)  # from spawn_gateway
+    parser.add_argument("--open-loopback", action="store_true",
+                        help="let clients on this machine call functions and read List, GetMeta, Info and /metrics "
+                             "without the token, as DCF's original clients (which send none) need; every local "
+                             "account may then use your functions (default: every RPC but HealthCheck needs the "
+                             "token, loopback included)")
     parser.add_argument("--private", action="store_true",
-                        help="require the token for every RPC but HealthCheck, on loopback too (by default "
-                             "invoking, List, GetMeta and Info stay open on loopback for DCF's own clients)")
+                        help="the token for every RPC but HealthCheck: the default (kept for older scripts)")
     parser.add_argument("--tls-cert", default=None,
                         help="PEM certificate: serve TLS (clients: --tls-ca or $DCF_TLS_CA)")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
@@ -137,6 +147,15 @@ def gateway_parser(prog: str = "python -m dcf_jupyter.gateway") -> argparse.Argu
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="event loop (default auto: asyncio's when the default backend is ray, faster with Ray's "
                              "handles; else uvloop, faster hops to local workers, when installed)")
+    parser.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES, metavar="BYTES",
+                        help="each function's log, and the gateway's, starts a new file at this size "
+                             f"(default {DEFAULT_LOG_MAX_BYTES >> 20} MiB)")
+    parser.add_argument("--log-backups", type=int, default=DEFAULT_LOG_BACKUPS, metavar="N",
+                        help=f"old files of each log kept (default {DEFAULT_LOG_BACKUPS}): a log takes at most "
+                             "(N + 1) x --log-max-bytes")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="write the gateway's own output to this file, rotated as the functions' logs are "
+                             "(a detached gateway's is STATE_DIR/gateway.log)")
     parser.add_argument("--lifeline-fd", type=int, default=None,
                         help="stop when this inherited fd reaches EOF (the process that started us is gone)")
     parser.add_argument("--ephemeral", action="store_true",
@@ -166,7 +185,10 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
     for wrong, message in ((not 0 <= args.port <= 65535, f"--port must be within 0..65535, got {args.port}"),
                            (args.stream_window < 1, f"--stream-window must be at least 1, got {args.stream_window}"),
                            (args.flow_window < 0, f"--flow-window must be 0 or more, got {args.flow_window}"),
-                           (args.place_timeout <= 0, f"--place-timeout must be above 0, got {args.place_timeout:g}")):
+                           (args.place_timeout <= 0, f"--place-timeout must be above 0, got {args.place_timeout:g}"),
+                           (args.log_max_bytes < MIN_LOG_BYTES,
+                            f"--log-max-bytes must be at least {MIN_LOG_BYTES}, got {args.log_max_bytes}"),
+                           (args.log_backups < 0, f"--log-backups must be 0 or more, got {args.log_backups}")):
         if wrong:
             raise GatewayStartError(message)
     token = given_token(args)
@@ -195,12 +217,15 @@ def options_from(args: argparse.Namespace) -> GatewayOptions:
         place_timeout=args.place_timeout,
         gpus=args.gpus,
         token=token,
-        private=args.private,
+        open_loopback=args.open_loopback,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else None,
         http_port=http_port,
         cors_origins=origins,
         metrics=not args.no_metrics,
+        log_max_bytes=args.log_max_bytes,
+        log_backups=args.log_backups,
+        log_file=args.log_file.expanduser() if args.log_file else None,
     )
 
 
@@ -213,13 +238,14 @@ def options_argv(options: GatewayOptions) -> list[str]:
     for flag, field in (("--backend", "default_backend"), ("--stream-window", "stream_window"),
                         ("--flow-window", "flow_window"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key"),
                         ("--ray-address", "ray_address"), ("--place-timeout", "place_timeout"),
-                        ("--gpus", "gpus"), ("--http-port", "http_port")):
+                        ("--gpus", "gpus"), ("--http-port", "http_port"), ("--log-max-bytes", "log_max_bytes"),
+                        ("--log-backups", "log_backups")):
         if getattr(options, field) != getattr(default, field):
             argv += [flag, str(getattr(options, field))]
     for origin in options.cors_origins:
         argv += ["--cors-origin", origin]
     argv += ["--no-docker"] * (not options.docker) + ["--ephemeral"] * options.ephemeral
-    argv += ["--private"] * options.private + ["--no-metrics"] * (not options.metrics)
+    argv += ["--open-loopback"] * options.open_loopback + ["--no-metrics"] * (not options.metrics)
     return argv
 
 
@@ -253,9 +279,9 @@ def format_address(host: str, port: int) -> str:
 
 
 def gateway_command(state_dir: Path, host: str, port: int, extra: list[str] | None = None) -> list[str]:
-    """The command line of a gateway process."""
+    """The command line of a gateway process running in the background (its output: STATE_DIR/gateway.log)."""
     return [sys.executable, "-m", "dcf_jupyter.gateway", "--host", host, "--port", str(port),
-            "--state-dir", str(state_dir), *(extra or [])]
+            "--state-dir", str(state_dir), "--log-file", str(state_dir / GATEWAY_LOG), *(extra or [])]
 
 
 class PendingGateway:
@@ -280,8 +306,7 @@ class PendingGateway:
                                         f"{last.removeprefix('Error: ')}")
             info = read_gateway_file(self.state_dir)
             if info and int(str(info.get("pid") or 0)) == self.process.pid:
-                return RunningGateway(pid=self.process.pid, address=str(info["address"]), state_dir=self.state_dir,
-                                      http_address=str(info.get("http_address") or ""))
+                return RunningGateway.from_record(info, self.state_dir)
             time.sleep(0.02)
         self.process.terminate()
         raise GatewayStartError(f"the gateway did not start within {timeout:g}s; see {log_path}")

@@ -24,21 +24,23 @@ import asyncio
 import ipaddress
 import json
 import logging
-import socket
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ..protocol import gateway_pb2 as pb
 from ..protocol.names import AUTHORIZATION_KEY, BINARY, JSON, ORIGIN_KEY, TEXT
 from ..protocol.names import method as rpc_path
+from ..protocol.wire import call_head
 from .auth import TokenPolicy
+from .http_server import OpenConnections
+from .limits import BODY_BUDGET_MESSAGES, IDLE_TIMEOUT_S, TCP_CONNECTIONS_MAX, BodyBudget, BodyTooMuch
 from .metrics import GatewayMetrics
 from .openapi import openapi
 from .rpc import Abort, within
@@ -71,11 +73,13 @@ def _is_address(host: str) -> bool:
 class HttpAbort(Exception):
     """What `context.abort` raises for an HTTP request: the gRPC status and its sentence."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, metadata: Any = ()) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, metadata: Any = (), headers: dict[str, str] | None = None
+                 ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.metadata = dict(metadata or ())
+        self.headers = headers or {}
 
 
 class HttpContext:
@@ -91,9 +95,11 @@ class HttpContext:
         raise HttpAbort(code, details, trailing_metadata)
 
 
-def failure(code: grpc.StatusCode, message: str, origin: str = "") -> web.Response:
+def failure(code: grpc.StatusCode, message: str, origin: str = "", headers: dict[str, str] | None = None
+            ) -> web.Response:
     """An error as every route answers it."""
-    response = web.json_response({"message": message, "code": code.name}, status=HTTP_STATUS.get(code, 500))
+    response = web.json_response({"message": message, "code": code.name}, status=HTTP_STATUS.get(code, 500),
+                                 headers=headers)
     if origin:
         response.headers[ORIGIN_HEADER] = origin
     return response
@@ -108,17 +114,21 @@ class HttpFace:
     """The routes, over a gateway's service object (service.Gateway) and its token policy."""
 
     def __init__(self, gateway: Any, policy: TokenPolicy, metrics: GatewayMetrics, *, max_message: int,
-                 cors_origins: tuple[str, ...] = (), loopback: bool = True) -> None:
+                 cors_origins: tuple[str, ...] = (), loopback: bool = True,
+                 connections: OpenConnections | None = None) -> None:
         self.gateway = gateway
         self.policy = policy
         self.metrics = metrics
         self.max_message = max_message
         self.cors_origins = cors_origins
         self.loopback = loopback  # served on a loopback address: only this machine's names are its hosts
+        self.bodies = BodyBudget(BODY_BUDGET_MESSAGES * max_message)
+        self.connections = connections or OpenConnections(TCP_CONNECTIONS_MAX, IDLE_TIMEOUT_S)
 
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=self.max_message, middlewares=[self._errors])
+        app = web.Application(client_max_size=self.max_message,
+                              middlewares=[self.connections.busy, self._errors])
         app.router.add_post("/function/{name}", self.invoke)
         app.router.add_get("/function/{name}/stream", self.stream)
         app.router.add_get("/system/functions", self.list_functions)
@@ -150,7 +160,10 @@ class HttpFace:
                 "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
                 "Access-Control-Allow-Headers": f"Authorization, Content-Type, {TIMEOUT_HEADER}"})
         request["cors"] = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if allowed else {}
-        response = await self._answer(request, handler)
+        try:
+            response = await self._answer(request, handler)
+        finally:
+            self.bodies.give_back(request.get("body_held", 0))  # held until the call it carried has ended
         if not response.prepared:  # a streamed reply took them before its headers went out
             response.headers.update(request["cors"])
         return response
@@ -162,7 +175,11 @@ class HttpFace:
         if origin and not allowed:
             return (f"a web page of {origin[:100]} may not call this gateway (its owner lists the origins that "
                     "may with --cors-origin)")
-        host = request.host.rsplit(":", 1)[0].strip("[]").lower() if request.host else ""
+        site = request.headers.get("Sec-Fetch-Site", "").lower()
+        if site in ("cross-site", "same-site") and not allowed:  # a page's request that carries no Origin
+            return (f"a request from another site's web page ({site}) may not call this gateway (its owner lists "
+                    "the origins that may with --cors-origin)")
+        host = host_of(request.host or "")
         if self.loopback and host and not (host in LOCAL_NAMES or _is_address(host)):
             return f"this gateway answers requests for its own address, not for {host[:100]!r}"
         return ""
@@ -172,7 +189,7 @@ class HttpFace:
         try:
             response = await handler(request)
         except HttpAbort as exc:
-            return failure(exc.code, exc.message, str(exc.metadata.get(ORIGIN_KEY, "")))
+            return failure(exc.code, exc.message, str(exc.metadata.get(ORIGIN_KEY, "")), exc.headers)
         except Abort as exc:
             return failure(exc.code, exc.message, exc.origin)
         except web.HTTPRequestEntityTooLarge:
@@ -223,21 +240,64 @@ class HttpFace:
 
     async def _json_body(self, request: web.Request, kind: type[Message]) -> Any:
         try:
-            return json_format.Parse(await request.text() or "{}", kind())
+            return json_format.Parse((await self._body(request)).decode("utf-8") or "{}", kind())
         except (json_format.ParseError, UnicodeDecodeError) as exc:
             raise HttpAbort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"the body is not a {kind.DESCRIPTOR.name} in JSON: {str(exc)[:200]}") from None
 
     # --- invoking -------------------------------------------------------------------------------------------
 
+    async def _body(self, request: web.Request, head: Callable[[int], bytes] | None = None) -> bytes:
+        """The request's body, read within the budget of bodies in flight (held until the request ends): refused at
+        once past it (503, Retry-After), or past the message limit (413); a body that stops arriving for
+        IDLE_TIMEOUT_S is given up (408). `head(size)`, when given, is put in front of it in the one copy made
+        of its pieces (what a message needs before its payload)."""
+        length = request.content_length
+        if length is not None and length > self.max_message:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_message, actual_size=length)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            if length:
+                self._hold(request, length)
+            while chunk := await within(request.content.readany(), IDLE_TIMEOUT_S):
+                size += len(chunk)
+                if size > self.max_message:
+                    raise web.HTTPRequestEntityTooLarge(max_size=self.max_message, actual_size=size)
+                if length is None:
+                    self._hold(request, len(chunk))
+                chunks.append(chunk)
+        except asyncio.TimeoutError:
+            raise HttpAbort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the request's body stopped arriving for "
+                            f"{IDLE_TIMEOUT_S:g}s", headers={"Connection": "close"}) from None
+        except (ConnectionError, RequestPayloadError):  # the client went away, or sent less than it said
+            raise HttpAbort(grpc.StatusCode.CANCELLED, "the request's body was cut off") from None
+        if head is not None:
+            chunks.insert(0, head(size))
+        return b"".join(chunks)
+
+    def _hold(self, request: web.Request, size: int) -> None:
+        try:
+            self.bodies.take(size)
+        except BodyTooMuch:
+            raise HttpAbort(grpc.StatusCode.UNAVAILABLE,
+                            f"the gateway is reading {self.bodies.held >> 20} MiB of request bodies already, its "
+                            f"limit (twice its --max-message-size); try again in a moment",
+                            headers={"Retry-After": "1"}) from None
+        request["body_held"] = request.get("body_held", 0) + size
+
     async def invoke(self, request: web.Request) -> web.StreamResponse:
-        """POST /function/{name}: one call; a generator's items stream back as it yields them."""
+        """POST /function/{name}: one call; a generator's items stream back as it yields them. The token, the
+        route and the function are checked before a byte of the body is read."""
         self._allow(request, "InvokeStream")
-        raw = pb.InvokeServiceRequest(Service=request.match_info["name"], Input=await request.read())
+        self.gateway.invoker.route(request.match_info["name"])
+        name = request.match_info["name"]
+        # The request message is the body with its head in front: no copy of the body but the one joining it.
+        raw = await self._body(request, lambda size: call_head(name, size))
         timeout = self._timeout(request)
         context = HttpContext(timeout)
         events = "text/event-stream" in request.headers.get("Accept", "")
-        items = self.gateway.invoker.InvokeStream(raw.SerializeToString(), context)
+        items = self.gateway.invoker.InvokeStream(raw, context)
 
         async def next_item() -> bytes | None:  # within the caller's deadline, as gRPC keeps a call's
             left = context.time_remaining()
@@ -285,15 +345,17 @@ class HttpFace:
         calls in flight, past which the gateway stops reading the socket, so TCP slows the sender."""
         self._allow(request, "Invokes")
         name = request.match_info["name"]
+        self.gateway.invoker.route(name)  # refused before the upgrade, as a call would be
         socket_ = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30)
         await socket_.prepare(request)
 
         async def calls() -> AsyncIterator[bytes]:
             async for message in socket_:
                 if message.type == WSMsgType.BINARY:
-                    yield pb.InvokeServiceRequest(Service=name, Input=message.data).SerializeToString()
+                    yield call_head(name, len(message.data)) + message.data
                 elif message.type == WSMsgType.TEXT:
-                    yield pb.InvokeServiceRequest(Service=name, Input=message.data.encode()).SerializeToString()
+                    data = message.data.encode()
+                    yield call_head(name, len(data)) + data
                 elif message.type == WSMsgType.ERROR:
                     return
 
@@ -393,27 +455,10 @@ def _chunk(reply: pb.Messages, events: bool) -> bytes:
     return _event(base64.b64encode(reply.Output).decode("ascii"), "bytes")
 
 
-def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """HTTPS with the gateway's own certificate and key (the files gRPC's TLS uses)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-async def serve_http(face: HttpFace, host: str, port: int, tls: ssl.SSLContext | None = None
-                     ) -> tuple[web.AppRunner, int]:
-    """Serve `face` on host:port (0: a free port), over TLS when given a context; the runner (to clean up) and
-    the port bound. OSError when the port cannot be bound."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may bind while old ones linger
-        listener.bind((host.strip("[]"), port))  # no SO_REUSEPORT: one server per port, as for gRPC
-        listener.listen(128)
-    except OSError:
-        listener.close()
-        raise
-    runner = web.AppRunner(face.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, listener, ssl_context=tls).start()
-    return runner, int(listener.getsockname()[1])
+def host_of(header: str) -> str:
+    """The host of a Host header, lower case, without its port: '[::1]:32223' -> '::1', 'Example:80' -> 'example'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    host, _, port = header.rpartition(":")
+    return host if host and port.isdigit() else header

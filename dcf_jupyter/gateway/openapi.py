@@ -17,7 +17,7 @@ _JSON_OK = {"description": "The reply message in protobuf's JSON mapping (field 
 _TOKEN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
-def _op(summary: str, rpc: str, *, token: bool = False, body: str = "", params: list[Any] | None = None,
+def _op(summary: str, rpc: str, *, token: bool = True, body: str = "", params: list[Any] | None = None,
         ok: dict[str, Any] | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary, "operationId": rpc, "x-grpc-method": method(rpc),
@@ -42,16 +42,17 @@ def openapi() -> dict[str, Any]:
                  ok={"description": "The reply's bytes", "content": {"*/*": {"schema": {}}}})
     invoke["requestBody"] = {"required": False, "content": {"*/*": {"schema": {"type": "string",
                                                                               "format": "binary"}}}}
-    log = _op("A function's recent log lines", "GetLog", token=True,
+    log = _op("A function's recent log lines", "GetLog",
               params=[_NAME, {"name": "lines", "in": "query", "required": False, "schema": {"type": "integer"}}],
               ok={"description": "Log lines", "content": {"text/plain": {"schema": {"type": "string"}}}})
     return {
         "openapi": "3.1.0",
         "info": {"title": "dcf-jupyter gateway", "version": __version__,
                  "description": "The HTTP face of the DCF gateway: the routes of DCF and OpenFx's gateways, each "
-                                "calling the gRPC service's own method. Loopback gateways leave invoking, List, "
-                                "GetMeta, Info and /metrics open (unless --private); everything else needs the "
-                                "token as 'Authorization: Bearer TOKEN'."},
+                                "calling the gRPC service's own method. Every route but /healthz needs the "
+                                "token as 'Authorization: Bearer TOKEN', unless a loopback gateway was started "
+                                "with --open-loopback: then invoking, List, GetMeta, Info and /metrics are "
+                                "open."},
         "paths": {
             "/function/{name}": {"post": invoke},
             "/function/{name}/stream": {"get": _op(
@@ -61,26 +62,26 @@ def openapi() -> dict[str, Any]:
                 ok={"description": "101 Switching Protocols", "content": {}})},
             "/system/functions": {
                 "get": _op("Deployed functions", "List"),
-                "post": _op("Deploy a function (Source: the folder as a base64 tar.gz)", "Deploy", token=True,
+                "post": _op("Deploy a function (Source: the folder as a base64 tar.gz)", "Deploy",
                             body="CreateFunctionRequest"),
-                "put": _op("Update a deployed function", "Update", token=True, body="CreateFunctionRequest"),
+                "put": _op("Update a deployed function", "Update", body="CreateFunctionRequest"),
             },
             "/system/function/{name}": {
                 "get": _op("One function", "GetMeta", params=[_NAME]),
-                "delete": _op("Stop and remove a function", "Delete", token=True, params=[_NAME]),
+                "delete": _op("Stop and remove a function", "Delete", params=[_NAME]),
             },
             "/system/function-log/{name}": {"get": log},
-            "/system/scale-function": {"put": _op("Set a function's replica count", "ReplicaUpdate", token=True,
+            "/system/scale-function": {"put": _op("Set a function's replica count", "ReplicaUpdate",
                                                   body="ScaleServiceRequest")},
             "/system/info": {"get": _op("The gateway: version, backends, GPUs", "Info",
                                         ok={"description": "Info as JSON", "content": {"application/json": {
                                             "schema": {"type": "object"}}}})},
-            "/healthz": {"get": _op("Liveness: 'OK'", "HealthCheck", ok={"description": HEALTHY, "content": {
-                "text/plain": {"schema": {"type": "string"}}}})},
+            "/healthz": {"get": _op("Liveness: 'OK'", "HealthCheck", token=False, ok={
+                "description": HEALTHY, "content": {"text/plain": {"schema": {"type": "string"}}}})},
             "/metrics": {"get": _op("Prometheus metrics", "Metrics", ok={"description": "Prometheus text format",
                                                                         "content": {"text/plain": {"schema": {
                                                                             "type": "string"}}}})},
-            "/openapi.json": {"get": _op("This description", "OpenAPI")},
+            "/openapi.json": {"get": _op("This description", "OpenAPI", token=False)},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -1,6 +1,9 @@
 """A DCF client as users wrote them, on stubs compiled from the original proto (run in its own process).
 
-    python original_client.py STUB_DIR ADDRESS
+    python original_client.py STUB_DIR ADDRESS [TOKEN]
+
+Without TOKEN it sends none, as DCF's clients did (a gateway started with --open-loopback serves it); with one, it
+sends it as `authorization: Bearer TOKEN` metadata, as a DCF client given the token would.
 """
 
 import sys
@@ -12,6 +15,14 @@ import gateway_pb2_grpc
 import grpc
 
 channel = grpc.insecure_channel(sys.argv[2])
+if len(sys.argv) > 3:
+    class WithToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(details._replace(metadata=[("authorization", f"Bearer {sys.argv[3]}")]), request)
+
+        intercept_stream_stream = intercept_unary_unary
+
+    channel = grpc.intercept_channel(channel, WithToken())
 stub = gateway_pb2_grpc.GatewayStub(channel)
 
 assert stub.Invoke(gateway_pb2.InvokeServiceRequest(Service="echo", Input=b"hi")).Msg == "hi"
