@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from dcf_jupyter.credentials import read_owner_token
+
 
 def test_console_scripts_dcf_and_dcf_cli_are_the_same_cli() -> None:
     for script in ("dcf", "dcf-cli"):
@@ -158,7 +160,10 @@ def test_gateway_start_detach_status_stop(tmp_path: Path) -> None:
         again = run_cli("gateway", "start", "--detach", "--port", "0", "--state-dir", state)
         assert b"already running" in again.stdout
         status = run_cli("gateway", "status", "--state-dir", state)
-        assert status.returncode == 0 and f"Gateway at {address}".encode() in status.stdout
+        assert status.returncode == 0 and f"Gateway at {address} (over its Unix socket: it is yours)".encode() in \
+            status.stdout, status.stdout
+        # Your token, for a client that needs it by hand (read through a pipe: never on a command line).
+        assert run_cli("gateway", "token").stdout.decode().strip() == read_owner_token()
         # For scripts: the address alone (export DCF_GATEWAY=$(dcf gateway address --state-dir ...)).
         assert run_cli("gateway", "address", "--state-dir", state).stdout.decode() == address + "\n"
         http = run_cli("gateway", "address", "--http", "--state-dir", state).stdout.decode().strip()
@@ -169,6 +174,11 @@ def test_gateway_start_detach_status_stop(tmp_path: Path) -> None:
     gone = run_cli("gateway", "address", "--state-dir", state)
     assert gone.returncode == 1 and gone.stdout == b"" and b"No gateway is running for" in gone.stderr
     assert run_cli("-g", address, "gateway", "status").returncode == 1
+
+
+def test_gateway_token_says_when_there_is_none_yet(tmp_path: Path) -> None:
+    none = run_cli("gateway", "token", env={"DCF_CONFIG_DIR": str(tmp_path / "fresh")})
+    assert none.returncode == 1 and none.stdout == b"" and b"You have no token yet" in none.stderr
 
 
 def test_demo_prints_hello_dcf() -> None:

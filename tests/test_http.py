@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, start_gateway, with_keys, with_timeout
+from conftest import FUNCTIONS, GatewayHandle, run_cli, start_gateway, with_keys, with_timeout
 
 from dcf_jupyter.credentials import read_owner_token
 from dcf_jupyter.definition.source import pack_folder
@@ -246,6 +246,37 @@ def test_no_metrics_and_no_http_face_when_asked(tmp_path: Path) -> None:
     finally:
         quiet.stop()
         none.stop()
+
+
+def test_a_taken_http_port_moves_the_face_and_the_start_says_where(tmp_path: Path) -> None:
+    """`dcf gateway start --detach --port P` when P+1 is taken: the face listens on a free port, and the start
+    prints that address (the README tells users to find it with `dcf gateway address --http`)."""
+    import socket
+
+    for _ in range(20):  # a free port P whose P+1 someone holds: hold P+1 ourselves
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1] - 1
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", port + 1))
+            holder.listen(1)
+        except OSError:
+            holder.close()
+            continue
+        break
+    state = tmp_path / "state"
+    try:
+        started = run_cli("gateway", "start", "--detach", "--no-docker", "--port", str(port), "--state-dir",
+                          str(state))
+        said = started.stdout.decode()
+        assert started.returncode == 0, started.stderr
+        assert f"on 127.0.0.1:{port}" in said and f"port {port + 1} was taken" in said, said
+        http = run_cli("gateway", "address", "--http", "--state-dir", str(state)).stdout.decode().strip()
+        assert http.startswith("127.0.0.1:") and f"HTTP on {http}:" in said, (http, said)
+    finally:
+        holder.close()
+        run_cli("gateway", "stop", "--state-dir", str(state))
 
 
 def test_the_openapi_description_lists_exactly_the_routes(http_gateway) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,10 +241,13 @@ def test_shell_notebook_outputs(tmp_path: Path) -> None:
     assert text_of(outputs(notebook, "!echo Hello | dcf function call hello-dcf")).strip() == "Hello DCF"
     assert "hello-dcf" in text_of(outputs(notebook, "!dcf function list"))
     assert "hello-dcf was sent 6 bytes" in text_of(outputs(notebook, "!dcf function log hello-dcf")), "the call"
-    over_http = text_of(outputs(notebook, "http = !dcf gateway address --http"))
+    # %%bash's output comes in pieces that may cut a line: joined as they came.
+    over_http = "".join(o.get("text", "") for o in outputs(notebook, "dcf gateway address --http"))
     if "curl is not installed here" not in over_http:
         lines = [line for line in over_http.splitlines() if line.strip()]
-        assert lines[0] == "Hello DCF" and '"Name": "hello-dcf"' in lines[1], over_http
+        refused = json.loads(lines[0])
+        assert refused["code"] == "UNAUTHENTICATED" and "--open-loopback" in refused["message"], over_http
+        assert lines[1] == "Hello DCF" and '"Name": "hello-dcf"' in lines[2], over_http
         counted = next(line for line in lines if line.startswith("dcf_calls_total{"))
         assert 'function="hello-dcf"' in counted and 'status="OK"' in counted and counted.endswith(" 2.0"), counted
     secret = text_of(outputs(notebook, "!dcf function deploy -f greeter/config.yaml"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import click
 
 from ..client import Client
 from ..client._gpu_report import gpu_lines
+from ..credentials import read_owner_token, token_path
 from ..gateway import find_gateway, stop_gateway
 from ..gateway.command import gateway_command_line
-from ..settings import default_state_dir
+from ..settings import ENV_TOKEN, default_state_dir
 from ._common import AliasedGroup, CliState, pass_state, reports_errors
 
 state_dir_option = click.option(
@@ -65,6 +67,18 @@ def address(state_dir: Path | None, http: bool) -> None:
 
 
 @gateway.command()
+@reports_errors
+def token() -> None:
+    """Print the token your tools send your gateways, for a client that needs it by hand (curl -H "Authorization:
+    Bearer $(dcf gateway token)"): $DCF_TOKEN when set, else yours."""
+    given = os.environ.get(ENV_TOKEN) or read_owner_token()
+    if not given:
+        click.echo(f"You have no token yet: your first gateway start makes it (in {token_path()}).", err=True)
+        sys.exit(1)
+    click.echo(given)
+
+
+@gateway.command()
 @state_dir_option
 @pass_state
 @reports_errors
@@ -79,7 +93,8 @@ def status(state: CliState, state_dir: Path | None) -> None:
             click.echo(f"No gateway answers at {client.address}.")
             sys.exit(1)
         info = client.info()
-    click.echo(f"Gateway at {client.address}: up {info.get('uptime_s', '?')}s, pid {info.get('pid', '?')}, "
+        over = " (over its Unix socket: it is yours)" if client.via_own_socket else ""
+    click.echo(f"Gateway at {client.address}{over}: up {info.get('uptime_s', '?')}s, pid {info.get('pid', '?')}, "
                f"version {info.get('version', '?')}")
     click.echo(f"Functions: {info.get('functions', '?')}  Backends: {', '.join(info.get('backends', []))}  "
                f"State: {info.get('state_dir', '?')}")

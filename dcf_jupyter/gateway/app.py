@@ -338,7 +338,8 @@ async def _http_face(gateway: Gateway, policy: TokenPolicy, options: GatewayOpti
                                     f"{(holder and f'held by {holder}') or exc.strerror}; pick another with "
                                     "--http-port (0: a free one, -1: none)") from None
         runner, bound = await serve_http(face, options.host, 0, tls, limits)
-        log.warning("HTTP port %d is taken; the HTTP face listens on a free port instead", port)
+        log.warning("HTTP port %d is taken; the HTTP face listens on %s instead", port,
+                    format_address(options.host, bound))
     return runner, format_address(options.host, bound)
 
 

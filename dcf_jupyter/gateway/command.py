@@ -64,6 +64,17 @@ def _serve(options: GatewayOptions, loop: str) -> int:
     return 0
 
 
+def _moved_http(options: GatewayOptions, address: str, http_address: str) -> str:
+    """A line saying where the HTTP face listens when it is not where it was asked to (its port was taken), or
+    '' when it is."""
+    port = int(address.rsplit(":", 1)[1])
+    asked = options.http_port_for(port)
+    if not http_address or not asked or http_address.endswith(f":{asked}"):
+        return ""
+    return (f"HTTP on {http_address}: port {asked} was taken (`dcf gateway address --http` prints the address, "
+            "for scripts)")
+
+
 def _detach(options: GatewayOptions) -> int:
     running = find_gateway(options.state_dir.resolve())
     if running is not None:
@@ -73,5 +84,8 @@ def _detach(options: GatewayOptions) -> int:
     running, _ = start_detached(options.state_dir, options.host, options.port, extra=options_argv(options),
                                 token=options.token)
     print(f"DCF gateway started (pid {running.pid}) on {running.address}")
+    moved = _moved_http(options, running.address, running.http_address)
+    if moved:
+        print(moved)
     print(f"State: {running.state_dir}  Log: {running.state_dir / GATEWAY_LOG}")
     return 0
