@@ -97,6 +97,24 @@ def test_an_idle_function_goes_to_zero_and_the_next_call_starts_a_replica(own_ga
     assert "a call arrived at 0 replicas: started 1 in " in log, log
 
 
+def test_a_function_scaled_to_zero_by_hand_is_idle_until_called(own_gateway: GatewayHandle,
+                                                                 make_function) -> None:
+    """`scale NAME 0` means idle until called: listed as idle, never "Not Ready"; the next calls (several at once)
+    start one replica and wait for it, and it stays, as after `scale NAME 1`."""
+    client = own_gateway.client
+    client.deploy(make_function("gray", PID))
+    scaled = client.scale("gray", 0)
+    assert scaled.scaled() == "Scaled: gray to 0 replicas: idle until called (the next call starts one)"
+    idle = info(client, "gray")
+    assert (idle.status, idle.replicas_said) == ("Idle", "idle (0 replicas)"), idle
+    with ThreadPoolExecutor(5) as pool:
+        pids = set(pool.map(lambda _: client.call("gray", timeout=30), range(5)))
+    woken = info(client, "gray")
+    assert len(pids) == 1 and (woken.status, woken.replicas, woken.cold_starts) == ("Ready", 1, 1), woken
+    assert "a call arrived at 0 replicas (scaled there by hand): started 1 in" in client.logs("gray", 20)
+    assert client.call("gray") in pids
+
+
 def test_twenty_first_calls_start_one_replica_and_all_get_replies(own_gateway: GatewayHandle,
                                                                  make_function) -> None:
     client = own_gateway.client
@@ -200,7 +218,7 @@ def test_listings_say_idle_autoscaling_bounds_and_cold_starts() -> None:
     assert idle.idle and idle.replicas_said == "idle (0 replicas)"
     assert idle.cold_starts_said == "2 cold starts, the last 0.41 s at 14:02:11"
     shown = function_json(idle)
-    assert shown["ready"] == "0/0" and shown["scaling"] == "autoscaled 0-3; 2 cold starts, the last 0.41 s at 14:02:11"
+    assert shown["ready"] == "idle" and shown["scaling"] == "autoscaled 0-3; 2 cold starts, the last 0.41 s at 14:02:11"
     fixed = FunctionInfo("g", "", 0, 2, 1, "Ready", "local")
     assert fixed.replicas_said == "1/2" and fixed.cold_starts_said == "" and function_json(fixed)["scaling"] == ""
 

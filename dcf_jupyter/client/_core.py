@@ -160,7 +160,10 @@ class FunctionInfo:
                 f"{self.last_cold_start_s:.2f} s at {when}")
 
     def scaled(self) -> str:
-        """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)'."""
+        """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)', or for 0 'Scaled: echo to 0
+        replicas: idle until called (the next call starts one)'."""
+        if self.idle:
+            return f"Scaled: {self.name} to 0 replicas: idle until called (the next call starts one)"
         return (f"Scaled: {self.name} to {self.replicas} replica{'s' if self.replicas != 1 else ''} "
                 f"({self.available_replicas} ready)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from ..backends.base import Backend, Deployment, MeshAccess
+from ..backends.base import Backend, DeployFailed, Deployment, MeshAccess
 from ..backends.gpu_allocator import GpuAllocator
 from ..logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
@@ -55,6 +55,7 @@ class GatewayCore:
         self.secrets = SecretStore(state_dir)
         self.deployments: dict[str, Deployment] = {}
         self._autoscalers: dict[int, Autoscaler] = {}  # by id() of the deployment it scales
+        self._waking: dict[int, asyncio.Future[None]] = {}  # by id() of a deployment scaled to 0 by hand
         self.start_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.started = time.time()
@@ -114,6 +115,8 @@ class GatewayCore:
         self.deployments[record.name] = deployment
         policy = deployment.spec.function.autoscaling
         backend = self.backends.get(record.backend)
+        if policy is None:
+            deployment.wakes_on_call = True  # scaled to 0 by hand, it is idle until called (`wake`)
         if policy is not None and backend is not None and not backend.autoscales:
             scaler = Autoscaler(
                 deployment, policy,
@@ -127,6 +130,37 @@ class GatewayCore:
     def autoscaler(self, deployment: Deployment) -> Autoscaler | None:
         """The gateway's autoscaler of `deployment`, if it has one."""
         return self._autoscalers.get(id(deployment))
+
+    def wake(self, record: FunctionRecord, deployment: Deployment) -> asyncio.Future[None]:
+        """Done once a replica runs or is starting: at 0 replicas of a function scaled there by hand, a call
+        starts one (one for all the calls that wait meanwhile), as a cold start of an autoscaled function does;
+        the function then stays at 1 replica, as after a scale to 1. DeployFailed in it when that replica cannot
+        start."""
+        waking = self._waking.get(id(deployment))
+        if waking is None or waking.done():
+            waking = self._waking[id(deployment)] = asyncio.ensure_future(self._wake(record, deployment))
+        return waking
+
+    async def _wake(self, record: FunctionRecord, deployment: Deployment) -> None:
+        started = time.monotonic()
+        async with self.lock(record.name):  # after a scale or deploy under way
+            if deployment.replicas > 0 or self.deployments.get(record.name) is not deployment:
+                return
+            try:
+                await deployment.scale(1)
+            except DeployFailed as failure:
+                deployment.last_error = failure.message
+                note(self.log_path(record.name), f"a call arrived at 0 replicas, and starting one failed: "
+                                                 f"{failure.message}")
+                raise
+            took = time.monotonic() - started
+            record.replicas = 1
+            record.cold_starts, record.last_cold_start_s, record.last_cold_start_at = \
+                record.cold_starts + 1, took, time.time()
+            self.registry.put(record)
+        note(self.log_path(record.name), f"a call arrived at 0 replicas (scaled there by hand): started 1 in "
+                                         f"{took:.2f}s; it stays at 1 (with `autoscaling: {{min_replicas: 0}}` a "
+                                         "function goes back to 0 replicas by itself when idle)")
 
     def _scaled(self, name: str, deployment: Deployment) -> None:
         """Remember an autoscaler's replica count and cold starts, for List and for a restart."""
@@ -143,6 +177,7 @@ class GatewayCore:
     async def stop(self, deployment: Deployment, *, release: bool = False) -> None:
         """Stop `deployment`'s autoscaler, then its replicas (`release`: the gateway is stopping, so a cluster
         engine's replicas keep serving)."""
+        self._waking.pop(id(deployment), None)
         scaler = self._autoscalers.pop(id(deployment), None)
         if scaler is not None:
             await scaler.close()

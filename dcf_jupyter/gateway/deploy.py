@@ -317,6 +317,8 @@ class Deployer:
             record.replicas = request.Replicas
             self.core.registry.put(record)
         log.info("scaled %s to %d replica(s)", name, request.Replicas)
+        if request.Replicas == 0:
+            return pb.Message(Msg=f"Scaled: {name} to 0 replicas: idle until called (the next call starts one)")
         return pb.Message(Msg=f"Scaled: {name} to {request.Replicas} replica{'s' if request.Replicas != 1 else ''}")
 
 

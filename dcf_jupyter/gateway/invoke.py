@@ -124,21 +124,28 @@ class Invoker:
         self.core = core
 
     async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
-        """A ready replica's link, held for this call until `deployment.let_go(link)`; at 0 replicas of an
-        autoscaled function, the one the call starts (a cold start)."""
+        """A ready replica's link, held for this call until `deployment.let_go(link)`; at 0 replicas (of an
+        autoscaled function, or one scaled to 0 by hand), the one the call starts (a cold start)."""
         remaining = context.time_remaining()
-        scaler = self.core.autoscaler(deployment)
-        if scaler is not None and deployment.replicas == 0:
+        if deployment.replicas == 0 and (waking := self._waking(record, deployment)) is not None:
             # Starting a replica may take as long as the function may answer in (models load), within the
             # caller's own deadline.
             limit = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
-            return await self._pick_waking(deployment, scaler.wake(),
+            return await self._pick_waking(deployment, waking,
                                            limit if remaining is None else min(limit, max(remaining, 0.0)))
         timeout = self.core.ready_timeout if remaining is None else min(self.core.ready_timeout, max(remaining, 0.0))
         try:
             return await deployment.pick(timeout)
         except NoReplica as exc:
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+
+    def _waking(self, record: FunctionRecord, deployment: Deployment) -> asyncio.Future[None] | None:
+        """At 0 replicas, the start of the one this call will use: the gateway's autoscaler's cold start, or for a
+        function scaled to 0 by hand the gateway's own; None where a cluster engine's autoscaler starts it."""
+        scaler = self.core.autoscaler(deployment)
+        if scaler is not None:
+            return scaler.wake()
+        return self.core.wake(record, deployment) if deployment.spec.function.autoscaling is None else None
 
     @staticmethod
     async def _pick_waking(deployment: Deployment, waking: asyncio.Future[None], timeout: float) -> Any:

@@ -77,8 +77,8 @@ def function_json(info: FunctionInfo) -> dict[str, Any]:
     scaling = "; ".join(part for part in (
         f"autoscaled {info.autoscaling[0]}-{info.autoscaling[1]}" if info.autoscaling else "",
         info.cold_starts_said) if part)
-    return {**asdict(info), "ready": f"{info.available_replicas}/{info.replicas}", "scaling": scaling,
-            "managed": not info.deployed_elsewhere}
+    ready = "idle" if info.idle else f"{info.available_replicas}/{info.replicas}"  # idle: the next call starts one
+    return {**asdict(info), "ready": ready, "scaling": scaling, "managed": not info.deployed_elsewhere}
 
 
 def reply_json(reply: Reply) -> dict[str, Any]:
