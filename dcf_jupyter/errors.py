@@ -30,6 +30,9 @@ __all__ = [  # what callers may catch; `brief`, `explain` and `Explanation` serv
 ]
 
 
+PIP_SAID = "pip said:"  # a detail that starts with this line is pip's output, shown under that title
+
+
 def brief(value: object, limit: int = 80) -> str:
     """repr() of a user-given value for an error message, cut to `limit` characters (names can be megabytes)."""
     text = repr(value)
@@ -153,5 +156,8 @@ def explain(error: DcfError, *, verbose: bool = False, hint_verbose: str = "-v")
         return Explanation(sentence)
     if isinstance(error, FunctionError) and error.is_bad_input and not verbose:
         return Explanation(sentence, hint=f"(the function's traceback: add {hint_verbose}; its log has it too)")
+    heading, _, rest = detail.partition("\n")
+    if heading == PIP_SAID:  # pip's output, not a traceback, whichever error carries it
+        return Explanation(sentence, rest.rstrip(), heading.rstrip(":"))
     body = detail.split("Traceback (most recent call last):\n", 1)[-1] if "Traceback" in error.detail_title else detail
     return Explanation(sentence, body.rstrip(), error.detail_title)

@@ -467,6 +467,9 @@ def test_a_deploy_error_points_at_the_cell_not_the_gateways_copy(ip, capsys) -> 
     frame = 'File "<%%dcf_function nb-broken-init cell>", line 4, in __init__'
     assert sentence in err and frame in err and err.index(sentence) < err.index(frame)
     assert "rev-" not in err and "dcf-jupyter/functions" not in err
+    # The sentence is said once: the progress line points at it.
+    assert err.count("Handler() raised NameError") == 1 and "[%%dcf_function nb-broken-init] failed (the error " \
+        "below says why)" in err, err
 
 
 def test_module_level_deploy_shows_progress_and_call_returns_what_a_script_gets(ip, capsys, make_function) -> None:

@@ -7,7 +7,11 @@ import hashlib
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from dcf_jupyter.definition.pip_said import pip_sentence
 from dcf_jupyter.definition.requirements import is_satisfied, missing_requirements, read_requirements
+from dcf_jupyter.errors import DeployError, explain
 
 
 def build_wheel(folder: Path, name: str, version: str, module_source: str, requires: tuple[str, ...] = ()) -> Path:
@@ -64,17 +68,42 @@ def test_missing_requirements_are_installed_once_for_the_function(gateway, make_
         gateway.client.delete("needs-pkg")
 
 
-def test_a_failing_install_fails_the_deploy_with_pips_words(gateway, make_function) -> None:
-    import pytest
-
-    from dcf_jupyter.errors import DeployError
-
+def test_a_failing_install_names_the_requirement_once_with_pips_words_below(gateway, make_function) -> None:
+    """One sentence names the requirement pip could not find (shown once); pip's own lines follow under "pip
+    said", not as a traceback."""
     folder = make_function("cannot-install", "class Handler:\n    def __call__(self, req):\n        return 1\n",
                            requirements=["--no-index", "no-such-package-xyz==1.0"])
     with pytest.raises(DeployError) as info:
         gateway.client.deploy(folder)
-    assert "installing requirements failed" in str(info.value)
-    assert "no-such-package-xyz" in info.value.detail
+    said = str(info.value)
+    assert said.startswith("cannot-install did not start: pip found no package 'no-such-package-xyz' for the "
+                           "requirement 'no-such-package-xyz==1.0'"), said
+    shown = explain(info.value)
+    assert shown.title == "pip said" and "ERROR: No matching distribution found for no-such-package-xyz" in \
+        shown.detail and "pip said" not in shown.detail and said.count("no-such-package-xyz") == 2, shown
+
+
+PIP_NOT_FOUND = ["Looking in indexes: https://pypi.org/simple\n",
+                 "ERROR: Could not find a version that satisfies the requirement opencv-pyhton-headless (from "
+                 "versions: none)\n", "ERROR: No matching distribution found for opencv-pyhton-headless\n"]
+PIP_NO_VERSION = ["ERROR: Could not find a version that satisfies the requirement numpy==99.0 (from versions: "
+                  + ", ".join(f"1.{i}.0" for i in range(30)) + ")\n",
+                  "ERROR: No matching distribution found for numpy==99.0\n"]
+
+
+def test_pips_failures_are_one_sentence_each() -> None:
+    known = ["opencv-python-headless", "numpy", "pyyaml"]
+    assert pip_sentence(1, PIP_NOT_FOUND, known) == (
+        "pip found no package 'opencv-pyhton-headless' for the requirement 'opencv-pyhton-headless': did you mean "
+        "opencv-python-headless?")
+    assert pip_sentence(1, PIP_NOT_FOUND, ["numpy"]).endswith(": is its name spelled as on PyPI?")
+    assert pip_sentence(1, PIP_NO_VERSION, known) == (
+        "no version of numpy satisfies the requirement 'numpy==99.0' (pip found 30 versions, the newest 1.25.0, "
+        "1.26.0, 1.27.0, 1.28.0, 1.29.0)")
+    assert pip_sentence(1, ["ERROR: Invalid requirement: 'num py'\n"], known) == \
+        "pip cannot read the requirement 'num py'"
+    assert pip_sentence(2, ["Collecting x\n", "ERROR: could not reach the index\n"], known) == \
+        "installing requirements failed (pip exited with code 2): could not reach the index"
 
 
 def test_tensorflow_runtime_brings_tensorflow_only_where_it_is_missing(monkeypatch) -> None:

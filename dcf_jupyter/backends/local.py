@@ -91,7 +91,7 @@ class LocalBackend(Backend):
         try:
             return await asyncio.to_thread(install)
         except InstallFailed as exc:
-            raise DeployFailed(str(exc), tail_text(spec.log_path, 6).strip()) from None
+            raise DeployFailed(str(exc), exc.detail) from None
         except ConfigError as exc:
             raise DeployFailed(str(exc).replace(str(spec.source_dir) + "/", "")) from None
 

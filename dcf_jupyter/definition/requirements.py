@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -16,7 +18,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..credentials import private_dir
-from ..errors import ConfigError, brief
+from ..errors import PIP_SAID, ConfigError, brief
+from .pip_said import pip_sentence
 
 REQUIREMENTS = "requirements.txt"
 # Installed with `pip install --no-deps`: for packages whose declared dependencies are wrong or heavy
@@ -111,10 +114,12 @@ def requirements_key(lines: list[str]) -> str:
 
 ENV_CACHE_DIR = "DCF_CACHE_DIR"
 INSTALLED_MARKER = ".dcf-installed"
+PIP_LINES_KEPT = 40
 
 
 class InstallFailed(ConfigError):
-    """pip could not install a function's requirements; `detail` holds pip's last lines."""
+    """pip could not install a function's requirements: the sentence says which and why; `detail` holds pip's
+    last lines, under "pip said:"."""
 
 
 def cache_root() -> Path:
@@ -141,7 +146,7 @@ def install_missing(folder: Path, runtime: str, *, python: str, output: IO[Any],
     """A folder holding the function's requirements that `python`'s environment lacks, or None when it has
     them all. Installed once per user for each set of requirements (keyed by their hash and the Python),
     under a file lock, so two kernels deploying the same function install it once. Blocks while pip runs;
-    pip's output goes to `output`. InstallFailed names pip's exit code."""
+    pip's output goes to `output` (text or binary). InstallFailed says what pip could not install."""
     missing, missing_nodeps = missing_for(folder, runtime)
     if not missing and not missing_nodeps:
         return None
@@ -179,7 +184,15 @@ def _pip_install(folder: Path, lines: list[str], target: Path, python: str, outp
                "--target", str(target), *options, "-r", str(wanted)]
     output.flush()
     # umask: what pip writes is the user's alone, whoever installs (a gateway, a kernel, `dcf function run`).
-    code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                          cwd=str(folder), umask=0o077).returncode
-    if code != 0:
-        raise InstallFailed(f"installing requirements failed (pip exited with code {code})")
+    # Its output goes to `output` as it comes, and its last lines are kept, to say what went wrong.
+    said: collections.deque[str] = collections.deque(maxlen=PIP_LINES_KEPT)
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          cwd=str(folder), umask=0o077) as pip:
+        assert pip.stdout is not None
+        for line in pip.stdout:
+            text = line.decode("utf-8", "replace")
+            output.write(text if isinstance(output, io.TextIOBase) else line)
+            output.flush()
+            said.append(text)
+    if pip.returncode != 0:
+        raise InstallFailed(pip_sentence(pip.returncode, list(said)), detail=f"{PIP_SAID}\n{''.join(said)}")

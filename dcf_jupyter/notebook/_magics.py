@@ -375,7 +375,8 @@ def _show_dcf_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_o
         proxy = magics.session.functions.get(value.function) if magics is not None and value.function else None
         if proxy is not None:
             detail = cell_traceback(detail, value.function, proxy.line_offset)
-        print(f"{shown.title}{f' {value.function!r}' if value.function else ''}:", file=out)
+        whose = f" {value.function!r}" if value.function and shown.title == value.detail_title else ""
+        print(f"{shown.title}{whose}:", file=out)
         print(detail, file=out)
     if shown.hint:
         print(shown.hint, file=out)

@@ -20,8 +20,8 @@ class Progress(Protocol):
     def done(self, summary: str) -> None:
         """Finished; `summary` is one line of text."""
 
-    def fail(self, message: str) -> None:
-        """Failed with `message`."""
+    def fail(self) -> None:
+        """Failed: the error shown after it says why (said once, there)."""
 
 
 class TextProgress:
@@ -44,8 +44,8 @@ class TextProgress:
     def done(self, summary: str) -> None:
         print(f"[{self.title}] {summary} ({time.monotonic() - self.started:.1f}s)", flush=True)
 
-    def fail(self, message: str) -> None:
-        print(f"[{self.title}] failed: {message}", file=sys.stderr, flush=True)
+    def fail(self) -> None:
+        print(f"[{self.title}] failed (the error below says why)", file=sys.stderr, flush=True)
 
 
 class WidgetProgress:
@@ -83,9 +83,9 @@ class WidgetProgress:
         self._finish(f"<span>&#10003; {html.escape(summary)} <small>({elapsed:.1f}s)</small></span>",
                      f"{summary} ({elapsed:.1f}s)")
 
-    def fail(self, message: str) -> None:
-        self._finish(f"<span style='color:#b00'>&#10007; {html.escape(self.title)}: {html.escape(message)}</span>",
-                     f"{self.title} failed: {message}")
+    def fail(self) -> None:
+        self._finish(f"<span style='color:#b00'>&#10007; {html.escape(self.title)} failed (the error below says "
+                     "why)</span>", f"{self.title} failed (the error below says why)")
 
 
 class _TextAndHtml:

@@ -214,8 +214,8 @@ class Session:
             progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
                           f"on the {info.backend} backend of {where_runs} {client.address}{gpus}{call}")
             return proxy
-        except DcfError as exc:
-            progress.fail(str(exc).splitlines()[0])
+        except DcfError:
+            progress.fail()
             raise
 
     def _proxy(self, name: str, line_offset: int, bound_as: str | None) -> FunctionProxy:
@@ -267,8 +267,8 @@ class Session:
         try:
             progress.step(f"deploying to {client.address}", 0.3)
             result = self._deploy_with_logs(client, spec.name, progress, lambda: client.deploy(spec, **options))
-        except DcfError as exc:
-            progress.fail(str(exc).splitlines()[0])
+        except DcfError:
+            progress.fail()
             raise
         progress.done(result.message)
         return AnnouncedDeploy(result.function, result.message, result.updated, cell=_cell_number())
