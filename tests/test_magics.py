@@ -316,9 +316,14 @@ def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path, caps
     assert shout(b"hey") == '{"loud": "HEY"}'
 
 
-def test_no_deploy_only_writes_the_folder(ip, gateway) -> None:
+def test_no_deploy_only_writes_the_folder_and_says_how_to_deploy_it(ip, gateway, capsys) -> None:
     cell(ip, "%%dcf_function nb-later --no-deploy --gpu 1 --memory 2G --requirements numpy\n" + HELLO)
     folder = Path(ip.user_ns["WORKSPACE"]) / "nb-later"
+    said = capsys.readouterr().out
+    assert f"Wrote {folder} (not deployed): `nb_later.deploy()` deploys it" in said, said
+    with pytest.raises(FunctionNotFound, match=r"function 'nb-later' is not deployed .*; `nb_later\.deploy\(\)` "
+                                               "deploys it from its folder"):
+        ip.user_ns["nb_later"](b"too soon")
     from dcf_jupyter.definition.spec import load_config
 
     spec = load_config(folder).function("nb-later")

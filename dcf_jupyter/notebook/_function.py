@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..client import Client, DeployResult, FunctionInfo, Reply
+from ..errors import FunctionNotFound
 from ._display import as_result
 
 
@@ -49,7 +50,17 @@ class FunctionProxy:
 
     def reply(self, data: Any = b"", *, timeout: float | None = None) -> Reply:
         """Call once and return the raw Reply (bytes and content type)."""
-        return self.session.client().call_reply(self.name, data, timeout=timeout)
+        try:
+            return self.session.client().call_reply(self.name, data, timeout=timeout)
+        except FunctionNotFound as exc:
+            raise self._not_deployed(exc) from None
+
+    def _not_deployed(self, exc: FunctionNotFound) -> FunctionNotFound:
+        """The gateway's sentence, and how to deploy the function from its folder."""
+        if self.folder is None:
+            return exc
+        return FunctionNotFound(f"{exc}; `{self.bound_as or python_name(self.name)}.deploy()` deploys it from its "
+                                f"folder {self.folder}", function=self.name)
 
     def stream(self, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
         """Stream inputs through the function (DCF's Invokes): one reply per input, in order."""
@@ -57,8 +68,11 @@ class FunctionProxy:
 
     def call_stream(self, data: Any = b"", *, timeout: float | None = None) -> Iterator[Any]:
         """One call whose handler yields several replies (server streaming)."""
-        for reply in self.session.client().call_stream(self.name, data, timeout=timeout):
-            yield as_result(reply, request=data)
+        try:
+            for reply in self.session.client().call_stream(self.name, data, timeout=timeout):
+                yield as_result(reply, request=data)
+        except FunctionNotFound as exc:
+            raise self._not_deployed(exc) from None
 
     def logs(self, lines: int = 200) -> LogText:
         """The function's recent log (its workers' output and handler tracebacks)."""

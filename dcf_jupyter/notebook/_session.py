@@ -193,7 +193,10 @@ class Session:
 
         if not deploy:  # a moment's work with nothing to watch: no progress display
             write()
-            return self._proxy(name, line_offset, bound_as)
+            proxy = self._proxy(name, line_offset, bound_as)
+            print(f"Wrote {proxy.folder} (not deployed): `{bound_as or 'the returned callable'}.deploy()` deploys it, "
+                  f"as `dcf function deploy -f {proxy.folder}/config.yaml` does from a shell")
+            return proxy
         # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
         client = self.client()
         title = f"%%dcf_function {name}" if bound_as else f"dcf_jupyter.function({name!r})"  # what was run
