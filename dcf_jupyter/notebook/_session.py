@@ -194,8 +194,9 @@ class Session:
         if not deploy:  # a moment's work with nothing to watch: no progress display
             write()
             proxy = self._proxy(name, line_offset, bound_as)
-            print(f"Wrote {proxy.folder} (not deployed): `{bound_as or 'the returned callable'}.deploy()` deploys it, "
-                  f"as `dcf function deploy -f {proxy.folder}/config.yaml` does from a shell")
+            if bound_as:  # a cell that would otherwise show nothing (a call of function() returns the proxy)
+                print(f"Wrote {proxy.folder} (not deployed): `{bound_as}.deploy()` deploys it, as `dcf function "
+                      f"deploy -f {proxy.folder}/config.yaml` does from a shell")
             return proxy
         # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
         client = self.client()
