@@ -250,8 +250,9 @@ def test_an_image_is_fitted_without_distortion_and_boxes_map_back() -> None:
     portrait = parse_request(jpeg((375, 500), "white"), 512).images[0]
     assert portrait.pixels.shape == (512, 384, 3)
     reply = centernet.boxes_reply(np.array([[51.2, 25.6, 512, 256, 0.9, 16]]), 1000, 500, 0.512)
-    assert reply == [{"class": "18", "label": "dog", "confidence": "0.9000", "xmin": "100", "ymin": "50",
-                      "xmax": "1000", "ymax": "500"}]
+    assert reply == [{"class": "18", "label": "dog", "confidence": 0.9, "xmin": 100, "ymin": 50, "xmax": 1000,
+                      "ymax": 500}]
+    assert json.loads(json.dumps(reply)) == reply  # numbers as JSON numbers: sorting by confidence just works
 
 
 def test_size_chooses_the_side_the_network_sees_and_a_larger_one_finds_smaller_things(detector) -> None:

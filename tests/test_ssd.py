@@ -101,11 +101,12 @@ def test_boxes_are_in_pixels_of_the_original_image_and_never_collapse() -> None:
     """DCF's example printed ymin == ymax and xmin == xmax; every box must keep its extent."""
     reply = boxes_reply(np.array([15, 12]), np.array([0.9, 0.75]),
                         np.array([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.2, 1.0]]), (500, 400))
-    assert reply[0] == {"class": "15", "label": "person", "confidence": "0.9000",
-                        "xmin": "100", "ymin": "40", "xmax": "300", "ymax": "200"}
-    assert reply[1]["label"] == "dog" and reply[1]["ymax"] == "400"  # clipped to the image
+    assert reply[0] == {"class": "15", "label": "person", "confidence": 0.9,  # DCF's keys; numbers as numbers
+                        "xmin": 100, "ymin": 40, "xmax": 300, "ymax": 200}
+    assert reply[1]["label"] == "dog" and reply[1]["ymax"] == 400  # clipped to the image
+    assert sorted(reply, key=lambda box: -box["confidence"]) == reply  # as a user sorts them
     for item in reply:
-        assert float(item["xmin"]) < float(item["xmax"]) and float(item["ymin"]) < float(item["ymax"])
+        assert item["xmin"] < item["xmax"] and item["ymin"] < item["ymax"]
 
 
 # --- DCF's SSD300-VGG16 example: anchors, decoding, NMS, checkpoints ----------------------------------

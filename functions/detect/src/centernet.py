@@ -208,18 +208,19 @@ class CenterNetDetector:
         return suppress(rows[rows[:, 4] >= threshold])
 
 
-def boxes_reply(rows: np.ndarray, width: int, height: int, scale: float) -> list[dict[str, str]]:
-    """ssd's reply for one image: strings, COCO category ids and names, boxes in pixels of the original."""
+def boxes_reply(rows: np.ndarray, width: int, height: int, scale: float) -> list[dict[str, str | int | float]]:
+    """ssd's reply for one image: COCO category ids (strings, as DCF's class) and names, the confidence and the
+    box (pixels of the original) as JSON numbers."""
     reply = []
     for x1, y1, x2, y2, score, index in rows:
         category, label = CLASSES[int(index)]
         reply.append({
             "class": str(category),
             "label": label,
-            "confidence": f"{float(score):.4f}",
-            "xmin": str(int(np.clip(np.rint(x1 / scale), 0, width))),
-            "ymin": str(int(np.clip(np.rint(y1 / scale), 0, height))),
-            "xmax": str(int(np.clip(np.rint(x2 / scale), 0, width))),
-            "ymax": str(int(np.clip(np.rint(y2 / scale), 0, height))),
+            "confidence": round(float(score), 4),
+            "xmin": int(np.clip(np.rint(x1 / scale), 0, width)),
+            "ymin": int(np.clip(np.rint(y1 / scale), 0, height)),
+            "xmax": int(np.clip(np.rint(x2 / scale), 0, width)),
+            "ymax": int(np.clip(np.rint(y2 / scale), 0, height)),
         })
     return reply

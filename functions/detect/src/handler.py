@@ -3,7 +3,7 @@
 Request: as ssd's (see image_request.py): JPEG/PNG bytes or base64 of them, or a JSON batch, with "threshold"
 (default 0.3) and "size", the longer side the network sees (default 512, or $DETECT_SIZE: smaller is faster).
 Reply per image: [{"class", "label", "confidence", "xmin", "ymin", "xmax", "ymax"}], COCO category ids and
-names, pixel coordinates of the original image, as strings (ssd's shape).
+names, the confidence and pixel coordinates of the original image as JSON numbers (ssd's shape).
 
 The model, CenterNet-MobileNetV3 trained on COCO, ships in ../model (MIT, see model/SOURCE.md); nothing is
 downloaded. TensorFlow uses a GPU when the function has one (memory grows as needed instead of taking it all).

@@ -2,7 +2,8 @@
 
 Request: JPEG/PNG bytes or base64 of them (`cat 000001.jpg | base64 | dcf function run ssd`), or a
 JSON batch (see images.py). Reply per image: [{"class", "label", "confidence", "xmin", "ymin", "xmax",
-"ymax"}] with PASCAL VOC class ids and pixel coordinates of the original image, as strings.
+"ymax"}] with PASCAL VOC class ids (strings, as DCF's) and the confidence and pixel coordinates of the original
+image as JSON numbers.
 
 The model: the SSD300-VGG16 VOC network of the DCF example when $SSD_CHECKPOINT points at its
 ssd_300_vgg.ckpt, otherwise an SSDLite-MobileNetV2 person detector whose weights come from PyPI.

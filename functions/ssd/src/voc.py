@@ -17,8 +17,9 @@ COCO_LABELS = {1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplan
 
 
 def boxes_reply(classes: np.ndarray, scores: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
-                labels: dict[int, str] | None = None) -> list[dict[str, str]]:
-    """The DCF example's reply for one image: strings, boxes in pixels of the original image, plus "label".
+                labels: dict[int, str] | None = None) -> list[dict[str, str | int | float]]:
+    """The DCF example's reply for one image, with its keys (plus "label"): the class id as a string as DCF's
+    has it, the confidence and the box (pixels of the original image) as JSON numbers.
 
     `boxes` are normalised (ymin, xmin, ymax, xmax); `classes` are VOC ids unless `labels` maps them.
     """
@@ -30,10 +31,10 @@ def boxes_reply(classes: np.ndarray, scores: np.ndarray, boxes: np.ndarray, size
         reply.append({
             "class": str(cls),
             "label": label,
-            "confidence": f"{float(score):.4f}",
-            "xmin": str(int(np.rint(np.clip(xmin, 0.0, 1.0) * width))),
-            "ymin": str(int(np.rint(np.clip(ymin, 0.0, 1.0) * height))),
-            "xmax": str(int(np.rint(np.clip(xmax, 0.0, 1.0) * width))),
-            "ymax": str(int(np.rint(np.clip(ymax, 0.0, 1.0) * height))),
+            "confidence": round(float(score), 4),
+            "xmin": int(np.rint(np.clip(xmin, 0.0, 1.0) * width)),
+            "ymin": int(np.rint(np.clip(ymin, 0.0, 1.0) * height)),
+            "xmax": int(np.rint(np.clip(xmax, 0.0, 1.0) * width)),
+            "ymax": int(np.rint(np.clip(ymax, 0.0, 1.0) * height)),
         })
     return reply
