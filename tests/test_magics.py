@@ -34,7 +34,7 @@ def ip(gateway, tmp_path_factory):
     shell.user_ns["WORKSPACE"] = workspace
     yield shell
     for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class",
-                 "nb-picky", "nb-bound"):
+                 "nb-picky", "nb-bound", "nb-taken"):
         with contextlib.suppress(FunctionNotFound):  # not every test deploys every name
             gateway.client.delete(name)
 
@@ -314,6 +314,21 @@ def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path, caps
     assert source.startswith("import json") and "Handler = Shout" in source
     shout = dcf_jupyter.function("api-class", ip.user_ns["Shout"])
     assert shout(b"hey") == '{"loud": "HEY"}'
+
+
+def test_a_cell_says_before_it_replaces_a_function_deployed_from_elsewhere(ip, gateway, capsys,
+                                                                          make_function) -> None:
+    """A shell's (or another notebook's) function of the same name is replaced only after a line saying so; the
+    cell's own function, deployed again, is not announced."""
+    theirs = make_function("nb-taken", "class Handler:\n    def __call__(self, req):\n        return 'theirs'\n")
+    gateway.client.deploy(theirs)
+    capsys.readouterr()
+    cell(ip, "%%dcf_function nb-taken\n" + HELLO)
+    said = capsys.readouterr().out
+    assert f"nb-taken is deployed on this gateway already, from {theirs.resolve()}: this deploy replaces it" in said
+    assert said.index("is deployed on this gateway already") < said.index("Updated nb-taken"), said
+    cell(ip, "%%dcf_function nb-taken\n" + HELLO)
+    assert "already" not in capsys.readouterr().out
 
 
 def test_no_deploy_only_writes_the_folder_and_says_how_to_deploy_it(ip, gateway, capsys) -> None:

@@ -50,6 +50,7 @@ from ..protocol.names import (
     JSON,
     ORIGIN_FUNCTION,
     ORIGIN_KEY,
+    SOURCE_FOLDER,
     TEXT,
     TRACEBACK_KEY,
     authorization,
@@ -166,6 +167,11 @@ class FunctionInfo:
             return f"Scaled: {self.name} to 0 replicas: idle until called (the next call starts one)"
         return (f"Scaled: {self.name} to {self.replicas} replica{'s' if self.replicas != 1 else ''} "
                 f"({self.available_replicas} ready)")
+
+    @property
+    def folder(self) -> str:
+        """The folder it was deployed from, as the client that deployed it said ('' when it did not say)."""
+        return self.annotations.get(SOURCE_FOLDER, "")
 
     @property
     def deployed_elsewhere(self) -> bool:
@@ -543,7 +549,7 @@ class Client:
             Image=spec.image,
             EnvVars=env or {},
             Labels=spec.labels,
-            Annotations=spec.annotations,
+            Annotations={**spec.annotations, SOURCE_FOLDER: str(spec.root)},
             Limits=pb.FunctionResources(Memory=spec.limits.memory, CPU=spec.limits.cpu, GPU=str(spec.limits.gpu)),
             Source=pack_folder(spec.root, limit=self.max_message_size - 64 * 1024),
             Backend=backend or spec.backend,

@@ -200,6 +200,7 @@ class Session:
             return proxy
         # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
         client = self.client()
+        self._say_if_replacing(client, name)
         title = f"%%dcf_function {name}" if bound_as else f"dcf_jupyter.function({name!r})"  # what was run
         progress = progress or make_progress(title)
         try:
@@ -221,6 +222,20 @@ class Session:
         except DcfError:
             progress.fail()
             raise
+
+    def _say_if_replacing(self, client: Client, name: str) -> None:
+        """Say, before it happens, that a deploy replaces a function of that name deployed from another folder (a
+        shell's `dcf function deploy`, another notebook): the user may not know the name was taken."""
+        try:
+            deployed = client.get(name)
+        except FunctionNotFound:
+            return
+        folder = str((self.workspace / name).resolve())
+        if deployed.folder == folder or deployed.deployed_elsewhere:
+            return
+        where = f"from {deployed.folder}" if deployed.folder else "by a client that does not say from where"
+        print(f"{name} is deployed on this gateway already, {where}: this deploy replaces it with {folder} (give "
+              "the cell another name to keep both)")
 
     def _proxy(self, name: str, line_offset: int, bound_as: str | None) -> FunctionProxy:
         proxy = FunctionProxy(self, name, self.workspace / name, line_offset=line_offset, bound_as=bound_as)

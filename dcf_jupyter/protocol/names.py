@@ -30,6 +30,9 @@ TRACEBACK_KEY = "dcf-traceback-bin"  # the handler's traceback (UTF-8; -bin: gRP
 ORIGIN_FUNCTION, ORIGIN_GATEWAY = "function", "gateway"
 # Function annotation of a function another gateway deployed on a shared cluster (listed, not managed here).
 DEPLOYED_BY = "dcf.deployed-by"
+# Function annotation our clients add to a deploy: the folder it came from (so a notebook can tell a function it
+# would replace from its own).
+SOURCE_FOLDER = "dcf.folder"
 # Request metadata: `authorization: Bearer TOKEN` when the gateway wants a token.
 AUTHORIZATION_KEY = "authorization"
 BEARER = "bearer "  # compared case-insensitively, as HTTP's scheme names are
