@@ -55,7 +55,7 @@ def test_loading_twice_is_harmless(ip) -> None:
 
 def test_cell_becomes_a_deployed_function_and_a_callable(ip, gateway, capsys) -> None:
     cell(ip, "%%dcf_function nb-hello\n" + HELLO)
-    assert "Deployed nb-hello: 1/1 replica(s) on the local backend" in capsys.readouterr().out
+    assert "Deployed nb-hello: 1 replica on the local backend" in capsys.readouterr().out
     proxy = ip.user_ns["nb_hello"]
     assert proxy(b"hi") == "Hello DCF"
     folder = Path(ip.user_ns["WORKSPACE"]) / "nb-hello"
@@ -141,7 +141,7 @@ def test_handler_error_shows_the_remote_traceback_with_cell_lines(ip, capsys) ->
 def test_dcf_list_logs_delete_status(ip, gateway, capsys) -> None:
     cell(ip, "%%dcf_function nb-listed\n" + HELLO)
     table = ip.run_line_magic("dcf", "list")
-    assert "nb-listed" in repr(table) and "<table>" in table._repr_html_()
+    assert "nb-listed" in repr(table) and '<td style="text-align:left">nb-listed</td>' in table._repr_html_()
     logs = ip.run_line_magic("dcf", "logs nb-listed --lines 5")
     assert "ready" in logs
     ip.run_line_magic("dcf", "status")
@@ -298,7 +298,7 @@ def test_python_api_from_source_and_from_class(ip, gateway, tmp_path: Path, caps
     assert proxy(b"abc") == "cba"
     # Its progress names the call that made it, and no variable: function() binds none.
     said = capsys.readouterr().out
-    assert "[dcf_jupyter.function('api-src')] Deployed api-src: 1/1 replica(s)" in said and "(data)" not in said, said
+    assert "[dcf_jupyter.function('api-src')] Deployed api-src: 1 replica on" in said and "(data)" not in said, said
     assert repr(proxy).endswith(": call it with (data)>")
     cell(ip, "%%dcf_function nb-bound\n" + HELLO)  # the magic binds nb_bound, and says so
     assert "; call nb_bound(data)" in capsys.readouterr().out

@@ -152,6 +152,16 @@ class FunctionInfo:
         return said if self.autoscaling is None else f"{said} (autoscaled {self.autoscaling[0]}-{self.autoscaling[1]})"
 
     @property
+    def ready_said(self) -> str:
+        """Its replicas in a phrase: '1 replica', '3 replicas', '1 of 2 replicas ready', 'idle (0 replicas)'."""
+        if self.idle:
+            return "idle (0 replicas)"
+        plural = "s" if self.replicas != 1 else ""
+        if self.available_replicas == self.replicas:
+            return f"{self.replicas} replica{plural}"
+        return f"{self.available_replicas} of {self.replicas} replica{plural} ready"
+
+    @property
     def cold_starts_said(self) -> str:
         """'3 cold starts, the last 0.41 s at 14:02:11' ('' when there was none)."""
         if not self.cold_starts:

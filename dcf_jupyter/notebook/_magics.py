@@ -39,14 +39,18 @@ class _Table:
     """Rows as an HTML table in notebooks, aligned text elsewhere."""
 
     COLUMNS: tuple[str, ...] = ()
+    NUMBERS: frozenset[str] = frozenset()  # columns of numbers, aligned right; text is aligned left
     EMPTY = ""
 
     def __init__(self, rows: list[tuple[str, ...]]) -> None:
         self.rows = rows
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows)
+        # JupyterLab's stylesheet right-aligns table cells: names and words read better from the left.
+        align = [f' style="text-align:{"right" if c in self.NUMBERS else "left"}"' for c in self.COLUMNS]
+        head = "".join(f"<th{a}>{c}</th>" for c, a in zip(self.COLUMNS, align, strict=True))
+        body = "".join("<tr>" + "".join(f"<td{a}>{html.escape(v)}</td>" for v, a in zip(row, align, strict=True))
+                       + "</tr>" for row in self.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if self.rows else \
             f"<i>{html.escape(self.EMPTY)}</i>"
 
@@ -60,6 +64,7 @@ class FunctionTable(_Table):
     """`%dcf list`."""
 
     COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "GPUs", "Image")
+    NUMBERS = frozenset({"Invocations"})
     EMPTY = "No functions deployed."
 
     def __init__(self, functions: list[FunctionInfo]) -> None:

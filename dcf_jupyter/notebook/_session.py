@@ -216,7 +216,7 @@ class Session:
             # The gateway's message ends with where GPUs went ("...; replica 0 on GPU 1)"): keep that part.
             gpus = f" ({message.partition('; ')[2].rstrip(')')})" if "; " in message else ""
             call = f"; call {bound_as}(data)" if bound_as else ""
-            progress.done(f"{message.split(':')[0]} {name}: {info.available_replicas}/{info.replicas} replica(s) "
+            progress.done(f"{message.split(':')[0]} {name}: {info.ready_said} "
                           f"on the {info.backend} backend of {where_runs} {client.address}{gpus}{call}")
             return proxy
         except DcfError:
