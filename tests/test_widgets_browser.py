@@ -231,6 +231,22 @@ def test_spectrogram_records_the_microphone(browser: Any, lab: Lab, widget_gatew
     assert notebook.console_errors == []
 
 
+def test_no_camera_is_one_sentence_pointing_to_videostream(playwright: Any, lab: Lab,
+                                                           widget_gateway: dict[str, Any]) -> None:
+    """A browser that sees no camera (the permission given, no fake device): Start says so once, and how to
+    stream a clip instead; the hint about Start gives way to it."""
+    with chromium_browser(playwright, "--use-fake-ui-for-media-stream") as bare:
+        notebook = open_notebook(bare, lab, "no-camera.ipynb", widget_gateway["address"], [
+            "from dcf_jupyter.widgets import CameraStream\nCameraStream('echo')"])
+        notebook.page.locator(".dcf-camera .dcf-start").click()
+        notebook.page.wait_for_function("() => document.querySelector('.dcf-camera .dcf-error').textContent")
+        said = notebook.page.eval_on_selector(".dcf-camera", "e => ({error: e.querySelector('.dcf-error')"
+                                              ".textContent, stats: e.querySelector('.dcf-stats').textContent})")
+        screenshot(notebook, "camera-none.png")
+    assert said == {"error": "No camera was found: this browser sees none. Stream a video file's frames with "
+                             'VideoStream("echo", "clip.mp4") instead.', "stats": "stopped"}, said
+
+
 def test_dcf_stream_magic_opens_the_camera(browser: Any, lab: Lab, widget_gateway: dict[str, Any]) -> None:
     notebook = open_notebook(browser, lab, "magic-stream.ipynb", widget_gateway["address"], [
         "%dcf stream echo --camera --start --fps 15",
@@ -266,8 +282,13 @@ def test_widgets_look_finished_before_start_and_show_media_at_its_own_size(
     notebook = open_notebook(browser, lab, "looks.ipynb", widget_gateway["address"], [
         "from dcf_jupyter.widgets import CameraStream, VideoStream\nCameraStream('echo')",
         "video = VideoStream('echo', 'small.avi')\nvideo.run()\nvideo",
+        "VideoStream('echo', 'small.avi')  # not started",
     ])
-    notebook.page.locator(".widget-image").wait_for()
+    notebook.page.locator(".widget-image").nth(1).wait_for()
+    # Before Start a video widget shows its clip's first frame: a picture, not an empty image's broken icon.
+    poster = notebook.page.eval_on_selector_all(".widget-image", "images => images.map(i => ({complete: i.complete, "
+                                                "width: i.naturalWidth, source: i.getAttribute('src') || ''}))")[1]
+    assert poster["complete"] and poster["width"] == 320 and poster["source"].startswith("blob:"), poster
     for theme in ("JupyterLab Light", "JupyterLab Dark"):
         notebook.page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', "
                                f"{{theme: '{theme}'}})")

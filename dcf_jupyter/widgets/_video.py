@@ -42,6 +42,16 @@ def open_video(source: str | Path | int) -> Any:
     return capture
 
 
+def _first_frame(capture: Any, quality: int) -> bytes:
+    """The first frame of an opened video as JPEG (b"" when it has none): what the widget shows before Start."""
+    cv2 = _cv2()
+    ok, frame = capture.read()
+    if not ok:
+        return b""
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return jpeg.tobytes() if ok else b""
+
+
 def _draw_boxes(request: bytes, reply: bytes) -> bytes:
     """The sent JPEG with the reply's boxes drawn on it (as `dcf_jupyter.boxes` draws them), as JPEG."""
     out = io.BytesIO()
@@ -71,11 +81,14 @@ class VideoStream(ipywidgets.VBox):
         self.max_frames = max_frames
         capture = open_video(source)  # fail now, in the cell that made the widget, if it cannot be read
         width = int(capture.get(_cv2().CAP_PROP_FRAME_WIDTH) or 0)
+        poster = b"" if isinstance(source, int) else _first_frame(capture, quality)  # not a camera's: it is live
         capture.release()
         self._gateway, self._client = gateway, client
-        # The frames at their own size, up to the cell's width, aspect kept (not stretched to the cell).
-        self.image = ipywidgets.Image(format="jpeg", layout=ipywidgets.Layout(
-            width=f"{width}px" if width else "auto", max_width="100%", height="auto"))
+        # The frames at their own size, up to the cell's width, aspect kept (not stretched to the cell). Before
+        # Start: the clip's first frame, or (a camera) no picture at all, never an empty image (a broken icon).
+        self.image = ipywidgets.Image(value=poster, format="jpeg", layout=ipywidgets.Layout(
+            width=f"{width}px" if width else "auto", max_width="100%", height="auto",
+            display=None if poster else "none"))
         self.text = ipywidgets.HTML()
         self.status = ipywidgets.HTML("stopped")
         compact = {"layout": ipywidgets.Layout(width="auto", min_width="6em")}  # as the camera's buttons
@@ -186,6 +199,8 @@ class VideoStream(ipywidgets.VBox):
             self._update_status(final=True)
 
     def _show(self, frame: Frame) -> None:
+        if self.image.layout.display == "none":
+            self.image.layout.display = None  # the first reply of a camera's stream
         if self.last is not None and frame.id != self.last.id + 1:
             self.replies_in_order = False
         self.last = frame

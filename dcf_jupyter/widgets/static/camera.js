@@ -74,6 +74,26 @@ function drawBoxes(ctx, boxes) {
   });
 }
 
+// Why the camera did not start, in one sentence, with the way around it: a video file's frames (VideoStream).
+export function cameraProblem(err, fn) {
+  const clip = `a video file's frames with VideoStream(${JSON.stringify(fn || "FUNCTION")}, "clip.mp4")`;
+  const name = (err && err.name) || "";
+  if (typeof navigator === "undefined" || !navigator.mediaDevices) {
+    return `This page cannot use a camera (browsers allow one only over HTTPS or on localhost): stream ${clip}.`;
+  }
+  if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError") {
+    return `No camera was found: this browser sees none. Stream ${clip} instead.`;
+  }
+  if (name === "NotAllowedError" || name === "PermissionDeniedError" || name === "SecurityError") {
+    return "The browser did not allow the camera: allow it for this page (the camera icon in the address bar), "
+      + `or stream ${clip}.`;
+  }
+  if (name === "NotReadableError" || name === "TrackStartError") {
+    return `The camera is busy (another program or tab has it): close that, or stream ${clip}.`;
+  }
+  return `The camera did not start (${(err && err.message) || err}): stream ${clip} instead.`;
+}
+
 function render({ model, el }) {
   const view = Math.random().toString(36).slice(2);
   el.classList.add("dcf-camera");
@@ -139,9 +159,10 @@ function render({ model, el }) {
   function showStats() {
     const rate = fps();
     const p50 = median(latencies);
+    // Stopped by a problem, the problem's sentence says it all: the hint about Start would contradict it.
     stats.textContent = streaming || received
       ? `${rate.toFixed(1)} fps · p50 ${p50.toFixed(0)} ms · ${received}/${sent} frames · ${dropped} dropped`
-      : "stopped: Start opens your camera (the browser asks first)";
+      : (error.textContent ? "stopped" : "stopped: Start opens your camera (the browser asks first)");
     const [encode, kernel, fn, draw] = [0, 1, 2, 3].map((i) => median(phases.map((p) => p[i])));
     stats.title = `p50: encode ${encode.toFixed(1)} ms, kernel ${kernel.toFixed(1)} ms, `
       + `function ${fn.toFixed(1)} ms, decode and draw ${draw.toFixed(1)} ms`;
@@ -294,7 +315,7 @@ function render({ model, el }) {
       await video.play();
       await listCameras(media.getVideoTracks()[0].getSettings().deviceId);
     } catch (err) {
-      fail(`no camera: ${err.message || err}`);
+      fail(cameraProblem(err, model.get("function")));
       return;
     }
     sent = received = dropped = 0;
