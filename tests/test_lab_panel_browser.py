@@ -215,3 +215,45 @@ def test_the_panel_shows_each_gpu_and_what_each_replica_holds(page: NotebookPage
         """() => document.querySelector('#dcf-panel [data-gateway="shared"] .dcf-gpu[data-gpu="0"]')
                  ?.textContent === 'GPU 0 declared GPU · free'""", timeout=5000)
     assert page.console_errors == []
+
+
+BOXES = '''
+class Handler:
+    def __call__(self, req):
+        return [{"class": "15", "label": "person", "confidence": 0.9, "xmin": 300, "ymin": 100, "xmax": 420,
+                 "ymax": 380}]
+'''
+
+
+def test_a_detection_drawn_in_the_sidebar_opens_at_full_size(page: NotebookPage, panel_gateway: GatewayHandle,
+                                                             tmp_path: Path) -> None:
+    """The quick call's Call button is the panel's primary button; boxes drawn on the photo sent (~220 px wide in
+    the sidebar, captions unreadable) open at the photo's own size in a main-area tab."""
+    panel_gateway.client.deploy(init_function("boxer", parent=tmp_path, handler_source=BOXES))
+    photo = ROOT / "notebooks" / "images" / "street.jpg"
+    try:
+        boxer = row(page, "shared", "boxer")
+        boxer.wait_for(timeout=5000)
+        boxer.locator(".dcf-name").click()
+        call = page.page.locator(f"{PANEL} button.dcf-call")
+        assert "jp-mod-accept" in (call.get_attribute("class") or ""), "a primary button, not a greyed-out one"
+        page.page.locator(f"{PANEL} .dcf-call-file").set_input_files(str(photo))
+        call.click()
+        drawn = page.page.locator(f"{PANEL} canvas.dcf-boxes.dcf-openable")
+        drawn.wait_for(timeout=10000)
+        assert drawn.bounding_box()["width"] < 400  # the sidebar's copy
+        drawn.click()
+        opened = page.page.locator(".jp-MainAreaWidget .dcf-picture-tab img.dcf-picture")
+        opened.wait_for(timeout=10000)
+        page.page.wait_for_function("() => document.querySelector('.dcf-picture-tab img')?.naturalWidth > 0")
+        from PIL import Image
+
+        width = Image.open(photo).width
+        seen = opened.evaluate("i => ({natural: i.naturalWidth, shown: i.getBoundingClientRect().width})")
+        assert seen["natural"] == width and abs(seen["shown"] - width) < 2, seen  # at its own size
+        assert page.page.locator(".lm-DockPanel .lm-TabBar-tab.lm-mod-current").inner_text().startswith("boxer: ")
+        shot(page, "panel-picture.png")
+        page.page.keyboard.press("Alt+w")  # close the tab again (JupyterLab's close-tab shortcut)
+    finally:
+        panel_gateway.client.delete("boxer")
+    assert page.console_errors == []

@@ -1,7 +1,7 @@
 // The DCF panel: a left-sidebar tab listing every gateway's functions, a status-bar item, and "Deploy DCF
 // function" on function folders and config.yaml files in the file browser.
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { MainAreaWidget, Notification } from '@jupyterlab/apputils';
 import { PathExt } from '@jupyterlab/coreutils';
 import { FileBrowser, IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -80,6 +80,21 @@ function statusItem(panel: DcfPanel, shell: ILabShell | null, app: JupyterFrontE
   return item;
 }
 
+/** A reply's picture at its own size in a main-area tab (the sidebar's copy is ~220 px wide). */
+function pictureTab(source: string, label: string): MainAreaWidget {
+  const image = document.createElement('img');
+  image.className = 'dcf-picture';
+  image.src = source;
+  const content = new Widget({ node: document.createElement('div') });
+  content.addClass('dcf-picture-tab');
+  content.node.append(image);
+  const tab = new MainAreaWidget({ content });
+  tab.id = `dcf-picture-${Date.now()}`;
+  tab.title.label = label;
+  tab.title.closable = true;
+  return tab;
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'dcf-jupyter:panel',
   description: 'The DCF panel: functions, status, logs, scale, delete and deploys of every gateway of yours',
@@ -93,6 +108,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null
   ) => {
     const panel = new DcfPanel();
+    panel.openPicture = (source, label) => app.shell.add(pictureTab(source, label), 'main');
     const functions = new FunctionEntries(factory);
     panel.title.icon = ICON;
     app.shell.add(panel, 'left', { rank: 600 });

@@ -5,7 +5,7 @@ import { Widget } from '@lumino/widgets';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { IFunctionRow, IGateway, IGpu, IReplicaGpus, IReply, api, functionPath, post } from './api';
-import { drawReply } from './reply';
+import { OpenPicture, drawReply } from './reply';
 
 export const REFRESH_MS = 1000;
 const LOG_LINES = 200;
@@ -272,7 +272,8 @@ export class DcfPanel extends Widget {
     input.placeholder = 'text to send (or pick a file)';
     const file = element('input', 'dcf-call-file') as HTMLInputElement;
     file.type = 'file';
-    const send = element('button', 'jp-Button dcf-call', 'Call');
+    // A primary button: plain jp-Button reads as disabled beside a filled-in box.
+    const send = element('button', 'jp-Button jp-mod-styled jp-mod-accept dcf-call', 'Call');
     const output = element('div', 'dcf-reply');
     send.onclick = () => void this._call(gateway, name, input, file, output);
     this._detail.replaceChildren(title, element('div', 'dcf-label', 'log'), log,
@@ -317,11 +318,14 @@ export class DcfPanel extends Widget {
         body = { input: input.value };
       }
       const reply = await post<IReply>(functionPath(gateway, name, 'call'), body);
-      await drawReply(output, reply, sent);
+      await drawReply(output, reply, sent, this.openPicture, `${name}: ${picked?.name ?? 'reply'}`);
     } catch (error) {
       output.replaceChildren(element('div', 'dcf-error', (error as Error).message));
     }
   }
+
+  /** Where a reply's picture opens at full size (set by the plugin: the main area). */
+  openPicture: OpenPicture | undefined;
 
   private _state: IGateway[] = [];
   private _target = 'shared';

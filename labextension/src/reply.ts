@@ -80,7 +80,26 @@ async function drawBoxes(output: HTMLElement, sent: Blob, boxes: IBox[]): Promis
   output.append(canvas);
 }
 
-export async function drawReply(output: HTMLElement, reply: IReply, sent?: Blob): Promise<void> {
+/** Opens a picture at its own size where there is room for it (the main area); the sidebar's copy is small. */
+export type OpenPicture = (source: string, title: string) => void;
+
+/** Makes a picture in the sidebar open at full size when clicked. */
+function openable(picture: HTMLElement, source: () => string, title: string, open?: OpenPicture): void {
+  if (!open) {
+    return;
+  }
+  picture.classList.add('dcf-openable');
+  picture.title = 'click to open it at full size in the main area';
+  picture.onclick = () => open(source(), title);
+}
+
+export async function drawReply(
+  output: HTMLElement,
+  reply: IReply,
+  sent?: Blob,
+  open?: OpenPicture,
+  title = 'reply'
+): Promise<void> {
   output.replaceChildren();
   output.dataset.contentType = reply.content_type;
   const type = reply.base64 ? imageType(reply.base64) : reply.text ? imageType(reply.text.trim()) : null;
@@ -88,12 +107,17 @@ export async function drawReply(output: HTMLElement, reply: IReply, sent?: Blob)
     const image = document.createElement('img');
     image.className = 'dcf-reply-image';
     image.src = `data:${type};base64,${reply.base64 ?? reply.text!.trim()}`;
+    openable(image, () => image.src, title, open);
     output.append(image);
     return;
   }
   const boxes = boxesOf(reply.json);
   if (boxes && sent) {
     await drawBoxes(output, sent, boxes);
+    const canvas = output.querySelector('canvas.dcf-boxes') as HTMLCanvasElement | null;
+    if (canvas) {
+      openable(canvas, () => canvas.toDataURL('image/png'), title, open);
+    }
   }
   const text = document.createElement('pre');
   text.className = 'dcf-reply-text';
