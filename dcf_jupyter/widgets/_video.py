@@ -159,7 +159,7 @@ class VideoStream(ipywidgets.VBox):
         own view needs its kernel to show anything)."""
         from IPython.display import Image
 
-        if not self.image.value:
+        if self.last is None:  # the clip's first frame shows before Start, but no reply came yet
             raise ValueError("no frame yet: start() or run() the stream first")
         return Image(data=bytes(self.image.value), format=self.image.format)
 
