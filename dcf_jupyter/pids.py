@@ -28,6 +28,16 @@ def pid_alive(pid: int) -> bool:
     return not is_zombie(pid)
 
 
+def process_started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat's 22nd field), to tell it from a later
+    process given the same pid; None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def session_members(session: int) -> list[int]:
     """Pids of the live processes in session `session` (Linux /proc; [] elsewhere): everything a process started
     with `start_new_session` left running, whatever process groups they made."""

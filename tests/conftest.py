@@ -16,6 +16,7 @@ import grpc
 import pytest
 import yaml
 
+from dcf_jupyter.backends.gpu_leases import ENV_GPU_LEASES
 from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
 from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
@@ -31,9 +32,11 @@ FUNCTIONS = ROOT / "functions"
 
 def _isolated_values(base: Path) -> dict[str, str | None]:
     """What no test may share with the user: their state dir, default gateway, token, config dir (where the owner's
-    token lives) and Jupyter runtime dir (where kernels' gateways announce themselves)."""
+    token lives), Jupyter runtime dir (where kernels' gateways announce themselves) and the machine's GPU lease
+    folder (where every user's gateways book GPUs: one of this session's, not /run's)."""
     return {"DCF_STATE_DIR": str(base / "default-state"), "DCF_GATEWAY": None, ENV_TOKEN: None,
-            ENV_CONFIG_DIR: str(base / "dcf-config"), "JUPYTER_RUNTIME_DIR": str(base / "jupyter-runtime")}
+            ENV_CONFIG_DIR: str(base / "dcf-config"), "JUPYTER_RUNTIME_DIR": str(base / "jupyter-runtime"),
+            ENV_GPU_LEASES: str(base / "gpu-leases")}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -137,7 +140,8 @@ def panel_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayH
     """The shared gateway the JupyterLab panel sees (test_lab_*), with a token, as a user runs one, and two declared
     GPUs (booked in a config dir of its own, so no other test's gateway sees them held)."""
     state = tmp_path_factory.mktemp("panel-gateway") / "state"
-    env = {ENV_TOKEN: PANEL_TOKEN, ENV_CONFIG_DIR: str(state.parent / "config")}
+    env = {ENV_TOKEN: PANEL_TOKEN, ENV_CONFIG_DIR: str(state.parent / "config"),
+           ENV_GPU_LEASES: str(state.parent / "gpu-leases")}
     handle = GatewayHandle(*start_detached(state, "127.0.0.1", 0, env=env, extra=["--gpus", "0,1"]))
     handle.client = Client(handle.address, token=PANEL_TOKEN)
     try:
@@ -248,7 +252,7 @@ def stranger() -> Iterator[Any]:
 # `python -m pytest -m "not slow"` leaves them out for a fast loop while developing; CI runs everything.
 SLOW_MODULES = frozenset({"test_ray", "test_kuberay", "test_docker", "test_notebooks", "test_binder",
                           "test_lab_panel_browser", "test_widgets_browser", "test_shared_machine", "test_detect",
-                          "test_ssd", "test_shared_machine_bounds"})
+                          "test_ssd", "test_shared_machine_bounds", "test_jupyterhub"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,8 +5,10 @@ either way; on a GPU machine the device check (benchmarks/gpu_share_check.py) pr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -257,3 +259,48 @@ def test_a_replica_holding_a_share_caps_pytorch_when_its_handler_imports_it(tmp_
                            env={k: v for k, v in os.environ.items() if k != "DCF_GPU_SHARE"}, timeout=60)
     assert whole.returncode == 0, whole.stderr
     assert whole.stdout.strip() == "[]"  # whole devices (or none): no cap
+
+
+def test_the_machines_lease_folder_is_used_only_when_root_made_it_sticky(tmp_path: Path) -> None:
+    """A folder anyone could have made (not root's, or not sticky) is not shared: its owner could remove others'
+    leases. Then the gateway books among its user's own gateways, and says why."""
+    from dcf_jupyter.backends.gpu_leases import LeaseBook, shared_problem
+
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    said = shared_problem(loose)
+    assert said and ("not 1777" in said or "not root" in said), said
+    book, why = LeaseBook.for_this_machine(tmp_path / "own", loose)
+    assert not book.shared and book.folder == tmp_path / "own" and why == said
+    if os.geteuid() != 0:
+        print("\nthe shared lease folder's happy path needs root (tests run as uid", os.geteuid(), ")")
+        return
+    made = tmp_path / "run" / "gpu-leases"
+    assert shared_problem(made) == "" and stat.S_IMODE(made.stat().st_mode) == 0o1777  # root makes it sticky
+    book, why = LeaseBook.for_this_machine(tmp_path / "own", made)
+    assert book.shared and why == ""
+
+
+def test_a_lease_is_whoever_owns_its_file(tmp_path: Path) -> None:
+    """A lease file claiming to be another user's counts as its owner's: a stranger cannot pose as you."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    from dcf_jupyter.backends.gpu_leases import LeaseBook
+
+    folder = tmp_path / "leases"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        claim = {"pid": sleeper.pid, "uid": 0, "label": "root's gateway", "grants": [
+            {"function": "posing", "revision": 1, "replica": 0, "devices": [0], "share": 1.0}]}
+        forged = folder / f"gateway-0-{sleeper.pid}.json"
+        forged.write_text(json.dumps(claim))
+        os.chown(forged, 65534, 65534)  # nobody's file, claiming uid 0
+        with LeaseBook(folder, shared=True).locked() as leases:
+            (lease,) = leases
+        assert lease.uid == 65534 and not lease.mine and lease.grants[0]["function"] == "posing"
+    finally:
+        sleeper.kill()
+        sleeper.wait()

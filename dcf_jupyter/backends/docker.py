@@ -176,7 +176,7 @@ class DockerDeployment(Deployment):
             raise DeployFailed(failure.message) from None
 
     async def _start_one(self, index: int) -> _Container:
-        grant = self._grant(index)
+        grant = await asyncio.to_thread(self._grant, index)  # booking waits on a lock other gateways share
         files = None
         if needs_files(self.spec) and self.backend.files_dir is not None:
             stem = f"{self.spec.name}.{self.spec.revision}.{index}.{secrets.token_hex(3)}"
@@ -184,11 +184,12 @@ class DockerDeployment(Deployment):
         try:
             container, port = await asyncio.to_thread(self._run_container, index, grant, files)
         except BaseException:
-            self._release(grant)
+            await self._release(grant)
             remove_replica_files(files)
             raise
         if grant is not None and self.backend.gpus is not None:
-            grant = self.backend.gpus.started(grant, int(container.attrs.get("State", {}).get("Pid") or 0))
+            grant = await asyncio.to_thread(self.backend.gpus.started, grant,
+                                            int(container.attrs.get("State", {}).get("Pid") or 0))
         replica = _Container(index, container, port, GrpcLink(f"127.0.0.1:{port}", self.backend.max_message), grant,
                              files)
         loop = asyncio.get_running_loop()
@@ -262,12 +263,12 @@ class DockerDeployment(Deployment):
         await replica.link.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(replica.container.remove, force=True)
-        self._release(replica.grant)
+        await self._release(replica.grant)
         remove_replica_files(replica.files)
 
-    def _release(self, grant: Grant | None) -> None:
-        if self.backend.gpus is not None:
-            self.backend.gpus.release(grant)
+    async def _release(self, grant: Grant | None) -> None:
+        if self.backend.gpus is not None and grant is not None:
+            await asyncio.to_thread(self.backend.gpus.release, grant)
 
     async def stop(self) -> None:
         if self._watcher is not None:

@@ -1,31 +1,28 @@
 """GPUs for the replicas of the local and docker backends: distinct whole devices per replica, shares of one
 packed up to 1.0, released when the replica stops.
 
-Every gateway of a user on this machine books its grants in a lease file of its own in one owner-only folder,
-under a lock, and reads the others' (a dead gateway's file is dropped): two notebooks' embedded gateways, or a
-notebook and a shared gateway, never hand out one device twice. Other users' processes are not booked here
-(hand each gateway its part of a shared machine with `--gpus`); status shows them from the driver.
+Every gateway books its grants in a lease file of its own (gpu_leases.py), under a lock, and reads the others':
+every user's gateways in one folder of the machine where it has one (two users' gateways never hand out one
+device), else the user's own gateways in theirs (two notebooks' embedded gateways, or a notebook and a shared
+gateway, never do). Processes no gateway booked show in status, from the driver.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..credentials import private_dir, write_private
 from ..definition.spec import GpuRequest
-from ..pids import pid_alive
 from ..ports import describe_user
 from ..settings import ENV_GPU_SHARE
 from .gpu_inventory import Gpu, GpuProcess, Inventory, processes
+from .gpu_leases import LeaseBook, LeaseLockTimeout
 
 FULL = 1.0
 EPSILON = 1e-6  # shares are sums of decimals like 0.1: compare with room for rounding
@@ -47,6 +44,13 @@ class Grant:
     gateway: str = ""  # who booked it: "this gateway", a notebook, another gateway's address
     gateway_pid: int = 0
     pid: int = 0  # the replica's process, for its memory use (0: not started yet)
+    uid: int = -1  # the user whose gateway booked it (-1: this one's, written before uids were kept)
+    owner: str = ""  # that user's name, for another user's grant
+
+    @property
+    def another_users(self) -> bool:
+        """Booked by another user's gateway."""
+        return self.uid not in (-1, os.geteuid())
 
     @property
     def cuda_visible_devices(self) -> str:
@@ -59,19 +63,12 @@ class Grant:
         return f"{self.function} replica {self.replica}{share}"
 
 
-@dataclass
-class _LeaseFile:
-    pid: int
-    label: str
-    grants: list[Grant] = field(default_factory=list)
-
-
 class GpuAllocator:
     """Hands out this gateway's inventory to replicas; thread-safe (docker starts replicas from threads)."""
 
-    def __init__(self, inventory: Inventory, lease_dir: Path | None, label: str = "") -> None:
+    def __init__(self, inventory: Inventory, leases: LeaseBook | Path | None, label: str = "") -> None:
         self.inventory = inventory
-        self.lease_dir = lease_dir
+        self.book = leases if isinstance(leases, LeaseBook) else LeaseBook(leases)  # a Path: the user's own
         self.label = label or f"gateway pid {os.getpid()}"
         self._mine: list[Grant] = []
         self._lock = threading.Lock()
@@ -88,15 +85,19 @@ class GpuAllocator:
         and who holds each device when it does not fit."""
         if not request:
             return None
-        with self._lock, self._leases() as others:
-            held = self._held(others, function, revision)
-            chosen = self._choose(request, held)
-            if chosen is None:
-                raise NoGpu(self._refusal(function, replica, request, held))
-            grant = Grant(function, revision, replica, chosen, request.share, self.label, os.getpid())
-            self._mine.append(grant)
-            self._save()
-            return grant
+        try:
+            with self._lock, self._leases() as others:
+                held = self._held(others, function, revision)
+                chosen = self._choose(request, held)
+                if chosen is None:
+                    raise NoGpu(self._refusal(function, replica, request, held))
+                grant = Grant(function, revision, replica, chosen, request.share, self.label, os.getpid(),
+                              uid=os.geteuid())
+                self._mine.append(grant)
+                self._save()
+                return grant
+        except LeaseLockTimeout as exc:
+            raise NoGpu(f"{function} replica {replica} could not book its GPUs: {exc}") from None
 
     def started(self, grant: Grant, pid: int) -> Grant:
         """Record the process that holds `grant` (for its memory use); the grant as now booked."""
@@ -108,16 +109,23 @@ class GpuAllocator:
 
     def release(self, grant: Grant | None) -> None:
         """Give a replica's devices back (it stopped)."""
-        if grant is None:
-            return
+        if grant is not None:
+            self.release_all([grant])
+
+    def release_all(self, grants: list[Grant]) -> None:
+        """Give several replicas' devices back at once (they stopped)."""
         with self._lock:
-            self._mine = [g for g in self._mine if not _same_holder(g, grant)]
+            self._mine = [g for g in self._mine if not any(_same_holder(g, grant) for grant in grants)]
             self._save()
 
     def grants(self) -> list[Grant]:
         """Every booking on this gateway's devices: this gateway's and the user's other gateways'."""
-        with self._lock, self._leases() as others:
-            mine = list(self._mine)
+        try:
+            with self._lock, self._leases() as others:
+                mine = list(self._mine)
+        except LeaseLockTimeout:  # another gateway is stuck holding the lock: what this one holds is still known
+            with self._lock:
+                return list(self._mine)
         indices = {d.index for d in self.devices}
         return mine + [g for g in others if set(g.devices) & indices]
 
@@ -162,8 +170,8 @@ class GpuAllocator:
         for device in self.devices:
             grants = held[device.index]
             if grants:
-                whose = ", ".join(f"{g.holder()}{_whose(g)}" for g in grants)
-                taken.append(f"GPU {device.index} by {whose}")
+                whose = ", ".join(_holder_said(g) for g in grants)
+                taken.append(f"GPU {device.index} held by {whose}")
             else:
                 taken.append(f"GPU {device.index} free")
         return f"{function} replica {replica} asks for {asked}, which does not fit: {'; '.join(taken)}"
@@ -172,47 +180,19 @@ class GpuAllocator:
 
     @contextlib.contextmanager
     def _leases(self) -> Iterator[list[Grant]]:
-        """The other live gateways' grants, read under the folder's lock (held until the block ends)."""
-        if self.lease_dir is None:
-            yield []
-            return
-        private_dir(self.lease_dir)
-        with open(self.lease_dir / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield list(self._read_others())
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _read_others(self) -> Iterator[Grant]:
-        assert self.lease_dir is not None
-        for path in self.lease_dir.glob("gateway-*.json"):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                pid = int(data["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if pid == os.getpid():
-                continue
-            if not pid_alive(pid):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                continue
-            for raw in data.get("grants", []):
-                with contextlib.suppress(TypeError, ValueError):
-                    yield Grant(**{**raw, "devices": tuple(raw["devices"]), "gateway": data.get("label", "")})
+        """The other live gateways' grants, read under the book's lock (held until the block ends)."""
+        with self.book.locked() as leases:
+            grants = []
+            for lease in leases:
+                for raw in lease.grants:
+                    with contextlib.suppress(TypeError, ValueError, KeyError):
+                        # Whose it is, from the file's owner: never from what the file says.
+                        grants.append(Grant(**{**raw, "devices": tuple(raw["devices"]), "gateway": lease.label,
+                                               "uid": lease.uid, "owner": "" if lease.mine else lease.owner}))
+            yield grants
 
     def _save(self) -> None:
-        if self.lease_dir is None:
-            return
-        path = self.lease_dir / f"gateway-{os.getpid()}.json"
-        if not self._mine:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            return
-        private_dir(self.lease_dir)
-        record = _LeaseFile(os.getpid(), self.label, list(self._mine))
-        write_private(path, json.dumps(asdict(record)))
+        self.book.save(self.label, [{k: v for k, v in asdict(g).items() if k != "owner"} for g in self._mine])
 
     def close(self) -> None:
         """Drop every grant (the gateway stops)."""
@@ -227,6 +207,15 @@ def _same_holder(a: Grant, b: Grant) -> bool:
 
 def _whose(grant: Grant) -> str:
     return "" if grant.gateway_pid == os.getpid() else f" [{grant.gateway}]"
+
+
+def _holder_said(grant: Grant) -> str:
+    """Who holds a grant, for a refusal: 'echo replica 1 (0.5)', with its gateway when it is another of this
+    user's, or "alice's function detect (0.5)" when another user's gateway booked it."""
+    if grant.another_users:
+        share = "" if grant.share >= FULL - EPSILON else f" ({grant.share:g})"
+        return f"{grant.owner or f'uid {grant.uid}'}'s function {grant.function}{share}"
+    return f"{grant.holder()}{_whose(grant)}"
 
 
 def gpu_environment(grant: Grant | None, *, in_container: bool = False) -> dict[str, str]:
@@ -284,7 +273,10 @@ def status(allocator: GpuAllocator) -> list[dict[str, Any]]:
         by_holder, strangers = _attributed(device_processes, pids)
         others = [{"pid": p.pid, "memory_used": p.memory_used, "user": _user_of(p.pid)} for p in strangers]
         mine = [g for g in grants if device.index in g.devices]
+        # Another user's grant shows as theirs, with its share, and nothing of what it runs.
         holders: list[dict[str, Any]] = [
+            {"another_user": True, "function": "", "replica": 0, "revision": 0, "share": g.share, "gateway": "",
+             "pid": 0, "memory_used": by_holder.get(g.pid, 0)} if g.another_users else
             {"function": g.function, "replica": g.replica, "revision": g.revision, "share": g.share,
              "gateway": "" if g.gateway_pid == os.getpid() else g.gateway, "pid": g.pid,
              "memory_used": by_holder.get(g.pid, 0)} for g in mine]

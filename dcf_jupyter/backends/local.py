@@ -145,10 +145,12 @@ class LocalDeployment(Deployment):
             return None
         return self._book_gpus(allocator, index)
 
-    def _release(self, replicas: list[_Replica]) -> None:
-        if self.backend.gpus is not None:
-            for replica in replicas:
-                self.backend.gpus.release(replica.grant)
+    async def _release(self, replicas: list[_Replica]) -> None:
+        """Give their GPUs back (off the event loop: booking waits on a lock other gateways share)."""
+        allocator = self.backend.gpus
+        grants = [replica.grant for replica in replicas if replica.grant is not None]
+        if allocator is not None and grants:
+            await asyncio.to_thread(allocator.release_all, grants)
 
     allocates_gpus = True
 
@@ -158,13 +160,13 @@ class LocalDeployment(Deployment):
     async def scale(self, replicas: int) -> None:
         gone = self._take_out(self._replicas, len(self._replicas) - replicas, lambda replica: replica.link)
         await asyncio.gather(*(replica.stop() for replica in gone))
-        self._release(gone)
+        await self._release(gone)
         new: list[_Replica] = []
         try:
             for index in self._free_indices({r.index for r in self._replicas}, replicas - len(self._replicas)):
-                new.append(_Replica(self, index, self._grant(index)))
+                new.append(_Replica(self, index, await asyncio.to_thread(self._grant, index)))
         except DeployFailed:
-            self._release(new)
+            await self._release(new)
             raise
         self._replicas.extend(new)
         for replica in new:
@@ -175,7 +177,7 @@ class LocalDeployment(Deployment):
             for replica in new:
                 self._replicas.remove(replica)
             await asyncio.gather(*(r.stop() for r in new))
-            self._release(new)
+            await self._release(new)
             failure = failures[0]
             if isinstance(failure, DeployFailed):
                 raise failure
@@ -186,7 +188,7 @@ class LocalDeployment(Deployment):
     async def stop(self) -> None:
         replicas, self._replicas = self._replicas, []
         await asyncio.gather(*(r.stop() for r in replicas))
-        self._release(replicas)
+        await self._release(replicas)
         self._replicas_changed()
         await self._release_template()
 
@@ -305,7 +307,7 @@ class _Replica:
             raise DeployFailed(failure.message) from None
         self.process = started.process
         if self.grant is not None and self.deployment.backend.gpus is not None:
-            self.grant = self.deployment.backend.gpus.started(self.grant, self.process.pid)
+            self.grant = await asyncio.to_thread(self.deployment.backend.gpus.started, self.grant, self.process.pid)
         self._exit = _exit_future(self.process)
         self._close_lifeline()
         self._lifeline = started.lifeline_fd

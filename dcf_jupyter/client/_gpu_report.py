@@ -12,7 +12,8 @@ def _size(value: Any) -> str:
 
 
 def gpu_lines(info: Mapping[str, Any]) -> list[str]:
-    """Each GPU with who holds it (function, replica, share, whose gateway) and the memory each uses."""
+    """Each GPU with who holds it (function, replica, share, whose gateway; another user's grant as "another user"
+    and its share) and the memory each uses."""
     devices: Sequence[Mapping[str, Any]] = info.get("gpus") or []
     if not devices:
         return ["GPUs: none (a local replica that asks for one runs on the CPU; `dcf gateway start --gpus` "
@@ -28,7 +29,8 @@ def gpu_lines(info: Mapping[str, Any]) -> list[str]:
             share = f" ({holder['share']:g})" if float(holder.get("share", 1)) < 1 else ""
             whose = f" [{holder['gateway']}]" if holder.get("gateway") else ""
             memory = f": {_size(holder['memory_used'])}" if holder.get("memory_used") else ""
-            lines.append(f"    {holder['function']} replica {holder['replica']}{share}{whose}{memory}")
+            who = "another user" if holder.get("another_user") else f"{holder['function']} replica {holder['replica']}"
+            lines.append(f"    {who}{share}{whose}{memory}")
         for other in device.get("others") or []:
             who = f", {other['user']}" if other.get("user") else ""
             lines.append(f"    another process (pid {other['pid']}{who}): {_size(other.get('memory_used'))}")

@@ -26,6 +26,7 @@ from ..backends.base import Backend, MeshAccess
 from ..backends.docker import DockerBackend
 from ..backends.gpu_allocator import GpuAllocator
 from ..backends.gpu_inventory import inventory as gpu_inventory
+from ..backends.gpu_leases import LeaseBook
 from ..backends.local import LocalBackend
 from ..credentials import config_dir, owner_token, private_dir, tighten, token_path, write_private
 from ..definition.requirements import cache_root
@@ -48,7 +49,7 @@ from .core import GatewayCore
 from .limits import ConnectionLimits, grpc_server_options
 from .service import Gateway
 
-GPU_LEASES = "gpu-leases"  # in the user's config dir: what each of their gateways granted (gpu_allocator.py)
+GPU_LEASES = "gpu-leases"  # in the user's config dir, where the machine has no shared one (gpu_leases.py)
 REPLICA_TOKEN_FILE = "replica-token"  # in the state dir
 OWN_SOCKET = "gateway.sock"  # in the 0700 socket folder: the owner's tools and replicas on this machine
 log = logging.getLogger("dcf.gateway")
@@ -124,13 +125,21 @@ def _ray_backend(options: GatewayOptions) -> Backend:
 
 def _gpu_allocator(options: GatewayOptions) -> GpuAllocator:
     """This machine's GPUs as `--gpus`/$DCF_GPUS and $CUDA_VISIBLE_DEVICES leave them to this gateway, booked in
-    the user's lease folder beside the other gateways'; GatewayStartError for a list that names none of them."""
+    the machine's lease folder beside every user's gateways' (else in the user's own, which the log says);
+    GatewayStartError for a list that names none of them."""
     declared = options.gpus if options.gpus is not None else os.environ.get(ENV_GPUS)
     try:
         devices = gpu_inventory(declared, os.environ.get("CUDA_VISIBLE_DEVICES"))
     except ConfigError as exc:
         raise GatewayStartError(str(exc)) from None
-    return GpuAllocator(devices, config_dir() / GPU_LEASES)
+    if not devices.devices:
+        return GpuAllocator(devices, None)  # nothing to book
+    book, problem = LeaseBook.for_this_machine(config_dir() / GPU_LEASES)
+    if problem:
+        log.warning("GPU grants are booked among your own gateways only, not other users': %s", problem)
+    else:
+        log.info("GPU grants are booked with every user's gateways in %s", book.folder)
+    return GpuAllocator(devices, book)
 
 
 async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path,

@@ -16,6 +16,7 @@ export interface IGpuHolder {
   share: number;
   gateway: string; // '' for this gateway's own replicas, else who booked it (a notebook, another gateway)
   memory_used: number;
+  another_user?: boolean; // booked by another user's gateway: only its share is shown
 }
 
 export interface IGpu {

@@ -359,7 +359,8 @@ function gpuLine(gpu: IGpu): HTMLElement {
   const holders = gpu.holders.map(h => {
     const share = h.share < 1 ? ` (${h.share})` : '';
     const whose = h.gateway ? ` [${h.gateway}]` : '';
-    return `${h.function} replica ${h.replica}${share}${whose}${h.memory_used ? `: ${size(h.memory_used)}` : ''}`;
+    const held = h.another_user ? 'another user' : `${h.function} replica ${h.replica}`;
+    return `${held}${share}${whose}${h.memory_used ? `: ${size(h.memory_used)}` : ''}`;
   });
   const others = gpu.others.map(o => `another process (pid ${o.pid}${o.user ? `, ${o.user}` : ''}): ${size(o.memory_used)}`);
   line.title = [`GPU ${gpu.index} ${gpu.name}: ${held}`, ...holders, ...others].join('\n');
