@@ -90,8 +90,10 @@ def _settings(settings_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def jupyter_lab(root: Path, env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[Lab]:
-    """JupyterLab serving `root` on 127.0.0.1; stopped (process group killed) on exit."""
+def jupyter_lab(root: Path, env: dict[str, str] | None = None, timeout: float = 60.0,
+                args: list[str] | None = None) -> Iterator[Lab]:
+    """JupyterLab serving `root` on 127.0.0.1 (with more command-line `args`); stopped (process group killed) on
+    exit."""
     state = root / ".jupyter-state"
     dirs = {name: state / name.lower() for name in (
         "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
@@ -104,7 +106,7 @@ def jupyter_lab(root: Path, env: dict[str, str] | None = None, timeout: float = 
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}",
         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         "--LabApp.extension_manager=readonly", "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *(args or []),
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")

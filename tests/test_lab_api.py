@@ -255,3 +255,46 @@ def test_a_kernels_gateway_is_not_started_from_the_panel(lab: Lab) -> None:
     assert status == 400 and "a notebook's kernel starts its own" in refused["message"]
     status, refused = api(lab, "POST", "gateways/shared/start", {})
     assert status == 409 and "($DCF_GATEWAY): start it where it runs" in refused["message"], refused
+
+
+READ_ONLY = """
+from jupyter_server.auth import Authorizer
+
+
+class ReadOnly(Authorizer):
+    \"\"\"As a JupyterHub's scopes may say for a shared user: look, do not touch.\"\"\"
+
+    def is_authorized(self, handler, user, action, resource):
+        return action == "read"
+"""
+
+
+def test_the_servers_authorizer_decides_who_may_deploy_call_or_only_look(panel_gateway: GatewayHandle,
+                                                                           tmp_path: Path) -> None:
+    """With an Authorizer that allows reading only (a hub's read-only scope), the panel lists and reads logs but
+    refuses deploys, calls, scaling, deletes and starts (403), and the gateway is left as it was."""
+    from labdriver import jupyter_lab
+
+    (tmp_path / "authz.py").write_text(READ_ONLY)
+    import shutil
+
+    shutil.copytree(ROOT / "functions" / "echo", tmp_path / "echo")
+    panel_gateway.client.deploy(ROOT / "functions" / "echo")
+    env = {"DCF_GATEWAY": panel_gateway.address, "DCF_TOKEN": PANEL_TOKEN, "PYTHONPATH": str(tmp_path)}
+    try:
+        with jupyter_lab(tmp_path, env=env, args=["--ServerApp.authorizer_class=authz.ReadOnly"]) as lab:
+            status, gateways = api(lab, "GET", "gateways")
+            assert status == 200 and "echo" in {f["name"] for f in gateways[0]["functions"]}, gateways
+            assert api(lab, "GET", "gateways/shared/functions/echo/logs?lines=5")[0] == 200
+            assert api(lab, "GET", "function-folders?path=")[0] == 200
+            for method, path, body in (("POST", "gateways/shared/deploy", {"path": "echo"}),
+                                       ("POST", "gateways/shared/functions/echo/call", {"input": "x"}),
+                                       ("POST", "gateways/shared/functions/echo/scale", {"replicas": 2}),
+                                       ("DELETE", "gateways/shared/functions/echo", None),
+                                       ("POST", "gateways/shared/start", {})):
+                status, said = api(lab, method, path, body)
+                assert status == 403, (method, path, status, said)
+        echo = panel_gateway.client.get("echo")
+        assert (echo.replicas, echo.invocations) == (1, 0), echo  # nothing was changed or called
+    finally:
+        panel_gateway.client.delete("echo")

@@ -10,7 +10,8 @@ request; the handlers reach gateways through `client.Client`, so gateway tokens 
     POST   dcf/gateways/shared/start                      start your own gateway when none answers
     GET    dcf/function-folders?path=DIR                  the entries of DIR that are functions (to deploy)
 
-Errors are JSON {"message": one sentence} with a 4xx/5xx status, never a traceback.
+Errors are JSON {"message": one sentence} with a 4xx/5xx status, never a traceback. Who may do what is the Jupyter
+Server's Authorizer's to say (resource "dcf"; GETs "read", calls "execute", the rest "write"): see DcfHandler.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
@@ -50,6 +52,7 @@ from ..gateway.control import start_own_gateway
 from ..settings import named_address
 
 T = TypeVar("T")
+AUTH_RESOURCE = "dcf"  # what a Jupyter Server Authorizer (a JupyterHub's) is asked about: read / execute / write
 HEALTH_TIMEOUT_S = 1.0
 MAX_LOG_LINES = 5000
 # How each error reads over HTTP (the sentence is the same as in the CLI).
@@ -96,7 +99,15 @@ def reply_json(reply: Reply) -> dict[str, Any]:
 
 
 class DcfHandler(APIHandler):
-    """Shared: finding the gateway of a URL, running blocking client calls off the event loop, errors."""
+    """Shared: finding the gateway of a URL, running blocking client calls off the event loop, errors.
+
+    Every route is authenticated by Jupyter Server and then authorized on the resource "dcf" (jupyter-server's
+    `@authorized`): reading (the gateways, their functions and GPUs, logs, which folders hold functions) is "read",
+    calling a function "execute", deploying, scaling, deleting and starting a gateway "write". A JupyterHub (or
+    any Authorizer) decides who may do which: read-only access lists and reads logs but changes nothing.
+    """
+
+    auth_resource = AUTH_RESOURCE
 
     def gateway(self, gateway_id: str) -> GatewayEntry:
         for entry in all_gateways():
@@ -151,6 +162,7 @@ class DcfHandler(APIHandler):
 
 class GatewaysHandler(DcfHandler):
     @tornado.web.authenticated
+    @authorized("read")
     async def get(self) -> None:
         async def work() -> list[dict[str, Any]]:
             return list(await asyncio.gather(*(self._describe(entry) for entry in all_gateways())))
@@ -186,6 +198,7 @@ class GatewaysHandler(DcfHandler):
 
 class LogsHandler(DcfHandler):
     @tornado.web.authenticated
+    @authorized("read")
     async def get(self, gateway_id: str, name: str) -> None:
         async def work() -> dict[str, Any]:
             try:
@@ -200,6 +213,7 @@ class LogsHandler(DcfHandler):
 
 class ScaleHandler(DcfHandler):
     @tornado.web.authenticated
+    @authorized("write")
     async def post(self, gateway_id: str, name: str) -> None:
         async def work() -> dict[str, Any]:
             replicas = self.body().get("replicas")
@@ -213,6 +227,7 @@ class ScaleHandler(DcfHandler):
 
 class CallHandler(DcfHandler):
     @tornado.web.authenticated
+    @authorized("execute")
     async def post(self, gateway_id: str, name: str) -> None:
         async def work() -> dict[str, Any]:
             body = self.body()
@@ -230,6 +245,7 @@ class CallHandler(DcfHandler):
 
 class FunctionHandler(DcfHandler):
     @tornado.web.authenticated
+    @authorized("write")
     async def delete(self, gateway_id: str, name: str) -> None:
         async def work() -> dict[str, Any]:
             await self.with_client(gateway_id, lambda c: c.delete(name))
@@ -240,6 +256,7 @@ class FunctionHandler(DcfHandler):
 
 class DeployHandler(DcfHandler):
     @tornado.web.authenticated
+    @authorized("write")
     async def post(self, gateway_id: str) -> None:
         async def work() -> dict[str, Any]:
             folder = self.function_folder(str(self.body().get("path", "")))
@@ -297,6 +314,7 @@ class FunctionFoldersHandler(DcfHandler):
     """Which entries of a folder the file browser may offer to deploy (its context menu asks as it lists them)."""
 
     @tornado.web.authenticated
+    @authorized("read")
     async def get(self) -> None:
         async def work() -> dict[str, Any]:
             path = self.get_argument("path", "")
@@ -320,6 +338,7 @@ class StartHandler(DcfHandler):
     """Start the shared gateway (the user's own, as `dcf function deploy` would) when none answers."""
 
     @tornado.web.authenticated
+    @authorized("write")
     async def post(self, gateway_id: str) -> None:
         async def work() -> dict[str, Any]:
             if gateway_id != SHARED_ID:
