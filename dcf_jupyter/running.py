@@ -81,8 +81,12 @@ def withdraw_record(path: Path) -> None:
 def own_gateways() -> list[RunningGateway]:
     """This user's running gateways, as their records say; the records of gateways that are gone are removed."""
     folder = records_dir()
+    try:
+        paths = sorted(folder.glob("gateway-*.json")) if folder.is_dir() else []
+    except OSError:  # a config dir this user cannot read (not theirs): no gateway of theirs is recorded there
+        return []
     found = []
-    for path in sorted(folder.glob("gateway-*.json")) if folder.is_dir() else []:
+    for path in paths:
         try:
             if path.stat().st_uid != os.geteuid():
                 continue

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -510,3 +512,75 @@ def test_the_owners_token_is_made_once_owner_only_and_never_shown(tmp_path: Path
     finally:
         first.stop()
         second.stop()
+
+
+SEES_ITS_GPU = """
+import os
+class Handler:
+    def __call__(self, req):
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+"""
+GPU_CONFIG = """functions:
+  {name}:
+    runtime: python
+    handler: {{dir: ./src, file: handler.py, name: Handler}}
+    limits: {{gpu: '{gpu}'}}
+"""
+
+
+def test_two_users_gateways_never_hand_out_one_gpu_and_cannot_touch_each_others_leases(
+        stranger: Stranger, tmp_path: Path, make_function, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both users' gateways declare GPUs 0 and 1 and book in one machine-wide folder (sticky, as /tmp): each gets
+    its own device, the refusal names the other user, status shows their grant as "another user" with its share,
+    and the stranger can neither remove nor rewrite the owner's lease (test_gpus.py: nor pass one off as his)."""
+    leases = Path(tempfile.mkdtemp(prefix="dcf-gpu-leases-"))  # where the stranger can reach it, unlike tmp_path
+    leases.chmod(0o1777)
+    monkeypatch.setenv("DCF_GPU_LEASES", str(leases))
+    owner = start_gateway(tmp_path / "state", "--gpus", "0,1", "--no-docker")
+    state = stranger.home / "gpu-state"
+    theirs = subprocess.Popen(stranger.command(stranger.python, "-m", "dcf_jupyter.gateway", "--port", "0",
+                                               "--state-dir", str(state), "--gpus", "0,1", "--no-docker",
+                                               env={"DCF_GPU_LEASES": str(leases)}),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=stranger.home)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "gateway.json").exists():
+            assert theirs.poll() is None and time.monotonic() < deadline, "their gateway did not start"
+            time.sleep(0.1)
+        their_address = json.loads((state / "gateway.json").read_text())["address"]
+        owner.client.deploy(with_keys(make_function("mine", SEES_ITS_GPU), limits={"gpu": "1"}))
+        assert owner.client.call("mine") == "0"
+        for name in ("theirs", "more"):
+            stranger.write(f"{name}/config.yaml", GPU_CONFIG.format(name=name, gpu="1"))
+            stranger.write(f"{name}/src/handler.py", SEES_ITS_GPU)
+        deployed = stranger.dcf("-g", their_address, "function", "deploy", "-f", "theirs/config.yaml")
+        assert deployed.returncode == 0, deployed.stderr
+        assert stranger.dcf("-g", their_address, "function", "call", "theirs").stdout.strip() == "1"  # not 0
+        refused = stranger.dcf("-g", their_address, "function", "deploy", "-f", "more/config.yaml")
+        assert refused.returncode == 1 and "GPU 0 held by root's function mine" in refused.stderr, refused.stderr
+        shown = run_cli("-g", owner.address, "gateway", "status").stdout.decode()
+        assert "GPU 1 declared GPU: held" in shown and "    another user" in shown and "theirs" not in shown, shown
+
+        (mine,) = [path for path in leases.glob("gateway-*.json") if path.stat().st_uid == 0]
+        assert stat.S_IMODE(mine.stat().st_mode) == 0o644
+        for attempt in (["rm", "-f", str(mine)], ["sh", "-c", f"echo '{{}}' > {mine}"],
+                        ["mv", str(leases / "forged.json"), str(mine)]):
+            stranger.run("sh", "-c", f"echo '{{}}' > {leases / 'forged.json'}")
+            tried = stranger.run(*attempt)
+            assert tried.returncode != 0, (attempt, tried)
+        assert json.loads(mine.read_text())["grants"], "the owner's lease is as it was"
+    finally:
+        owner.stop()
+        theirs.terminate()
+        theirs.wait(30)
+        subprocess.run(["rm", "-rf", str(leases)], check=False)
+
+
+def test_a_config_dir_you_cannot_read_is_a_sentence_not_a_traceback(stranger: Stranger, tmp_path: Path) -> None:
+    """$DCF_CONFIG_DIR naming another user's folder (an environment inherited by mistake, as `runuser` keeps it):
+    your tools find no gateway of yours recorded there and say what they can, with no traceback."""
+    private = tmp_path / "owners-config"
+    private.mkdir(mode=0o700)
+    listed = stranger.dcf("-g", "127.0.0.1:1", "function", "list", env={"DCF_CONFIG_DIR": str(private)})
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr, listed.stderr
+    assert "no DCF gateway answers at 127.0.0.1:1" in listed.stderr, listed.stderr
