@@ -602,3 +602,20 @@ def test_the_event_loop_follows_the_backend_unless_one_is_asked_for(flags: list[
 
     args = gateway_parser().parse_args(flags)
     assert loop_for(options_from(args), args.loop) == loop
+
+
+def test_an_older_registry_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """Counters are flushed in a thread while a deploy saves on the loop: whichever write comes last on disk, the
+    newest snapshot stays."""
+    import json
+
+    from dcf_jupyter.gateway.registry import FunctionRecord, Registry
+
+    registry = Registry(tmp_path)
+    registry.records["old"] = FunctionRecord("old", "local", 1)
+    older = registry.snapshot()
+    registry.records["new"] = FunctionRecord("new", "local", 1)
+    newer = registry.snapshot()
+    registry.write(*newer)
+    registry.write(*older)  # the periodic flush's thread, late
+    assert set(json.loads((tmp_path / "registry.json").read_text())["functions"]) == {"old", "new"}

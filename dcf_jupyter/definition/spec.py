@@ -233,6 +233,12 @@ class FunctionSpec:
     root: Path | None = None
 
     @property
+    def call_timeout(self) -> float:
+        """Seconds a call may take (config.yaml's `timeout`, else DEFAULT_CALL_TIMEOUT_S): the one place it is
+        decided, for the gateway and the worker alike."""
+        return self.timeout or DEFAULT_CALL_TIMEOUT_S
+
+    @property
     def env_secrets(self) -> list[str]:
         """The secrets whose keys its replicas also get as environment variables."""
         if self.secrets_as_env is True:

@@ -295,7 +295,7 @@ async def run_gateway(options: GatewayOptions) -> None:
         async def flush_counters() -> None:
             while True:
                 await asyncio.sleep(FLUSH_EVERY_S)
-                gateway.registry.flush()
+                await gateway.registry.flush_off_loop()
 
         restoring = asyncio.create_task(gateway.restore())
         flushing = asyncio.create_task(flush_counters())

@@ -51,7 +51,7 @@ def _call_failures(record: FunctionRecord) -> Iterator[None]:
 
 async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: Deployment, link: Any) -> bytes:
     """One call's reply within the function's timeout; a timeout recycles the stuck worker."""
-    timeout = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
+    timeout = deployment.spec.function.call_timeout
     with _call_failures(record):
         try:
             return await within(reply, timeout)
@@ -130,7 +130,7 @@ class Invoker:
         if deployment.replicas == 0 and (waking := self._waking(record, deployment)) is not None:
             # Starting a replica may take as long as the function may answer in (models load), within the
             # caller's own deadline.
-            limit = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
+            limit = deployment.spec.function.call_timeout
             return await self._pick_waking(deployment, waking,
                                            limit if remaining is None else min(limit, max(remaining, 0.0)))
         timeout = self.core.ready_timeout if remaining is None else min(self.core.ready_timeout, max(remaining, 0.0))
@@ -207,7 +207,7 @@ class Invoker:
             link = await self._pick(record, deployment, context)
             try:
                 self.core.registry.count(record)
-                timeout = deployment.spec.function.timeout or DEFAULT_CALL_TIMEOUT_S
+                timeout = deployment.spec.function.call_timeout
                 items = link.stream(_forwarded(raw, asked, context))
                 with _call_failures(record):
                     while True:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +50,11 @@ class Registry:
         self.path = state_dir / REGISTRY_FILE
         self.records: dict[str, FunctionRecord] = {}
         self._dirty = False
+        # Snapshots are numbered as they are taken (on the event loop); a write never replaces a newer one's, so
+        # a periodic flush written in a thread cannot undo a deploy's save that overtook it.
+        self._taken = 0
+        self._written = 0
+        self._write_lock = threading.Lock()
 
     def load(self) -> list[str]:
         """Read the file if there is one; returns warnings about records that could not be read."""
@@ -68,12 +75,26 @@ class Registry:
         return warnings
 
     def save(self) -> None:
-        """Write every record now."""
+        """Write every record now (a deploy's, delete's or scale's change: before its reply goes out)."""
+        self.write(*self.snapshot())
+
+    def snapshot(self) -> tuple[int, str]:
+        """Every record as registry.json's text, numbered (cheap: take it on the event loop, `write` it in a
+        thread)."""
         data = {"version": FORMAT_VERSION, "functions": {n: asdict(r) for n, r in sorted(self.records.items())}}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(self.path)
+        self._taken += 1
         self._dirty = False
+        return self._taken, json.dumps(data, indent=1, sort_keys=True)
+
+    def write(self, number: int, text: str) -> None:
+        """Write a snapshot (from any thread), unless a newer one was written already."""
+        with self._write_lock:
+            if number < self._written:
+                return
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(self.path)
+            self._written = number
 
     def put(self, record: FunctionRecord) -> None:
         """Add or replace a record and save."""
@@ -95,3 +116,9 @@ class Registry:
         """Save if counters changed since the last save."""
         if self._dirty:
             self.save()
+
+    async def flush_off_loop(self) -> None:
+        """`flush`, its file written in a thread: the event loop does not wait on the disk every few seconds."""
+        if self._dirty:
+            number, text = self.snapshot()
+            await asyncio.to_thread(self.write, number, text)

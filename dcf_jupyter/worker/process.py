@@ -373,7 +373,7 @@ class LoadedFunction(NamedTuple):
 
 def load_function_handler(function_dir: Path, name: str | None) -> LoadedFunction:
     """Read config.yaml in `function_dir` and load its Handler."""
-    from ..definition.spec import DEFAULT_CALL_TIMEOUT_S, load_config
+    from ..definition.spec import load_config
 
     config = load_config(function_dir / "config.yaml")
     spec = config.function(name)
@@ -383,7 +383,7 @@ def load_function_handler(function_dir: Path, name: str | None) -> LoadedFunctio
     # Relative paths in handlers (DCF's example functions) resolve against src/.
     os.chdir(spec.handler_dir)
     handler = load_handler(spec.handler_dir, spec.handler.filename, spec.handler.name)
-    return LoadedFunction(handler, spec.name, spec.concurrency, spec.timeout or DEFAULT_CALL_TIMEOUT_S)
+    return LoadedFunction(handler, spec.name, spec.concurrency, spec.call_timeout)
 
 
 def use_extra_site() -> None:
