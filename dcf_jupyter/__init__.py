@@ -3,8 +3,8 @@
     %load_ext dcf_jupyter          # then %%dcf_function NAME cells, %dcf ...
     from dcf_jupyter import call, stream, deploy, function
 
-The public API is what `__all__` lists here and in `dcf_jupyter.client`, `dcf_jupyter.widgets` and
-`dcf_jupyter.errors`; every other module is implementation.
+The public API is what `__all__` lists here and in `dcf_jupyter.client`, `dcf_jupyter.widgets`,
+`dcf_jupyter.errors`, `dcf_jupyter.mesh` and `dcf_jupyter.secrets`; every other module is implementation.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ __all__ = [  # what callers may catch; `brief`, `explain` and `Explanation` serv
     "ConfigError",
     "DcfError",
     "DeployError",
+    "DockerUnavailable",
     "ForeignGateway",
     "FunctionError",
     "FunctionExists",
@@ -24,6 +25,7 @@ __all__ = [  # what callers may catch; `brief`, `explain` and `Explanation` serv
     "GatewayStartError",
     "GatewayUnavailable",
     "HandlerLoadError",
+    "InstallFailed",
     "InvalidArgument",
     "InvalidName",
     "Unauthenticated",
@@ -56,6 +58,15 @@ class DcfError(Exception):
 
 class ConfigError(DcfError):
     """A config.yaml (or function folder) is missing, malformed or has a wrong value."""
+
+
+class InstallFailed(ConfigError):
+    """pip could not install a function's requirements: the sentence says which and why; `detail` holds pip's
+    last lines, under "pip said:"."""
+
+
+class DockerUnavailable(DcfError):
+    """No Docker daemon answers, or the docker SDK is not installed."""
 
 
 class InvalidName(DcfError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -41,7 +42,66 @@ def test_a_kernel_loads_no_gateway_server_backend_or_worker_module(gateway, tmp_
     assert server_side == [], "the kernel imported gateway-side code"
 
 
-PUBLIC_MODULES = ["dcf_jupyter", "dcf_jupyter.client", "dcf_jupyter.widgets", "dcf_jupyter.errors"]
+PUBLIC_MODULES = ["dcf_jupyter", "dcf_jupyter.client", "dcf_jupyter.widgets", "dcf_jupyter.errors", "dcf_jupyter.mesh",
+                  "dcf_jupyter.secrets"]
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "dcf_jupyter"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_map() -> str:
+    """The tree block of README's "How it is built"."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```\ndcf_jupyter/", text.index("## How it is built"))
+    return text[start:text.index("```", start + 3)]
+
+
+def unmapped(tree: str, package: Path = PACKAGE_ROOT) -> list[str]:
+    """The package's modules that the map does not name."""
+
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if path.name in ("__init__.py", "__main__.py") or relative.parts[:2] == ("definition", "templates") or \
+                path.name.startswith("gateway_pb2"):  # entry points, a function's template, generated stubs
+            continue
+        if not re.search(rf"(?<![\w.]){re.escape(path.stem)}(\.py)?(?!\w)", tree):
+            missing.append(str(relative))
+    return missing
+
+
+def test_the_readme_maps_every_module_and_names_every_public_one(tmp_path: Path) -> None:
+    """README's "How it is built" names every module of the package, so the map cannot fall behind the code (a
+    module planted without a line fails this), and its public-API sentence names every public module."""
+    assert unmapped(readme_map()) == []
+    planted = tmp_path / "dcf_jupyter"
+    (planted / "gateway").mkdir(parents=True)
+    (planted / "gateway" / "brand_new_room.py").write_text("")
+    assert unmapped(readme_map(), planted) == ["gateway/brand_new_room.py"]
+    public = README.read_text(encoding="utf-8").split("* **The public API** is", 1)[1].split("\n* ", 1)[0]
+    for name in PUBLIC_MODULES:
+        assert f"`{name}`" in public, f"README's public API sentence does not name {name}"
+
+
+def test_every_error_a_user_can_cause_is_declared_and_exported_in_errors() -> None:
+    """Every DcfError subclass is declared in errors.py (a class elsewhere deriving from one of them fails this)
+    and listed in its __all__, what callers may catch."""
+    import ast
+    import inspect
+
+    from dcf_jupyter import errors
+
+    declared = {name for name, cls in vars(errors).items()
+                if inspect.isclass(cls) and issubclass(cls, errors.DcfError) and cls.__module__ == errors.__name__}
+    elsewhere = []
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        if path.name == "errors.py" or path.name.startswith("gateway_pb2"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(isinstance(b, ast.Name) and b.id in declared for b in node.bases):
+                elsewhere.append(f"{path.relative_to(PACKAGE_ROOT)}: {node.name}")
+    assert elsewhere == []
+    assert sorted(declared - {"DcfError"}) == sorted(set(errors.__all__) - {"DcfError"})
+
 
 
 def test_public_packages_keep_their_code_in_private_modules_behind_a_documented_all() -> None:
@@ -285,14 +345,14 @@ def test_wire_names_are_spelled_only_in_protocol() -> None:
 def test_rays_private_api_is_used_in_one_module_for_a_stated_range() -> None:
     """Ray's private API is reached only from backends/ray_internals.py; the `ray` extra pins the range it states,
     and a Ray outside it is one sentence when the ray backend starts."""
-    import re
 
     from dcf_jupyter.backends import ray_internals
     from dcf_jupyter.errors import GatewayStartError
 
+    # Ray's private modules, and any private name reached on a Ray object (a handle, the serve or ray module).
+    private = r"ray\._private|ray\.serve\.api import _|serve\._private|\b(handle|serve|ray)\._(?!_)\w"
     users = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                   if re.search(r"ray\._private|ray\.serve\.api import _|serve\._private",
-                                path.read_text(encoding="utf-8")))
+                   if re.search(private, path.read_text(encoding="utf-8")))
     assert users == ["backends/ray_internals.py"]
     pinned = re.findall(r'"ray\[serve\]([^";]+)', (PACKAGE.parent / "pyproject.toml").read_text())
     assert pinned == [ray_internals.SUPPORTED_RAY]

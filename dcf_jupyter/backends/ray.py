@@ -403,8 +403,7 @@ def route_on_this_loop(handle: Any) -> None:
     option keeps its default. Must run on the gateway's loop, before the handle's first call."""
     if handle.is_initialized:  # Serve caches handles per application: this process set it up already
         return
-    with contextlib.suppress(TypeError, AttributeError):
-        handle._init(_run_router_in_separate_loop=False)
+    ray_internals.route_on_this_loop(handle)
 
 
 class ServeLink(TaskCalls):

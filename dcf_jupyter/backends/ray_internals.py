@@ -2,12 +2,14 @@
 
 Ray has no public way to: re-read its auth token after the environment changed, upload a working_dir the way
 `ray.init` does, say which node an actor runs on without the dashboard, give a Serve deployment a fixed version,
-or run an application without blocking. Each is a function here; a Ray outside SUPPORTED_RAY is refused with a
-sentence when the ray backend starts, instead of failing later in one of these.
+run an application without blocking, or route a handle's calls on the caller's own event loop. Each is a function
+here; a Ray outside SUPPORTED_RAY is refused with a sentence when the ray backend starts, instead of failing later in
+one of these.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -63,3 +65,10 @@ def run_application(deployment: Any, arguments: tuple[Any, ...], version: str, n
     if hasattr(deployment, "_version"):  # `options(version=)` is no longer public; `serve.run` reads this
         deployment._version = version
     _run(deployment.bind(*arguments), name=name, route_prefix=None, _blocking=False)
+
+
+def route_on_this_loop(handle: Any) -> None:
+    """Have a DeploymentHandle route its calls on the running event loop instead of a loop thread of its own (a
+    Ray without that option keeps its default)."""
+    with contextlib.suppress(TypeError, AttributeError):
+        handle._init(_run_router_in_separate_loop=False)

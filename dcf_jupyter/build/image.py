@@ -23,7 +23,7 @@ from ..definition.requirements import NODEPS_REQUIREMENTS, REQUIREMENTS
 from ..definition.runtimes import canonical_runtime
 from ..definition.source import add_normalized, iter_source_files, source_digest
 from ..definition.spec import FunctionSpec
-from ..errors import BuildError, DcfError
+from ..errors import BuildError, DcfError, DockerUnavailable
 
 DEFAULT_PYTHON_BASE = "python:3.11-slim"
 DEFAULT_CUDA_VERSION = "12.4.1"
@@ -33,10 +33,6 @@ TENSORFLOW_PIP = "tensorflow[and-cuda]>=2.16"
 WORKER_PACKAGES = ("grpcio", "protobuf", "pyyaml")  # what the worker imports inside the image
 WORKER_PORT = 50051
 SOURCE_LABEL = "dcf.source"  # the digest of the function folder an image was built from
-
-
-class DockerUnavailable(DcfError):
-    """No Docker daemon answers, or the docker SDK is not installed."""
 
 
 @dataclass

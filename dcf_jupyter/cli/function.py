@@ -18,7 +18,6 @@ import click
 from ..build import check_function
 from ..build.image import (
     BuildOptions,
-    DockerUnavailable,
     base_image_for,
     build_image,
     built_image,
@@ -31,7 +30,7 @@ from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
 from ..definition.spec import MAX_REPLICAS, ConfigFile, FunctionSpec
-from ..errors import DcfError, ForeignGateway, GatewayUnavailable
+from ..errors import DcfError, DockerUnavailable, ForeignGateway, GatewayUnavailable
 from ..gateway.control import start_own_gateway
 from ..ports import describe_user
 from ..protocol.names import BINARY, DEPLOYED_BY

@@ -18,7 +18,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..credentials import private_dir
-from ..errors import PIP_SAID, ConfigError, brief
+from ..errors import PIP_SAID, ConfigError, InstallFailed, brief
 from .pip_said import pip_sentence
 
 REQUIREMENTS = "requirements.txt"
@@ -115,11 +115,6 @@ def requirements_key(lines: list[str]) -> str:
 ENV_CACHE_DIR = "DCF_CACHE_DIR"
 INSTALLED_MARKER = ".dcf-installed"
 PIP_LINES_KEPT = 40
-
-
-class InstallFailed(ConfigError):
-    """pip could not install a function's requirements: the sentence says which and why; `detail` holds pip's
-    last lines, under "pip said:"."""
 
 
 def cache_root() -> Path:
