@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dcf_jupyter.client import Client  # noqa: E402 - after the sys.path or importorskip set-up above
-from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402 - after the sys.path or importorskip set-up above
+from dcf_jupyter.launch import start_detached, stop_gateway  # noqa: E402 - after the sys.path or importorskip set-up above
 
 
 def median_seconds(fn: Callable[[], object], calls: int) -> float:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from dcf_jupyter.client import Client  # noqa: E402
 from dcf_jupyter.definition.scaffold import init_function  # noqa: E402
-from dcf_jupyter.gateway import start_detached, stop_gateway  # noqa: E402
+from dcf_jupyter.launch import start_detached, stop_gateway  # noqa: E402
 
 TORCH_HANDLER = """
 import os, sys, time

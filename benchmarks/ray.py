@@ -27,7 +27,7 @@ from _harness import ROOT, bare_server, gateway_with, percentile
 from unary import measure as unary_latencies  # Invoke of echo from a plain DCF stub
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.gateway import start_detached, stop_gateway
+from dcf_jupyter.launch import start_detached, stop_gateway
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 from dcf_jupyter.protocol.link import FORM_MESSAGE, FORM_MESSAGES

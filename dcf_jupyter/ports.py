@@ -93,6 +93,11 @@ def _normal(address: IPAddress) -> IPAddress:
     return address
 
 
+def format_address(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts bracketed."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def split_address(address: str) -> tuple[str, int] | None:
     """("127.0.0.1", 32222) from "127.0.0.1:32222" or "[::1]:32222"; None when it has no port."""
     host, _, port = address.rpartition(":")

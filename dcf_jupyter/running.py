@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,12 @@ from .credentials import config_dir, private_dir, write_private
 from .pids import pid_alive
 from .ports import reaches, split_address
 
-GATEWAY_FILE = "gateway.json"
+# What a gateway keeps in its state dir beside its functions' (and its worker sockets' folder in the temp dir).
+GATEWAY_FILE = "gateway.json"  # pid, address, socket... once it listens
+GATEWAY_LOG = "gateway.log"
+LOCK_FILE = "gateway.lock"  # held while it runs: one gateway per state dir
+SOCKET_DIR_FILE = "sockets.path"  # where its worker sockets are
+SOCKET_DIR_PREFIX = "dcf-"
 RECORDS_DIR = "run"  # in the user's config dir
 
 
@@ -56,6 +63,17 @@ def find_gateway(state_dir: Path) -> RunningGateway | None:
         return None
     running = RunningGateway.from_record(info, state_dir)
     return running if running.pid > 0 and pid_alive(running.pid) else None
+
+
+def remove_left_socket_dir(state_dir: Path) -> None:
+    """Remove the worker-socket temp dir the gateway of `state_dir` recorded and did not remove itself (it was
+    SIGKILLed); call it only when that gateway is gone. Only a dir of ours in the temp dir is touched."""
+    record = state_dir / SOCKET_DIR_FILE
+    with contextlib.suppress(OSError):
+        left = Path(record.read_text().strip())
+        if left.parent == Path(tempfile.gettempdir()) and left.name.startswith(SOCKET_DIR_PREFIX):
+            shutil.rmtree(left, ignore_errors=True)
+        record.unlink()
 
 
 def records_dir() -> Path:

@@ -22,8 +22,8 @@ from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
 from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import FunctionError
-from dcf_jupyter.gateway import RunningGateway, start_detached, stop_gateway
-from dcf_jupyter.gateway.control import remove_left_socket_dir
+from dcf_jupyter.launch import RunningGateway, start_detached, stop_gateway
+from dcf_jupyter.running import remove_left_socket_dir
 from dcf_jupyter.settings import ENV_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent

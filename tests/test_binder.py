@@ -22,7 +22,7 @@ from conftest import ROOT
 
 from dcf_jupyter.backends.launcher import free_port
 from dcf_jupyter.client import Client
-from dcf_jupyter.gateway import stop_gateway
+from dcf_jupyter.launch import stop_gateway
 
 BINDER = ROOT / "binder"
 

@@ -333,7 +333,7 @@ def test_registry_survives_a_gateway_restart(tmp_path: Path) -> None:
 
 
 def test_a_second_gateway_on_the_same_state_dir_is_refused(fresh_gateway) -> None:
-    from dcf_jupyter.gateway import GatewayStartError
+    from dcf_jupyter.launch import GatewayStartError
 
     with pytest.raises(GatewayStartError, match="already serves"):
         start_gateway(fresh_gateway.state_dir)
@@ -598,10 +598,10 @@ def test_a_deploy_to_a_missing_docker_backend_says_why_it_is_missing(tmp_path: P
 ])
 def test_the_event_loop_follows_the_backend_unless_one_is_asked_for(flags: list[str], loop: str) -> None:
     from dcf_jupyter.gateway.app import loop_for
-    from dcf_jupyter.gateway.control import gateway_parser, options_from
+    from dcf_jupyter.gateway.options import gateway_parser, options_from
 
     args = gateway_parser().parse_args(flags)
-    assert loop_for(options_from(args), args.loop) == loop
+    assert loop_for(options_from(args)) == loop
 
 
 def test_an_older_registry_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 
 from dcf_jupyter.gateway.auth import is_loopback
-from dcf_jupyter.gateway.control import gateway_parser, options_from
+from dcf_jupyter.gateway.options import gateway_parser, options_from
 
 KUBERAY = ROOT / "deploy" / "kuberay"
 

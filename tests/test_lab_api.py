@@ -230,7 +230,7 @@ def test_which_entries_the_file_browser_may_deploy(lab: Lab) -> None:
 def test_the_panel_starts_your_gateway_when_none_answers(tmp_path: Path) -> None:
     from labdriver import jupyter_lab
 
-    from dcf_jupyter.gateway import stop_gateway
+    from dcf_jupyter.launch import stop_gateway
 
     state = tmp_path / "state"
     (tmp_path / "root").mkdir()

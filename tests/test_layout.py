@@ -38,7 +38,7 @@ def test_a_kernel_loads_no_gateway_server_backend_or_worker_module(gateway, tmp_
     assert "dcf_jupyter.notebook._magics" in loaded and "dcf_jupyter.client._core" in loaded
     server_side = [m for m in loaded if m.startswith(("dcf_jupyter.backends", "dcf_jupyter.worker"))
                    or (m.startswith("dcf_jupyter.gateway") and m not in ("dcf_jupyter.gateway",
-                                                                          "dcf_jupyter.gateway.control"))]
+                                                                          "dcf_jupyter.gateway.options"))]
     assert server_side == [], "the kernel imported gateway-side code"
 
 
@@ -177,7 +177,7 @@ def test_a_deploy_reads_the_functions_config_once_on_each_side(tmp_path: Path,
     from dcf_jupyter.client import Client
     from dcf_jupyter.definition import spec as spec_module
     from dcf_jupyter.gateway.app import run_gateway
-    from dcf_jupyter.gateway.control import GatewayOptions
+    from dcf_jupyter.gateway.options import GatewayOptions
     from dcf_jupyter.running import find_gateway
 
     parses: list[str] = []
@@ -224,8 +224,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dcf_jupyter"
 # Tiers, highest first: a module may import its own tier and those below it. `top` is the public face at the
 # package's root: __init__.py and the API modules beside it (secrets, mesh); `bottom` the other modules beside it
 # (errors, settings, credentials...); protocol/ imports nothing of ours.
-TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "gateway", "backends", "worker", "build", "definition",
-         "bottom", "protocol"]
+TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "launch", "gateway", "backends", "worker", "build",
+         "definition", "bottom", "protocol"]
 
 
 TOP_MODULES = {"dcf_jupyter", "dcf_jupyter.secrets", "dcf_jupyter.mesh"}
@@ -238,7 +238,7 @@ def _module_name(path: Path) -> str:
 
 def _tier(module: str) -> str:
     parts = module.split(".")
-    if module in TOP_MODULES:
+    if module in TOP_MODULES or parts[-1] == "__main__":  # an entry point: run, never imported
         return "top"
     if parts[1] in TIERS and (PACKAGE / parts[1]).is_dir():
         return parts[1]
@@ -304,7 +304,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_package_has_no_import_cycle_and_tiers_import_only_downward() -> None:
     graph = import_graph()
     # A lazy import (inside a function) is seen: the command line loads the server only to serve.
-    assert len(graph) > 60 and "dcf_jupyter.gateway.app" in graph["dcf_jupyter.gateway.command"]
+    assert len(graph) > 60 and "dcf_jupyter.gateway.app" in graph["dcf_jupyter.launch.command"]
     assert _cycles(graph) == []
     upward = sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
                     if TIERS.index(_tier(target)) < TIERS.index(_tier(source)))
@@ -362,3 +362,13 @@ def test_rays_private_api_is_used_in_one_module_for_a_stated_range() -> None:
             ray_internals.check_version(unsupported)
         assert str(refused.value) == (f"the ray backend supports Ray >=2.50,<2.61, and this Python has Ray "
                                       f"{unsupported}: pip install 'ray[serve]>=2.50,<2.61' (or 'dcf-jupyter[ray]')")
+
+
+def test_the_readme_lists_every_gateway_option_as_declared() -> None:
+    """The README's table of the gateway's options is the one `options_table()` makes from their declaration."""
+    from dcf_jupyter.gateway.options import options_table
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("<!-- gateway options:")
+    table = text[text.index("\n", start) + 1:text.index("<!-- end of gateway options -->")].strip()
+    assert table == options_table(), "README's table of gateway options is stale: paste options_table()'s"

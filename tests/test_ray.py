@@ -29,7 +29,7 @@ from dcf_jupyter.errors import (  # noqa: E402
     FunctionNotFound,
     InvalidArgument,
 )
-from dcf_jupyter.gateway import start_detached  # noqa: E402
+from dcf_jupyter.launch import start_detached  # noqa: E402
 from dcf_jupyter.pids import session_members  # noqa: E402
 from dcf_jupyter.protocol import gateway_pb2 as pb  # noqa: E402
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc  # noqa: E402

@@ -19,8 +19,8 @@ from conftest import FUNCTIONS, GatewayHandle, owner_channel, run_cli, start_gat
 from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
 from dcf_jupyter.errors import DeployError, InvalidArgument, Unauthenticated
-from dcf_jupyter.gateway import GatewayStartError, start_detached
 from dcf_jupyter.gateway.auth import TokenPolicy, bearer_token, is_loopback
+from dcf_jupyter.launch import GatewayStartError, start_detached
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 
@@ -155,7 +155,7 @@ def test_tls_gateway_serves_tls_clients_only(tmp_path: Path) -> None:
         plain.close()
     finally:
         Client(handle.address, tls_ca=cert).close()
-        from dcf_jupyter.gateway import stop_gateway
+        from dcf_jupyter.launch import stop_gateway
 
         stop_gateway(handle.state_dir)
 

@@ -28,7 +28,7 @@ from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import token_path
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import ForeignGateway, GatewayStartError, GatewayUnavailable
-from dcf_jupyter.gateway import start_detached
+from dcf_jupyter.launch import start_detached
 from dcf_jupyter.ports import describe_user, listeners
 from dcf_jupyter.settings import DEFAULT_PORT
 

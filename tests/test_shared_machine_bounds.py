@@ -20,8 +20,9 @@ from stranger import Stranger
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.definition.scaffold import init_function
-from dcf_jupyter.gateway.control import GATEWAY_LOG, PendingGateway, gateway_command
+from dcf_jupyter.launch.control import PendingGateway, gateway_command
 from dcf_jupyter.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from dcf_jupyter.running import GATEWAY_LOG
 
 MIB = 1 << 20
 MESSAGE_LIMIT = 64 * MIB  # the gateway's default --max-message-size: bodies in flight are bounded by twice it

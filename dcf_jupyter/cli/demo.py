@@ -9,7 +9,7 @@ import click
 
 from ..client import Client
 from ..definition.scaffold import init_function
-from ..gateway import start_detached, stop_gateway
+from ..launch import start_detached, stop_gateway
 from ._common import reports_errors
 
 HELLO_HANDLER = '''class Handler:

@@ -11,8 +11,8 @@ import click
 from ..client import Client
 from ..client._gpu_report import gpu_lines
 from ..credentials import read_owner_token, token_path
-from ..gateway import find_gateway, stop_gateway
-from ..gateway.command import gateway_command_line
+from ..launch import find_gateway, stop_gateway
+from ..launch.command import gateway_command_line
 from ..settings import ENV_TOKEN, default_state_dir
 from ._common import AliasedGroup, CliState, pass_state, reports_errors
 

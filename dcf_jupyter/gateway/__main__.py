@@ -2,6 +2,6 @@
 
 import sys
 
-from .command import gateway_command_line
+from ..launch.command import gateway_command_line
 
 sys.exit(gateway_command_line())

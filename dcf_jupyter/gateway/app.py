@@ -31,22 +31,23 @@ from ..backends.local import LocalBackend
 from ..credentials import config_dir, owner_token, private_dir, tighten, token_path, write_private
 from ..definition.requirements import cache_root
 from ..errors import ConfigError, DcfError, GatewayStartError
-from ..ports import port_holder
-from ..running import GATEWAY_FILE, read_gateway_file, record_gateway, withdraw_record
-from ..settings import ENV_GPUS, grpc_options
-from .announce import ENV_ANNOUNCE, announce, withdraw
-from .auth import OPEN_RPCS, TokenGuard, TokenPolicy, is_loopback, server_credentials
-from .control import (
+from ..ports import format_address, port_holder
+from ..running import (
+    GATEWAY_FILE,
     LOCK_FILE,
     SOCKET_DIR_FILE,
     SOCKET_DIR_PREFIX,
-    GatewayOptions,
-    check_options,
-    format_address,
+    read_gateway_file,
+    record_gateway,
     remove_left_socket_dir,
+    withdraw_record,
 )
+from ..settings import grpc_options
+from .announce import ENV_ANNOUNCE, announce, withdraw
+from .auth import OPEN_RPCS, TokenGuard, TokenPolicy, is_loopback, server_credentials
 from .core import GatewayCore
 from .limits import ConnectionLimits, grpc_server_options
+from .options import GatewayOptions, check_options
 from .service import Gateway
 
 GPU_LEASES = "gpu-leases"  # in the user's config dir, where the machine has no shared one (gpu_leases.py)
@@ -127,9 +128,8 @@ def _gpu_allocator(options: GatewayOptions) -> GpuAllocator:
     """This machine's GPUs as `--gpus`/$DCF_GPUS and $CUDA_VISIBLE_DEVICES leave them to this gateway, booked in
     the machine's lease folder beside every user's gateways' (else in the user's own, which the log says);
     GatewayStartError for a list that names none of them."""
-    declared = options.gpus if options.gpus is not None else os.environ.get(ENV_GPUS)
     try:
-        devices = gpu_inventory(declared, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        devices = gpu_inventory(options.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     except ConfigError as exc:
         raise GatewayStartError(str(exc)) from None
     if not devices.devices:
@@ -374,13 +374,13 @@ def _announce(address: str, token: str, state_dir: Path) -> Path | None:
         return None
 
 
-def loop_for(options: GatewayOptions, asked: str = "auto") -> str:
+def loop_for(options: GatewayOptions) -> str:
     """The event loop a gateway runs on: with "auto", asyncio's for a gateway that serves Ray (a call through
     Serve's handle took ~0.15 ms less on it than on uvloop: 3.41 vs 3.57 ms p50, alternating, same cluster),
     else uvloop when installed (its hops to local workers took ~0.05 ms less: 0.78 vs 0.83 ms)."""
-    if asked == "auto" and options.ray_from_start:
+    if options.loop == "auto" and options.ray_from_start:
         return "asyncio"
-    return asked
+    return options.loop
 
 
 def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:

@@ -48,7 +48,7 @@ from ..errors import (
     InvalidName,
     Unauthenticated,
 )
-from ..gateway.control import start_own_gateway
+from ..launch import start_own_gateway
 from ..settings import named_address
 
 T = TypeVar("T")

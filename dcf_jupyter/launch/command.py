@@ -1,5 +1,5 @@
-"""The gateway's command line (`python -m dcf_jupyter.gateway`, `dcf gateway start`): parse the flags with
-gateway.yaml's defaults, then start one in the background or serve in this process."""
+"""The gateway's command line (`python -m dcf_jupyter.gateway`, `dcf gateway start`): parse its options (flags,
+gateway.yaml, the environment: `gateway.options`), then start one in the background or serve in this process."""
 
 from __future__ import annotations
 
@@ -8,33 +8,32 @@ import sys
 
 from .. import logfile
 from ..errors import GatewayStartError
-from .control import (
-    GATEWAY_LOG,
+from ..gateway.options import (
     GatewayOptions,
     check_options,
-    find_gateway,
     gateway_parser,
     options_argv,
     options_from,
-    start_detached,
+    read_config,
 )
+from ..running import GATEWAY_LOG, find_gateway
+from .control import start_detached
 
 
 def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m dcf_jupyter.gateway") -> int:
-    """Parse the gateway's flags (defaults from gateway.yaml); serve until SIGTERM/SIGINT, or with --detach start
-    one in the background."""
-    from .config import apply_config  # only a process that starts a gateway reads gateway.yaml
-
+    """Parse the gateway's flags (gateway.yaml and the environment fill what they leave out); serve until
+    SIGTERM/SIGINT, or with --detach start one in the background."""
     parser = gateway_parser(prog)
     try:
-        for warning in apply_config(parser):
-            print(f"Warning: {warning}", file=sys.stderr)
         args = parser.parse_args(argv)
+        config, warnings = read_config()
+        for warning in warnings:
+            print(f"Warning: {warning}", file=sys.stderr)
         given = sys.argv[1:] if argv is None else argv
         if args.token and any(flag == "--token" or flag.startswith("--token=") for flag in given):
             print("Warning: --token on the command line is visible to every user of this machine (ps); "
                   "use --token-file FILE or $DCF_TOKEN", file=sys.stderr)
-        options = options_from(args)
+        options = options_from(args, config)
         if args.detach:
             return _detach(options)
     except GatewayStartError as exc:
@@ -43,19 +42,19 @@ def gateway_command_line(argv: list[str] | None = None, prog: str = "python -m d
     logfile.configure(options.log_max_bytes, options.log_backups)
     finish = logfile.capture_output(options.log_file) if options.log_file else None
     try:
-        return _serve(options, args.loop)
+        return _serve(options)
     finally:
         if finish is not None:
             finish()
 
 
-def _serve(options: GatewayOptions, loop: str) -> int:
+def _serve(options: GatewayOptions) -> int:
     """Serve in this process until stopped; 1 (said on stderr) when the gateway cannot start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from .app import loop_for, run_event_loop, run_gateway  # the server: loaded only to serve, not to --detach
+    from ..gateway.app import loop_for, run_event_loop, run_gateway  # the server: loaded only to serve
 
     try:
-        run_event_loop(run_gateway(options), loop_for(options, loop))
+        run_event_loop(run_gateway(options), loop_for(options))
     except GatewayStartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
