@@ -345,8 +345,9 @@ def test_no_deploy_only_writes_the_folder_and_says_how_to_deploy_it(ip, gateway,
     assert str(spec.limits.gpu) == "1" and spec.limits.memory == "2G" and spec.wants_cuda
     assert "numpy" in (folder / "requirements.txt").read_text()
     assert "nb-later" not in {f.name for f in gateway.client.list()}
-    cell(ip, "%%dcf_function nb-later --no-deploy --concurrency 3\n" + HELLO)
-    assert load_config(folder).function("nb-later").concurrency == 3
+    cell(ip, "%%dcf_function nb-later --no-deploy --concurrency 3 --timeout 5 --secrets api-key\n" + HELLO)
+    later = load_config(folder).function("nb-later")
+    assert (later.concurrency, later.timeout, later.secrets) == (3, 5.0, ["api-key"])
     failed = ip.run_cell("%%dcf_function nb-later --no-deploy --concurrency 0\n" + HELLO)
     assert "concurrency" in str(failed.error_in_exec) and "1" in str(failed.error_in_exec), failed.error_in_exec
 
@@ -360,10 +361,14 @@ def test_autoscaling_flags_write_config_yamls_keys_and_bad_ones_are_sentences(ip
     assert spec.backend == "ray" and spec.autoscaling is not None
     assert spec.autoscaling.as_dict() == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1.5}
     for flags, sentence in [
-        ("--min-replicas 2", "autoscaling needs --max-replicas"),
-        ("--replicas 2 --max-replicas 3", "give either --replicas (a fixed count) or --min/--max-replicas"),
-        ("--min-replicas 3 --max-replicas 2", "function nb-elastic: autoscaling.max_replicas: is 2, fewer than "
-                                              "min_replicas (3)"),
+        ("--min-replicas 2", "%%dcf_function nb-elastic: --max-replicas: missing: autoscaling needs the most "
+                             "replicas it may run"),
+        ("--replicas 2 --max-replicas 3", "--replicas: give either --replicas (a fixed count) or "
+                                          "--min-replicas/--max-replicas (autoscaled), not both"),
+        ("--min-replicas 3 --max-replicas 2", "%%dcf_function nb-elastic: --max-replicas: is 2, fewer than "
+                                              "--min-replicas (3)"),
+        ("--gpu two", "%%dcf_function nb-elastic: --gpu: expected a number of GPUs like '1'"),
+        ("--runtime cobol", "%%dcf_function nb-elastic: --runtime: unknown runtime 'cobol'"),
     ]:
         ip.run_cell(f"%%dcf_function nb-elastic --no-deploy {flags}\n" + HELLO)
         err = capsys.readouterr().err
@@ -378,9 +383,13 @@ def test_the_python_api_takes_autoscaling_keys(ip) -> None:
     dcf_jupyter.function("api-elastic", HELLO, backend="ray", autoscaling={"max_replicas": 3}, deploy=False)
     spec = load_config(Path(ip.user_ns["WORKSPACE"]) / "api-elastic").function("api-elastic")
     assert spec.autoscaling is not None and spec.autoscaling.as_dict() == {"min_replicas": 1, "max_replicas": 3}
-    with pytest.raises(ConfigError, match="function api-elastic: autoscaling.max_replica: unknown key, ignored "
-                                          r"\(did you mean 'max_replicas'\?"):
+    with pytest.raises(ConfigError, match=r"^dcf_jupyter.function\('api-elastic'\): autoscaling.max_replica: unknown "
+                                          r"key \(did you mean 'max_replicas'\?"):
         dcf_jupyter.function("api-elastic", HELLO, autoscaling={"max_replica": 3, "max_replicas": 3}, deploy=False)
+    with pytest.raises(ConfigError, match=r"^dcf_jupyter.function\('api-elastic'\): gpu: expected a number of GPUs"):
+        dcf_jupyter.function("api-elastic", HELLO, gpu="lots", deploy=False)
+    with pytest.raises(TypeError, match=r"takes no keyword gpus= \(did you mean gpu=\?\)"):
+        dcf_jupyter.function("api-elastic", HELLO, gpus=1, deploy=False)
 
 
 def test_autoscaling_flags_deploy_on_the_local_backend_down_to_zero(ip, capsys) -> None:

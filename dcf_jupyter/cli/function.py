@@ -29,7 +29,7 @@ from ..columns import aligned_lines
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
-from ..definition.spec import MAX_REPLICAS, ConfigFile, FunctionSpec
+from ..definition.spec import MAX_REPLICAS, SCHEMA_PATH, ConfigFile, FunctionSpec
 from ..errors import DcfError, DockerUnavailable, ForeignGateway, GatewayUnavailable
 from ..launch import start_own_gateway
 from ..ports import describe_user
@@ -79,6 +79,13 @@ def describe_bytes(data: bytes, limit: int = 200) -> str:
     except UnicodeDecodeError:
         return f"<{len(data)} bytes of binary data>"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(data)} bytes; -o FILE saves them all)"
+
+
+@function.command()
+@click.option("--path", "show_path", is_flag=True, help="print where the installed package keeps it instead")
+def schema(show_path: bool) -> None:
+    """Print the JSON Schema of config.yaml, for an editor to complete and check it with."""
+    click.echo(str(SCHEMA_PATH) if show_path else SCHEMA_PATH.read_text(encoding="utf-8"), nl=show_path)
 
 
 @function.command()

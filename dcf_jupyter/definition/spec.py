@@ -8,9 +8,10 @@ naming the file and the key (``config.yaml: functions.echo.limits.gpu: ...``).
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,6 +19,28 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, InvalidArgument, InvalidName, brief
+from .keys import (
+    Assignments,
+    Checker,
+    Either,
+    Flag,
+    Integer,
+    KeyPath,
+    Kind,
+    Number,
+    Section,
+    Text,
+    TextList,
+    TextMap,
+    dump_section,
+    key,
+    key_paths,
+    known_keys,
+    nest,
+    read_section,
+    section_schema,
+)
+from .reader import Reader
 from .runtimes import GPU_RUNTIMES, RUNTIMES, canonical_runtime
 from .secret_refs import validate_secret_name
 
@@ -42,18 +65,44 @@ def validate_name(name: object) -> str:
     return name
 
 
+def _runtime_problem(text: str) -> str | None:
+    if canonical_runtime(text) is not None:
+        return None
+    return f"unknown runtime {brief(text)} (known: {', '.join(RUNTIMES)}; see `dcf runtime list`)"
+
+
+def _secret_problem(name: str) -> str | None:
+    try:
+        validate_secret_name(name)
+    except InvalidArgument as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class HandlerRef:
     """Where the Handler lives: `dir` (relative to config.yaml), `file` ('' means handler.py) and class `name`."""
 
-    dir: str = DEFAULT_HANDLER_DIR
-    file: str = ""
-    name: str = DEFAULT_HANDLER_NAME
+    dir: str = key(DEFAULT_HANDLER_DIR, Text(), help="the folder of the handler file, inside the function's folder",
+                   always=True)
+    file: str = key("", Text(), help="the handler file in that folder (empty: handler.py)", always=True)
+    name: str = key(DEFAULT_HANDLER_NAME, Text(), help="the Handler class's name", always=True)
 
     @property
     def filename(self) -> str:
         """The handler file name, with DCF's empty default resolved."""
         return self.file or DEFAULT_HANDLER_FILE
+
+    def check(self, c: Checker) -> None:
+        """Refuse a handler outside the function's folder, or a name Python cannot import."""
+        where = PurePosixPath(self.dir.replace("\\", "/"))
+        if where.is_absolute() or ".." in where.parts:
+            # The folder is what gets packed, built and deployed: a handler outside it would not travel.
+            raise c.fail("dir", f"must be a folder inside the function's folder, got {brief(self.dir)}")
+        if not self.name.isidentifier():
+            raise c.fail("name", f"expected a Python class name, got {brief(self.name)}")
+        if Path(self.filename).name != self.filename or not self.filename.endswith(".py"):
+            raise c.fail("file", f"expected a .py file name inside handler.dir, got {brief(self.file)}")
 
 
 _MEMORY_RE = re.compile(r"^(\d+(\.\d+)?)\s*([kmgtKMGT]i?[bB]?|[bB])?$")
@@ -116,13 +165,42 @@ class GpuRequest:
         return 1.0 if self.is_whole else self.count
 
 
+@dataclass(frozen=True)
+class Gpus(Kind):
+    """`limits.gpu`, read with `gpu_type` beside it (DCF's two keys for one request)."""
+
+    def read(self, r: Reader, data: Mapping[str, Any], name: str, key: str) -> Any:
+        kind_key = key.rpartition(".")[0] + ".gpu_type" if "." in key else "gpu_type"
+        try:
+            return GpuRequest.parse(r.string(data.get(name), key), r.string(data.get("gpu_type"), kind_key).strip())
+        except ValueError as exc:
+            raise r.fail(key, str(exc)) from None
+
+    def dump(self, value: Any) -> Any:
+        return str(value)
+
+    def schema(self) -> dict[str, Any]:
+        # Named groups are spelt differently by Python and ECMAScript (editors' regexes): plain groups mean the same.
+        return {"type": ["string", "number", "null"], "pattern": "^$|" + re.sub(r"\(\?P<\w+>", "(?:", _GPU_RE.pattern)}
+
+    def properties(self, name: str, described: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {name: described, "gpu_type": {"type": "string", "description": "the kind of GPU `gpu:` counts "
+                                                                             "(as gpu: KIND:N does)"}}
+
+
 @dataclass
 class Resources:
     """DCF's FunctionResources: `memory` and `cpu` as DCF writes them (empty: not set), `gpu` typed."""
 
-    memory: str = ""
-    cpu: str = ""
-    gpu: GpuRequest = field(default_factory=GpuRequest)
+    memory: str = key("", Text(pattern=_MEMORY_RE.pattern, says="a size like '512M' or '2G'", numeric=True),
+                      help="memory each replica may use, e.g. 512M or 2G", always=True, flag="--memory",
+                      keyword="memory", metavar="SIZE")
+    cpu: str = key("", Text(pattern=r"^(\d+(\.\d+)?|\d+m)$", says="a CPU count like '1', '0.5' or '500m'",
+                            numeric=True),
+                   help="CPUs each replica may use, e.g. 1 or 500m", always=True, flag="--cpu", keyword="cpu")
+    gpu: GpuRequest = key(kind=Gpus(), factory=GpuRequest, always=True, flag="--gpu", keyword="gpu",
+                          help="GPUs each replica gets: 1, 2, a share of one like 0.5, or KIND:N like H100:1 (its "
+                               "image is a CUDA one)")
 
     @property
     def cpus(self) -> float | None:
@@ -152,14 +230,11 @@ class Resources:
         return {"memory": self.memory, "cpu": self.cpu, "gpu": str(self.gpu)}
 
 
-AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
-                    "downscale_delay_s")
-
-
 # Ray Serve's defaults, so that one config.yaml means the same on every backend.
 DEFAULT_TARGET_ONGOING_REQUESTS = 2.0
 DEFAULT_UPSCALE_DELAY_S = 30.0
 DEFAULT_DOWNSCALE_DELAY_S = 600.0
+_DAY = 24 * 3600.0
 
 
 @dataclass
@@ -168,11 +243,28 @@ class Autoscaling:
     about `target_ongoing_requests` calls in each; the delays are how long load must stay high (low) before
     replicas are added (removed). Unset numbers are Ray Serve's defaults, on every backend."""
 
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float | None = None
-    upscale_delay_s: float | None = None
-    downscale_delay_s: float | None = None
+    min_replicas: int = key(1, Integer(0, MAX_REPLICAS), always=True, flag="--min-replicas", metavar="N",
+                            help="the fewest replicas it runs (0: none while idle, the next call starts one)")
+    max_replicas: int = key(1, Integer(1, MAX_REPLICAS), always=True, flag="--max-replicas", metavar="N",
+                            required="autoscaling needs the most replicas it may run",
+                            help="the most replicas it runs")
+    target_ongoing_requests: float | None = key(
+        None, Number(0.01, 1e6), flag="--target-ongoing-requests", metavar="N",
+        help=f"calls in flight per replica the autoscaler aims for (default {DEFAULT_TARGET_ONGOING_REQUESTS:g}, "
+             "as Ray Serve)")
+    upscale_delay_s: float | None = key(
+        None, Number(0, _DAY), flag="--upscale-delay", metavar="S",
+        help=f"seconds load stays high before replicas are added (default {DEFAULT_UPSCALE_DELAY_S:g})")
+    downscale_delay_s: float | None = key(
+        None, Number(0, _DAY), flag="--downscale-delay", metavar="S",
+        help="seconds load stays low (or no call comes) before replicas are removed (default "
+             f"{DEFAULT_DOWNSCALE_DELAY_S:g})")
+
+    def check(self, c: Checker) -> None:
+        """Refuse a range that holds no count."""
+        if self.max_replicas < self.min_replicas:
+            raise c.fail("max_replicas", f"is {self.max_replicas}, fewer than {c.name('min_replicas')} "
+                                         f"({self.min_replicas})")
 
     def as_dict(self) -> dict[str, float]:
         """The keys that are set, as config.yaml and Serve's `autoscaling_config` name them."""
@@ -204,32 +296,52 @@ class Autoscaling:
         return f"{self.min_replicas}-{self.max_replicas} replicas, autoscaled"
 
 
+AUTOSCALING_KEYS = tuple(known_keys(Autoscaling))
+
+
 @dataclass
 class FunctionSpec:
     """One function of a config.yaml; `root` is the folder holding the config file."""
 
     name: str
-    runtime: str = "python"
-    desc: str = ""
-    maintainer: str = ""
-    handler: HandlerRef = field(default_factory=HandlerRef)
-    docker_registry: str = ""
-    image: str = ""
-    limits: Resources = field(default_factory=Resources)
-    build_args: list[str] = field(default_factory=list)
-    environment: dict[str, str] = field(default_factory=dict)
-    build_packages: list[str] = field(default_factory=list)
-    skip_build: bool = False
-    replicas: int = 1
-    timeout: float | None = None
-    concurrency: int = 1
-    autoscaling: Autoscaling | None = None
-    backend: str = ""
-    base_image: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    secrets: list[str] = field(default_factory=list)  # names of the gateway's secrets its replicas get as files
-    secrets_as_env: bool | list[str] = False  # and as environment variables: all of them, or these
+    runtime: str = key("python", Text(check=_runtime_problem, choices=tuple(RUNTIMES)), always=True,
+                       flag="--runtime", keyword="runtime",
+                       help="python, python-gpu (a CUDA image) or tensorflow-gpu; see `dcf runtime list`")
+    desc: str = key("", Text(), always=True, help="what it does, in a line")
+    maintainer: str = key("", Text(), always=True, help="who looks after it")
+    handler: HandlerRef = key(kind=Section(HandlerRef), factory=HandlerRef, always=True,
+                              help="where its Handler class lives")
+    docker_registry: str = key("", Text(), always=True, help="the registry its image goes to (REGISTRY/NAME)")
+    image: str = key("", Text(), always=True, help="the image to build and run (default REGISTRY/NAME, or NAME)")
+    limits: Resources = key(kind=Section(Resources), factory=Resources, always=True,
+                            help="what each replica gets: memory, cpu, gpu")
+    build_args: list[str] = key(kind=Assignments(as_list=True), factory=list, always=True,
+                                help="NAME=VALUE arguments of its image build (CUDA, cuDNN and Ubuntu versions of a "
+                                     "python-gpu image)")
+    environment: dict[str, str] = key(kind=Assignments(), factory=dict,
+                                      help="NAME=VALUE environment variables of its replicas")
+    build_packages: list[str] = key(kind=TextList(), factory=list, help="system (apt) packages its image gets")
+    skip_build: bool = key(False, Flag(), help="deploy `image` as it is, without building it")
+    replicas: int = key(1, Integer(1, MAX_REPLICAS), flag="--replicas", keyword="replicas", metavar="N",
+                        help="worker replicas it runs (autoscaling: decides instead when it is set)")
+    timeout: float | None = key(None, Number(0.001, 7 * _DAY), flag="--timeout", keyword="timeout", metavar="S",
+                                help=f"seconds a call may take (default {DEFAULT_CALL_TIMEOUT_S:g})")
+    concurrency: int = key(1, Integer(1, 256), flag="--concurrency", keyword="concurrency", metavar="N",
+                           help="calls one replica's Handler runs at once, on threads")
+    autoscaling: Autoscaling | None = key(None, Section(Autoscaling, optional=True), keyword="autoscaling",
+                                          help="keep between min_replicas and max_replicas replicas, about "
+                                               "target_ongoing_requests calls in each")
+    backend: str = key("", Text(choices=("local", "docker", "ray")), flag="--backend", keyword="backend",
+                       help="where it runs: local, docker or ray (default: the gateway's)")
+    base_image: str = key("", Text(), help="the image its image starts from (default: the runtime's)")
+    labels: dict[str, str] = key(kind=TextMap(), factory=dict, help="labels, as Kubernetes keeps them")
+    annotations: dict[str, str] = key(kind=TextMap(), factory=dict, help="annotations, as Kubernetes keeps them")
+    secrets: list[str] = key(kind=TextList(check=_secret_problem, unique=True), factory=list, flag="--secrets",
+                             keyword="secrets", metavar="NAME",
+                             help="the gateway's secrets its replicas get, as files in $DCF_SECRETS_DIR/NAME/")
+    secrets_as_env: bool | list[str] = key(
+        False, Either(TextList(check=_secret_problem, unique=True)),
+        help="and as environment variables: true for all of them, or a list of some")
     root: Path | None = None
 
     @property
@@ -279,6 +391,19 @@ class FunctionSpec:
             return self.image
         return f"{self.docker_registry}/{self.name}" if self.docker_registry else self.name
 
+    def check(self, c: Checker) -> None:
+        """Refuse variables of secrets it does not ask for; say that `replicas` is moot under `autoscaling`."""
+        if isinstance(self.secrets_as_env, list):
+            for i, secret in enumerate(self.secrets_as_env):
+                if secret not in self.secrets:
+                    listed = ", ".join(self.secrets) or "none"
+                    raise c.fail(f"secrets_as_env[{i}]", f"{secret!r} is not one of `secrets:` ({listed}): list it "
+                                                         "there too")
+        if self.autoscaling is not None and self.replicas != 1:
+            c.warn("replicas", f"give either {c.name('replicas')} (a fixed count) or "
+                               f"{c.name('autoscaling.min_replicas')}/{c.name('autoscaling.max_replicas')} "
+                               "(autoscaled), not both: autoscaling decides")
+
 
 @dataclass
 class ConfigFile:
@@ -308,182 +433,13 @@ class ConfigFile:
 
 # --- reading -----------------------------------------------------------------
 
-_FUNCTION_KEYS = {
-    "runtime", "desc", "maintainer", "handler", "docker_registry", "image", "limits", "requests",
-    "build_args", "environment", "build_packages", "skip_build", "replicas", "timeout",
-    "concurrency", "autoscaling", "backend", "labels", "annotations", "base_image", "lang", "secrets", "constraints",
-    "secrets_as_env",
-}
 # Keys DCF and faas-style files may carry that nothing here reads, and why.
 _IGNORED_FUNCTION_KEYS = {
     "lang": "not used by dcf-jupyter, ignored",
     "constraints": "not used by dcf-jupyter, ignored",
     "requests": "not used by dcf-jupyter, ignored: every backend reserves what `limits:` asks",
 }
-
-
-class _Reader:
-    """Walks parsed YAML with a path for error messages."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.warnings: list[str] = []
-
-    def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {key}: {message}")
-
-    def warn(self, key: str, message: str) -> None:
-        self.warnings.append(f"{self.source}: {key}: {message}")
-
-    def unknown_keys(self, data: dict[str, Any], prefix: str, known: Iterable[str], *, listed: bool = True) -> None:
-        """Warn about each key of `data` not in `known`, suggesting the close match of a misspelling."""
-        known = sorted(known)
-        for k in data:
-            if k in known:
-                continue
-            close = difflib.get_close_matches(str(k), known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else ""
-            if listed:
-                hint = "; ".join(filter(None, [hint, f"known: {', '.join(known)}"]))
-            self.warn(f"{prefix}{k}", "unknown key, ignored" + (f" ({hint})" if hint else ""))
-
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {_kind(value)}")
-        for k in value:
-            if not isinstance(k, str):
-                raise self.fail(key, f"keys must be strings, got {_kind(k)} {brief(k)}")
-        return value
-
-    def string(self, value: Any, key: str, *, max_len: int = 4096) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise self.fail(key, f"expected a string, got {_kind(value)}")
-        text = str(value)
-        if len(text) > max_len:
-            raise self.fail(key, f"is {len(text)} characters long; the limit is {max_len}")
-        return text
-
-    def integer(self, value: Any, key: str, *, low: int, high: int, default: int) -> int:
-        if value is None or value == "":
-            return default
-        # Never str() a list or mapping: YAML aliases can make one exponentially large ("billion laughs").
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise self.fail(key, f"expected a whole number, got {_kind(value)}")
-        try:
-            number = int(str(value))
-        except ValueError:
-            raise self.fail(key, f"expected a whole number, got {brief(value)}") from None
-        if not low <= number <= high:
-            raise self.fail(key, f"must be between {low} and {high}, got {number}")
-        return number
-
-    def number(self, value: Any, key: str, *, low: float, high: float) -> float | None:
-        if value is None or value == "":
-            return None
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise self.fail(key, f"expected a number, got {_kind(value)}")
-        try:
-            number = float(str(value))
-        except ValueError:
-            raise self.fail(key, f"expected a number, got {brief(value)}") from None
-        if number != number:  # NaN compares false with every bound
-            raise self.fail(key, "expected a number, got NaN")
-        if not low <= number <= high:
-            raise self.fail(key, f"must be between {low:g} and {high:g}, got {number:g}")
-        return number
-
-    def string_list(self, value: Any, key: str) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list):
-            raise self.fail(key, f"expected a list of strings, got {_kind(value)}")
-        return [self.string(item, f"{key}[{i}]") for i, item in enumerate(value)]
-
-    def secret_names(self, value: Any, key: str) -> list[str]:
-        """A list of secret names (each once), as `secrets:` and `secrets_as_env:` hold them."""
-        names = self.string_list(value, key)
-        for i, name in enumerate(names):
-            try:
-                validate_secret_name(name)
-            except InvalidArgument as exc:
-                raise self.fail(f"{key}[{i}]", str(exc)) from None
-        return list(dict.fromkeys(names))
-
-    def env_map(self, value: Any, key: str) -> dict[str, str]:
-        """DCF writes `environment` as a list of "K=V"; a mapping is accepted too."""
-        if value is None:
-            return {}
-        if isinstance(value, dict):
-            return {k: self.string(v, f"{key}.{k}") for k, v in self.mapping(value, key).items()}
-        result: dict[str, str] = {}
-        for i, item in enumerate(self.string_list(value, key)):
-            name, sep, val = item.partition("=")
-            if not sep or not name:
-                raise self.fail(f"{key}[{i}]", f"expected NAME=VALUE, got {brief(item)}")
-            result[name] = val
-        return result
-
-    def string_map(self, value: Any, key: str) -> dict[str, str]:
-        return {k: self.string(v, f"{key}.{k}") for k, v in self.mapping(value, key).items()}
-
-    def resources(self, value: Any, key: str) -> Resources:
-        data = self.mapping(value, key)
-        self.unknown_keys(data, f"{key}.", ("memory", "cpu", "gpu", "gpu_type"))
-        memory = self.string(data.get("memory"), f"{key}.memory").strip()
-        cpu = self.string(data.get("cpu"), f"{key}.cpu").strip()
-        if memory and not _MEMORY_RE.match(memory):
-            raise self.fail(f"{key}.memory", f"expected a size like '512M' or '2G', got {memory!r}")
-        if cpu and not re.match(r"^(\d+(\.\d+)?|\d+m)$", cpu):
-            raise self.fail(f"{key}.cpu", f"expected a CPU count like '1', '0.5' or '500m', got {cpu!r}")
-        try:
-            gpu = GpuRequest.parse(self.string(data.get("gpu"), f"{key}.gpu"),
-                                   self.string(data.get("gpu_type"), f"{key}.gpu_type").strip())
-        except ValueError as exc:
-            raise self.fail(f"{key}.gpu", str(exc)) from None
-        return Resources(memory=memory, cpu=cpu, gpu=gpu)
-
-    def autoscaling(self, value: Any, key: str) -> Autoscaling | None:
-        if value is None:
-            return None
-        data = self.mapping(value, key)
-        self.unknown_keys(data, f"{key}.", AUTOSCALING_KEYS)
-        if "max_replicas" not in data:
-            raise self.fail(f"{key}.max_replicas", "missing: autoscaling needs the most replicas it may run")
-        low = self.integer(data.get("min_replicas"), f"{key}.min_replicas", low=0, high=MAX_REPLICAS, default=1)
-        high = self.integer(data.get("max_replicas"), f"{key}.max_replicas", low=1, high=MAX_REPLICAS, default=1)
-        if high < low:
-            raise self.fail(f"{key}.max_replicas", f"is {high}, fewer than min_replicas ({low})")
-        day = 24 * 3600.0
-        return Autoscaling(
-            min_replicas=low, max_replicas=high,
-            target_ongoing_requests=self.number(data.get("target_ongoing_requests"),
-                                                f"{key}.target_ongoing_requests", low=0.01, high=1e6),
-            upscale_delay_s=self.number(data.get("upscale_delay_s"), f"{key}.upscale_delay_s", low=0, high=day),
-            downscale_delay_s=self.number(data.get("downscale_delay_s"), f"{key}.downscale_delay_s", low=0,
-                                          high=day),
-        )
-
-
-def autoscaling_from(values: Mapping[str, Any], source: str) -> Autoscaling:
-    """`autoscaling:` keys given outside a config.yaml (the notebook's flags), checked as config.yaml's are."""
-    reader = _Reader(source)
-    found = reader.autoscaling(dict(values), "autoscaling")
-    if reader.warnings:
-        raise ConfigError(reader.warnings[0])
-    assert found is not None  # a mapping always gives one
-    return found
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", bool: "a boolean", type(None): "nothing"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+_FUNCTION_KEYS = frozenset(known_keys(FunctionSpec)) | frozenset(_IGNORED_FUNCTION_KEYS)
 
 
 def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = None) -> ConfigFile:
@@ -499,7 +455,7 @@ def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = 
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     except RecursionError:  # PyYAML composes nested nodes recursively: a hostile file could nest thousands deep
         raise ConfigError(f"{source}: nested too deeply to be a config file") from None
-    r = _Reader(source)
+    r = Reader(source)
     top = r.mapping(data, "(top level)")
     r.unknown_keys({k: v for k, v in top.items() if k not in ("provider", "version")}, "", ("functions", "dcf"))
     functions_data = r.mapping(top.get("functions"), "functions")
@@ -523,74 +479,47 @@ def parse_config(text: str, *, source: str = "config.yaml", root: Path | None = 
     return ConfigFile(functions=functions, gateway=gateway, warnings=r.warnings)
 
 
-def _parse_function(r: _Reader, name: str, body: Any, root: Path | None) -> FunctionSpec:
+def _parse_function(r: Reader, name: str, body: Any, root: Path | None) -> FunctionSpec:
     key = f"functions.{name}"
     data = r.mapping(body, key)
     r.unknown_keys(data, f"{key}.", _FUNCTION_KEYS, listed=False)
     for k in data:
         if k in _IGNORED_FUNCTION_KEYS:
             r.warn(f"{key}.{k}", _IGNORED_FUNCTION_KEYS[k])
-    runtime = r.string(data.get("runtime"), f"{key}.runtime") or "python"
-    if canonical_runtime(runtime) is None:
-        raise r.fail(f"{key}.runtime", f"unknown runtime {brief(runtime)} (known: {', '.join(RUNTIMES)})")
-    handler_data = r.mapping(data.get("handler"), f"{key}.handler")
-    r.unknown_keys(handler_data, f"{key}.handler.", ("dir", "file", "name"))
-    handler = HandlerRef(
-        dir=r.string(handler_data.get("dir"), f"{key}.handler.dir") or DEFAULT_HANDLER_DIR,
-        file=r.string(handler_data.get("file"), f"{key}.handler.file"),
-        name=r.string(handler_data.get("name"), f"{key}.handler.name") or DEFAULT_HANDLER_NAME,
-    )
-    where = PurePosixPath(handler.dir.replace("\\", "/"))
-    if where.is_absolute() or ".." in where.parts:
-        # The folder is what gets packed, built and deployed: a handler outside it would not travel.
-        raise r.fail(f"{key}.handler.dir", f"must be a folder inside the function's folder, got {brief(handler.dir)}")
-    if not handler.name.isidentifier():
-        raise r.fail(f"{key}.handler.name", f"expected a Python class name, got {brief(handler.name)}")
-    if Path(handler.filename).name != handler.filename or not handler.filename.endswith(".py"):
-        raise r.fail(f"{key}.handler.file", f"expected a .py file name inside handler.dir, got {brief(handler.file)}")
-    build_args = r.string_list(data.get("build_args"), f"{key}.build_args")
-    if isinstance(data.get("build_args"), dict):
-        build_args = [f"{k}={v}" for k, v in r.string_map(data["build_args"], f"{key}.build_args").items()]
-    for i, arg in enumerate(build_args):
-        if "=" not in arg or arg.startswith("="):
-            raise r.fail(f"{key}.build_args[{i}]", f"expected NAME=VALUE, got {brief(arg)}")
-    skip_build = data.get("skip_build", False)
-    if not isinstance(skip_build, bool):
-        raise r.fail(f"{key}.skip_build", f"expected true or false, got {_kind(skip_build)}")
-    secrets = r.secret_names(data.get("secrets"), f"{key}.secrets")
-    secrets_as_env: bool | list[str] = data.get("secrets_as_env", False)
-    if not isinstance(secrets_as_env, bool):
-        secrets_as_env = r.secret_names(secrets_as_env, f"{key}.secrets_as_env")
-        for i, secret in enumerate(secrets_as_env):
-            if secret not in secrets:
-                listed = ", ".join(secrets) or "none"
-                raise r.fail(f"{key}.secrets_as_env[{i}]", f"{secret!r} is not one of `secrets:` ({listed}): list "
-                             "it there too")
-    return FunctionSpec(
-        name=name,
-        runtime=runtime,
-        desc=r.string(data.get("desc"), f"{key}.desc"),
-        maintainer=r.string(data.get("maintainer"), f"{key}.maintainer"),
-        handler=handler,
-        docker_registry=r.string(data.get("docker_registry"), f"{key}.docker_registry"),
-        image=r.string(data.get("image"), f"{key}.image"),
-        limits=r.resources(data.get("limits"), f"{key}.limits"),
-        build_args=build_args,
-        environment=r.env_map(data.get("environment"), f"{key}.environment"),
-        build_packages=r.string_list(data.get("build_packages"), f"{key}.build_packages"),
-        skip_build=skip_build,
-        replicas=r.integer(data.get("replicas"), f"{key}.replicas", low=1, high=MAX_REPLICAS, default=1),
-        timeout=r.number(data.get("timeout"), f"{key}.timeout", low=0.001, high=7 * 24 * 3600),
-        concurrency=r.integer(data.get("concurrency"), f"{key}.concurrency", low=1, high=256, default=1),
-        autoscaling=r.autoscaling(data.get("autoscaling"), f"{key}.autoscaling"),
-        backend=r.string(data.get("backend"), f"{key}.backend"),
-        base_image=r.string(data.get("base_image"), f"{key}.base_image"),
-        labels=r.string_map(data.get("labels"), f"{key}.labels"),
-        annotations=r.string_map(data.get("annotations"), f"{key}.annotations"),
-        secrets=secrets,
-        secrets_as_env=secrets_as_env,
-        root=root,
-    )
+    known = {k: v for k, v in data.items() if k in _FUNCTION_KEYS and k not in _IGNORED_FUNCTION_KEYS}
+    spec: FunctionSpec = read_section(FunctionSpec, r, known, f"{key}.", name=name, root=root)
+    return spec
+
+
+def spec_from_settings(name: str, values: Mapping[str, Any], *, source: str, spelling: Mapping[str, str],
+                       root: Path | None = None) -> FunctionSpec:
+    """A new function's spec from settings given outside a config.yaml (a magic's flags, `function()`'s keywords),
+    keyed by their path (`limits.gpu`), checked as config.yaml is: every sentence names the key as `spelling`
+    writes it (`--gpu`), and what would be a warning in a file is refused."""
+    validate_name(name)
+    reader = Reader(source, spelling, strict=True)
+    spec: FunctionSpec = read_section(FunctionSpec, reader, nest({"image": name, **values}), "", name=name, root=root)
+    return spec
+
+
+def flagged_keys() -> list[KeyPath]:
+    """The keys `%%dcf_function` offers as flags, in declaration order."""
+    return [s for s in key_paths(FunctionSpec) if s.key.flag]
+
+
+def flag_spelling() -> dict[str, str]:
+    """Each key `%%dcf_function` offers as a flag: its path and the flag (`limits.gpu`: `--gpu`)."""
+    return {s.path: s.key.flag for s in flagged_keys()}
+
+
+def keyword_paths() -> dict[str, str]:
+    """Each key `dcf_jupyter.function()` takes as a keyword: the keyword and its path (`gpu`: `limits.gpu`)."""
+    return {s.key.keyword: s.path for s in key_paths(FunctionSpec) if s.key.keyword}
+
+
+def keyword_help() -> dict[str, str]:
+    """Each keyword of `dcf_jupyter.function()` and what it sets, for its help."""
+    return {s.key.keyword: f"{s.key.help} (config.yaml's {s.path})" for s in key_paths(FunctionSpec) if s.key.keyword}
 
 
 def load_config(path: str | Path) -> ConfigFile:
@@ -620,43 +549,7 @@ def load_config(path: str | Path) -> ConfigFile:
 
 def function_to_dict(spec: FunctionSpec) -> dict[str, Any]:
     """The DCF layout of one function; our own keys appear only when they differ from defaults."""
-    out: dict[str, Any] = {
-        "runtime": spec.runtime,
-        "desc": spec.desc,
-        "maintainer": spec.maintainer,
-        "handler": {"dir": spec.handler.dir, "file": spec.handler.file, "name": spec.handler.name},
-        "docker_registry": spec.docker_registry,
-        "image": spec.image,
-        "limits": spec.limits.as_dcf(),
-        "build_args": list(spec.build_args),
-    }
-    if spec.environment:
-        out["environment"] = [f"{k}={v}" for k, v in spec.environment.items()]
-    if spec.build_packages:
-        out["build_packages"] = list(spec.build_packages)
-    if spec.skip_build:
-        out["skip_build"] = True
-    if spec.replicas != 1:
-        out["replicas"] = spec.replicas
-    if spec.timeout is not None:
-        out["timeout"] = spec.timeout
-    if spec.concurrency != 1:
-        out["concurrency"] = spec.concurrency
-    if spec.autoscaling is not None:
-        out["autoscaling"] = spec.autoscaling.as_dict()
-    if spec.backend:
-        out["backend"] = spec.backend
-    if spec.base_image:
-        out["base_image"] = spec.base_image
-    if spec.labels:
-        out["labels"] = dict(spec.labels)
-    if spec.annotations:
-        out["annotations"] = dict(spec.annotations)
-    if spec.secrets:
-        out["secrets"] = list(spec.secrets)
-    if spec.secrets_as_env:
-        out["secrets_as_env"] = spec.secrets_as_env if spec.secrets_as_env is True else list(spec.secrets_as_env)
-    return out
+    return dump_section(spec)
 
 
 def dump_config(config: ConfigFile) -> str:
@@ -674,3 +567,40 @@ def write_config(config: ConfigFile, path: str | Path) -> Path:
     tmp.write_text(dump_config(config), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+# --- the JSON Schema ---------------------------------------------------------
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.json")  # shipped, so an editor can complete and check files
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of config.yaml, from the same declarations the loader reads (what SCHEMA_PATH holds)."""
+    function = section_schema(FunctionSpec)
+    for ignored, why in _IGNORED_FUNCTION_KEYS.items():
+        function["properties"][ignored] = {"description": why}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "config.yaml of DCF functions (dcf-jupyter)",
+        "description": "Functions for `dcf function build/deploy` and the gateway; generated from "
+                       "dcf_jupyter/definition/spec.py (`dcf function schema`).",
+        "type": "object",
+        "properties": {
+            "functions": {"type": "object", "minProperties": 1, "description": "the functions, by name",
+                          "propertyNames": {"pattern": NAME_RE.pattern, "maxLength": 63},
+                          "additionalProperties": function},
+            "dcf": {"type": "object", "additionalProperties": False, "properties": {
+                "gateway": {"type": "string", "description": "the gateway `dcf` commands use for these functions "
+                                                             "(HOST:PORT)"}}},
+            "provider": {"type": "object", "description": "faas-cli's section; its gateway is read when dcf: "
+                                                          "names none"},
+            "version": {"description": "faas-cli's file version, ignored"},
+        },
+        "required": ["functions"],
+        "additionalProperties": False,
+    }
+
+
+def schema_text() -> str:
+    """config_schema() as the shipped file holds it."""
+    return json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"

@@ -86,7 +86,7 @@ def _http_port(value: int) -> str:
 class GatewayOptions:
     """How to run a gateway: every option, declared once (see `option`)."""
 
-    state_dir: Path = option(None, "registry, function sources and logs (default: $DCF_STATE_DIR or the user "  # noqa: RUF009 - a field
+    state_dir: Path = option(None, "registry, function sources and logs (default: $DCF_STATE_DIR or the user "
                                    "data dir)", metavar="DIR", yaml=False, passed=False, path=True)
     host: str = option(DEFAULT_HOST, "address to listen on", metavar="HOST", passed=False)
     port: int = option(DEFAULT_PORT, "0 picks a free port", metavar="PORT", passed=False, check=_within(0, 65535))
@@ -131,7 +131,7 @@ class GatewayOptions:
                                                        "at this size", metavar="BYTES", check=_within(MIN_LOG_BYTES))
     log_backups: int = option(DEFAULT_LOG_BACKUPS, "old files of each log kept: a log takes at most (N + 1) x "
                                                    "--log-max-bytes", metavar="N", check=_within(0))
-    log_file: Path | None = option(None, "write the gateway's own output to this file, rotated as the "  # noqa: RUF009
+    log_file: Path | None = option(None, "write the gateway's own output to this file, rotated as the "
                                          "functions' logs are (a detached gateway's is STATE_DIR/gateway.log)",
                                    metavar="FILE", yaml=False, passed=False, path=True)
     lifeline_fd: int | None = option(None, "stop when this inherited fd reaches EOF (the process that started us is "

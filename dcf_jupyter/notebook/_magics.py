@@ -28,6 +28,7 @@ from ..client import Client, FunctionInfo, SecretInfo
 from ..client._gpu_report import gpu_lines
 from ..columns import aligned_lines
 from ..definition.secret_refs import gather_values, validate_secret_key
+from ..definition.spec import flag_spelling, flagged_keys
 from ..errors import ConfigError, DcfError, InvalidArgument, InvalidName, explain
 from ._function import LogText, python_name
 from ._session import DEFAULT_WORKSPACE, Session, set_default_session
@@ -157,19 +158,14 @@ def _dcf_parser() -> _Parser:
     return parser
 
 
-def _autoscaling_flags(args: argparse.Namespace) -> dict[str, float] | None:
-    """config.yaml's `autoscaling:` from %%dcf_function's flags; None when none was given."""
-    given = {key: getattr(args, key) for key in ("min_replicas", "max_replicas", "target_ongoing_requests",
-                                                 "upscale_delay_s", "downscale_delay_s")}
-    given = {key: value for key, value in given.items() if value is not None}
-    if not given:
-        return None
-    if "max_replicas" not in given:
-        raise UsageError("%%dcf_function: autoscaling needs --max-replicas (the most replicas it may run)")
-    if args.replicas is not None:
-        raise UsageError("%%dcf_function: give either --replicas (a fixed count) or --min/--max-replicas "
-                         "(autoscaled), not both")
-    return given
+def _config_flags(magic: Callable[..., Any]) -> Callable[..., Any]:
+    """%%dcf_function's flags for config.yaml's keys, as their declarations offer them (values stay text: the
+    spec's reader checks them, naming the flag)."""
+    # IPython's parser adds arguments in the reverse of the order their decorators were applied.
+    for setting in reversed(flagged_keys()):
+        magic = argument(setting.key.flag, dest=setting.path, default=None, help=setting.key.help,
+                         metavar=setting.key.metavar or None, nargs="+" if setting.key.kind.many else None)(magic)
+    return magic
 
 
 StreamWidget = Callable[[argparse.Namespace, Client], Any]
@@ -202,27 +198,8 @@ class DcfMagics(Magics):
 
     @magic_arguments()
     @argument("name", help="function name: lowercase letters, digits and '-' (bound as a Python name, - -> _)")
-    @argument("--gpu", default=None,
-              help="GPUs to give it: 1, 2, a share of one like 0.5, or KIND:N like H100:1 (a CUDA image with "
-                   "--backend docker)")
-    @argument("--memory", default=None, help="memory limit, e.g. 2G")
-    @argument("--cpu", default=None, help="CPU limit, e.g. 1 or 500m")
+    @_config_flags
     @argument("--requirements", nargs="+", default=[], metavar="PKG", help="pip requirements for its requirements.txt")
-    @argument("--runtime", default=None, help="python (default), python-gpu or tensorflow-gpu")
-    @argument("--backend", default=None, help="where it runs (default: the gateway's, local)")
-    @argument("--replicas", type=int, default=None, help="worker replicas (default 1)")
-    @argument("--concurrency", type=int, default=None, metavar="N",
-              help="calls one replica's Handler runs at once, on threads (default 1)")
-    @argument("--max-replicas", type=int, default=None,
-              help="autoscale up to this many replicas (config.yaml's autoscaling:)")
-    @argument("--min-replicas", type=int, default=None,
-              help="autoscale down to this many (default 1; 0: none while idle, the next call starts one)")
-    @argument("--target-ongoing-requests", type=float, default=None, metavar="N",
-              help="calls in flight per replica the autoscaler aims for (default 2, as Ray Serve)")
-    @argument("--upscale-delay", dest="upscale_delay_s", type=float, default=None, metavar="S",
-              help="seconds load stays high before replicas are added (default 30)")
-    @argument("--downscale-delay", dest="downscale_delay_s", type=float, default=None, metavar="S",
-              help="seconds load stays low (or no call comes) before replicas are removed (default 600)")
     @argument("--no-deploy", action="store_true", help="only write the function folder")
     @cell_magic
     def dcf_function(self, line: str, cell: str) -> None:
@@ -234,10 +211,10 @@ class DcfMagics(Magics):
         """
         args = _parse_with_suggestions(self.dcf_function, line)
         try:
+            given = {path: getattr(args, path) for path in flag_spelling() if getattr(args, path) is not None}
             proxy = self.session.define(
-                args.name, cell, gpu=args.gpu, memory=args.memory, cpu=args.cpu, requirements=args.requirements,
-                runtime=args.runtime, backend=args.backend, replicas=args.replicas, concurrency=args.concurrency,
-                autoscaling=_autoscaling_flags(args), deploy=not args.no_deploy,
+                args.name, cell, settings=given, spelling=flag_spelling(), requirements=args.requirements,
+                deploy=not args.no_deploy,
                 line_offset=CELL_LINE_OFFSET, where=f"%%dcf_function {args.name} cell",
                 bound_as=python_name(args.name),
             )

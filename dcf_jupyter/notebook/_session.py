@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
 import inspect
 import linecache
 import os
@@ -20,15 +21,14 @@ from typing import Any
 from ..client import Client, DeployResult, get_client
 from ..client._api import route_to_session  # the notebook's hook: not part of the public face
 from ..definition.check import check_handler_source
-from ..definition.runtimes import canonical_runtime
-from ..definition.scaffold import new_spec, template_text
+from ..definition.scaffold import template_text
 from ..definition.spec import (
     ConfigFile,
     FunctionSpec,
-    GpuRequest,
-    Resources,
-    autoscaling_from,
+    keyword_help,
+    keyword_paths,
     load_config,
+    spec_from_settings,
     validate_name,
     write_config,
 )
@@ -160,15 +160,9 @@ class Session:
         name: str,
         source: str,
         *,
-        gpu: float | str | None = None,
-        memory: str | None = None,
-        cpu: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        spelling: Mapping[str, str] | None = None,
         requirements: Sequence[str] = (),
-        runtime: str | None = None,
-        backend: str | None = None,
-        replicas: int | None = None,
-        concurrency: int | None = None,
-        autoscaling: Mapping[str, float] | None = None,
         deploy: bool = True,
         line_offset: int = 0,
         where: str = "the handler source",
@@ -178,18 +172,20 @@ class Session:
         """Write `workspace/name` from handler `source`, deploy it (unless `deploy` is False), return its proxy.
 
         Deploying a name again updates it in place: the old replicas serve until the new ones are ready.
-        `autoscaling` is config.yaml's `autoscaling:`: min_replicas (0: none while idle), max_replicas, ...
+        `settings` are config.yaml's keys by path (`limits.gpu`, `autoscaling`), checked as config.yaml is, and
+        named in sentences as `spelling` writes them (the magic's flags, `function()`'s keywords).
         `bound_as`: the variable the caller binds the proxy to (`%%dcf_function` binds one), which its
         messages then name; without one they name the `dcf_jupyter.function(...)` call.
         """
         validate_name(name)
+        title = f"%%dcf_function {name}" if bound_as else f"dcf_jupyter.function({name!r})"  # what was run
+        # Every setting is checked before anything is written or started.
+        spec = spec_from_settings(name, settings or {}, source=title, spelling=spelling or {},
+                                  root=(self.workspace / name).resolve())
         check_handler_source(source, where, "Handler", line_offset=line_offset)
-        if runtime is not None and canonical_runtime(runtime) is None:
-            raise ConfigError(f"unknown runtime {runtime!r} (see `dcf runtime list`)")
+
         def write() -> FunctionSpec:
-            return self.write_folder(name, source, gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-                                     runtime=runtime, backend=backend, replicas=replicas, concurrency=concurrency,
-                                     autoscaling=autoscaling)
+            return self.write_folder(spec, source, requirements)
 
         if not deploy:  # a moment's work with nothing to watch: no progress display
             write()
@@ -201,13 +197,12 @@ class Session:
         # Connect first: starting the embedded gateway says so, and that line belongs above the progress display.
         client = self.client()
         self._say_if_replacing(client, name)
-        title = f"%%dcf_function {name}" if bound_as else f"dcf_jupyter.function({name!r})"  # what was run
         progress = progress or make_progress(title)
         try:
             progress.step("writing the function folder", 0.1)
             spec = write()
             proxy = self._proxy(name, line_offset, bound_as)
-            if backend == "docker":
+            if spec.backend == "docker":
                 self._build_image(spec, progress)
             progress.step(f"deploying to {client.address}", 0.6)
             result = self._deploy_with_logs(client, name, progress, lambda: client.deploy(spec))
@@ -242,29 +237,16 @@ class Session:
         self.functions[name] = proxy
         return proxy
 
-    def write_folder(self, name: str, source: str, *, gpu: float | str | None = None, memory: str | None = None,
-                     cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
-                     backend: str | None = None, replicas: int | None = None, concurrency: int | None = None,
-                     autoscaling: Mapping[str, float] | None = None) -> FunctionSpec:
-        """Write (or rewrite) config.yaml, src/handler.py and requirements.txt (other files in the folder stay);
-        the function as the CLI will read it back."""
-        folder = self.workspace / name
+    def write_folder(self, spec: FunctionSpec, source: str, requirements: Sequence[str] = ()) -> FunctionSpec:
+        """Write (or rewrite) `workspace/NAME`'s config.yaml, src/handler.py and requirements.txt (other files in
+        the folder stay); the function as the CLI will read it back."""
+        folder = self.workspace / spec.name
         (folder / "src").mkdir(parents=True, exist_ok=True)
-        spec = new_spec(name, runtime or "python")
-        try:
-            spec.limits = Resources(memory=memory or "", cpu=str(cpu or ""), gpu=GpuRequest.parse(str(gpu or "")))
-        except ValueError as exc:
-            raise ConfigError(f"--gpu: {exc}") from None
-        spec.backend = backend or ""
-        spec.replicas = replicas or 1
-        spec.concurrency = 1 if concurrency is None else concurrency  # read back below: out of range is a sentence
-        spec.autoscaling = autoscaling_from(autoscaling, f"function {name}") if autoscaling else None
-        spec.root = folder.resolve()
         (folder / "src" / "handler.py").write_text(source if source.endswith("\n") else source + "\n", encoding="utf-8")
         reqs = template_text(spec.runtime, "requirements.txt") + "".join(f"{r}\n" for r in requirements)
         (folder / "requirements.txt").write_text(reqs, encoding="utf-8")
-        write_config(ConfigFile(functions={name: spec}), folder / "config.yaml")
-        return load_config(folder / "config.yaml").function(name)  # what the CLI will read back must be valid
+        write_config(ConfigFile(functions={spec.name: spec}), folder / "config.yaml")
+        return load_config(folder / "config.yaml").function(spec.name)  # what the CLI will read back must be valid
 
     def _build_image(self, spec: FunctionSpec, progress: Progress) -> None:
         """Build the function's image on this machine's Docker, showing the build log as it goes."""
@@ -399,13 +381,31 @@ def set_default_session(session: Session) -> None:
     route_to_session(session)
 
 
-def function(name: str, source_or_class: str | type, *, gpu: float | str | None = None, memory: str | None = None,
-             cpu: str | None = None, requirements: Sequence[str] = (), runtime: str | None = None,
-             backend: str | None = None, replicas: int | None = None, concurrency: int | None = None,
-             autoscaling: Mapping[str, float] | None = None, deploy: bool = True) -> FunctionProxy:
+def function(name: str, source_or_class: str | type, *, requirements: Sequence[str] = (), deploy: bool = True,
+             **keys: Any) -> FunctionProxy:
     """Turn handler source (or a Handler class) into a deployed function and return its callable proxy."""
+    paths = keyword_paths()
+    for keyword in keys:
+        if keyword not in paths:
+            close = difflib.get_close_matches(keyword, paths, n=1)
+            hint = f" (did you mean {close[0]}=?)" if close else ""
+            raise TypeError(f"dcf_jupyter.function() takes no keyword {keyword}={hint}; it takes "
+                            f"{', '.join(sorted(paths))}, requirements and deploy")
     return default_session().define(
-        name, source_of(source_or_class), gpu=gpu, memory=memory, cpu=cpu, requirements=requirements,
-        runtime=runtime, backend=backend, replicas=replicas, concurrency=concurrency, autoscaling=autoscaling,
-        deploy=deploy,
+        name, source_of(source_or_class), settings={paths[k]: v for k, v in keys.items() if v is not None},
+        spelling={path: keyword for keyword, path in paths.items()}, requirements=requirements, deploy=deploy,
     )
+
+
+def _declare_keywords() -> None:
+    """Show function()'s keywords (config.yaml's keys it takes, as declared) in its signature and help."""
+    signature = inspect.signature(function)
+    fixed = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    declared = [inspect.Parameter(keyword, inspect.Parameter.KEYWORD_ONLY, default=None)
+                for keyword in keyword_paths()]
+    function.__signature__ = signature.replace(parameters=fixed + declared)  # type: ignore[attr-defined]
+    function.__doc__ = (function.__doc__ or "") + "\n\nKeywords (config.yaml's keys; None: its default):\n" + "".join(
+        f"    {keyword}: {help}\n" for keyword, help in keyword_help().items())
+
+
+_declare_keywords()
