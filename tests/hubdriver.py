@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,6 +26,7 @@ from typing import Any
 
 from stranger import SYSTEM_PYTHON, _pids_of
 from stranger import why_not as why_no_second_user
+from support import eventually
 
 from dcf_jupyter.backends.launcher import free_port
 
@@ -91,10 +91,8 @@ class Hub:
         """Spawn `user`'s single-user server and wait until it answers through the proxy."""
         status, said = self.request("POST", f"/hub/api/users/{user.name}/server", user)
         assert status in (201, 202), (status, said, self.log.read_text()[-3000:])
-        deadline = time.monotonic() + timeout
-        while self.request("GET", f"/user/{user.name}/api/status", user)[0] != 200:
-            assert time.monotonic() < deadline, f"{user.name}'s server did not start:\n{self.log.read_text()[-3000:]}"
-            time.sleep(0.5)
+        eventually(lambda: self.request("GET", f"/user/{user.name}/api/status", user)[0] == 200, timeout,
+                   f"{user.name}'s server answers", every=0.5, show=lambda: self.log.read_text()[-3000:])
 
     def run(self, user: HubUser, code: str, timeout: float = 300) -> str:
         """Run `code` in `user`'s kernel (one per user, started on first use); its output: streams, results
@@ -198,14 +196,14 @@ def running_hub(names: tuple[str, ...], environment: dict[str, str]) -> Iterator
                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                        env={**os.environ, "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}"})
         hub = Hub(f"http://127.0.0.1:{port}", users, process, folder, venv, log)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{hub.url}/hub/api/", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)
+        def answers() -> bool:
+            if process.poll() is not None:  # not a reason to wait on
+                raise RuntimeError(f"the hub exited:\n{log.read_text()[-3000:]}")
+            with urllib.request.urlopen(f"{hub.url}/hub/api/", timeout=2):
+                return True
+
+        eventually(answers, 60, "the hub answers", every=0.3, show=lambda: log.read_text()[-3000:],
+                   ignoring=(urllib.error.URLError, ConnectionError, TimeoutError))
         yield hub
     finally:
         _stop(process, folder)

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support import eventually
 
 from dcf_jupyter.backends.launcher import free_port
 
@@ -117,19 +118,14 @@ def jupyter_lab(root: Path, env: dict[str, str] | None = None, timeout: float = 
                                    start_new_session=True, cwd=root)
     lab = Lab(root, port, token, process, log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"JupyterLab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(lab.url("api/status"), timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+            with urllib.request.urlopen(lab.url("api/status"), timeout=2) as response:
+                return bool(response.status == 200)
+
+        eventually(answers, timeout, "JupyterLab answers", every=0.2, show=lambda: log.read_text()[-3000:],
+                   ignoring=(urllib.error.URLError, ConnectionError, TimeoutError))
         yield lab
     finally:
         with contextlib.suppress(ProcessLookupError):

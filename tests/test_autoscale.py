@@ -10,16 +10,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import GatewayHandle, start_gateway, with_keys
+from support import GatewayHandle, eventually, start_gateway, with_keys
 
 from dcf_jupyter.client import Client, FunctionInfo
 from dcf_jupyter.definition.spec import Autoscaling
 from dcf_jupyter.gateway.autoscaler import wanted
+from dcf_jupyter.pids import pid_alive
 
 PID = """
 import os
@@ -36,21 +37,6 @@ class Handler:
 
 def info(client: Client, name: str) -> FunctionInfo:
     return next(f for f in client.list() if f.name == name)
-
-
-def until(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def scale_to_zero(make_function, name: str, **keys: object) -> Path:
@@ -79,16 +65,16 @@ def test_an_idle_function_goes_to_zero_and_the_next_call_starts_a_replica(own_ga
     said = client.deploy(scale_to_zero(make_function, "sleepy")).message
     assert said == "Deployed: sleepy (0-3 replicas, autoscaled, on the local backend)"
     first = client.call("sleepy")  # the deploy started one replica: it proved the Handler loads
-    assert isinstance(first, int) and alive(first)
-    until(lambda: info(client, "sleepy").idle, 10, "sleepy idle after 0.5 s without a call")
+    assert isinstance(first, int) and pid_alive(first)
+    eventually(lambda: info(client, "sleepy").idle, 10, "sleepy idle after 0.5 s without a call")
     listed = info(client, "sleepy")
     assert (listed.status, listed.replicas, listed.replicas_said) == ("Idle", 0, "idle (0 replicas)")
-    until(lambda: not alive(first), 5, "the idle replica's process gone")
+    eventually(lambda: not pid_alive(first), 5, "the idle replica's process gone")
 
     started = time.perf_counter()
     second = client.call("sleepy")  # no error, no retry: the call waits for the replica it starts
     print(f"cold start on the local backend, call to reply: {time.perf_counter() - started:.2f} s")
-    assert second != first and alive(second)
+    assert second != first and pid_alive(second)
     listed = info(client, "sleepy")
     assert listed.cold_starts == 1 and 0 < listed.last_cold_start_s < 30 and listed.last_cold_start_at > 0
     assert listed.replicas_said == "1/1 (autoscaled 0-3)" and listed.status == "Ready"
@@ -119,7 +105,7 @@ def test_twenty_first_calls_start_one_replica_and_all_get_replies(own_gateway: G
                                                                  make_function) -> None:
     client = own_gateway.client
     client.deploy(scale_to_zero(make_function, "crowd"))  # upscale_delay_s: Serve's 30 s, so load adds none
-    until(lambda: info(client, "crowd").idle, 10, "crowd idle")
+    eventually(lambda: info(client, "crowd").idle, 10, "crowd idle")
     barrier = threading.Barrier(20)
 
     def first_call(_: int) -> object:
@@ -137,7 +123,7 @@ def test_a_stream_to_a_function_at_zero_replicas_loses_no_frame(own_gateway: Gat
     client.deploy(with_keys(make_function("flow", "class Handler:\n    def __call__(self, req):\n"
                                                   "        return req.input\n"),
                             autoscaling={"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 0.3}))
-    until(lambda: info(client, "flow").idle, 10, "flow idle")
+    eventually(lambda: info(client, "flow").idle, 10, "flow idle")
     frames = [f"frame {i}".encode() for i in range(200)]
     assert list(client.stream("flow", frames, timeout=60)) == frames
     # An open stream holds its replica: no scale-down under it, even past the delay.
@@ -168,7 +154,7 @@ def test_load_adds_replicas_up_to_max_and_idleness_takes_them_back(own_gateway: 
         thread.start()
     try:
         started = time.monotonic()
-        until(lambda: info(client, "busy").available_replicas == 3, 30, "3 replicas under 6 callers")
+        eventually(lambda: info(client, "busy").available_replicas == 3, 30, "3 replicas under 6 callers")
         print(f"6 callers of a 0.3 s function: 3 replicas ready after {time.monotonic() - started:.2f} s")
         assert info(client, "busy").replicas == 3  # never past max_replicas
         time.sleep(1.0)
@@ -177,7 +163,7 @@ def test_load_adds_replicas_up_to_max_and_idleness_takes_them_back(own_gateway: 
         for thread in callers:
             thread.join()
     assert len(answered_by) == 3, answered_by  # every replica took calls
-    until(lambda: info(client, "busy").replicas == 1, 15, "back to min_replicas once idle")
+    eventually(lambda: info(client, "busy").replicas == 1, 15, "back to min_replicas once idle")
     assert "scaled from 3 to 1 replica" in client.logs("busy") or "to 1 replica" in client.logs("busy")
 
 
@@ -190,15 +176,15 @@ def test_a_restart_keeps_the_scaling_state_and_zero_gives_gpus_back(tmp_path: Pa
         config.write_text(config.read_text().replace("gpu: ''", "gpu: '1'"))
         handle.client.deploy(folder)
         assert [g.devices for g in info(handle.client, "gpu-sleepy").gpus] == [(0,)]
-        until(lambda: info(handle.client, "gpu-sleepy").idle, 10, "idle")
+        eventually(lambda: info(handle.client, "gpu-sleepy").idle, 10, "idle")
         assert info(handle.client, "gpu-sleepy").gpus == []  # its GPU went back with its replica
         handle.client.call("gpu-sleepy")
-        until(lambda: info(handle.client, "gpu-sleepy").idle, 10, "idle again")
+        eventually(lambda: info(handle.client, "gpu-sleepy").idle, 10, "idle again")
     finally:
         handle.stop()
     handle = start_gateway(state, "--no-docker", "--gpus", "0,1")
     try:
-        until(lambda: info(handle.client, "gpu-sleepy").idle, 30, "restored, idle")  # restores run after start
+        eventually(lambda: info(handle.client, "gpu-sleepy").idle, 30, "restored, idle")  # restores run after start
         listed = info(handle.client, "gpu-sleepy")
         assert listed.cold_starts == 1 and listed.gpus == [], listed  # restarted at 0 replicas, its count kept
         handle.client.call("gpu-sleepy")
@@ -294,9 +280,9 @@ def test_killing_the_gateway_ends_its_template_and_the_replicas_forked_from_it(t
         handle.client.deploy(two_gpu_replicas(make_function, "orphans"))
         seen = replicas_seen(handle.client, "orphans", 2)
         pids = [int(str(reply["pid"])) for reply in seen.values()] + [int(str(seen["0"]["parent"]))]
-        assert all(alive(pid) for pid in pids)
+        assert all(pid_alive(pid) for pid in pids)
         os.kill(handle.running.pid, signal.SIGKILL)
-        until(lambda: not any(alive(pid) for pid in pids), 10, "template and replicas gone with the gateway")
+        eventually(lambda: not any(pid_alive(pid) for pid in pids), 10, "template and replicas gone with the gateway")
     finally:
         handle.stop()
 
@@ -313,8 +299,8 @@ def test_calls_that_race_a_replica_going_to_zero_are_never_lost(own_gateway: Gat
     print(f"60 calls in a row, {listed.cold_starts} cold starts among them")
     assert listed.cold_starts >= 1 and listed.invocations == 60
     sockets = Path((own_gateway.state_dir / "sockets.path").read_text().strip())
-    until(lambda: info(client, "flicker").idle, 10, "idle")
-    until(lambda: not list(sockets.glob("flicker.*.sock")), 10, "the stopped replicas' sockets removed")
+    eventually(lambda: info(client, "flicker").idle, 10, "idle")
+    eventually(lambda: not list(sockets.glob("flicker.*.sock")), 10, "the stopped replicas' sockets removed")
 
 
 def test_a_template_serves_a_function_whose_requirements_went_to_the_cache(own_gateway: GatewayHandle,
@@ -330,6 +316,6 @@ def test_a_template_serves_a_function_whose_requirements_went_to_the_cache(own_g
     with_keys(folder, autoscaling={"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 0.3})
     client = own_gateway.client
     client.deploy(folder)
-    until(lambda: info(client, "cached-pkg").idle, 10, "idle")
+    eventually(lambda: info(client, "cached-pkg").idle, 10, "idle")
     assert client.call("cached-pkg") == "from the cache"
     assert info(client, "cached-pkg").cold_starts == 1

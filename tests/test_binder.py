@@ -18,11 +18,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 from dcf_jupyter.backends.launcher import free_port
 from dcf_jupyter.client import Client
 from dcf_jupyter.launch import stop_gateway
+
+pytestmark = pytest.mark.slow  # builds Binder's environment and runs every tutorial in it
+
 
 BINDER = ROOT / "binder"
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support import run_cli
 
 from dcf_jupyter.credentials import read_owner_token
 

@@ -11,12 +11,15 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import FUNCTIONS, with_keys
-from test_ssd import BAD_REQUESTS, PERSON_000001, box_of, iou, jpeg, shared_image
+from support import FUNCTIONS, with_keys
 
 from dcf_jupyter.errors import DcfError, FunctionError
+
+pytestmark = pytest.mark.slow  # loads TensorFlow detectors
+np = pytest.importorskip("numpy", reason="the detect function's tests need NumPy: pip install -e '.[tf]'")
+pytest.importorskip("PIL", reason="the detect function decodes images with Pillow: pip install -e '.[tf]'")
+from test_ssd import BAD_REQUESTS, PERSON_000001, box_of, iou, jpeg, shared_image  # noqa: E402 - after the skips
 
 DETECT = FUNCTIONS / "detect"
 sys.path.insert(0, str(DETECT / "src"))

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
+from support import (
     FUNCTIONS,
     HANGS_ON_REQUEST,
     ROOT,
     call_until_answered,
+    eventually,
     run_cli,
     start_gateway,
     with_keys,
@@ -39,7 +40,7 @@ from dcf_jupyter.build.image import (
 from dcf_jupyter.definition.spec import load_config
 from dcf_jupyter.errors import DeployError, FunctionError
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]  # builds images and runs containers
 BASE = os.environ.get("DCF_TEST_BASE_IMAGE", "dcf-test/python-base:bookworm")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -205,10 +206,8 @@ def test_an_idle_container_goes_to_zero_and_the_next_call_starts_one(docker, doc
     try:
         labelled = {"label": "dcf.function=napper"}
         assert len(docker.containers.list(filters=labelled)) == 1
-        deadline = time.monotonic() + 30
-        while docker.containers.list(filters=labelled, all=True):
-            assert time.monotonic() < deadline, "the idle container was not removed"
-            time.sleep(0.1)
+        eventually(lambda: not docker.containers.list(filters=labelled, all=True), 30, "the idle container removed",
+                   every=0.1)
         assert next(f for f in client.list() if f.name == "napper").idle
         started = time.perf_counter()
         assert client.call("napper", timeout=120) == b"awake"

@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+
+from support import eventually
 
 from dcf_jupyter.notebook._embedded import OWNER_FILE, STATE_PREFIX, remove_stale_state_dirs
 
@@ -22,13 +23,6 @@ KERNEL = textwrap.dedent("""
 """)
 
 
-def _wait_gone(path: Path, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not path.exists()
-
-
 def test_a_killed_kernels_gateway_removes_its_state_dir(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     kernel = subprocess.Popen([sys.executable, "-c", KERNEL], stdout=subprocess.PIPE, text=True, env=env)
@@ -38,7 +32,8 @@ def test_a_killed_kernels_gateway_removes_its_state_dir(tmp_path: Path) -> None:
         assert state.parent == tmp_path and (state / OWNER_FILE).read_text() == str(kernel.pid)
         kernel.send_signal(signal.SIGKILL)  # no atexit: the gateway sees its lifeline close
         kernel.wait(10)
-        assert _wait_gone(state, 10), f"{state} outlived its kernel: {list(state.iterdir())}"
+        eventually(lambda: not state.exists(), 10, f"{state} goes with its kernel",
+                   show=lambda: list(state.iterdir()) if state.exists() else [])
     finally:
         if kernel.poll() is None:
             kernel.kill()

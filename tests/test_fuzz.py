@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import yaml
-from conftest import FUNCTIONS, GatewayHandle, owner_channel, start_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import FUNCTIONS, GatewayHandle, owner_channel, start_gateway
 
 from dcf_jupyter.definition.spec import _FUNCTION_KEYS, ConfigFile, parse_config
 from dcf_jupyter.errors import ConfigError

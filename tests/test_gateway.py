@@ -10,10 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import (
+from support import (
     FUNCTIONS,
     HANGS_ON_REQUEST,
     call_until_answered,
+    eventually,
     owner_channel,
     start_gateway,
     with_timeout,
@@ -32,6 +33,7 @@ from dcf_jupyter.errors import (
     GatewayStartError,
     InvalidArgument,
 )
+from dcf_jupyter.pids import pid_alive
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 
@@ -302,10 +304,7 @@ def test_a_slow_invoke_stream_reader_holds_the_generator_back_and_cancelling_clo
             next(replies)
         replies.cancel()
         closed = progress.with_name("made.closed")
-        deadline = time.monotonic() + 5
-        while not closed.exists():
-            assert time.monotonic() < deadline, "cancelling the call did not stop the handler's generator"
-            time.sleep(0.05)
+        eventually(closed.exists, 5, "cancelling the call stopped the handler's generator")
         assert gateway.client.call("echo", b"still fine") == b"still fine"
     finally:
         gateway.client.delete("endless")
@@ -322,10 +321,7 @@ def test_registry_survives_a_gateway_restart(tmp_path: Path) -> None:
         first.stop()
     second = start_gateway(state)
     try:
-        deadline = time.monotonic() + 20
-        while second.client.get("hello-dcf").status != "Ready":
-            assert time.monotonic() < deadline, "hello-dcf did not come back"
-            time.sleep(0.1)
+        eventually(lambda: second.client.get("hello-dcf").status == "Ready", 20, "hello-dcf came back", every=0.1)
         assert second.client.call("hello-dcf") == "Hello DCF"
         assert second.client.get("hello-dcf").invocations == 6
     finally:
@@ -343,14 +339,7 @@ def test_workers_exit_when_the_gateway_is_killed(fresh_gateway, make_function) -
     fresh_gateway.client.deploy(make_function("orphan", PID_HANDLER))
     pid = int(fresh_gateway.client.call("orphan"))
     os.kill(fresh_gateway.running.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "the worker outlived its gateway"
-        time.sleep(0.05)
+    eventually(lambda: not pid_alive(pid), 10, "the worker exits with its gateway")
 
 
 def test_a_killed_gateways_socket_dir_is_removed_by_the_next_one(fresh_gateway, make_function) -> None:

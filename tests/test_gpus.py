@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GatewayHandle, run_cli, start_gateway
+from support import GatewayHandle, run_cli, start_gateway
 
 from dcf_jupyter.backends.gpu_allocator import GpuAllocator, NoGpu, gpu_environment
 from dcf_jupyter.backends.gpu_inventory import Gpu, Inventory, inventory, parse_gpu_list

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, run_cli, start_gateway, with_keys, with_timeout
+from support import FUNCTIONS, GatewayHandle, eventually, run_cli, start_gateway, with_keys, with_timeout
 
 from dcf_jupyter.credentials import read_owner_token
 from dcf_jupyter.definition.source import pack_folder
@@ -370,10 +370,8 @@ def test_a_body_is_read_only_once_its_call_may_go_ahead_and_within_the_budget(ht
     finally:
         for connection in held:
             connection.close()
-    deadline = time.monotonic() + 10
-    while web.request("POST", "/function/echo", b"fits again")[2] != b"fits again":  # their budget came back
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    eventually(lambda: web.request("POST", "/function/echo", b"fits again")[2] == b"fits again", 10,
+               "their budget came back", every=0.2)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed here")

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from hubdriver import Hub, HubUser, running_hub, why_not
 
+pytestmark = pytest.mark.slow  # runs a JupyterHub with two users
+
 SEES_ITS_GPU = """%%dcf_function {name} --gpu 1
 import os
 

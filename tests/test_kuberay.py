@@ -7,10 +7,13 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT
+from support import ROOT
 
 from dcf_jupyter.gateway.auth import is_loopback
 from dcf_jupyter.gateway.options import gateway_parser, options_from
+
+pytestmark = pytest.mark.slow  # a Kubernetes-shaped Ray cluster
+
 
 KUBERAY = ROOT / "deploy" / "kuberay"
 

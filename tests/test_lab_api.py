@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PANEL_TOKEN, ROOT, GatewayHandle
+from support import PANEL_TOKEN, ROOT, GatewayHandle, eventually
 
 pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip install -e '.[notebook]'")
 
@@ -86,10 +85,8 @@ def test_deploy_list_call_logs_scale_delete_through_the_panel_api(lab: Lab, pane
     assert status == 200 and reply["base64"] == "AAEC" and reply["size"] == 3
     status, scaled = api(lab, "POST", "gateways/shared/functions/echo/scale", {"replicas": 2})
     assert status == 200, scaled
-    deadline = time.monotonic() + 30
-    while next(f for f in shared(lab)["functions"] if f["name"] == "echo")["ready"] != "2/2":
-        assert time.monotonic() < deadline, "scaled to 2, shown as 2/2"
-        time.sleep(0.3)
+    eventually(lambda: next(f for f in shared(lab)["functions"] if f["name"] == "echo")["ready"] == "2/2", 30,
+               "scaled to 2, shown as 2/2", every=0.3)
     status, logs = api(lab, "GET", "gateways/shared/functions/echo/logs?lines=50")
     assert status == 200 and isinstance(logs["text"], str)
     status, deleted = api(lab, "DELETE", "gateways/shared/functions/echo")
@@ -170,10 +167,7 @@ def test_a_kernels_embedded_gateway_is_listed_under_its_notebook(lab: Lab) -> No
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)
-    deadline = time.monotonic() + 20
-    while files[0].exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not files[0].exists(), "the announcement goes with the gateway"
+    eventually(lambda: not files[0].exists(), 20, "the announcement goes with the gateway", every=0.2)
     assert all(g["notebook"] != "work/demo.ipynb" for g in api(lab, "GET", "gateways")[1])
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from support import eventually
 
 from dcf_jupyter.logfile import RotatingLog, rotations, tail_text
 
@@ -50,10 +51,12 @@ def test_processes_write_through_a_pipe_in_whole_lines(tmp_path: Path) -> None:
             processes.append(subprocess.Popen([sys.executable, "-c", printer, letter], stdout=fd))
     for process in processes:
         assert process.wait(60) == 0
-    deadline = time.monotonic() + 20
-    while len(lines := tail_text(tmp_path / "p.log", 0, max_bytes=64 << 20).splitlines()) < 600:
-        assert time.monotonic() < deadline, f"{len(lines)} of 600 lines arrived"  # copied by a thread each
-        time.sleep(0.05)
+    def copied() -> list[str]:  # by a thread each
+        lines = tail_text(tmp_path / "p.log", 0, max_bytes=64 << 20).splitlines()
+        assert len(lines) >= 600, f"{len(lines)} of 600 lines arrived"
+        return lines
+
+    lines = eventually(copied, 20, "every line copied")
     seen: dict[str, list[int]] = {"a": [], "b": []}
     for line in lines:
         body, _, number = line.rpartition(" ")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import os
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from support import eventually
+
+from dcf_jupyter.pids import pid_alive
 
 pytest.importorskip("IPython")
 from IPython import get_ipython
@@ -80,11 +81,7 @@ def test_rerunning_the_cell_redeploys_in_place(ip, gateway) -> None:
     info = gateway.client.get("nb-pid")
     assert info.replicas == info.available_replicas == 1
     # The old worker is gone shortly after: the redeploy returned as soon as the new one served.
-    deadline = time.monotonic() + 2
-    with pytest.raises(ProcessLookupError):
-        while time.monotonic() < deadline:
-            os.kill(int(first.split()[1]), 0)
-            time.sleep(0.02)
+    eventually(lambda: not pid_alive(int(first.split()[1])), 2, "the old worker gone", every=0.02)
 
 
 def test_syntax_error_points_at_the_cell_line(ip, capsys) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, start_gateway, with_keys
+from support import FUNCTIONS, GatewayHandle, start_gateway, with_keys
 
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import FunctionError

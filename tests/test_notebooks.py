@@ -19,7 +19,10 @@ nbformat = pytest.importorskip("nbformat")
 
 import labdriver  # noqa: E402 - after the importorskips above
 import notebook_runner  # noqa: E402
-from conftest import ROOT  # noqa: E402
+from support import ROOT  # noqa: E402
+
+pytestmark = pytest.mark.slow  # executes the tutorials
+
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

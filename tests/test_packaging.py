@@ -6,9 +6,9 @@ import json
 import sys
 from importlib import metadata
 
-from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from support import ROOT
 
 if sys.version_info >= (3, 11):
     import tomllib

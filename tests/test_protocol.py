@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, ROOT, start_gateway
+from support import FUNCTIONS, ROOT, start_gateway
 
 from dcf_jupyter.credentials import read_owner_token
 

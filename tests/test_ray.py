@@ -17,8 +17,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install -e '.[ray]'")
 pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
 
-from conftest import FUNCTIONS, GatewayHandle, run_cli, with_keys, with_timeout  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
+from support import FUNCTIONS, GatewayHandle, eventually, run_cli, with_keys, with_timeout  # noqa: E402
 from test_requirements import build_wheel  # noqa: E402
 
 from dcf_jupyter.errors import (  # noqa: E402
@@ -35,6 +35,8 @@ from dcf_jupyter.protocol import gateway_pb2 as pb  # noqa: E402
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc  # noqa: E402
 
 # Which replica answered, and a revision mark an update changes.
+pytestmark = pytest.mark.slow  # starts Ray clusters
+
 WHO = """
 import os
 
@@ -97,10 +99,8 @@ def test_a_function_is_a_serve_application_with_replicas(ray_gateway: GatewayHan
     assert [reply.split()[-1] for reply in streamed] == [f"{i}" for i in range(500)], "in request order"
 
     assert ray_gateway.client.scale("who", 1).replicas == 1
-    deadline = time.monotonic() + 30
-    while ray_gateway.client.get("who").available_replicas != 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ray_gateway.client.get("who").available_replicas == 1
+    eventually(lambda: ray_gateway.client.get("who").available_replicas == 1, 30, "who scaled in to one replica",
+               every=0.2)
     left = {reply.split()[1] for reply in replies(ray_gateway, 20)}
     assert len(left) == 1 and left <= {reply.split()[1] for reply in answered}, "scaled in place: one stays"
 
@@ -126,9 +126,7 @@ def test_an_update_rolls_out_without_a_failed_call(ray_gateway: GatewayHandle, c
     try:
         (folder / "src" / "handler.py").write_text(WHO.replace('MARK = "v1"', 'MARK = "v2"'))
         assert ray_gateway.client.deploy(folder).message.startswith("Updated: who")
-        deadline = time.monotonic() + 30
-        while not (seen and seen[-1].startswith("v2")) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: seen and seen[-1].startswith("v2"), 30, "v2 answers", every=0.1, show=lambda: seen[-3:])
     finally:
         stop.set()
         caller.join()
@@ -180,17 +178,16 @@ def test_an_autoscaled_function_gets_a_replica_under_load_and_gives_it_back(ray_
         for caller in callers:
             caller.start()
         try:
-            grew = wait_for(lambda: ray_gateway.client.get("busy").available_replicas == 2, within=90)
+            eventually(lambda: ray_gateway.client.get("busy").available_replicas == 2, 90,
+                       "a second replica under load", every=0.5, show=lambda: ray_gateway.client.get("busy"))
             # The calls in flight when the second replica came were all routed to the first: call on a while.
-            both_answered = grew and wait_for(lambda: len(answered) == 2, within=30)
+            eventually(lambda: len(answered) == 2, 30, "both replicas answered", every=0.5, show=lambda: answered)
         finally:
             stop.set()
             for caller in callers:
                 caller.join()
-        assert grew, ray_gateway.client.get("busy")
-        assert both_answered, f"both replicas answered: {answered}"
-        assert wait_for(lambda: ray_gateway.client.get("busy").replicas == 1, within=120), \
-            ray_gateway.client.get("busy")
+        eventually(lambda: ray_gateway.client.get("busy").replicas == 1, 120, "back to one replica once idle",
+                   every=0.5, show=lambda: ray_gateway.client.get("busy"))
     finally:
         ray_gateway.client.delete("busy")
 
@@ -206,22 +203,13 @@ def test_an_idle_function_goes_to_zero_replicas_and_a_call_waits_for_serve_to_st
     assert said == "Deployed: dozy (0-1 replicas, autoscaled, on the ray backend)"
     try:
         assert ray_gateway.client.get("dozy").available_replicas == 1
-        assert wait_for(lambda: ray_gateway.client.get("dozy").idle, within=180), ray_gateway.client.get("dozy")
+        eventually(lambda: ray_gateway.client.get("dozy").idle, 180, "dozy idle", every=0.5,
+                   show=lambda: ray_gateway.client.get("dozy"))
         started = time.monotonic()
         assert ray_gateway.client.call("dozy", b"", timeout=180)  # the replica's id, Serve's name for it
         print(f"Ray: a call at 0 replicas answered after {time.monotonic() - started:.1f} s")
     finally:
         ray_gateway.client.delete("dozy")
-
-
-def wait_for(condition, within: float) -> bool:
-    """Whether `condition()` became true within `within` seconds (checked every 0.5 s)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
 
 
 @pytest.mark.timeout(300)
@@ -338,10 +326,12 @@ def test_a_handler_error_and_its_log_come_back_as_on_the_local_backend(ray_gatew
         assert "ValueError: send me some bytes" in str(failure.value)
         assert getattr(failure.value, "code", None) is not None
         # The replica's output and the handler's traceback, from whichever node it runs on.
-        deadline = time.monotonic() + 10
-        while "send me some bytes" not in ray_gateway.client.logs("picky") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        logs = ray_gateway.client.logs("picky")
+        def logged() -> str:
+            text = ray_gateway.client.logs("picky")
+            return text if "send me some bytes" in text else ""
+
+        logs = eventually(logged, 10, "the traceback in picky's log", every=0.2,
+                          show=lambda: ray_gateway.client.logs("picky"))
         assert "picky is ready" in logs and "ValueError: send me some bytes" in logs, logs
         assert 'raise ValueError("send me some bytes")' in logs, logs
         with pytest.raises(FunctionError) as late:  # what the gateway says of it is what Ray does
@@ -402,8 +392,8 @@ def test_requirements_nodeps_are_installed_without_their_dependencies_on_the_nod
     ray_gateway.client.deploy(folder)
     try:
         assert ray_gateway.client.call("nodeps") == "installed without its dependencies"
-        assert wait_for(lambda: "installing requirements missing here: --no-index" in
-                        ray_gateway.client.logs("nodeps"), within=10), ray_gateway.client.logs("nodeps")
+        eventually(lambda: "installing requirements missing here: --no-index" in ray_gateway.client.logs("nodeps"),
+                   10, "the log says what it installed", every=0.5, show=lambda: ray_gateway.client.logs("nodeps"))
     finally:
         ray_gateway.client.delete("nodeps")
 
@@ -459,16 +449,15 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
         assert devices == "0" and node == gpu_node.node_id
     finally:
         cluster.remove_node(gpu_node)
-    deadline = time.monotonic() + 60
-    while ray_gateway.client.get("where").available_replicas and time.monotonic() < deadline:
-        time.sleep(0.5)
+    eventually(lambda: not ray_gateway.client.get("where").available_replicas, 60, "no replica without a GPU node",
+               every=0.5, show=lambda: ray_gateway.client.get("where"))
     info = ray_gateway.client.get("where")
     assert (info.available_replicas, info.status) == (0, "Not Ready"), info
     # A node with a GPU joins again: Serve places the replica there and the function serves again.
     rejoined = cluster.add_node(num_cpus=1, num_gpus=1)
     try:
-        assert wait_for(lambda: ray_gateway.client.get("where").available_replicas == 1, within=90), \
-            ray_gateway.client.get("where")
+        eventually(lambda: ray_gateway.client.get("where").available_replicas == 1, 90, "where placed on the new "
+                   "GPU node", every=0.5, show=lambda: ray_gateway.client.get("where"))
         devices, node = str(ray_gateway.client.call("where", b"")).split()
         assert devices == "0" and node == rejoined.node_id
         assert ray_gateway.client.get("where").status == "Ready"
@@ -571,9 +560,8 @@ def test_a_restarted_gateway_reattaches_and_serve_heals_a_killed_replica(cluster
     assert "pids" in serve_applications(cluster), "a stopped gateway leaves the application serving"
     second = GatewayHandle(*start_detached(state, "127.0.0.1", 0, timeout=120, extra=extra))
     try:
-        deadline = time.monotonic() + 60
-        while second.client.get("pids").status != "Ready" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(lambda: second.client.get("pids").status == "Ready", 60, "pids ready again", every=0.2,
+                   show=lambda: second.client.get("pids"))
         assert str(second.client.call("pids", b"")) == before, "the same replica answers: nothing was redeployed"
 
         # Kill one of two replicas: calls succeed again within 10 s (the other serves), and Serve starts a
@@ -592,13 +580,14 @@ def test_a_restarted_gateway_reattaches_and_serve_heals_a_killed_replica(cluster
             except DcfError as exc:
                 failures.append(f"{time.monotonic() - killed:.1f}s {exc}")
         assert answer is not None, f"no answer within 10 s of the kill: {failures[-3:]}"
-        deadline, seen = time.monotonic() + 60, set()
-        while not seen - pids and time.monotonic() < deadline:
-            try:
-                seen.add(str(second.client.call("pids", b"", timeout=3)).split()[0])
-            except DcfError:
-                time.sleep(0.2)
-        assert seen - pids, "Serve started a replica in place of the killed one"
+        seen: set[str] = set()
+
+        def a_new_replica_answers() -> set[str]:
+            seen.add(str(second.client.call("pids", b"", timeout=3)).split()[0])
+            return seen - pids
+
+        eventually(a_new_replica_answers, 60, "Serve started a replica in place of the killed one", every=0.2,
+                   ignoring=(DcfError,))
         second.client.delete("pids")
     finally:
         second.stop()
@@ -746,10 +735,8 @@ def test_a_local_ray_stops_when_its_gateway_is_killed() -> None:
     finally:
         owner.kill()
         owner.wait()
-    deadline = time.monotonic() + 5
-    while session_members(head) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert session_members(head) == [], "the killed owner's Ray stopped by itself within 5 s"
+    eventually(lambda: session_members(head) == [], 5, "the killed owner's Ray stopped by itself", every=0.1,
+               show=lambda: session_members(head))
 
 
 @pytest.mark.timeout(400)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import GatewayHandle, owner_channel, owner_metadata, run_cli, start_gateway, with_keys
+from support import GatewayHandle, owner_channel, owner_metadata, run_cli, start_gateway, with_keys
 
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.definition.source import pack_folder

@@ -9,12 +9,11 @@ import os
 import re
 import signal
 import tarfile
-import time
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, owner_channel, run_cli, start_gateway
+from support import FUNCTIONS, GatewayHandle, eventually, owner_channel, run_cli, start_gateway
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
@@ -298,10 +297,8 @@ def test_a_killed_embedded_gateway_is_reaped_and_its_files_removed(tmp_path: Pat
         sockets = Path((state / "sockets.path").read_text().strip())
         os.kill(pid, signal.SIGKILL)
         assert embedded.exited.wait(10), "the kernel reaps its gateway"
-        deadline = time.monotonic() + 10
-        while (state.exists() or sockets.exists()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not pid_alive(pid) and not state.exists() and not sockets.exists()
+        eventually(lambda: not (state.exists() or sockets.exists()), 10, "its state and socket dirs removed")
+        assert not pid_alive(pid)
         said: list[str] = []
         session.announce = said.append
         assert session.client().list() == [] and session._embedded is not embedded  # a new one, said so

@@ -14,14 +14,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, run_cli, start_gateway, with_keys
 from stranger import Stranger
+from support import FUNCTIONS, eventually, run_cli, start_gateway, with_keys
 
 import dcf_jupyter
 from dcf_jupyter.client import Client
@@ -31,6 +30,8 @@ from dcf_jupyter.errors import ForeignGateway, GatewayStartError, GatewayUnavail
 from dcf_jupyter.launch import start_detached
 from dcf_jupyter.ports import describe_user, listeners
 from dcf_jupyter.settings import DEFAULT_PORT
+
+pytestmark = pytest.mark.slow  # makes a second Unix user with a venv of its own
 
 TALKER = """
 class Handler:
@@ -543,10 +544,12 @@ def test_two_users_gateways_never_hand_out_one_gpu_and_cannot_touch_each_others_
                                                env={"DCF_GPU_LEASES": str(leases)}),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=stranger.home)
     try:
-        deadline = time.monotonic() + 60
-        while not (state / "gateway.json").exists():
-            assert theirs.poll() is None and time.monotonic() < deadline, "their gateway did not start"
-            time.sleep(0.1)
+        def started() -> bool:
+            if theirs.poll() is not None:
+                pytest.fail("their gateway exited")
+            return (state / "gateway.json").exists()
+
+        eventually(started, 60, "their gateway started", every=0.1)
         their_address = json.loads((state / "gateway.json").read_text())["address"]
         owner.client.deploy(with_keys(make_function("mine", SEES_ITS_GPU), limits={"gpu": "1"}))
         assert owner.client.call("mine") == "0"

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FUNCTIONS, GatewayHandle, with_keys
 from stranger import Stranger
+from support import FUNCTIONS, GatewayHandle, with_keys
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.definition.scaffold import init_function
@@ -25,6 +25,7 @@ from dcf_jupyter.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from dcf_jupyter.running import GATEWAY_LOG
 
 MIB = 1 << 20
+pytestmark = pytest.mark.slow  # floods a gateway as a second Unix user
 MESSAGE_LIMIT = 64 * MIB  # the gateway's default --max-message-size: bodies in flight are bounded by twice it
 
 # The stranger's load: idle sockets on both ports, then (those closed) 60 MiB bodies posted at once; one JSON line

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from support import run_cli
 
 from dcf_jupyter.definition.keys import Integer, dump_section, key, key_paths, read_section, section_schema
 from dcf_jupyter.definition.reader import Reader

@@ -11,15 +11,17 @@ import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import FUNCTIONS
+from support import FUNCTIONS
 
 from dcf_jupyter.errors import FunctionError
 
+pytestmark = pytest.mark.slow  # loads TensorFlow's SSD
+np = pytest.importorskip("numpy", reason="the ssd function's tests need NumPy: pip install -e '.[tf]'")
+pytest.importorskip("PIL", reason="the ssd function decodes images with Pillow: pip install -e '.[tf]'")
 sys.path.insert(0, str(FUNCTIONS / "ssd" / "src"))
-from images import decode_image, decode_request
-from voc import boxes_reply
+from images import decode_image, decode_request  # noqa: E402 - the function's own modules, after the skips
+from voc import boxes_reply  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "notebooks" / "images"
 PERSON_000001 = (8, 12, 352, 498)  # PASCAL VOC ground truth (xmin, ymin, xmax, ymax)
@@ -267,7 +269,7 @@ def test_ssd_through_the_gateway(gateway, handler) -> None:
 
 
 def test_dcfs_shell_flow_base64_into_dcf_function_run(handler) -> None:
-    from conftest import run_cli
+    from support import run_cli
 
     result = run_cli("function", "run", "ssd", "--local", "-f", str(FUNCTIONS / "ssd" / "config.yaml"),
                      input=base64.encodebytes(shared_image("000001.jpg")), timeout=300)

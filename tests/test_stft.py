@@ -6,20 +6,21 @@ import base64
 import io
 import sys
 
-import numpy as np
 import pytest
-
-pytest.importorskip("scipy")
-pytest.importorskip("matplotlib")
-from conftest import FUNCTIONS
-from scipy import signal
-from wavs import tone, wav_bytes
+from support import FUNCTIONS
 
 from dcf_jupyter.errors import FunctionError
-from dcf_jupyter.spectrogram import render_png
+
+np = pytest.importorskip("numpy", reason="the stft function computes with NumPy: pip install -e '.[widgets]'")
+pytest.importorskip("scipy", reason="its transform is checked against SciPy's: pip install scipy")
+pytest.importorskip("matplotlib", reason="it draws with matplotlib: pip install -e '.[widgets]'")
+from scipy import signal  # noqa: E402 - after the skips
+from wavs import tone, wav_bytes  # noqa: E402
+
+from dcf_jupyter.spectrogram import render_png  # noqa: E402
 
 sys.path.insert(0, str(FUNCTIONS / "stft" / "src"))
-import spectrogram
+import spectrogram  # noqa: E402 - the function's own module, from its folder
 
 
 @pytest.mark.parametrize("kind", ["uint8", "int16", "int32", "float32", "float64"])

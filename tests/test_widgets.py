@@ -13,16 +13,16 @@ import wave
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import FUNCTIONS, GatewayHandle
+from support import FUNCTIONS, GatewayHandle
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.widgets._frames import Frame, FrameStream
-from dcf_jupyter.widgets._replies import render_reply
 
-pytest.importorskip("anywidget")
-cv2 = pytest.importorskip("cv2")
+np = pytest.importorskip("numpy", reason="the widgets need NumPy: pip install -e '.[widgets]'")
+pytest.importorskip("anywidget", reason="the widgets are anywidgets: pip install -e '.[widgets]'")
+cv2 = pytest.importorskip("cv2", reason="the widgets read video with OpenCV: pip install -e '.[widgets]'")
+from dcf_jupyter.widgets._frames import Frame, FrameStream  # noqa: E402 - after the skips
+from dcf_jupyter.widgets._replies import render_reply  # noqa: E402
 
 SLOW_ECHO = """
     import time

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, GatewayHandle
 from labdriver import (
     FAKE_MEDIA,
     Lab,
@@ -25,10 +24,11 @@ from labdriver import (
     skip_module_without_browser,
     write_notebook,
 )
+from support import ROOT, GatewayHandle
 
 from dcf_jupyter.definition.scaffold import init_function
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # JupyterLab in headless Chromium
 
 skip_module_without_browser()
 

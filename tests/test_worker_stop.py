@@ -9,6 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from support import eventually
+
 from dcf_jupyter.backends.local import STOP_GRACE_S
 
 THREADED_HANDLER = """
@@ -51,10 +54,12 @@ def test_an_idle_worker_exits_at_once_on_sigterm_even_if_started_with_it_blocked
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=_block_sigterm,
         )
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.01)
+        def started() -> bool:
+            if worker.poll() is not None:
+                pytest.fail(f"the worker exited:\n{log.read_text()}")
+            return ready.exists()
+
+        eventually(started, 30, "the worker ready", every=0.01, show=log.read_text)
         start = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(10)

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_death import WAYS, rounds
 
-pytestmark = pytest.mark.load
+pytestmark = [pytest.mark.load, pytest.mark.slow]
 
 
 def test_no_worker_outlives_its_gateway_however_it_dies() -> None:

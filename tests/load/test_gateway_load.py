@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_load import stream_load, unary_load
 
-pytestmark = pytest.mark.load
+pytestmark = [pytest.mark.load, pytest.mark.slow]
 SCALE = float(os.environ.get("DCF_LOAD_SCALE", "0.25"))
 
 

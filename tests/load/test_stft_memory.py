@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("matplotlib")
-pytestmark = pytest.mark.load
+pytestmark = [pytest.mark.load, pytest.mark.slow]
 CALLS = int(os.environ.get("DCF_STFT_MEMORY_CALLS", "1000"))
 
 
