@@ -356,7 +356,7 @@ def test_magic_session_builds_then_deploys_on_docker(docker_gateway, build_optio
     session = Session(tmp_path / "ws", gateway=docker_gateway.address)
     try:
         proxy = session.define("in-a-box", "import os\nclass Handler:\n    def __call__(self, req):\n"
-                               "        return 'pid ' + str(os.getpid())\n", backend="docker")
+                               "        return 'pid ' + str(os.getpid())\n", settings={"backend": "docker"})
         assert proxy() == "pid 1"  # the worker is the container's first process
         assert proxy.info.backend == "docker"
     finally:

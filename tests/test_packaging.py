@@ -60,6 +60,14 @@ def test_each_tutorial_names_the_extra_that_brings_what_it_needs() -> None:
 
 
 def test_the_dev_extra_has_what_the_tests_and_ci_import() -> None:
-    dev = " ".join(_extras()["dev"])
-    for needed in ("cryptography", "hypothesis", "mypy", "ruff", "pytest", "playwright", "nbclient"):
+    dev = _closure("dev")
+    for needed in ("cryptography", "hypothesis", "mypy", "ruff", "pytest", "playwright", "nbclient", "jsonschema"):
         assert needed in dev, f"[dev] lacks {needed}"
+
+
+def test_the_test_extra_is_light_and_has_what_the_fast_tests_import() -> None:
+    """`pip install -e ".[test]"` is enough for `-m "not slow"` (what it lacks skips, naming its extra): none of
+    TensorFlow, Ray, Playwright or JupyterLab."""
+    light = _closure("test")
+    assert {"pytest", "pytest-timeout", "hypothesis", "cryptography", "jsonschema", "ipython", "ipykernel"} <= light
+    assert not light & {"tensorflow", "tensorflow-cpu", "ray", "playwright", "jupyterlab"}
