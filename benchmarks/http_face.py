@@ -58,7 +58,7 @@ BARE_HOP = """
 import asyncio, subprocess, sys, tempfile, time
 from pathlib import Path
 from aiohttp import web
-from dcf_jupyter.backends.link import AsyncLink
+from dcf_jupyter.backends.local.link import AsyncLink
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol.link import FORM_MESSAGES
 

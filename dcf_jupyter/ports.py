@@ -222,3 +222,10 @@ def port_holder(host: str, port: int) -> str:
         return f"another user, {describe_user(holder.uid)}"
     process = _own_process_of(holder.inode)
     return f"a process of yours ({process})" if process else "a process of yours"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a worker container's published port, a test's server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support import FUNCTIONS, PANEL_TOKEN, GatewayHandle, start_gateway
 
-from dcf_jupyter.backends.gpu_leases import ENV_GPU_LEASES
+from dcf_jupyter.backends.gpus.leases import ENV_GPU_LEASES
 from dcf_jupyter.client import Client
 from dcf_jupyter.credentials import ENV_CONFIG_DIR
 from dcf_jupyter.definition.requirements import ENV_CACHE_DIR

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from support import GatewayHandle, run_cli, start_gateway
 
-from dcf_jupyter.backends.gpu_allocator import GpuAllocator, NoGpu, gpu_environment
-from dcf_jupyter.backends.gpu_inventory import Gpu, Inventory, inventory, parse_gpu_list
+from dcf_jupyter.backends.gpus.allocator import GpuAllocator, NoGpu, gpu_environment
+from dcf_jupyter.backends.gpus.inventory import Gpu, Inventory, inventory, parse_gpu_list
 from dcf_jupyter.definition.spec import GpuRequest
 from dcf_jupyter.errors import ConfigError, DeployError
 
@@ -264,7 +264,7 @@ def test_a_replica_holding_a_share_caps_pytorch_when_its_handler_imports_it(tmp_
 def test_the_machines_lease_folder_is_used_only_when_root_made_it_sticky(tmp_path: Path) -> None:
     """A folder anyone could have made (not root's, or not sticky) is not shared: its owner could remove others'
     leases. Then the gateway books among its user's own gateways, and says why."""
-    from dcf_jupyter.backends.gpu_leases import LeaseBook, shared_problem
+    from dcf_jupyter.backends.gpus.leases import LeaseBook, shared_problem
 
     loose = tmp_path / "loose"
     loose.mkdir(mode=0o777)
@@ -286,7 +286,7 @@ def test_a_lease_is_whoever_owns_its_file(tmp_path: Path) -> None:
     """A lease file claiming to be another user's counts as its owner's: a stranger cannot pose as you."""
     if os.geteuid() != 0:
         pytest.skip("giving a file to another user needs root")
-    from dcf_jupyter.backends.gpu_leases import LeaseBook
+    from dcf_jupyter.backends.gpus.leases import LeaseBook
 
     folder = tmp_path / "leases"
     folder.mkdir()

@@ -19,8 +19,8 @@ pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip inst
 
 from labdriver import Lab
 
-from dcf_jupyter.backends.launcher import free_port
 from dcf_jupyter.gateway.announce import announce
+from dcf_jupyter.ports import free_port
 
 
 def api(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None, *,

@@ -36,7 +36,11 @@ def test_a_kernel_loads_no_gateway_server_backend_or_worker_module(gateway, tmp_
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     print("\n".join(loaded))
     assert "dcf_jupyter.notebook._magics" in loaded and "dcf_jupyter.client._core" in loaded
-    server_side = [m for m in loaded if m.startswith(("dcf_jupyter.backends", "dcf_jupyter.worker"))
+    # The backends' registry is a table (what each can do, made only by a gateway): the notebook asks it whether
+    # a function's image is built before its deploy.
+    server_side = [m for m in loaded if (m.startswith("dcf_jupyter.backends")
+                                         and m not in ("dcf_jupyter.backends", "dcf_jupyter.backends.registry"))
+                   or m.startswith("dcf_jupyter.worker")
                    or (m.startswith("dcf_jupyter.gateway") and m not in ("dcf_jupyter.gateway",
                                                                           "dcf_jupyter.gateway.options"))]
     assert server_side == [], "the kernel imported gateway-side code"
@@ -343,17 +347,17 @@ def test_wire_names_are_spelled_only_in_protocol() -> None:
 
 
 def test_rays_private_api_is_used_in_one_module_for_a_stated_range() -> None:
-    """Ray's private API is reached only from backends/ray_internals.py; the `ray` extra pins the range it states,
+    """Ray's private API is reached only from backends/ray/internals.py; the `ray` extra pins the range it states,
     and a Ray outside it is one sentence when the ray backend starts."""
 
-    from dcf_jupyter.backends import ray_internals
+    from dcf_jupyter.backends.ray import internals as ray_internals
     from dcf_jupyter.errors import GatewayStartError
 
     # Ray's private modules, and any private name reached on a Ray object (a handle, the serve or ray module).
     private = r"ray\._private|ray\.serve\.api import _|serve\._private|\b(handle|serve|ray)\._(?!_)\w"
     users = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
                    if re.search(private, path.read_text(encoding="utf-8")))
-    assert users == ["backends/ray_internals.py"]
+    assert users == ["backends/ray/internals.py"]
     pinned = re.findall(r'"ray\[serve\]([^";]+)', (PACKAGE.parent / "pyproject.toml").read_text())
     assert pinned == [ray_internals.SUPPORTED_RAY]
     ray_internals.check_version("2.60.0")
@@ -372,3 +376,13 @@ def test_the_readme_lists_every_gateway_option_as_declared() -> None:
     start = text.index("<!-- gateway options:")
     table = text[text.index("\n", start) + 1:text.index("<!-- end of gateway options -->")].strip()
     assert table == options_table(), "README's table of gateway options is stale: paste options_table()'s"
+
+
+def test_the_readme_table_of_backends_is_the_registrys() -> None:
+    """README's table of backends is the one `backends_table()` draws from the registry the gateway makes them by."""
+    from dcf_jupyter.backends.registry import backends_table
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("<!-- backends:")
+    table = text[text.index("\n", start) + 1:text.index("<!-- end of backends -->")]
+    assert table == backends_table(), "README's table of backends is stale: paste backends_table()'s"

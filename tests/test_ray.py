@@ -697,7 +697,7 @@ def test_a_gateway_without_a_cluster_starts_a_local_ray_and_stops_all_of_it(make
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the head's processes in Linux's /proc")
 def test_a_local_ray_that_does_not_start_is_tried_again_then_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dcf_jupyter.backends.ray_head import LocalRayHead
+    from dcf_jupyter.backends.ray.head import LocalRayHead
     from dcf_jupyter.errors import GatewayStartError
 
     launched: list[LocalRayHead] = []
@@ -725,7 +725,7 @@ def test_a_local_ray_stops_when_its_gateway_is_killed() -> None:
     import sys
 
     owner = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom dcf_jupyter.backends.ray_head import LocalRayHead\n"
+        "import sys, time\nfrom dcf_jupyter.backends.ray.head import LocalRayHead\n"
         "head = LocalRayHead.start()\nprint(head.process.pid, flush=True)\ntime.sleep(600)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -745,7 +745,7 @@ def test_the_clusters_token_is_found_where_rays_cli_looks_and_a_wrong_or_missing
     """A cluster with Ray's token authentication (a head of our own, with its own token): a gateway given the
     token in a file named by $RAY_AUTH_TOKEN_PATH joins it; a wrong token, or none at all (nothing in the
     environment, no ~/.ray/auth_token), is one sentence saying where Ray looks for it."""
-    from dcf_jupyter.backends.ray_head import LocalRayHead
+    from dcf_jupyter.backends.ray.head import LocalRayHead
     from dcf_jupyter.errors import GatewayStartError
 
     head = LocalRayHead.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import eventually
 
-from dcf_jupyter.backends.local import STOP_GRACE_S
+from dcf_jupyter.backends.local.backend import STOP_GRACE_S
 
 THREADED_HANDLER = """
 import threading, time

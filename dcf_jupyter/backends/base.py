@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol, TypeVar
 
 from ..definition.secret_refs import env_secret_keys
 from ..definition.spec import FunctionSpec
-from .gpu_allocator import GpuAllocator, Grant, NoGpu
+from .gpus.allocator import GpuAllocator, Grant, NoGpu
 
 R = TypeVar("R")
 

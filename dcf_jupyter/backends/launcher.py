@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,6 @@ class LaunchFailed(Exception):
         super().__init__(message)
         self.message = message
         self.detail = detail
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- a worker process ---------------------------------------------------------------------------

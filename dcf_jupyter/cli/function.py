@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ..backends.registry import pushes_image, runs_image
 from ..build import check_function
 from ..build.image import (
     BuildOptions,
@@ -144,7 +145,7 @@ def build(state: CliState, config_path: Path, verbose: bool, nocache: bool, imag
         try:
             docker = docker_client()
         except DockerUnavailable:
-            if image or spec.backend == "docker":
+            if image or runs_image(spec.backend):
                 raise
             click.echo("No Docker daemon answers, so no image was built (the local backend needs none).")
             continue
@@ -338,7 +339,7 @@ def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: b
         for name in names or tuple(config.functions):
             spec = config.function(name)
             target = backend or spec.backend or str(client.info().get("default_backend", "local"))
-            if spec.docker_registry and target != "local":
+            if spec.docker_registry and pushes_image(target):
                 push(spec, yes=yes, verbose=verbose)
             click.echo(f"Deploying: {spec.name} to {client.address} ...")
             with gateway_notes(client, spec.name):

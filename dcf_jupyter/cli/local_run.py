@@ -8,18 +8,12 @@ import subprocess
 import sys
 from typing import IO, Any
 
-from ..backends.launcher import (
-    LaunchFailed,
-    WorkerContainer,
-    WorkerProcess,
-    end_process,
-    free_port,
-    wait_until_serving,
-)
+from ..backends.launcher import LaunchFailed, WorkerContainer, WorkerProcess, end_process, wait_until_serving
 from ..client import Client, Reply
 from ..definition.requirements import InstallFailed, install_missing
 from ..definition.spec import FunctionSpec
 from ..errors import DeployError
+from ..ports import free_port
 from ..settings import ENV_EXTRA_SITE
 
 

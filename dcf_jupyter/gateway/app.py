@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -23,11 +24,10 @@ import grpc
 from .. import logfile
 from .._version import __version__
 from ..backends.base import Backend, MeshAccess
-from ..backends.docker import DockerBackend
-from ..backends.gpu_allocator import GpuAllocator
-from ..backends.gpu_inventory import inventory as gpu_inventory
-from ..backends.gpu_leases import LeaseBook
-from ..backends.local import LocalBackend
+from ..backends.gpus.allocator import GpuAllocator
+from ..backends.gpus.inventory import inventory as gpu_inventory
+from ..backends.gpus.leases import LeaseBook
+from ..backends.registry import BACKENDS, Surroundings
 from ..credentials import config_dir, owner_token, private_dir, tighten, token_path, write_private
 from ..definition.requirements import cache_root
 from ..errors import ConfigError, DcfError, GatewayStartError
@@ -118,12 +118,6 @@ def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Even
     loop.add_reader(fd, readable)
 
 
-def _ray_backend(options: GatewayOptions) -> Backend:
-    from ..backends.ray import RayBackend  # Ray is optional and slow to import: only when asked for
-
-    return RayBackend.connect(options.ray_address, place_timeout=options.place_timeout)
-
-
 def _gpu_allocator(options: GatewayOptions) -> GpuAllocator:
     """This machine's GPUs as `--gpus`/$DCF_GPUS and $CUDA_VISIBLE_DEVICES leave them to this gateway, booked in
     the machine's lease folder beside every user's gateways' (else in the user's own, which the log says);
@@ -143,29 +137,34 @@ def _gpu_allocator(options: GatewayOptions) -> GpuAllocator:
 
 
 async def _make_backends(options: GatewayOptions, state_dir: Path, socket_dir: Path,
-                         gpus: GpuAllocator) -> tuple[dict[str, Backend], dict[str, str]]:
-    """The local backend always; the docker one when a Docker daemon answers (and it is not turned off); the
-    ray one now when it is the default or a cluster was named (else on its first deploy, see `on_demand`).
-    Returns them, and why each one missing is (a deploy that asks for it says so)."""
-    backends: dict[str, Backend] = {
-        "local": LocalBackend(socket_dir, max_message=options.max_message, gpus=gpus)
-    }
+                         gpus: GpuAllocator) -> tuple[dict[str, Backend], dict[str, Callable[[], Backend]],
+                                                      dict[str, str]]:
+    """Each backend of the registry, as it says: made now (one that may be unreachable, such as Docker, is
+    missing with the reason a deploy naming it will give), or on the first deploy that names it unless the
+    gateway starts with it. Returns those made, those to make on demand, and why each missing one is."""
+    around = Surroundings(state_dir, socket_dir, options.max_message, gpus, cluster_address=options.ray_address,
+                          place_timeout=options.place_timeout)
+    backends: dict[str, Backend] = {}
+    on_demand: dict[str, Callable[[], Backend]] = {}
     missing: dict[str, str] = {}
-    if options.ray_from_start:
-        backends["ray"] = await asyncio.to_thread(_ray_backend, options)
-    if options.docker:
+    for kind in BACKENDS:
+        if kind.off_option and not getattr(options, kind.off_option):
+            missing[kind.name] = f"it was started with --no-{kind.off_option.replace('_', '-')}"
+            continue
+        if kind.starts == "on-first-deploy" and not options.starts_with_gateway(kind):
+            on_demand[kind.name] = functools.partial(kind.make, around)
+            continue
         try:
-            backends["docker"] = await asyncio.to_thread(DockerBackend.connect, state_dir, files_dir=socket_dir,
-                                                         max_message=options.max_message, gpus=gpus)
+            backends[kind.name] = await asyncio.to_thread(kind.make, around)
         except DcfError as exc:
-            log.info("docker backend unavailable: %s", exc)
-            missing["docker"] = f"when it started, {exc}"
-    else:
-        missing["docker"] = "it was started with --no-docker"
+            if kind.starts != "if-reachable":
+                raise
+            log.info("%s backend unavailable: %s", kind.name, exc)
+            missing[kind.name] = f"when it started, {exc}"
     if options.default_backend not in backends:
         raise GatewayStartError(f"the default backend {options.default_backend!r} is not available "
                                 f"(available: {', '.join(backends)})")
-    return backends, missing
+    return backends, on_demand, missing
 
 
 def _server(options: GatewayOptions, limits: ConnectionLimits) -> tuple[grpc.aio.Server, grpc.ServerCredentials | None]:
@@ -227,13 +226,13 @@ async def run_gateway(options: GatewayOptions) -> None:
     lock = _lock_state_dir(state_dir)
     socket_dir = _fresh_socket_dir(state_dir)
     try:
-        backends, missing = await _make_backends(options, state_dir, socket_dir, gpus)
+        backends, on_demand, missing = await _make_backends(options, state_dir, socket_dir, gpus)
         gateway = Gateway(GatewayCore(
             state_dir,
             backends,
             missing=missing,
             default_backend=options.default_backend,
-            on_demand={"ray": lambda: _ray_backend(options)},
+            on_demand=on_demand,
             max_message=options.max_message,
             ready_timeout=options.ready_timeout,
             stream_window=options.stream_window,
@@ -378,7 +377,8 @@ def loop_for(options: GatewayOptions) -> str:
     """The event loop a gateway runs on: with "auto", asyncio's for a gateway that serves Ray (a call through
     Serve's handle took ~0.15 ms less on it than on uvloop: 3.41 vs 3.57 ms p50, alternating, same cluster),
     else uvloop when installed (its hops to local workers took ~0.05 ms less: 0.78 vs 0.83 ms)."""
-    if options.loop == "auto" and options.ray_from_start:
+    if options.loop == "auto" and any(kind.prefers_asyncio and options.starts_with_gateway(kind)
+                                      for kind in BACKENDS):
         return "asyncio"
     return options.loop
 

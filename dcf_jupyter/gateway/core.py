@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from ..backends.base import Backend, DeployFailed, Deployment, MeshAccess
-from ..backends.gpu_allocator import GpuAllocator
+from ..backends.gpus.allocator import GpuAllocator
 from ..logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
 from .auth import TokenPolicy

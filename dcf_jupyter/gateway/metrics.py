@@ -18,8 +18,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from ..backends.base import Deployment
-from ..backends.gpu_allocator import GpuAllocator
-from ..backends.gpu_inventory import processes
+from ..backends.gpus.allocator import GpuAllocator
+from ..backends.gpus.inventory import processes
 from .registry import Registry
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends.registry import NAMES, BackendKind
 from ..credentials import config_dir
 from ..errors import GatewayStartError
 from ..logfile import DEFAULT_BACKUPS as DEFAULT_LOG_BACKUPS
@@ -46,7 +47,6 @@ DEFAULT_FLOW_WINDOW = 512 * 1024  # flat memory under many streams, full speed o
 GATEWAY_CONFIG = "gateway.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
 LOOPS = ("auto", "asyncio", "uvloop")
-BACKENDS = ("local", "docker", "ray")
 
 
 def option(default: Any, help: str, *, flag: str = "", negative: bool = False, metavar: str = "",
@@ -93,7 +93,7 @@ class GatewayOptions:
     max_message: int = option(DEFAULT_MAX_MESSAGE_SIZE, "largest request/reply in bytes", flag="--max-message-size",
                               metavar="BYTES", env=ENV_MAX_MESSAGE_SIZE, always=True, check=_within(1024))
     default_backend: str = option("local", "default backend for deploys that name none", flag="--backend",
-                                  choices=BACKENDS)
+                                  choices=NAMES)
     docker: bool = option(True, "do not offer the docker backend", negative=True)
     ray_address: str | None = option(None, "Ray cluster of the ray backend, as Ray takes it: auto, HOST:PORT or "
                                            "ray://HOST:10001 (default: a local Ray, started on the first ray deploy "
@@ -146,11 +146,10 @@ class GatewayOptions:
             return 0 if self.port == 0 else grpc_port + 1
         return None if self.http_port < 0 else self.http_port
 
-    @property
-    def ray_from_start(self) -> bool:
-        """Whether the gateway joins Ray as it starts (Ray is its default, or a cluster was named), not on the
-        first deploy that asks for it."""
-        return self.default_backend == "ray" or bool(self.ray_address)
+    def starts_with_gateway(self, kind: BackendKind) -> bool:
+        """Whether a backend offered from its first deploy joins as the gateway starts instead: it is the default,
+        or the option it names is set (a Ray cluster's address)."""
+        return self.default_backend == kind.name or bool(kind.eager_option and getattr(self, kind.eager_option))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..backends.registry import runs_image
 from ..client import Client, DeployResult, get_client
 from ..client._api import route_to_session  # the notebook's hook: not part of the public face
 from ..definition.check import check_handler_source
@@ -202,7 +203,7 @@ class Session:
             progress.step("writing the function folder", 0.1)
             spec = write()
             proxy = self._proxy(name, line_offset, bound_as)
-            if spec.backend == "docker":
+            if runs_image(spec.backend):
                 self._build_image(spec, progress)
             progress.step(f"deploying to {client.address}", 0.6)
             result = self._deploy_with_logs(client, name, progress, lambda: client.deploy(spec))

@@ -17,15 +17,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..definition.requirements import InstallFailed, install_missing
-from ..errors import ConfigError
-from ..logfile import log_for, note, tail_text
-from ..settings import ENV_EXTRA_SITE, ENV_TOKEN
-from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
-from .gpu_allocator import GpuAllocator, Grant, gpu_environment
-from .launcher import LaunchFailed, StartedWorker, WorkerHandle, WorkerProcess
+from ...definition.requirements import InstallFailed, install_missing
+from ...errors import ConfigError
+from ...logfile import log_for, note, tail_text
+from ...settings import ENV_EXTRA_SITE, ENV_TOKEN
+from ..base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from ..gpus.allocator import GpuAllocator, Grant, gpu_environment
+from ..launcher import LaunchFailed, StartedWorker, WorkerHandle, WorkerProcess
+from ..registry import Surroundings
+from ..replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 from .link import AsyncLink
-from .replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 from .templates import Template, TemplateKey, Templates, preloads_for, templates_enabled
 
 STOP_GRACE_S = 3.0
@@ -376,3 +377,8 @@ class _Replica:
         if not self.first_start.done():
             self.first_start.set_exception(DeployFailed("stopped before it was ready"))
             self.first_start.exception()  # retrieved: nobody else may wait on it
+
+
+def make(around: Surroundings) -> LocalBackend:
+    """A gateway's local backend (registry.py names this)."""
+    return LocalBackend(around.socket_dir, max_message=around.max_message, gpus=around.gpus)

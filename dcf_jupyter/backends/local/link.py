@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
-from ..protocol.link import (
+from ...protocol.link import (
     CALL,
     CANCEL,
     CREDIT,

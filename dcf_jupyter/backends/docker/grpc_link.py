@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from ..protocol.link import FORM_MESSAGE, CallFailed, LinkClosed
-from ..protocol.names import HEALTH_CHECK, INVOKE, INVOKE_BYTES, INVOKE_STREAM, ORIGIN_KEY, TRACEBACK_KEY
-from ..settings import grpc_options
-from .base import TaskCalls
+from ...protocol.link import FORM_MESSAGE, CallFailed, LinkClosed
+from ...protocol.names import HEALTH_CHECK, INVOKE, INVOKE_BYTES, INVOKE_STREAM, ORIGIN_KEY, TRACEBACK_KEY
+from ...settings import grpc_options
+from ..base import TaskCalls
 
 
 def _failure(error: grpc.aio.AioRpcError, address: str) -> Exception:

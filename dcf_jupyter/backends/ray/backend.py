@@ -23,15 +23,16 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..definition.requirements import REQUIREMENTS, read_requirements
-from ..errors import GatewayStartError
-from ..logfile import note
-from ..protocol.link import CallFailed, LinkClosed
-from ..settings import DEFAULT_PLACE_TIMEOUT, DEFAULT_STREAM_WINDOW
-from ..worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, LogBook, log_book
-from . import ray_internals
-from .base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
-from .ray_head import LocalRayHead
+from ...definition.requirements import REQUIREMENTS, read_requirements
+from ...errors import GatewayStartError
+from ...logfile import note
+from ...protocol.link import CallFailed, LinkClosed
+from ...settings import DEFAULT_PLACE_TIMEOUT, DEFAULT_STREAM_WINDOW
+from ...worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, LogBook, log_book
+from ..base import Backend, DeployFailed, Deployment, DeploymentSpec, OtherFunction, TaskCalls, WorkerLink
+from ..registry import Surroundings
+from . import internals
+from .head import LocalRayHead
 
 log = logging.getLogger("dcf.gateway")
 T = TypeVar("T")
@@ -101,7 +102,7 @@ def _use_token(auth_env: dict[str, str]) -> None:
     last started a cluster), so after setting them it is told to read them again, as `ray.init` does itself."""
     os.environ.update(auth_env)
     with contextlib.suppress(AttributeError):  # a Ray whose loader differs: its own reading at init stands
-        ray_internals.reload_auth_token()
+        internals.reload_auth_token()
 
 
 def _token_refused(where: str) -> GatewayStartError:
@@ -116,7 +117,7 @@ def _ray() -> Any:
         import ray
     except ImportError:
         raise GatewayStartError("the ray backend needs Ray: pip install 'dcf-jupyter[ray]'") from None
-    ray_internals.check_version(ray.__version__)
+    internals.check_version(ray.__version__)
     return ray
 
 
@@ -167,7 +168,7 @@ def _uploaded(runtime_env: dict[str, Any]) -> dict[str, Any]:
     """The runtime_env with its working_dir uploaded to the cluster (a gcs:// URI, content-addressed, so a
     revision is uploaded once). Serve keeps a local path as it is and then cannot report the application's
     status; Ray's own `ray.init(runtime_env=...)` and job submission upload the same way."""
-    return ray_internals.upload_working_dir(runtime_env, log)
+    return internals.upload_working_dir(runtime_env, log)
 
 
 class RayBackend(Backend):
@@ -290,7 +291,7 @@ class RayBackend(Backend):
         """Deploy (or update in place) the application of `spec` with `replicas` replicas; returns at once."""
         from ray import serve
 
-        from ..worker.serve_replica import FunctionReplica
+        from ...worker.serve_replica import FunctionReplica
 
         # For the same revision (same version, see below) a scale is a config change (replicas stay); a new
         # revision is a rolling update (old replicas serve until new ones are ready).
@@ -311,7 +312,7 @@ class RayBackend(Backend):
         # The gateway's address and the function's replica credential travel as the replica's arguments (kept by
         # Serve's controller, never in runtime_env, which Ray logs): the replica fetches its secrets with them.
         mesh = (spec.mesh.address, spec.mesh.token) if spec.mesh is not None else ("", "")
-        ray_internals.run_application(deployment, (spec.name, spec.function.concurrency, spec.revision, *mesh),
+        internals.run_application(deployment, (spec.name, spec.function.concurrency, spec.revision, *mesh),
                                       f"rev-{spec.revision}", spec.name)
 
     @staticmethod
@@ -338,7 +339,7 @@ class RayBackend(Backend):
         import ray
 
         try:  # no public API says which node an actor is on without Ray's dashboard, which we do not require
-            available, actors = ray_internals.placement()
+            available, actors = internals.placement()
         except Exception:  # noqa: BLE001 - a Ray without these: Serve's own words (in the log) remain
             return ""
         wanted = _wanted(spec)
@@ -403,7 +404,7 @@ def route_on_this_loop(handle: Any) -> None:
     option keeps its default. Must run on the gateway's loop, before the handle's first call."""
     if handle.is_initialized:  # Serve caches handles per application: this process set it up already
         return
-    ray_internals.route_on_this_loop(handle)
+    internals.route_on_this_loop(handle)
 
 
 class ServeLink(TaskCalls):
@@ -637,3 +638,8 @@ class RayDeployment(Deployment):
     def _unwatch(self) -> None:
         with contextlib.suppress(ValueError):
             self.backend._changed.remove(self)
+
+
+def make(around: Surroundings) -> RayBackend:
+    """A gateway's ray backend: the cluster it names joined, or a local Ray started (blocking)."""
+    return RayBackend.connect(around.cluster_address, place_timeout=around.place_timeout)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..definition.requirements import REQUIREMENTS
-from ..settings import ENV_EXTRA_SITE
-from .launcher import LaunchFailed, StartedWorker, WorkerProcess, end_process
+from ...definition.requirements import REQUIREMENTS
+from ...settings import ENV_EXTRA_SITE
+from ..launcher import LaunchFailed, StartedWorker, WorkerProcess, end_process
 
 log = logging.getLogger("dcf.gateway")
 
@@ -80,7 +80,7 @@ class ForkedProcess:
 
     def wait(self) -> int:
         """Block until the template reports this replica's end; its exit code."""
-        from ..worker.template import receive_message
+        from ...worker.template import receive_message
 
         with self._lock:
             if self.returncode is None:
@@ -153,7 +153,7 @@ class Template:
 
     def fork(self, worker: WorkerProcess, log_fd: int, cwd: Path) -> StartedWorker[ForkedProcess]:
         """A replica forked from this template, as `WorkerProcess.start` would have started it (blocking)."""
-        from ..worker.template import receive_message, send_message
+        from ...worker.template import receive_message, send_message
 
         status_r, status_w = os.pipe()
         life_r, life_w = os.pipe()

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..definition.spec import GpuRequest
-from ..ports import describe_user
-from ..settings import ENV_GPU_SHARE
-from .gpu_inventory import Gpu, GpuProcess, Inventory, processes
-from .gpu_leases import LeaseBook, LeaseLockTimeout
+from ...definition.spec import GpuRequest
+from ...ports import describe_user
+from ...settings import ENV_GPU_SHARE
+from .inventory import Gpu, GpuProcess, Inventory, processes
+from .leases import LeaseBook, LeaseLockTimeout
 
 FULL = 1.0
 EPSILON = 1e-6  # shares are sums of decimals like 0.1: compare with room for rounding

@@ -16,7 +16,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from ..errors import GatewayStartError
+from ...errors import GatewayStartError
 
 # Kept equal to the `ray` extra's pin in pyproject.toml (tests/test_ray.py checks both). CI runs the newest.
 SUPPORTED_RAY = ">=2.50,<2.61"

@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import GatewayStartError
-from ..pids import kill_session, session_members
+from ...errors import GatewayStartError
+from ...pids import kill_session, session_members
 
 log = logging.getLogger("dcf.gateway")
 

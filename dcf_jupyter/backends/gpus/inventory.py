@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, brief
+from ...errors import ConfigError, brief
 
 SMI_TIMEOUT_S = 10.0
 

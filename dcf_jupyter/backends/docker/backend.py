@@ -15,15 +15,17 @@ import secrets
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..build.image import docker_client
-from ..errors import DcfError
-from ..logfile import size_limits
-from ..protocol.names import ENV_MESH_ADDRESS
-from .base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
-from .gpu_allocator import GpuAllocator, Grant, gpu_environment
+from ...build.image import docker_client
+from ...errors import DcfError
+from ...logfile import size_limits
+from ...ports import free_port
+from ...protocol.names import ENV_MESH_ADDRESS
+from ..base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
+from ..gpus.allocator import GpuAllocator, Grant, gpu_environment
+from ..launcher import LaunchFailed, WorkerContainer, wait_until_serving
+from ..registry import Surroundings
+from ..replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 from .grpc_link import GrpcLink
-from .launcher import LaunchFailed, WorkerContainer, free_port, wait_until_serving
-from .replica_files import needs_files, remove_replica_files, replica_environment, write_replica_files
 
 READY_POLL_S = 0.2
 LABEL_FUNCTION, LABEL_GATEWAY, LABEL_REVISION = "dcf.function", "dcf.gateway", "dcf.revision"
@@ -291,3 +293,9 @@ class DockerDeployment(Deployment):
             return await asyncio.to_thread(read)
         except Exception as exc:  # noqa: BLE001 - Docker SDK and HTTP errors alike: one sentence
             raise DcfError(f"cannot read the containers' logs: {exc}") from None
+
+
+def make(around: Surroundings) -> DockerBackend:
+    """A gateway's docker backend, on the daemon of the environment (DockerUnavailable when none answers)."""
+    return DockerBackend.connect(around.state_dir, files_dir=around.socket_dir, max_message=around.max_message,
+                                 gpus=around.gpus)

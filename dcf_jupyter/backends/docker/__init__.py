@@ -1,0 +1,2 @@
+"""The docker backend: a container per replica from the function's image (backend.py), reached over gRPC
+(grpc_link.py)."""
