@@ -185,6 +185,27 @@ def test_errors_are_one_sentence_with_the_matching_status(http_gateway) -> None:
     assert (status, raw) == (200, b"")
 
 
+def test_a_client_still_sending_a_refused_body_reads_the_answer_not_a_broken_pipe(http_gateway) -> None:
+    """The gateway answers 413 from Content-Length before reading the body; a client that sends all of it before
+    reading (http.client, requests) must still get that answer, so the rest is read and thrown away."""
+    _, web = http_gateway
+    for path, status in (("/function/echo", 413), ("/function/nowhere", 404)):
+        connection = http.client.HTTPConnection(web.host, web.port, timeout=30)
+        try:
+            size = 2 * 1024 * 1024 if status == 413 else 512 * 1024
+            connection.putrequest("POST", path)
+            connection.putheader("Content-Length", str(size))
+            connection.endheaders()
+            connection.send(b"x" * (size // 2))
+            time.sleep(0.3)  # the answer is written by now: the other half arrives after it
+            connection.send(b"x" * (size - size // 2))
+            response = connection.getresponse()
+            assert response.status == status, (path, response.status)
+            assert json.loads(response.read())["code"] in ("RESOURCE_EXHAUSTED", "NOT_FOUND")
+        finally:
+            connection.close()
+
+
 def test_management_routes_mirror_the_rpcs_behind_the_same_credential(http_gateway, tmp_path: Path,
                                                                       make_function) -> None:
     handle, web = http_gateway

@@ -19,6 +19,7 @@ from .limits import IDLE_TIMEOUT_S, ConnectionLimits
 
 log = logging.getLogger("dcf.gateway")
 SWEEP_EVERY_S = 1.0
+LINGER_S = 1.0  # how long a refused body is read and thrown away after the answer
 
 
 class _Refused(asyncio.Protocol):
@@ -126,8 +127,10 @@ async def serve_http(face: Face, host: str, port: int, tls: ssl.SSLContext | Non
     connections = face.connections
     if limits is not None:
         connections.limit = limits.per_listener
-    # No lingering: a body the face refused before reading it is not read afterwards either (the connection closes).
-    options: dict[str, Any] = {"keepalive_timeout": IDLE_TIMEOUT_S, "lingering_time": 0}
+    # A body the face refused before reading it is read and thrown away for a moment after the answer, never held:
+    # clients that send all of a body before reading (http.client, requests, urllib) see the 413 or 404 instead of a
+    # broken pipe, and one that keeps sending past LINGER_S is cut off.
+    options: dict[str, Any] = {"keepalive_timeout": IDLE_TIMEOUT_S, "lingering_time": LINGER_S}
     runner = web.AppRunner(face.app(), access_log=None, handle_signals=False, **options)
     await runner.setup()
     connections.server = runner.server
