@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from _harness import gateway_process_with, percentile
 
-from dcf_jupyter.credentials import read_owner_token
+from dcf_jupyter.host.credentials import read_owner_token
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 

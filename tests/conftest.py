@@ -15,9 +15,9 @@ from support import FUNCTIONS, PANEL_TOKEN, GatewayHandle, start_gateway
 
 from dcf_jupyter.backends.gpus.leases import ENV_GPU_LEASES
 from dcf_jupyter.client import Client
-from dcf_jupyter.credentials import ENV_CONFIG_DIR
 from dcf_jupyter.definition.requirements import ENV_CACHE_DIR
 from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.host.credentials import ENV_CONFIG_DIR
 from dcf_jupyter.launch import start_detached
 from dcf_jupyter.settings import ENV_TOKEN
 

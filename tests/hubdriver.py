@@ -28,7 +28,7 @@ from stranger import SYSTEM_PYTHON, _pids_of
 from stranger import why_not as why_no_second_user
 from support import eventually
 
-from dcf_jupyter.ports import free_port
+from dcf_jupyter.host.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY = "configurable-http-proxy"

@@ -24,7 +24,7 @@ from typing import Any
 
 from support import eventually
 
-from dcf_jupyter.ports import free_port
+from dcf_jupyter.host.ports import free_port
 
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")
 FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")

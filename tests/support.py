@@ -16,10 +16,10 @@ import grpc
 import yaml
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.credentials import read_owner_token
 from dcf_jupyter.errors import FunctionError
+from dcf_jupyter.host.credentials import read_owner_token
+from dcf_jupyter.host.running import remove_left_socket_dir
 from dcf_jupyter.launch import RunningGateway, start_detached, stop_gateway
-from dcf_jupyter.running import remove_left_socket_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"

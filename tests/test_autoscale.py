@@ -20,7 +20,7 @@ from support import GatewayHandle, eventually, start_gateway, with_keys
 from dcf_jupyter.client import Client, FunctionInfo
 from dcf_jupyter.definition.spec import Autoscaling
 from dcf_jupyter.gateway.autoscaler import wanted
-from dcf_jupyter.pids import pid_alive
+from dcf_jupyter.host.pids import pid_alive
 
 PID = """
 import os

@@ -21,8 +21,8 @@ import pytest
 from support import ROOT
 
 from dcf_jupyter.client import Client
+from dcf_jupyter.host.ports import free_port
 from dcf_jupyter.launch import stop_gateway
-from dcf_jupyter.ports import free_port
 
 pytestmark = pytest.mark.slow  # builds Binder's environment and runs every tutorial in it
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from dcf_jupyter.credentials import read_owner_token
+from dcf_jupyter.host.credentials import read_owner_token
 
 
 def test_console_scripts_dcf_and_dcf_cli_are_the_same_cli() -> None:

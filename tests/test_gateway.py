@@ -33,7 +33,7 @@ from dcf_jupyter.errors import (
     GatewayStartError,
     InvalidArgument,
 )
-from dcf_jupyter.pids import pid_alive
+from dcf_jupyter.host.pids import pid_alive
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from support import FUNCTIONS, GatewayHandle, eventually, run_cli, start_gateway, with_keys, with_timeout
 
-from dcf_jupyter.credentials import read_owner_token
 from dcf_jupyter.definition.source import pack_folder
+from dcf_jupyter.host.credentials import read_owner_token
 
 pytest.importorskip("aiohttp", reason="the HTTP face runs on aiohttp (a core dependency)")
 

@@ -20,7 +20,7 @@ pytest.importorskip("jupyterlab", reason="the panel runs in JupyterLab: pip inst
 from labdriver import Lab
 
 from dcf_jupyter.gateway.announce import announce
-from dcf_jupyter.ports import free_port
+from dcf_jupyter.host.ports import free_port
 
 
 def api(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None, *,

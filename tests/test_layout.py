@@ -182,7 +182,7 @@ def test_a_deploy_reads_the_functions_config_once_on_each_side(tmp_path: Path,
     from dcf_jupyter.definition import spec as spec_module
     from dcf_jupyter.gateway.app import run_gateway
     from dcf_jupyter.gateway.options import GatewayOptions
-    from dcf_jupyter.running import find_gateway
+    from dcf_jupyter.host.running import find_gateway
 
     parses: list[str] = []
     real_parse = spec_module.parse_config
@@ -229,7 +229,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dcf_jupyter"
 # package's root: __init__.py and the API modules beside it (secrets, mesh); `bottom` the other modules beside it
 # (errors, settings, credentials...); protocol/ imports nothing of ours.
 TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "launch", "gateway", "backends", "worker", "build",
-         "definition", "bottom", "protocol"]
+         "definition", "bottom", "host", "protocol"]
 
 
 TOP_MODULES = {"dcf_jupyter", "dcf_jupyter.secrets", "dcf_jupyter.mesh"}

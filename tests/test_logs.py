@@ -9,7 +9,7 @@ from pathlib import Path
 
 from support import eventually
 
-from dcf_jupyter.logfile import RotatingLog, rotations, tail_text
+from dcf_jupyter.host.logfile import RotatingLog, rotations, tail_text
 
 
 def sizes(path: Path) -> list[int]:

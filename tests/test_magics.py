@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import eventually
 
-from dcf_jupyter.pids import pid_alive
+from dcf_jupyter.host.pids import pid_alive
 
 pytest.importorskip("IPython")
 from IPython import get_ipython

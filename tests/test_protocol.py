@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import FUNCTIONS, ROOT, start_gateway
 
-from dcf_jupyter.credentials import read_owner_token
+from dcf_jupyter.host.credentials import read_owner_token
 
 DATA = Path(__file__).parent / "data"
 

@@ -29,8 +29,8 @@ from dcf_jupyter.errors import (  # noqa: E402
     FunctionNotFound,
     InvalidArgument,
 )
+from dcf_jupyter.host.pids import session_members  # noqa: E402
 from dcf_jupyter.launch import start_detached  # noqa: E402
-from dcf_jupyter.pids import session_members  # noqa: E402
 from dcf_jupyter.protocol import gateway_pb2 as pb  # noqa: E402
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -285,7 +285,7 @@ def test_a_ray_replica_fetches_its_secrets_and_calls_functions_through_the_gatew
 
 
 def owner_token_of() -> str:
-    from dcf_jupyter.credentials import read_owner_token
+    from dcf_jupyter.host.credentials import read_owner_token
 
     token = read_owner_token()
     assert token

@@ -16,9 +16,9 @@ import pytest
 from support import FUNCTIONS, GatewayHandle, eventually, owner_channel, run_cli, start_gateway
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.credentials import ENV_CONFIG_DIR, read_owner_token
 from dcf_jupyter.errors import DeployError, InvalidArgument, Unauthenticated
 from dcf_jupyter.gateway.auth import TokenPolicy, bearer_token, is_loopback
+from dcf_jupyter.host.credentials import ENV_CONFIG_DIR, read_owner_token
 from dcf_jupyter.launch import GatewayStartError, start_detached
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
@@ -285,8 +285,8 @@ def test_the_cli_names_the_message_limit_and_how_to_raise_it(gateway: GatewayHan
 
 
 def test_a_killed_embedded_gateway_is_reaped_and_its_files_removed(tmp_path: Path) -> None:
+    from dcf_jupyter.host.pids import pid_alive
     from dcf_jupyter.notebook._session import Session
-    from dcf_jupyter.pids import pid_alive
 
     session = Session(tmp_path / "workspace", announce=lambda _: None)
     try:

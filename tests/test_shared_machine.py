@@ -24,11 +24,11 @@ from support import FUNCTIONS, eventually, run_cli, start_gateway, with_keys
 
 import dcf_jupyter
 from dcf_jupyter.client import Client
-from dcf_jupyter.credentials import token_path
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.errors import ForeignGateway, GatewayStartError, GatewayUnavailable
+from dcf_jupyter.host.credentials import token_path
+from dcf_jupyter.host.ports import describe_user, listeners
 from dcf_jupyter.launch import start_detached
-from dcf_jupyter.ports import describe_user, listeners
 from dcf_jupyter.settings import DEFAULT_PORT
 
 pytestmark = pytest.mark.slow  # makes a second Unix user with a venv of its own

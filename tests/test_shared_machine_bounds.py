@@ -20,9 +20,9 @@ from support import FUNCTIONS, GatewayHandle, with_keys
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.host.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from dcf_jupyter.host.running import GATEWAY_LOG
 from dcf_jupyter.launch.control import PendingGateway, gateway_command
-from dcf_jupyter.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
-from dcf_jupyter.running import GATEWAY_LOG
 
 MIB = 1 << 20
 pytestmark = pytest.mark.slow  # floods a gateway as a second Unix user

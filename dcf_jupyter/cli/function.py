@@ -32,8 +32,8 @@ from ..definition.scaffold import init_function
 from ..definition.source import source_digest
 from ..definition.spec import MAX_REPLICAS, SCHEMA_PATH, ConfigFile, FunctionSpec
 from ..errors import DcfError, DockerUnavailable, ForeignGateway, GatewayUnavailable
+from ..host.ports import describe_user
 from ..launch import start_own_gateway
-from ..ports import describe_user
 from ..protocol.names import BINARY, DEPLOYED_BY
 from ..settings import DEFAULT_ADDRESS, max_message_size, named_address
 from ._common import (

@@ -10,7 +10,7 @@ import click
 
 from ..client import Client
 from ..client._gpu_report import gpu_lines
-from ..credentials import read_owner_token, token_path
+from ..host.credentials import read_owner_token, token_path
 from ..launch import find_gateway, stop_gateway
 from ..launch.command import gateway_command_line
 from ..settings import ENV_TOKEN, default_state_dir

@@ -13,7 +13,7 @@ from ..client import Client, Reply
 from ..definition.requirements import InstallFailed, install_missing
 from ..definition.spec import FunctionSpec
 from ..errors import DeployError
-from ..ports import free_port
+from ..host.ports import free_port
 from ..settings import ENV_EXTRA_SITE
 
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from ..credentials import read_owner_token
 from ..errors import (
     ClientTimeout,
     ConfigError,
@@ -39,7 +38,9 @@ from ..errors import (
     InvalidArgument,
     Unauthenticated,
 )
-from ..ports import describe_user, on_this_machine, serving_uids, split_address
+from ..host.credentials import read_owner_token
+from ..host.ports import describe_user, on_this_machine, serving_uids, split_address
+from ..host.running import is_own_socket, own_socket
 from ..protocol import gateway_pb2 as pb
 from ..protocol import gateway_pb2_grpc as pb_grpc
 from ..protocol.names import (
@@ -55,7 +56,6 @@ from ..protocol.names import (
     TRACEBACK_KEY,
     authorization,
 )
-from ..running import is_own_socket, own_socket
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
 from ._discovery import default_address

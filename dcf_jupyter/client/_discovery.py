@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..pids import pid_alive
-from ..running import find_gateway
+from ..host.pids import pid_alive
+from ..host.running import find_gateway
 from ..settings import DEFAULT_ADDRESS, announce_dir, default_state_dir, named_address
 
 SHARED_ID = "shared"

@@ -17,8 +17,8 @@ from typing import IO, Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..credentials import private_dir
 from ..errors import PIP_SAID, ConfigError, InstallFailed, brief
+from ..host.credentials import private_dir
 from .pip_said import pip_sentence
 
 REQUIREMENTS = "requirements.txt"

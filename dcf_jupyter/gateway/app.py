@@ -21,18 +21,18 @@ from typing import IO, Any
 
 import grpc
 
-from .. import logfile
 from .._version import __version__
 from ..backends.base import Backend, MeshAccess
 from ..backends.gpus.allocator import GpuAllocator
 from ..backends.gpus.inventory import inventory as gpu_inventory
 from ..backends.gpus.leases import LeaseBook
 from ..backends.registry import BACKENDS, Surroundings
-from ..credentials import config_dir, owner_token, private_dir, tighten, token_path, write_private
 from ..definition.requirements import cache_root
 from ..errors import ConfigError, DcfError, GatewayStartError
-from ..ports import format_address, port_holder
-from ..running import (
+from ..host import logfile
+from ..host.credentials import config_dir, owner_token, private_dir, tighten, token_path, write_private
+from ..host.ports import format_address, port_holder
+from ..host.running import (
     GATEWAY_FILE,
     LOCK_FILE,
     SOCKET_DIR_FILE,

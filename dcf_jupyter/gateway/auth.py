@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from ..ports import is_loopback
+from ..host.ports import is_loopback
 from ..protocol.names import AUTHORIZATION_KEY, BEARER
 
 __all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_LOOPBACK_FLAG", "OPEN_RPCS", "REPLICA_SECRETS_RPC", "TokenGuard",

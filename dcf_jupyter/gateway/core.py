@@ -12,7 +12,7 @@ import grpc
 
 from ..backends.base import Backend, DeployFailed, Deployment, MeshAccess
 from ..backends.gpus.allocator import GpuAllocator
-from ..logfile import note
+from ..host.logfile import note
 from ..settings import DEFAULT_STREAM_WINDOW
 from .auth import TokenPolicy
 from .autoscaler import Autoscaler, ColdStarts

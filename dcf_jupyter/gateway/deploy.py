@@ -19,8 +19,8 @@ from ..definition.secret_refs import env_secret_keys
 from ..definition.source import unpack_source
 from ..definition.spec import MAX_REPLICAS, FunctionSpec, GpuRequest, load_config
 from ..errors import ConfigError, DcfError, InvalidArgument, brief
-from ..logfile import note
-from ..logfile import remove as remove_log
+from ..host.logfile import note
+from ..host.logfile import remove as remove_log
 from ..protocol import gateway_pb2 as pb
 from .auth import function_credential
 from .core import GatewayCore

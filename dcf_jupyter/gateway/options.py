@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.registry import NAMES, BackendKind
-from ..credentials import config_dir
 from ..errors import GatewayStartError
-from ..logfile import DEFAULT_BACKUPS as DEFAULT_LOG_BACKUPS
-from ..logfile import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
-from ..ports import is_loopback
+from ..host.credentials import config_dir
+from ..host.logfile import DEFAULT_BACKUPS as DEFAULT_LOG_BACKUPS
+from ..host.logfile import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
+from ..host.ports import is_loopback
 from ..settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE_SIZE,

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..credentials import private_dir, write_private
 from ..definition.secret_refs import validate_secret_name, validate_secret_values
+from ..host.credentials import private_dir, write_private
 
 SECRETS_DIR = "secrets"
 

@@ -15,7 +15,7 @@ from .._version import __version__
 from ..backends.base import OtherFunction
 from ..backends.gpus.allocator import memory_by_holder
 from ..backends.gpus.allocator import status as gpu_status
-from ..logfile import tail_text
+from ..host.logfile import tail_text
 from ..protocol import gateway_pb2 as pb
 from ..protocol.names import DEPLOYED_BY, HEALTHY, SERVICE
 from .core import GatewayCore

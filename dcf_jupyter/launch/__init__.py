@@ -3,7 +3,7 @@ it, find it and stop it (`control`), and the gateway's command line (`command`).
 it loads only to serve in this process; importable without it."""
 
 from ..errors import GatewayStartError
-from ..running import RunningGateway, find_gateway
+from ..host.running import RunningGateway, find_gateway
 from .control import PendingGateway, spawn_gateway, start_detached, start_own_gateway, stop_gateway
 
 __all__ = [

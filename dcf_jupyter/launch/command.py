@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from .. import logfile
 from ..errors import GatewayStartError
 from ..gateway.options import (
     GatewayOptions,
@@ -16,7 +15,8 @@ from ..gateway.options import (
     options_from,
     read_config,
 )
-from ..running import GATEWAY_LOG, find_gateway
+from ..host import logfile
+from ..host.running import GATEWAY_LOG, find_gateway
 from .control import start_detached
 
 

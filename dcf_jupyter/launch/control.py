@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..credentials import PRIVATE_FILE_MODE
 from ..errors import GatewayStartError
-from ..logfile import tail_text
-from ..pids import pid_alive
-from ..running import GATEWAY_LOG, RunningGateway, find_gateway, read_gateway_file
+from ..host.credentials import PRIVATE_FILE_MODE
+from ..host.logfile import tail_text
+from ..host.pids import pid_alive
+from ..host.running import GATEWAY_LOG, RunningGateway, find_gateway, read_gateway_file
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, ENV_TOKEN, default_state_dir
 
 

@@ -15,9 +15,9 @@ import threading
 import time
 from pathlib import Path
 
+from ..host.pids import pid_alive
+from ..host.running import LOCK_FILE, remove_left_socket_dir
 from ..launch import PendingGateway, RunningGateway, spawn_gateway
-from ..pids import pid_alive
-from ..running import LOCK_FILE, remove_left_socket_dir
 from ..settings import ENV_ANNOUNCE
 
 STATE_PREFIX = "dcf-kernel-"

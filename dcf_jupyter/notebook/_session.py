@@ -34,7 +34,7 @@ from ..definition.spec import (
     write_config,
 )
 from ..errors import ConfigError, DcfError, ForeignGateway, FunctionNotFound, GatewayUnavailable
-from ..ports import describe_user
+from ..host.ports import describe_user
 from ..settings import ENV_GATEWAY
 from ._embedded import EmbeddedGateway
 from ._function import FunctionProxy

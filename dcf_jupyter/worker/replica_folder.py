@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 
-from ..credentials import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+from ..host.credentials import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from ..protocol.names import ENV_MESH_ADDRESS, ENV_MESH_TOKEN_FILE, ENV_SECRETS_DIR
 
 SECRETS = "secrets"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from dcf_jupyter.client import Client
 from dcf_jupyter.errors import DcfError
+from dcf_jupyter.host.running import remove_left_socket_dir
 from dcf_jupyter.launch import start_detached
-from dcf_jupyter.running import remove_left_socket_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 WAYS = ("SIGTERM", "SIGTERM then SIGKILL", "SIGKILL")

@@ -17,8 +17,8 @@ from typing import Any
 
 from ...build.image import docker_client
 from ...errors import DcfError
-from ...logfile import size_limits
-from ...ports import free_port
+from ...host.logfile import size_limits
+from ...host.ports import free_port
 from ...protocol.names import ENV_MESH_ADDRESS
 from ..base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from ..gpus.allocator import GpuAllocator, Grant, gpu_environment

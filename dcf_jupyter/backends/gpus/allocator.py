@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...definition.spec import GpuRequest
-from ...ports import describe_user
+from ...host.ports import describe_user
 from ...settings import ENV_GPU_SHARE
 from .inventory import Gpu, GpuProcess, Inventory, processes
 from .leases import LeaseBook, LeaseLockTimeout

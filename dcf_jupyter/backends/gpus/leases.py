@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...credentials import private_dir, write_private
-from ...pids import pid_alive, process_started
-from ...ports import describe_user
+from ...host.credentials import private_dir, write_private
+from ...host.pids import pid_alive, process_started
+from ...host.ports import describe_user
 
 SHARED_FOLDER = Path("/run/dcf-jupyter/gpu-leases")
 ENV_GPU_LEASES = "DCF_GPU_LEASES"

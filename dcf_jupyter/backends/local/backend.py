@@ -19,7 +19,7 @@ from typing import Any
 
 from ...definition.requirements import InstallFailed, install_missing
 from ...errors import ConfigError
-from ...logfile import log_for, note, tail_text
+from ...host.logfile import log_for, note, tail_text
 from ...settings import ENV_EXTRA_SITE, ENV_TOKEN
 from ..base import Backend, DeployFailed, Deployment, DeploymentSpec, WorkerLink
 from ..gpus.allocator import GpuAllocator, Grant, gpu_environment

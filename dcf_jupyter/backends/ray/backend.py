@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ...definition.requirements import REQUIREMENTS, read_requirements
 from ...errors import GatewayStartError
-from ...logfile import note
+from ...host.logfile import note
 from ...protocol.link import CallFailed, LinkClosed
 from ...settings import DEFAULT_PLACE_TIMEOUT, DEFAULT_STREAM_WINDOW
 from ...worker.serve_replica import LOG_BOOK_PREFIX, NAMESPACE, LogBook, log_book

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ...errors import GatewayStartError
-from ...pids import kill_session, session_members
+from ...host.pids import kill_session, session_members
 
 log = logging.getLogger("dcf.gateway")
 
