@@ -24,6 +24,7 @@ from .errors import (
     FunctionNotFound,
     GatewayUnavailable,
     InvalidArgument,
+    Overloaded,
     Unauthenticated,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "FunctionProxy",
     "GatewayUnavailable",
     "InvalidArgument",
+    "Overloaded",
     "Reply",
     "Result",
     "Unauthenticated",

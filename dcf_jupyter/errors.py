@@ -139,6 +139,15 @@ class FunctionError(DcfError):
         return self.code == Status.INVALID_ARGUMENT.name
 
 
+class Overloaded(DcfError):
+    """The function's queue was full (its max_queued_requests): the call was refused at once, nothing ran; trying
+    again after `retry_after` seconds may succeed (`retries=` does that)."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, function: str = "") -> None:
+        super().__init__(message, function=function)
+        self.retry_after = retry_after
+
+
 class ClientTimeout(DcfError, TimeoutError):
     """The caller gave up: no reply came within the timeout the call was given (the function's own `timeout`,
     which ends the call on the gateway's side, is a FunctionError with code DEADLINE_EXCEEDED instead)."""

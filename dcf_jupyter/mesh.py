@@ -98,9 +98,10 @@ def time_left() -> float | None:
     return caller.time_left() if caller is not None else None
 
 
-def call(name: str, data: Any = b"", *, timeout: float | None = None) -> Result:
-    """Call function `name` once: str when its handler returned text, bytes for bytes, the parsed value for JSON."""
-    return _mesh_client().call(name, data, timeout=_timeout(timeout, name))
+def call(name: str, data: Any = b"", *, timeout: float | None = None, retries: int = 0) -> Result:
+    """Call function `name` once: str when its handler returned text, bytes for bytes, the parsed value for JSON;
+    `retries`: tries again that many times, backing off, when its queue is full."""
+    return _mesh_client().call(name, data, timeout=_timeout(timeout, name), retries=retries)
 
 
 def stream(name: str, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
@@ -108,7 +109,7 @@ def stream(name: str, inputs: Iterable[Any], *, timeout: float | None = None) ->
     return _mesh_client().stream(name, inputs, timeout=_timeout(timeout, name))
 
 
-async def call_async(name: str, data: Any = b"", *, timeout: float | None = None) -> Result:
+async def call_async(name: str, data: Any = b"", *, timeout: float | None = None, retries: int = 0) -> Result:
     """`call` for async code: runs in a thread, so the event loop goes on meanwhile."""
     limit = _timeout(timeout, name)  # read here: the thread does not see this call's context
-    return await asyncio.to_thread(_mesh_client().call, name, data, timeout=limit)
+    return await asyncio.to_thread(_mesh_client().call, name, data, timeout=limit, retries=retries)

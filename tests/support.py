@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,3 +142,45 @@ def call_until_answered(client: Client, name: str, within: float = 5.0) -> str:
     answer: str = eventually(lambda: client.call(name, timeout=within), within, f"{name} answers",
                              ignoring=(FunctionError,))
     return answer
+
+
+# Each reply says the request and the size of the batch it came in.
+BATCHED = """
+import time
+
+
+class Handler:
+    def __call__(self, reqs):
+        time.sleep(0.05)  # one model call per batch
+        replies = []
+        for req in reqs:
+            ask = req.input.decode()
+            replies.append(ValueError(f"not {ask}") if ask.startswith("bad") else f"{ask}|{len(reqs)}")
+        return replies
+"""
+
+
+def at_once(count: int, work: Callable[[int], object]) -> list[object]:
+    """work(i) on `count` threads started together: what each returned or raised."""
+    results: list[object] = [None] * count
+    start = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def split(reply: object) -> tuple[str, int]:
+    """('ask', batch size) from a BATCHED reply 'ask|size'."""
+    ask, size = str(reply).rsplit("|", 1)
+    return ask, int(size)

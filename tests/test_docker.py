@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 from support import (
+    BATCHED,
     FUNCTIONS,
     HANGS_ON_REQUEST,
     ROOT,
+    at_once,
     call_until_answered,
     eventually,
     run_cli,
+    split,
     start_gateway,
     with_keys,
     with_timeout,
@@ -165,6 +168,20 @@ def test_a_stuck_container_times_out_and_is_restarted(docker, docker_gateway, bu
         assert len(docker.containers.list(filters={"label": "dcf.function=stuck-box"})) == 1
     finally:
         client.delete("stuck-box")
+
+
+def test_a_batched_handler_in_a_container_gets_concurrent_calls_as_batches(docker, docker_gateway, build_options,
+                                                                           make_function) -> None:
+    folder = with_keys(make_function("batched-box", BATCHED), batching={"max_batch_size": 8, "max_wait_ms": 100})
+    build_image(load_config(folder).function(), build_options, client=docker)
+    client = docker_gateway.client
+    client.deploy(folder, backend="docker")
+    try:
+        asked = [split(reply) for reply in at_once(12, lambda i: client.call("batched-box", f"c{i}", timeout=60))]
+        assert [ask for ask, _ in asked] == [f"c{i}" for i in range(12)], asked
+        assert max(size for _, size in asked) > 1, asked  # through the container's gRPC face, batched
+    finally:
+        client.delete("batched-box")
 
 
 def test_limits_become_container_limits_and_a_missing_gpu_says_so(docker, docker_gateway, build_options,

@@ -18,7 +18,17 @@ ray = pytest.importorskip("ray", reason="the ray backend needs Ray: pip install 
 pytest.importorskip("ray.serve", reason="the ray backend needs Ray Serve: pip install -e '.[ray]'")
 
 from ray.cluster_utils import Cluster  # noqa: E402 - after the importorskips
-from support import FUNCTIONS, GatewayHandle, eventually, run_cli, with_keys, with_timeout  # noqa: E402
+from support import (  # noqa: E402
+    BATCHED,
+    FUNCTIONS,
+    GatewayHandle,
+    at_once,
+    eventually,
+    run_cli,
+    split,
+    with_keys,
+    with_timeout,
+)
 from test_requirements import build_wheel  # noqa: E402
 
 from dcf_jupyter.errors import (  # noqa: E402
@@ -640,6 +650,23 @@ def test_generator_streams_and_another_gateways_function_is_not_clobbered(
         assert [r.value() for r in ray_gateway.client.call_stream("shout", "still here")] == ["STILL", "HERE"]
     finally:
         ray_gateway.client.delete("shout")
+
+
+@pytest.mark.timeout(600)
+def test_a_batched_handler_on_ray_gets_concurrent_calls_and_stream_frames_as_batches(
+        ray_gateway: GatewayHandle, make_function) -> None:
+    ray_gateway.client.deploy(with_keys(make_function("batched-serve", BATCHED),
+                                        batching={"max_batch_size": 8, "max_wait_ms": 100}))
+    try:
+        client = ray_gateway.client
+        asked = [split(reply) for reply in at_once(12, lambda i: client.call("batched-serve", f"c{i}", timeout=60))]
+        assert [ask for ask, _ in asked] == [f"c{i}" for i in range(12)], asked
+        frames = [split(reply.decode()) for reply in client.stream("batched-serve", (f"f{i}" for i in range(16)),
+                                                                    timeout=60)]
+        assert [ask for ask, _ in frames] == [f"f{i}" for i in range(16)], frames
+        assert max(size for _, size in asked + frames) > 1, (asked, frames)  # in the Serve replica, batched
+    finally:
+        client.delete("batched-serve")
 
 
 def plain_serve_application(cluster: Cluster) -> None:

@@ -115,6 +115,11 @@ functions:
          "functions.f.autoscaling.target_ongoing_requests"),
         ("autoscaling: {max_replicas: 2, upscale_delay_s: soon}", "functions.f.autoscaling.upscale_delay_s"),
         ("autoscaling: 4", "functions.f.autoscaling"),
+        ("batching: {max_batch_size: 0}", "functions.f.batching.max_batch_size"),
+        ("batching: {max_wait_ms: -1}", "functions.f.batching.max_wait_ms"),
+        ("batching: {max_batch_size: lots}", "functions.f.batching.max_batch_size"),
+        ("batching: 8", "functions.f.batching"),
+        ("max_queued_requests: -2", "functions.f.max_queued_requests"),
     ],
 )
 def test_wrong_types_and_values_name_the_key_and_the_file(tmp_path: Path, snippet: str, key: str) -> None:
@@ -138,6 +143,17 @@ def test_autoscaling_loads_with_serves_names_and_round_trips() -> None:
                                "min_replicas, target_ongoing_requests, upscale_delay_s)"]
     assert parse_config(dump_config(config)).function() == spec
     assert parse_config("functions:\n  f: {}\n").function().autoscaling is None
+
+
+def test_batching_and_the_queue_bound_load_with_defaults_and_round_trip() -> None:
+    config = parse_config("functions:\n  f:\n    batching: {max_batch_size: 16}\n    max_queued_requests: 0\n")
+    spec = config.function()
+    assert spec.batching is not None and (spec.batching.max_batch_size, spec.batching.max_wait_s) == (16, 0.01)
+    assert (spec.max_queued_requests, spec.calls_at_once) == (0, 16)
+    assert parse_config(dump_config(config)).function() == spec
+    plain = parse_config("functions:\n  f: {}\n").function()
+    assert (plain.batching, plain.max_queued_requests, plain.calls_at_once) == (None, 256, 1)
+    assert "batching" not in dump_config(parse_config("functions:\n  f: {}\n"))  # unchanged for DCF's CLI
 
 
 def test_unknown_keys_warn_and_load() -> None:

@@ -101,6 +101,12 @@ def test_flags_and_keywords_are_the_declared_keys_named_as_the_user_wrote_them()
                               spelling=flag_spelling())
     assert (str(spec.limits.gpu), spec.timeout, spec.secrets, spec.image) == ("0.5", 5.0, ["a", "b"], "f")
     assert spec.autoscaling is not None and spec.autoscaling.max_replicas == 3
+    batched = spec_from_settings("f", {"batching.max_batch_size": "8", "batching.max_wait_ms": "5"},
+                                 source="%%dcf_function f", spelling=flag_spelling())
+    assert batched.batching is not None and (batched.batching.max_batch_size, batched.batching.max_wait_ms) == (8, 5)
+    assert flag_spelling()["batching.max_batch_size"] == "--batch" and keyword_paths()["batching"] == "batching"
+    with pytest.raises(ConfigError, match=r"^%%dcf_function f: --batch-wait-ms: must be between 0 and 60000"):
+        spec_from_settings("f", {"batching.max_wait_ms": "-1"}, source="%%dcf_function f", spelling=flag_spelling())
     with pytest.raises(ConfigError, match=r"^%%dcf_function f: --concurrency: must be between 1 and 256, got 0$"):
         spec_from_settings("f", {"concurrency": "0"}, source="%%dcf_function f", spelling=flag_spelling())
     with pytest.raises(ConfigError, match=r"^f\(\): secrets\[0\]: invalid secret name 'Bad'"):

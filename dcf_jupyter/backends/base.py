@@ -194,6 +194,16 @@ class Deployment(abc.ABC):
         """Calls and streams in flight on all replicas, plus callers waiting for one."""
         return sum(self._holds.values()) + self.waiting
 
+    @property
+    def queued(self) -> int:
+        """Calls beyond those its ready replicas take in at once (a batch per Handler slot each): its queue."""
+        return max(0, self.ongoing - self.ready_replicas * self.spec.function.calls_at_once)
+
+    def refuses_more(self) -> bool:
+        """Whether its queue is full (config.yaml's max_queued_requests; -1: never)."""
+        limit = self.spec.function.max_queued_requests
+        return limit >= 0 and self.queued >= limit
+
     @staticmethod
     def _free_indices(taken: Collection[int], count: int) -> list[int]:
         """The `count` smallest replica indices not in `taken` (a scale-down may leave gaps; an index names a

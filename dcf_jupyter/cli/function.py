@@ -367,7 +367,7 @@ def call(state: CliState, name: str, data: str | None, timeout: float | None, ve
 @function.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @click.option("-v", "--verbose", is_flag=True,
-              help="also the GPUs each replica holds (and their memory use), and cold starts")
+              help="also the GPUs each replica holds (and their memory use), cold starts and the queue")
 @pass_state
 @reports_errors
 def list_(state: CliState, as_json: bool, verbose: bool) -> None:
@@ -391,6 +391,8 @@ def list_(state: CliState, as_json: bool, verbose: bool) -> None:
                 click.echo(f"    replica {held.replica}: {held.describe()}")
             if listed.cold_starts:
                 click.echo(f"    {listed.cold_starts_said}")
+            if listed.queue_said:
+                click.echo(f"    {listed.queue_said}")
     if not functions:
         click.echo("(no functions deployed; `dcf function deploy -f config.yaml` deploys one)")
 

@@ -56,9 +56,11 @@ def get_client(gateway: str | None = None, config_gateway: str | None = None) ->
         return client
 
 
-def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None) -> Result:
-    """Call a function once: str when the handler returned text, bytes for bytes, the parsed value for JSON."""
-    return get_client(gateway).call(name, data, timeout=timeout)
+def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None,
+         retries: int = 0) -> Result:
+    """Call a function once: str when the handler returned text, bytes for bytes, the parsed value for JSON;
+    `retries`: tries again that many times, backing off, when the function's queue is full."""
+    return get_client(gateway).call(name, data, timeout=timeout, retries=retries)
 
 
 def stream(name: str, inputs: Iterable[Any], *, gateway: str | None = None,

@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from ..errors import (
     FunctionNotFound,
     GatewayUnavailable,
     InvalidArgument,
+    Overloaded,
     Unauthenticated,
 )
 from ..host.credentials import read_owner_token
@@ -51,6 +53,7 @@ from ..protocol.names import (
     JSON,
     ORIGIN_FUNCTION,
     ORIGIN_KEY,
+    RETRY_AFTER_KEY,
     SOURCE_FOLDER,
     TEXT,
     TRACEBACK_KEY,
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from ..definition.spec import FunctionSpec
 
 MANAGEMENT_TIMEOUT_S = 30.0
+MAX_BACKOFF_S = 10.0  # the longest wait between tries of a call refused for a full queue
 _READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY
 
 __all__ = ["Client", "FunctionInfo", "Reply", "Result"]
@@ -137,6 +141,9 @@ class FunctionInfo:
     cold_starts: int = 0  # replica starts that a call at 0 replicas waited for
     last_cold_start_s: float = 0.0  # how long the last one took
     last_cold_start_at: float = 0.0  # when it ended (Unix seconds; 0: never)
+    queued: int = 0  # calls waiting beyond those its ready replicas take in at once
+    max_queued: int = 0  # config.yaml's max_queued_requests (-1: no limit; 0 from a gateway that does not say)
+    max_batch_size: int = 0  # config.yaml's batching.max_batch_size (0: not batched)
 
     @property
     def idle(self) -> bool:
@@ -170,6 +177,15 @@ class FunctionInfo:
         return (f"{self.cold_starts} cold start{'s' if self.cold_starts != 1 else ''}, the last "
                 f"{self.last_cold_start_s:.2f} s at {when}")
 
+    @property
+    def queue_said(self) -> str:
+        """'2 queued (limit 256), batches of up to 16' ('' when the gateway says nothing of it)."""
+        if not (self.queued or self.max_queued or self.max_batch_size):
+            return ""
+        limit = "no limit" if self.max_queued < 0 else f"limit {self.max_queued}"
+        batches = f", batches of up to {self.max_batch_size}" if self.max_batch_size else ""
+        return f"{self.queued} queued ({limit}){batches}"
+
     def scaled(self) -> str:
         """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)', or for 0 'Scaled: echo to 0
         replicas: idle until called (the next call starts one)'."""
@@ -198,7 +214,8 @@ class FunctionInfo:
             gpus=[ReplicaGpus(g.Replica, tuple(g.Devices), g.Share or 1.0, g.MemoryUsed) for g in fn.Gpus],
             autoscaling=(fn.MinReplicas, fn.MaxReplicas) if fn.Autoscaled else None,
             cold_starts=fn.ColdStarts, last_cold_start_s=fn.LastColdStartSeconds,
-            last_cold_start_at=fn.LastColdStartAt,
+            last_cold_start_at=fn.LastColdStartAt, queued=fn.Queued, max_queued=fn.MaxQueued,
+            max_batch_size=fn.MaxBatchSize,
         )
 
 
@@ -282,6 +299,20 @@ def _too_large_sentence(match: re.Match[str], details: str) -> str:
             f"--max-message-size (both ends must allow it)")
 
 
+def _seconds(text: str | bytes) -> float:
+    """A Retry-After value in seconds (1 when it is not a number)."""
+    try:
+        return max(0.0, min(float(text), MAX_BACKOFF_S))
+    except ValueError:
+        return 1.0
+
+
+def backoff_s(retry_after: float, attempt: int) -> float:
+    """How long to wait before try `attempt` (1, 2, ...) after a full queue's refusal: what the gateway asked
+    for, doubled each try and jittered so that refused callers do not come back together."""
+    return min(MAX_BACKOFF_S, retry_after * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
 def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = "") -> DcfError:
     """The DcfError for a failed RPC."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
@@ -306,6 +337,8 @@ def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = 
         return FunctionNotFound(details)
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return FunctionExists(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and RETRY_AFTER_KEY in trailing:
+        return Overloaded(details, retry_after=_seconds(trailing[RETRY_AFTER_KEY]), function=function)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (too_large := _TOO_LARGE.search(details)):
         return InvalidArgument(_too_large_sentence(too_large, details))
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE):
@@ -477,19 +510,32 @@ class Client:
         for item in inputs:
             yield self._request(name, item)
 
-    def call_reply(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Reply:
-        """Call a function once; the reply with its content type."""
+    def call_reply(self, name: str, data: Any = b"", *, timeout: float | None = None, retries: int = 0) -> Reply:
+        """Call a function once; the reply with its content type. A refusal for a full queue (Overloaded) is
+        tried again up to `retries` times, backing off, within `timeout`."""
         request = self._request(name, data)
-        try:
-            metadata = self._metadata  # first: the check may open a new channel
-            reply = self._raw_invoke(request, timeout=timeout, metadata=metadata)
-        except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"calling {name!r}", name) from None
-        return Reply(reply.Output, reply.ContentType or BINARY)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                metadata = self._metadata  # first: the check may open a new channel
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                reply = self._raw_invoke(request, timeout=left, metadata=metadata)
+                return Reply(reply.Output, reply.ContentType or BINARY)
+            except grpc.RpcError as exc:
+                error = _error(exc, self.address, f"calling {name!r}", name)
+            attempt += 1
+            if not isinstance(error, Overloaded) or attempt > retries:
+                raise error
+            pause = backoff_s(error.retry_after, attempt)
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise error
+            time.sleep(pause)
 
-    def call(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Result:
-        """Call a function once: str when the handler returned text, bytes for bytes, the parsed value for JSON."""
-        return self.call_reply(name, data, timeout=timeout).value()
+    def call(self, name: str, data: Any = b"", *, timeout: float | None = None, retries: int = 0) -> Result:
+        """Call a function once: str when the handler returned text, bytes for bytes, the parsed value for JSON;
+        `retries`: tries again that many times, backing off, when the function's queue is full."""
+        return self.call_reply(name, data, timeout=timeout, retries=retries).value()
 
     def invoke(self, name: str, data: Any = b"", *, timeout: float | None = None) -> str:
         """DCF's classic Invoke: the reply as a string (binary replies arrive base64-encoded)."""

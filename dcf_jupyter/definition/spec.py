@@ -298,6 +298,32 @@ class Autoscaling:
 
 AUTOSCALING_KEYS = tuple(known_keys(Autoscaling))
 
+# Ray Serve's @serve.batch defaults.
+DEFAULT_MAX_BATCH_SIZE = 10
+DEFAULT_MAX_WAIT_MS = 10.0
+# Calls a function holds beyond those its replicas run: enough that a notebook's loop of calls, a .map or a few
+# webcams never meet it, few enough that an overloaded function says so at once instead of every caller waiting
+# out its deadline while the gateway holds its request.
+DEFAULT_MAX_QUEUED_REQUESTS = 256
+
+
+@dataclass
+class Batching:
+    """`batching:` of a function: its Handler takes a list of requests and returns a list of replies, one per
+    request in order; calls that arrive together are run as one list of at most `max_batch_size`, waiting at most
+    `max_wait_ms` for it to fill (a lone call on an idle replica is not held back)."""
+
+    max_batch_size: int = key(DEFAULT_MAX_BATCH_SIZE, Integer(1, 1024), always=True, flag="--batch", metavar="N",
+                              help=f"the most calls in one batch (default {DEFAULT_MAX_BATCH_SIZE}, as Ray Serve)")
+    max_wait_ms: float = key(DEFAULT_MAX_WAIT_MS, Number(0, 60_000), always=True, flag="--batch-wait-ms",
+                             metavar="MS", help="milliseconds a batch waits to fill under load (default "
+                                                f"{DEFAULT_MAX_WAIT_MS:g}, as Ray Serve)")
+
+    @property
+    def max_wait_s(self) -> float:
+        """max_wait_ms in seconds."""
+        return self.max_wait_ms / 1000
+
 
 @dataclass
 class FunctionSpec:
@@ -328,6 +354,13 @@ class FunctionSpec:
                                 help=f"seconds a call may take (default {DEFAULT_CALL_TIMEOUT_S:g})")
     concurrency: int = key(1, Integer(1, 256), flag="--concurrency", keyword="concurrency", metavar="N",
                            help="calls one replica's Handler runs at once, on threads")
+    batching: Batching | None = key(None, Section(Batching, optional=True), keyword="batching",
+                                    help="run calls that arrive together as one list in the Handler: "
+                                         "max_batch_size, max_wait_ms")
+    max_queued_requests: int = key(DEFAULT_MAX_QUEUED_REQUESTS, Integer(-1, 1_000_000), flag="--max-queued",
+                                   keyword="max_queued_requests", metavar="N",
+                                   help="calls it holds beyond those its replicas run before it refuses more at "
+                                        f"once (default {DEFAULT_MAX_QUEUED_REQUESTS}; -1: no limit)")
     autoscaling: Autoscaling | None = key(None, Section(Autoscaling, optional=True), keyword="autoscaling",
                                           help="keep between min_replicas and max_replicas replicas, about "
                                                "target_ongoing_requests calls in each")
@@ -349,6 +382,11 @@ class FunctionSpec:
         """Seconds a call may take (config.yaml's `timeout`, else DEFAULT_CALL_TIMEOUT_S): the one place it is
         decided, for the gateway and the worker alike."""
         return self.timeout or DEFAULT_CALL_TIMEOUT_S
+
+    @property
+    def calls_at_once(self) -> int:
+        """Calls one replica takes in at once: a batch per Handler slot (`concurrency`), or one call per slot."""
+        return self.concurrency * (self.batching.max_batch_size if self.batching is not None else 1)
 
     @property
     def env_secrets(self) -> list[str]:

@@ -24,6 +24,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,7 +36,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ..protocol import gateway_pb2 as pb
-from ..protocol.names import AUTHORIZATION_KEY, BINARY, JSON, ORIGIN_KEY, TEXT
+from ..protocol.names import AUTHORIZATION_KEY, BINARY, JSON, ORIGIN_KEY, RETRY_AFTER_KEY, TEXT
 from ..protocol.names import method as rpc_path
 from ..protocol.wire import call_head
 from .auth import TokenPolicy
@@ -95,11 +96,15 @@ class HttpContext:
         raise HttpAbort(code, details, trailing_metadata)
 
 
-def failure(code: grpc.StatusCode, message: str, origin: str = "", headers: dict[str, str] | None = None
-            ) -> web.Response:
-    """An error as every route answers it."""
-    response = web.json_response({"message": message, "code": code.name}, status=HTTP_STATUS.get(code, 500),
-                                 headers=headers)
+def failure(code: grpc.StatusCode, message: str, origin: str = "", headers: dict[str, str] | None = None,
+            retry_after: str | float | None = None) -> web.Response:
+    """An error as every route answers it; one to try again after `retry_after` seconds (a full queue) is 429
+    Too Many Requests with Retry-After."""
+    status = HTTP_STATUS.get(code, 500)
+    if retry_after is not None:
+        status = 429
+        headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(float(retry_after))))}
+    response = web.json_response({"message": message, "code": code.name}, status=status, headers=headers)
     if origin:
         response.headers[ORIGIN_HEADER] = origin
     return response
@@ -189,9 +194,10 @@ class HttpFace:
         try:
             response = await handler(request)
         except HttpAbort as exc:
-            return failure(exc.code, exc.message, str(exc.metadata.get(ORIGIN_KEY, "")), exc.headers)
+            return failure(exc.code, exc.message, str(exc.metadata.get(ORIGIN_KEY, "")), exc.headers,
+                           exc.metadata.get(RETRY_AFTER_KEY))
         except Abort as exc:
-            return failure(exc.code, exc.message, exc.origin)
+            return failure(exc.code, exc.message, exc.origin, retry_after=exc.retry_after)
         except web.HTTPRequestEntityTooLarge:
             return failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"the request is larger than the gateway's limit of {self.max_message} bytes "

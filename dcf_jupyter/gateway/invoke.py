@@ -27,6 +27,7 @@ from .registry import FunctionRecord
 from .rpc import Abort, streaming_rpc, unary_rpc, within
 
 log = logging.getLogger("dcf.gateway")
+RETRY_AFTER_S = 1.0  # what a refusal for a full queue tells the caller to wait before trying again
 
 
 def _timed_out(record: FunctionRecord, deployment: Deployment, link: Any, timeout: float) -> Abort:
@@ -125,7 +126,16 @@ class Invoker:
 
     async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
         """A ready replica's link, held for this call until `deployment.let_go(link)`; at 0 replicas (of an
-        autoscaled function, or one scaled to 0 by hand), the one the call starts (a cold start)."""
+        autoscaled function, or one scaled to 0 by hand), the one the call starts (a cold start). Refused at once
+        when the function's queue is full: nothing accepted before is dropped for it."""
+        if deployment.refuses_more():
+            self.core.metrics.refused(record.name)
+            function = deployment.spec.function
+            taken = deployment.ready_replicas * function.calls_at_once
+            raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{record.name} has {deployment.queued} calls waiting already, its limit (max_queued_requests "
+                        f"{function.max_queued_requests} beyond the {taken} its replicas take in at once); try again "
+                        "in a moment", retry_after=RETRY_AFTER_S)
         remaining = context.time_remaining()
         if deployment.replicas == 0 and (waking := self._waking(record, deployment)) is not None:
             # Starting a replica may take as long as the function may answer in (models load), within the

@@ -47,6 +47,8 @@ class GatewayMetrics:
                                  registry=self.registry)
         self.in_flight = Gauge("dcf_calls_in_flight", "Calls and streams the gateway is serving now.", ["function"],
                                registry=self.registry)
+        self.refusals = Counter("dcf_calls_refused", "Calls refused at once because the function's queue was full "
+                                "(its max_queued_requests).", ["function"], registry=self.registry)
         self.frames = Counter("dcf_stream_frames", "Requests sent over bidirectional (Invokes) streams.",
                               ["function"], registry=self.registry)
         self.deploys = Counter("dcf_deploys", "Deploys and updates, by outcome (ok or failed).", ["outcome"],
@@ -85,6 +87,11 @@ class GatewayMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def refused(self, function: str) -> None:
+        """Count a call refused for `function`'s full queue."""
+        if self.enabled:
+            self.refusals.labels(function).inc()
+
     def frame(self, function: str) -> None:
         """One request over a bidirectional stream."""
         if self.enabled:
@@ -115,8 +122,11 @@ class _StateCollector(Collector):
         restarts = CounterMetricFamily("dcf_worker_restarts", "Replicas started again after their worker died or "
                                        "was stuck past the function's timeout (this revision, this gateway run).",
                                        labels=["function"])
+        queued = GaugeMetricFamily("dcf_queued_calls", "Calls waiting beyond those a function's ready replicas take "
+                                   "in at once (what max_queued_requests bounds).", labels=["function"])
         for name, record in list(self.core.registry.records.items()):
             deployment = self.core.deployments.get(name)
+            queued.add_metric([name], deployment.queued if deployment is not None else 0)
             wanted = deployment.replicas if deployment is not None else 0
             ready = deployment.ready_replicas if deployment is not None else 0
             replicas.add_metric([name, record.backend, "wanted"], wanted)
@@ -124,6 +134,7 @@ class _StateCollector(Collector):
             cold.add_metric([name], record.cold_starts)
             restarts.add_metric([name], deployment.restarts if deployment is not None else 0)
         yield replicas
+        yield queued
         yield cold
         yield restarts
         gpus = self.core.gpus

@@ -16,7 +16,7 @@ from ..definition.secret_refs import validate_secret_name
 from ..definition.spec import validate_name
 from ..errors import InvalidArgument, InvalidName
 from ..protocol.link import CallFailed
-from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_GATEWAY, ORIGIN_KEY, TRACEBACK_KEY, grpc_status
+from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_GATEWAY, ORIGIN_KEY, RETRY_AFTER_KEY, TRACEBACK_KEY, grpc_status
 
 log = logging.getLogger("dcf.gateway")
 
@@ -24,12 +24,14 @@ log = logging.getLogger("dcf.gateway")
 class Abort(Exception):
     """Ends an RPC with a status; `origin` tells clients whether the gateway or the function failed."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, detail: str = "", origin: str = ORIGIN_GATEWAY) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, detail: str = "", origin: str = ORIGIN_GATEWAY,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.detail = detail
         self.origin = origin
+        self.retry_after = retry_after  # seconds after which trying again may succeed (a full queue)
 
     @classmethod
     def from_call(cls, failure: CallFailed) -> Abort:
@@ -40,6 +42,8 @@ class Abort(Exception):
         md: tuple[tuple[str, str | bytes], ...] = ((ORIGIN_KEY, self.origin),)
         if self.detail:
             md += ((TRACEBACK_KEY, self.detail.encode("utf-8")),)
+        if self.retry_after is not None:
+            md += ((RETRY_AFTER_KEY, f"{self.retry_after:g}"),)
         return md
 
 

@@ -77,7 +77,8 @@ class Gateway:
         else:
             status = "Ready" if deployment.ready_replicas > 0 else "Not Ready"
             error = "" if status == "Ready" else deployment.last_error
-        autoscaling = (deployment.spec.function.autoscaling if deployment is not None else None)
+        spec = deployment.spec.function if deployment is not None else None
+        autoscaling = spec.autoscaling if spec is not None else None
         return pb.Function(
             Name=record.name,
             Image=record.image,
@@ -98,6 +99,9 @@ class Gateway:
             ColdStarts=record.cold_starts,
             LastColdStartSeconds=record.last_cold_start_s,
             LastColdStartAt=record.last_cold_start_at,
+            Queued=deployment.queued if deployment else 0,
+            MaxQueued=spec.max_queued_requests if spec is not None else 0,
+            MaxBatchSize=spec.batching.max_batch_size if spec is not None and spec.batching is not None else 0,
         )
 
     @unary_rpc

@@ -44,14 +44,15 @@ class FunctionProxy:
         # Handler line N is line N + line_offset of the cell it came from (for readable tracebacks).
         self.line_offset = line_offset
 
-    def __call__(self, data: Any = b"", *, timeout: float | None = None) -> Any:
-        """Call the function once; the reply as text, bytes or parsed JSON, displayed richly in notebooks."""
-        return as_result(self.reply(data, timeout=timeout), request=data)
+    def __call__(self, data: Any = b"", *, timeout: float | None = None, retries: int = 0) -> Any:
+        """Call the function once; the reply as text, bytes or parsed JSON, displayed richly in notebooks;
+        `retries`: tries again that many times, backing off, when its queue is full."""
+        return as_result(self.reply(data, timeout=timeout, retries=retries), request=data)
 
-    def reply(self, data: Any = b"", *, timeout: float | None = None) -> Reply:
+    def reply(self, data: Any = b"", *, timeout: float | None = None, retries: int = 0) -> Reply:
         """Call once and return the raw Reply (bytes and content type)."""
         try:
-            return self.session.client().call_reply(self.name, data, timeout=timeout)
+            return self.session.client().call_reply(self.name, data, timeout=timeout, retries=retries)
         except FunctionNotFound as exc:
             raise self._not_deployed(exc) from None
 

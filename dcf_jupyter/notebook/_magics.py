@@ -64,12 +64,12 @@ class _Table:
 class FunctionTable(_Table):
     """`%dcf list`."""
 
-    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Backend", "GPUs", "Image")
-    NUMBERS = frozenset({"Invocations"})
+    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Queued", "Backend", "GPUs", "Image")
+    NUMBERS = frozenset({"Invocations", "Queued"})
     EMPTY = "No functions deployed."
 
     def __init__(self, functions: list[FunctionInfo]) -> None:
-        super().__init__([(f.name, f.status, f.replicas_said, str(f.invocations), f.backend,
+        super().__init__([(f.name, f.status, f.replicas_said, str(f.invocations), str(f.queued), f.backend,
                            "; ".join(f"{g.replica}: {g.describe()}" for g in f.gpus) or "-", f.image or "-")
                           for f in functions])
 

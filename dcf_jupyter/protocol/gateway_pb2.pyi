@@ -118,7 +118,7 @@ class Functions(_message.Message):
     def __init__(self, Functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus", "Autoscaled", "MinReplicas", "MaxReplicas", "ColdStarts", "LastColdStartSeconds", "LastColdStartAt")
+    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus", "Autoscaled", "MinReplicas", "MaxReplicas", "ColdStarts", "LastColdStartSeconds", "LastColdStartAt", "Queued", "MaxQueued", "MaxBatchSize")
     class AnnotationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,9 @@ class Function(_message.Message):
     COLDSTARTS_FIELD_NUMBER: _ClassVar[int]
     LASTCOLDSTARTSECONDS_FIELD_NUMBER: _ClassVar[int]
     LASTCOLDSTARTAT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    MAXQUEUED_FIELD_NUMBER: _ClassVar[int]
+    MAXBATCHSIZE_FIELD_NUMBER: _ClassVar[int]
     Name: str
     Image: str
     InvocationCount: int
@@ -167,7 +170,10 @@ class Function(_message.Message):
     ColdStarts: int
     LastColdStartSeconds: float
     LastColdStartAt: float
-    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ..., Autoscaled: bool = ..., MinReplicas: _Optional[int] = ..., MaxReplicas: _Optional[int] = ..., ColdStarts: _Optional[int] = ..., LastColdStartSeconds: _Optional[float] = ..., LastColdStartAt: _Optional[float] = ...) -> None: ...
+    Queued: int
+    MaxQueued: int
+    MaxBatchSize: int
+    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ..., Autoscaled: bool = ..., MinReplicas: _Optional[int] = ..., MaxReplicas: _Optional[int] = ..., ColdStarts: _Optional[int] = ..., LastColdStartSeconds: _Optional[float] = ..., LastColdStartAt: _Optional[float] = ..., Queued: _Optional[int] = ..., MaxQueued: _Optional[int] = ..., MaxBatchSize: _Optional[int] = ...) -> None: ...
 
 class ReplicaGpus(_message.Message):
     __slots__ = ("Replica", "Devices", "Share", "MemoryUsed")

@@ -26,13 +26,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, LAST, REPLY, CallFailed
 from ..protocol.names import HEALTHY, ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
 from ..protocol.wire import WireError, callers_of, message_parts, messages_parts, parse_call
 from ..settings import ENV_EXTRA_SITE, max_message_size
-from .call_context import CallContext, enter_call, leave_call
+from .batcher import Batcher
+from .call_context import CallContext, enter_call, leave_call, new_call_id
 from .handler import (
     HandlerCallable,
     HandlerLoadError,
@@ -48,6 +49,9 @@ from .handler import (
 )
 from .link import Emit, LinkServer
 from .slots import Slots
+
+if TYPE_CHECKING:
+    from ..definition.spec import Batching
 
 
 class ReplicaLines(io.TextIOBase):
@@ -123,13 +127,21 @@ class CallRunner:
     """Runs the handler for one call; takes the serialized request and returns wire-ready reply parts."""
 
     def __init__(self, handler: HandlerCallable, service: str, concurrency: int = 1,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, batching: Batching | None = None) -> None:
         self._handler = handler
         self.service = service
         self.timeout = timeout  # a call's limit (config.yaml's `timeout`): the most its own calls may take
         # The Handler instance is shared: at most `concurrency` calls run in it at once (a chain of calls waiting
         # on itself borrows the slots of its waiting callers: slots.py).
         self._slots = Slots(concurrency)
+        self.batcher: Batcher[tuple[Request, CallContext], tuple[str, bytes]] | None = None
+        if batching is not None:
+            self.batcher = Batcher(self._run_batch, max_size=batching.max_batch_size,
+                                   max_wait_s=batching.max_wait_s, slots=self._slots, new_id=new_call_id,
+                                   callers_of=lambda call: call[1].callers)
+        # Threads that may bring calls to the Handler at once: one per call, and for batches one batch per Handler
+        # slot plus the next one gathering meanwhile.
+        self.callers = concurrency if batching is None else (concurrency + 1) * batching.max_batch_size
 
     def _request(self, raw: bytes, streamed: bool = False) -> tuple[Request, CallContext]:
         """The Handler's Request, and the call's context: its deadline is the caller's time left, within the
@@ -165,6 +177,10 @@ class CallRunner:
     def unary(self, form: int, raw: bytes) -> list[bytes]:
         """One call, one reply (a generator's items folded into it); raises CallFailed."""
         request, context = self._request(raw)
+        if self.batcher is not None:
+            content_type, payload = self.batcher.call((request, context))
+            return message_parts(as_text(content_type, payload)) if form == FORM_MESSAGE else \
+                messages_parts(payload, content_type)
         try:
             with self._slot(context):
                 entered = enter_call(context)
@@ -189,6 +205,11 @@ class CallRunner:
         """One streamed call as link frames: (ITEM, parts) per generated item then (END, []), or one (LAST, parts)
         when the handler returned a single value; raises CallFailed (possibly after some items)."""
         request, context = self._request(raw, streamed=True)
+        if self.batcher is not None:  # a batched Handler gives one reply per request: the stream's only item
+            content_type, payload = self.batcher.call((request, context))
+            yield LAST, messages_parts(payload, content_type)
+            yield END, []
+            return
         with self._slot(context):
             entered = enter_call(context)
             try:
@@ -205,6 +226,44 @@ class CallRunner:
             finally:
                 leave_call(entered)
         yield END, []
+
+    def _run_batch(self, calls: list[tuple[Request, CallContext]], batch_id: int
+                   ) -> list[tuple[str, bytes] | BaseException]:
+        """The Handler on a batch's requests: one encoded reply or CallFailed per call, in order. Calls it makes
+        to other functions carry the batch's earliest deadline, its deepest chain and all its callers."""
+        contexts = [context for _, context in calls]
+        deadlines = [context.deadline for context in contexts if context.deadline is not None]
+        waiting = tuple(caller for context in contexts for caller in (*context.callers, context.call_id))
+        batch = CallContext(min(deadlines) if deadlines else None, max(context.depth for context in contexts),
+                            call_id=batch_id, callers=waiting)
+        entered = enter_call(batch)
+        try:
+            replies = cast(Callable[[list[Request]], Any], self._handler)([request for request, _ in calls])
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the whole batch failed: each of its callers hears
+            return [self._failure(exc)] * len(calls)
+        finally:
+            leave_call(entered)
+        if is_stream(replies) or not isinstance(replies, (list, tuple)) or len(replies) != len(calls):
+            said = (f"a {type(replies).__name__}" if not isinstance(replies, (list, tuple))
+                    else f"{len(replies)} replies")
+            failure = CallFailed(Status.INTERNAL, f"the batched Handler returned {said} for {len(calls)} requests "
+                                                  "(with `batching:` it takes a list and returns a list of the "
+                                                  "same length)")
+            _log(f"{self.service}: {failure.message}")
+            return [failure] * len(calls)
+        return [self._encoded(reply) for reply in replies]
+
+    def _encoded(self, reply: Any) -> tuple[str, bytes] | CallFailed:
+        """One item of a batch's replies, encoded; an exception in its place fails its caller only."""
+        if isinstance(reply, BaseException):
+            return self._failure(reply)
+        if is_stream(reply):
+            return CallFailed(Status.INTERNAL, "a batched Handler returns one reply per request, not a generator "
+                                               "(`batching:` and generators do not mix)")
+        try:
+            return encode_result(reply)
+        except TypeError as exc:
+            return self._failure(exc)
 
     def _failure(self, exc: BaseException) -> CallFailed:
         tb = format_user_traceback(exc)
@@ -369,6 +428,7 @@ class LoadedFunction(NamedTuple):
     name: str
     concurrency: int
     timeout: float
+    batching: Batching | None = None
 
 
 def load_function_handler(function_dir: Path, name: str | None) -> LoadedFunction:
@@ -383,7 +443,7 @@ def load_function_handler(function_dir: Path, name: str | None) -> LoadedFunctio
     # Relative paths in handlers (DCF's example functions) resolve against src/.
     os.chdir(spec.handler_dir)
     handler = load_handler(spec.handler_dir, spec.handler.filename, spec.handler.name)
-    return LoadedFunction(handler, spec.name, spec.concurrency, spec.call_timeout)
+    return LoadedFunction(handler, spec.name, spec.concurrency, spec.call_timeout, spec.batching)
 
 
 def use_extra_site() -> None:
@@ -431,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(args.status_fd, {"ready": False, "error": str(exc), "traceback": ""})
         return 3
     concurrency = args.concurrency or loaded.concurrency
-    runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout)
+    runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout, loaded.batching)
 
     link_server = grpc_srv = None
     port = None
@@ -440,11 +500,11 @@ def main(argv: list[str] | None = None) -> int:
             if os.path.exists(args.socket):
                 os.unlink(args.socket)
             link_server = LinkServer(args.socket, runner.dispatch, max_frame=args.max_message_size + 1024,
-                                     concurrency=concurrency, waited_on=runner.waited_on_here)
+                                     concurrency=runner.callers, waited_on=runner.waited_on_here)
             link_server.serve_in_background()
         if args.grpc:
             grpc_srv, port = grpc_server(
-                runner, args.grpc, concurrency=concurrency, max_message=args.max_message_size
+                runner, args.grpc, concurrency=runner.callers, max_message=args.max_message_size
             )
     except OSError as exc:
         _log(f"cannot listen: {exc}")

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +125,16 @@ class FunctionReplica:
         sys.stdout, sys.stderr = (ReplicaLines(fd, replica[:8], also=book.add.remote) for fd in (1, 2))
         _add_missing_requirements(folder, name)
         loaded = load_function_handler(folder, name)
-        self._runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout)
+        self._runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout, loaded.batching)
+        # A thread per call waiting in the replica (asyncio's default pool has cpus + 4: too few to fill a batch).
+        self._threads = ThreadPoolExecutor(max_workers=self._runner.callers + 4, thread_name_prefix="dcf-call")
 
     async def call(self, form: int, raw: bytes) -> Reply:
         """One call: (0, reply) or (status code, failure payload)."""
         if form == FORM_STREAM:
             return _failed(CallFailed(3, "a streamed call must use `stream`"))
         try:
-            parts = await asyncio.to_thread(self._runner.unary, form, raw)
+            parts = await asyncio.get_running_loop().run_in_executor(self._threads, self._runner.unary, form, raw)
         except CallFailed as failure:
             return _failed(failure)
         return 0, b"".join(parts)

@@ -303,7 +303,7 @@ class RayBackend(Backend):
                  if autoscaling else {"num_replicas": replicas})
         deployment = replica.options(
             name=spec.name, **count,
-            max_ongoing_requests=QUEUED_PER_SLOT * max(1, spec.function.concurrency),
+            max_ongoing_requests=max(QUEUED_PER_SLOT * spec.function.concurrency, 2 * spec.function.calls_at_once),
             ray_actor_options=actor_options(spec),
             health_check_period_s=HEALTH_CHECK_EVERY_S)
         # Without a version of its own, Serve gives every `serve.run` a random one and restarts all replicas.
