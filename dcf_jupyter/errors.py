@@ -28,6 +28,7 @@ __all__ = [  # what callers may catch; `brief`, `explain` and `Explanation` serv
     "InstallFailed",
     "InvalidArgument",
     "InvalidName",
+    "Overloaded",
     "Unauthenticated",
 ]
 
