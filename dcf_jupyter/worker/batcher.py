@@ -34,7 +34,7 @@ class _Waiting(Generic[Item, Outcome]):
     def __init__(self, item: Item) -> None:
         self.item = item
         self.arrived = time.monotonic()
-        self.woken = threading.Event()
+        self.woken: threading.Event | None = None  # made for a call that waits (a leader does not)
         self.outcome: Outcome | BaseException | None = None
         self.leads = False
 
@@ -73,9 +73,10 @@ class Batcher(Generic[Item, Outcome]):
             if leads:
                 self._gathering = True
             else:
+                waiting.woken = woken = threading.Event()
                 self._arrived.notify()  # a leader may be waiting for this one to fill its batch
         if not leads:
-            waiting.woken.wait()
+            woken.wait()
             leads = waiting.leads
         if leads:
             self._lead(waiting)
@@ -95,7 +96,7 @@ class Batcher(Generic[Item, Outcome]):
                 if self._line:
                     following = self._line[0]
                     following.leads = True
-                    following.woken.set()
+                    following.woken.set()  # type: ignore[union-attr]  # a call in line behind a leader waits
                 else:
                     self._gathering = False
             outcomes = self._outcomes(batch, batch_id)
@@ -106,7 +107,8 @@ class Batcher(Generic[Item, Outcome]):
             self._slots.release(batch_id, lender)
         for waiting, outcome in zip(batch, outcomes, strict=True):
             waiting.outcome = outcome
-            waiting.woken.set()
+            if waiting.woken is not None:
+                waiting.woken.set()
 
     def _gather(self) -> list[_Waiting[Item, Outcome]]:
         """The calls at the front of the line, up to max_size; waits (lock held, released while waiting) for
