@@ -171,6 +171,13 @@ def test_metrics_show_the_queue_and_the_refusals(batching_gateway) -> None:
     refused = [line for line in text.splitlines() if line.startswith('dcf_calls_refused_total{function="queued"}')]
     assert refused and float(refused[0].split()[-1]) >= 1, refused
 
+    def sample(name: str) -> float:
+        [line] = [line for line in text.splitlines() if line.startswith(f'{name}{{function="batched"}}')]
+        return float(line.split()[-1])
+
+    batches, calls = sample("dcf_batch_size_count"), sample("dcf_batch_size_sum")
+    assert batches >= 1 and calls > batches, (batches, calls)  # each batch counted once, with its calls
+
 
 def test_listings_show_the_queue_and_the_batches(batching_gateway) -> None:
     info = batching_gateway.client.get("batched")

@@ -39,6 +39,9 @@ class WorkerLink(Protocol):
 
     def submit(self, form: int, payload: bytes) -> tuple[int, object]: ...
 
+    # Told the size of each batch its replica runs (a batched function's), once per batch; set by the gateway.
+    on_batch: Callable[[int], None] | None
+
     def cancel(self, call_id: int) -> None: ...
 
     async def call(self, form: int, payload: bytes) -> bytes: ...
@@ -53,6 +56,7 @@ class TaskCalls:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Task[bytes]] = {}
+        self.on_batch: Callable[[int], None] | None = None
 
     async def call(self, form: int, payload: bytes) -> bytes:
         raise NotImplementedError

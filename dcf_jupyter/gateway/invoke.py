@@ -141,13 +141,18 @@ class Invoker:
             # Starting a replica may take as long as the function may answer in (models load), within the
             # caller's own deadline.
             limit = deployment.spec.function.call_timeout
-            return await self._pick_waking(deployment, waking,
+            link = await self._pick_waking(deployment, waking,
                                            limit if remaining is None else min(limit, max(remaining, 0.0)))
-        timeout = self.core.ready_timeout if remaining is None else min(self.core.ready_timeout, max(remaining, 0.0))
-        try:
-            return await deployment.pick(timeout)
-        except NoReplica as exc:
-            raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        else:
+            timeout = (self.core.ready_timeout if remaining is None else
+                       min(self.core.ready_timeout, max(remaining, 0.0)))
+            try:
+                link = await deployment.pick(timeout)
+            except NoReplica as exc:
+                raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        if link.on_batch is None and deployment.spec.function.batching is not None:
+            link.on_batch = self.core.metrics.batch_observer(record.name)  # its batches, counted from now on
+        return link
 
     def _waking(self, record: FunctionRecord, deployment: Deployment) -> asyncio.Future[None] | None:
         """At 0 replicas, the start of the one this call will use: the gateway's autoscaler's cold start, or for a

@@ -9,7 +9,7 @@ naming an unknown function counts under function=""), so a caller cannot grow th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -31,6 +31,7 @@ class GatewayState(Protocol):
     gpus: GpuAllocator | None
 
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batching.max_batch_size is at most 1024
 DEPLOY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -47,6 +48,8 @@ class GatewayMetrics:
                                  registry=self.registry)
         self.in_flight = Gauge("dcf_calls_in_flight", "Calls and streams the gateway is serving now.", ["function"],
                                registry=self.registry)
+        self.batches = Histogram("dcf_batch_size", "Batches a batched function's replicas ran, by how many calls "
+                                 "each held.", ["function"], buckets=BATCH_BUCKETS, registry=self.registry)
         self.refusals = Counter("dcf_calls_refused", "Calls refused at once because the function's queue was full "
                                 "(its max_queued_requests).", ["function"], registry=self.registry)
         self.frames = Counter("dcf_stream_frames", "Requests sent over bidirectional (Invokes) streams.",
@@ -86,6 +89,12 @@ class GatewayMetrics:
             children = self._done[key] = (self.calls.labels(*key), self.latency.labels(function))
         children[0].inc()
         children[1].observe(seconds)
+
+    def batch_observer(self, function: str) -> Callable[[int], None]:
+        """What a batched function's links call with each batch's size."""
+        if not self.enabled:
+            return lambda size: None
+        return self.batches.labels(function).observe
 
     def refused(self, function: str) -> None:
         """Count a call refused for `function`'s full queue."""

@@ -27,6 +27,7 @@ HEALTHY = "OK"  # HealthCheck's reply
 # Trailing metadata of a failed call.
 ORIGIN_KEY = "dcf-origin"  # "function" when the function failed, "gateway" when the gateway refused
 TRACEBACK_KEY = "dcf-traceback-bin"  # the handler's traceback (UTF-8; -bin: gRPC carries it as bytes)
+BATCH_KEY = "dcf-batch"  # a batched worker's reply: the size of the batch it ran in (on one reply of each batch)
 RETRY_AFTER_KEY = "retry-after"  # seconds after which a refused call may be tried again (HTTP's Retry-After)
 ORIGIN_FUNCTION, ORIGIN_GATEWAY = "function", "gateway"
 # Function annotation of a function another gateway deployed on a shared cluster (listed, not managed here).

@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from ..protocol.link import END, ERROR, FORM_MESSAGE, FORM_MESSAGES, FORM_STREAM, ITEM, LAST, REPLY, CallFailed
-from ..protocol.names import HEALTHY, ORIGIN_FUNCTION, ORIGIN_KEY, SERVICE, TRACEBACK_KEY, Status, grpc_status
+from ..protocol.names import (
+    BATCH_KEY,
+    HEALTHY,
+    ORIGIN_FUNCTION,
+    ORIGIN_KEY,
+    SERVICE,
+    TRACEBACK_KEY,
+    Status,
+    grpc_status,
+)
 from ..protocol.wire import WireError, callers_of, message_parts, messages_parts, parse_call
 from ..settings import ENV_EXTRA_SITE, max_message_size
 from .batcher import Batcher
@@ -119,6 +128,9 @@ class _LinesOfBytes:
         self._lines.flush()
 
 
+Encoded = tuple[str, bytes, int]  # a batched call's reply: content type, payload, its batch's size (or 0)
+
+
 def _log(message: str) -> None:
     print(f"[dcf-worker] {message}", file=sys.stderr, flush=True)
 
@@ -134,7 +146,7 @@ class CallRunner:
         # The Handler instance is shared: at most `concurrency` calls run in it at once (a chain of calls waiting
         # on itself borrows the slots of its waiting callers: slots.py).
         self._slots = Slots(concurrency)
-        self.batcher: Batcher[tuple[Request, CallContext], tuple[str, bytes]] | None = None
+        self.batcher: Batcher[tuple[Request, CallContext], Encoded] | None = None
         if batching is not None:
             self.batcher = Batcher(self._run_batch, max_size=batching.max_batch_size,
                                    max_wait_s=batching.max_wait_s, slots=self._slots, new_id=new_call_id,
@@ -176,11 +188,19 @@ class CallRunner:
 
     def unary(self, form: int, raw: bytes) -> list[bytes]:
         """One call, one reply (a generator's items folded into it); raises CallFailed."""
+        return self.unary_batched(form, raw)[0]
+
+    def unary_batched(self, form: int, raw: bytes) -> tuple[list[bytes], int]:
+        """`unary`, and the size of the batch it ran in for one call of each batch (0 for the others, and when
+        the Handler is not batched), so that whoever counts batches counts each once."""
         request, context = self._request(raw)
         if self.batcher is not None:
-            content_type, payload = self.batcher.call((request, context))
-            return message_parts(as_text(content_type, payload)) if form == FORM_MESSAGE else \
-                messages_parts(payload, content_type)
+            content_type, payload, batch = self.batcher.call((request, context))
+            return (message_parts(as_text(content_type, payload)) if form == FORM_MESSAGE else
+                    messages_parts(payload, content_type)), batch
+        return self._unary(form, request, context), 0
+
+    def _unary(self, form: int, request: Request, context: CallContext) -> list[bytes]:
         try:
             with self._slot(context):
                 entered = enter_call(context)
@@ -206,7 +226,7 @@ class CallRunner:
         when the handler returned a single value; raises CallFailed (possibly after some items)."""
         request, context = self._request(raw, streamed=True)
         if self.batcher is not None:  # a batched Handler gives one reply per request: the stream's only item
-            content_type, payload = self.batcher.call((request, context))
+            content_type, payload, _ = self.batcher.call((request, context))
             yield LAST, messages_parts(payload, content_type)
             yield END, []
             return
@@ -227,10 +247,10 @@ class CallRunner:
                 leave_call(entered)
         yield END, []
 
-    def _run_batch(self, calls: list[tuple[Request, CallContext]], batch_id: int
-                   ) -> list[tuple[str, bytes] | BaseException]:
-        """The Handler on a batch's requests: one encoded reply or CallFailed per call, in order. Calls it makes
-        to other functions carry the batch's earliest deadline, its deepest chain and all its callers."""
+    def _run_batch(self, calls: list[tuple[Request, CallContext]], batch_id: int) -> list[Encoded | BaseException]:
+        """The Handler on a batch's requests: one encoded reply (the first with the batch's size) or CallFailed
+        per call, in order. Calls it makes to other functions carry the batch's earliest deadline, its deepest
+        chain and all its callers."""
         contexts = [context for _, context in calls]
         deadlines = [context.deadline for context in contexts if context.deadline is not None]
         waiting = tuple(caller for context in contexts for caller in (*context.callers, context.call_id))
@@ -251,9 +271,9 @@ class CallRunner:
                                                   "same length)")
             _log(f"{self.service}: {failure.message}")
             return [failure] * len(calls)
-        return [self._encoded(reply) for reply in replies]
+        return [self._encoded(reply, len(calls) if i == 0 else 0) for i, reply in enumerate(replies)]
 
-    def _encoded(self, reply: Any) -> tuple[str, bytes] | CallFailed:
+    def _encoded(self, reply: Any, batch: int) -> Encoded | CallFailed:
         """One item of a batch's replies, encoded; an exception in its place fails its caller only."""
         if isinstance(reply, BaseException):
             return self._failure(reply)
@@ -261,7 +281,7 @@ class CallRunner:
             return CallFailed(Status.INTERNAL, "a batched Handler returns one reply per request, not a generator "
                                                "(`batching:` and generators do not mix)")
         try:
-            return encode_result(reply)
+            return (*encode_result(reply), batch)
         except TypeError as exc:
             return self._failure(exc)
 
@@ -278,7 +298,8 @@ class CallRunner:
                 for kind, parts in self.frames(raw):
                     emit(kind, 0, parts)
             else:
-                emit(REPLY, 0, self.unary(form, raw))
+                parts, batch = self.unary_batched(form, raw)
+                emit(REPLY, batch, parts)
         except CallFailed as failure:
             emit(ERROR, failure.code, (failure.encode(),))
 
@@ -304,9 +325,12 @@ def grpc_server(runner: CallRunner, address: str, *, concurrency: int, max_messa
     def unary(form: int) -> Any:
         def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
             try:
-                return b"".join(runner.unary(form, raw))
+                parts, batch = runner.unary_batched(form, raw)
             except CallFailed as failure:
                 abort(context, failure)
+            if batch:
+                context.set_trailing_metadata(((BATCH_KEY, str(batch)),))
+            return b"".join(parts)
 
         return handle
 

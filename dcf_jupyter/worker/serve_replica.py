@@ -129,15 +129,17 @@ class FunctionReplica:
         # A thread per call waiting in the replica (asyncio's default pool has cpus + 4: too few to fill a batch).
         self._threads = ThreadPoolExecutor(max_workers=self._runner.callers + 4, thread_name_prefix="dcf-call")
 
-    async def call(self, form: int, raw: bytes) -> Reply:
-        """One call: (0, reply) or (status code, failure payload)."""
+    async def call(self, form: int, raw: bytes) -> Reply | tuple[int, bytes, int]:
+        """One call: (0, reply, the size of its batch on one call of each batch, else 0) or (status code, failure
+        payload)."""
         if form == FORM_STREAM:
             return _failed(CallFailed(3, "a streamed call must use `stream`"))
         try:
-            parts = await asyncio.get_running_loop().run_in_executor(self._threads, self._runner.unary, form, raw)
+            parts, batch = await asyncio.get_running_loop().run_in_executor(
+                self._threads, self._runner.unary_batched, form, raw)
         except CallFailed as failure:
             return _failed(failure)
-        return 0, b"".join(parts)
+        return 0, b"".join(parts), batch
 
     async def stream(self, raw: bytes) -> AsyncIterator[Reply]:
         """A streamed call: (0, item) per generated item, a failure as its last element."""

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from ...protocol.link import FORM_MESSAGE, CallFailed, LinkClosed
-from ...protocol.names import HEALTH_CHECK, INVOKE, INVOKE_BYTES, INVOKE_STREAM, ORIGIN_KEY, TRACEBACK_KEY
+from ...protocol.names import BATCH_KEY, HEALTH_CHECK, INVOKE, INVOKE_BYTES, INVOKE_STREAM, ORIGIN_KEY, TRACEBACK_KEY
 from ...settings import grpc_options
 from ..base import TaskCalls
 
@@ -59,9 +59,16 @@ class GrpcLink(TaskCalls):
         """One unary call: the serialized reply, or CallFailed / LinkClosed."""
         method = self._unary.get(form, self._bytes)
         try:
-            return await method(payload)
+            if self.on_batch is None:
+                return await method(payload)
+            call = method(payload)  # a batched function's: its trailing metadata may say a batch's size
+            reply = await call
+            batch = dict(await call.trailing_metadata() or ()).get(BATCH_KEY)
         except grpc.aio.AioRpcError as error:
             raise _failure(error, self.address) from None
+        if batch:
+            self.on_batch(int(batch))
+        return reply
 
 
     async def stream(self, payload: bytes) -> AsyncIterator[bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ...protocol.link import (
     CALL,
@@ -34,6 +34,7 @@ class AsyncLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._lost_reason = "the worker closed the connection"
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_batch: Callable[[int], None] | None = None  # a REPLY's arg: the size of its batch, once per batch
 
     @classmethod
     async def connect(cls, path: str, max_frame: int) -> AsyncLink:
@@ -104,6 +105,8 @@ class AsyncLink(asyncio.Protocol):
         elif not waiter.done():
             if kind == REPLY:
                 waiter.set_result(payload)
+                if arg and self.on_batch is not None:
+                    self.on_batch(arg)
             else:
                 waiter.set_exception(CallFailed.decode(arg, payload))
 

@@ -430,7 +430,7 @@ class ServeLink(TaskCalls):
     async def call(self, form: int, payload: bytes) -> bytes:
         response = self._handle.call.remote(form, payload)
         try:
-            code, reply = await response
+            code, reply, *batch = await response  # a batched replica's reply says its batch's size
         except asyncio.CancelledError:
             response.cancel()
             raise
@@ -438,6 +438,8 @@ class ServeLink(TaskCalls):
             raise LinkClosed(f"{type(exc).__name__}: {exc}") from None
         if code:
             raise CallFailed.decode(code, reply)
+        if batch and batch[0] and self.on_batch is not None:
+            self.on_batch(batch[0])
         return bytes(reply)
 
 
