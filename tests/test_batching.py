@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from support import BATCHED, GatewayHandle, at_once, run_cli, split, start_gateway, with_keys
 
-from dcf_jupyter import FunctionError, Overloaded
+from dcf_jupyter import ConfigError, FunctionError, Overloaded
+from dcf_jupyter.definition.check import check_handler, check_handler_source
 from dcf_jupyter.definition.scaffold import init_function
+from dcf_jupyter.definition.spec import load_config
 from dcf_jupyter.host.credentials import read_owner_token
 
 MISCOUNTS = """
@@ -186,6 +188,18 @@ def test_listings_show_the_queue_and_the_batches(batching_gateway) -> None:
     listed = run_cli("function", "list", "-v", env={"DCF_GATEWAY": batching_gateway.address})
     assert listed.returncode == 0, listed.stderr
     assert "    0 queued (limit 256), batches of up to 8" in listed.stdout.decode()
+
+
+def test_a_batched_handler_that_yields_is_refused_before_anything_is_deployed(tmp_path: Path, make_function) -> None:
+    source = "class Handler:\n    def __call__(self, reqs):\n        for req in reqs:\n            yield req.input\n"
+    folder = with_keys(make_function("yields", source), batching={"max_batch_size": 4})
+    with pytest.raises(ConfigError, match=r"^src/handler.py, line 4: Handler.__call__ yields, but with `batching:` "
+                                          r"it takes a list of requests and returns a list of replies"):
+        check_handler(load_config(folder / "config.yaml").function())
+    check_handler(load_config(with_keys(folder, batching=None) / "config.yaml").function())  # a generator is fine
+    nested = ("class Handler:\n    def __call__(self, reqs):\n        def each():\n            yield 1\n"
+              "        return [list(each()) for _ in reqs]\n")
+    check_handler_source(nested, "handler.py", "Handler", batched=True)  # a generator inside it is its own
 
 
 def test_the_readme_says_how_a_batched_handler_looks() -> None:

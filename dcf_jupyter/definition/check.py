@@ -37,8 +37,36 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def check_handler_source(source: str, filename: str, class_name: str, *, line_offset: int = 0) -> None:
-    """ConfigError if `source` does not parse or defines no `class_name` at top level (nothing is executed).
+def _own_yield(function: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Yield | ast.YieldFrom | None:
+    """The first `yield` of `function` itself (not of a function or class defined in it), if any."""
+    pending: list[ast.AST] = list(function.body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
+    return None
+
+
+def _batched_generator(tree: ast.Module, filename: str, class_name: str, line_offset: int) -> ConfigError | None:
+    """Why a batched Handler cannot be a generator, when its __call__ yields."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for method in node.body:
+                if isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) and method.name == "__call__" and \
+                        (found := _own_yield(method)) is not None:
+                    return ConfigError(f"{filename}, line {found.lineno + line_offset}: {class_name}.__call__ "
+                                       "yields, but with `batching:` it takes a list of requests and returns a list "
+                                       "of replies, one each (a generator's items cannot be batched): return a list, "
+                                       "or remove `batching:`")
+    return None
+
+
+def check_handler_source(source: str, filename: str, class_name: str, *, line_offset: int = 0,
+                         batched: bool = False) -> None:
+    """ConfigError if `source` does not parse or defines no `class_name` at top level, or when `batched`, if its
+    __call__ is a generator (nothing is executed).
 
     Line numbers in the message are shifted by `line_offset` (a cell's magic line comes before the source).
     """
@@ -51,6 +79,8 @@ def check_handler_source(source: str, filename: str, class_name: str, *, line_of
     if class_name not in _top_level_names(tree):
         raise ConfigError(f"{filename} defines no {class_name!r}; "
                           f"write `class {class_name}:` with a __call__(self, req)")
+    if batched and (refused := _batched_generator(tree, filename, class_name, line_offset)) is not None:
+        raise refused
 
 
 def check_handler(spec: FunctionSpec) -> None:
@@ -62,7 +92,8 @@ def check_handler(spec: FunctionSpec) -> None:
     if not path.is_file():
         shown = path.relative_to(spec.root) if path.is_relative_to(spec.root) else path
         raise ConfigError(f"functions.{spec.name}.handler: no handler file at {shown} (set handler.dir / handler.file)")
-    check_handler_source(path.read_text(encoding="utf-8"), str(path.relative_to(spec.root)), spec.handler.name)
+    check_handler_source(path.read_text(encoding="utf-8"), str(path.relative_to(spec.root)), spec.handler.name,
+                         batched=spec.batching is not None)
 
 
 def check_function(spec: FunctionSpec, *, max_bytes: int) -> CheckReport:

@@ -183,7 +183,7 @@ class Session:
         # Every setting is checked before anything is written or started.
         spec = spec_from_settings(name, settings or {}, source=title, spelling=spelling or {},
                                   root=(self.workspace / name).resolve())
-        check_handler_source(source, where, "Handler", line_offset=line_offset)
+        check_handler_source(source, where, "Handler", line_offset=line_offset, batched=spec.batching is not None)
 
         def write() -> FunctionSpec:
             return self.write_folder(spec, source, requirements)
