@@ -117,11 +117,13 @@ def function(parent: Path, name: str, source: str, **keys: object) -> Path:
     return folder
 
 
-def load(address: str, name: str, callers: int, seconds: float) -> tuple[float, float, float]:
-    """`callers` threads calling `name` back to back for `seconds`: (calls/s, p50 s, p95 s), after a warm-up."""
+def load(address: str, name: str, callers: int, seconds: float, payload: bytes | None = None
+         ) -> tuple[float, float, float]:
+    """`callers` threads calling `name` with `payload` (default: a vector for the MLP) back to back for `seconds`:
+    (calls/s, p50 s, p95 s), after a warm-up."""
     stop = threading.Event()
     latencies: list[list[float]] = [[] for _ in range(callers)]
-    x = np.random.default_rng(1).standard_normal(WIDTH, dtype=np.float32).tobytes()
+    x = payload if payload is not None else np.random.default_rng(1).standard_normal(WIDTH, dtype=np.float32).tobytes()
 
     def caller(i: int) -> None:
         with Client(address) as client:
