@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import FUNCTIONS, with_keys
+from support import FUNCTIONS, at_once, with_keys
 
 from dcf_jupyter.errors import DcfError, FunctionError
 
@@ -218,6 +218,40 @@ def test_extreme_and_tiny_canvases_run(detector, size: tuple[int, int]) -> None:
     assert rows.shape[1] == 6 and len(rows) >= 1 and np.isfinite(rows).all()
 
 
+def test_a_batch_of_frames_is_one_tensorflow_call_per_canvas_shape_and_finds_what_each_alone_does(detector) -> None:
+    dog, street = (parse_request(shared_image(name), 512).images[0] for name in ("dog.jpg", "street.jpg"))
+    calls: list[tuple[int, ...]] = []
+    model = detector._model
+
+    def counted(images: object) -> object:
+        calls.append(tuple(images.shape))  # type: ignore[attr-defined]
+        return model(images)
+
+    detector._model = counted
+    try:
+        found = detector.detect_batch([dog.pixels, street.pixels, dog.pixels], [0.3, 0.3, 0.5])
+    finally:
+        detector._model = model
+    assert sorted(calls) == [(1, 512, 512, 3), (2, 384, 512, 3)], calls  # the two dogs together, the street alone
+    alone = [detector.detect(dog.pixels, 0.3), detector.detect(street.pixels, 0.3), detector.detect(dog.pixels, 0.5)]
+    for batched, single in zip(found, alone, strict=True):
+        np.testing.assert_allclose(batched, single, atol=1e-3)
+    assert len(found[2]) < len(found[0])  # each image's own threshold
+
+
+def test_the_handler_takes_a_batch_and_a_bad_request_fails_alone(detector) -> None:
+    import handler as detect_handler
+
+    class Req:
+        def __init__(self, data: bytes) -> None:
+            self.input = data
+
+    replies = detect_handler.Handler()([Req(shared_image("dog.jpg")), Req(b"not an image"),
+                                        Req(shared_image("street.jpg"))])
+    assert {"dog", "bicycle", "car"} <= set(labels(replies[0])) and labels(replies[2]).count("person") >= 3
+    assert isinstance(replies[1], ValueError)
+
+
 def test_a_graph_other_than_the_expected_export_is_refused() -> None:
     graph, _ = tfjs_graph.load(DETECT / "model" / "centernet.json")
     folded = next(node for node in graph.node if node.name == centernet.MAP_WIDTH)
@@ -307,6 +341,19 @@ def test_detect_through_the_gateway(gateway) -> None:
             with pytest.raises(FunctionError) as info:
                 gateway.client.call("detect", bad)
             assert info.value.code == "INVALID_ARGUMENT"
+    finally:
+        gateway.client.delete("detect")
+
+
+def test_detect_batched_by_the_worker_answers_each_caller(gateway, tmp_path: Path) -> None:
+    folder = with_keys(shutil.copytree(DETECT, tmp_path / "detect"), batching={"max_batch_size": 4, "max_wait_ms": 50})
+    gateway.client.deploy(folder)
+    try:
+        photos = [*(shared_image(name) for name in ("dog.jpg", "street.jpg", "dog.jpg")), b"not an image"]
+        replies = at_once(4, lambda i: gateway.client.call("detect", photos[i], timeout=120))
+        assert {"dog", "bicycle", "car"} <= set(labels(replies[0])) and replies[2] == replies[0], replies
+        assert labels(replies[1]).count("person") >= 3, replies[1]
+        assert isinstance(replies[3], FunctionError) and replies[3].code == "INVALID_ARGUMENT", replies[3]
     finally:
         gateway.client.delete("detect")
 

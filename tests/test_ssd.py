@@ -254,6 +254,29 @@ def test_finds_several_people_in_the_street_and_batches(handler) -> None:
     assert len(replies) == 2 and replies[0] == people
 
 
+def test_a_list_of_requests_is_one_network_call_per_threshold_and_a_bad_one_fails_alone(handler) -> None:
+    from dcf_jupyter.worker.handler import Request
+
+    street, person = shared_image("street.jpg"), shared_image("000001.jpg")
+    strict = json.dumps({"image": base64.b64encode(street).decode(), "threshold": 0.9}).encode()
+    calls: list[tuple[int, float]] = []
+    detect = handler.detector.detect
+
+    def counted(pixels: object, threshold: float) -> object:
+        calls.append((len(pixels), threshold))  # type: ignore[arg-type]
+        return detect(pixels, threshold)
+
+    handler.detector.detect = counted
+    try:
+        replies = handler([Request(street), Request(b"not an image"), Request(person), Request(strict)])
+    finally:
+        handler.detector.detect = detect
+    assert sorted(calls) == [(1, 0.9), (2, 0.5)], calls  # the street and the person together, the strict one alone
+    assert replies[0] == handler(Request(street)) and replies[2] == handler(Request(person))
+    assert isinstance(replies[1], ValueError)
+    assert all(item["confidence"] >= 0.9 for item in replies[3])
+
+
 def test_ssd_through_the_gateway(gateway, handler) -> None:
     gateway.client.deploy(FUNCTIONS / "ssd")
     try:

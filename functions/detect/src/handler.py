@@ -33,8 +33,26 @@ class Handler:
         self.detector = CenterNetDetector()
         print(f"detect: {self.detector.name} ready ({self.detector.loaded}); images fitted into {self.size} pixels")
 
-    def __call__(self, req):
-        request = parse_request(req.input, self.size)
-        replies = [boxes_reply(self.detector.detect(image.pixels, request.threshold), image.width, image.height,
-                               image.scale) for image in request.images]
-        return replies if request.batched else replies[0]
+    def __call__(self, reqs):
+        """One request, or with config.yaml's `batching:` a list of them (one TensorFlow call for the frames of
+        them all): a reply each, and a request that cannot be read fails alone."""
+        batched = isinstance(reqs, list)
+        requests = []
+        for req in reqs if batched else [reqs]:
+            try:
+                requests.append(parse_request(req.input, self.size))
+            except ValueError as exc:
+                if not batched:
+                    raise
+                requests.append(exc)
+        readable = [request for request in requests if not isinstance(request, ValueError)]
+        images = [(image, request.threshold) for request in readable for image in request.images]
+        rows = iter(self.detector.detect_batch([image.pixels for image, _ in images], [t for _, t in images]))
+        replies = []
+        for request in requests:
+            if isinstance(request, ValueError):
+                replies.append(request)
+                continue
+            found = [boxes_reply(next(rows), image.width, image.height, image.scale) for image in request.images]
+            replies.append(found if request.batched else found[0])
+        return replies if batched else replies[0]

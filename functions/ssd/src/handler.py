@@ -12,6 +12,7 @@ TensorFlow uses a GPU when the function has one (memory grows as needed instead 
 
 import os
 
+import numpy as np
 from images import decode_request
 from voc import boxes_reply
 
@@ -37,8 +38,32 @@ class Handler:
             self.detector = PersonDetector()
         print(f"ssd: {self.detector.name} ready")
 
-    def __call__(self, req):
-        batch = decode_request(req.input, self.detector.input_size)
-        detections = self.detector.detect(batch.pixels, batch.threshold)
-        replies = [boxes_reply(*found, size) for found, size in zip(detections, batch.sizes, strict=True)]
-        return replies if batch.batched else replies[0]
+    def __call__(self, reqs):
+        """One request, or with config.yaml's `batching:` a list of them (one network call for the images of all
+        those with the same threshold): a reply each, and a request that cannot be read fails alone."""
+        batched = isinstance(reqs, list)
+        requests = []
+        for req in reqs if batched else [reqs]:
+            try:
+                requests.append(decode_request(req.input, self.detector.input_size))
+            except ValueError as exc:
+                if not batched:
+                    raise
+                requests.append(exc)
+        by_threshold = {}
+        for i, request in enumerate(requests):
+            if not isinstance(request, ValueError):
+                by_threshold.setdefault(request.threshold, []).append(i)
+        found = {}
+        for threshold, indices in by_threshold.items():
+            detections = iter(self.detector.detect(np.concatenate([requests[i].pixels for i in indices]), threshold))
+            for i in indices:
+                found[i] = [next(detections) for _ in requests[i].sizes]
+        replies = []
+        for i, request in enumerate(requests):
+            if isinstance(request, ValueError):
+                replies.append(request)
+                continue
+            boxes = [boxes_reply(*each, size) for each, size in zip(found[i], request.sizes, strict=True)]
+            replies.append(boxes if request.batched else boxes[0])
+        return replies if batched else replies[0]
