@@ -38,13 +38,13 @@ PEAKS, SIDES = "tower_0/mul_1", "tower_0/wh"
 TOP_K, MAP_STRIDE, CLASS_COUNT = 100, 4, 80  # checked against the graph's constants (any_input_size)
 NMS_IOU = 0.5
 CACHE_FORMAT = 3  # part of the cache key: 1 was the graph fixed to 512x512, 2 to one image
-# Sizes the TF.js converter folded into constants for the 512x512 export, and what each becomes: the three
-# upsampled feature maps (input size / 16, / 8, / 4), the width of the output map (it decodes TopK's flat
-# indices into x, y) and the shape the box sizes are gathered from (rows of the output map).
+# Sizes the TF.js converter folded into constants for the 512x512 export, computed from the input's shape instead:
+# the three upsampled feature maps (input size / 16, / 8, / 4). The width of the output map, folded into the
+# decoding that `decode` replaces, is checked to know the export.
 UPSAMPLED = {"tower_0/CenternetHead/c5_upsample/up_sampling2d/mul": 16,
              "tower_0/CenternetHead/c4_upsample/up_sampling2d_1/mul": 8,
              "tower_0/CenternetHead/c3_upsample/up_sampling2d_2/mul": 4}
-MAP_WIDTH, GATHER_SHAPE = "tower_0/strided_slice_6", "tower_0/BatchGather/concat"
+MAP_WIDTH = "tower_0/strided_slice_6"
 
 log = logging.getLogger("detect")
 
@@ -149,13 +149,8 @@ def any_input_size(graph: Any) -> None:
         computed[name] = add(f"size_{divisor}", "FloorDiv", [height_width, constant(f"by_{divisor}", divisor)],
                              T=int32)
     folded(MAP_WIDTH, 512 // 4)
-    width = add("width", "StridedSlice", [height_width, one, constant("two", [2]), one], T=int32, Index=int32,
-                shrink_axis_mask=tf.compat.v1.AttrValue(i=1))
-    computed[MAP_WIDTH] = add("map_width", "FloorDiv", [width, "dcf/by_4"], T=int32)
     for node in graph.node:
         node.input[:] = [computed.get(source, source) for source in node.input]
-    folded(GATHER_SHAPE, [(512 // 4) ** 2, 4]).attr["value"].tensor.CopyFrom(
-        tf.make_tensor_proto(np.asarray([-1, 4], np.int32)))
 
 
 def load_model(folder: Path = MODEL_DIR, cache: Path | None = None) -> tuple[object, str]:
