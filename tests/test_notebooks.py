@@ -293,6 +293,9 @@ def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
     assert crops.height == 160 and crops.width >= 140, crops.size
     assert "30 of 30 frames came back" in text_of(outputs(notebook, "stats = video.run()"))
     assert pictures(outputs(notebook, "video.snapshot()")) == ["image/jpeg"], "the video's last frame is kept"
+    streams = text_of(outputs(notebook, "import threading"))
+    assert "Deployed: detect-single" in streams and "two streams of 90 frames into one replica: " in streams, streams
+    assert " frames a second one frame at a time, " in streams and " batched (" in streams, streams
     camera = [o for o in outputs(notebook, 'CameraStream("detect")') if "data" in o]
     assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
     assert text_of(outputs(notebook, "done = False")) == ""
