@@ -24,6 +24,7 @@ import numpy as np
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 try:
+    import ray
     from ray import serve
     from ray.cluster_utils import Cluster
 except ImportError:
@@ -141,6 +142,7 @@ def main() -> None:
               f"lone call {ours[3] / serves[3]:.2f}x")
     finally:
         serve.shutdown()
+        ray.shutdown()  # the driver leaves first: Cluster refuses to remove the node it is connected to
         cluster.shutdown()
 
 
