@@ -59,11 +59,6 @@ class Batcher(Generic[Item, Outcome]):
         self._expected = 1  # calls in flight around the last batch: how many the next one waits for
         self.sizes: collections.Counter[int] = collections.Counter()  # batches run, by size
 
-    @property
-    def queued(self) -> int:
-        """Calls waiting for a batch (a lock-free read: for metrics)."""
-        return len(self._line)
-
     def call(self, item: Item) -> Outcome:
         """Run `item` in a batch and return its outcome; raises the exception given in its place."""
         waiting: _Waiting[Item, Outcome] = _Waiting(item)
