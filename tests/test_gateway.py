@@ -565,7 +565,9 @@ def test_a_deploy_to_a_missing_docker_backend_says_why_it_is_missing(tmp_path: P
     try:
         with pytest.raises(DeployError) as failure:
             handle.client.deploy(FUNCTIONS / "echo", backend="docker")
-        assert "this gateway has no docker backend: when it started, no Docker daemon answers" in str(failure.value)
+        said = str(failure.value)  # without the docker SDK installed, that is the reason given instead
+        assert "this gateway has no docker backend: when it started, " in said and (
+            "no Docker daemon answers" in said or "the docker backend needs the docker SDK" in said), said
     finally:
         handle.stop()
     handle = start_gateway(tmp_path / "state2", "--no-docker")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import io
 import textwrap
 from pathlib import Path
@@ -23,6 +24,10 @@ from dcf_jupyter.notebook._display import BytesResult, JsonList, TextResult, box
 from dcf_jupyter.notebook._session import Session, source_of
 
 HELLO = "class Handler:\n    def __call__(self, req):\n        return 'Hello DCF'\n"
+
+
+NEEDS_PILLOW = pytest.mark.skipif(importlib.util.find_spec("PIL") is None,
+                                  reason="images are shown through Pillow: the [notebook] extra")
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +186,7 @@ def png_bytes(color: str = "red", size: tuple[int, int] = (8, 6)) -> bytes:
     return buffer.getvalue()
 
 
+@NEEDS_PILLOW
 def test_image_replies_display_as_images(ip, tmp_path: Path) -> None:
     cell(ip, """\
         %%dcf_function nb-image
@@ -205,6 +211,7 @@ def test_image_replies_display_as_images(ip, tmp_path: Path) -> None:
     assert "image/png" in ip.display_formatter.format(from_file)[0]
 
 
+@NEEDS_PILLOW
 def test_base64_png_text_displays_as_an_image() -> None:
     png = png_bytes("blue")
     text = TextResult(base64.b64encode(png).decode())
@@ -212,6 +219,7 @@ def test_base64_png_text_displays_as_an_image() -> None:
     assert bundle is not None and base64.b64decode(bundle["image/png"]) == png
 
 
+@NEEDS_PILLOW
 def test_ssd_boxes_draw_on_the_request_image(ip) -> None:
     cell(ip, """\
         %%dcf_function nb-boxes
@@ -233,12 +241,14 @@ def test_ssd_boxes_draw_on_the_request_image(ip) -> None:
     assert min(drawn.getpixel((20, 25))) > 235  # outside the box (and its caption) stays white
 
 
+@NEEDS_PILLOW
 def test_boxes_helper_accepts_json_text_and_dcf_strings() -> None:
     picture = boxes(png_bytes("white", (50, 50)),
                     '[{"class": "15", "confidence": "0.8", "xmin": "10", "ymin": "10", "xmax": "40", "ymax": "45"}]')
     assert picture.size == (50, 50) and picture.getpixel((10, 30)) != (255, 255, 255)
 
 
+@NEEDS_PILLOW
 def test_drawn_boxes_show_once_as_a_jpeg_no_larger_than_the_notebook_needs() -> None:
     from PIL import Image
 
