@@ -79,7 +79,9 @@ def function_json(info: FunctionInfo) -> dict[str, Any]:
     """A function as the panel shows it; `managed` is false for another gateway's (listed, not ours to change)."""
     scaling = "; ".join(part for part in (
         f"autoscaled {info.autoscaling[0]}-{info.autoscaling[1]}" if info.autoscaling else "",
-        info.cold_starts_said, info.queue_said) if part)
+        info.cold_starts_said,
+        # A narrow sidebar row: the queue only when something waits or it batches (list -v always says it).
+        info.queue_said if info.queued or info.max_batch_size else "") if part)
     ready = "idle" if info.idle else f"{info.available_replicas}/{info.replicas}"  # idle: the next call starts one
     return {**asdict(info), "ready": ready, "scaling": scaling, "managed": not info.deployed_elsewhere}
 
