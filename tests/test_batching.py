@@ -53,6 +53,7 @@ def batching_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatew
         deploy("miscounts", MISCOUNTS, batching={"max_batch_size": 4})
         deploy("generates", GENERATES, batching={"max_batch_size": 4})
         deploy("queued", SLOW, max_queued_requests=2)
+        deploy("no-queue", SLOW, max_queued_requests=0)
         yield handle
     finally:
         handle.stop()
@@ -153,6 +154,10 @@ def test_a_full_queue_refuses_at_once_on_grpc_and_http_and_every_accepted_call_i
     too_many = [s for s in statuses if s[0] == 429]
     assert too_many and {s[0] for s in statuses} <= {200, 429}, statuses
     assert too_many[0][1] == "1" and json.loads(too_many[0][2])["code"] == "RESOURCE_EXHAUSTED", too_many[0]
+
+
+def test_a_function_with_no_queue_takes_a_call_its_replica_has_room_for(batching_gateway) -> None:
+    assert batching_gateway.client.call("no-queue", "alone", timeout=30) == "done alone"
 
 
 def test_retries_back_off_until_the_queue_has_room(batching_gateway) -> None:

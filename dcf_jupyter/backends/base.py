@@ -206,7 +206,8 @@ class Deployment(abc.ABC):
     def refuses_more(self) -> bool:
         """Whether its queue is full (config.yaml's max_queued_requests; -1: never)."""
         limit = self.spec.function.max_queued_requests
-        return limit >= 0 and self.queued >= limit
+        # Not `queued` (floored at 0): with room in a replica the difference is negative and the call is taken.
+        return limit >= 0 and self.ongoing - self.ready_replicas * self.spec.function.calls_at_once >= limit
 
     @staticmethod
     def _free_indices(taken: Collection[int], count: int) -> list[int]:
