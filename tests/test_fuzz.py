@@ -165,7 +165,9 @@ def test_any_name_on_the_management_rpcs(fuzzed, name: str, lines: int, replicas
             assert_sensible(error, {CODE.INVALID_ARGUMENT, CODE.NOT_FOUND})
 
 
-OK_HANDLER = "class Handler:\n    def __call__(self, req):\n        return 'ok'\n"
+# Answers "ok" whether a fuzzed config batches its calls (a list in, a list out) or not.
+OK_HANDLER = ("class Handler:\n    def __call__(self, req):\n"
+              "        return ['ok'] * len(req) if isinstance(req, list) else 'ok'\n")
 
 
 def _source(config_text: str | bytes, handler: str = OK_HANDLER
