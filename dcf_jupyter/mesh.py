@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .client._core import Client, Result, to_bytes
+from .client._core import Client
+from .client._replies import Result, to_bytes
 from .errors import ClientTimeout
 from .protocol import gateway_pb2 as pb
 from .protocol.names import ENV_MESH_ADDRESS, ENV_MESH_TOKEN_FILE

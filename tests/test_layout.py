@@ -160,7 +160,7 @@ def test_the_public_api_is_typed_not_any(tmp_path: Path) -> None:
     assert not [r for r in revealed if r.strip('"') == "Any"], out
     assert revealed[0].startswith('"def (name: str, data: Any =') and "-> str | bytes" in revealed[0]
     assert revealed[3] == '"list[dcf_jupyter.client._core.FunctionInfo]"'
-    assert "FunctionProxy" in revealed[4] and revealed[5] == '"dcf_jupyter.client._core.Reply"'
+    assert "FunctionProxy" in revealed[4] and revealed[5] == '"dcf_jupyter.client._replies.Reply"'
     assert revealed[6] == '"str"' and revealed[7] == '"dcf_jupyter.client._core.Client"'
     assert revealed[9].endswith('-> PIL.Image.Image"')
     # Management calls return typed results, not prose.

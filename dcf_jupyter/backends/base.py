@@ -119,7 +119,7 @@ class Deployment(abc.ABC):
     """One revision of one function on a backend: its replicas and how to reach them.
 
     Subclasses keep their replicas and call `_replicas_changed()` whenever one becomes
-    ready or goes away; picking a ready replica (round-robin, waiting if none) is shared.
+    ready or goes away; picking a ready replica (the least busy, waiting if none) is shared.
     """
 
     def __init__(self, spec: DeploymentSpec) -> None:
@@ -145,20 +145,17 @@ class Deployment(abc.ABC):
         self._changed.set()
 
     async def pick(self, timeout: float) -> WorkerLink:
-        """A ready replica's link (round-robin), waiting up to `timeout` seconds; NoReplica otherwise. The link
+        """A ready replica's link (the least busy), waiting up to `timeout` seconds; NoReplica otherwise. The link
         is held for the caller until it calls `let_go(link)`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._wait(+1)
         try:
             while True:
-                ready = self._ready
-                if ready:
-                    self._next = (self._next + 1) % len(ready)
-                    link = ready[self._next]
-                    if link.is_open:
-                        self.hold(link)
-                        return link
+                link = self._least_held()
+                if link is not None:
+                    self.hold(link)
+                    return link
                 if self.replicas == 0 and not self.wakes_on_call:
                     raise NoReplica(f"{self.spec.name} is scaled to 0 replicas")
                 remaining = deadline - loop.time()
@@ -170,6 +167,24 @@ class Deployment(abc.ABC):
                     await asyncio.wait_for(self._changed.wait(), remaining)
         finally:
             self._wait(-1)
+
+    def _least_held(self) -> WorkerLink | None:
+        """The open ready link holding the fewest calls, the next in turn among equals (so calls one at a time go
+        round-robin, and a replica that just started takes the next calls of a busy function)."""
+        ready = self._ready
+        count = len(ready)
+        best: WorkerLink | None = None
+        fewest = chosen = 0
+        for step in range(1, count + 1):
+            link = ready[(self._next + step) % count]
+            held = self._holds.get(id(link), 0)
+            if link.is_open and (best is None or held < fewest):
+                best, fewest, chosen = link, held, (self._next + step) % count
+                if not held:
+                    break
+        if best is not None:
+            self._next = chosen
+        return best
 
     def _wait(self, change: int) -> None:
         self.waiting += change

@@ -1,4 +1,4 @@
-"""`dcf function ...` (alias `fn`): init, build, run, deploy, call, list, log, delete, scale."""
+"""`dcf function ...` (alias `fn`): init, build, run, deploy, call, map, list, log, delete, scale."""
 
 from __future__ import annotations
 
@@ -362,6 +362,74 @@ def call(state: CliState, name: str, data: str | None, timeout: float | None, ve
     body = data.encode("utf-8") if data is not None else read_stdin()
     with state.client() as client:
         write_reply(client.call_reply(name, body, timeout=timeout))
+
+
+def _map_inputs(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    """The files to map over, each with the name its result is saved under: a file as itself, a folder's files
+    (hidden ones skipped) by their path inside it."""
+    found: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            found += [(file, file.relative_to(path).as_posix()) for file in sorted(path.rglob("*"))
+                      if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)]
+        else:
+            found.append((path, path.name))
+    seen: dict[str, Path] = {}
+    for file, name in found:
+        if name in seen:
+            raise click.UsageError(f"{seen[name]} and {file} would both save their result as {name}: map them "
+                                   "one at a time, or put them in one folder")
+        seen[name] = file
+    return found
+
+
+def result_suffix(reply: Reply) -> str:
+    """The file suffix for a result: .txt for text, .json for JSON, the format's own for images, else .out."""
+    if reply.is_json:
+        return ".json"
+    if reply.is_text:
+        return ".txt"
+    for magic, suffix in ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"%PDF", ".pdf")):
+        if reply.data.startswith(magic):
+            return suffix
+    return ".out"
+
+
+@function.command(name="map")
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder for the results (default: NAME-results)")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="tries again of an input that failed")
+@click.option("--timeout", type=float, default=None, help="seconds the whole map may take")
+@click.option("--progress/--no-progress", default=None, help="a progress bar (default: on a terminal)")
+@pass_state
+@reports_errors
+def map_(state: CliState, name: str, paths: tuple[Path, ...], output: Path | None, retries: int,
+         timeout: float | None, progress: bool | None) -> None:
+    """Call a function once per file (files, or folders of them), spread over its replicas; one result file per
+    input in --output, named after it (photo.jpg -> photo.jpg.json)."""
+    inputs = _map_inputs(paths)
+    folder = output or Path(f"{name}-results")
+    folder.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with state.client() as client:
+        replies = client.map_replies(name, (file.read_bytes() for file, _ in inputs), retries=retries,
+                                     timeout=timeout, progress=progress, return_exceptions=True)
+        for (file, saved_as), reply in zip(inputs, replies, strict=True):
+            if isinstance(reply, DcfError):
+                failed += 1
+                click.echo(f"{file}: {reply}", err=True)
+                continue
+            target = folder / f"{saved_as}{result_suffix(reply)}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(reply.data)
+    done = len(inputs) - failed
+    click.echo(f"{done} of {len(inputs)} results in {folder}" + (f"; {failed} failed" if failed else ""),
+               err=True)
+    if failed:
+        sys.exit(1)
 
 
 @function.command(name="list")

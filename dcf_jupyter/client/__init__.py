@@ -15,7 +15,8 @@ from ._api import (
     logs,
     stream,
 )
-from ._core import Client, DeployResult, FunctionInfo, ReplicaGpus, Reply, Result, SecretInfo
+from ._core import Client, DeployResult, FunctionInfo, ReplicaGpus, SecretInfo
+from ._replies import Reply, Result
 
 __all__ = [
     "Client",

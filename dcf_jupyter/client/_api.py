@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from ..definition.spec import FunctionSpec, load_config
 from ..settings import named_address
-from ._core import Client, DeployResult, FunctionInfo, Result
+from ._core import Client, DeployResult, FunctionInfo
 from ._discovery import default_address
+from ._replies import Result
 
 
 class NotebookRoute(Protocol):

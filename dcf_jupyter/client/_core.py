@@ -15,30 +15,25 @@ import builtins
 import contextlib
 import json
 import os
-import random
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ..errors import (
-    ClientTimeout,
     ConfigError,
     DcfError,
     DeployError,
     ForeignGateway,
-    FunctionError,
     FunctionExists,
     FunctionNotFound,
     GatewayUnavailable,
     InvalidArgument,
     Overloaded,
-    Unauthenticated,
 )
 from ..host.credentials import read_owner_token
 from ..host.ports import describe_user, on_this_machine, serving_uids, split_address
@@ -50,60 +45,22 @@ from ..protocol.names import (
     DEPLOYED_BY,
     HEALTHY,
     INVOKE_BYTES,
-    JSON,
-    ORIGIN_FUNCTION,
-    ORIGIN_KEY,
-    RETRY_AFTER_KEY,
     SOURCE_FOLDER,
-    TEXT,
-    TRACEBACK_KEY,
     authorization,
 )
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
 from ._discovery import default_address
+from ._map import map_results
+from ._replies import Reply, Result, backoff_s, in_folder, rpc_error, to_bytes
 
 if TYPE_CHECKING:
     from ..definition.spec import FunctionSpec
 
 MANAGEMENT_TIMEOUT_S = 30.0
-MAX_BACKOFF_S = 10.0  # the longest wait between tries of a call refused for a full queue
 _READY = 2  # grpc_connectivity_state GRPC_CHANNEL_READY
 
 __all__ = ["Client", "FunctionInfo", "Reply", "Result"]
-
-Result: TypeAlias = "str | bytes | list[Any] | dict[str, Any] | int | float | bool | None"
-"""What `call` returns: str when the handler returned text, bytes for bytes, the parsed value for JSON."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A function's reply with what the handler returned: text, JSON or bytes."""
-
-    data: bytes
-    content_type: str = BINARY
-
-    @property
-    def is_text(self) -> bool:
-        """True when the handler returned a str."""
-        return self.content_type == TEXT
-
-    @property
-    def is_json(self) -> bool:
-        """True when the handler returned a JSON-able object."""
-        return self.content_type == JSON
-
-    def value(self) -> Result:
-        """What the handler returned, as far as the wire carries it (what `call` returns, in a script and in a
-        notebook alike): str for text, the parsed value for JSON, bytes otherwise."""
-        if self.content_type == JSON:
-            return self.json()  # type: ignore[no-any-return]
-        return self.data.decode("utf-8", "replace") if self.content_type == TEXT else self.data
-
-    def json(self) -> Any:
-        """The reply parsed as JSON."""
-        return json.loads(self.data)
-
 
 @dataclass(frozen=True)
 class ReplicaGpus:
@@ -254,104 +211,6 @@ class DeployResult:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """As a notebook cell's result: the sentence (its fields stay attributes)."""
         printer.text(self.message)
-
-
-def to_bytes(data: Any) -> bytes:
-    """Request payload: bytes as is, str as UTF-8, other objects as JSON."""
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    if isinstance(data, str):
-        return data.encode("utf-8")
-    if data is None:
-        return b""
-    return json.dumps(data).encode("utf-8")
-
-
-_RELATIVE_FILE = re.compile(r'File "(?![/<])([^"]+)"')
-
-
-def in_folder(traceback_text: str, folder: Path) -> str:
-    """A gateway's traceback, whose paths are relative to the function folder, with `folder` in front."""
-    def rooted(match: re.Match[str]) -> str:
-        path = folder / match.group(1)
-        return f'File "{path}"' if path.exists() else match.group(0)
-
-    return _RELATIVE_FILE.sub(rooted, traceback_text)
-
-
-_TOO_LARGE = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.3g} MiB"
-
-
-def _too_large_sentence(match: re.Match[str], details: str) -> str:
-    """grpcio's "Sent message larger than max (N vs. M)" as a sentence naming the limit and how to raise it."""
-    size, limit = int(match.group(2)), int(match.group(3))
-    gateway_side = "SERVER" in details
-    what = "reply" if match.group(1) == "Received" and not gateway_side else "request"
-    whose = "the gateway's" if gateway_side else "this client's"
-    return (f"the {what} is {_mib(size)}, more than {whose} limit of {_mib(limit)}: raise it with "
-            f"$DCF_MAX_MESSAGE_SIZE (bytes; `dcf --max-message-size`) for clients and the gateway's "
-            f"--max-message-size (both ends must allow it)")
-
-
-def _seconds(text: str | bytes) -> float:
-    """A Retry-After value in seconds (1 when it is not a number)."""
-    try:
-        return max(0.0, min(float(text), MAX_BACKOFF_S))
-    except ValueError:
-        return 1.0
-
-
-def backoff_s(retry_after: float, attempt: int) -> float:
-    """How long to wait before try `attempt` (1, 2, ...) after a full queue's refusal: what the gateway asked
-    for, doubled each try and jittered so that refused callers do not come back together."""
-    return min(MAX_BACKOFF_S, retry_after * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
-def _error(exc: grpc.RpcError, address: str, subject: str = "", function: str = "") -> DcfError:
-    """The DcfError for a failed RPC."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else "") or str(code)
-    trailing = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
-    origin = trailing.get(ORIGIN_KEY, "")
-    remote_tb = trailing.get(TRACEBACK_KEY, b"")
-    if isinstance(remote_tb, bytes):
-        remote_tb = remote_tb.decode("utf-8", "replace")
-    if origin == ORIGIN_FUNCTION:
-        return FunctionError(details, code=code.name, detail=remote_tb, function=function)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # no origin: the deadline was this client's own
-        return ClientTimeout(f"{subject or 'the call'}: no reply within the timeout this call was given "
-                             f"({details}); the call may still be running there: give it a longer timeout "
-                             "(timeout=, --timeout)", function=function)
-    if code == grpc.StatusCode.UNAVAILABLE and not origin:
-        return GatewayUnavailable(
-            f"no DCF gateway answers at {address} ({details}); start one with `dcf gateway start --detach` "
-            "or point DCF_GATEWAY / --gateway at a running one"
-        )
-    if code == grpc.StatusCode.NOT_FOUND:
-        return FunctionNotFound(details)
-    if code == grpc.StatusCode.ALREADY_EXISTS:
-        return FunctionExists(details)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and RETRY_AFTER_KEY in trailing:
-        return Overloaded(details, retry_after=_seconds(trailing[RETRY_AFTER_KEY]), function=function)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (too_large := _TOO_LARGE.search(details)):
-        return InvalidArgument(_too_large_sentence(too_large, details))
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE):
-        return InvalidArgument(details)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return DeployError(details, detail=remote_tb, function=function)
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return Unauthenticated(details)
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return DcfError(f"the gateway at {address} does not implement {subject or 'this call'} "
-                        f"(an original DCF gateway?): {details}")
-    return FunctionError(details, code=code.name, detail=remote_tb, function=function) if origin else DcfError(
-        f"{subject or 'the call'} failed: {code.name}: {details}")
 
 
 class Client:
@@ -523,7 +382,7 @@ class Client:
                 reply = self._raw_invoke(request, timeout=left, metadata=metadata)
                 return Reply(reply.Output, reply.ContentType or BINARY)
             except grpc.RpcError as exc:
-                error = _error(exc, self.address, f"calling {name!r}", name)
+                error = rpc_error(exc, self.address, f"calling {name!r}", name)
             attempt += 1
             if not isinstance(error, Overloaded) or attempt > retries:
                 raise error
@@ -543,7 +402,7 @@ class Client:
             metadata = self._metadata
             return self._stub.Invoke(self._request(name, data), timeout=timeout, metadata=metadata).Msg
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"calling {name!r}", name) from None
+            raise rpc_error(exc, self.address, f"calling {name!r}", name) from None
 
     def stream(self, name: str, inputs: Iterable[Any], *, timeout: float | None = None) -> Iterator[bytes]:
         """Bidirectional stream (DCF's Invokes): one reply per input, in order, as they arrive."""
@@ -553,9 +412,31 @@ class Client:
             for reply in replies:
                 yield reply.Output
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"streaming to {name!r}", name) from None
+            raise rpc_error(exc, self.address, f"streaming to {name!r}", name) from None
         finally:
             replies.cancel()
+
+    def map(self, name: str, inputs: Iterable[Any], *, ordered: bool = True, return_exceptions: bool = False,
+            retries: int = 0, timeout: float | None = None, progress: bool | None = None) -> Iterator[Result]:
+        """Call `name` once per input, spread over its replicas; a generator of the results (text, bytes or
+        parsed JSON), in input order unless `ordered=False`. Inputs are streamed: any iterable, a generator of
+        unknown length too. A failed input is tried again `retries` times, then raised (DcfError), or handed
+        back in its place with `return_exceptions=True`. `progress`: a bar (a widget in a notebook); by default
+        shown in notebooks and on terminals. `timeout`: for the whole map."""
+        if retries < 0:
+            raise InvalidArgument(f"retries={retries}: give 0 or more")
+        return map_results(self._stub.Map, self._metadata, self.address, name, inputs, ordered=ordered,
+                           return_exceptions=return_exceptions, retries=retries, timeout=timeout, progress=progress)
+
+    def map_replies(self, name: str, inputs: Iterable[Any], *, ordered: bool = True,
+                    return_exceptions: bool = False, retries: int = 0, timeout: float | None = None,
+                    progress: bool | None = None) -> Iterator[Reply | DcfError]:
+        """`map`, each result as its Reply (bytes and content type)."""
+        if retries < 0:
+            raise InvalidArgument(f"retries={retries}: give 0 or more")
+        return map_results(self._stub.Map, self._metadata, self.address, name, inputs, ordered=ordered,
+                           return_exceptions=return_exceptions, retries=retries, timeout=timeout, progress=progress,
+                           replies=True)
 
     def call_stream(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Iterator[Reply]:
         """Server streaming: one call whose handler yields several replies."""
@@ -565,7 +446,7 @@ class Client:
             for reply in replies:
                 yield Reply(reply.Output, reply.ContentType or BINARY)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, f"calling {name!r}", name) from None
+            raise rpc_error(exc, self.address, f"calling {name!r}", name) from None
         finally:
             replies.cancel()
 
@@ -577,7 +458,7 @@ class Client:
             metadata = self._metadata
             return getattr(self._stub, rpc)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address, subject, function) from None
+            raise rpc_error(exc, self.address, subject, function) from None
 
     def deploy(
         self, function: str | Path | FunctionSpec, name: str | None = None, *, update: bool = True,

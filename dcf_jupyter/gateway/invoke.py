@@ -22,9 +22,10 @@ from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
 from ..protocol.names import MAX_CALL_DEPTH, ORIGIN_FUNCTION, Status
 from ..protocol.wire import WireError, parse_call, time_left_field
 from .core import GatewayCore
+from .mapping import MapRun, first_map_request
 from .metrics import GatewayMetrics
 from .registry import FunctionRecord
-from .rpc import Abort, streaming_rpc, unary_rpc, within
+from .rpc import Abort, ReplicaLost, streaming_rpc, unary_rpc, within
 
 log = logging.getLogger("dcf.gateway")
 RETRY_AFTER_S = 1.0  # what a refusal for a full queue tells the caller to wait before trying again
@@ -61,9 +62,9 @@ async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: D
 
 
 def _link_lost(name: str, exc: LinkClosed) -> Abort:
-    return Abort(grpc.StatusCode.UNAVAILABLE,
-                 f"the worker of {name!r} stopped during the call ({exc}); it is being restarted, try again",
-                 origin=ORIGIN_FUNCTION)
+    return ReplicaLost(grpc.StatusCode.UNAVAILABLE,
+                       f"the worker of {name!r} stopped during the call ({exc}); it is being restarted, try again",
+                       origin=ORIGIN_FUNCTION)
 
 
 def _read(raw: bytes) -> tuple[str, float | None]:
@@ -124,11 +125,13 @@ class Invoker:
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
 
-    async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext) -> Any:
+    async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext,
+                    *, refuse: bool = True) -> Any:
         """A ready replica's link, held for this call until `deployment.let_go(link)`; at 0 replicas (of an
         autoscaled function, or one scaled to 0 by hand), the one the call starts (a cold start). Refused at once
-        when the function's queue is full: nothing accepted before is dropped for it."""
-        if deployment.refuses_more():
+        when the function's queue is full (unless `refuse` is False: a map keeps its own window within the
+        queue): nothing accepted before is dropped for it."""
+        if refuse and deployment.refuses_more():
             self.core.metrics.refused(record.name)
             function = deployment.spec.function
             taken = deployment.ready_replicas * function.calls_at_once
@@ -198,8 +201,15 @@ class Invoker:
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext, form: int) -> bytes:
         service, asked = _read(raw)
         record, deployment = self.route(service)
+        return await self.call_routed(record, deployment, raw, asked, context, form)
+
+    async def call_routed(self, record: FunctionRecord, deployment: Deployment, raw: bytes, asked: float | None,
+                          context: grpc.aio.ServicerContext, form: int = FORM_MESSAGES, *,
+                          refuse: bool = True) -> bytes:
+        """One call of `record`'s function with the serialized request `raw` (whose own TimeLeft is `asked`):
+        picked, counted, answered within the function's timeout; the reply's bytes in `form`."""
         with self._measured(record):
-            link = await self._pick(record, deployment, context)
+            link = await self._pick(record, deployment, context, refuse=refuse)
             try:
                 self.core.registry.count(record)
                 return await _answer(link.call(form, _forwarded(raw, asked, context)), record, deployment, link)
@@ -299,3 +309,12 @@ class Invoker:
                 deployment.let_go(link)  # the stream held its replica from its first message on
             measured.__exit__(*sys.exc_info())
 
+
+    @streaming_rpc
+    async def Map(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """A dataset through one function: each item a call to whichever replica is free, results as they
+        finish (gateway/mapping.py)."""
+        first = await first_map_request(requests)
+        record, deployment = self.route(first.Service)
+        async for replies in MapRun(self, record, deployment, context, first.Retries).run(first, requests):
+            yield replies

@@ -47,7 +47,12 @@ class Abort(Exception):
         return md
 
 
-def _unexpected(exc: BaseException) -> Abort:
+class ReplicaLost(Abort):
+    """The replica died before it answered: the function never finished the call (a map tries it again)."""
+
+
+def unexpected(exc: BaseException) -> Abort:
+    """A failure no code path expected, logged with its traceback, as a one-line INTERNAL status."""
     log.exception("internal error")
     return Abort(grpc.StatusCode.INTERNAL, f"gateway error: {type(exc).__name__}: {exc}")
 
@@ -55,7 +60,7 @@ def _unexpected(exc: BaseException) -> Abort:
 async def _end_rpc(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
     """End the RPC with the status of `exc`: an Abort as it says, anything else as INTERNAL with one line
     (never a bare traceback as a status)."""
-    failure = exc if isinstance(exc, Abort) else _unexpected(exc)
+    failure = exc if isinstance(exc, Abort) else unexpected(exc)
     await context.abort(failure.code, failure.message, trailing_metadata=failure.metadata())
     raise AssertionError("context.abort raises")
 

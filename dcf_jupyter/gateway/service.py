@@ -187,6 +187,7 @@ class Gateway:
                 "InvokeBytes": unary(self.invoker.InvokeBytes, req),
                 "InvokeStream": grpc.unary_stream_rpc_method_handler(self.invoker.InvokeStream, req, None),
                 "Invokes": grpc.stream_stream_rpc_method_handler(self.invoker.Invokes, req, None),
+                "Map": grpc.stream_stream_rpc_method_handler(self.invoker.Map, req, None),
                 "List": unary(self.List, pb.Empty.FromString, pb.Functions.SerializeToString),
                 "Deploy": unary(self.deployer.Deploy, pb.CreateFunctionRequest.FromString, message),
                 "Update": unary(self.deployer.Update, pb.CreateFunctionRequest.FromString, message),

@@ -31,8 +31,9 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..client._core import Client, FunctionInfo, Reply
+from ..client._core import Client, FunctionInfo
 from ..client._discovery import SHARED_ID, GatewayEntry, all_gateways
+from ..client._replies import Reply
 from ..definition.source import iter_source_files
 from ..definition.spec import load_config
 from ..errors import (

@@ -67,6 +67,17 @@ class FunctionProxy:
         """Stream inputs through the function (DCF's Invokes): one reply per input, in order."""
         return self.session.client().stream(self.name, inputs, timeout=timeout)
 
+    def map(self, inputs: Iterable[Any], *, ordered: bool = True, return_exceptions: bool = False,
+            retries: int = 0, timeout: float | None = None, progress: bool | None = None) -> Iterator[Any]:
+        """Call the function once per input, spread over its replicas, with a progress bar; a generator of the
+        results (`list(f.map(photos))`), in input order unless `ordered=False` (see Client.map)."""
+        try:
+            yield from self.session.client().map(self.name, inputs, ordered=ordered,
+                                                 return_exceptions=return_exceptions, retries=retries,
+                                                 timeout=timeout, progress=progress)
+        except FunctionNotFound as exc:
+            raise self._not_deployed(exc) from None
+
     def call_stream(self, data: Any = b"", *, timeout: float | None = None) -> Iterator[Any]:
         """One call whose handler yields several replies (server streaming)."""
         try:

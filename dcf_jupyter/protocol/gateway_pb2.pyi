@@ -235,3 +235,45 @@ class SecretValues(_message.Message):
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     Secrets: _containers.RepeatedCompositeFieldContainer[SecretRequest]
     def __init__(self, Secrets: _Optional[_Iterable[_Union[SecretRequest, _Mapping]]] = ...) -> None: ...
+
+class MapRequest(_message.Message):
+    __slots__ = ("Service", "Items", "Retries")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    Service: str
+    Items: _containers.RepeatedCompositeFieldContainer[MapItem]
+    Retries: int
+    def __init__(self, Service: _Optional[str] = ..., Items: _Optional[_Iterable[_Union[MapItem, _Mapping]]] = ..., Retries: _Optional[int] = ...) -> None: ...
+
+class MapItem(_message.Message):
+    __slots__ = ("Index", "Input")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    Index: int
+    Input: bytes
+    def __init__(self, Index: _Optional[int] = ..., Input: _Optional[bytes] = ...) -> None: ...
+
+class MapResult(_message.Message):
+    __slots__ = ("Index", "Reply", "Code", "Error", "Origin", "Traceback", "Tries")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    TRIES_FIELD_NUMBER: _ClassVar[int]
+    Index: int
+    Reply: Messages
+    Code: str
+    Error: str
+    Origin: str
+    Traceback: str
+    Tries: int
+    def __init__(self, Index: _Optional[int] = ..., Reply: _Optional[_Union[Messages, _Mapping]] = ..., Code: _Optional[str] = ..., Error: _Optional[str] = ..., Origin: _Optional[str] = ..., Traceback: _Optional[str] = ..., Tries: _Optional[int] = ...) -> None: ...
+
+class MapReplies(_message.Message):
+    __slots__ = ("Results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    Results: _containers.RepeatedCompositeFieldContainer[MapResult]
+    def __init__(self, Results: _Optional[_Iterable[_Union[MapResult, _Mapping]]] = ...) -> None: ...

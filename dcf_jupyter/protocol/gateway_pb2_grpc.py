@@ -119,6 +119,11 @@ class GatewayStub(object):
                 request_serializer=gateway__pb2.FunctionRequest.SerializeToString,
                 response_deserializer=gateway__pb2.SecretValues.FromString,
                 _registered_method=True)
+        self.Map = channel.stream_stream(
+                '/pb.Gateway/Map',
+                request_serializer=gateway__pb2.MapRequest.SerializeToString,
+                response_deserializer=gateway__pb2.MapReplies.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer(object):
@@ -233,6 +238,15 @@ class GatewayServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Map(self, request_iterator, context):
+        """A dataset through one function (dcf_jupyter's `.map`): items stream in with their index, each is a call
+        to whichever replica is free, results stream back as they finish (in any order), several to a message.
+        The gateway reads no further than it has room for, so flow control paces the sender.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +334,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ReplicaSecrets,
                     request_deserializer=gateway__pb2.FunctionRequest.FromString,
                     response_serializer=gateway__pb2.SecretValues.SerializeToString,
+            ),
+            'Map': grpc.stream_stream_rpc_method_handler(
+                    servicer.Map,
+                    request_deserializer=gateway__pb2.MapRequest.FromString,
+                    response_serializer=gateway__pb2.MapReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +800,33 @@ class Gateway(object):
             '/pb.Gateway/ReplicaSecrets',
             gateway__pb2.FunctionRequest.SerializeToString,
             gateway__pb2.SecretValues.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Map(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/pb.Gateway/Map',
+            gateway__pb2.MapRequest.SerializeToString,
+            gateway__pb2.MapReplies.FromString,
             options,
             channel_credentials,
             insecure,
