@@ -190,6 +190,20 @@ class Deployment(abc.ABC):
         self.waiting += change
         self.load_changed.set()
 
+    def add_waiting(self, count: int) -> None:
+        """Count `count` more (fewer, when negative) callers waiting for a replica: a map's items not yet called."""
+        self._wait(count)
+
+    @property
+    def queues_at_replicas(self) -> bool:
+        """Whether a call picked now waits at the replica it was given (a Serve handle holds it until any replica
+        is free instead)."""
+        return True
+
+    def has_room(self, per_replica: int) -> bool:
+        """Whether its ready replicas hold fewer than `per_replica` calls each, on average."""
+        return sum(self._holds.values()) < self.ready_replicas * per_replica
+
     def hold(self, link: WorkerLink) -> None:
         """Count a call (or an open stream) on `link` until `let_go(link)`."""
         self._holds[id(link)] = self._holds.get(id(link), 0) + 1

@@ -14,6 +14,7 @@ exactly once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import random
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ MAX_RETRIES = 100
 MAX_RESULTS_PER_MESSAGE = 512
 RESULT_BYTES_PER_MESSAGE = 1 << 20  # results packed into one message up to this size (one larger goes alone)
 FULL_QUEUE_POLL_S = 0.05  # how often a map with nothing in flight looks again at a queue others filled
+LOOK_AGAIN_S = 0.02  # how often a map whose replicas are all full looks for a new one
 RETRY_PAUSE_S = 0.1  # the first pause before an item is tried again, doubled each try (jittered), at most 5 s
 
 
@@ -93,12 +95,18 @@ class MapRun:
         self.deployment = deployment
         self.context = context
         self.retries = retries
+        function = deployment.spec.function
+        self.per_replica = function.calls_at_once + PIPELINE  # calls a replica holds: those it runs, and the next
         self.outbox: list[pb.MapResult] = []
         self.open = 0  # items taken in whose result is not written yet
+        # Items read but not yet called: counted as callers waiting, so the autoscaler sees them, and called as
+        # replicas have room (a replica that comes up then takes its share instead of all waiting on the first).
+        self.backlog: collections.deque[tuple[int, bytes]] = collections.deque()
         self.results_ready = asyncio.Event()  # set when the outbox fills or reading ends
         self.room = asyncio.Event()  # set when a result is written: the window has room again
         self.calls: set[asyncio.Task[None]] = set()
         self.reading: asyncio.Task[None] | None = None
+        self._look_again: asyncio.TimerHandle | None = None
 
     async def run(self, first: pb.MapRequest, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The serialized MapReplies of the stream, as results come, until every item read is answered."""
@@ -123,6 +131,10 @@ class MapRun:
             self.reading.cancel()
             for call in list(self.calls):
                 call.cancel()
+            self.deployment.add_waiting(-len(self.backlog))
+            self.backlog.clear()
+            if self._look_again is not None:
+                self._look_again.cancel()
 
     def _take_results(self) -> list[pb.MapResult]:
         """The results for one message: all that wait, up to a count and a size."""
@@ -138,16 +150,15 @@ class MapRun:
 
     async def _read(self, message: pb.MapRequest, requests: AsyncIterator[bytes]) -> None:
         name = self.record.name
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 for item in message.Items:
                     await self._wait_for_room()
                     self.open += 1
                     request = pb.InvokeServiceRequest(Service=name, Input=item.Input).SerializeToString()
-                    call = loop.create_task(self._call(item.Index, request))
-                    self.calls.add(call)
-                    call.add_done_callback(self.calls.discard)
+                    self.backlog.append((item.Index, request))
+                    self.deployment.add_waiting(1)
+                    self._call_waiting()
                 raw = await anext(aiter(requests), None)
                 if raw is None:
                     return
@@ -166,6 +177,31 @@ class MapRun:
                 await self.room.wait()
             else:  # others filled the queue: nothing of ours will free room, so look again shortly
                 await asyncio.sleep(FULL_QUEUE_POLL_S)
+
+    def _call_waiting(self) -> None:
+        """Call the backlog's items while a replica has room for them (Serve's handle queues them itself); with
+        no replica up, one item, whose call starts one; else look again shortly, as replicas come up."""
+        self._look_again = None
+        deployment = self.deployment
+        loop = asyncio.get_running_loop()
+        while self.backlog:
+            ready = deployment.ready_replicas
+            # Its own calls count as they are made (a call holds its replica only once its task runs).
+            full = len(self.calls) >= ready * self.per_replica or not deployment.has_room(self.per_replica)
+            if deployment.queues_at_replicas and full and (ready or self.calls):
+                if self._look_again is None:
+                    self._look_again = loop.call_later(LOOK_AGAIN_S, self._call_waiting)
+                return
+            index, request = self.backlog.popleft()
+            deployment.add_waiting(-1)
+            call = loop.create_task(self._call(index, request))
+            self.calls.add(call)
+            call.add_done_callback(self._called)
+
+    def _called(self, call: asyncio.Task[None]) -> None:
+        self.calls.discard(call)
+        if self.backlog:
+            self._call_waiting()
 
     async def _call(self, index: int, request: bytes) -> None:
         """One item, tried until it has a result, which goes to the outbox."""

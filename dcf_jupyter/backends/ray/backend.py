@@ -481,6 +481,10 @@ class RayDeployment(Deployment):
         return [self._link] if self._link is not None and self._wanted > 0 else []
 
     @property
+    def queues_at_replicas(self) -> bool:
+        return False  # Serve's handle holds calls until a replica is free, and its autoscaler reads that queue
+
+    @property
     def replicas(self) -> int:
         state = self._state()
         if self.spec.function.autoscaling and state is not None:  # what Serve's autoscaler wants now
