@@ -476,20 +476,34 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
         cluster.remove_node(rejoined)
 
 
-NEVER = "class Handler:\n    def __call__(self, req):\n        return 'x'\n"
+# The node that answered, after a little work (so that a map's calls overlap).
+NODE = """
+import time
+
+import ray
+
+
+class Handler:
+    def __call__(self, req):
+        time.sleep(0.05)
+        return ray.get_runtime_context().get_node_id()
+"""
 
 
 @pytest.mark.timeout(600)
 def test_cpu_replicas_that_take_every_cpu_leave_a_gpu_function_placeable(ray_gateway: GatewayHandle, cluster: Cluster,
                                                                          make_function) -> None:
     """The order that used to starve GPUs: CPU-only replicas take every CPU, the GPU node's one included; then a
-    `gpu: 1` function deploys. Its replica asks for no CPU (only `limits.cpu` would), so it lands on the GPU."""
+    `gpu: 1` function deploys. Its replica asks for no CPU (only `limits.cpu` would), so it lands on the GPU.
+    A map over the CPU function spreads over its replicas on both nodes."""
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
-    fill = with_keys(make_function("fill", NEVER), limits={"cpu": "1"})
+    fill = with_keys(make_function("fill", NODE), limits={"cpu": "1"})
     where = with_keys(make_function("where", WHERE), limits={"gpu": "1"})
     try:
         ray_gateway.client.deploy(fill, replicas=3)  # 2 CPUs of the head, 1 of the GPU node
         assert ray_gateway.client.get("fill").available_replicas == 3
+        nodes = list(ray_gateway.client.map("fill", [b""] * 60, timeout=120))
+        assert set(nodes) == {cluster.head_node.node_id, gpu_node.node_id}, nodes
         started = time.monotonic()
         ray_gateway.client.deploy(where)
         assert time.monotonic() - started < 60
