@@ -30,8 +30,10 @@ from .errors import (
 
 if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers should see it
     from .client import (
+        CallStatus,
         Client,
         DeployResult,
+        FunctionCall,
         FunctionInfo,
         Reply,
         Result,
@@ -51,7 +53,7 @@ if TYPE_CHECKING:  # what the lazy loader below hands out, as type checkers shou
 # Loaded on first use: worker and gateway processes import this package too and
 # should not pay for the client, IPython or widgets.
 _LAZY = {
-    "Client": "client", "DeployResult": "client",
+    "Client": "client", "DeployResult": "client", "FunctionCall": "client", "CallStatus": "client",
     "FunctionInfo": "client", "Reply": "client", "Result": "client", "get_client": "client",
     "call": "client", "stream": "client", "deploy": "client", "delete": "client", "logs": "client",
     "list_functions": "client",
@@ -63,12 +65,14 @@ _LAZY = {
 
 __all__ = [
     "BuildError",
+    "CallStatus",
     "Client",
     "ClientTimeout",
     "ConfigError",
     "DcfError",
     "DeployError",
     "DeployResult",
+    "FunctionCall",
     "FunctionError",
     "FunctionExists",
     "FunctionInfo",

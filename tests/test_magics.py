@@ -39,8 +39,8 @@ def ip(gateway, tmp_path_factory):
     shell.run_line_magic("config", f"DcfMagics.workspace = {str(workspace)!r}")
     shell.user_ns["WORKSPACE"] = workspace
     yield shell
-    for name in ("nb-listed", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src", "api-class",
-                 "nb-picky", "nb-bound", "nb-taken"):
+    for name in ("nb-listed", "nb-mapped", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src",
+                 "api-class", "nb-picky", "nb-bound", "nb-taken"):
         with contextlib.suppress(FunctionNotFound):  # not every test deploys every name
             gateway.client.delete(name)
 
@@ -154,6 +154,18 @@ def test_dcf_list_logs_delete_status(ip, gateway, capsys) -> None:
         ip.run_line_magic("dcf", "")
     with pytest.raises(UsageError):
         ip.run_line_magic("dcf", "frobnicate")
+
+
+def test_a_cells_function_maps_and_spawns_and_dcf_result_fetches_by_id(ip, gateway, capsys) -> None:
+    cell(ip, "%%dcf_function nb-mapped\n"
+             "class Handler:\n    def __call__(self, req):\n        return req.text.upper()\n")
+    assert list(ip.user_ns["nb_mapped"].map(["a", "b", "c"], progress=False)) == ["A", "B", "C"]
+    job = ip.user_ns["nb_mapped"].spawn("later")
+    assert ip.run_line_magic("dcf", f"result {job.id} --timeout 30") == "LATER"
+    ip.run_line_magic("dcf", f"result {job.id} --status")
+    assert f"{job.id} (nb-mapped): done, 1 of 1 done" in capsys.readouterr().out
+    whole = ip.user_ns["nb_mapped"].spawn_map(["x", "y"])
+    assert ip.run_line_magic("dcf", f"result {whole.id} --timeout 30") == ["X", "Y"]
 
 
 def test_dcf_secret_asks_each_value_and_never_shows_it(ip, gateway, capsys, monkeypatch) -> None:

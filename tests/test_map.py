@@ -5,6 +5,7 @@ streamed with back-pressure, the autoscaler bringing replicas up for a map, the 
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import signal
 import time
@@ -242,5 +243,5 @@ def test_the_progress_widget_updates_in_a_real_kernel_while_the_cell_runs(gatewa
     assert values[-1] == 30 and len(set(values)) >= 5, values
     times = [when for when, _ in updates]
     assert times[0] < ended - 1.0, (started, ended, updates)  # seen well before the cell ended
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert max(gaps) < 0.35, updates  # redrawn at least 5 times a second as results come

@@ -476,6 +476,7 @@ def test_a_gpu_function_lands_on_the_gpu_node(ray_gateway: GatewayHandle, cluste
         cluster.remove_node(rejoined)
 
 
+NEVER = "class Handler:\n    def __call__(self, req):\n        return 'x'\n"
 # The node that answered, after a little work (so that a map's calls overlap).
 NODE = """
 import time

@@ -11,6 +11,7 @@ from .function import call, function
 from .gateway import gateway
 from .runtime import runtime
 from .secret import secret
+from .spawned import call_group
 
 
 @click.group(cls=AliasedGroup,
@@ -43,6 +44,7 @@ cli.add_command(function)
 cli.add_command(gateway)
 cli.add_command(runtime)
 cli.add_command(secret)
+cli.add_command(call_group)
 cli.add_command(demo)
 # The DCF CLI also had `dcf-cli invoke NAME` at the top level.
 cli.add_command(call, name="invoke")

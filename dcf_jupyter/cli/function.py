@@ -1,4 +1,4 @@
-"""`dcf function ...` (alias `fn`): init, build, run, deploy, call, map, list, log, delete, scale."""
+"""`dcf function ...` (alias `fn`): init, build, run, deploy, call, map, spawn, list, log, delete, scale."""
 
 from __future__ import annotations
 
@@ -364,6 +364,19 @@ def call(state: CliState, name: str, data: str | None, timeout: float | None, ve
         write_reply(client.call_reply(name, body, timeout=timeout))
 
 
+@function.command()
+@click.argument("name")
+@click.option("-d", "--data", default=None, help="request body (default: read stdin)")
+@click.option("--callback-url", default="", help="the gateway POSTs the result here when it is done")
+@pass_state
+@reports_errors
+def spawn(state: CliState, name: str, data: str | None, callback_url: str) -> None:
+    """Start a call the gateway runs on its own and keeps; prints its id (`dcf call get ID` for the result)."""
+    body = data.encode("utf-8") if data is not None else read_stdin()
+    with state.client() as client:
+        click.echo(client.spawn(name, body, callback_url=callback_url).id)
+
+
 def _map_inputs(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
     """The files to map over, each with the name its result is saved under: a file as itself, a folder's files
     (hidden ones skipped) by their path inside it."""
@@ -445,12 +458,15 @@ def list_(state: CliState, as_json: bool, verbose: bool) -> None:
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(f) for f in functions], indent=2))
         return
-    rows = [("Function", "Image", "Maintainer", "Invocations", "Replicas", "Status", "Backend", "Description")]
+    scheduled = any(f.schedule for f in functions)  # a column for the next runs only when something has them
+    rows = [("Function", "Image", "Maintainer", "Invocations", "Replicas", "Status", "Backend", "Description")
+            + (("Next run",) if scheduled else ())]
     for f in functions:
         rows.append((f.name, f.image or "-", f.annotations.get("dcf.maintainer", ""), str(f.invocations),
                      f.replicas_said,
                      f"{f.status} ({f.annotations[DEPLOYED_BY]}'s)" if f.deployed_elsewhere else f.status,
-                     f.backend, f.annotations.get("dcf.desc", "")))
+                     f.backend, f.annotations.get("dcf.desc", ""))
+                    + ((f.next_run_said.removeprefix("next run ") or "-",) if scheduled else ()))
     for index, line in enumerate(aligned_lines(rows)):  # not echo_table: -v puts each function's details under it
         click.echo(line)
         if verbose and index > 0:

@@ -15,12 +15,15 @@ from ._api import (
     logs,
     stream,
 )
+from ._calls import CallStatus, FunctionCall
 from ._core import Client, DeployResult, FunctionInfo, ReplicaGpus, SecretInfo
 from ._replies import Reply, Result
 
 __all__ = [
+    "CallStatus",
     "Client",
     "DeployResult",
+    "FunctionCall",
     "FunctionInfo",
     "ReplicaGpus",
     "Reply",

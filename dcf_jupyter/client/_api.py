@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ..definition.spec import FunctionSpec, load_config
 from ..settings import named_address
+from ._calls import use_clients
 from ._core import Client, DeployResult, FunctionInfo
 from ._discovery import default_address
 from ._replies import Result
@@ -55,6 +56,9 @@ def get_client(gateway: str | None = None, config_gateway: str | None = None) ->
         if client is None:
             client = _clients[address] = Client(address)
         return client
+
+
+use_clients(get_client)  # FunctionCall.from_id(ID) finds the gateway as a call does
 
 
 def call(name: str, data: Any = b"", *, gateway: str | None = None, timeout: float | None = None,

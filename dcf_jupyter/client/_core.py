@@ -50,8 +50,9 @@ from ..protocol.names import (
 )
 from ..settings import ENV_TLS_CA, ENV_TOKEN, grpc_options, named_address
 from ..settings import max_message_size as default_max_message_size
+from ._calls import CallStatus, FunctionCall
 from ._discovery import default_address
-from ._map import map_results
+from ._map import MapInputs, map_results, result_value
 from ._replies import Reply, Result, backoff_s, in_folder, rpc_error, to_bytes
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class FunctionInfo:
     queued: int = 0  # calls waiting beyond those its ready replicas take in at once
     max_queued: int = 0  # config.yaml's max_queued_requests (-1: no limit; 0 from a gateway that does not say)
     max_batch_size: int = 0  # config.yaml's batching.max_batch_size (0: not batched)
+    schedule: str = ""  # config.yaml's schedule (cron)
+    next_run: float = 0.0  # when the schedule runs it next (Unix seconds; 0: no schedule)
 
     @property
     def idle(self) -> bool:
@@ -143,6 +146,14 @@ class FunctionInfo:
         batches = f", batches of up to {self.max_batch_size}" if self.max_batch_size else ""
         return f"{self.queued} queued ({limit}){batches}"
 
+    @property
+    def next_run_said(self) -> str:
+        """'next run 14:05:00 (*/5 * * * *)' ('' without a schedule)."""
+        if not self.schedule:
+            return ""
+        when = time.strftime("%H:%M:%S", time.localtime(self.next_run)) if self.next_run else "soon"
+        return f"next run {when} ({self.schedule})"
+
     def scaled(self) -> str:
         """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)', or for 0 'Scaled: echo to 0
         replicas: idle until called (the next call starts one)'."""
@@ -172,7 +183,7 @@ class FunctionInfo:
             autoscaling=(fn.MinReplicas, fn.MaxReplicas) if fn.Autoscaled else None,
             cold_starts=fn.ColdStarts, last_cold_start_s=fn.LastColdStartSeconds,
             last_cold_start_at=fn.LastColdStartAt, queued=fn.Queued, max_queued=fn.MaxQueued,
-            max_batch_size=fn.MaxBatchSize,
+            max_batch_size=fn.MaxBatchSize, schedule=fn.Schedule, next_run=fn.NextRun,
         )
 
 
@@ -437,6 +448,55 @@ class Client:
         return map_results(self._stub.Map, self._metadata, self.address, name, inputs, ordered=ordered,
                            return_exceptions=return_exceptions, retries=retries, timeout=timeout, progress=progress,
                            replies=True)
+
+    def spawn(self, name: str, data: Any = b"", *, callback_url: str = "") -> FunctionCall:
+        """Start one call that the gateway runs on its own and keeps (input and result, 24 h): returns at once,
+        with the call's id; `.get()` its result later, from here or after a restart (FunctionCall.from_id).
+        `callback_url`: the gateway POSTs the result there when it is done."""
+        return self._spawn(name, [data], single=True, callback_url=callback_url)
+
+    def spawn_map(self, name: str, inputs: Iterable[Any], *, retries: int = 0, callback_url: str = ""
+                  ) -> FunctionCall:
+        """A whole map as one spawned call: the inputs are sent (and kept) now, the gateway calls the function
+        for each on its own; `.get()` gives the results in input order."""
+        if retries < 0:
+            raise InvalidArgument(f"retries={retries}: give 0 or more")
+        return self._spawn(name, inputs, retries=retries, callback_url=callback_url)
+
+    def _spawn(self, name: str, inputs: Iterable[Any], *, single: bool = False, retries: int = 0,
+               callback_url: str = "") -> FunctionCall:
+        sender = MapInputs(name, inputs, retries, single=single, callback_url=callback_url)
+        try:
+            metadata = self._metadata
+            info = self._stub.Spawn(sender.requests(unpaced=True), timeout=MANAGEMENT_TIMEOUT_S * 10,
+                                    metadata=metadata)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, self.address, f"spawning a call of {name!r}", name) from None
+        if sender.error is not None:
+            raise sender.error
+        return FunctionCall(self, info.Id)
+
+    def call_status(self, call_id: str, *, wait: float = 0.0) -> CallStatus:
+        """How a spawned call stands (once it finished, waiting up to `wait` seconds for that)."""
+        timeout = MANAGEMENT_TIMEOUT_S + wait
+        return CallStatus.from_pb(self._manage("GetCall", pb.CallRequest(Id=call_id, Wait=wait),
+                                               f"asking for call {call_id}", timeout=timeout))
+
+    def call_results(self, call_id: str, *, replies: bool = False) -> Iterator[Any]:
+        """A spawned call's results so far, in input order (a failed input as its DcfError); each as its Reply
+        with `replies`."""
+        try:
+            metadata = self._metadata
+            for message in self._stub.CallResults(pb.CallRequest(Id=call_id), timeout=MANAGEMENT_TIMEOUT_S,
+                                                  metadata=metadata):
+                for result in message.Results:
+                    yield result_value(result, self.address, "", replies=replies)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, self.address, f"fetching the results of call {call_id}") from None
+
+    def cancel_call(self, call_id: str) -> CallStatus:
+        """Stop a spawned call: inputs not answered yet are not called."""
+        return CallStatus.from_pb(self._manage("CancelCall", pb.CallRequest(Id=call_id), f"cancelling call {call_id}"))
 
     def call_stream(self, name: str, data: Any = b"", *, timeout: float | None = None) -> Iterator[Reply]:
         """Server streaming: one call whose handler yields several replies."""

@@ -28,12 +28,15 @@ CHUNK_BYTES = 1 << 20  # ... and no more bytes than this (an input larger goes a
 CHUNK_S = 0.005  # a chunk waits no longer than this for more inputs from a slow iterable
 
 
-class _Inputs:
+class MapInputs:
     """The request side: the caller's inputs as MapRequests, run on gRPC's sending thread."""
 
-    def __init__(self, name: str, inputs: Iterable[Any], retries: int) -> None:
+    def __init__(self, name: str, inputs: Iterable[Any], retries: int, *, single: bool = False,
+                 callback_url: str = "") -> None:
         self.name = name
         self.retries = retries
+        self.single = single
+        self.callback_url = callback_url
         self._inputs = iter(inputs)
         self.slots = threading.Semaphore(WINDOW)  # released as each result is handed back
         self.error: Exception | None = None  # the caller's iterable failed (raised in the caller's thread)
@@ -44,7 +47,8 @@ class _Inputs:
         self._stopped = True
         self.slots.release()  # wakes the sending thread if it waits for a slot
 
-    def requests(self) -> Iterator[pb.MapRequest]:
+    def requests(self, unpaced: bool = False) -> Iterator[pb.MapRequest]:
+        """The MapRequests; `unpaced`: no window (a spawn, whose gateway keeps every input it is sent)."""
         index = 0
         first = True
         exhausted = False
@@ -53,7 +57,7 @@ class _Inputs:
             size = 0
             began = 0.0
             while len(items) < CHUNK_ITEMS and size < CHUNK_BYTES:
-                if not self.slots.acquire(blocking=not items):
+                if not unpaced and not self.slots.acquire(blocking=not items):
                     break  # the window is full: send what there is
                 if self._stopped:
                     return
@@ -75,8 +79,22 @@ class _Inputs:
                     break
             if items or first:
                 yield pb.MapRequest(Service=self.name if first else "", Items=items,
-                                    Retries=self.retries if first else 0)
+                                    Retries=self.retries if first else 0, Single=first and self.single,
+                                    CallbackUrl=self.callback_url if first else "")
                 first = False
+
+
+def result_value(result: pb.MapResult, address: str, name: str, *, replies: bool = False) -> Any:
+    """An item's result: what the handler returned (its Reply with `replies`), or its failure as a DcfError."""
+    if not result.Code:
+        reply = Reply(result.Reply.Output, result.Reply.ContentType or BINARY)
+        return reply if replies else reply.value()
+    trailing: dict[str, str | bytes] = {ORIGIN_KEY: result.Origin}
+    if result.Traceback:
+        trailing[TRACEBACK_KEY] = result.Traceback
+    tries = f" ({result.Tries} tries)" if result.Tries > 1 else ""
+    return error_of(grpc.StatusCode[result.Code], f"input {result.Index}{tries}: {result.Error}", trailing,
+                    address, f"calling {name!r}" if name else "the call", name)
 
 
 def _total(inputs: Iterable[Any]) -> int | None:
@@ -89,20 +107,12 @@ def map_results(open_map: Callable[..., Any], metadata: Any, address: str, name:
                 timeout: float | None = None, progress: bool | None = None, replies: bool = False) -> Iterator[Any]:
     """Each input's result (see Client.map), over a Map stream that `open_map` (the stub's) opens with
     `metadata`; its Reply with `replies`."""
-    sender = _Inputs(name, inputs, retries)
+    sender = MapInputs(name, inputs, retries)
     shown = shown_by_default() if progress is None else progress
     counter = MapProgress(name, _total(inputs), shown)
 
     def value(result: pb.MapResult) -> Any:
-        if not result.Code:
-            reply = Reply(result.Reply.Output, result.Reply.ContentType or BINARY)
-            return reply if replies else reply.value()
-        trailing: dict[str, str | bytes] = {ORIGIN_KEY: result.Origin}
-        if result.Traceback:
-            trailing[TRACEBACK_KEY] = result.Traceback
-        tries = f" ({result.Tries} tries)" if result.Tries > 1 else ""
-        return error_of(grpc.StatusCode[result.Code], f"input {result.Index}{tries}: {result.Error}", trailing,
-                        address, f"mapping over {name!r}", name)
+        return result_value(result, address, name, replies=replies)
 
     def handed(result: Any) -> Any:
         sender.slots.release()

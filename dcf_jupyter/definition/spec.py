@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, InvalidArgument, InvalidName, brief
+from .cron import cron_problem
 from .keys import (
     Assignments,
     Checker,
@@ -361,6 +362,11 @@ class FunctionSpec:
                                    keyword="max_queued_requests", metavar="N",
                                    help="calls it holds beyond those its replicas run before it refuses more at "
                                         f"once (default {DEFAULT_MAX_QUEUED_REQUESTS}; -1: no limit)")
+    schedule: str = key("", Text(max_len=200, check=cron_problem), flag="--schedule", keyword="schedule",
+                        metavar="CRON", help="run it on this schedule, each run a spawned call: cron's five fields "
+                                             "(\"*/5 * * * *\"), or six with seconds first")
+    schedule_input: str = key("", Text(), flag="--schedule-input", keyword="schedule_input", metavar="TEXT",
+                              help="the request each scheduled run gets (default: empty)")
     autoscaling: Autoscaling | None = key(None, Section(Autoscaling, optional=True), keyword="autoscaling",
                                           help="keep between min_replicas and max_replicas replicas, about "
                                                "target_ongoing_requests calls in each")

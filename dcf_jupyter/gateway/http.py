@@ -4,6 +4,8 @@
                                      (a generator's items stream back as they come: chunked, or server-sent
                                      events with `Accept: text/event-stream`)
     GET  /function/{name}/stream     a WebSocket: one message one call, replies in order (an Invokes stream)
+    POST /async-function/{name}      Spawn: 202 and X-Call-Id at once; X-Callback-Url gets the result POSTed
+    GET  /system/call/{id}           GetCall: how a spawned call stands, its result once done (?wait=S)
     GET  /system/functions           List            POST/PUT /system/functions   Deploy / Update (JSON)
     GET  /system/function/{name}     GetMeta         DELETE /system/function/{name}   Delete
     GET  /system/function-log/{name} GetLog          PUT  /system/scale-function  ReplicaUpdate
@@ -21,6 +23,7 @@ WebSockets too.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import logging
@@ -41,10 +44,12 @@ from ..protocol.names import method as rpc_path
 from ..protocol.wire import call_head
 from .auth import TokenPolicy
 from .http_server import OpenConnections
+from .invoke import MAX_CALL_WAIT_S
 from .limits import BODY_BUDGET_MESSAGES, IDLE_TIMEOUT_S, TCP_CONNECTIONS_MAX, BodyBudget, BodyTooMuch
 from .metrics import GatewayMetrics
 from .openapi import openapi
 from .rpc import Abort, within
+from .spawned import check_callback
 
 log = logging.getLogger("dcf.gateway")
 
@@ -57,6 +62,7 @@ HTTP_STATUS = {
 }
 CONTENT_TYPES = {TEXT: "text/plain; charset=utf-8", JSON: "application/json", BINARY: "application/octet-stream"}
 TIMEOUT_HEADER = "X-Dcf-Timeout"  # seconds the caller waits, as a gRPC deadline does
+CALLBACK_HEADER = "X-Callback-Url"  # where a spawned call's result is POSTed (OpenFaaS's async functions' header)
 ORIGIN_HEADER = "X-Dcf-Origin"  # who failed: the gateway or the function (as gRPC's trailing metadata says)
 
 
@@ -136,6 +142,8 @@ class HttpFace:
                               middlewares=[self.connections.busy, self._errors])
         app.router.add_post("/function/{name}", self.invoke)
         app.router.add_get("/function/{name}/stream", self.stream)
+        app.router.add_post("/async-function/{name}", self.spawn)
+        app.router.add_get("/system/call/{id}", self.get_call)
         app.router.add_get("/system/functions", self.list_functions)
         app.router.add_post("/system/functions", self.deploy)
         app.router.add_put("/system/functions", self.update)
@@ -383,6 +391,42 @@ class HttpFace:
 
     # --- management -----------------------------------------------------------------------------------------
 
+    async def spawn(self, request: web.Request) -> web.Response:
+        """POST /async-function/{name}: one call the gateway runs on its own and keeps: 202 at once, its id in
+        X-Call-Id; with X-Callback-Url, the gateway POSTs the result there once it is done."""
+        self._allow(request, "Spawn")
+        name = request.match_info["name"]
+        self.gateway.invoker.route(name)
+        callback = check_callback(request.headers.get(CALLBACK_HEADER, ""))
+        body = await self._body(request)
+        first = pb.MapRequest(Service=name, Items=[pb.MapItem(Index=0, Input=body)], Single=True,
+                              CallbackUrl=callback)
+        call = await self.gateway.invoker.spawned.spawn(first)
+        where = f"/system/call/{call.id}"
+        return web.json_response({**as_json(call.info()), "status_url": where}, status=202,
+                                 headers={"X-Call-Id": call.id, "Location": where})
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        """GET /system/call/{id}: how a spawned call stands and, once done, a single call's result (`result`:
+        text or JSON as the handler returned it, `result_base64` for bytes; `error` for a failure); `?wait=S`
+        waits up to S seconds for it to finish."""
+        self._allow(request, "GetCall")
+        keeper = self.gateway.invoker.spawned
+        call = keeper.get(request.match_info["id"])
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            raise HttpAbort(grpc.StatusCode.INVALID_ARGUMENT, "?wait=: expected seconds") from None
+        await keeper.wait(call, min(wait, MAX_CALL_WAIT_S))
+        standing = as_json(call.info())
+        if call.single and call.state == "done":
+            [result] = await keeper.results(call)
+            if result.Code:
+                standing["error"] = {"message": result.Error, "code": result.Code}
+            else:
+                standing.update(_result_fields(result.Reply))
+        return web.json_response(standing)
+
     async def list_functions(self, request: web.Request) -> web.Response:
         reply = await self._rpc(request, "List", self.gateway.List, pb.Empty())
         return web.json_response(as_json(reply).get("Functions", []))
@@ -434,6 +478,16 @@ class HttpFace:
 
     async def describe(self, request: web.Request) -> web.Response:
         return web.json_response(openapi())
+
+
+def _result_fields(reply: pb.Messages) -> dict[str, Any]:
+    """A reply in a JSON answer: text as text, JSON as itself, bytes in base64; with its content type."""
+    kind = reply.ContentType or BINARY
+    if kind == TEXT:
+        return {"content_type": kind, "result": reply.Output.decode("utf-8", "replace")}
+    if kind == JSON:
+        return {"content_type": kind, "result": json.loads(reply.Output)}
+    return {"content_type": kind, "result_base64": base64.b64encode(reply.Output).decode("ascii")}
 
 
 async def _next(items: AsyncIterator[bytes]) -> bytes | None:

@@ -18,16 +18,19 @@ import grpc
 from ..backends.base import Deployment, NoReplica
 from ..definition.spec import DEFAULT_CALL_TIMEOUT_S
 from ..errors import brief
+from ..protocol import gateway_pb2 as pb
 from ..protocol.link import FORM_MESSAGE, FORM_MESSAGES, CallFailed, LinkClosed
 from ..protocol.names import MAX_CALL_DEPTH, ORIGIN_FUNCTION, Status
 from ..protocol.wire import WireError, parse_call, time_left_field
 from .core import GatewayCore
-from .mapping import MapRun, first_map_request
+from .mapping import MAX_RESULTS_PER_MESSAGE, MapRun, first_map_request
 from .metrics import GatewayMetrics
 from .registry import FunctionRecord
-from .rpc import Abort, ReplicaLost, streaming_rpc, unary_rpc, within
+from .rpc import Abort, Deadline, ReplicaLost, streaming_rpc, unary_rpc, within
+from .spawned import CallKeeper
 
 log = logging.getLogger("dcf.gateway")
+MAX_CALL_WAIT_S = 60.0  # the longest GetCall waits for a spawned call to finish before it answers
 RETRY_AFTER_S = 1.0  # what a refusal for a full queue tells the caller to wait before trying again
 
 
@@ -82,7 +85,7 @@ def _read(raw: bytes) -> tuple[str, float | None]:
     return service, time_left
 
 
-def _forwarded(raw: bytes, asked: float | None, context: grpc.aio.ServicerContext) -> bytes:
+def _forwarded(raw: bytes, asked: float | None, context: Deadline) -> bytes:
     """The request as the replica gets it: with the caller's time left, when it has a deadline (a replica's own
     calls to other functions get no more than that: dcf_jupyter.mesh). A request's own TimeLeft stands when it is
     the shorter: gRPC rounds the deadlines it carries up, by up to a tenth of a second, and a chain of calls must
@@ -124,8 +127,9 @@ class Invoker:
 
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
+        self.spawned = CallKeeper(core.state_dir, self)
 
-    async def _pick(self, record: FunctionRecord, deployment: Deployment, context: grpc.aio.ServicerContext,
+    async def _pick(self, record: FunctionRecord, deployment: Deployment, context: Deadline,
                     *, refuse: bool = True) -> Any:
         """A ready replica's link, held for this call until `deployment.let_go(link)`; at 0 replicas (of an
         autoscaled function, or one scaled to 0 by hand), the one the call starts (a cold start). Refused at once
@@ -204,7 +208,7 @@ class Invoker:
         return await self.call_routed(record, deployment, raw, asked, context, form)
 
     async def call_routed(self, record: FunctionRecord, deployment: Deployment, raw: bytes, asked: float | None,
-                          context: grpc.aio.ServicerContext, form: int = FORM_MESSAGES, *,
+                          context: Deadline, form: int = FORM_MESSAGES, *,
                           refuse: bool = True) -> bytes:
         """One call of `record`'s function with the serialized request `raw` (whose own TimeLeft is `asked`):
         picked, counted, answered within the function's timeout; the reply's bytes in `form`."""
@@ -318,3 +322,28 @@ class Invoker:
         record, deployment = self.route(first.Service)
         async for replies in MapRun(self, record, deployment, context, first.Retries).run(first, requests):
             yield replies
+
+    @unary_rpc
+    async def Spawn(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        """Keep and start a call (or a whole map) the gateway runs on its own (gateway/spawned.py)."""
+        call = await self.spawned.spawn(await first_map_request(requests), requests)
+        return bytes(call.info().SerializeToString())
+
+    @unary_rpc
+    async def GetCall(self, request: pb.CallRequest, context: grpc.aio.ServicerContext) -> pb.CallInfo:
+        call = self.spawned.get(request.Id)
+        await self.spawned.wait(call, min(request.Wait, MAX_CALL_WAIT_S))
+        return call.info()
+
+    @streaming_rpc
+    async def CallResults(self, request: pb.CallRequest, context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[pb.MapReplies]:
+        results = await self.spawned.results(self.spawned.get(request.Id))
+        for start in range(0, len(results), MAX_RESULTS_PER_MESSAGE):
+            yield pb.MapReplies(Results=results[start:start + MAX_RESULTS_PER_MESSAGE])
+
+    @unary_rpc
+    async def CancelCall(self, request: pb.CallRequest, context: grpc.aio.ServicerContext) -> pb.CallInfo:
+        call = self.spawned.get(request.Id)
+        await self.spawned.cancel(call)
+        return call.info()

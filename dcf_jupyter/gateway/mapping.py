@@ -28,7 +28,7 @@ from ..errors import brief
 from ..protocol import gateway_pb2 as pb
 from ..protocol.link import FORM_MESSAGES
 from .registry import FunctionRecord
-from .rpc import Abort, ReplicaLost, unexpected
+from .rpc import Abort, Deadline, ReplicaLost, unexpected
 
 MAX_WINDOW = 1024  # items one map keeps in flight at most, whatever the function's size
 PIPELINE = 4  # items queued at each replica beyond those it runs: the next is there when one finishes
@@ -45,7 +45,8 @@ class Caller(Protocol):
     """What a map needs of the invoker (invoke.py's Invoker)."""
 
     async def call_routed(self, record: FunctionRecord, deployment: Deployment, raw: bytes, asked: float | None,
-                          context: grpc.aio.ServicerContext, form: int = ..., *, refuse: bool = ...) -> bytes:
+                          context: Deadline, form: int = ..., *,
+                          refuse: bool = ...) -> bytes:
         """One call of a routed function: the reply's bytes."""
         ...
 
@@ -58,6 +59,14 @@ def window(deployment: Deployment) -> int:
     queue = max(function.calls_at_once, PIPELINE, math.ceil(autoscaling.target) if autoscaling else 0)
     replicas = autoscaling.max_replicas if autoscaling is not None else max(deployment.replicas, 1)
     return max(1, min(MAX_WINDOW, replicas * (function.calls_at_once + queue)))
+
+
+class Detached:
+    """The context of calls no RPC waits for (a spawned call's): no deadline but the function's own."""
+
+    @staticmethod
+    def time_remaining() -> float | None:
+        return None
 
 
 def _parse(raw: bytes) -> pb.MapRequest:
@@ -89,7 +98,7 @@ class MapRun:
     """One Map stream: reads items into calls (`_read`), and writes their results back (`run`)."""
 
     def __init__(self, invoker: Caller, record: FunctionRecord, deployment: Deployment,
-                 context: grpc.aio.ServicerContext, retries: int) -> None:
+                 context: Deadline, retries: int) -> None:
         self.invoker = invoker
         self.record = record
         self.deployment = deployment
@@ -110,6 +119,13 @@ class MapRun:
 
     async def run(self, first: pb.MapRequest, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The serialized MapReplies of the stream, as results come, until every item read is answered."""
+        async for results in self.results(first, requests):
+            yield pb.MapReplies(Results=results).SerializeToString()
+
+    async def results(self, first: pb.MapRequest, requests: AsyncIterator[bytes]) -> AsyncIterator[
+            list[pb.MapResult]]:
+        """The results of the items of `first` and `requests`, several at a time, as they come, until every item
+        read is answered; the next are taken once these are handled (the window moves on)."""
         self.reading = asyncio.create_task(self._read(first, requests))
         try:
             while True:
@@ -123,9 +139,9 @@ class MapRun:
                     await self.results_ready.wait()
                     continue
                 results = self._take_results()
+                yield results
                 self.open -= len(results)
                 self.room.set()
-                yield pb.MapReplies(Results=results).SerializeToString()
         finally:
             # The caller went away or the stream failed: nothing more is called for it.
             self.reading.cancel()

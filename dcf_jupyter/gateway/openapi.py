@@ -42,6 +42,15 @@ def openapi() -> dict[str, Any]:
                  ok={"description": "The reply's bytes", "content": {"*/*": {"schema": {}}}})
     invoke["requestBody"] = {"required": False, "content": {"*/*": {"schema": {"type": "string",
                                                                               "format": "binary"}}}}
+    spawn = _op("Spawn a call the gateway runs on its own and keeps (24 h): 202 at once, its id in X-Call-Id; "
+                "with X-Callback-Url the result is POSTed there when done", "Spawn",
+                params=[_NAME, {"name": "X-Callback-Url", "in": "header", "required": False,
+                                "schema": {"type": "string"}, "description": "an http(s) URL for the result"}],
+                ok={"description": "unused: 202 is the answer", "content": {}})
+    spawn["responses"] = {"202": {"description": "Accepted: the call's standing as JSON, X-Call-Id its id",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "default": _ERROR}
+    spawn["requestBody"] = {"required": False, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     log = _op("A function's recent log lines", "GetLog",
               params=[_NAME, {"name": "lines", "in": "query", "required": False, "schema": {"type": "integer"}}],
               ok={"description": "Log lines", "content": {"text/plain": {"schema": {"type": "string"}}}})
@@ -60,6 +69,14 @@ def openapi() -> dict[str, Any]:
                 "order, text for text and JSON replies, binary for bytes; a failure ends the stream with a JSON "
                 "{message, code} and close code 1011", "Invokes", params=[_NAME],
                 ok={"description": "101 Switching Protocols", "content": {}})},
+            "/async-function/{name}": {"post": spawn},
+            "/system/call/{id}": {"get": _op(
+                "How a spawned call stands; once done, a single call's result (result: text or JSON; result_base64: "
+                "bytes; error: a failure)", "GetCall", params=[
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "The call's id (X-Call-Id)"},
+                    {"name": "wait", "in": "query", "required": False, "schema": {"type": "number"},
+                     "description": "seconds to wait for it to finish (at most 60)"}])},
             "/system/functions": {
                 "get": _op("Deployed functions", "List"),
                 "post": _op("Deploy a function (Source: the folder as a base64 tar.gz)", "Deploy",

@@ -8,7 +8,7 @@ import functools
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -19,6 +19,12 @@ from ..protocol.link import CallFailed
 from ..protocol.names import ORIGIN_FUNCTION, ORIGIN_GATEWAY, ORIGIN_KEY, RETRY_AFTER_KEY, TRACEBACK_KEY, grpc_status
 
 log = logging.getLogger("dcf.gateway")
+
+
+class Deadline(Protocol):
+    """What a call needs of its RPC's context: the time its caller has left (None: no deadline)."""
+
+    def time_remaining(self) -> float | None: ...
 
 
 class Abort(Exception):

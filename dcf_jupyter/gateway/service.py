@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -23,7 +24,10 @@ from .deploy import Deployer
 from .invoke import Invoker
 from .registry import FunctionRecord, Registry
 from .rpc import Abort, unary_rpc, valid_name
+from .schedules import Scheduler
 from .secrets import SecretKeeper
+
+log = logging.getLogger("dcf.gateway")
 
 DEFAULT_LOG_LINES = 200
 MAX_LOG_LINES = 100_000
@@ -38,6 +42,8 @@ class Gateway:
         self.invoker = Invoker(self.core)
         self.deployer = Deployer(self.core)
         self.secrets = SecretKeeper(self.core, self.deployer)
+        self.scheduler = Scheduler(self.core, self.invoker.spawned)
+        self._scheduling: asyncio.Task[None] | None = None
 
     @property
     def registry(self) -> Registry:
@@ -45,12 +51,20 @@ class Gateway:
         return self.core.registry
 
     async def restore(self) -> None:
-        """Start the registry's functions again (after a restart)."""
+        """Start the registry's functions again (after a restart), then the spawned calls they did not finish."""
+        for warning in self.invoker.spawned.load():
+            log.warning("%s", warning)
         await self.deployer.restore()
+        self.invoker.spawned.resume()
+        self._scheduling = asyncio.create_task(self.scheduler.run())
 
     async def close(self) -> None:
         """Stop every replica this gateway runs (a cluster's keep serving, for the next gateway to re-attach)
         and save the registry."""
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+        await self.scheduler.close()
+        await self.invoker.spawned.close()
         deployments, self.core.deployments = self.core.deployments, {}
         await asyncio.gather(self.deployer.retired(), *(self.core.stop(d, release=True) for d in deployments.values()),
                              return_exceptions=True)
@@ -102,6 +116,8 @@ class Gateway:
             Queued=deployment.queued if deployment else 0,
             MaxQueued=spec.max_queued_requests if spec is not None else 0,
             MaxBatchSize=spec.batching.max_batch_size if spec is not None and spec.batching is not None else 0,
+            Schedule=spec.schedule if spec is not None else "",
+            NextRun=self.scheduler.next_run(record.name),
         )
 
     @unary_rpc
@@ -188,6 +204,12 @@ class Gateway:
                 "InvokeStream": grpc.unary_stream_rpc_method_handler(self.invoker.InvokeStream, req, None),
                 "Invokes": grpc.stream_stream_rpc_method_handler(self.invoker.Invokes, req, None),
                 "Map": grpc.stream_stream_rpc_method_handler(self.invoker.Map, req, None),
+                "Spawn": grpc.stream_unary_rpc_method_handler(self.invoker.Spawn, req, None),
+                "GetCall": unary(self.invoker.GetCall, pb.CallRequest.FromString, pb.CallInfo.SerializeToString),
+                "CallResults": grpc.unary_stream_rpc_method_handler(self.invoker.CallResults, pb.CallRequest.FromString,
+                                                                    pb.MapReplies.SerializeToString),
+                "CancelCall": unary(self.invoker.CancelCall, pb.CallRequest.FromString,
+                                    pb.CallInfo.SerializeToString),
                 "List": unary(self.List, pb.Empty.FromString, pb.Functions.SerializeToString),
                 "Deploy": unary(self.deployer.Deploy, pb.CreateFunctionRequest.FromString, message),
                 "Update": unary(self.deployer.Update, pb.CreateFunctionRequest.FromString, message),

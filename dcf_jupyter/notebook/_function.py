@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..client import Client, DeployResult, FunctionInfo, Reply
+from ..client import Client, DeployResult, FunctionCall, FunctionInfo, Reply
 from ..errors import FunctionNotFound
 from ._display import as_result
 
@@ -75,6 +75,21 @@ class FunctionProxy:
             yield from self.session.client().map(self.name, inputs, ordered=ordered,
                                                  return_exceptions=return_exceptions, retries=retries,
                                                  timeout=timeout, progress=progress)
+        except FunctionNotFound as exc:
+            raise self._not_deployed(exc) from None
+
+    def spawn(self, data: Any = b"", *, callback_url: str = "") -> FunctionCall:
+        """Start one call the gateway runs on its own and keeps: returns at once; `.get()` its result later,
+        after a kernel restart too (FunctionCall.from_id(id), `%dcf result ID`)."""
+        try:
+            return self.session.client().spawn(self.name, data, callback_url=callback_url)
+        except FunctionNotFound as exc:
+            raise self._not_deployed(exc) from None
+
+    def spawn_map(self, inputs: Iterable[Any], *, retries: int = 0, callback_url: str = "") -> FunctionCall:
+        """A whole dataset as one spawned call: `.get()` gives the results in input order."""
+        try:
+            return self.session.client().spawn_map(self.name, inputs, retries=retries, callback_url=callback_url)
         except FunctionNotFound as exc:
             raise self._not_deployed(exc) from None
 

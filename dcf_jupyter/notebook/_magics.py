@@ -64,13 +64,17 @@ class _Table:
 class FunctionTable(_Table):
     """`%dcf list`."""
 
-    COLUMNS = ("Function", "Status", "Replicas", "Invocations", "Queued", "Backend", "GPUs", "Image")
+    COLUMNS: tuple[str, ...] = ("Function", "Status", "Replicas", "Invocations", "Queued", "Backend", "GPUs", "Image")
     NUMBERS = frozenset({"Invocations", "Queued"})
     EMPTY = "No functions deployed."
 
     def __init__(self, functions: list[FunctionInfo]) -> None:
+        scheduled = any(f.schedule for f in functions)  # a column for the next runs only when something has them
+        if scheduled:
+            self.COLUMNS = (*self.COLUMNS, "Next run")
         super().__init__([(f.name, f.status, f.replicas_said, str(f.invocations), str(f.queued), f.backend,
                            "; ".join(f"{g.replica}: {g.describe()}" for g in f.gpus) or "-", f.image or "-")
+                          + ((f.next_run_said.removeprefix("next run ") or "-",) if scheduled else ())
                           for f in functions])
 
 
@@ -116,6 +120,12 @@ def _dcf_parser() -> _Parser:
     call.add_argument("--file", "-f", type=Path, help="send this file's bytes")
     call.add_argument("--timeout", type=float)
     call.add_argument("-v", "--verbose", action="store_true", help="show the function's traceback for bad input too")
+    result = commands.add_parser("result", help="a spawned call's result: %%dcf result ID [--timeout S] "
+                                                "[--status | --cancel]")
+    result.add_argument("id")
+    result.add_argument("--timeout", type=float, help="seconds to wait for it to finish (default: as long as it runs)")
+    result.add_argument("--status", action="store_true", help="how it stands, without waiting")
+    result.add_argument("--cancel", action="store_true", help="stop it")
     commands.add_parser("list", help="deployed functions")
     logs = commands.add_parser("logs", help="a function's recent log: %%dcf logs NAME [--lines N]")
     logs.add_argument("name")
@@ -225,8 +235,8 @@ class DcfMagics(Magics):
 
     @line_magic
     def dcf(self, line: str) -> Any:
-        """Manage DCF functions: %dcf call|list|logs|delete|scale|stream|status|gateway|needs ... (%dcf? lists
-        them)."""
+        """Manage DCF functions: %dcf call|result|list|logs|delete|scale|stream|status|gateway|needs ... (%dcf?
+        lists them)."""
         parser = _dcf_parser()
         try:
             words = shlex.split(line)
@@ -253,6 +263,14 @@ class DcfMagics(Magics):
                 if args.verbose:
                     self.verbose_error = exc
                 raise
+        if command == "result":
+            from ..client import FunctionCall
+
+            spawned = FunctionCall(client(), args.id)
+            if args.status or args.cancel:
+                print((spawned.cancel() if args.cancel else spawned.status()).describe())
+                return None
+            return spawned.get(timeout=args.timeout, return_exceptions=True)
         if command == "list":
             return FunctionTable(client().list())
         if command == "logs":

@@ -118,7 +118,7 @@ class Functions(_message.Message):
     def __init__(self, Functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus", "Autoscaled", "MinReplicas", "MaxReplicas", "ColdStarts", "LastColdStartSeconds", "LastColdStartAt", "Queued", "MaxQueued", "MaxBatchSize")
+    __slots__ = ("Name", "Image", "InvocationCount", "Replicas", "AvailableReplicas", "Annotations", "Labels", "Status", "Backend", "Error", "Gpus", "Autoscaled", "MinReplicas", "MaxReplicas", "ColdStarts", "LastColdStartSeconds", "LastColdStartAt", "Queued", "MaxQueued", "MaxBatchSize", "Schedule", "NextRun")
     class AnnotationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,8 @@ class Function(_message.Message):
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     MAXQUEUED_FIELD_NUMBER: _ClassVar[int]
     MAXBATCHSIZE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    NEXTRUN_FIELD_NUMBER: _ClassVar[int]
     Name: str
     Image: str
     InvocationCount: int
@@ -173,7 +175,9 @@ class Function(_message.Message):
     Queued: int
     MaxQueued: int
     MaxBatchSize: int
-    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ..., Autoscaled: bool = ..., MinReplicas: _Optional[int] = ..., MaxReplicas: _Optional[int] = ..., ColdStarts: _Optional[int] = ..., LastColdStartSeconds: _Optional[float] = ..., LastColdStartAt: _Optional[float] = ..., Queued: _Optional[int] = ..., MaxQueued: _Optional[int] = ..., MaxBatchSize: _Optional[int] = ...) -> None: ...
+    Schedule: str
+    NextRun: float
+    def __init__(self, Name: _Optional[str] = ..., Image: _Optional[str] = ..., InvocationCount: _Optional[int] = ..., Replicas: _Optional[int] = ..., AvailableReplicas: _Optional[int] = ..., Annotations: _Optional[_Mapping[str, str]] = ..., Labels: _Optional[_Mapping[str, str]] = ..., Status: _Optional[str] = ..., Backend: _Optional[str] = ..., Error: _Optional[str] = ..., Gpus: _Optional[_Iterable[_Union[ReplicaGpus, _Mapping]]] = ..., Autoscaled: bool = ..., MinReplicas: _Optional[int] = ..., MaxReplicas: _Optional[int] = ..., ColdStarts: _Optional[int] = ..., LastColdStartSeconds: _Optional[float] = ..., LastColdStartAt: _Optional[float] = ..., Queued: _Optional[int] = ..., MaxQueued: _Optional[int] = ..., MaxBatchSize: _Optional[int] = ..., Schedule: _Optional[str] = ..., NextRun: _Optional[float] = ...) -> None: ...
 
 class ReplicaGpus(_message.Message):
     __slots__ = ("Replica", "Devices", "Share", "MemoryUsed")
@@ -237,14 +241,18 @@ class SecretValues(_message.Message):
     def __init__(self, Secrets: _Optional[_Iterable[_Union[SecretRequest, _Mapping]]] = ...) -> None: ...
 
 class MapRequest(_message.Message):
-    __slots__ = ("Service", "Items", "Retries")
+    __slots__ = ("Service", "Items", "Retries", "Single", "CallbackUrl")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     RETRIES_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_FIELD_NUMBER: _ClassVar[int]
+    CALLBACKURL_FIELD_NUMBER: _ClassVar[int]
     Service: str
     Items: _containers.RepeatedCompositeFieldContainer[MapItem]
     Retries: int
-    def __init__(self, Service: _Optional[str] = ..., Items: _Optional[_Iterable[_Union[MapItem, _Mapping]]] = ..., Retries: _Optional[int] = ...) -> None: ...
+    Single: bool
+    CallbackUrl: str
+    def __init__(self, Service: _Optional[str] = ..., Items: _Optional[_Iterable[_Union[MapItem, _Mapping]]] = ..., Retries: _Optional[int] = ..., Single: bool = ..., CallbackUrl: _Optional[str] = ...) -> None: ...
 
 class MapItem(_message.Message):
     __slots__ = ("Index", "Input")
@@ -277,3 +285,35 @@ class MapReplies(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     Results: _containers.RepeatedCompositeFieldContainer[MapResult]
     def __init__(self, Results: _Optional[_Iterable[_Union[MapResult, _Mapping]]] = ...) -> None: ...
+
+class CallRequest(_message.Message):
+    __slots__ = ("Id", "Wait")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    Id: str
+    Wait: float
+    def __init__(self, Id: _Optional[str] = ..., Wait: _Optional[float] = ...) -> None: ...
+
+class CallInfo(_message.Message):
+    __slots__ = ("Id", "Function", "State", "Total", "Done", "Failed", "Created", "Finished", "Single", "Error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    Id: str
+    Function: str
+    State: str
+    Total: int
+    Done: int
+    Failed: int
+    Created: float
+    Finished: float
+    Single: bool
+    Error: str
+    def __init__(self, Id: _Optional[str] = ..., Function: _Optional[str] = ..., State: _Optional[str] = ..., Total: _Optional[int] = ..., Done: _Optional[int] = ..., Failed: _Optional[int] = ..., Created: _Optional[float] = ..., Finished: _Optional[float] = ..., Single: bool = ..., Error: _Optional[str] = ...) -> None: ...

@@ -124,6 +124,26 @@ class GatewayStub(object):
                 request_serializer=gateway__pb2.MapRequest.SerializeToString,
                 response_deserializer=gateway__pb2.MapReplies.FromString,
                 _registered_method=True)
+        self.Spawn = channel.stream_unary(
+                '/pb.Gateway/Spawn',
+                request_serializer=gateway__pb2.MapRequest.SerializeToString,
+                response_deserializer=gateway__pb2.CallInfo.FromString,
+                _registered_method=True)
+        self.GetCall = channel.unary_unary(
+                '/pb.Gateway/GetCall',
+                request_serializer=gateway__pb2.CallRequest.SerializeToString,
+                response_deserializer=gateway__pb2.CallInfo.FromString,
+                _registered_method=True)
+        self.CallResults = channel.unary_stream(
+                '/pb.Gateway/CallResults',
+                request_serializer=gateway__pb2.CallRequest.SerializeToString,
+                response_deserializer=gateway__pb2.MapReplies.FromString,
+                _registered_method=True)
+        self.CancelCall = channel.unary_unary(
+                '/pb.Gateway/CancelCall',
+                request_serializer=gateway__pb2.CallRequest.SerializeToString,
+                response_deserializer=gateway__pb2.CallInfo.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer(object):
@@ -247,6 +267,34 @@ class GatewayServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Spawn(self, request_iterator, context):
+        """A call (or a whole map) the gateway runs on its own and keeps, input and result, in its state dir: it
+        survives the caller going away and a gateway restart (an unfinished one runs again). Items as for Map.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCall(self, request, context):
+        """How a spawned call stands; with Wait, once it finished or Wait seconds passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallResults(self, request, context):
+        """A spawned call's results so far (all of them once it finished), in input order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelCall(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -339,6 +387,26 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Map,
                     request_deserializer=gateway__pb2.MapRequest.FromString,
                     response_serializer=gateway__pb2.MapReplies.SerializeToString,
+            ),
+            'Spawn': grpc.stream_unary_rpc_method_handler(
+                    servicer.Spawn,
+                    request_deserializer=gateway__pb2.MapRequest.FromString,
+                    response_serializer=gateway__pb2.CallInfo.SerializeToString,
+            ),
+            'GetCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCall,
+                    request_deserializer=gateway__pb2.CallRequest.FromString,
+                    response_serializer=gateway__pb2.CallInfo.SerializeToString,
+            ),
+            'CallResults': grpc.unary_stream_rpc_method_handler(
+                    servicer.CallResults,
+                    request_deserializer=gateway__pb2.CallRequest.FromString,
+                    response_serializer=gateway__pb2.MapReplies.SerializeToString,
+            ),
+            'CancelCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCall,
+                    request_deserializer=gateway__pb2.CallRequest.FromString,
+                    response_serializer=gateway__pb2.CallInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -827,6 +895,114 @@ class Gateway(object):
             '/pb.Gateway/Map',
             gateway__pb2.MapRequest.SerializeToString,
             gateway__pb2.MapReplies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Spawn(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/pb.Gateway/Spawn',
+            gateway__pb2.MapRequest.SerializeToString,
+            gateway__pb2.CallInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pb.Gateway/GetCall',
+            gateway__pb2.CallRequest.SerializeToString,
+            gateway__pb2.CallInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pb.Gateway/CallResults',
+            gateway__pb2.CallRequest.SerializeToString,
+            gateway__pb2.MapReplies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pb.Gateway/CancelCall',
+            gateway__pb2.CallRequest.SerializeToString,
+            gateway__pb2.CallInfo.FromString,
             options,
             channel_credentials,
             insecure,
