@@ -296,6 +296,10 @@ def test_object_detection_notebook_outputs(tmp_path: Path) -> None:
     streams = text_of(outputs(notebook, "import threading"))
     assert "Deployed: detect-single" in streams and "two streams of 90 frames into one replica: " in streams, streams
     assert " frames a second one frame at a time, " in streams and " batched (" in streams, streams
+    mapped = outputs(notebook, 'found = list(client.map("detect", dataset))')
+    counted = re.search(r"(\d+) images, (\d+) things found", text_of(mapped))
+    assert counted and int(counted[1]) == 4 + 30 and int(counted[2]) >= 30, text_of(mapped)  # a person a frame
+    assert pictures(mapped) == ["image/png"], "the chart of what was found"
     camera = [o for o in outputs(notebook, 'CameraStream("detect")') if "data" in o]
     assert camera and "application/vnd.jupyter.widget-view+json" in camera[0]["data"]
     assert text_of(outputs(notebook, "done = False")) == ""
