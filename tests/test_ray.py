@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -257,14 +258,17 @@ class Handler:
         self.key = (Path(os.environ["DCF_SECRETS_DIR"]) / "ray-api" / "TOKEN").read_text()  # at load, already there
 
     def __call__(self, req):
-        return {"file": self.key, "env": os.environ.get("TOKEN"), "echo": mesh.call("echo", b"from Ray").decode()}
+        return {"file": self.key, "env": os.environ.get("TOKEN"), "echo": mesh.call("echo", b"from Ray").decode(),
+                "folder": os.environ["DCF_SECRETS_DIR"]}
 """
 
 
 def test_a_ray_replica_fetches_its_secrets_and_calls_functions_through_the_gateway(
         ray_gateway: GatewayHandle, cluster: Cluster, make_function) -> None:
     """Secrets never travel in runtime_env: the replica fetches them (ReplicaSecrets) with its function's credential,
-    which also calls other functions; another function's credential cannot fetch them."""
+    which also calls other functions; another function's credential cannot fetch them. They leave the node with
+    the replica (it once left them, and the credential, in /tmp), and a killed replica's are removed by the next
+    replica that starts there."""
     client = ray_gateway.client
     value = "sk-ray-0b8d1e27"
     client.create_secret("ray-api", {"TOKEN": value})
@@ -273,7 +277,12 @@ def test_a_ray_replica_fetches_its_secrets_and_calls_functions_through_the_gatew
                        secrets_as_env=True)
     try:
         client.deploy(folder, backend="ray")
-        assert client.call("ray-secrets", timeout=60) == {"file": value, "env": value, "echo": "from Ray"}
+        answer = client.call("ray-secrets", timeout=60)
+        secrets_dir = Path(answer.pop("folder"))
+        assert answer == {"file": value, "env": value, "echo": "from Ray"}
+        assert (secrets_dir / "ray-api" / "TOKEN").read_text() == value and secrets_dir.stat().st_mode & 0o077 == 0
+        left = Path(tempfile.gettempdir()) / "dcf-replica-999999999-planted"  # a killed replica's, long gone
+        left.mkdir()
         from ray import serve
 
         ray.init(address=cluster.address, namespace="dcf", ignore_reinit_error=True, log_to_driver=False)
@@ -288,8 +297,13 @@ def test_a_ray_replica_fetches_its_secrets_and_calls_functions_through_the_gatew
                     stub.ReplicaSecrets(pb.FunctionRequest(FunctionName="ray-secrets"), timeout=10,
                                         metadata=[("authorization", f"Bearer {credential}")])
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    finally:
+        client.scale("ray-secrets", 2)  # a second replica starts on this node: it removes what the dead one left
+        eventually(lambda: not left.exists(), 60, "a dead replica's folder removed")
         client.delete("ray-secrets")
+        eventually(lambda: not secrets_dir.exists(), 60, "the secrets leave the node with the replica")
+    finally:
+        with contextlib.suppress(FunctionNotFound):
+            client.delete("ray-secrets")
         client.delete("echo")
         client.delete_secret("ray-api")
 

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ from .replica_folder import folder_environment, write_replica_folder
 NAMESPACE = "dcf"  # Ray namespace of dcf-jupyter's Serve applications and log books
 LOG_LINES_KEPT = 5000
 LOG_LINE_MAX = 16 * 1024  # characters of one line a log book keeps
+REPLICA_DIR_PREFIX = "dcf-replica-"  # + the replica's pid: its secrets and mesh credential, on its node
 LOG_BOOK_PREFIX = "dcf-log-"  # + the function's name: its log book actor (which also marks it a DCF function)
 Reply = tuple[int, bytes]
 _DONE = object()
@@ -62,12 +64,13 @@ def log_book(function: str, *, create: bool = False) -> Any:
                                        num_cpus=0).remote()
 
 
-def _from_gateway(name: str, gateway: str, credential: str) -> None:
+def _from_gateway(name: str, gateway: str, credential: str) -> Path:
     """Fetch the secrets function `name` names from its gateway (ReplicaSecrets, with the function's replica
-    credential) into a private folder of this node (replica_folder's layout), removed when the replica's process
-    exits, and point the replica's environment at them and at the gateway for dcf_jupyter.mesh."""
+    credential) into a private folder of this node (replica_folder's layout), and point the replica's environment
+    at them and at the gateway for dcf_jupyter.mesh. The folder (returned) goes when the replica stops
+    (`FunctionReplica.__del__`, or this process's exit); one a killed replica left is removed by the next replica
+    that starts on the node (`_remove_left_folders`)."""
     import atexit
-    import shutil
     import tempfile
 
     import grpc
@@ -89,13 +92,26 @@ def _from_gateway(name: str, gateway: str, credential: str) -> None:
                 raise RuntimeError(f"could not fetch the secrets of {name} from its gateway at {gateway}: "
                                    f"{exc.details() or exc.code().name}") from None
         secrets = {secret.Name: dict(secret.Values) for secret in reply.Secrets}
-    parent = Path(tempfile.mkdtemp(prefix=f"dcf-{name}-"))  # 0700
+    _remove_left_folders(Path(tempfile.gettempdir()))
+    parent = Path(tempfile.mkdtemp(prefix=f"{REPLICA_DIR_PREFIX}{os.getpid()}-"))  # 0700
     atexit.register(shutil.rmtree, parent, ignore_errors=True)
     folder = parent / "replica"
     write_replica_folder(folder, secrets, credential)
     os.environ.update(folder_environment(folder, gateway))
     for secret in spec.env_secrets:
         os.environ.update(env_secret_keys(secrets.get(secret, {})))
+    return parent
+
+
+def _remove_left_folders(temp: Path) -> None:
+    """Remove the secrets folders of this user's replicas whose process is gone (killed: no exit hook ran)."""
+    from ..host.pids import pid_alive
+
+    for folder in temp.glob(f"{REPLICA_DIR_PREFIX}*"):
+        pid = folder.name.removeprefix(REPLICA_DIR_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and not pid_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def replica_id() -> str:
@@ -115,8 +131,9 @@ class FunctionReplica:
                  credential: str = "") -> None:
         # `revision` is unused here: it makes each revision a new version to Serve (a rolling update).
         folder = Path.cwd()
+        self._private: Path | None = None
         if gateway:  # before the Handler loads: its __init__ may read its secrets
-            _from_gateway(name, gateway, credential)
+            self._private = _from_gateway(name, gateway, credential)
         replica = replica_id()
         os.environ.setdefault("DCF_REPLICA", replica)  # handlers may say which replica answered
         # What the Handler prints (and its tracebacks) goes to Ray's log of this worker and, prefixed with the
@@ -128,6 +145,11 @@ class FunctionReplica:
         self._runner = CallRunner(loaded.handler, loaded.name, concurrency, loaded.timeout, loaded.batching)
         # A thread per call waiting in the replica (asyncio's default pool has cpus + 4: too few to fill a batch).
         self._threads = ThreadPoolExecutor(max_workers=self._runner.callers + 4, thread_name_prefix="dcf-call")
+
+    def __del__(self) -> None:
+        # Serve calls it when it stops the replica (a scale-in, a delete, an update): its secrets go with it.
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
 
     async def call(self, form: int, raw: bytes) -> Reply | tuple[int, bytes, int]:
         """One call: (0, reply, the size of its batch on one call of each batch, else 0) or (status code, failure
