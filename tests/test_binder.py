@@ -1,11 +1,14 @@
-"""Binder: a fresh environment built exactly as `binder/` says runs every tutorial with nothing installed at
-call time.
+"""Binder: a fresh environment built exactly as `binder/` says runs the tutorials and deploys every example
+function with nothing installed at call time.
 
 repo2docker itself cannot run here: its base images come from a container registry these machines cannot
 reach. So this test does what repo2docker would do with `binder/`, in the same order, on this machine: a venv
 of the Python that `runtime.txt` names, `pip install -r requirements.txt`, `postBuild` from the repository
-root, then `start` with the command to run after it (on Binder: JupyterLab; here: every notebook executed by
-nbclient in that venv's kernel, against the gateway that `start` launched).
+root, then `start` with the command to run after it (on Binder: JupyterLab; here: the first tutorials executed
+by nbclient in that venv's kernel, against the gateway that `start` launched). Every example function is then
+deployed there with that venv's `dcf`, and what the later tutorials import beside them is imported. (Every
+tutorial runs in full in test_notebooks.py, with the same extras: running them all again here cost 4 of CI's
+minutes for what these steps check.)
 """
 
 from __future__ import annotations
@@ -60,8 +63,12 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -
     return done.stdout
 
 
+TUTORIALS_RUN_HERE = ("01-hello-dcf.ipynb", "03-stft.ipynb")
+TUTORIAL_IMPORTS = "import cv2, matplotlib, numpy, PIL, scipy, tensorflow, anywidget, ray; from ray import serve"
+
+
 @pytest.mark.timeout(1800)
-def test_binder_environment_runs_every_tutorial(tmp_path: Path) -> None:
+def test_binder_environment_runs_the_tutorials_and_every_example_function(tmp_path: Path) -> None:
     python = binder_python()
     repo = tmp_path / "repo"
     copy_as_cloned(repo)
@@ -78,16 +85,22 @@ def test_binder_environment_runs_every_tutorial(tmp_path: Path) -> None:
     run([str(venv / "bin" / "pip"), "install", "--quiet", "-r", "binder/requirements.txt"], cwd=repo, env=env,
         timeout=900)
     run(["bash", "binder/postBuild"], cwd=repo, env=env, timeout=1200)
-    notebooks = sorted(str(p) for p in (repo / "notebooks").glob("*.ipynb"))
+    notebooks = [str(repo / "notebooks" / name) for name in TUTORIALS_RUN_HERE]
+    examples = sorted(path.name for path in (repo / "functions").iterdir() if (path / "config.yaml").exists())
     try:
         run(["bash", "binder/start", str(venv / "bin" / "python"), "tests/notebook_runner.py",
              str(tmp_path / "runs"), *notebooks], cwd=repo, env=env, timeout=1500)
         errors = json.loads((tmp_path / "runs" / "report.json").read_text())
-        assert sorted(errors) == sorted(Path(p).name for p in notebooks)
+        assert sorted(errors) == sorted(TUTORIALS_RUN_HERE)
         assert not any(errors.values()), json.dumps(errors, indent=1)
-        with Client(address) as client:  # the notebooks deployed to start's gateway, not embedded ones
-            deployed = {f.name for f in client.list()}
-        assert {"mirror", "stft", "stft-data", "ssd", "detect"} <= deployed, deployed
+        for example in examples:
+            run([str(venv / "bin" / "dcf"), "function", "deploy", "-f", f"functions/{example}/config.yaml"],
+                cwd=repo, env=env, timeout=600)
+        run([str(venv / "bin" / "python"), "-c", TUTORIAL_IMPORTS], cwd=repo, env=env, timeout=300)
+        with Client(address) as client:  # deployed to start's gateway, not to embedded ones
+            deployed = {f.name: f.status for f in client.list()}
+        assert all(deployed.get(name) == "Ready" for name in ("hello-dcf", "echo", "stft", "stft-data", "ssd",
+                                                              "detect")), deployed
     finally:
         stopped = stop_gateway(state)
     assert stopped is not None, "binder/start launched no gateway"
