@@ -16,7 +16,8 @@ from dcf_jupyter.host.credentials import read_owner_token
 
 def test_console_scripts_dcf_and_dcf_cli_are_the_same_cli() -> None:
     for script in ("dcf", "dcf-cli"):
-        path = shutil.which(script) or str(Path(sys.executable).with_name(script))
+        beside = Path(sys.executable).with_name(script)  # this venv's, activated or not, before another on PATH
+        path = str(beside) if beside.exists() else shutil.which(script) or str(beside)
         if not Path(path).exists():
             pytest.skip(f"the {script} console script is not installed (pip install -e .)")
         result = subprocess.run([path, "--version"], capture_output=True, text=True)
