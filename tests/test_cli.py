@@ -142,7 +142,7 @@ def test_bad_arguments_are_one_sentence(args: tuple[str, ...], sentence: str) ->
 
 def test_help_lists_whole_summaries() -> None:
     listed = run_cli("function", "--help").stdout.decode().split("Commands:", 1)[1]
-    assert "the reply goes to stdout unchanged." in " ".join(listed.split()) and "..." not in listed
+    assert "the reply comes back unchanged (to stdout in a shell" in " ".join(listed.split()) and "..." not in listed
 
 
 def test_no_gateway_says_how_to_start_one() -> None:

@@ -235,8 +235,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dcf_jupyter"
 # Tiers, highest first: a module may import its own tier and those below it. `top` is the public face at the
 # package's root: __init__.py and the API modules beside it (secrets, mesh); `bottom` the other modules beside it
 # (errors, settings, credentials...); protocol/ imports nothing of ours.
-TIERS = ["top", "lab", "cli", "widgets", "notebook", "client", "launch", "gateway", "backends", "worker", "build",
-         "definition", "bottom", "host", "protocol"]
+TIERS = ["top", "lab", "cli", "widgets", "notebook", "commands", "client", "launch", "gateway", "backends", "worker",
+         "build", "definition", "bottom", "host", "protocol"]
 
 
 TOP_MODULES = {"dcf_jupyter", "dcf_jupyter.secrets", "dcf_jupyter.mesh"}

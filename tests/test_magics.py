@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import eventually
+from support import eventually, run_cli
 
 from dcf_jupyter.host.pids import pid_alive
 
@@ -39,8 +39,8 @@ def ip(gateway, tmp_path_factory):
     shell.run_line_magic("config", f"DcfMagics.workspace = {str(workspace)!r}")
     shell.user_ns["WORKSPACE"] = workspace
     yield shell
-    for name in ("nb-listed", "nb-mapped", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid", "api-src",
-                 "api-class", "nb-picky", "nb-bound", "nb-taken"):
+    for name in ("nb-listed", "nb-mapped", "nb-grammar", "nb-hello", "nb-boom", "nb-image", "nb-boxes", "nb-pid",
+                 "api-src", "api-class", "nb-picky", "nb-bound", "nb-taken"):
         with contextlib.suppress(FunctionNotFound):  # not every test deploys every name
             gateway.client.delete(name)
 
@@ -114,6 +114,36 @@ def test_dcf_needs_says_which_extra_brings_what_is_missing(ip) -> None:
     assert str(refused.value).startswith("this notebook needs no_such_module_xyz, which this kernel's Python (")
     assert "lacks: pip install 'dcf-jupyter[widgets]' into it (in a clone: pip install -e '.[widgets]'), then " \
         "restart the kernel" in str(refused.value)
+
+
+def test_dcf_and_the_cli_share_one_grammar(ip, gateway, capsys, tmp_path: Path) -> None:
+    """call, list, logs, delete and scale are declared once (dcf_jupyter.commands): the same arguments, options,
+    help and sentences in `%dcf` and `dcf function`."""
+    cell(ip, "%%dcf_function nb-grammar\nclass Handler:\n    def __call__(self, req):\n        return req.text\n")
+    request = tmp_path / "request.txt"
+    request.write_text("from a file")
+    assert str(ip.run_line_magic("dcf", "call nb-grammar two words")) == "two words"
+    assert str(ip.run_line_magic("dcf", "call nb-grammar -d typed")) == "typed"
+    assert str(ip.run_line_magic("dcf", f"call nb-grammar --file {request}")) == "from a file"
+    for how in (("two", "words"), ("-d", "two words")):
+        cli = run_cli("-g", gateway.address, "function", "call", "nb-grammar", *how)
+        assert cli.returncode == 0 and cli.stdout == b"two words\n", cli.stderr
+    with pytest.raises(UsageError, match="give the request one way: DATA or -d, not both"):
+        ip.run_line_magic("dcf", "call nb-grammar x -d y")
+    assert "give the request one way: DATA or -d, not both" in run_cli(
+        "-g", gateway.address, "function", "call", "nb-grammar", "x", "-d", "y").stderr.decode()
+    sentence = "replicas must be a whole number from 0 to"
+    with pytest.raises(UsageError, match=sentence):
+        ip.run_line_magic("dcf", "scale nb-grammar -1")
+    assert sentence in run_cli("-g", gateway.address, "function", "scale", "nb-grammar", "-1").stderr.decode()
+    capsys.readouterr()
+    for command in ("call", "list", "logs", "delete", "scale"):
+        ip.run_line_magic("dcf", f"{command} --help")
+        magic_help = capsys.readouterr().out
+        cli_help = run_cli("function", command, "--help").stdout.decode()
+        options = [text.split("Options:", 1)[1].split() for text in (magic_help, cli_help)]
+        assert options[0] == options[1], (command, magic_help, cli_help)
+    ip.run_line_magic("dcf", "delete nb-grammar")
 
 
 def test_a_mistyped_option_names_the_one_meant(ip) -> None:

@@ -13,10 +13,13 @@ import click
 
 from ..client import Client
 from ..columns import aligned_lines
+from ..commands import AliasedGroup, WholeNumber
 from ..definition.spec import ConfigFile, load_config
 from ..errors import DcfError, explain
 
 F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["AliasedGroup", "CliState", "WholeNumber", "config_option", "echo_table", "human_bytes", "load",
+           "pass_state", "report_error", "reports_errors"]
 
 
 @dataclass
@@ -35,57 +38,6 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)
-
-
-class AliasedGroup(click.Group):
-    """A group whose commands have aliases (`fn` for `function`, `invoke` for `call`...)."""
-
-    def __init__(self, *args: Any, aliases: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.aliases = aliases or {}
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        _, command, rest = super().resolve_command(ctx, args)
-        return (command.name if command else None), command, rest
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        reverse: dict[str, list[str]] = {}
-        for alias, name in self.aliases.items():
-            reverse.setdefault(name, []).append(alias)
-        rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is None or command.hidden:
-                continue
-            label = name + (f" ({', '.join(sorted(reverse[name]))})" if name in reverse else "")
-            rows.append((label, command.get_short_help_str(limit=300)))  # whole first sentences
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-class WholeNumber(click.ParamType):
-    """A whole number within bounds, said in one sentence when it is not (click's IntRange answers "'abc' is not a
-    valid integer range")."""
-
-    name = "N"
-
-    def __init__(self, what: str, low: int, high: int) -> None:
-        self.what, self.low, self.high = what, low, high
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            number = self.low - 1
-        if not self.low <= number <= self.high or isinstance(value, float):
-            self.fail(f"{self.what} must be a whole number from {self.low} to {self.high}, got {value!r}", param, ctx)
-        return number
 
 
 def report_error(error: DcfError, *, verbose: bool = False) -> None:

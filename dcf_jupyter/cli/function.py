@@ -27,10 +27,18 @@ from ..build.image import (
 )
 from ..client import Client, Reply
 from ..columns import aligned_lines
+from ..commands import (
+    call_command,
+    delete_command,
+    list_command,
+    log_command,
+    request_body,
+    scale_command,
+)
 from ..definition.runtimes import RUNTIMES
 from ..definition.scaffold import init_function
 from ..definition.source import source_digest
-from ..definition.spec import MAX_REPLICAS, SCHEMA_PATH, ConfigFile, FunctionSpec
+from ..definition.spec import SCHEMA_PATH, ConfigFile, FunctionSpec
 from ..errors import DcfError, DockerUnavailable, ForeignGateway, GatewayUnavailable
 from ..host.ports import describe_user
 from ..launch import start_own_gateway
@@ -39,7 +47,6 @@ from ..settings import DEFAULT_ADDRESS, max_message_size, named_address
 from ._common import (
     AliasedGroup,
     CliState,
-    WholeNumber,
     config_option,
     human_bytes,
     load,
@@ -350,18 +357,18 @@ def deploy(state: CliState, config_path: Path, names: tuple[str, ...], update: b
                 click.echo(f"  status {info.status}, {info.available_replicas}/{info.replicas} replicas ready")
 
 
-@function.command()
-@click.argument("name")
-@click.option("-d", "--data", default=None, help="request body (default: read stdin)")
-@click.option("--timeout", type=float, default=None, help="seconds to wait for the reply")
-@click.option("-v", "--verbose", is_flag=True, help="show the function's traceback for bad-input errors too")
 @pass_state
 @reports_errors
-def call(state: CliState, name: str, data: str | None, timeout: float | None, verbose: bool) -> None:
-    """Call a deployed function: stdin (or --data) is the request, the reply goes to stdout unchanged."""
-    body = data.encode("utf-8") if data is not None else read_stdin()
+def _call(state: CliState, name: str, words: tuple[str, ...], data: str | None, path: Path | None,
+          timeout: float | None, verbose: bool) -> None:
+    """The reply's bytes to stdout as they are (binary-safe); the request from the words, -d, -f, else stdin."""
+    body = request_body(words, data, path)
     with state.client() as client:
-        write_reply(client.call_reply(name, body, timeout=timeout))
+        write_reply(client.call_reply(name, read_stdin() if body is None else body, timeout=timeout))
+
+
+call = call_command(_call, stdin=True)
+function.add_command(call)
 
 
 @function.command()
@@ -445,14 +452,10 @@ def map_(state: CliState, name: str, paths: tuple[Path, ...], output: Path | Non
         sys.exit(1)
 
 
-@function.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-@click.option("-v", "--verbose", is_flag=True,
-              help="also the GPUs each replica holds (and their memory use), cold starts and the queue")
 @pass_state
 @reports_errors
 def list_(state: CliState, as_json: bool, verbose: bool) -> None:
-    """List deployed functions with invocations, replicas and status."""
+    """A table of the functions (JSON with --json; details under each with -v)."""
     with state.client() as client:
         functions = client.list()
     if as_json:
@@ -481,35 +484,31 @@ def list_(state: CliState, as_json: bool, verbose: bool) -> None:
         click.echo("(no functions deployed; `dcf function deploy -f config.yaml` deploys one)")
 
 
-@function.command()
-@click.argument("name")
-@click.option("-n", "--lines", type=click.IntRange(1, 100_000), default=200, show_default=True)
 @pass_state
 @reports_errors
 def log(state: CliState, name: str, lines: int) -> None:
-    """Print the recent log of a function (its workers' output and errors)."""
+    """The log's last lines, or a line saying it is empty."""
     with state.client() as client:
         text = client.logs(name, lines)
     click.echo(text.rstrip("\n") if text else f"(the log of {name} is empty)")
 
 
-@function.command()
-@click.argument("name")
 @pass_state
 @reports_errors
 def delete(state: CliState, name: str) -> None:
-    """Stop and remove a deployed function."""
+    """Delete it and say so."""
     with state.client() as client:
         client.delete(name)
     click.echo(f"Deleted: {name}")
 
 
-@function.command(context_settings={"ignore_unknown_options": True})  # so "-1" reaches REPLICAS and its sentence
-@click.argument("name")
-@click.argument("replicas", type=WholeNumber("replicas", 0, MAX_REPLICAS))
 @pass_state
 @reports_errors
 def scale(state: CliState, name: str, replicas: int) -> None:
-    """Run REPLICAS replicas of a deployed function (calls are spread round-robin)."""
+    """Scale it and say what was done."""
     with state.client() as client:
         click.echo(client.scale(name, replicas).scaled())
+
+
+for shared in (list_command(list_), log_command(log), delete_command(delete), scale_command(scale)):
+    function.add_command(shared)

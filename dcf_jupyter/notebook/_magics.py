@@ -16,9 +16,11 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import click
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -27,6 +29,15 @@ from traitlets import Bool, TraitError, Unicode
 from ..client import Client, FunctionInfo, SecretInfo
 from ..client._gpu_report import gpu_lines
 from ..columns import aligned_lines
+from ..commands import (
+    AliasedGroup,
+    call_command,
+    delete_command,
+    list_command,
+    log_command,
+    request_body,
+    scale_command,
+)
 from ..definition.secret_refs import gather_values, validate_secret_key
 from ..definition.spec import flag_spelling, flagged_keys
 from ..errors import ConfigError, DcfError, InvalidArgument, InvalidName, explain
@@ -88,14 +99,6 @@ class SecretTable(_Table):
         super().__init__([(s.name, ", ".join(s.keys), ", ".join(s.used_by) or "-") for s in secrets])
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> Any:
-        raise UsageError(message or self.format_usage())
-
-
 def _parse_with_suggestions(magic: Any, line: str) -> argparse.Namespace:
     """`parse_argstring`, whose "unrecognized arguments" names the option meant when one is close (--gpus: --gpu)."""
     try:
@@ -111,61 +114,71 @@ def _parse_with_suggestions(magic: Any, line: str) -> argparse.Namespace:
         raise UsageError(f"%%{magic.__name__}: no option {unknown.group(1)} (did you mean {close[0]}?)") from None
 
 
-def _dcf_parser() -> _Parser:
-    parser = _Parser(prog="%dcf", add_help=False, description="Manage DCF functions from the notebook.")
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
-    call = commands.add_parser("call", help="call a function: %%dcf call NAME [DATA | --file PATH]")
-    call.add_argument("name")
-    call.add_argument("data", nargs="*", help="request text (default: empty)")
-    call.add_argument("--file", "-f", type=Path, help="send this file's bytes")
-    call.add_argument("--timeout", type=float)
-    call.add_argument("-v", "--verbose", action="store_true", help="show the function's traceback for bad input too")
-    result = commands.add_parser("result", help="a spawned call's result: %%dcf result ID [--timeout S] "
-                                                "[--status | --cancel]")
-    result.add_argument("id")
-    result.add_argument("--timeout", type=float, help="seconds to wait for it to finish (default: as long as it runs)")
-    result.add_argument("--status", action="store_true", help="how it stands, without waiting")
-    result.add_argument("--cancel", action="store_true", help="stop it")
-    commands.add_parser("list", help="deployed functions")
-    logs = commands.add_parser("logs", help="a function's recent log: %%dcf logs NAME [--lines N]")
-    logs.add_argument("name")
-    logs.add_argument("--lines", "-n", type=int, default=200)
-    delete = commands.add_parser("delete", help="stop and remove a function: %%dcf delete NAME")
-    delete.add_argument("name")
-    scale = commands.add_parser("scale", help="run N replicas: %%dcf scale NAME N")
-    scale.add_argument("name")
-    scale.add_argument("replicas", type=int)
-    stream = commands.add_parser("stream", help="stream frames through a function: "
-                                               "%%dcf stream NAME --camera | --video PATH")
-    stream.add_argument("name")
-    source = stream.add_mutually_exclusive_group(required=True)
-    source.add_argument("--camera", action="store_true", help="the browser's webcam")
-    source.add_argument("--video", metavar="PATH", help="a video file or URL, read in the kernel")
-    stream.add_argument("--overlay", choices=("auto", "image", "boxes", "text"), default="auto")
-    stream.add_argument("--window", type=int, default=2, help="frames in flight (default 2)")
-    stream.add_argument("--fps", type=float, default=None, help="frame rate cap (camera default 30)")
-    stream.add_argument("--width", type=int, default=640)
-    stream.add_argument("--height", type=int, default=480)
-    stream.add_argument("--loop", action="store_true", help="replay the video when it ends")
-    stream.add_argument("--start", action="store_true", help="start streaming right away")
-    secret = commands.add_parser("secret", help="named secrets: %%dcf secret create NAME KEY ... (each value is "
-                                                "asked for, never shown) | list | delete NAME")
-    secret.add_argument("action", choices=("create", "list", "delete"))
-    secret.add_argument("name", nargs="?")
-    secret.add_argument("keys", nargs="*", metavar="KEY", help="keys whose values you type when asked")
-    secret.add_argument("--env-file", metavar="FILE", help="every KEY=VALUE line of a .env file")
-    secret.add_argument("--file", dest="files", action="append", default=[], metavar="[KEY=]PATH",
-                        help="a file's bytes as a key (repeatable)")
-    commands.add_parser("status", help="which gateway this notebook uses")
-    needs = commands.add_parser("needs", help="stop here, saying which extra to install, unless this kernel can "
-                                              "import every MODULE: %%dcf needs MODULE ... [--extra NAME]")
-    needs.add_argument("modules", nargs="+", metavar="MODULE")
-    needs.add_argument("--extra", default="tutorials", help="the dcf-jupyter extra that brings them")
-    gateway = commands.add_parser("gateway", help="use another gateway: %%dcf gateway HOST:PORT")
-    gateway.add_argument("address", nargs="?")
-    gateway.add_argument("--trust", action="store_true",
-                         help="use it even if another user of this machine runs it (your token is not sent)")
-    return parser
+def _dcf_group(magics: DcfMagics) -> AliasedGroup:
+    """`%dcf`'s commands: call, list, log, delete and scale as `dcf function` declares them (dcf_jupyter.commands:
+    one grammar, one help), shown the notebook's way; and the notebook's own."""
+    group = AliasedGroup("%dcf", help="Manage DCF functions from the notebook.", aliases=MAGIC_ALIASES,
+                         context_settings={"help_option_names": ["-h", "--help"]})
+    for shared in (call_command(magics._call), list_command(magics._list), log_command(magics._logs),
+                   delete_command(magics._delete), scale_command(magics._scale)):
+        group.add_command(shared)
+    group.add_command(click.Command(
+        "result", callback=magics._result,
+        help="A spawned call's result, waiting for it (`.spawn()`, `dcf function spawn`; `dcf call get` in a "
+             "shell).",
+        params=[click.Argument(["call_id"], metavar="ID"),
+                click.Option(["--timeout"], type=float, help="seconds to wait for it to finish (default: as long as "
+                                                             "it runs)"),
+                click.Option(["--status"], is_flag=True, help="how it stands, without waiting"),
+                click.Option(["--cancel"], is_flag=True, help="stop it")]))
+    group.add_command(click.Command(
+        "stream", callback=magics._stream, help="Stream frames through a function: --camera or --video PATH.",
+        params=[click.Argument(["name"]),
+                click.Option(["--camera"], is_flag=True, help="the browser's webcam"),
+                click.Option(["--video"], metavar="PATH", help="a video file or URL, read in the kernel"),
+                click.Option(["--overlay"], type=click.Choice(["auto", "image", "boxes", "text"]), default="auto"),
+                click.Option(["--window"], type=int, default=2, help="frames in flight (default 2)"),
+                click.Option(["--fps"], type=float, default=None, help="frame rate cap (camera default 30)"),
+                click.Option(["--width"], type=int, default=640),
+                click.Option(["--height"], type=int, default=480),
+                click.Option(["--loop"], is_flag=True, help="replay the video when it ends"),
+                click.Option(["--start"], is_flag=True, help="start streaming right away")]))
+    group.add_command(click.Command(
+        "secret", callback=magics._secret,
+        help="Named secrets: create NAME KEY ... (each value is asked for, never shown) | list | delete NAME.",
+        params=[click.Argument(["action"], type=click.Choice(["create", "list", "delete"])),
+                click.Argument(["name"], required=False),
+                click.Argument(["keys"], nargs=-1, metavar="[KEY]..."),
+                click.Option(["--env-file"], metavar="FILE", help="every KEY=VALUE line of a .env file"),
+                click.Option(["--file", "files"], multiple=True, metavar="[KEY=]PATH",
+                             help="a file's bytes as a key (repeatable)")]))
+    group.add_command(click.Command("status", callback=magics._status, help="Which gateway this notebook uses."))
+    group.add_command(click.Command(
+        "needs", callback=magics._needs,
+        help="Stop here, saying which extra to install, unless this kernel can import every MODULE.",
+        params=[click.Argument(["modules"], nargs=-1, required=True, metavar="MODULE..."),
+                click.Option(["--extra"], default="tutorials", help="the dcf-jupyter extra that brings them")]))
+    group.add_command(click.Command(
+        "gateway", callback=magics._gateway, help="Use another gateway: HOST:PORT (none: say which is used).",
+        params=[click.Argument(["address"], required=False),
+                click.Option(["--trust"], is_flag=True,
+                             help="use it even if another user of this machine runs it (your token is not sent)")]))
+    return group
+
+
+def _help(group: click.Group) -> str:
+    """`%dcf --help`'s text."""
+    return group.get_help(click.Context(group, info_name="%dcf"))
+
+
+class _Unbound:
+    """Stands for the magics where only the commands' help is wanted (the %dcf docstring)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda **_: None
+
+
+MAGIC_ALIASES = {"logs": "log", "invoke": "call", "ls": "list", "rm": "delete", "remove": "delete"}
 
 
 def _config_flags(magic: Callable[..., Any]) -> Callable[..., Any]:
@@ -235,117 +248,128 @@ class DcfMagics(Magics):
 
     @line_magic
     def dcf(self, line: str) -> Any:
-        """Manage DCF functions: %dcf call|result|list|logs|delete|scale|stream|status|gateway|needs ... (%dcf?
-        lists them)."""
-        parser = _dcf_parser()
+        """Manage DCF functions: %dcf call|result|list|logs|delete|scale|stream|secret|status|gateway|needs ...
+        (%dcf --help lists them; %dcf COMMAND --help says more)."""
+        group = _dcf_group(self)
         try:
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%dcf: {exc}") from None
         if not words:
-            raise UsageError(parser.format_help())
-        args = parser.parse_args(words)
-        command = args.command
+            raise UsageError(_help(group))
+        try:
+            with group.make_context("%dcf", words) as context:
+                return group.invoke(context)
+        except click.exceptions.Exit:  # --help: click printed it
+            return None
+        except click.UsageError as exc:
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else "%dcf: "
+            raise UsageError(f"{where}{exc.format_message()}") from None
+
+    def _call(self, name: str, words: tuple[str, ...], data: str | None, path: Path | None, timeout: float | None,
+              verbose: bool) -> Any:
+        from ._display import as_result
+
+        request = request_body(words, data, path) or b""
+        try:
+            return as_result(self.session.client().call_reply(name, request, timeout=timeout), request=request)
+        except DcfError as exc:
+            if verbose:
+                self.verbose_error = exc
+            raise
+
+    def _list(self, as_json: bool, verbose: bool) -> Any:
+        functions = self.session.client().list()
+        if as_json:
+            return [asdict(function) for function in functions]
+        if verbose:
+            for function in functions:
+                details = [held.describe() for held in function.gpus] + [
+                    said for said in (function.cold_starts_said, function.queue_said, function.next_run_said) if said]
+                if details:
+                    print(f"{function.name}: {'; '.join(details)}")
+        return FunctionTable(functions)
+
+    def _logs(self, name: str, lines: int) -> Any:
+        return LogText(self.session.client().logs(name, lines))
+
+    def _delete(self, name: str) -> None:
+        self.session.client().delete(name)
+        print(f"Deleted: {name}")
+        self.session.functions.pop(name, None)
+
+    def _scale(self, name: str, replicas: int) -> None:
+        print(self.session.client().scale(name, replicas).scaled())
+
+    def _result(self, call_id: str, timeout: float | None, status: bool, cancel: bool) -> Any:
+        from ..client import FunctionCall
+
+        spawned = FunctionCall(self.session.client(), call_id)
+        if status or cancel:
+            print((spawned.cancel() if cancel else spawned.status()).describe())
+            return None
+        return spawned.get(timeout=timeout, return_exceptions=True)
+
+    def _status(self) -> None:
+        status = self.session.status()
+        kind = "embedded gateway (stops with the kernel)" if status["embedded"] else "gateway"
+        print(f"{kind} at {status['address']}, version {status['version']}, "
+              f"{status['functions']} function(s), backends: {', '.join(status['backends'] or [])}")
+        print(f"workspace: {status['workspace']}")
+        print("\n".join(gpu_lines(status)))
+
+    def _needs(self, modules: tuple[str, ...], extra: str) -> None:
+        missing = [module for module in modules if importlib.util.find_spec(module) is None]
+        if missing:
+            raise UsageError(
+                f"this notebook needs {', '.join(missing)}, which this kernel's Python ({sys.executable}) lacks: "
+                f"pip install 'dcf-jupyter[{extra}]' into it (in a clone: pip install -e '.[{extra}]'), "
+                "then restart the kernel")
+
+    def _gateway(self, address: str | None, trust: bool) -> None:
+        if address is None:
+            print(self.session.address or "not connected yet (the first call connects)")
+        else:
+            print(f"Using the gateway at {self.session.connect(address, trust=trust)}.")
+
+    def _secret(self, action: str, name: str | None, keys: tuple[str, ...], env_file: str | None,
+                files: tuple[str, ...]) -> Any:
         client = self.session.client
-        if command == "call":
-            from ._display import as_result
-
-            if args.file is not None:
-                try:
-                    data: bytes = args.file.read_bytes()
-                except OSError as exc:
-                    raise UsageError(f"%dcf call: cannot read {args.file}: {exc.strerror}") from None
-            else:
-                data = " ".join(args.data).encode("utf-8")
-            try:
-                return as_result(client().call_reply(args.name, data, timeout=args.timeout), request=data)
-            except DcfError as exc:
-                if args.verbose:
-                    self.verbose_error = exc
-                raise
-        if command == "result":
-            from ..client import FunctionCall
-
-            spawned = FunctionCall(client(), args.id)
-            if args.status or args.cancel:
-                print((spawned.cancel() if args.cancel else spawned.status()).describe())
-                return None
-            return spawned.get(timeout=args.timeout, return_exceptions=True)
-        if command == "list":
-            return FunctionTable(client().list())
-        if command == "logs":
-            return LogText(client().logs(args.name, args.lines))
-        if command == "delete":
-            client().delete(args.name)
-            print(f"Deleted: {args.name}")
-            self.session.functions.pop(args.name, None)
-            return None
-        if command == "scale":
-            print(client().scale(args.name, args.replicas).scaled())
-            return None
-        if command == "stream":
-            return self._stream(args)
-        if command == "secret":
-            return self._secret(args)
-        if command == "status":
-            status = self.session.status()
-            kind = "embedded gateway (stops with the kernel)" if status["embedded"] else "gateway"
-            print(f"{kind} at {status['address']}, version {status['version']}, "
-                  f"{status['functions']} function(s), backends: {', '.join(status['backends'] or [])}")
-            print(f"workspace: {status['workspace']}")
-            print("\n".join(gpu_lines(status)))
-            return None
-        if command == "needs":
-            missing = [module for module in args.modules if importlib.util.find_spec(module) is None]
-            if missing:
-                raise UsageError(
-                    f"this notebook needs {', '.join(missing)}, which this kernel's Python ({sys.executable}) lacks: "
-                    f"pip install 'dcf-jupyter[{args.extra}]' into it (in a clone: pip install -e '.[{args.extra}]'), "
-                    "then restart the kernel")
-            return None
-        if command == "gateway":
-            if args.address is None:
-                print(self.session.address or "not connected yet (the first call connects)")
-            else:
-                print(f"Using the gateway at {self.session.connect(args.address, trust=args.trust)}.")
-            return None
-        raise UsageError(parser.format_help())
-
-    def _secret(self, args: argparse.Namespace) -> Any:
-        client = self.session.client
-        if args.action == "list":
+        if action == "list":
             return SecretTable(client().list_secrets())
-        if not args.name:
-            raise UsageError(f"%dcf secret {args.action}: name the secret")
-        if args.action == "delete":
-            print(client().delete_secret(args.name))
+        if not name:
+            raise UsageError(f"%dcf secret {action}: name the secret")
+        if action == "delete":
+            print(client().delete_secret(name))
             return None
-        typed = [key for key in args.keys if "=" in key]
+        typed = [key for key in keys if "=" in key]
         if typed:  # never echo it: the line may be the value itself
             raise UsageError("%dcf secret create: give each KEY alone and type its value when asked: a value in "
                              "the line would stay in the notebook and its history")
         try:
             values: dict[str, str | bytes] = dict(gather_values(
-                env_files=[args.env_file] if args.env_file else [], files=args.files))
-            for key in args.keys:
-                validate_secret_key(key, args.name)
-                values[key] = getpass.getpass(f"{args.name} {key}: ")
+                env_files=[env_file] if env_file else [], files=list(files)))
+            for key in keys:
+                validate_secret_key(key, name)
+                values[key] = getpass.getpass(f"{name} {key}: ")
         except InvalidArgument as exc:
             raise UsageError(f"%dcf secret create: {exc}") from None
         if not values:
             raise UsageError("%dcf secret create NAME KEY ...: name at least one key (or --env-file / --file)")
-        print(client().create_secret(args.name, values))
+        print(client().create_secret(name, values))
         return None
 
-    def _stream(self, args: argparse.Namespace) -> Any:
+    def _stream(self, **options: Any) -> Any:
+        if options["camera"] == bool(options["video"]):
+            raise UsageError("%dcf stream: give --camera or --video PATH (one of them)")
         if self.stream_widget is None:
             raise UsageError("%dcf stream: load the extension with `%load_ext dcf_jupyter` (it brings the widgets)")
         try:
-            return self.stream_widget(args, self.session.client())
+            return self.stream_widget(argparse.Namespace(**options), self.session.client())
         except (ImportError, OSError, ValueError, TraitError) as exc:
             raise UsageError(f"%dcf stream: {exc}") from None
 
-    dcf.__doc__ = (dcf.__doc__ or "") + "\n\n" + _dcf_parser().format_help()
+    dcf.__doc__ = (dcf.__doc__ or "") + "\n\n" + _help(_dcf_group(_Unbound()))  # type: ignore[arg-type]
 
 
 # --- errors ------------------------------------------------------------------------
