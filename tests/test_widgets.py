@@ -306,7 +306,7 @@ def test_dcf_stream_magic_makes_the_widgets(gateway: GatewayHandle, tmp_path: Pa
     assert video.run(timeout=30)["received"] == 3
     with pytest.raises(UsageError, match="no video at"):
         shell.run_line_magic("dcf", f"stream echo --video {tmp_path / 'nope.mp4'}")
-    with pytest.raises(UsageError, match="one of the arguments --camera --video is required"):
+    with pytest.raises(UsageError, match=r"give --camera or --video PATH \(one of them\)"):
         shell.run_line_magic("dcf", "stream echo")
     with pytest.raises(UsageError, match="window must be at least 1"):
         shell.run_line_magic("dcf", "stream echo --camera --window 0")
