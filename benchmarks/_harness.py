@@ -20,6 +20,20 @@ from dcf_jupyter.client import Client  # noqa: E402 - after the sys.path or impo
 from dcf_jupyter.launch import start_detached, stop_gateway  # noqa: E402 - after the sys.path or importorskip set-up above
 
 
+def function(parent: Path, name: str, source: str, **keys: object) -> Path:
+    """A function folder `parent/name` with `source` as its handler and these config.yaml keys set."""
+    import yaml
+
+    from dcf_jupyter.definition.scaffold import init_function
+
+    folder = init_function(name, parent=parent, handler_source=source)
+    config = folder / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["functions"][name].update(keys)
+    config.write_text(yaml.safe_dump(data))
+    return folder
+
+
 def median_seconds(fn: Callable[[], object], calls: int) -> float:
     """Median seconds per call of `fn` over `calls` calls, after one warm-up call."""
     fn()

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from _harness import cpu, gateway_with, median_seconds, percentile
+from _harness import cpu, function, gateway_with, median_seconds, percentile
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.definition.spec import Batching
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol.link import FORM_MESSAGES
@@ -106,15 +104,6 @@ class Handler:
     def __call__(self, reqs):
         return [req.input for req in reqs]
 """
-
-
-def function(parent: Path, name: str, source: str, **keys: object) -> Path:
-    folder = init_function(name, parent=parent, handler_source=source)
-    config = folder / "config.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["functions"][name].update(keys)
-    config.write_text(yaml.safe_dump(data))
-    return folder
 
 
 def load(address: str, name: str, callers: int, seconds: float, payload: bytes | None = None

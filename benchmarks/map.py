@@ -18,11 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from _harness import cpu, gateway_with
+from _harness import cpu, function, gateway_with
 
 from dcf_jupyter.client import Client
-from dcf_jupyter.definition.scaffold import init_function
 
 NOOP = """
 class Handler:
@@ -38,15 +36,6 @@ class Handler:
         time.sleep(0.1)
         return req.input
 """
-
-
-def function(parent: Path, name: str, source: str, **keys: object) -> Path:
-    folder = init_function(name, parent=parent, handler_source=source)
-    config = folder / "config.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["functions"][name].update(keys)
-    config.write_text(yaml.safe_dump(data))
-    return folder
 
 
 def rss_mib() -> float:
