@@ -48,9 +48,13 @@ def test_policy_and_helpers() -> None:
     remote = TokenPolicy("t", open_loopback=True, loopback=False)  # the flag opens nothing off loopback
     for rpc in ("Deploy", "ReplicaUpdate", "GetLog", "CreateSecret"):
         assert default.needs_token(f"/pb.Gateway/{rpc}") and opened.needs_token(f"/pb.Gateway/{rpc}")
-    for rpc in ("Invoke", "Invokes", "InvokeBytes", "InvokeStream", "List", "GetMeta", "Info"):
+    for rpc in ("Invoke", "Invokes", "InvokeBytes", "InvokeStream", "Map", "List", "GetMeta", "Info"):
         assert default.needs_token(f"/pb.Gateway/{rpc}") and remote.needs_token(f"/pb.Gateway/{rpc}")
         assert not opened.needs_token(f"/pb.Gateway/{rpc}")
+    # Spawned calls keep data on the owner's disk and POST it where a callback says: never opened to strangers.
+    for rpc in ("Spawn", "GetCall", "CallResults", "CancelCall"):
+        assert opened.needs_token(f"/pb.Gateway/{rpc}") and "--open-loopback" not in opened.refusal(
+            f"/pb.Gateway/{rpc}", ())
     for policy in (default, opened, remote):
         assert not policy.needs_token("/pb.Gateway/HealthCheck")
     # A tokenless client refused by a default gateway is told how its owner opens it; one refused anyway is not.

@@ -3,9 +3,9 @@
 Every gateway has a token (the one given, else its owner's: credentials.py), and by default every RPC but
 HealthCheck needs it, loopback included, as Jupyter's servers have since 4.3: on a shared machine every other
 account is a stranger. HealthCheck is open to all (liveness probes carry no credentials). A gateway on a loopback
-address started with --open-loopback also opens invoking (Invoke, InvokeBytes, InvokeStream, Invokes, Map; Spawn
-and its GetCall, CallResults, CancelCall) and the read-only List, GetMeta and Info (and /metrics), so DCF's
-original plaintext clients, which send no token, work
+address started with --open-loopback also opens calling (Invoke, InvokeBytes, InvokeStream, Invokes, Map; not
+Spawn and its GetCall, CallResults, CancelCall, which keep data and may send it elsewhere) and the read-only
+List, GetMeta and Info (and /metrics), so DCF's original plaintext clients, which send no token, work
 unchanged. Everything else needs the token on every address: what runs code (Deploy, Update), changes what runs
 (Delete, ReplicaUpdate), shows what functions printed (GetLog), holds secrets (CreateSecret, ListSecrets,
 DeleteSecret), and any RPC added later unless it is listed here.
@@ -28,13 +28,29 @@ import grpc
 from ..host.ports import is_loopback
 from ..protocol.names import AUTHORIZATION_KEY, BEARER
 
-__all__ = ["INVOKE_RPCS", "LOOPBACK_OPEN_RPCS", "OPEN_LOOPBACK_FLAG", "OPEN_RPCS", "REPLICA_SECRETS_RPC", "TokenGuard",
-           "TokenPolicy", "bearer_token", "function_credential", "is_loopback", "server_credentials"]
+__all__ = [
+    "CALL_RPCS",
+    "INVOKE_RPCS",
+    "LOOPBACK_OPEN_RPCS",
+    "OPEN_LOOPBACK_FLAG",
+    "OPEN_RPCS",
+    "REPLICA_SECRETS_RPC",
+    "SPAWN_RPCS",
+    "TokenGuard",
+    "TokenPolicy",
+    "bearer_token",
+    "function_credential",
+    "is_loopback",
+    "server_credentials",
+]
 
 OPEN_RPCS = frozenset({"HealthCheck"})
-INVOKE_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes", "Map", "Spawn", "GetCall",
-                         "CallResults", "CancelCall"})
-LOOPBACK_OPEN_RPCS = INVOKE_RPCS | {"List", "GetMeta", "Info"}
+CALL_RPCS = frozenset({"Invoke", "InvokeBytes", "InvokeStream", "Invokes", "Map"})
+# Spawned calls keep their inputs on the owner's disk and may POST results anywhere from the owner's account:
+# a replica's credential may spawn (a function starting a job), --open-loopback's anonymous callers may not.
+SPAWN_RPCS = frozenset({"Spawn", "GetCall", "CallResults", "CancelCall"})
+INVOKE_RPCS = CALL_RPCS | SPAWN_RPCS
+LOOPBACK_OPEN_RPCS = CALL_RPCS | {"List", "GetMeta", "Info"}
 REPLICA_SECRETS_RPC = "ReplicaSecrets"
 OPEN_LOOPBACK_FLAG = "--open-loopback"
 
