@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import BATCHED, GatewayHandle, at_once, run_cli, split, start_gateway, with_keys
+from support import BATCHED, GatewayHandle, at_once, eventually, run_cli, split, start_gateway, with_keys
 
 from dcf_jupyter import ConfigError, FunctionError, Overloaded
 from dcf_jupyter.definition.check import check_handler, check_handler_source
@@ -54,6 +54,8 @@ def batching_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatew
         deploy("generates", GENERATES, batching={"max_batch_size": 4})
         deploy("queued", SLOW, max_queued_requests=2)
         deploy("no-queue", SLOW, max_queued_requests=0)
+        deploy("no-queue-idle", SLOW, max_queued_requests=0,
+               autoscaling={"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 0.3})
         yield handle
     finally:
         handle.stop()
@@ -158,6 +160,12 @@ def test_a_full_queue_refuses_at_once_on_grpc_and_http_and_every_accepted_call_i
 
 def test_a_function_with_no_queue_takes_a_call_its_replica_has_room_for(batching_gateway) -> None:
     assert batching_gateway.client.call("no-queue", "alone", timeout=30) == "done alone"
+
+
+def test_a_function_with_no_queue_at_zero_replicas_takes_the_call_that_wakes_it(batching_gateway) -> None:
+    client = batching_gateway.client
+    eventually(lambda: client.get("no-queue-idle").replicas == 0, 30, "no-queue-idle scaled to zero")
+    assert client.call("no-queue-idle", "wake", timeout=60) == "done wake"  # was refused: 0 ready, limit 0
 
 
 def test_retries_back_off_until_the_queue_has_room(batching_gateway) -> None:

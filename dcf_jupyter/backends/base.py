@@ -233,10 +233,13 @@ class Deployment(abc.ABC):
         return max(0, self.ongoing - self.ready_replicas * self.spec.function.calls_at_once)
 
     def refuses_more(self) -> bool:
-        """Whether its queue is full (config.yaml's max_queued_requests; -1: never)."""
+        """Whether its queue is full (config.yaml's max_queued_requests; -1: never). With no replica ready, the
+        one being started (a cold start, a restart) counts: the calls it will take in are not a queue, so even
+        a function with no queue (0) at zero replicas takes the call that wakes it."""
         limit = self.spec.function.max_queued_requests
         # Not `queued` (floored at 0): with room in a replica the difference is negative and the call is taken.
-        return limit >= 0 and self.ongoing - self.ready_replicas * self.spec.function.calls_at_once >= limit
+        room = max(self.ready_replicas, 1) * self.spec.function.calls_at_once
+        return limit >= 0 and self.ongoing - room >= limit
 
     @staticmethod
     def _free_indices(taken: Collection[int], count: int) -> list[int]:
