@@ -25,8 +25,9 @@ from dcf_jupyter.client import FunctionCall
 from dcf_jupyter.definition.scaffold import init_function
 from dcf_jupyter.definition.spec import load_config
 from dcf_jupyter.gateway.rpc import Abort
-from dcf_jupyter.gateway.spawned import CallKeeper, SpawnedCall, framed
+from dcf_jupyter.gateway.spawned import CallKeeper, SpawnedCall, framed, read_results, resumable_results
 from dcf_jupyter.host.credentials import read_owner_token
+from dcf_jupyter.protocol import gateway_pb2 as pb
 
 # Upper-cases its input after `pause` seconds (a file beside the runs' log sets it); "bad" fails. Every run is a
 # line in RUNS, so a test can tell which inputs ran twice.
@@ -281,3 +282,15 @@ def test_a_schedule_that_does_not_parse_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"schedule: 'every 5 minutes' is not a cron schedule \(3 fields\): write "
                                           r"five fields, or six with seconds first"):
         load_config(folder / "config.yaml")
+
+
+def test_a_result_cut_short_by_a_killed_gateway_is_dropped_before_more_are_appended(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    whole = [framed(pb.MapResult(Index=i, Reply=pb.Messages(Output=b"ok")).SerializeToString()) for i in range(2)]
+    cut = framed(pb.MapResult(Index=2, Reply=pb.Messages(Output=b"x" * 100)).SerializeToString())[:20]
+    results.write_bytes(b"".join(whole) + cut)
+    assert [result.Index for result in resumable_results(tmp_path)] == [0, 1]
+    assert results.stat().st_size == sum(map(len, whole))
+    with results.open("ab") as out:  # what a resumed call appends next is read back
+        out.write(framed(pb.MapResult(Index=2, Reply=pb.Messages(Output=b"again")).SerializeToString()))
+    assert [result.Reply.Output for result in read_results(tmp_path)] == [b"ok", b"ok", b"again"]

@@ -139,6 +139,21 @@ def read_results(folder: Path) -> list[pb.MapResult]:
     return [results[index] for index in sorted(results)]
 
 
+def resumable_results(folder: Path) -> list[pb.MapResult]:
+    """The results saved so far, with the file cut back to its last whole record (a gateway killed mid-write
+    leaves part of one, which the results appended after it would otherwise follow)."""
+    path = folder / "results"
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        records = read_records(handle)
+    whole = sum(_LENGTH.size + len(data) for data in records)
+    if path.stat().st_size > whole:
+        with path.open("r+b") as handle:
+            handle.truncate(whole)
+    return read_results(folder)
+
+
 def check_callback(url: str) -> str:
     """A callback URL, refused in a sentence unless it is http(s) with a host."""
     if not url:
@@ -286,7 +301,7 @@ class CallKeeper:
         except Abort as exc:
             await self._finish(call, "failed", exc.message)
             return
-        saved = await asyncio.to_thread(read_results, call.folder)
+        saved = await asyncio.to_thread(resumable_results, call.folder)
         call.done, call.failed = len(saved), sum(1 for result in saved if result.Code)
         call.state = "running"
         await asyncio.to_thread(call.save)
