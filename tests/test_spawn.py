@@ -99,6 +99,8 @@ def test_a_spawned_map_gives_every_result_in_input_order(gateway) -> None:
     with pytest.raises(FunctionError, match="input 1: ValueError: bad input"):
         job.get(timeout=30)
     assert job.status().describe().endswith("done, 3 of 3 done, 1 failed")
+    with pytest.raises(FunctionError, match=r"^ValueError: bad input"):  # one call: no input number to name
+        gateway.client.spawn("upper", "bad").get(timeout=30)
 
 
 def test_a_call_not_finished_in_time_says_how_it_stands(gateway, runs: Path) -> None:

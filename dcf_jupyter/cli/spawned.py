@@ -35,7 +35,7 @@ def get(state: CliState, call_id: str, timeout: float | None, output: Path | Non
             status = spawned.wait(timeout)
         if status.state != "done":
             raise DcfError(status.describe(), function=status.function)
-        replies = list(client.call_results(call_id, replies=True))
+        replies = list(client.call_results(call_id, replies=True, single=status.single))
     if status.single:
         [reply] = replies
         if isinstance(reply, DcfError):

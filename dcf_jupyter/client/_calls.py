@@ -24,7 +24,7 @@ class CallsClient(Protocol):
 
     def call_status(self, call_id: str, *, wait: float = 0.0) -> CallStatus: ...
 
-    def call_results(self, call_id: str) -> Iterator[Any]: ...
+    def call_results(self, call_id: str, *, single: bool = False) -> Iterator[Any]: ...
 
     def cancel_call(self, call_id: str) -> CallStatus: ...
 
@@ -111,7 +111,7 @@ class FunctionCall:
         status = self.wait(timeout)
         if status.state in ("failed", "cancelled"):
             raise DcfError(status.describe(), function=status.function)
-        results = list(self.client.call_results(self.id))
+        results = list(self.client.call_results(self.id, single=status.single))
         if status.single:
             [result] = results
             if isinstance(result, DcfError):

@@ -482,15 +482,15 @@ class Client:
         return CallStatus.from_pb(self._manage("GetCall", pb.CallRequest(Id=call_id, Wait=wait),
                                                f"asking for call {call_id}", timeout=timeout))
 
-    def call_results(self, call_id: str, *, replies: bool = False) -> Iterator[Any]:
-        """A spawned call's results so far, in input order (a failed input as its DcfError); each as its Reply
-        with `replies`."""
+    def call_results(self, call_id: str, *, replies: bool = False, single: bool = False) -> Iterator[Any]:
+        """A spawned call's results so far, in input order (a failed input as its DcfError, naming the input
+        unless the call is `single`); each as its Reply with `replies`."""
         try:
             metadata = self._metadata
             for message in self._stub.CallResults(pb.CallRequest(Id=call_id), timeout=MANAGEMENT_TIMEOUT_S,
                                                   metadata=metadata):
                 for result in message.Results:
-                    yield result_value(result, self.address, "", replies=replies)
+                    yield result_value(result, self.address, "", replies=replies, single=single)
         except grpc.RpcError as exc:
             raise rpc_error(exc, self.address, f"fetching the results of call {call_id}") from None
 

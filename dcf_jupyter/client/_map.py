@@ -84,8 +84,10 @@ class MapInputs:
                 first = False
 
 
-def result_value(result: pb.MapResult, address: str, name: str, *, replies: bool = False) -> Any:
-    """An item's result: what the handler returned (its Reply with `replies`), or its failure as a DcfError."""
+def result_value(result: pb.MapResult, address: str, name: str, *, replies: bool = False, single: bool = False
+                 ) -> Any:
+    """An item's result: what the handler returned (its Reply with `replies`), or its failure as a DcfError
+    (naming the input unless it is a `single` call's only one)."""
     if not result.Code:
         reply = Reply(result.Reply.Output, result.Reply.ContentType or BINARY)
         return reply if replies else reply.value()
@@ -93,7 +95,8 @@ def result_value(result: pb.MapResult, address: str, name: str, *, replies: bool
     if result.Traceback:
         trailing[TRACEBACK_KEY] = result.Traceback
     tries = f" ({result.Tries} tries)" if result.Tries > 1 else ""
-    return error_of(grpc.StatusCode[result.Code], f"input {result.Index}{tries}: {result.Error}", trailing,
+    said = f"{result.Error}{tries}" if single else f"input {result.Index}{tries}: {result.Error}"
+    return error_of(grpc.StatusCode[result.Code], said, trailing,
                     address, f"calling {name!r}" if name else "the call", name)
 
 
