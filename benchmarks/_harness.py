@@ -94,7 +94,10 @@ BARE_PIDS: dict[str, int] = {}  # address -> pid of the running bare servers
 @contextlib.contextmanager
 def gateway_and_baselines(*functions: str) -> Iterator[dict[str, str]]:
     """Addresses of both bare baselines and of a gateway with `functions` deployed, labelled."""
-    with gateway_with(*functions) as gw, bare_server() as bare, bare_server(aio=True) as bare_aio:
+    # --open-loopback: the clients measured are DCF's own plaintext stubs, which send no token (as the bare
+    # servers need none).
+    with gateway_with(*functions, extra=["--open-loopback"]) as gw, bare_server() as bare, \
+            bare_server(aio=True) as bare_aio:
         yield {BASELINES[0]: bare, BASELINES[1]: bare_aio, "gateway": gw}
 
 
