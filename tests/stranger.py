@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 # The packages `dcf` needs (pyproject's dependencies), at the versions this test process runs.
 RUNTIME_PACKAGES = ("grpcio", "protobuf", "pyyaml", "click", "platformdirs", "packaging", "aiohttp",
-                    "prometheus_client")
+                    "prometheus_client", "tqdm", "croniter")
 
 
 def why_not() -> str | None:
