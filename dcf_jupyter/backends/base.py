@@ -149,7 +149,7 @@ class Deployment(abc.ABC):
         is held for the caller until it calls `let_go(link)`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self._wait(+1)
+        self.add_waiting(1)
         try:
             while True:
                 link = self._least_held()
@@ -166,7 +166,7 @@ class Deployment(abc.ABC):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
         finally:
-            self._wait(-1)
+            self.add_waiting(-1)
 
     def _least_held(self) -> WorkerLink | None:
         """The open ready link holding the fewest calls, the next in turn among equals (so calls one at a time go
@@ -186,13 +186,11 @@ class Deployment(abc.ABC):
             self._next = chosen
         return best
 
-    def _wait(self, change: int) -> None:
-        self.waiting += change
-        self.load_changed.set()
-
     def add_waiting(self, count: int) -> None:
-        """Count `count` more (fewer, when negative) callers waiting for a replica: a map's items not yet called."""
-        self._wait(count)
+        """Count `count` more (fewer, when negative) callers waiting for a replica: a pick waiting, a map's items
+        not yet called."""
+        self.waiting += count
+        self.load_changed.set()
 
     @property
     def queues_at_replicas(self) -> bool:

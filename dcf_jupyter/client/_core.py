@@ -224,6 +224,11 @@ class DeployResult:
         printer.text(self.message)
 
 
+def _check_retries(retries: int) -> None:
+    if retries < 0:
+        raise InvalidArgument(f"retries={retries}: give 0 or more")
+
+
 class Client:
     """A connection to one gateway; thread-safe, cheap to keep, close when done (or use `with`).
 
@@ -434,20 +439,20 @@ class Client:
         unknown length too. A failed input is tried again `retries` times, then raised (DcfError), or handed
         back in its place with `return_exceptions=True`. `progress`: a bar (a widget in a notebook); by default
         shown in notebooks and on terminals. `timeout`: for the whole map."""
-        if retries < 0:
-            raise InvalidArgument(f"retries={retries}: give 0 or more")
-        return map_results(self._stub.Map, self._metadata, self.address, name, inputs, ordered=ordered,
-                           return_exceptions=return_exceptions, retries=retries, timeout=timeout, progress=progress)
+        return self._map(name, inputs, replies=False, ordered=ordered, return_exceptions=return_exceptions,
+                         retries=retries, timeout=timeout, progress=progress)
 
     def map_replies(self, name: str, inputs: Iterable[Any], *, ordered: bool = True,
                     return_exceptions: bool = False, retries: int = 0, timeout: float | None = None,
                     progress: bool | None = None) -> Iterator[Reply | DcfError]:
         """`map`, each result as its Reply (bytes and content type)."""
-        if retries < 0:
-            raise InvalidArgument(f"retries={retries}: give 0 or more")
-        return map_results(self._stub.Map, self._metadata, self.address, name, inputs, ordered=ordered,
-                           return_exceptions=return_exceptions, retries=retries, timeout=timeout, progress=progress,
-                           replies=True)
+        return self._map(name, inputs, replies=True, ordered=ordered, return_exceptions=return_exceptions,
+                         retries=retries, timeout=timeout, progress=progress)
+
+    def _map(self, name: str, inputs: Iterable[Any], *, replies: bool, retries: int, **options: Any) -> Iterator[Any]:
+        _check_retries(retries)
+        return map_results(self._stub.Map, self._metadata, self.address, name, inputs, replies=replies,
+                           retries=retries, **options)
 
     def spawn(self, name: str, data: Any = b"", *, callback_url: str = "") -> FunctionCall:
         """Start one call that the gateway runs on its own and keeps (input and result, 24 h): returns at once,
@@ -459,8 +464,7 @@ class Client:
                   ) -> FunctionCall:
         """A whole map as one spawned call: the inputs are sent (and kept) now, the gateway calls the function
         for each on its own; `.get()` gives the results in input order."""
-        if retries < 0:
-            raise InvalidArgument(f"retries={retries}: give 0 or more")
+        _check_retries(retries)
         return self._spawn(name, inputs, retries=retries, callback_url=callback_url)
 
     def _spawn(self, name: str, inputs: Iterable[Any], *, single: bool = False, retries: int = 0,
