@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stranger import SYSTEM_PYTHON, _pids_of
+from stranger import SYSTEM_PYTHON, remove_user
 from stranger import why_not as why_no_second_user
 from support import eventually
 
@@ -208,11 +208,8 @@ def running_hub(names: tuple[str, ...], environment: dict[str, str]) -> Iterator
     finally:
         _stop(process, folder)
         for user in users.values():
-            if user.uid:
-                for pid in _pids_of(user.uid):  # their servers, kernels and gateways, by pid
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            subprocess.run(["userdel", "-r", user.name], capture_output=True)
+            if user.uid:  # their servers, kernels and gateways, by pid, then the user and its home
+                remove_user(user.name)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -120,18 +121,40 @@ def _pids_of(uid: int) -> list[int]:
     return pids
 
 
-def remove_stranger_named(name: str, home: Path) -> None:
-    """Remove the user and its home. Its processes were stopped by their handles; any one left (a test that
-    failed midway) is killed by pid first, as userdel refuses to remove a user whose processes run."""
+def remove_user(name: str, *, with_home: bool = True) -> None:
+    """Remove a local user a test made. Its processes were stopped by their handles; any one left (a test that
+    failed midway, a server's kernel) is killed by pid first, and userdel is tried again until those are gone:
+    it refuses a user whose processes still run (one hub user was left behind that way)."""
     try:
         uid = pwd.getpwnam(name).pw_uid
     except KeyError:
-        uid = None
-    if uid is not None:
+        return
+    command = ["userdel", "-r", name] if with_home else ["userdel", name]
+    deadline = time.monotonic() + 20
+    while True:
         for pid in _pids_of(uid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    subprocess.run(["userdel", name], capture_output=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        gone = done.returncode == 0 or _user_gone(name)
+        if gone or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not gone:
+        print(f"could not remove the test user {name}: {done.stderr.strip()}", file=sys.stderr)
+
+
+def _user_gone(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return True
+    return False
+
+
+def remove_stranger_named(name: str, home: Path) -> None:
+    """Remove the user and its home."""
+    remove_user(name, with_home=False)
     shutil.rmtree(home, ignore_errors=True)
 
 
