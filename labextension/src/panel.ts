@@ -204,10 +204,8 @@ export class DcfPanel extends Widget {
       actions.title = 'deployed by another gateway on the same cluster: scale or delete it through that gateway';
     } else {
       actions.append(
-        this._button('−', 'one replica fewer', 'dcf-scale-down', () =>
-          this._scale(gateway.id, fn.name, Math.max(0, fn.replicas - 1))
-        ),
-        this._button('+', 'one replica more', 'dcf-scale-up', () => this._scale(gateway.id, fn.name, fn.replicas + 1)),
+        this._button('−', 'one replica fewer', 'dcf-scale-down', () => this._step(gateway.id, fn, -1)),
+        this._button('+', 'one replica more', 'dcf-scale-up', () => this._step(gateway.id, fn, 1)),
         this._button('✕', 'delete', 'dcf-delete', () => this._delete(gateway.id, fn.name))
       );
     }
@@ -227,13 +225,23 @@ export class DcfPanel extends Widget {
     return button;
   }
 
-  private async _scale(gateway: string, name: string, replicas: number): Promise<void> {
+  /**
+   * One replica more or fewer than last asked for: a second click before the first one's answer has been drawn
+   * counts from the first one's target, not from the row it was drawn on (else two quick clicks scale by one).
+   */
+  private async _step(gateway: string, fn: IFunctionRow, delta: number): Promise<void> {
+    const key = `${gateway}/${fn.name}`;
+    const replicas = Math.max(0, (this._asked.get(key) ?? fn.replicas) + delta);
+    this._asked.set(key, replicas);
     try {
-      await post(functionPath(gateway, name, 'scale'), { replicas });
+      await post(functionPath(gateway, fn.name, 'scale'), { replicas });
     } catch (error) {
       this._error.textContent = (error as Error).message;
     }
     await this.refresh();
+    if (this._asked.get(key) === replicas) {
+      this._asked.delete(key); // no later click: the rows drawn now show this target
+    }
   }
 
   private async _delete(gateway: string, name: string): Promise<void> {
@@ -330,6 +338,7 @@ export class DcfPanel extends Widget {
   private _state: IGateway[] = [];
   private _target = 'shared';
   private _selected: ISelection | undefined;
+  private _asked = new Map<string, number>(); // scale targets still on their way, by gateway/function
   private _timer: number;
   private _logTimer = 0;
   private _error: HTMLElement;
