@@ -21,19 +21,13 @@ from dcf_jupyter.host.credentials import ENV_CONFIG_DIR
 from dcf_jupyter.launch import start_detached
 from dcf_jupyter.settings import ENV_TOKEN
 
-# Under pytest-xdist (`-n 2 --dist loadgroup`) these run one after another on one worker: on 2 cores, Ray
-# clusters, browsers, notebooks, containers and the load tests time out under each other's load.
-SERIAL_MODULES = frozenset({"test_ray", "test_kuberay", "test_notebooks", "test_binder", "test_jupyterhub",
-                            "test_lab_panel_browser", "test_widgets_browser", "test_docker", "test_gateway_death",
-                            "test_gateway_load", "test_stft_memory", "test_detect", "test_ssd"})
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which the light [test] install lacks
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `-n 2`: test modules as units, the Ray-starting ones together and first (tests/xdist_scheduling.py)."""
+    from xdist_scheduling import RayClustersFirst
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if item.path.stem in SERIAL_MODULES:
-            item.add_marker(pytest.mark.xdist_group("serial"))
+    return RayClustersFirst(config, log)
 
 
 def _isolated_values(base: Path) -> dict[str, str | None]:

@@ -217,7 +217,8 @@ def test_a_spawned_map_survives_a_gateway_restart_running_only_its_unanswered_in
         assert FunctionCall.from_id(job.id, client=again.client).get(timeout=60) == [text.upper() for text in inputs]
     finally:
         again.stop()
-    ran = runs.read_text()[len(runs_before):].split()
+    # Only this map's inputs: an input of the cancelling test above may still be finishing in the module's gateway.
+    ran = [text for text in runs.read_text()[len(runs_before):].split() if text in inputs]
     assert sorted(set(ran)) == sorted(inputs)
     assert len(ran) - len(inputs) <= 1, ran  # only the input running when it stopped may have run twice
 
