@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -82,6 +83,28 @@ def bare_server(aio: bool = False) -> Iterator[str]:
             address = f"127.0.0.1:{port_file.read_text()}"
             BARE_PIDS[address] = process.pid
             yield address
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+@contextlib.contextmanager
+def worker_process(function: str) -> Iterator[tuple[str, str]]:
+    """functions/<function>'s worker process alone, as the gateway starts one, serving its framed link on a Unix
+    socket and DCF gRPC on a loopback port; yields (socket path, gRPC address)."""
+    with tempfile.TemporaryDirectory(prefix="dcf-worker-") as tmp:
+        socket_path = str(Path(tmp) / "worker.sock")
+        status_read, status_write = os.pipe()
+        cmd = [sys.executable, "-m", "dcf_jupyter.worker", str(ROOT / "functions" / function), "--socket",
+               socket_path, "--grpc", "127.0.0.1:0", "--status-fd", str(status_write)]
+        process = subprocess.Popen(cmd, pass_fds=(status_write,))
+        os.close(status_write)
+        try:
+            with os.fdopen(status_read) as status:
+                ready = json.loads(status.readline() or "{}")
+            if not ready.get("ready"):
+                raise RuntimeError(f"the {function} worker did not start: {ready}")
+            yield socket_path, f"127.0.0.1:{ready['grpc_port']}"
         finally:
             process.terminate()
             process.wait(10)
