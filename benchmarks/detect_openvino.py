@@ -13,7 +13,6 @@ Run it on each CPU kind (AVX-512, AVX2): #44 keeps OpenVINO only where it is cle
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 from _detection import images
-from _harness import ROOT, cpu
+from _harness import ROOT, cpu, median_seconds
 
 sys.path.insert(0, str(ROOT / "functions" / "detect" / "src"))
 from centernet import CenterNetDetector, decode, suppress  # detect's own modules, beside its handler
@@ -34,15 +33,9 @@ except ImportError:
 
 
 def median_ms(run: Callable[[], object], calls: int) -> float:
-    """Median milliseconds of `calls` runs after two warm-ups."""
+    """Median milliseconds of `calls` runs, after two warm-ups (a runtime's second call may still be setting up)."""
     run()
-    run()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+    return median_seconds(run, calls) * 1e3
 
 
 def detections(peaks: np.ndarray, sides: np.ndarray, threshold: float = 0.3) -> np.ndarray:
