@@ -5,6 +5,7 @@ Screenshots land in tests/artifacts/."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from labdriver import (
     skip_module_without_browser,
     write_notebook,
 )
-from support import ROOT, GatewayHandle
+from support import ROOT, GatewayHandle, with_keys
 
 from dcf_jupyter.definition.scaffold import init_function
 
@@ -259,4 +260,25 @@ def test_a_detection_drawn_in_the_sidebar_opens_at_full_size(page: NotebookPage,
         page.page.keyboard.press("Alt+w")  # close the tab again (JupyterLab's close-tab shortcut)
     finally:
         panel_gateway.client.delete("boxer")
+    assert page.console_errors == []
+
+
+def test_a_scheduled_function_says_when_it_runs_next(page: NotebookPage, panel_gateway: GatewayHandle,
+                                                     tmp_path: Path) -> None:
+    """A function with a `schedule:` says in its row when it runs next, on a line of its own that wraps instead of
+    being cut at the default sidebar width; its tooltip says on what schedule."""
+    folder = with_keys(init_function("nightly", parent=tmp_path, handler_source=PRINTER), schedule="0 30 3 * * *")
+    panel_gateway.client.deploy(folder)
+    try:
+        nightly = row(page, "shared", "nightly")
+        nightly.wait_for(timeout=5000)
+        said = nightly.locator(".dcf-scaling")
+        said.wait_for(timeout=5000)
+        assert re.fullmatch(r"next run \d\d:30:00", said.inner_text()), said.inner_text()
+        sizes = said.evaluate("line => [line.scrollWidth, line.clientWidth, line.scrollHeight, line.clientHeight]")
+        assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], f"cut at the default sidebar width: {sizes}"
+        assert "schedule: 0 30 3 * * *" in (said.get_attribute("title") or "")
+        shot(page, "panel-schedule.png")
+    finally:
+        panel_gateway.client.delete("nightly")
     assert page.console_errors == []

@@ -149,10 +149,14 @@ class FunctionInfo:
     @property
     def next_run_said(self) -> str:
         """'next run 14:05:00 (*/5 * * * *)' ('' without a schedule)."""
+        return f"{self.next_run_at} ({self.schedule})" if self.schedule else ""
+
+    @property
+    def next_run_at(self) -> str:
+        """'next run 14:05:00', without the schedule, for where room is short ('' without a schedule)."""
         if not self.schedule:
             return ""
-        when = time.strftime("%H:%M:%S", time.localtime(self.next_run)) if self.next_run else "soon"
-        return f"next run {when} ({self.schedule})"
+        return f"next run {time.strftime('%H:%M:%S', time.localtime(self.next_run)) if self.next_run else 'soon'}"
 
     def scaled(self) -> str:
         """What a scale did, in one sentence: 'Scaled: echo to 2 replicas (2 ready)', or for 0 'Scaled: echo to 0

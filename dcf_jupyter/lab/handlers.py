@@ -83,7 +83,7 @@ def function_json(info: FunctionInfo) -> dict[str, Any]:
         info.cold_starts_said,
         # A narrow sidebar row: the queue only when something waits or it batches (list -v always says it).
         info.queue_said if info.queued or info.max_batch_size else "",
-        info.next_run_said) if part)
+        info.next_run_at) if part)  # its schedule goes in the row's tooltip
     ready = "idle" if info.idle else f"{info.available_replicas}/{info.replicas}"  # idle: the next call starts one
     return {**asdict(info), "ready": ready, "scaling": scaling, "managed": not info.deployed_elsewhere}
 

@@ -40,6 +40,7 @@ export interface IFunctionRow {
   error: string;
   ready: string;
   scaling: string; // "autoscaled 0-3; 2 cold starts, the last 0.41 s at 14:02:11", or ''
+  schedule: string; // config.yaml's `schedule:` (cron), or ''
   managed: boolean; // false: another gateway deployed it on a shared cluster (listed here, managed there)
   gpus: IReplicaGpus[];
 }

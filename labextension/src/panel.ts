@@ -67,7 +67,6 @@ export class DcfPanel extends Widget {
 
   dispose(): void {
     window.clearInterval(this._timer);
-    window.clearInterval(this._logTimer);
     super.dispose();
   }
 
@@ -81,6 +80,19 @@ export class DcfPanel extends Widget {
     }
     this._render();
     this._changed.emit(this._state);
+    // The log follows with the list, so a function deleted elsewhere (a shell, a notebook) is let go as soon as
+    // the list no longer has it, instead of its log being asked for (404) on a timer of its own.
+    if (this._selected && !this._listed(this._selected)) {
+      this._select(undefined);
+    } else {
+      void this._followLog?.();
+    }
+  }
+
+  /** Whether the selected function is still listed (or its gateway is not answering: it may come back). */
+  private _listed({ gateway, name }: ISelection): boolean {
+    const block = this._state.find(g => g.id === gateway);
+    return block !== undefined && (!block.healthy || block.functions.some(fn => fn.name === name));
   }
 
   private _render(): void {
@@ -188,15 +200,21 @@ export class DcfPanel extends Widget {
     if (fn.image) {
       meta.append(element('span', 'dcf-image', fn.image));
     }
-    if (fn.scaling) {
-      meta.append(element('span', 'dcf-scaling', fn.scaling));
-    }
-    meta.title = [fn.status, calls, `backend ${fn.backend}`, gpus, fn.scaling, fn.image && `image ${fn.image}`, fn.error]
+    const schedule = fn.schedule && `schedule: ${fn.schedule}`;
+    meta.title = [fn.status, calls, `backend ${fn.backend}`, gpus, fn.scaling, schedule, fn.image && `image ${fn.image}`,
+      fn.error]
       .filter(Boolean)
       .join('\n');
     const name = element('div', 'dcf-name', fn.name);
     name.title = fn.name;
     main.append(name, meta);
+    if (fn.scaling) {
+      // A line of its own: the status line is cut at the sidebar's width, and when a scheduled function runs next
+      // (or how it scales) matters more than its backend and image.
+      const scaling = element('div', 'dcf-meta dcf-scaling', fn.scaling);
+      scaling.title = meta.title;
+      main.append(scaling);
+    }
     const ready = element('td', 'dcf-ready', fn.ready);
     ready.title = 'replicas ready / wanted';
     const actions = element('td', 'dcf-actions');
@@ -233,16 +251,27 @@ export class DcfPanel extends Widget {
     const key = `${gateway}/${fn.name}`;
     const replicas = Math.max(0, (this._asked.get(key) ?? fn.replicas) + delta);
     this._asked.set(key, replicas);
-    try {
-      await post(functionPath(gateway, fn.name, 'scale'), { replicas });
-    } catch (error) {
-      this._error.textContent = (error as Error).message;
+    // One scale of a function at a time, in the order clicked: two requests in flight at once may be answered
+    // in either order, and the last one answered is the count that stays.
+    const posting = (this._posting.get(key) ?? Promise.resolve())
+      .then(() => post(functionPath(gateway, fn.name, 'scale'), { replicas }))
+      .then(
+        () => undefined,
+        error => {
+          this._error.textContent = (error as Error).message;
+        }
+      );
+    this._posting.set(key, posting);
+    await posting;
+    if (this._posting.get(key) === posting) {
+      this._posting.delete(key);
     }
     await this.refresh();
     if (this._asked.get(key) === replicas) {
       this._asked.delete(key); // no later click: the rows drawn now show this target
     }
   }
+
 
   private async _delete(gateway: string, name: string): Promise<void> {
     const answer = await showDialog({
@@ -267,7 +296,7 @@ export class DcfPanel extends Widget {
   /** Show one function's log (following its tail) and its quick call box. */
   private _select(selection: ISelection | undefined): void {
     this._selected = selection;
-    window.clearInterval(this._logTimer);
+    this._followLog = undefined;
     this._render();
     if (!selection) {
       this._detail.replaceChildren();
@@ -300,8 +329,8 @@ export class DcfPanel extends Widget {
         log.textContent = (error as Error).message;
       }
     };
+    this._followLog = follow; // again at each refresh of the list
     void follow();
-    this._logTimer = window.setInterval(() => void follow(), REFRESH_MS);
   }
 
   private async _call(
@@ -339,8 +368,9 @@ export class DcfPanel extends Widget {
   private _target = 'shared';
   private _selected: ISelection | undefined;
   private _asked = new Map<string, number>(); // scale targets still on their way, by gateway/function
+  private _posting = new Map<string, Promise<void>>(); // the last scale request of each, for the next to wait on
   private _timer: number;
-  private _logTimer = 0;
+  private _followLog: (() => Promise<void>) | undefined;
   private _error: HTMLElement;
   private _info: HTMLElement;
   private _gateways: HTMLElement;
