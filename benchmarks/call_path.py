@@ -44,10 +44,10 @@ FLOORS = ("aio + link", "sync + link")
 
 
 def serve_aio(port_file: Path, worker_socket: str) -> None:
-    """The "aio + link" floor: Invoke and Invokes forwarded over one AsyncLink (32 frames in flight)."""
-    import uvloop
-
+    """The "aio + link" floor: Invoke and Invokes forwarded over one AsyncLink (32 frames in flight), on the
+    gateway's loop."""
     from dcf_jupyter.backends.local.link import AsyncLink
+    from dcf_jupyter.gateway.app import run_event_loop
 
     async def serve() -> None:
         link = await AsyncLink.connect(worker_socket, DEFAULT_MAX_MESSAGE_SIZE + 1024)
@@ -77,7 +77,7 @@ def serve_aio(port_file: Path, worker_socket: str) -> None:
         port_file.write_text(str(port))  # noqa: ASYNC240 - once, before the first call
         await server.wait_for_termination()
 
-    uvloop.run(serve())
+    run_event_loop(serve())
 
 
 def serve_sync(port_file: Path, worker_socket: str) -> None:

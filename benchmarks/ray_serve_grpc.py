@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 import grpc
 from _harness import ROOT, cpu, gateway_with, percentile
 
+from dcf_jupyter.host.ports import free_port
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 from dcf_jupyter.settings import DEFAULT_MAX_MESSAGE_SIZE, grpc_options
@@ -59,13 +59,6 @@ class ServeEcho:
         from dcf_jupyter.worker.handler import Request
 
         return pb.Message(Msg=self.handler(Request(request.Input)).decode())
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def measure(address: str, calls: int, payload: bytes) -> float:

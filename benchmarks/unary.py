@@ -10,21 +10,17 @@ process), and the worker's own gRPC server (grpcio's sync server in the worker: 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import grpc
 from _harness import compare, cpu, gateway_and_baselines, percentile, worker_process
 
 from dcf_jupyter.backends.local.link import AsyncLink
+from dcf_jupyter.gateway.app import run_event_loop
 from dcf_jupyter.protocol import gateway_pb2 as pb
 from dcf_jupyter.protocol import gateway_pb2_grpc as pb_grpc
 from dcf_jupyter.protocol.link import FORM_MESSAGE
 from dcf_jupyter.settings import DEFAULT_MAX_MESSAGE_SIZE
-
-T = TypeVar("T")
 
 
 def measure(address: str, calls: int, payload: bytes) -> list[float]:
@@ -41,19 +37,6 @@ def measure(address: str, calls: int, payload: bytes) -> list[float]:
             latencies.append(time.perf_counter() - start)
             assert reply.Msg == payload.decode()
     return latencies
-
-
-def run_as_the_gateway(coroutine: Awaitable[T]) -> T:
-    """Run on the loop the gateway runs on: uvloop when installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
-    loop = uvloop.new_event_loop()
-    try:
-        return loop.run_until_complete(coroutine)
-    finally:
-        loop.close()
 
 
 def link_latencies(socket_path: str, calls: int, payload: bytes) -> list[float]:
@@ -74,7 +57,7 @@ def link_latencies(socket_path: str, calls: int, payload: bytes) -> list[float]:
         finally:
             link.close()
 
-    return run_as_the_gateway(run())
+    return run_event_loop(run())  # on the loop the gateway runs on: uvloop when installed
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import grpc
 
@@ -54,6 +54,7 @@ GPU_LEASES = "gpu-leases"  # in the user's config dir, where the machine has no 
 REPLICA_TOKEN_FILE = "replica-token"  # in the state dir
 OWN_SOCKET = "gateway.sock"  # in the 0700 socket folder: the owner's tools and replicas on this machine
 log = logging.getLogger("dcf.gateway")
+T = TypeVar("T")
 FLUSH_EVERY_S = 2.0
 
 def _lock_state_dir(state_dir: Path) -> IO[str]:
@@ -383,8 +384,8 @@ def loop_for(options: GatewayOptions) -> str:
     return options.loop
 
 
-def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
-    """Run `coro` on uvloop when asked (or, with "auto", when installed), else on asyncio's loop."""
+def run_event_loop(coro: Coroutine[Any, Any, T], loop: str = "auto") -> T:
+    """Run `coro` on uvloop when asked (or, with "auto", when installed), else on asyncio's loop; its result."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if loop in ("auto", "uvloop"):
         try:
@@ -395,14 +396,13 @@ def run_event_loop(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
             if loop == "uvloop":
                 raise GatewayStartError("--loop uvloop asked for, but uvloop is not installed") from None
     if factory is None:
-        asyncio.run(coro)
-    elif sys.version_info >= (3, 11):
+        return asyncio.run(coro)
+    if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(coro)
-    else:
-        loop_ = factory()
-        try:
-            asyncio.set_event_loop(loop_)
-            loop_.run_until_complete(coro)
-        finally:
-            loop_.close()
+            return runner.run(coro)
+    loop_ = factory()
+    try:
+        asyncio.set_event_loop(loop_)
+        return loop_.run_until_complete(coro)
+    finally:
+        loop_.close()

@@ -272,7 +272,6 @@ export class DcfPanel extends Widget {
     }
   }
 
-
   private async _delete(gateway: string, name: string): Promise<void> {
     const answer = await showDialog({
       title: `Delete ${name}?`,

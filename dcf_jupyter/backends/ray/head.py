@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from ...errors import GatewayStartError
 from ...host.pids import kill_session, session_members
+from ...host.ports import free_port
 
 log = logging.getLogger("dcf.gateway")
 
@@ -33,12 +33,6 @@ ATTEMPTS = 3
 # gateway has released its replicas by now: a few seconds of grace, then every process of the head's session
 # goes, so that `dcf gateway stop` returns with nothing of it left (and the head never outlives its gateway).
 STOP_GRACE_S = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalRayHead:
@@ -77,7 +71,7 @@ class LocalRayHead:
 
     @classmethod
     def _launch(cls) -> LocalRayHead:
-        port, token = _free_port(), secrets.token_hex(16)
+        port, token = free_port(), secrets.token_hex(16)
         fd, name = tempfile.mkstemp(prefix="dcf-ray-head-", suffix=".log")
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
                # The GCS waits longer for its port on a busy machine than Ray's default 30 s.
