@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcf_jupyter.protocol import gateway_pb2 as pb
+from dcf_jupyter.protocol import wire
 from dcf_jupyter.protocol.wire import WireError, message_parts, messages_parts, parse_call
 
 texts = st.text(max_size=200)
@@ -69,3 +70,30 @@ def test_junk_is_a_wire_error_or_agrees_with_protobuf(junk: bytes) -> None:
     except WireError:
         return  # stricter than protobuf (wire types a request never carries, such as groups) is fine
     assert (name, bytes(view)) == (expected.Service, expected.Input)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(service=texts, data=payloads, at=st.integers(min_value=0), byte=st.integers(0, 255),
+       cut=st.integers(min_value=0))
+def test_the_shortcut_for_plain_calls_reads_as_the_general_loop(
+        service: str, data: bytes, at: int, byte: int, cut: int) -> None:
+    # A plain call (Service, then Input) with one byte changed and cut short: the shortcut either declines or
+    # reads exactly what the field-by-field loop reads, refusals included.
+    raw = bytearray(pb.InvokeServiceRequest(Service=service, Input=data).SerializeToString())
+    if raw:
+        raw[at % len(raw)] = byte
+    junk = bytes(raw[:len(raw) - cut % (len(raw) + 1)])
+
+    def read(shortcut: bool) -> object:
+        original = wire._plain_call
+        if not shortcut:
+            wire._plain_call = lambda _: None
+        try:
+            service, view, *rest = parse_call(junk)
+            return service, bytes(view), *rest
+        except WireError as exc:
+            return str(exc)
+        finally:
+            wire._plain_call = original
+
+    assert read(True) == read(False)

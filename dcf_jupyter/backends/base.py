@@ -131,8 +131,13 @@ class Deployment(abc.ABC):
         # Load, as an autoscaler reads it: calls (and open streams) each replica holds, and callers waiting for
         # one. Counted on the event loop, so a replica chosen for removal while idle has no call on its way.
         self._holds: dict[int, int] = {}
+        self._held_calls = 0  # the sum of _holds, kept as it changes (read on every call's path)
         self.waiting = 0
         self.load_changed = asyncio.Event()
+        # Whether a load (ongoing) matters to whoever waits on load_changed (an autoscaler: when it would change the
+        # replicas it wants); None: every change is set. Asked on every call's hold and let_go, instead of waking
+        # the waiter for each.
+        self.load_matters: Callable[[int], bool] | None = None
         self.wakes_on_call = False  # at 0 replicas a call waits for one to start (an autoscaler starts it)
         self.restarts = 0  # replicas that died or were stuck and were started again
 
@@ -147,6 +152,10 @@ class Deployment(abc.ABC):
     async def pick(self, timeout: float) -> WorkerLink:
         """A ready replica's link (the least busy), waiting up to `timeout` seconds; NoReplica otherwise. The link
         is held for the caller until it calls `let_go(link)`."""
+        link = self._least_held()
+        if link is not None:  # the common case, kept short: it is every call's path
+            self.hold(link)
+            return link
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self.add_waiting(1)
@@ -190,7 +199,7 @@ class Deployment(abc.ABC):
         """Count `count` more (fewer, when negative) callers waiting for a replica: a pick waiting, a map's items
         not yet called."""
         self.waiting += count
-        self.load_changed.set()
+        self._load_moved()
 
     @property
     def queues_at_replicas(self) -> bool:
@@ -200,21 +209,30 @@ class Deployment(abc.ABC):
 
     def has_room(self, per_replica: int) -> bool:
         """Whether its ready replicas hold fewer than `per_replica` calls each, on average."""
-        return sum(self._holds.values()) < self.ready_replicas * per_replica
+        return self._held_calls < self.ready_replicas * per_replica
 
     def hold(self, link: WorkerLink) -> None:
         """Count a call (or an open stream) on `link` until `let_go(link)`."""
         self._holds[id(link)] = self._holds.get(id(link), 0) + 1
-        self.load_changed.set()
+        self._held_calls += 1
+        self._load_moved()
 
     def let_go(self, link: WorkerLink) -> None:
         """A call (or stream) that `pick` or `hold` counted on `link` has ended."""
-        left = self._holds.get(id(link), 0) - 1
-        if left > 0:
-            self._holds[id(link)] = left
+        held = self._holds.get(id(link), 0)
+        if not held:
+            return
+        if held > 1:
+            self._holds[id(link)] = held - 1
         else:
-            self._holds.pop(id(link), None)
-        self.load_changed.set()
+            del self._holds[id(link)]
+        self._held_calls -= 1
+        self._load_moved()
+
+    def _load_moved(self) -> None:
+        matters = self.load_matters
+        if matters is None or matters(self._held_calls + self.waiting):
+            self.load_changed.set()
 
     def holds(self, link: WorkerLink | None) -> int:
         """Calls and streams in flight on `link`."""
@@ -223,7 +241,7 @@ class Deployment(abc.ABC):
     @property
     def ongoing(self) -> int:
         """Calls and streams in flight on all replicas, plus callers waiting for one."""
-        return sum(self._holds.values()) + self.waiting
+        return self._held_calls + self.waiting
 
     @property
     def queued(self) -> int:

@@ -56,7 +56,14 @@ class Autoscaler:
         self._waking: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._seen = (-1, -1)  # (replicas, replicas wanted) the loop last acted on: other loads need no wake
         deployment.wakes_on_call = policy.min_replicas == 0
+        deployment.load_matters = self._matters
+
+    def _matters(self, ongoing: int) -> bool:
+        """Whether the load `ongoing` would change what the loop decides: the replicas it wants, or a count
+        changed since (a scale by hand, a replica lost)."""
+        return (self.deployment.replicas, wanted(self.policy, ongoing)) != self._seen
 
     @property
     def name(self) -> str:
@@ -133,6 +140,7 @@ class Autoscaler:
             now = loop.time()
             current, ongoing = deployment.replicas, deployment.ongoing
             desired = wanted(policy, ongoing)
+            self._seen = (current, desired)
             sleep: float | None = None  # None: until load changes
             # At 0 replicas a waiting call starts one itself (wake); past that, load adds replicas after a delay.
             if desired > current > 0:

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -26,7 +26,7 @@ from .core import GatewayCore
 from .mapping import MAX_RESULTS_PER_MESSAGE, MapRun, first_map_request
 from .metrics import GatewayMetrics
 from .registry import FunctionRecord
-from .rpc import Abort, Deadline, ReplicaLost, streaming_rpc, unary_rpc, within
+from .rpc import Abort, Deadline, ReplicaLost, expiring, streaming_rpc, unary_rpc, within
 from .spawned import CallKeeper
 
 log = logging.getLogger("dcf.gateway")
@@ -54,14 +54,32 @@ def _call_failures(record: FunctionRecord) -> Iterator[None]:
         raise _link_lost(record.name, exc) from None
 
 
-async def _answer(reply: Awaitable[bytes], record: FunctionRecord, deployment: Deployment, link: Any) -> bytes:
-    """One call's reply within the function's timeout; a timeout recycles the stuck worker."""
+async def _answer(reply: asyncio.Future[bytes], record: FunctionRecord, deployment: Deployment, link: Any) -> bytes:
+    """One call's reply within the function's timeout; a timeout recycles the stuck worker. (The failures of
+    `_call_failures`, mapped inline: a generator-based context costs microseconds on every call's path.)"""
     timeout = deployment.spec.function.call_timeout
-    with _call_failures(record):
-        try:
-            return await within(reply, timeout)
-        except asyncio.TimeoutError:
-            raise _timed_out(record, deployment, link, timeout) from None
+    try:
+        return await expiring(reply, timeout)
+    except CallFailed as failure:
+        raise Abort.from_call(failure) from None
+    except LinkClosed as exc:
+        raise _link_lost(record.name, exc) from None
+    except asyncio.TimeoutError:
+        raise _timed_out(record, deployment, link, timeout) from None
+
+
+async def _reply(record: FunctionRecord, deployment: Deployment, link: Any, form: int, payload: bytes) -> bytes:
+    """One call sent on `link` and answered (`_answer`); the worker is told to skip it when its caller went away
+    or it ran out of time."""
+    try:
+        call_id, reply = link.submit(form, payload)
+    except LinkClosed as exc:
+        raise _link_lost(record.name, exc) from None
+    try:
+        return await _answer(reply, record, deployment, link)
+    except BaseException:
+        link.cancel(call_id)
+        raise
 
 
 def _link_lost(name: str, exc: LinkClosed) -> Abort:
@@ -216,7 +234,7 @@ class Invoker:
             link = await self._pick(record, deployment, context, refuse=refuse)
             try:
                 self.core.registry.count(record)
-                return await _answer(link.call(form, _forwarded(raw, asked, context)), record, deployment, link)
+                return await _reply(record, deployment, link, form, _forwarded(raw, asked, context))
             finally:
                 deployment.let_go(link)
 

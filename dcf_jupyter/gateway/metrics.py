@@ -1,21 +1,25 @@
 """The gateway's Prometheus metrics (prometheus_client, a registry of the gateway's own), served at the HTTP
 face's GET /metrics.
 
-Counted as calls happen (a few microseconds a call): calls by function, backend and gRPC status, gateway-side
-latency, calls in flight, stream frames, deploys and their duration. Read from the gateway's state when scraped:
+Counted as calls happen: calls by function, backend and gRPC status, gateway-side latency, calls in flight and
+stream frames (plain numbers on every call's path, turned into metrics when scraped), batch sizes, refusals,
+deploys and their duration. Read from the gateway's state when scraped:
 replicas wanted and ready, cold starts, GPU memory per device. Function labels are deployed names only (a call
 naming an unknown function counts under function=""), so a caller cannot grow the label set.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..backends.base import Deployment
 from ..backends.gpus.allocator import GpuAllocator
@@ -35,60 +39,85 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batching.max_ba
 DEPLOY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
+class _CallCounts(Collector):
+    """Calls by function, backend and status, their latency, calls in flight and stream frames: plain numbers
+    counted on the event loop (no lock, no label lookup: this is every call's path) and turned into metrics only
+    when scraped (off the loop: it reads copies, made while holding the GIL)."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, int] = {}
+        self.done: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[str, list[float]] = {}  # per function: a count per bucket (+Inf last), then the sum
+        self.frames: dict[str, int] = {}
+
+    def observe(self, function: str, seconds: float) -> None:
+        counts = self.latency.get(function)
+        if counts is None:
+            counts = self.latency[function] = [0.0] * (len(CALL_BUCKETS) + 2)
+        counts[bisect.bisect_left(CALL_BUCKETS, seconds)] += 1  # Prometheus buckets hold values <= their bound
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily("dcf_calls", "Calls answered, by function, backend and gRPC status.",
+                                    labels=["function", "backend", "status"])
+        for key, count in list(self.done.items()):
+            calls.add_metric(list(key), count)
+        latency = HistogramMetricFamily("dcf_call_duration_seconds", "Seconds from a call's arrival at the gateway "
+                                        "to its reply (a stream: to its end).", labels=["function"])
+        for function, counts in [(function, list(counts)) for function, counts in list(self.latency.items())]:
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            latency.add_metric([function], list(zip(_BUCKET_NAMES, cumulative, strict=True)), sum_value=counts[-1])
+        in_flight = GaugeMetricFamily("dcf_calls_in_flight", "Calls and streams the gateway is serving now.",
+                                      labels=["function"])
+        for function, count in list(self.in_flight.items()):
+            in_flight.add_metric([function], count)
+        frames = CounterMetricFamily("dcf_stream_frames", "Requests sent over bidirectional (Invokes) streams.",
+                                     labels=["function"])
+        for function, count in list(self.frames.items()):
+            frames.add_metric([function], count)
+        yield from (calls, latency, in_flight, frames)
+
+
+_BUCKET_NAMES = [*(floatToGoString(bound) for bound in CALL_BUCKETS), "+Inf"]
+
+
 class GatewayMetrics:
     """The metrics of one gateway process."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # off (--no-metrics): nothing is counted, /metrics answers 404
         self.registry = CollectorRegistry(auto_describe=True)
-        self.calls = Counter("dcf_calls", "Calls answered, by function, backend and gRPC status.",
-                             ["function", "backend", "status"], registry=self.registry)
-        self.latency = Histogram("dcf_call_duration_seconds", "Seconds from a call's arrival at the gateway to "
-                                 "its reply (a stream: to its end).", ["function"], buckets=CALL_BUCKETS,
-                                 registry=self.registry)
-        self.in_flight = Gauge("dcf_calls_in_flight", "Calls and streams the gateway is serving now.", ["function"],
-                               registry=self.registry)
+        self._calls = _CallCounts()
+        self.registry.register(self._calls)
         self.batches = Histogram("dcf_batch_size", "Batches a batched function's replicas ran, by how many calls "
                                  "each held.", ["function"], buckets=BATCH_BUCKETS, registry=self.registry)
         self.refusals = Counter("dcf_calls_refused", "Calls refused at once because the function's queue was full "
                                 "(its max_queued_requests).", ["function"], registry=self.registry)
-        self.frames = Counter("dcf_stream_frames", "Requests sent over bidirectional (Invokes) streams.",
-                              ["function"], registry=self.registry)
         self.deploys = Counter("dcf_deploys", "Deploys and updates, by outcome (ok or failed).", ["outcome"],
                                registry=self.registry)
         self.deploy_seconds = Histogram("dcf_deploy_duration_seconds", "Seconds a deploy or update took.",
                                         buckets=DEPLOY_BUCKETS, registry=self.registry)
-        self._in_flight: dict[str, Any] = {}
-        self._done: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def watch(self, core: GatewayState) -> None:
         """Read replicas, cold starts and GPUs from `core` at every scrape."""
         self.registry.register(_StateCollector(core))
 
-    # prometheus_client's labels() takes a lock and builds a key each time: the hot path keeps the children.
-    def _flight(self, function: str) -> Any:
-        child = self._in_flight.get(function)
-        if child is None:
-            child = self._in_flight[function] = self.in_flight.labels(function)
-        return child
-
     def call_started(self, function: str) -> None:
         """A call (or stream) began."""
         if self.enabled:
-            self._flight(function).inc()
+            in_flight = self._calls.in_flight
+            in_flight[function] = in_flight.get(function, 0) + 1
 
     def call_done(self, function: str, backend: str, status: str, seconds: float, *, started: bool = True) -> None:
         """Count one finished call (`started`: it was counted in flight)."""
         if not self.enabled:
             return
+        calls = self._calls
         if started:
-            self._flight(function).dec()
+            calls.in_flight[function] -= 1
         key = (function, backend, status)
-        children = self._done.get(key)
-        if children is None:
-            children = self._done[key] = (self.calls.labels(*key), self.latency.labels(function))
-        children[0].inc()
-        children[1].observe(seconds)
+        calls.done[key] = calls.done.get(key, 0) + 1
+        calls.observe(function, seconds)
 
     def batch_observer(self, function: str) -> Callable[[int], None]:
         """What a batched function's links call with each batch's size."""
@@ -104,7 +133,8 @@ class GatewayMetrics:
     def frame(self, function: str) -> None:
         """One request over a bidirectional stream."""
         if self.enabled:
-            self.frames.labels(function).inc()
+            frames = self._calls.frames
+            frames[function] = frames.get(function, 0) + 1
 
     def deployed(self, ok: bool, seconds: float) -> None:
         """Count one deploy or update."""

@@ -16,6 +16,7 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAX_FIELD_NUMBER = (1 << 29) - 1
 _DOUBLE = struct.Struct("<d")
 _TIME_LEFT_KEY = bytes([(_TIME_LEFT << 3) | _I64])
+_SERVICE_KEY, _INPUT_KEY = (_SERVICE << 3) | _LEN, (_INPUT << 3) | _LEN
 
 
 class WireError(ValueError):
@@ -44,6 +45,9 @@ def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int, bytes]:
     Follows protobuf rules: any field order, last value wins (a repeated field's values add up), unknown fields
     skipped.
     """
+    plain = _plain_call(data)
+    if plain is not None:
+        return plain
     view = memoryview(data)
     service = b""
     payload = view[0:0]
@@ -87,6 +91,25 @@ def parse_call(data: bytes) -> tuple[str, memoryview, float | None, int, bytes]:
         return service.decode("utf-8"), payload, time_left, depth, callers
     except UnicodeDecodeError:
         raise WireError("Service is not UTF-8") from None
+
+
+def _plain_call(data: bytes) -> tuple[str, memoryview, float | None, int, bytes] | None:
+    """parse_call of the request every DCF client sends for a plain call, a short Service then Input and nothing
+    else, in a few steps (this is every call's path); None for any other layout, which the general loop reads."""
+    end = len(data)
+    if end < 2 or data[0] != _SERVICE_KEY or data[1] >= 0x80:
+        return None
+    pos = 2 + data[1]
+    if pos >= end or data[pos] != _INPUT_KEY:
+        return None
+    length, start = _varint(data, pos + 1)
+    if start + length != end:
+        return None
+    try:
+        service = data[2:pos].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return service, memoryview(data)[start:], None, 0, b""
 
 
 def callers_of(packed: bytes) -> tuple[int, ...]:

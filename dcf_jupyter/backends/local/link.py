@@ -33,7 +33,8 @@ class AsyncLink(asyncio.Protocol):
         self._ids = itertools.count(1)
         self._transport: asyncio.Transport | None = None
         self._lost_reason = "the worker closed the connection"
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
         self.on_batch: Callable[[int], None] | None = None  # a REPLY's arg: the size of its batch, once per batch
 
     @classmethod
@@ -127,7 +128,7 @@ class AsyncLink(asyncio.Protocol):
     def submit(self, form: int, payload: bytes) -> tuple[int, asyncio.Future[bytes]]:
         """Send a unary call now; return its id and the future of its reply (for pipelining)."""
         call_id = next(self._ids)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = self._loop.create_future()
         self._send(call_id, CALL, form, payload)
         self._pending[call_id] = future
         return call_id, future
