@@ -33,10 +33,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def _isolated_values(base: Path) -> dict[str, str | None]:
     """What no test may share with the user: their state dir, default gateway, token, config dir (where the owner's
     token lives), Jupyter runtime dir (where kernels' gateways announce themselves) and the machine's GPU lease
-    folder (where every user's gateways book GPUs: one of this session's, not /run's)."""
+    folder (where every user's gateways book GPUs: one of this session's, not /run's); and no Ray usage reports."""
     return {"DCF_STATE_DIR": str(base / "default-state"), "DCF_GATEWAY": None, ENV_TOKEN: None,
             ENV_CONFIG_DIR: str(base / "dcf-config"), "JUPYTER_RUNTIME_DIR": str(base / "jupyter-runtime"),
-            ENV_GPU_LEASES: str(base / "gpu-leases")}
+            ENV_GPU_LEASES: str(base / "gpu-leases"),
+            # The Ray clusters tests start (ray.cluster_utils, tutorial 07's) report nothing to Ray's usage
+            # statistics server: tests reach nothing off this machine (the gateway's own Ray head says so too).
+            "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @pytest.fixture(scope="session", autouse=True)
