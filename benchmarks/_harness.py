@@ -61,6 +61,33 @@ def gateway_process_with(*functions: str, extra: list[str] | None = None) -> Ite
 
 
 @contextlib.contextmanager
+def gateway_of_checkout(checkout: Path, *functions: str, extra: list[str] | None = None) -> Iterator[tuple[str, int]]:
+    """A gateway running another checkout's code (an older commit, for before/after in one run: `git worktree add
+    /tmp/before REV`), with that checkout's functions/<name> deployed; yields its address and pid."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}  # ahead of this checkout's editable install
+    with tempfile.TemporaryDirectory(prefix="dcf-bench-before-") as tmp:
+        state = Path(tmp) / "state"
+        start = (
+            "import json, sys\nfrom pathlib import Path\nfrom dcf_jupyter.client import Client\n"
+            "from dcf_jupyter.launch import start_detached\n"
+            "running, _ = start_detached(Path(sys.argv[1]), '127.0.0.1', 0, extra=json.loads(sys.argv[2]))\n"
+            "with Client(running.address) as client:\n"
+            "    for folder in sys.argv[3:]:\n"
+            "        client.deploy(folder)\n"
+            "print(json.dumps([running.address, running.pid]))\n")
+        folders = [str(checkout / "functions" / name) for name in functions]
+        said = subprocess.run([sys.executable, "-c", start, str(state), json.dumps(extra or []), *folders], env=env,
+                              check=True, capture_output=True, text=True).stdout
+        try:
+            address, pid = json.loads(said.strip().splitlines()[-1])
+            yield address, pid
+        finally:
+            stop = ("import sys\nfrom pathlib import Path\nfrom dcf_jupyter.launch import stop_gateway\n"
+                    "stop_gateway(Path(sys.argv[1]))\n")
+            subprocess.run([sys.executable, "-c", stop, str(state)], env=env, check=True)
+
+
+@contextlib.contextmanager
 def gateway_with(*functions: str, extra: list[str] | None = None) -> Iterator[str]:
     """A gateway on a free loopback port with functions/<name> deployed; yields its address."""
     with gateway_process_with(*functions, extra=extra) as (address, _):

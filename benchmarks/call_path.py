@@ -1,6 +1,6 @@
 """Where a call's time goes: the gateway against the least a gateway with a worker process could do, in one run.
 
-    python benchmarks/call_path.py [--calls 2000] [--frames 2000] [--rounds 4]
+    python benchmarks/call_path.py [--calls 2000] [--frames 2000] [--rounds 4] [--before CHECKOUT]
 
 Beside the gateway and the bare grpcio servers (the echo Handler in their own process) run two *floors*: servers
 that do nothing but forward each call's bytes to a real echo worker process over the worker link, as the gateway
@@ -10,7 +10,8 @@ does, with none of its work (routing, auth, queues, timeouts, metrics):
   (the design #46 proposed measuring).
 Unary p50 (100 B) and 60 KB frames/s over one Invokes stream; each target's best round. The gap between a floor
 and a bare server is the worker hop (another process on the same cores); the gap between the gateway and the
-"aio + link" floor is the gateway's own work.
+"aio + link" floor is the gateway's own work. `--before` adds a gateway running an older checkout's code (`git
+worktree add /tmp/before REV`) to the same run, with the gateway processes' CPU time per unary call.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from _harness import cpu, gateway_and_baselines, percentile, worker_process
+from _harness import BASELINES, bare_server, cpu, gateway_of_checkout, gateway_process_with, percentile, worker_process
 from stream import FRAME_BYTES
 from stream import measure as frames_per_second
 from unary import measure as unary_latencies
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--before", type=Path, help="a checkout of an older commit: its gateway joins the run")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT_FILE", "WORKER_SOCKET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -138,16 +140,30 @@ def main() -> None:
         (serve_aio if kind == FLOORS[0] else serve_sync)(Path(port_file), worker_socket)
         return
     frame = os.urandom(FRAME_BYTES)
+    # --open-loopback: the clients measured are DCF's own plaintext stubs, which send no token (as the bare
+    # servers need none).
+    gateway_options = ["--open-loopback", "--no-docker"]
     with contextlib.ExitStack() as stack:
-        targets = stack.enter_context(gateway_and_baselines("echo"))
+        targets = {BASELINES[0]: stack.enter_context(bare_server()),
+                   BASELINES[1]: stack.enter_context(bare_server(aio=True))}
+        pids: dict[str, int] = {}
+        if args.before:
+            targets["gateway before"], pids["gateway before"] = stack.enter_context(
+                gateway_of_checkout(args.before.resolve(), "echo", extra=gateway_options))
+        gateway = "gateway after" if args.before else "gateway"
+        targets[gateway], pids[gateway] = stack.enter_context(gateway_process_with("echo", extra=gateway_options))
         worker_socket, _ = stack.enter_context(worker_process("echo"))
         for kind in FLOORS:
             targets[kind] = stack.enter_context(floor(kind, worker_socket))
         p50: dict[str, list[float]] = {label: [] for label in targets}
         fps: dict[str, list[float]] = {label: [] for label in targets}
+        cpu_per_call: dict[str, list[float]] = {label: [] for label in pids}
         for _ in range(args.rounds):
             for label, address in targets.items():
+                used = process_cpu(pids[label]) if label in pids else 0.0
                 p50[label].append(percentile(unary_latencies(address, args.calls, b"x" * 100), 50))
+                if label in pids:  # the calls and unary_latencies' 200 warm-up calls
+                    cpu_per_call[label].append((process_cpu(pids[label]) - used) / (args.calls + 200))
                 fps[label].append(frames_per_second(address, args.frames, frame))
     bare = min(min(p50["bare (sync server)"]), min(p50["bare (aio server)"]))
     bare_fps = max(max(fps["bare (sync server)"]), max(fps["bare (aio server)"]))
@@ -155,8 +171,15 @@ def main() -> None:
     print(f"  {'':20s} {'unary p50':>12s} {'':>6s} {'60 KB frames/s':>15s}")
     for label in targets:
         best_p50, best_fps = min(p50[label]), max(fps[label])
+        spent = f"   CPU {min(cpu_per_call[label]) * 1e6:4.0f} us a call" if label in cpu_per_call else ""
         print(f"  {label:20s} {best_p50 * 1e6:9.0f} us {best_p50 / bare:5.2f}x {best_fps:12.0f} "
-              f"{best_fps / bare_fps:6.2f}x")
+              f"{best_fps / bare_fps:6.2f}x{spent}")
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU process `pid` has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -204,8 +204,9 @@ def main() -> None:
         if label not in best or (value > best[label] if higher_is_better else value < best[label]):
             best[label] = value
 
-    with gateway_process_with("echo", extra=["--no-docker"]) as (address, _), \
-            gateway_process_with("echo", extra=["--no-docker", "--no-metrics"]) as (quiet, _), \
+    # --open-loopback: the clients measured send no token, as the bare servers need none.
+    with gateway_process_with("echo", extra=["--no-docker", "--open-loopback"]) as (address, _), \
+            gateway_process_with("echo", extra=["--no-docker", "--no-metrics", "--open-loopback"]) as (quiet, _), \
             bare_http(BARE, ROOT / "functions" / "echo" / "src") as bare, \
             bare_http(BARE_HOP, ROOT / "functions" / "echo") as hop:
         with Client(address) as client:
