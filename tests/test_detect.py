@@ -366,3 +366,20 @@ def test_detect_size_in_config_yaml_is_the_default_and_a_bad_one_fails_the_deplo
             gateway.client.deploy(with_keys(folder, environment={"DETECT_SIZE": "500"}))
     finally:
         gateway.client.delete("detect")
+
+
+def test_the_default_threshold_is_the_best_f1_on_photos_with_published_labels(detector) -> None:
+    # benchmarks/detect_threshold.py measured it (functions/detect/README.md); this keeps the default honest if the
+    # model, the fitting or the decoding changes.
+    sys.path.insert(0, str(FUNCTIONS.parent / "benchmarks"))
+    from _labelled import FOLDER, labelled, score
+    from image_request import DEFAULT_THRESHOLD
+
+    found = {}
+    for name in labelled():
+        image = parse_request((FOLDER / name).read_bytes(), default_size({})).images[0]
+        found[name] = centernet.boxes_reply(detector.detect(image.pixels, 0.1), image.width, image.height,
+                                            image.scale)
+    f1 = {threshold: round(score(found, threshold).f1, 3) for threshold in (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)}
+    assert f1[DEFAULT_THRESHOLD] == max(f1.values()), f1
+    assert score(found, DEFAULT_THRESHOLD).precision >= 0.75, score(found, DEFAULT_THRESHOLD)
