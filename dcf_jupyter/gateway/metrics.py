@@ -113,8 +113,8 @@ class GatewayMetrics:
         if not self.enabled:
             return
         calls = self._calls
-        if started:
-            calls.in_flight[function] -= 1
+        if started:  # .get: a call's end never fails over a count (prometheus_client's dec() would not either)
+            calls.in_flight[function] = calls.in_flight.get(function, 0) - 1
         key = (function, backend, status)
         calls.done[key] = calls.done.get(key, 0) + 1
         calls.observe(function, seconds)
