@@ -739,6 +739,13 @@ def test_a_gateway_without_a_cluster_starts_a_local_ray_and_stops_all_of_it(make
         heads = ray_heads_of(gateway.process.pid)
         assert len(heads) == 1, "one Ray head, the gateway's child"
         assert len(session_members(heads[0])) >= 3, "the head runs its GCS and raylet in its own session"
+        # Ray's temp dir (logs, sockets, the replicas' output), which Ray opens to all, sits in a directory only
+        # this user may enter: not in the shared /tmp/ray.
+        argv = Path(f"/proc/{heads[0]}/cmdline").read_bytes().decode().split("\0")
+        ray_temp = Path(next(arg for arg in argv if arg.startswith("--temp-dir=")).split("=", 1)[1])
+        private = ray_temp.parent
+        assert (private.stat().st_mode & 0o777, private.stat().st_uid) == (0o700, os.getuid()), private
+        assert (ray_temp / "session_latest" / "logs").is_dir(), "Ray's session is there"
         # `dcf gateway stop` returns once the gateway is gone, and the gateway goes once its Ray has.
         started = time.monotonic()
         stopped = run_cli("gateway", "stop", "--state-dir", str(gateway.state_dir))
@@ -749,6 +756,7 @@ def test_a_gateway_without_a_cluster_starts_a_local_ray_and_stops_all_of_it(make
     assert stopped.returncode == 0 and b"Stopped the gateway" in stopped.stdout, stopped.stderr
     assert left == [], "every process of the gateway's Ray stopped before `dcf gateway stop` returned"
     assert took < 15, f"stopping took {took:.1f} s"
+    assert not private.exists(), "the head's private directory goes with it"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the head's processes in Linux's /proc")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from ...host.ports import free_port
 log = logging.getLogger("dcf.gateway")
 
 STARTED = "Ray runtime started"
+RAY_TEMP = "r"  # Ray's temp dir, inside the head's private directory
 START_TIMEOUT_S = 120.0
 ATTEMPTS = 3
 # `ray start --block` drains its node for up to 30 s on SIGTERM. Nothing but this gateway uses this Ray, and the
@@ -38,11 +40,12 @@ STOP_GRACE_S = 3.0
 class LocalRayHead:
     """One Ray head node on this machine, owned by this gateway."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, token: str, output: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, token: str, output: Path, private: Path) -> None:
         self.process = process
         self.port = port
         self.token = token
         self.output = output
+        self.private = private  # holds Ray's temp dir (its logs, sockets, spilled objects): only this user's
 
     @property
     def address(self) -> str:
@@ -73,18 +76,19 @@ class LocalRayHead:
     def _launch(cls) -> LocalRayHead:
         port, token = free_port(), secrets.token_hex(16)
         fd, name = tempfile.mkstemp(prefix="dcf-ray-head-", suffix=".log")
+        private = _private_dir()
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
                # The GCS waits longer for its port on a busy machine than Ray's default 30 s.
                "RAY_gcs_server_port_wait_time_s": "120", "RAY_USAGE_STATS_ENABLED": "0"}
         command = [sys.executable, "-m", __name__, sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
                    f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                   "--disable-usage-stats", "--block"]
+                   "--disable-usage-stats", f"--temp-dir={private / RAY_TEMP}", "--block"]
         with os.fdopen(fd, "wb") as output:
             # Its own session: the head's processes are stopped together, never anyone else's. Its stdin is a
             # pipe only this process holds: when this process ends, however it ends, the head stops (`_supervise`).
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
                                        env=env, start_new_session=True)
-        return cls(process, port, token, Path(name))
+        return cls(process, port, token, Path(name), private)
 
     def _wait_started(self, timeout: float) -> str:
         """'' once the head runs; else why not (its last lines)."""
@@ -120,6 +124,16 @@ class LocalRayHead:
         self.process.wait()
         _gone(self.process.pid)
         self.output.unlink(missing_ok=True)
+        shutil.rmtree(self.private, ignore_errors=True)
+
+
+def _private_dir() -> Path:
+    """A new directory only this user may enter, for Ray's temp dir. Ray makes its temp dir and everything in it
+    open to all (0777: /tmp/ray is shared by default), so a stranger could read the replicas' logs and output or
+    plant files in a session; inside this one (0700) they cannot reach any of it. Short, because Ray's Unix socket
+    paths go under it (at most 107 bytes)."""
+    parent = tempfile.gettempdir()
+    return Path(tempfile.mkdtemp(prefix="dcf-ray-", dir=parent if len(parent) <= 24 else "/tmp"))
 
 
 def _supervise(command: list[str]) -> int:
@@ -143,6 +157,10 @@ def _supervise(command: list[str]) -> int:
         code = process.wait()
     # `ray start` ended by itself: its node's processes go with it.
     kill_session(os.getsid(0), but=os.getpid())
+    _gone(os.getsid(0), but=os.getpid())
+    for argument in command:  # Ray's temp dir, and the private directory around it: nobody uses them now
+        if argument.startswith("--temp-dir="):
+            shutil.rmtree(Path(argument.split("=", 1)[1]).parent, ignore_errors=True)
     return code
 
 
