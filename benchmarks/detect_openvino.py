@@ -1,47 +1,50 @@
 """detect's model on OpenVINO's runtime vs TensorFlow, in-process, same images, same canvas, in one run.
 
-    pip install openvino && python benchmarks/detect_openvino.py [--calls 30] [--rounds 3] [--size 512]
+    python benchmarks/detect_openvino.py [--calls 30] [--rounds 3] [--size 512]
 
-OpenVINO converts the TensorFlow function functions/detect runs (its SavedModel, made from its TF.js weights on
-first load). Prints the
-median ms an image (batch of 1, and a batch of 8) for TensorFlow and two OpenVINO builds (f32, and OpenVINO's
-default precision: bf16 on CPUs with AMX or AVX-512 BF16), speed as a multiple of TensorFlow's, and whether each
-finds TensorFlow's detections (above 0.3: the same classes, and how far its boxes and scores are from them).
-Run it on each CPU kind (AVX-512, AVX2): #44 keeps OpenVINO only where it is clearly faster.
+Loads functions/detect's model as the function does on each runtime (centernet.load_tensorflow, load_openvino:
+OpenVINO's default precision, bf16 on CPUs with AMX or AVX-512 BF16, f32 elsewhere), plus OpenVINO forced to f32,
+and prints the median ms an image (batch of 1, and a batch of 8), speed as a multiple of TensorFlow's, each one's
+load time from a warm cache, and whether each finds TensorFlow's detections (above 0.3: the same classes, and how
+far its boxes and scores are from them). Run it on each CPU kind (AVX-512, AVX2). On an AVX-512 CPU,
+ONEDNN_MAX_CPU_ISA=AVX2 stands in for an AVX2-only one (both runtimes' oneDNN kernels keep to AVX2; OpenVINO's
+default precision still reads bf16 from the CPU's own flags, cannot run then and is left out).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from _detection import images
 from _harness import ROOT, cpu, median_seconds
 
 sys.path.insert(0, str(ROOT / "functions" / "detect" / "src"))
-from centernet import CenterNetDetector, decode, suppress  # detect's own modules, beside its handler
+import centernet  # detect's own modules, beside its handler
+import openvino_model
 from image_request import fit_image
 
-try:
-    import openvino as ov
-except ImportError:
+if not centernet.openvino_installed():
     sys.exit("benchmarks/detect_openvino.py needs OpenVINO: pip install openvino")
+
+Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def median_ms(run: Callable[[], object], calls: int) -> float:
-    """Median milliseconds of `calls` runs, after two warm-ups (a runtime's second call may still be setting up)."""
+    """Median milliseconds of `calls` runs, after a warm-up (a runtime's second call may still be setting up)."""
     run()
     return median_seconds(run, calls) * 1e3
 
 
 def detections(peaks: np.ndarray, sides: np.ndarray, threshold: float = 0.3) -> np.ndarray:
     """The rows detect would reply (x1, y1, x2, y2 in canvas pixels, score, class index), as detect decodes them."""
-    rows = decode(peaks, sides)
-    return suppress(rows[rows[:, 4] >= threshold])
+    rows = centernet.decode(peaks, sides)
+    return centernet.suppress(rows[rows[:, 4] >= threshold])
 
 
 def difference(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float] | None:
@@ -52,6 +55,29 @@ def difference(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float] | No
     if not len(ours):
         return 0.0, 0.0
     return float(np.max(np.abs(ours[:, :4] - theirs[:, :4]))), float(np.max(np.abs(ours[:, 4] - theirs[:, 4])))
+
+
+def loaded(cache: Path) -> dict[str, Model]:
+    """Each runtime's model, loaded twice (the first fills `cache`; the second, timed, is a replica's start)."""
+    ov = openvino_model.import_openvino()
+    models: dict[str, Model] = {}
+    for label, load in (("TensorFlow", centernet.load_tensorflow), ("OpenVINO default", centernet.load_openvino)):
+        load(centernet.MODEL_DIR, cache)
+        started = time.perf_counter()
+        model, how = load(centernet.MODEL_DIR, cache)
+        try:
+            model(np.zeros((1, 512, 512, 3), np.float32))
+        except RuntimeError as error:  # what detect's "auto" falls back to TensorFlow from
+            print(f"  {label}: cannot run here ({str(error).strip().splitlines()[-1]}); left out")
+            continue
+        models[label] = model
+        print(f"  {label}: {time.perf_counter() - started:.2f} s to load from the cache and answer a first "
+              f"image ({how})")
+    ir = centernet.openvino_path(centernet.saved_model_path(centernet.MODEL_DIR, cache)) / openvino_model.IR_NAME
+    core = ov.Core()
+    models["OpenVINO f32"] = openvino_model.OpenVinoModel(core.compile_model(
+        core.read_model(str(ir)), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}))
+    return models
 
 
 def main() -> None:
@@ -68,38 +94,14 @@ def main() -> None:
     one = same_shape[0][None]
     eight = np.stack([same_shape[i % len(same_shape)] for i in range(8)])
 
-    detector = CenterNetDetector()  # makes the SavedModel cache when there is none
-    tf_model = detector._model  # the loaded SavedModel, called as detect_batch calls it
-    started = time.perf_counter()
-    # From the SavedModel's function (it has no serving signature for OpenVINO to find on its own). Two builds:
-    # f32 as TensorFlow computes, and OpenVINO's default precision, which is bf16 on CPUs with AMX or AVX-512 BF16.
-    function = tf_model.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))
-    started = time.perf_counter()
-    converted = ov.convert_model(function)
-    core = ov.Core()
-    builds = {"OpenVINO f32": core.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                                     "INFERENCE_PRECISION_HINT": "f32"}),
-              "OpenVINO default": core.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY"})}
-    precision = builds["OpenVINO default"].get_property("INFERENCE_PRECISION_HINT")
-    print(f"OpenVINO {ov.__version__}: converted and compiled twice in {time.perf_counter() - started:.1f} s; its "
-          f"default precision on this CPU: {precision}")
-
-    def with_tf(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        peaks, sides = tf_model(tf.constant(batch))
-        return np.asarray(peaks), np.asarray(sides)
-
-    def with_openvino(compiled: ov.CompiledModel) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            result = compiled(batch)
-            peaks, sides = (np.asarray(result[output]) for output in compiled.outputs)
-            return peaks, sides
-        return run
-
-    runtimes = {"TensorFlow": with_tf, **{label: with_openvino(build) for label, build in builds.items()}}
+    print(f"{cpu()}:")
+    with tempfile.TemporaryDirectory(prefix="detect-openvino-") as cache:
+        runtimes = loaded(Path(cache))
+    tensorflow = runtimes["TensorFlow"]
     for label, run in list(runtimes.items())[1:]:
         differences = []
         for pixels in canvases:
-            tf_out, ov_out = with_tf(pixels[None]), run(pixels[None])
+            tf_out, ov_out = tensorflow(pixels[None]), run(pixels[None])
             differences.append(difference(detections(tf_out[0][0], tf_out[1][0]),
                                           detections(ov_out[0][0], ov_out[1][0])))
         if None in differences:
@@ -115,8 +117,7 @@ def main() -> None:
             results[label, 1].append(median_ms(lambda run=run: run(one), args.calls))
             results[label, 8].append(median_ms(lambda run=run: run(eight), max(3, args.calls // 4)) / 8)
     best = {key: min(values) for key, values in results.items()}
-    print(f"detect's CenterNet on a {shape[1]}x{shape[0]} canvas, {cpu()}, ms an image, best of {args.rounds} "
-          "rounds:")
+    print(f"detect's CenterNet on a {shape[1]}x{shape[0]} canvas, ms an image, best of {args.rounds} rounds:")
     for size in (1, 8):
         tf_ms = best["TensorFlow", size]
         figures = ", ".join(f"{label} {best[label, size]:.1f} ({tf_ms / best[label, size]:.2f}x)"

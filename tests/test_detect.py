@@ -1,6 +1,6 @@
 """functions/detect: our TF.js graph model loader (on a tiny model written here), the shipped CenterNet on real
-photos, per-class NMS, requests fitted into 512x512 and mapped back, the graph taking any multiple-of-32 canvas,
-the SavedModel cache, bad input."""
+photos on both runtimes (OpenVINO and TensorFlow), per-class NMS, requests fitted into 512x512 and mapped back, the
+graph taking any multiple-of-32 canvas, the SavedModel and IR caches, choosing the runtime, bad input."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,14 +153,25 @@ def test_a_corrupted_or_missing_model_file_is_one_sentence(tmp_path: Path) -> No
     assert not (tmp_path / "cache").exists(), "nothing cached from a bad model"
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> centernet.CenterNetDetector:
-    """The detector as a fresh replica builds it: converted from TF.js, then cached as a SavedModel."""
-    cache = tmp_path_factory.mktemp("model-cache")
-    older_format = cache / f"centernet-{centernet.verified_digest(centernet.MODEL_DIR)}"  # fixed to 512x512
+OPENVINO = centernet.openvino_installed()
+RUNTIMES = [pytest.param("openvino", marks=pytest.mark.skipif(
+                not OPENVINO, reason="detect's OpenVINO runtime needs OpenVINO: pip install -e '.[tf]'")),
+            "tensorflow"]
+CACHED_AS = {"openvino": ("converted from TF.js for OpenVINO", "cached as IR"),
+             "tensorflow": ("converted from TF.js (", "cached as SavedModel")}
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def detector(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> centernet.CenterNetDetector:
+    """The detector as a fresh replica builds it on each runtime: converted from TF.js, then cached (SavedModel,
+    or OpenVINO IR) in a cache where an upgrade finds an earlier format's copy (fixed to 512x512)."""
+    cache = tmp_path_factory.mktemp(f"model-cache-{request.param}")
+    older_format = cache / f"centernet-{centernet.verified_digest(centernet.MODEL_DIR)}"
     (older_format / "variables").mkdir(parents=True)
-    found = centernet.CenterNetDetector(cache=cache)
-    assert found.loaded.startswith("converted from TF.js") and "cached as SavedModel" in found.loaded
+    found = centernet.CenterNetDetector(cache=cache, runtime=request.param)
+    converted, cached = CACHED_AS[request.param]
+    assert found.runtime == request.param
+    assert found.loaded.startswith(converted) and cached in found.loaded, found.loaded
     assert not older_format.exists(), "the older format's copy is removed once the new one is saved"
     found.cache = cache  # type: ignore[attr-defined]
     return found
@@ -191,11 +203,82 @@ def test_exactly_one_person_in_voc_000001_after_nms(detector) -> None:
     assert iou(box_of(people[0]), PERSON_000001) >= 0.7, people
 
 
-def test_the_cached_savedmodel_answers_as_the_converted_graph_did(detector) -> None:
-    again = centernet.CenterNetDetector(cache=detector.cache)
-    assert again.loaded.startswith("SavedModel ")
+def test_the_cached_model_answers_as_the_converted_graph_did(detector) -> None:
+    again = centernet.CenterNetDetector(cache=detector.cache, runtime=detector.runtime)
+    assert again.loaded.startswith({"openvino": "OpenVINO IR ", "tensorflow": "SavedModel "}[detector.runtime])
     image = parse_request(shared_image("dog.jpg"), 512).images[0]
     np.testing.assert_allclose(again.detect(image.pixels, 0.3), detector.detect(image.pixels, 0.3), atol=1e-4)
+    current = f"centernet-{centernet.verified_digest(centernet.MODEL_DIR)}-v{centernet.CACHE_FORMAT}"
+    assert [path.name for path in detector.cache.iterdir()] == \
+        [{"openvino": f"{current}.openvino", "tensorflow": current}[detector.runtime]]
+
+
+@pytest.mark.skipif(not OPENVINO, reason="detect's OpenVINO runtime needs OpenVINO: pip install -e '.[tf]'")
+def test_openvino_finds_what_tensorflow_finds(tmp_path: Path) -> None:
+    # OpenVINO computes in bf16 on CPUs with AMX or AVX-512 BF16: scores move by a few hundredths, boxes by pixels.
+    found = {runtime: centernet.CenterNetDetector(cache=tmp_path, runtime=runtime)
+             for runtime in ("openvino", "tensorflow")}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        f"centernet-{centernet.verified_digest(centernet.MODEL_DIR)}-v{centernet.CACHE_FORMAT}{suffix}"
+        for suffix in ("", ".openvino")], "each runtime's copy beside the other's"
+    for name in ("dog.jpg", "street.jpg", "000001.jpg"):
+        image = parse_request(shared_image(name), 512).images[0]
+        ours, theirs = (found[runtime].detect(image.pixels, 0.3) for runtime in ("openvino", "tensorflow"))
+        assert ours[:, 5].tolist() == theirs[:, 5].tolist(), (name, ours, theirs)
+        assert np.abs(ours[:, :4] - theirs[:, :4]).max() < 6 and np.abs(ours[:, 4] - theirs[:, 4]).max() < 0.06
+
+
+def test_the_runtime_is_chosen_by_detect_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert centernet.chosen_runtime(" TensorFlow ") == "tensorflow"
+    assert centernet.chosen_runtime("auto") == ("openvino" if OPENVINO else "tensorflow")  # no GPU in the tests
+    assert centernet.chosen_runtime("") == centernet.chosen_runtime("auto")
+    with pytest.raises(ValueError, match=r"^DETECT_RUNTIME must be auto, openvino or tensorflow, got 'fast'$"):
+        centernet.chosen_runtime("fast")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    assert centernet.chosen_runtime("auto") == "tensorflow"
+    with pytest.raises(ValueError, match=r"^DETECT_RUNTIME=openvino, but OpenVINO is not installed here: pip "
+                                         r"install openvino \(or DETECT_RUNTIME=tensorflow\)$"):
+        centernet.chosen_runtime("openvino")
+
+
+def test_openvino_that_cannot_run_the_model_falls_back_to_tensorflow_unless_asked_for(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # As OpenVINO 2026.4 fails on a CPU with bf16 whose oneDNN is capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2): it picks
+    # bf16 from the CPU's flags, then finds no bf16 convolution.
+    def failing(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("Exception from src/plugins/intel_cpu/src/node.cpp:823:\n"
+                           "[CPU] Convolution node with name 'Convolution_108' object is not initialized")
+
+    monkeypatch.setattr(centernet, "chosen_runtime", lambda setting: "openvino")
+    monkeypatch.setattr(centernet, "load_openvino", lambda folder, cache: (failing, "OpenVINO IR somewhere"))
+    found = centernet.CenterNetDetector(cache=tmp_path)
+    assert found.runtime == "tensorflow" and found.loaded.endswith(
+        "; OpenVINO could not run it: [CPU] Convolution node with name 'Convolution_108' object is not initialized")
+    assert "running on TensorFlow instead" in caplog.text
+    image = parse_request(shared_image("dog.jpg"), 512).images[0]
+    assert {"dog", "bicycle", "car"} <= set(labels(centernet.boxes_reply(found.detect(image.pixels, 0.3),
+                                                                          image.width, image.height, image.scale)))
+    with pytest.raises(RuntimeError, match="Convolution_108"):
+        centernet.CenterNetDetector(cache=tmp_path, runtime="openvino")
+
+
+@pytest.mark.skipif(not OPENVINO, reason="detect's OpenVINO runtime needs OpenVINO: pip install -e '.[tf]'")
+def test_openvino_is_loaded_without_its_usage_telemetry(tmp_path: Path) -> None:
+    # A plain `import openvino` sends an event to Google Analytics and writes a client id in ~/intel: the detector
+    # imports it with openvino_telemetry unimportable, so OpenVINO binds its no-op stub, and leaves no trace.
+    script = f"""
+import sys
+sys.path.insert(0, {str(DETECT / "src")!r})
+import openvino_model
+openvino_model.import_openvino()
+print(sys.modules["openvino.tools.ovc.telemetry_utils"].tm.__name__)
+import openvino_telemetry  # still importable for anyone else
+"""
+    result = subprocess.run([sys.executable, "-c", script], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["openvino.tools.ovc.telemetry_stub"], result.stdout
+    assert not (tmp_path / "intel").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_a_canvas_of_the_images_own_shape_finds_what_the_padded_square_found(detector) -> None:
@@ -218,7 +301,7 @@ def test_extreme_and_tiny_canvases_run(detector, size: tuple[int, int]) -> None:
     assert rows.shape[1] == 6 and len(rows) >= 1 and np.isfinite(rows).all()
 
 
-def test_a_batch_of_frames_is_one_tensorflow_call_per_canvas_shape_and_finds_what_each_alone_does(detector) -> None:
+def test_a_batch_of_frames_is_one_model_call_per_canvas_shape_and_finds_what_each_alone_does(detector) -> None:
     dog, street = (parse_request(shared_image(name), 512).images[0] for name in ("dog.jpg", "street.jpg"))
     calls: list[tuple[int, ...]] = []
     model = detector._model
@@ -329,6 +412,8 @@ def test_detect_through_the_gateway(gateway) -> None:
         dog = shared_image("dog.jpg")
         reply = gateway.client.call("detect", dog)
         assert {"dog", "bicycle", "car"} <= set(labels(reply))
+        runtime = "openvino" if OPENVINO else "tensorflow"  # a worker has no GPU here
+        assert f"centernet-mobilenetv3-coco on {runtime} ready" in gateway.client.logs("detect")
         batch = json.dumps({"images": [base64.b64encode(dog).decode()] * 2, "threshold": 0.45}).encode()
         replies = gateway.client.call("detect", batch)
         assert len(replies) == 2 and replies[0] == replies[1] and {"car", "bicycle"} <= set(labels(replies[0]))
@@ -364,6 +449,19 @@ def test_detect_size_in_config_yaml_is_the_default_and_a_bad_one_fails_the_deplo
         assert "traffic light" not in labels(gateway.client.call("detect", as_512))
         with pytest.raises(DcfError, match="DETECT_SIZE must be a multiple of 32 from 128 to 1024, got '500'"):
             gateway.client.deploy(with_keys(folder, environment={"DETECT_SIZE": "500"}))
+    finally:
+        gateway.client.delete("detect")
+
+
+def test_detect_runtime_in_config_yaml_chooses_the_runtime_and_a_bad_one_fails_the_deploy(gateway,
+                                                                                          tmp_path: Path) -> None:
+    folder = shutil.copytree(DETECT, tmp_path / "detect")
+    gateway.client.deploy(with_keys(folder, environment={"DETECT_RUNTIME": "tensorflow"}))
+    try:
+        assert {"dog", "bicycle", "car"} <= set(labels(gateway.client.call("detect", shared_image("dog.jpg"))))
+        assert "centernet-mobilenetv3-coco on tensorflow ready" in gateway.client.logs("detect")
+        with pytest.raises(DcfError, match="DETECT_RUNTIME must be auto, openvino or tensorflow, got 'fast'"):
+            gateway.client.deploy(with_keys(folder, environment={"DETECT_RUNTIME": "fast"}))
     finally:
         gateway.client.delete("detect")
 

@@ -1,7 +1,9 @@
 """The detector: CenterNet-MobileNetV3 on COCO (80 classes), from the TF.js graph model in ../model.
 
-The first load converts the TF.js model (tfjs_graph.py, a few seconds) and saves it as a TensorFlow SavedModel
-in the user's cache, keyed by the model files' sha256; later loads (every replica, every restart) read that.
+It runs on OpenVINO's CPU runtime (openvino_model.py) when OpenVINO is installed and the replica has no GPU, else
+on TensorFlow; DETECT_RUNTIME chooses one. The first load converts the TF.js model (tfjs_graph.py, a few seconds)
+and saves it in the user's cache, as a TensorFlow SavedModel or OpenVINO IR, keyed by the model files' sha256;
+later loads (every replica, every restart) read that.
 The model was exported for a 512x512 input; the converted graph takes any input whose sides are multiples of 32
 (see any_input_size), so a 4:3 camera frame runs on 512x384 instead of a padded 512x512: ~25% less work.
 CenterNet emits up to 100 boxes and sometimes several for one object: boxes of one class overlapping by
@@ -11,11 +13,13 @@ IoU > NMS_IOU are merged here into the best-scoring one (per-class non-maximum s
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ INPUT = "tower_0/images"
 # The head's outputs, where the graph is cut: each class's peaks of the heat map ([B, H/4, W/4, 80], 0 off a peak)
 # and each position's box sides ([B, H/4, W/4, 4]: left, top, right, bottom). The graph's own decoding after them
 # (TopK, BatchGather) was folded for one image; `decode` does the same per image in NumPy, so a batch of frames
-# runs as one TensorFlow call.
+# runs as one call of the model.
 PEAKS, SIDES = "tower_0/mul_1", "tower_0/wh"
 TOP_K, MAP_STRIDE, CLASS_COUNT = 100, 4, 80  # checked against the graph's constants (any_input_size)
 NMS_IOU = 0.5
@@ -46,7 +50,11 @@ UPSAMPLED = {"tower_0/CenternetHead/c5_upsample/up_sampling2d/mul": 16,
              "tower_0/CenternetHead/c3_upsample/up_sampling2d_2/mul": 4}
 MAP_WIDTH = "tower_0/strided_slice_6"
 
+RUNTIME_VARIABLE = "DETECT_RUNTIME"
+RUNTIMES = ("auto", "openvino", "tensorflow")
+
 log = logging.getLogger("detect")
+Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # images [B,H,W,3] float32 -> (peaks, sides)
 
 
 def cache_root() -> Path:
@@ -153,29 +161,103 @@ def any_input_size(graph: Any) -> None:
         node.input[:] = [computed.get(source, source) for source in node.input]
 
 
+def saved_model_path(folder: Path, cache: Path | None) -> Path:
+    """Where the SavedModel of the (verified) model files in `folder` is cached; its OpenVINO IR is beside it."""
+    return (cache or cache_root()) / f"centernet-{verified_digest(folder)}-v{CACHE_FORMAT}"
+
+
+def openvino_path(saved: Path) -> Path:
+    """Where the OpenVINO IR of the SavedModel cached at `saved` is cached."""
+    return saved.with_name(f"{saved.name}.openvino")
+
+
+def remove_older_formats(saved: Path) -> None:
+    """Remove earlier cache formats' copies of the model cached at `saved` (SavedModels and IR)."""
+    older = saved.name.rsplit("-v", 1)[0]
+    for stale in saved.parent.glob(f"{older}*"):
+        if stale not in (saved, openvino_path(saved)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def converted_graph(folder: Path) -> Any:
+    """The GraphDef of the TF.js model in `folder`, taking any input size (any_input_size)."""
+    graph, _ = tfjs_graph.load(folder / "centernet.json")
+    any_input_size(graph)
+    return graph
+
+
 def load_model(folder: Path = MODEL_DIR, cache: Path | None = None) -> tuple[object, str]:
-    """(images [B,H,W,3] float32, H and W multiples of 32 -> (peaks, sides), see PEAKS and SIDES; how it was
-    loaded)."""
+    """(the TensorFlow function: images [B,H,W,3] float32 tensor, H and W multiples of 32 -> (peaks, sides), see
+    PEAKS and SIDES; how it was loaded)."""
     import tensorflow as tf
 
-    saved = (cache or cache_root()) / f"centernet-{verified_digest(folder)}-v{CACHE_FORMAT}"
+    saved = saved_model_path(folder, cache)
     started = time.perf_counter()
     if (saved / "saved_model.pb").exists():
         model = tf.saved_model.load(str(saved))
         return model, f"SavedModel {saved} ({time.perf_counter() - started:.1f} s)"
-    graph, _ = tfjs_graph.load(folder / "centernet.json")
-    any_input_size(graph)
-    function = tfjs_graph.concrete_function(graph, [INPUT], [PEAKS, SIDES])
+    function = tfjs_graph.concrete_function(converted_graph(folder), [INPUT], [PEAKS, SIDES])
     how = f"converted from TF.js ({time.perf_counter() - started:.1f} s)"
     try:
         _save(function, saved)
     except OSError as exc:  # a read-only home: run from the converted graph, convert again next time
         return function, f"{how}; not cached ({exc.strerror}: {saved})"
-    older = saved.name.rsplit("-v", 1)[0]
-    for stale in saved.parent.glob(f"{older}*"):  # earlier formats' copies of this model
-        if stale != saved:
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_older_formats(saved)
     return tf.saved_model.load(str(saved)), f"{how}, cached as SavedModel {saved}"
+
+
+def load_tensorflow(folder: Path, cache: Path | None) -> tuple[Model, str]:
+    """The model on TensorFlow, taking and giving NumPy arrays; how it was loaded."""
+    import tensorflow as tf
+
+    function, how = load_model(folder, cache)
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        peaks, sides = (np.asarray(t) for t in function(tf.constant(images)))  # type: ignore[operator]
+        return peaks, sides
+
+    return run, how
+
+
+def load_openvino(folder: Path, cache: Path | None) -> tuple[Model, str]:
+    """The model on OpenVINO's CPU runtime (openvino_model.py); how it was loaded."""
+    import openvino_model
+
+    saved = saved_model_path(folder, cache)
+    model, how = openvino_model.load(openvino_path(saved), lambda: converted_graph(folder), [PEAKS, SIDES])
+    if "cached as IR" in how:
+        remove_older_formats(saved)
+    return model, how
+
+
+def has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (OpenVINO's runtime here is the CPU's)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def openvino_installed() -> bool:
+    """Whether OpenVINO can be imported."""
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except ValueError:  # sys.modules holds None for it: imports of it fail
+        return False
+
+
+def chosen_runtime(setting: str) -> str:
+    """"openvino" or "tensorflow" for a DETECT_RUNTIME `setting`: "auto" (or nothing) is OpenVINO on a replica with
+    no GPU when it is installed, else TensorFlow; ValueError in a sentence for anything else or a runtime that
+    is not installed."""
+    runtime = (setting or "auto").strip().lower()
+    if runtime not in RUNTIMES:
+        raise ValueError(f"{RUNTIME_VARIABLE} must be auto, openvino or tensorflow, got {setting!r}")
+    if runtime == "auto":
+        return "openvino" if openvino_installed() and not has_gpu() else "tensorflow"
+    if runtime == "openvino" and not openvino_installed():
+        raise ValueError(f"{RUNTIME_VARIABLE}=openvino, but OpenVINO is not installed here: pip install openvino "
+                         f"(or {RUNTIME_VARIABLE}=tensorflow)")
+    return runtime
 
 
 def decode(peaks: np.ndarray, sides: np.ndarray) -> np.ndarray:
@@ -222,11 +304,23 @@ class CenterNetDetector:
     name = "centernet-mobilenetv3-coco"
     input_size = 512
 
-    def __init__(self, folder: Path = MODEL_DIR, cache: Path | None = None) -> None:
-        import tensorflow as tf
+    def __init__(self, folder: Path = MODEL_DIR, cache: Path | None = None, runtime: str = "auto") -> None:
+        self.runtime = chosen_runtime(runtime)
+        try:
+            self._load(folder, cache)
+        except (RuntimeError, ModelError) as exc:
+            if self.runtime != "openvino" or (runtime or "auto").strip().lower() != "auto":
+                raise
+            # Chosen by "auto", OpenVINO must not cost the function its detector: TensorFlow runs the same model.
+            why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            log.warning("detect: OpenVINO could not run the model (%s); running on TensorFlow instead", why)
+            self.runtime = "tensorflow"
+            self._load(folder, cache)
+            self.loaded += f"; OpenVINO could not run it: {why}"
 
-        self._tf = tf
-        self._model, self.loaded = load_model(folder, cache)
+    def _load(self, folder: Path, cache: Path | None) -> None:
+        load = load_openvino if self.runtime == "openvino" else load_tensorflow
+        self._model, self.loaded = load(folder, cache)
         self.detect(np.zeros((self.input_size, self.input_size, 3), np.float32), 1.0)  # the first call's cost now
 
     def detect(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
@@ -234,15 +328,14 @@ class CenterNetDetector:
         return self.detect_batch([pixels], [threshold])[0]
 
     def detect_batch(self, images: list[np.ndarray], thresholds: list[float]) -> list[np.ndarray]:
-        """`detect` for each image with its threshold: one TensorFlow call for all the images of one canvas shape
-        (a camera's frames share theirs)."""
+        """`detect` for each image with its threshold: one call of the model for all the images of one canvas
+        shape (a camera's frames share theirs)."""
         found: list[np.ndarray] = [np.empty((0, 6), np.float32)] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, pixels in enumerate(images):
             by_shape.setdefault(pixels.shape, []).append(i)
         for indices in by_shape.values():
-            batch = self._tf.constant(np.stack([images[i] for i in indices]))
-            peaks, sides = (np.asarray(t) for t in self._model(batch))  # type: ignore[operator]
+            peaks, sides = self._model(np.stack([images[i] for i in indices]))
             for j, i in enumerate(indices):
                 rows = decode(peaks[j], sides[j])
                 found[i] = suppress(rows[rows[:, 4] >= thresholds[i]])
@@ -252,7 +345,7 @@ class CenterNetDetector:
 def boxes_reply(rows: np.ndarray, width: int, height: int, scale: float) -> list[dict[str, str | int | float]]:
     """ssd's reply for one image: COCO category ids (strings, as DCF's class) and names, the confidence and the
     box (pixels of the original) as JSON numbers."""
-    reply = []
+    reply: list[dict[str, str | int | float]] = []
     for x1, y1, x2, y2, score, index in rows:
         category, label = CLASSES[int(index)]
         reply.append({
