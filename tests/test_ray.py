@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -67,13 +68,17 @@ def cluster() -> Iterator[Cluster]:
     before it calls it dead: on a busy 2-core machine a node added by a test was once marked dead for missed
     health checks during the test."""
     patient = {"health_check_timeout_ms": 20_000, "health_check_failure_threshold": 6}
-    nodes = Cluster(initialize_head=True,
-                    head_node_args={"num_cpus": 2, "include_dashboard": False, "_system_config": patient})
+    # Its sessions in a directory of its own (the nodes added later use the head's), removed after: Ray's default,
+    # /tmp/ray, keeps every session's logs and sockets, and piled up by hundreds across test runs.
+    temp_dir = tempfile.mkdtemp(prefix="dcf-test-ray-")  # short: Ray's Unix sockets live under it
+    nodes = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False, "_system_config": patient, "temp_dir": temp_dir})
     try:
         yield nodes
     finally:
         ray.shutdown()  # this process's own connection (serve_applications), before its head node goes
         nodes.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
