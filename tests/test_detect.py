@@ -301,6 +301,18 @@ def test_extreme_and_tiny_canvases_run(detector, size: tuple[int, int]) -> None:
     assert rows.shape[1] == 6 and len(rows) >= 1 and np.isfinite(rows).all()
 
 
+def test_threads_calling_at_once_each_get_their_own_images_answer(detector) -> None:
+    # A Handler with `concurrency` runs calls on several threads; OpenVINO's shared infer request is not
+    # thread-safe, so each thread infers with its own.
+    images = [parse_request(shared_image(name), 512).images[0].pixels for name in ("dog.jpg", "street.jpg")] * 3
+    alone = [detector.detect(pixels, 0.3) for pixels in images]
+    for _ in range(3):
+        together = at_once(len(images), lambda i: detector.detect(images[i], 0.3))
+        for mine, expected in zip(together, alone, strict=True):
+            assert not isinstance(mine, Exception), mine
+            np.testing.assert_allclose(mine, expected, atol=1e-3)
+
+
 def test_a_batch_of_frames_is_one_model_call_per_canvas_shape_and_finds_what_each_alone_does(detector) -> None:
     dog, street = (parse_request(shared_image(name), 512).images[0] for name in ("dog.jpg", "street.jpg"))
     calls: list[tuple[int, ...]] = []
