@@ -7,7 +7,7 @@ names, the confidence and pixel coordinates of the original image as JSON number
 
 The model, CenterNet-MobileNetV3 trained on COCO, ships in ../model (MIT, see model/SOURCE.md); nothing is
 downloaded. It runs on TensorFlow when the function has a GPU (memory grows as needed instead of taking it all),
-else on OpenVINO's CPU runtime when that is installed (1.3-2.2x as fast as TensorFlow there); $DETECT_RUNTIME
+else on OpenVINO's CPU runtime when that is installed (1.3-2x as fast as TensorFlow there); $DETECT_RUNTIME
 (auto, openvino or tensorflow) chooses.
 """
 

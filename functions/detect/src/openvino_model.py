@@ -1,4 +1,4 @@
-"""The detector's graph on OpenVINO's CPU runtime: 2.2x TensorFlow's speed for one frame on an AVX-512 CPU with
+"""The detector's graph on OpenVINO's CPU runtime: about 2x TensorFlow's speed for one frame on an AVX-512 CPU with
 bf16, 1.3x on AVX2 (benchmarks/detect_openvino.py; functions/detect/README.md has the figures).
 
 OpenVINO's TensorFlow frontend reads the graph tfjs_graph builds (any_input_size applied, cut at PEAKS and SIDES)
