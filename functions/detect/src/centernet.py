@@ -224,8 +224,10 @@ def load_openvino(folder: Path, cache: Path | None) -> tuple[Model, str]:
     import openvino_model
 
     saved = saved_model_path(folder, cache)
-    model, how = openvino_model.load(openvino_path(saved), lambda: converted_graph(folder), [PEAKS, SIDES])
-    if "cached as IR" in how:
+    ir = openvino_path(saved) / openvino_model.IR_NAME
+    cached_before = ir.exists()
+    model, how = openvino_model.load(ir.parent, lambda: converted_graph(folder), [PEAKS, SIDES])
+    if not cached_before and ir.exists():  # this load converted the model and cached it
         remove_older_formats(saved)
     return model, how
 
